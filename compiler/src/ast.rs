@@ -1,0 +1,280 @@
+//! The syntax tree the parser builds and the evaluator runs.
+//!
+//! Every node carries its [`Span`] so evaluation errors and constraints can
+//! point back into the model. Names are interned ([`Sym`]) so variable lookup
+//! is an integer hash, which matters for models that build 100,000 nodes.
+
+use std::rc::Rc;
+
+pub use mx_xir::Span;
+
+/// An interned identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(pub u32);
+
+/// Interns identifiers. The evaluator pre-interns builtin names so it can
+/// recognise them by number.
+#[derive(Default, Debug)]
+pub struct Interner {
+    map: std::collections::HashMap<Rc<str>, Sym>,
+    names: Vec<Rc<str>>,
+}
+
+impl Interner {
+    /// The symbol for `name`, creating it if new.
+    pub fn intern(&mut self, name: &str) -> Sym {
+        if let Some(&s) = self.map.get(name) {
+            return s;
+        }
+        let s = Sym(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
+        let rc: Rc<str> = name.into();
+        self.names.push(rc.clone());
+        self.map.insert(rc, s);
+        s
+    }
+
+    /// The text of a symbol.
+    pub fn name(&self, s: Sym) -> &Rc<str> {
+        &self.names[s.0 as usize]
+    }
+
+    /// Every interned name, for did-you-mean suggestions.
+    pub fn lookup(&self, name: &str) -> Option<Sym> {
+        self.map.get(name).copied()
+    }
+}
+
+/// A parsed model.
+#[derive(Debug, Default)]
+pub struct Program {
+    /// Top-level statements.
+    pub body: Vec<Stmt>,
+    /// The names used in it.
+    pub names: Interner,
+}
+
+/// A statement with its span.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub kind: StmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum StmtKind {
+    Expr(Expr),
+    /// `a = b = value`: every target gets the value.
+    Assign {
+        targets: Vec<Expr>,
+        value: Expr,
+    },
+    AugAssign {
+        target: Expr,
+        op: BinOp,
+        value: Expr,
+    },
+    If {
+        branches: Vec<(Expr, Vec<Stmt>)>,
+        orelse: Vec<Stmt>,
+    },
+    For {
+        target: Expr,
+        iter: Expr,
+        body: Vec<Stmt>,
+    },
+    While {
+        cond: Expr,
+        body: Vec<Stmt>,
+    },
+    Def(Rc<FuncDef>),
+    Return(Option<Expr>),
+    Pass,
+    Break,
+    Continue,
+    /// `import a.b as c`: binds `c` (or `a`) to module `a.b`.
+    Import {
+        module: String,
+        alias: Option<Sym>,
+    },
+    /// `from a import *` (names empty) or `from a import b as c`.
+    FromImport {
+        module: String,
+        names: Vec<(Sym, Sym, Span)>,
+    },
+    Global(Vec<Sym>),
+    Assert {
+        cond: Expr,
+        msg: Option<Expr>,
+    },
+    Del(Expr),
+}
+
+/// A function definition (`def` or `lambda`).
+#[derive(Debug)]
+pub struct FuncDef {
+    pub name: Sym,
+    pub params: Vec<Param>,
+    /// `*args`
+    pub varargs: Option<Sym>,
+    /// `**kwargs`
+    pub kwargs: Option<Sym>,
+    pub body: Vec<Stmt>,
+    /// The header (`def f(x):`), where call-depth errors point.
+    pub span: Span,
+    /// Names assigned in the body (locals), unless declared `global`.
+    pub locals: Vec<Sym>,
+}
+
+#[derive(Debug)]
+pub struct Param {
+    pub name: Sym,
+    pub default: Option<Expr>,
+    /// Parameters after a bare `*` can only be passed by keyword.
+    pub kw_only: bool,
+}
+
+/// An expression with its span.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExprKind {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    /// An f-string: literal text and `{expr!conv:spec}` fields.
+    FStr(Rc<[FPart]>),
+    Name(Sym),
+    Tuple(Vec<Expr>),
+    List(Vec<Expr>),
+    Dict(Vec<DictItem>),
+    /// `[elt for ... if ...]`; generator expressions are evaluated eagerly.
+    ListComp(Box<Expr>, Rc<[Comp]>),
+    DictComp(Box<Expr>, Box<Expr>, Rc<[Comp]>),
+    Attr(Box<Expr>, Sym, Span),
+    Index(Box<Expr>, Box<Expr>),
+    Slice(Box<Expr>, [Option<Box<Expr>>; 3]),
+    Call(Box<Expr>, Vec<Arg>),
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `a < b <= c`: chained comparisons, as in Python.
+    Compare(Box<Expr>, Vec<(CmpOp, Expr)>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    IfExp(Box<Expr>, Box<Expr>, Box<Expr>),
+    Lambda(Rc<FuncDef>),
+    /// `*x` inside a list or tuple display.
+    Star(Box<Expr>),
+    /// `(x)`: kept so `(a < b) < c` does not chain.
+    Paren(Box<Expr>),
+}
+
+#[derive(Debug, Clone)]
+pub enum FPart {
+    Lit(Rc<str>),
+    Field {
+        expr: Expr,
+        conv: Option<char>,
+        spec: Option<Rc<str>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum DictItem {
+    Pair(Expr, Expr),
+    Splat(Expr),
+}
+
+#[derive(Debug)]
+pub struct Comp {
+    pub target: Expr,
+    pub iter: Expr,
+    pub conds: Vec<Expr>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Pos(Expr),
+    Star(Expr),
+    Kw(Sym, Span, Expr),
+    DStar(Expr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnOp {
+    Neg,
+    Pos,
+    Inv,
+    Not,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Mod,
+    Pow,
+    BitOr,
+    BitXor,
+    BitAnd,
+    Shl,
+    Shr,
+}
+
+impl BinOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::FloorDiv => "//",
+            BinOp::Mod => "%",
+            BinOp::Pow => "**",
+            BinOp::BitOr => "|",
+            BinOp::BitXor => "^",
+            BinOp::BitAnd => "&",
+            BinOp::Shl => "<<",
+            BinOp::Shr => ">>",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+    Is,
+    IsNot,
+}
+
+impl CmpOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+            CmpOp::In => "in",
+            CmpOp::NotIn => "not in",
+            CmpOp::Is => "is",
+            CmpOp::IsNot => "is not",
+        }
+    }
+}

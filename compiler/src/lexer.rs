@@ -1,0 +1,282 @@
+//! Splits a model into logical lines, as Python's tokenizer does.
+//!
+//! A logical line ends at a newline that is outside brackets and strings and
+//! not escaped by a backslash. Blank and comment-only lines vanish. Each line
+//! keeps its indentation text so the parser can build blocks. Unterminated
+//! strings and unbalanced brackets are found here, where their opening
+//! position is known, rather than as a confusing parse error lines later.
+
+use mx_diag::Diagnostic;
+
+/// Brackets deeper than this are refused (E0106), so no input can exhaust
+/// the parser's stack.
+pub const MAX_BRACKET_DEPTH: usize = 100;
+
+/// One logical line.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Byte range of the indentation.
+    pub indent: std::ops::Range<usize>,
+    /// Byte range of the content, from the first non-blank character to the
+    /// end of the line (comments included; the grammar skips them).
+    pub start: usize,
+    /// End of the content (exclusive), before the newline.
+    pub end: usize,
+    /// Whether the line was cut short by an error found here; the parser
+    /// skips such lines instead of reporting a second error for them.
+    pub broken: bool,
+}
+
+/// Splits `src` into logical lines, reporting lexical errors into `diags`.
+pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut style: Option<(u8, usize)> = None; // first indentation char seen, and where
+    while i < b.len() {
+        // Indentation.
+        let indent_start = i;
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\x0C') {
+            i += 1;
+        }
+        let indent = indent_start..i;
+        if i >= b.len() {
+            break;
+        }
+        match b[i] {
+            b'\n' | b'\r' => {
+                i += if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                continue;
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut broken = false;
+        // Tabs and spaces may not be mixed: widths would be ambiguous.
+        for (k, &c) in b[indent.clone()].iter().enumerate() {
+            let c = if c == b'\x0C' { b' ' } else { c };
+            match style {
+                None => style = Some((c, indent.start + k)),
+                Some((s, at)) if s != c => {
+                    let (line, _) = line_col(src, at);
+                    diags.push(
+                        Diagnostic::error("E0105", "indentation mixes tabs and spaces")
+                            .primary(indent.clone(), "this indentation")
+                            .help(format!(
+                                "line {line} indents with {}; use one kind throughout \
+                                 (four spaces is the convention)",
+                                if s == b'\t' { "tabs" } else { "spaces" }
+                            )),
+                    );
+                    broken = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let start = i;
+        let mut stack: Vec<(u8, usize)> = Vec::new();
+        let mut deep_reported = false;
+        loop {
+            if i >= b.len() {
+                break;
+            }
+            let c = b[i];
+            match c {
+                b'\n' | b'\r' if stack.is_empty() => break,
+                b'\\' if matches!(b.get(i + 1), Some(b'\n' | b'\r')) => {
+                    i += 2;
+                    if b[i - 1] == b'\r' && b.get(i) == Some(&b'\n') {
+                        i += 1;
+                    }
+                }
+                b'#' => {
+                    while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                        i += 1;
+                    }
+                }
+                b'(' | b'[' | b'{' => {
+                    stack.push((c, i));
+                    if stack.len() > MAX_BRACKET_DEPTH && !deep_reported {
+                        deep_reported = true;
+                        broken = true;
+                        diags.push(
+                            Diagnostic::error("E0106", "brackets nest too deeply")
+                                .primary(i..i + 1, format!("more than {MAX_BRACKET_DEPTH} open brackets here"))
+                                .help("split the expression with intermediate variables"),
+                        );
+                    }
+                    i += 1;
+                }
+                b')' | b']' | b'}' => {
+                    let want = match c {
+                        b')' => b'(',
+                        b']' => b'[',
+                        _ => b'{',
+                    };
+                    match stack.pop() {
+                        Some((open, _)) if open == want => {}
+                        Some((open, at)) => {
+                            broken = true;
+                            diags.push(
+                                Diagnostic::error(
+                                    "E0104",
+                                    format!("`{}` closes `{}`", c as char, open as char),
+                                )
+                                .primary(i..i + 1, "mismatched closing bracket")
+                                .secondary(at..at + 1, "this bracket was opened here")
+                                .help(format!("close it with `{}`", closer(open) as char)),
+                            );
+                        }
+                        None => {
+                            broken = true;
+                            diags.push(
+                                Diagnostic::error(
+                                    "E0104",
+                                    format!("unmatched closing `{}`", c as char),
+                                )
+                                .primary(i..i + 1, "nothing to close here")
+                                .help("remove it, or add the opening bracket it belongs to"),
+                            );
+                        }
+                    }
+                    i += 1;
+                }
+                b'\'' | b'"' => match skip_string(b, i) {
+                    Ok(next) => i = next,
+                    Err(next) => {
+                        broken = true;
+                        let triple = b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&c);
+                        diags.push(
+                            Diagnostic::error("E0103", "unterminated string")
+                                .primary(
+                                    i..(i + if triple { 3 } else { 1 }),
+                                    "this string is never closed",
+                                )
+                                .help(if triple {
+                                    format!("close it with {}", if c == b'"' { "\"\"\"" } else { "'''" })
+                                } else {
+                                    format!(
+                                        "close it with {} before the end of the line",
+                                        c as char
+                                    )
+                                }),
+                        );
+                        i = next;
+                        if next >= b.len() {
+                            break;
+                        }
+                    }
+                },
+                _ => i += 1,
+            }
+        }
+        if let Some(&(open, at)) = stack.first() {
+            broken = true;
+            // The innermost unclosed bracket is the likely culprit.
+            let (open, at) = stack.last().copied().unwrap_or((open, at));
+            diags.push(
+                Diagnostic::error("E0104", format!("`{}` is never closed", open as char))
+                    .primary(at..at + 1, "this bracket is never closed")
+                    .help(format!("add `{}` where the expression ends", closer(open) as char)),
+            );
+        }
+        let mut end = i;
+        // Trim trailing blanks (and a stray \r) so spans end at the content.
+        while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\r' | b'\x0C') {
+            end -= 1;
+        }
+        out.push(Line {
+            indent,
+            start,
+            end,
+            broken,
+        });
+    }
+    out
+}
+
+fn closer(open: u8) -> u8 {
+    match open {
+        b'(' => b')',
+        b'[' => b']',
+        _ => b'}',
+    }
+}
+
+/// Skips a string starting at the quote `b[i]`. Returns the index after the
+/// closing quote, or `Err(index to resume at)` when the string is unterminated.
+fn skip_string(b: &[u8], i: usize) -> Result<usize, usize> {
+    let q = b[i];
+    let triple = b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q);
+    let mut j = if triple { i + 3 } else { i + 1 };
+    while j < b.len() {
+        let c = b[j];
+        if c == b'\\' {
+            j += 2;
+            continue;
+        }
+        if triple {
+            if c == q && b.get(j + 1) == Some(&q) && b.get(j + 2) == Some(&q) {
+                return Ok(j + 3);
+            }
+        } else if c == q {
+            return Ok(j + 1);
+        } else if c == b'\n' || c == b'\r' {
+            return Err(j);
+        }
+        j += 1;
+    }
+    Err(b.len())
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src.as_bytes()[..offset.min(src.len())];
+    let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
+    let col = offset - before.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(src: &str) -> (Vec<String>, Vec<&'static str>) {
+        let mut d = Vec::new();
+        let ls = lines(src, &mut d);
+        (
+            ls.iter().map(|l| src[l.start..l.end].to_string()).collect(),
+            d.iter().map(|d| d.code).collect(),
+        )
+    }
+
+    #[test]
+    fn joins_bracketed_lines_and_drops_blank_ones() {
+        let (l, d) = split("a = [1,\n  2]  # c\n\n   # only comment\nb = 'x'\\\n  + 'y'\n");
+        assert_eq!(l, vec!["a = [1,\n  2]  # c", "b = 'x'\\\n  + 'y'"]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn triple_quoted_strings_span_lines() {
+        let (l, d) = split("'''doc\nstring'''\nx = 1\n");
+        assert_eq!(l, vec!["'''doc\nstring'''", "x = 1"]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn reports_lexical_errors() {
+        assert_eq!(split("x = 'abc\ny = 2\n").1, vec!["E0103"]);
+        assert_eq!(split("x = (1, 2\n").1, vec!["E0104"]);
+        assert_eq!(split("x = (1, 2]\n").1, vec!["E0104"]);
+        assert_eq!(split("x = 1)\n").1, vec!["E0104"]);
+        assert_eq!(split("if x:\n\ty = 1\n        z = 2\n").1, vec!["E0105"]);
+        assert_eq!(split(&"(".repeat(500)).1, vec!["E0106", "E0104"]);
+    }
+}

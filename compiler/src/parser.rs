@@ -1,0 +1,1606 @@
+//! Logical lines → syntax tree.
+//!
+//! Each logical line from the [`lexer`](crate::lexer) is parsed on its own with
+//! the pest grammar, then lines are assembled into blocks by indentation. A
+//! line that fails to parse is reported and skipped (a broken block header
+//! still swallows its indented body), so one run reports every bad line.
+
+use std::rc::Rc;
+
+use mx_diag::Diagnostic;
+use mx_grammar::{MxParser, Rule};
+use pest::Parser;
+use pest::iterators::{Pair, Pairs};
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+
+use crate::ast::*;
+use crate::lexer::{self, Line};
+
+/// Expressions nest at most this deep (E0106), so evaluating or dropping
+/// the tree can never exhaust the stack.
+const MAX_EXPR_DEPTH: usize = 200;
+/// Blocks nest at most this deep.
+const MAX_BLOCK_DEPTH: usize = 100;
+
+/// Parses a whole model. Errors go to `diags`; the returned program holds
+/// every statement that parsed.
+pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Program {
+    let lines = lexer::lines(src, diags);
+    let mut p = LineParser {
+        src,
+        names: Interner::default(),
+        diags,
+        pratt: pratt(),
+    };
+    let items: Vec<Item> = lines.iter().map(|l| p.line(l)).collect();
+    let mut blocks = Blocks {
+        src,
+        lines: &lines,
+        items,
+        pos: 0,
+        diags: p.diags,
+    };
+    let body = blocks.suite(0);
+    Program {
+        body,
+        names: p.names,
+    }
+}
+
+fn pratt() -> PrattParser<Rule> {
+    PrattParser::new()
+        .op(Op::infix(Rule::or, Assoc::Left))
+        .op(Op::infix(Rule::and, Assoc::Left))
+        .op(Op::prefix(Rule::not))
+        .op(Op::infix(Rule::eq, Assoc::Left)
+            | Op::infix(Rule::ne, Assoc::Left)
+            | Op::infix(Rule::lt, Assoc::Left)
+            | Op::infix(Rule::le, Assoc::Left)
+            | Op::infix(Rule::gt, Assoc::Left)
+            | Op::infix(Rule::ge, Assoc::Left)
+            | Op::infix(Rule::in_, Assoc::Left)
+            | Op::infix(Rule::not_in, Assoc::Left)
+            | Op::infix(Rule::is, Assoc::Left)
+            | Op::infix(Rule::is_not, Assoc::Left))
+        .op(Op::infix(Rule::bit_or, Assoc::Left))
+        .op(Op::infix(Rule::bit_xor, Assoc::Left))
+        .op(Op::infix(Rule::bit_and, Assoc::Left))
+        .op(Op::infix(Rule::shl, Assoc::Left) | Op::infix(Rule::shr, Assoc::Left))
+        .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
+        .op(Op::infix(Rule::mul, Assoc::Left)
+            | Op::infix(Rule::div, Assoc::Left)
+            | Op::infix(Rule::floordiv, Assoc::Left)
+            | Op::infix(Rule::rem, Assoc::Left))
+        .op(Op::prefix(Rule::neg) | Op::prefix(Rule::pos) | Op::prefix(Rule::inv))
+        .op(Op::infix(Rule::pow, Assoc::Right))
+        .op(Op::postfix(Rule::call) | Op::postfix(Rule::subscript) | Op::postfix(Rule::attribute))
+}
+
+/// What one logical line turned out to be.
+enum Item {
+    Simple(Vec<Stmt>),
+    Header(Header),
+    /// A line that failed to parse. `header` if it looked like a block header,
+    /// so its indented body is skipped quietly.
+    Broken { header: bool },
+}
+
+struct Header {
+    kind: HeaderKind,
+    /// Statements after the colon on the same line, if any.
+    inline: Option<Vec<Stmt>>,
+    span: Span,
+    keyword: &'static str,
+}
+
+enum HeaderKind {
+    If(Expr),
+    Elif(Expr),
+    Else,
+    For(Expr, Expr),
+    While(Expr),
+    Def {
+        name: Sym,
+        params: Vec<Param>,
+        varargs: Option<Sym>,
+        kwargs: Option<Sym>,
+    },
+}
+
+/// A parse failure inside a line, carrying its diagnostic.
+struct Fail(Diagnostic);
+type PResult<T> = Result<T, Fail>;
+
+struct LineParser<'a> {
+    src: &'a str,
+    names: Interner,
+    diags: &'a mut Vec<Diagnostic>,
+    pratt: PrattParser<Rule>,
+}
+
+impl LineParser<'_> {
+    fn line(&mut self, line: &Line) -> Item {
+        let text = &self.src[line.start..line.end];
+        let looks_header = is_header_text(text);
+        if line.broken {
+            return Item::Broken {
+                header: looks_header,
+            };
+        }
+        match MxParser::parse(Rule::line, text) {
+            Ok(mut pairs) => {
+                let line_pair = pairs.next().expect("line rule matched");
+                let first = line_pair.into_inner().next().expect("line has content");
+                let built = match first.as_rule() {
+                    Rule::simple_stmts => self.simple_stmts(first, line.start).map(Item::Simple),
+                    _ => self.header(first, line.start).map(Item::Header),
+                };
+                match built {
+                    Ok(item) => item,
+                    Err(Fail(d)) => {
+                        self.diags.push(d);
+                        Item::Broken {
+                            header: looks_header,
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let d = self.syntax_error(&e, text, line.start);
+                self.diags.push(d);
+                Item::Broken {
+                    header: looks_header,
+                }
+            }
+        }
+    }
+
+    fn span(&self, p: &Pair<Rule>, base: usize) -> Span {
+        let s = p.as_span();
+        Span::new(base + s.start(), base + s.end())
+    }
+
+    // ------------------------------------------------------------ statements
+
+    fn simple_stmts(&mut self, p: Pair<Rule>, base: usize) -> PResult<Vec<Stmt>> {
+        p.into_inner().map(|s| self.simple_stmt(s, base)).collect()
+    }
+
+    fn simple_stmt(&mut self, p: Pair<Rule>, base: usize) -> PResult<Stmt> {
+        let span = self.span(&p, base);
+        let rule = p.as_rule();
+        let mut inner = p.into_inner();
+        let kind = match rule {
+            Rule::pass_stmt => StmtKind::Pass,
+            Rule::break_stmt => StmtKind::Break,
+            Rule::continue_stmt => StmtKind::Continue,
+            Rule::return_stmt => {
+                inner.next(); // keyword
+                StmtKind::Return(inner.next().map(|e| self.exprlist(e, base)).transpose()?)
+            }
+            Rule::global_stmt => {
+                inner.next();
+                StmtKind::Global(inner.map(|i| self.names.intern(i.as_str())).collect())
+            }
+            Rule::assert_stmt => {
+                inner.next();
+                let cond = self.expr(inner.next().expect("assert cond"), base, 0)?;
+                let msg = inner.next().map(|m| self.expr(m, base, 0)).transpose()?;
+                StmtKind::Assert { cond, msg }
+            }
+            Rule::del_stmt => {
+                inner.next();
+                let target = self.exprlist(inner.next().expect("del target"), base)?;
+                self.check_target(&target)?;
+                StmtKind::Del(target)
+            }
+            Rule::import_stmt => {
+                inner.next();
+                // `import a, b` becomes several statements; keep the first here
+                // and let the rest follow as separate imports.
+                let mut stmts = Vec::new();
+                for item in inner {
+                    let mut it = item.into_inner();
+                    let module = it.next().expect("module").as_str().to_string();
+                    let alias = it.nth(1).map(|a| self.names.intern(a.as_str()));
+                    stmts.push(StmtKind::Import { module, alias });
+                }
+                if stmts.len() == 1 {
+                    stmts.pop().expect("one import")
+                } else {
+                    StmtKind::If {
+                        branches: vec![(
+                            Expr {
+                                kind: ExprKind::Bool(true),
+                                span,
+                            },
+                            stmts.into_iter().map(|kind| Stmt { kind, span }).collect(),
+                        )],
+                        orelse: Vec::new(),
+                    }
+                }
+            }
+            Rule::from_stmt => {
+                inner.next();
+                let module = inner.next().expect("module").as_str().to_string();
+                inner.next(); // import
+                let what = inner.next().expect("names");
+                let names = if what.as_rule() == Rule::star {
+                    Vec::new()
+                } else {
+                    what.into_inner()
+                        .map(|n| {
+                            let sp = self.span(&n, base);
+                            let mut it = n.into_inner();
+                            let name = self.names.intern(it.next().expect("name").as_str());
+                            let alias = it.nth(1).map_or(name, |a| self.names.intern(a.as_str()));
+                            (name, alias, sp)
+                        })
+                        .collect()
+                };
+                StmtKind::FromImport { module, names }
+            }
+            Rule::expr_stmt => {
+                let lhs = self.exprlist(inner.next().expect("expr"), base)?;
+                match inner.next() {
+                    None => StmtKind::Expr(lhs),
+                    Some(tail) => match tail.as_rule() {
+                        Rule::assign_tail => {
+                            let mut exprs = vec![lhs];
+                            for e in tail.into_inner() {
+                                exprs.push(self.exprlist(e, base)?);
+                            }
+                            let value = exprs.pop().expect("value");
+                            for t in &exprs {
+                                self.check_target(t)?;
+                            }
+                            StmtKind::Assign {
+                                targets: exprs,
+                                value,
+                            }
+                        }
+                        Rule::aug_tail => {
+                            let mut it = tail.into_inner();
+                            let op = match it.next().expect("op").as_str() {
+                                "+=" => BinOp::Add,
+                                "-=" => BinOp::Sub,
+                                "*=" => BinOp::Mul,
+                                "/=" => BinOp::Div,
+                                "//=" => BinOp::FloorDiv,
+                                "%=" => BinOp::Mod,
+                                "**=" => BinOp::Pow,
+                                "|=" => BinOp::BitOr,
+                                "&=" => BinOp::BitAnd,
+                                "^=" => BinOp::BitXor,
+                                "<<=" => BinOp::Shl,
+                                _ => BinOp::Shr,
+                            };
+                            let value = self.exprlist(it.next().expect("value"), base)?;
+                            if !matches!(
+                                lhs.kind,
+                                ExprKind::Name(_) | ExprKind::Attr(..) | ExprKind::Index(..)
+                            ) {
+                                return Err(self.bad_target(&lhs));
+                            }
+                            StmtKind::AugAssign {
+                                target: lhs,
+                                op,
+                                value,
+                            }
+                        }
+                        _ => {
+                            // Annotated assignment: the annotation is ignored.
+                            let mut it = tail.into_inner();
+                            it.next(); // annotation
+                            match it.next() {
+                                Some(v) => {
+                                    self.check_target(&lhs)?;
+                                    StmtKind::Assign {
+                                        targets: vec![lhs],
+                                        value: self.exprlist(v, base)?,
+                                    }
+                                }
+                                None => StmtKind::Pass,
+                            }
+                        }
+                    },
+                }
+            }
+            other => unreachable!("simple statement rule {other:?}"),
+        };
+        Ok(Stmt { kind, span })
+    }
+
+    fn check_target(&self, e: &Expr) -> PResult<()> {
+        match &e.kind {
+            ExprKind::Name(_) | ExprKind::Attr(..) | ExprKind::Index(..) => Ok(()),
+            ExprKind::Tuple(items) | ExprKind::List(items) => {
+                items.iter().try_for_each(|i| self.check_target(i))
+            }
+            ExprKind::Star(inner) | ExprKind::Paren(inner) => self.check_target(inner),
+            _ => Err(self.bad_target(e)),
+        }
+    }
+
+    fn bad_target(&self, e: &Expr) -> Fail {
+        let text = &self.src[e.span.range()];
+        let help = if text.contains("==") || matches!(e.kind, ExprKind::Compare(..)) {
+            "to compare, use `==`; to assign, put a name, attribute or subscript on the left"
+        } else {
+            "only names, attributes (`a.b`), subscripts (`a[i]`) and tuples of them can be assigned"
+        };
+        Fail(
+            Diagnostic::error("E0101", "cannot assign to this expression")
+                .primary(e.span.range(), "not assignable")
+                .help(help),
+        )
+    }
+
+    fn header(&mut self, p: Pair<Rule>, base: usize) -> PResult<Header> {
+        let span = self.span(&p, base);
+        let rule = p.as_rule();
+        let mut inner = p.into_inner();
+        inner.next(); // keyword
+        let (kind, keyword) = match rule {
+            Rule::if_header => (HeaderKind::If(self.expr(inner.next().expect("cond"), base, 0)?), "if"),
+            Rule::elif_header => (
+                HeaderKind::Elif(self.expr(inner.next().expect("cond"), base, 0)?),
+                "elif",
+            ),
+            Rule::else_header => (HeaderKind::Else, "else"),
+            Rule::while_header => (
+                HeaderKind::While(self.expr(inner.next().expect("cond"), base, 0)?),
+                "while",
+            ),
+            Rule::for_header => {
+                let target = self.target_list(inner.next().expect("target"), base)?;
+                inner.next(); // in
+                let iter = self.exprlist(inner.next().expect("iter"), base)?;
+                (HeaderKind::For(target, iter), "for")
+            }
+            Rule::def_header => {
+                let name = self.names.intern(inner.next().expect("name").as_str());
+                let mut params = (Vec::new(), None, None);
+                if inner.peek().is_some_and(|p| p.as_rule() == Rule::params) {
+                    params = self.params(inner.next().expect("params"), base)?;
+                }
+                // A return annotation, if present, is ignored.
+                if inner.peek().is_some_and(|p| p.as_rule() == Rule::expr) {
+                    inner.next();
+                }
+                let (params, varargs, kwargs) = params;
+                (
+                    HeaderKind::Def {
+                        name,
+                        params,
+                        varargs,
+                        kwargs,
+                    },
+                    "def",
+                )
+            }
+            other => unreachable!("header rule {other:?}"),
+        };
+        // The colon, then optional inline statements.
+        let mut inline = None;
+        for rest in inner {
+            if rest.as_rule() == Rule::simple_stmts {
+                inline = Some(self.simple_stmts(rest, base)?);
+            }
+        }
+        Ok(Header {
+            kind,
+            inline,
+            span,
+            keyword,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn params(
+        &mut self,
+        p: Pair<Rule>,
+        base: usize,
+    ) -> PResult<(Vec<Param>, Option<Sym>, Option<Sym>)> {
+        let mut params: Vec<Param> = Vec::new();
+        let mut varargs = None;
+        let mut kwargs = None;
+        let mut kw_only = false;
+        let mut seen_default = false;
+        for param in p.into_inner() {
+            let sp = self.span(&param, base);
+            match param.as_rule() {
+                Rule::plain_param => {
+                    let mut it = param.into_inner();
+                    let name = self.names.intern(it.next().expect("name").as_str());
+                    if params.iter().any(|q| q.name == name) {
+                        return Err(Fail(
+                            Diagnostic::error("E0101", "duplicate parameter name")
+                                .primary(sp.range(), "this parameter is already declared")
+                                .help("give each parameter its own name"),
+                        ));
+                    }
+                    let mut default = None;
+                    // Children: optional annotation, optional default; the grammar
+                    // does not mark which is which, so use the source text.
+                    let rest: Vec<_> = it.collect();
+                    let text = &self.src[sp.range()];
+                    if let Some(last) = rest.last()
+                        && text.contains('=')
+                    {
+                        default = Some(self.expr(last.clone(), base, 0)?);
+                    }
+                    if default.is_some() {
+                        seen_default = true;
+                    } else if seen_default && !kw_only {
+                        return Err(Fail(
+                            Diagnostic::error(
+                                "E0101",
+                                "a parameter without a default follows one with a default",
+                            )
+                            .primary(sp.range(), "needs a default")
+                            .help("move parameters with defaults to the end"),
+                        ));
+                    }
+                    params.push(Param {
+                        name,
+                        default,
+                        kw_only,
+                    });
+                }
+                Rule::star_param => {
+                    kw_only = true;
+                    varargs = param
+                        .into_inner()
+                        .find(|i| i.as_rule() == Rule::ident)
+                        .map(|i| self.names.intern(i.as_str()));
+                }
+                _ => {
+                    kwargs = param
+                        .into_inner()
+                        .find(|i| i.as_rule() == Rule::ident)
+                        .map(|i| self.names.intern(i.as_str()));
+                }
+            }
+        }
+        Ok((params, varargs, kwargs))
+    }
+
+    // ----------------------------------------------------------- expressions
+
+    fn exprlist(&mut self, p: Pair<Rule>, base: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let mut items = Vec::new();
+        let mut tuple = false;
+        for item in p.into_inner() {
+            match item.as_rule() {
+                Rule::trailing_comma => tuple = true,
+                _ => items.push(self.star_or_expr(item, base, 0)?),
+            }
+        }
+        if items.len() == 1 && !tuple && !matches!(items[0].kind, ExprKind::Star(_)) {
+            Ok(items.pop().expect("one item"))
+        } else {
+            Ok(Expr {
+                kind: ExprKind::Tuple(items),
+                span,
+            })
+        }
+    }
+
+    fn star_or_expr(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        if p.as_rule() == Rule::starred {
+            let span = self.span(&p, base);
+            let inner = self.operation(p.into_inner().next().expect("starred"), base, depth + 1)?;
+            Ok(Expr {
+                kind: ExprKind::Star(Box::new(inner)),
+                span,
+            })
+        } else {
+            self.expr(p, base, depth)
+        }
+    }
+
+    fn too_deep(&self, span: Span) -> Fail {
+        Fail(
+            Diagnostic::error("E0106", "expression nests too deeply")
+                .primary(span.range(), format!("more than {MAX_EXPR_DEPTH} levels of nesting"))
+                .help("split the expression with intermediate variables"),
+        )
+    }
+
+    fn expr(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        if depth > MAX_EXPR_DEPTH {
+            return Err(self.too_deep(span));
+        }
+        match p.as_rule() {
+            Rule::expr => {
+                let mut inner = p.into_inner();
+                let first = inner.next().expect("expr content");
+                if first.as_rule() == Rule::lambda {
+                    return self.lambda(first, base, depth);
+                }
+                let value = self.operation(first, base, depth + 1)?;
+                if inner.next().is_some() {
+                    let cond = self.operation(inner.next().expect("cond"), base, depth + 1)?;
+                    inner.next(); // else
+                    let other = self.expr(inner.next().expect("else"), base, depth + 1)?;
+                    Ok(Expr {
+                        kind: ExprKind::IfExp(Box::new(cond), Box::new(value), Box::new(other)),
+                        span,
+                    })
+                } else {
+                    Ok(value)
+                }
+            }
+            Rule::operation => self.operation(p, base, depth),
+            _ => self.primary(p, base, depth),
+        }
+    }
+
+    fn lambda(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let mut inner = p.into_inner();
+        inner.next(); // keyword
+        let mut params = (Vec::new(), None, None);
+        if inner.peek().is_some_and(|p| p.as_rule() == Rule::params) {
+            params = self.params(inner.next().expect("params"), base)?;
+        }
+        let body = self.expr(inner.next().expect("body"), base, depth + 1)?;
+        let name = self.names.intern("<lambda>");
+        let (params, varargs, kwargs) = params;
+        let ret = Stmt {
+            span: body.span,
+            kind: StmtKind::Return(Some(body)),
+        };
+        Ok(Expr {
+            kind: ExprKind::Lambda(Rc::new(FuncDef {
+                name,
+                params,
+                varargs,
+                kwargs,
+                body: vec![ret],
+                span,
+                locals: Vec::new(),
+            })),
+            span,
+        })
+    }
+
+    /// An operator expression, ordered by the Pratt parser. Depth grows with
+    /// every operator so long chains are bounded too.
+    fn operation(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let n = p.clone().into_inner().count();
+        if depth + n / 2 > MAX_EXPR_DEPTH * 4 {
+            return Err(self.too_deep(span));
+        }
+        let pairs = p.into_inner();
+        // The Pratt closures cannot return errors, so collect the first one.
+        let err: std::cell::RefCell<Option<Fail>> = std::cell::RefCell::new(None);
+        let this = std::cell::RefCell::new(self);
+        let placeholder = |span| Expr {
+            kind: ExprKind::None,
+            span,
+        };
+        let result = this
+            .borrow()
+            .pratt
+            .clone()
+            .map_primary(|prim| {
+                let sp = Span::new(base + prim.as_span().start(), base + prim.as_span().end());
+                match this.borrow_mut().primary(prim, base, depth + 1) {
+                    Ok(e) => e,
+                    Err(f) => {
+                        err.borrow_mut().get_or_insert(f);
+                        placeholder(sp)
+                    }
+                }
+            })
+            .map_prefix(|op, rhs| {
+                let sp = Span::new(base + op.as_span().start(), rhs.span.end as usize);
+                let op = match op.as_rule() {
+                    Rule::neg => UnOp::Neg,
+                    Rule::pos => UnOp::Pos,
+                    Rule::inv => UnOp::Inv,
+                    _ => UnOp::Not,
+                };
+                Expr {
+                    kind: ExprKind::Unary(op, Box::new(rhs)),
+                    span: sp,
+                }
+            })
+            .map_postfix(|lhs, op| {
+                let sp = Span::new(lhs.span.start as usize, base + op.as_span().end());
+                match this.borrow_mut().postfix(lhs, op, base, depth + 1) {
+                    Ok(e) => e,
+                    Err(f) => {
+                        err.borrow_mut().get_or_insert(f);
+                        placeholder(sp)
+                    }
+                }
+            })
+            .map_infix(|lhs, op, rhs| {
+                let sp = lhs.span.to(rhs.span);
+                let bin = |o| ExprKind::Binary(o, Box::new(lhs.clone()), Box::new(rhs.clone()));
+                let cmp = |o: CmpOp| match &lhs.kind {
+                    ExprKind::Compare(first, rest) => {
+                        let mut rest = rest.clone();
+                        rest.push((o, rhs.clone()));
+                        ExprKind::Compare(first.clone(), rest)
+                    }
+                    _ => ExprKind::Compare(Box::new(lhs.clone()), vec![(o, rhs.clone())]),
+                };
+                let kind = match op.as_rule() {
+                    Rule::or => ExprKind::Or(Box::new(lhs.clone()), Box::new(rhs.clone())),
+                    Rule::and => ExprKind::And(Box::new(lhs.clone()), Box::new(rhs.clone())),
+                    Rule::eq => cmp(CmpOp::Eq),
+                    Rule::ne => cmp(CmpOp::Ne),
+                    Rule::lt => cmp(CmpOp::Lt),
+                    Rule::le => cmp(CmpOp::Le),
+                    Rule::gt => cmp(CmpOp::Gt),
+                    Rule::ge => cmp(CmpOp::Ge),
+                    Rule::in_ => cmp(CmpOp::In),
+                    Rule::not_in => cmp(CmpOp::NotIn),
+                    Rule::is => cmp(CmpOp::Is),
+                    Rule::is_not => cmp(CmpOp::IsNot),
+                    Rule::bit_or => bin(BinOp::BitOr),
+                    Rule::bit_xor => bin(BinOp::BitXor),
+                    Rule::bit_and => bin(BinOp::BitAnd),
+                    Rule::shl => bin(BinOp::Shl),
+                    Rule::shr => bin(BinOp::Shr),
+                    Rule::add => bin(BinOp::Add),
+                    Rule::sub => bin(BinOp::Sub),
+                    Rule::mul => bin(BinOp::Mul),
+                    Rule::div => bin(BinOp::Div),
+                    Rule::floordiv => bin(BinOp::FloorDiv),
+                    Rule::rem => bin(BinOp::Mod),
+                    _ => bin(BinOp::Pow),
+                };
+                Expr { kind, span: sp }
+            })
+            .parse(pairs);
+        if let Some(f) = err.into_inner() {
+            return Err(f);
+        }
+        Ok(result)
+    }
+
+    fn postfix(&mut self, lhs: Expr, op: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = Span::new(lhs.span.start as usize, base + op.as_span().end());
+        let kind = match op.as_rule() {
+            Rule::attribute => {
+                let id = op.into_inner().next().expect("attr name");
+                let sp = self.span(&id, base);
+                ExprKind::Attr(Box::new(lhs), self.names.intern(id.as_str()), sp)
+            }
+            Rule::call => {
+                let mut args = Vec::new();
+                if let Some(list) = op.into_inner().next() {
+                    let mut kw_seen = false;
+                    for a in list.into_inner() {
+                        let asp = self.span(&a, base);
+                        let arg = match a.as_rule() {
+                            Rule::kwarg => {
+                                let mut it = a.into_inner();
+                                let id = it.next().expect("kw name");
+                                let isp = self.span(&id, base);
+                                let name = self.names.intern(id.as_str());
+                                Arg::Kw(name, isp, self.expr(it.next().expect("kw value"), base, depth + 1)?)
+                            }
+                            Rule::star_arg => {
+                                Arg::Star(self.expr(a.into_inner().next().expect("star"), base, depth + 1)?)
+                            }
+                            Rule::dstar_arg => {
+                                Arg::DStar(self.expr(a.into_inner().next().expect("dstar"), base, depth + 1)?)
+                            }
+                            Rule::genexp => Arg::Pos(self.comprehension(a, base, depth + 1)?),
+                            _ => Arg::Pos(self.expr(a, base, depth + 1)?),
+                        };
+                        match arg {
+                            Arg::Kw(..) | Arg::DStar(_) => kw_seen = true,
+                            Arg::Pos(_) if kw_seen => {
+                                return Err(Fail(
+                                    Diagnostic::error(
+                                        "E0101",
+                                        "positional argument follows keyword argument",
+                                    )
+                                    .primary(asp.range(), "positional argument")
+                                    .help("put positional arguments before keyword arguments"),
+                                ));
+                            }
+                            _ => {}
+                        }
+                        args.push(arg);
+                    }
+                }
+                ExprKind::Call(Box::new(lhs), args)
+            }
+            _ => {
+                let inner = op.into_inner().next().expect("subscript");
+                if inner.as_rule() == Rule::slice {
+                    let mut parts: [Option<Box<Expr>>; 3] = [None, None, None];
+                    let mut idx = 0;
+                    // Walk the slice text: parts are separated by `:` tokens,
+                    // which pest does not emit, so use positions.
+                    let text_start = inner.as_span().start();
+                    let text = inner.as_str();
+                    let mut colons = text
+                        .char_indices()
+                        .filter(|&(_, c)| c == ':')
+                        .map(|(i, _)| text_start + i);
+                    let mut next_colon = colons.next();
+                    for part in inner.into_inner() {
+                        let ps = part.as_span().start();
+                        while let Some(c) = next_colon {
+                            if c < ps {
+                                idx += 1;
+                                next_colon = colons.next();
+                            } else {
+                                break;
+                            }
+                        }
+                        let e = self.expr(part.into_inner().next().expect("slice part"), base, depth + 1)?;
+                        if idx < 3 {
+                            parts[idx] = Some(Box::new(e));
+                        }
+                    }
+                    ExprKind::Slice(Box::new(lhs), parts)
+                } else {
+                    let index = self.exprlist(inner, base)?;
+                    ExprKind::Index(Box::new(lhs), Box::new(index))
+                }
+            }
+        };
+        Ok(Expr { kind, span })
+    }
+
+    fn primary(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        if depth > MAX_EXPR_DEPTH {
+            return Err(self.too_deep(span));
+        }
+        let kind = match p.as_rule() {
+            Rule::none => ExprKind::None,
+            Rule::true_ => ExprKind::Bool(true),
+            Rule::false_ => ExprKind::Bool(false),
+            Rule::ident => ExprKind::Name(self.names.intern(p.as_str())),
+            Rule::number => return self.number(p, base),
+            Rule::strings => return self.strings(p, base, depth),
+            Rule::paren => match p.into_inner().next() {
+                None => ExprKind::Tuple(Vec::new()),
+                Some(inner) if inner.as_rule() == Rule::genexp_body => {
+                    return self.comprehension(inner, base, depth + 1).map(|mut e| {
+                        e.span = span;
+                        e
+                    });
+                }
+                Some(inner) => {
+                    let e = self.exprlist(inner, base)?;
+                    if matches!(e.kind, ExprKind::Tuple(_)) {
+                        return Ok(Expr { span, ..e });
+                    }
+                    ExprKind::Paren(Box::new(e))
+                }
+            },
+            Rule::list_display => match p.into_inner().next() {
+                None => ExprKind::List(Vec::new()),
+                Some(inner) if inner.as_rule() == Rule::list_comp => {
+                    return self.comprehension(inner, base, depth + 1).map(|mut e| {
+                        e.span = span;
+                        e
+                    });
+                }
+                Some(inner) => {
+                    let mut items = Vec::new();
+                    for item in inner.into_inner() {
+                        if item.as_rule() != Rule::trailing_comma {
+                            items.push(self.star_or_expr(item, base, depth + 1)?);
+                        }
+                    }
+                    ExprKind::List(items)
+                }
+            },
+            Rule::dict_display => match p.into_inner().next() {
+                None => ExprKind::Dict(Vec::new()),
+                Some(inner) if inner.as_rule() == Rule::dict_comp => {
+                    let mut it = inner.into_inner();
+                    let k = self.expr(it.next().expect("key"), base, depth + 1)?;
+                    let v = self.expr(it.next().expect("value"), base, depth + 1)?;
+                    let comps = self.comps(it, base, depth + 1)?;
+                    ExprKind::DictComp(Box::new(k), Box::new(v), comps.into())
+                }
+                Some(inner) => {
+                    let mut items = Vec::new();
+                    for item in inner.into_inner() {
+                        let mut it = item.into_inner();
+                        let first = it.next().expect("dict item");
+                        if first.as_rule() == Rule::dstar_arg {
+                            items.push(DictItem::Splat(self.expr(
+                                first.into_inner().next().expect("splat"),
+                                base,
+                                depth + 1,
+                            )?));
+                        } else {
+                            let k = self.expr(first, base, depth + 1)?;
+                            let v = self.expr(it.next().expect("value"), base, depth + 1)?;
+                            items.push(DictItem::Pair(k, v));
+                        }
+                    }
+                    ExprKind::Dict(items)
+                }
+            },
+            Rule::operation => return self.operation(p, base, depth),
+            Rule::expr => return self.expr(p, base, depth),
+            other => unreachable!("primary rule {other:?}"),
+        };
+        Ok(Expr { kind, span })
+    }
+
+    fn comprehension(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner();
+        let elt = self.star_or_expr(it.next().expect("element"), base, depth + 1)?;
+        let comps = self.comps(it, base, depth)?;
+        Ok(Expr {
+            kind: ExprKind::ListComp(Box::new(elt), comps.into()),
+            span,
+        })
+    }
+
+    fn comps(&mut self, it: Pairs<Rule>, base: usize, depth: usize) -> PResult<Vec<Comp>> {
+        let mut comps = Vec::new();
+        for c in it {
+            let mut ci = c.into_inner();
+            ci.next(); // for
+            let target = self.target_list(ci.next().expect("target"), base)?;
+            ci.next(); // in
+            let iter = self.operation(ci.next().expect("iter"), base, depth + 1)?;
+            let mut conds = Vec::new();
+            for cond in ci {
+                let op = cond.into_inner().nth(1).expect("condition");
+                conds.push(self.operation(op, base, depth + 1)?);
+            }
+            comps.push(Comp {
+                target,
+                iter,
+                conds,
+            });
+        }
+        Ok(comps)
+    }
+
+    fn target_list(&mut self, p: Pair<Rule>, base: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let mut items = Vec::new();
+        let text = p.as_str().trim_end();
+        let trailing = text.ends_with(',');
+        for t in p.into_inner() {
+            items.push(self.target(t, base)?);
+        }
+        if items.len() == 1 && !trailing {
+            Ok(items.pop().expect("one target"))
+        } else {
+            Ok(Expr {
+                kind: ExprKind::Tuple(items),
+                span,
+            })
+        }
+    }
+
+    fn target(&mut self, p: Pair<Rule>, base: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let inner = p.into_inner().next().expect("target content");
+        match inner.as_rule() {
+            Rule::target_list => {
+                let e = self.target_list(inner, base)?;
+                Ok(Expr { span, ..e })
+            }
+            Rule::starred_target => {
+                let chain = self.chain(inner.into_inner().next().expect("chain"), base)?;
+                Ok(Expr {
+                    kind: ExprKind::Star(Box::new(chain)),
+                    span,
+                })
+            }
+            _ => {
+                let e = self.chain(inner, base)?;
+                self.check_target(&e)?;
+                Ok(e)
+            }
+        }
+    }
+
+    fn chain(&mut self, p: Pair<Rule>, base: usize) -> PResult<Expr> {
+        let mut it = p.into_inner();
+        let mut e = self.primary(it.next().expect("primary"), base, 1)?;
+        for post in it {
+            e = self.postfix(e, post, base, 1)?;
+        }
+        Ok(e)
+    }
+
+    // -------------------------------------------------------------- literals
+
+    fn number(&mut self, p: Pair<Rule>, base: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let inner = p.into_inner().next().expect("number kind");
+        let text: String = inner.as_str().chars().filter(|&c| c != '_').collect();
+        let bad = |what: &str| {
+            Fail(
+                Diagnostic::error("E0107", format!("{what} literal out of range"))
+                    .primary(span.range(), "this literal")
+                    .help("integers are signed 64-bit (at most 9223372036854775807)"),
+            )
+        };
+        let kind = if inner.as_rule() == Rule::float {
+            match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => ExprKind::Float(f),
+                _ => return Err(bad("float")),
+            }
+        } else {
+            let lower = text.to_ascii_lowercase();
+            let parsed = if let Some(h) = lower.strip_prefix("0x") {
+                i64::from_str_radix(h, 16)
+            } else if let Some(o) = lower.strip_prefix("0o") {
+                i64::from_str_radix(o, 8)
+            } else if let Some(b) = lower.strip_prefix("0b") {
+                i64::from_str_radix(b, 2)
+            } else {
+                if lower.len() > 1 && lower.starts_with('0') && lower.bytes().any(|b| b != b'0') {
+                    return Err(Fail(
+                        Diagnostic::error("E0107", "leading zeros in a decimal integer")
+                            .primary(span.range(), "this literal")
+                            .help("write it without leading zeros, or use 0o for octal"),
+                    ));
+                }
+                lower.parse::<i64>()
+            };
+            match parsed {
+                Ok(i) => ExprKind::Int(i),
+                Err(_) => return Err(bad("integer")),
+            }
+        };
+        Ok(Expr { kind, span })
+    }
+
+    fn strings(&mut self, p: Pair<Rule>, base: usize, depth: usize) -> PResult<Expr> {
+        let span = self.span(&p, base);
+        let mut parts: Vec<FPart> = Vec::new();
+        let mut any_f = false;
+        for s in p.into_inner() {
+            let sp = self.span(&s, base);
+            let mut it = s.into_inner();
+            let first = it.next().expect("string body");
+            let (prefix, body) = if first.as_rule() == Rule::str_prefix {
+                (first.as_str().to_ascii_lowercase(), it.next().expect("string body"))
+            } else {
+                (String::new(), first)
+            };
+            let quote = match body.as_rule() {
+                Rule::str_triple_dq | Rule::str_triple_sq => 3,
+                _ => 1,
+            };
+            let raw_text = body.as_str();
+            let content = &raw_text[quote..raw_text.len() - quote];
+            let content_start = sp.start as usize + prefix.len() + quote;
+            let raw = prefix.contains('r');
+            if prefix.contains('f') {
+                any_f = true;
+                self.fstring(content, content_start, raw, depth, &mut parts)?;
+            } else {
+                let text = unescape(content, raw, content_start)?;
+                parts.push(FPart::Lit(text.into()));
+            }
+        }
+        if !any_f {
+            let mut s = String::new();
+            for p in &parts {
+                if let FPart::Lit(t) = p {
+                    s.push_str(t);
+                }
+            }
+            return Ok(Expr {
+                kind: ExprKind::Str(s.into()),
+                span,
+            });
+        }
+        Ok(Expr {
+            kind: ExprKind::FStr(parts.into()),
+            span,
+        })
+    }
+
+    /// Splits an f-string body into literal text and `{expr!c:spec}` fields;
+    /// each field's expression is parsed with the grammar's `fexpr` rule.
+    fn fstring(
+        &mut self,
+        content: &str,
+        start: usize,
+        raw: bool,
+        depth: usize,
+        parts: &mut Vec<FPart>,
+    ) -> PResult<()> {
+        let b = content.as_bytes();
+        let mut lit = String::new();
+        let mut lit_start = 0;
+        let mut i = 0;
+        let bad = |at: usize, msg: &str, help: &str| {
+            Fail(
+                Diagnostic::error("E0107", msg.to_string())
+                    .primary(start + at..start + at + 1, "here")
+                    .help(help.to_string()),
+            )
+        };
+        while i < b.len() {
+            match b[i] {
+                b'{' if b.get(i + 1) == Some(&b'{') => {
+                    lit.push_str(&unescape(&content[lit_start..i], raw, start + lit_start)?);
+                    lit.push('{');
+                    i += 2;
+                    lit_start = i;
+                }
+                b'}' if b.get(i + 1) == Some(&b'}') => {
+                    lit.push_str(&unescape(&content[lit_start..i], raw, start + lit_start)?);
+                    lit.push('}');
+                    i += 2;
+                    lit_start = i;
+                }
+                b'}' => {
+                    return Err(bad(i, "single `}` in f-string", "write `}}` for a literal brace"));
+                }
+                b'{' => {
+                    lit.push_str(&unescape(&content[lit_start..i], raw, start + lit_start)?);
+                    if !lit.is_empty() {
+                        parts.push(FPart::Lit(std::mem::take(&mut lit).into()));
+                    }
+                    // Find the end of the expression: `!`, `:` or `}` at depth 0.
+                    let open = i;
+                    let mut j = i + 1;
+                    let mut nest = 0usize;
+                    let mut quote: Option<u8> = None;
+                    let mut expr_end = None;
+                    while j < b.len() {
+                        let c = b[j];
+                        if let Some(q) = quote {
+                            if c == q {
+                                quote = None;
+                            }
+                        } else {
+                            match c {
+                                b'\'' | b'"' => quote = Some(c),
+                                b'(' | b'[' | b'{' => nest += 1,
+                                b')' | b']' => nest = nest.saturating_sub(1),
+                                b'}' if nest > 0 => nest -= 1,
+                                b'}' | b':' if nest == 0 => break,
+                                b'!' if nest == 0 && b.get(j + 1) != Some(&b'=') => {
+                                    expr_end = Some(j);
+                                    break;
+                                }
+                                _ => {}
+                            }
+                        }
+                        j += 1;
+                    }
+                    let e_end = expr_end.unwrap_or(j);
+                    let expr_text = &content[open + 1..e_end];
+                    if expr_text.trim().is_empty() {
+                        return Err(bad(open, "empty expression in f-string", "put an expression between the braces, or write `{{` for a literal brace"));
+                    }
+                    let expr = self.sub_expr(expr_text, start + open + 1, depth)?;
+                    let mut conv = None;
+                    let mut k = e_end;
+                    if expr_end.is_some() {
+                        conv = content[k + 1..].chars().next();
+                        if !matches!(conv, Some('r' | 's' | 'a')) {
+                            return Err(bad(k, "bad conversion in f-string", "use `!r`, `!s` or `!a`"));
+                        }
+                        k += 2;
+                    }
+                    let mut spec = None;
+                    if b.get(k) == Some(&b':') {
+                        let spec_start = k + 1;
+                        let mut m = spec_start;
+                        while m < b.len() && b[m] != b'}' {
+                            m += 1;
+                        }
+                        spec = Some(content[spec_start..m].into());
+                        k = m;
+                    }
+                    if b.get(k) != Some(&b'}') {
+                        return Err(bad(open, "unclosed `{` in f-string", "close the field with `}`, or write `{{` for a literal brace"));
+                    }
+                    parts.push(FPart::Field { expr, conv, spec });
+                    i = k + 1;
+                    lit_start = i;
+                }
+                _ => i += 1,
+            }
+        }
+        lit.push_str(&unescape(&content[lit_start..], raw, start + lit_start)?);
+        if !lit.is_empty() {
+            parts.push(FPart::Lit(lit.into()));
+        }
+        Ok(())
+    }
+
+    fn sub_expr(&mut self, text: &str, at: usize, depth: usize) -> PResult<Expr> {
+        match MxParser::parse(Rule::fexpr, text) {
+            Ok(mut pairs) => {
+                let e = pairs.next().expect("fexpr").into_inner().next().expect("exprlist");
+                            self.exprlist(e, at)
+            }
+            Err(e) => Err(Fail(self.syntax_error(&e, text, at))),
+        }
+    }
+
+    // ---------------------------------------------------------------- errors
+
+    /// Turns a pest error into a diagnostic that says what was found, what
+    /// was expected, and (for common slips) how to fix it.
+    fn syntax_error(&self, e: &pest::error::Error<Rule>, text: &str, base: usize) -> Diagnostic {
+        let pos = match e.location {
+            pest::error::InputLocation::Pos(p) => p,
+            pest::error::InputLocation::Span((s, _)) => s,
+        };
+        let pos = pos.min(text.len());
+        let rest = &text[pos..];
+        let token = token_at(rest);
+        let expected = match &e.variant {
+            pest::error::ErrorVariant::ParsingError { positives, .. } => describe(positives),
+            pest::error::ErrorVariant::CustomError { message } => message.clone(),
+        };
+        // A block header missing its colon: the line parses once `:` is added.
+        if is_header_text(text) && !text.trim_end().ends_with(':') {
+            let fixed = format!("{}:", strip_comment(text).trim_end());
+            if MxParser::parse(Rule::line, &fixed).is_ok() {
+                let kw_len = text.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(text.len());
+                let end = base + strip_comment(text).trim_end().len();
+                let keyword = &text[..kw_len];
+                return Diagnostic::error(
+                    "E0102",
+                    format!("expected `:` at the end of a `{keyword}` header"),
+                )
+                .primary(end..end, "expected `:` here")
+                .secondary(base..base + kw_len, format!("this `{keyword}` header"))
+                .help(format!(
+                    "block headers (`for`, `while`, `if`, `elif`, `else`, `def`) end with `:`; write `{}`",
+                    fixed.lines().next().unwrap_or(&fixed)
+                ));
+            }
+        }
+        let first_word = text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("");
+        if matches!(
+            first_word,
+            "class" | "try" | "except" | "finally" | "with" | "raise" | "yield" | "async" | "await" | "nonlocal"
+        ) {
+            return Diagnostic::error("E0101", format!("`{first_word}` is not supported in .mx models"))
+                .primary(base..base + first_word.len(), "unsupported statement")
+                .help("models run in a deterministic Python subset: functions, loops, conditionals, lists and dicts; no classes, exceptions, `with` or generators");
+        }
+        let found = if token.is_empty() {
+            "end of line".to_string()
+        } else {
+            format!("`{token}`")
+        };
+        let at = base + pos;
+        let label_end = at + token.len().max(if token.is_empty() { 0 } else { 1 });
+        let mut d = Diagnostic::error("E0101", format!("unexpected {found}"))
+            .primary(at..label_end, format!("expected {expected}"));
+        // Two expressions side by side usually mean a missing comma.
+        let before = text[..pos].trim_end();
+        let ends_value = before
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ')' | ']' | '}' | '\'' | '"'));
+        let starts_value = rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '(' | '[' | '{' | '\'' | '"'));
+        if ends_value && starts_value && !is_keyword(token) {
+            d = d.help("is a `,` or an operator missing before this?");
+        } else if token == "=" {
+            d = d.help("to compare, use `==`");
+        } else if token.is_empty() {
+            d = d.help("the line ends before the statement is complete");
+        }
+        d
+    }
+}
+
+fn strip_comment(text: &str) -> &str {
+    // Good enough for header lines: a `#` outside quotes starts a comment.
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '#') => return &text[..i],
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    text
+}
+
+fn is_keyword(t: &str) -> bool {
+    matches!(
+        t,
+        "and" | "or" | "not" | "in" | "is" | "if" | "else" | "for" | "lambda"
+    )
+}
+
+fn is_header_text(text: &str) -> bool {
+    let w = text
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or("");
+    matches!(w, "if" | "elif" | "else" | "for" | "while" | "def" | "class" | "try" | "except" | "finally" | "with")
+}
+
+/// The token at the start of `rest`, for "unexpected X" messages.
+fn token_at(rest: &str) -> &str {
+    let mut chars = rest.char_indices();
+    let Some((_, c)) = chars.next() else {
+        return "";
+    };
+    if c.is_ascii_alphanumeric() || c == '_' {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len());
+        return &rest[..end];
+    }
+    if c == '\n' || c == '#' {
+        return "";
+    }
+    for op in ["**=", "//=", ">>=", "<<=", "==", "!=", "<=", ">=", "->", "**", "//", "+=", "-="] {
+        if rest.starts_with(op) {
+            return &rest[..op.len()];
+        }
+    }
+    &rest[..c.len_utf8()]
+}
+
+/// Readable names for what pest expected, grouped so the list stays short.
+fn describe(rules: &[Rule]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for r in rules {
+        let name = match r {
+            Rule::EOI => "end of line",
+            Rule::ident | Rule::dotted_name => "a name",
+            Rule::colon => "`:`",
+            Rule::kw_in => "`in`",
+            Rule::kw_else => "`else`",
+            Rule::kw_import => "`import`",
+            Rule::comp_for => "`for`",
+            Rule::call => "`(`",
+            Rule::subscript => "`[`",
+            Rule::attribute => "`.`",
+            Rule::trailing_comma => "`,`",
+            Rule::aug_op | Rule::assign_tail | Rule::aug_tail | Rule::ann_tail => "`=`",
+            Rule::or | Rule::and | Rule::not_in | Rule::is_not | Rule::in_ | Rule::is | Rule::eq
+            | Rule::ne | Rule::le | Rule::ge | Rule::lt | Rule::gt | Rule::bit_or | Rule::bit_xor
+            | Rule::bit_and | Rule::shl | Rule::shr | Rule::add | Rule::sub | Rule::pow
+            | Rule::mul | Rule::floordiv | Rule::div | Rule::rem => "an operator",
+            Rule::params | Rule::plain_param | Rule::star_param | Rule::dstar_param => "a parameter",
+            Rule::target_list | Rule::target | Rule::chain | Rule::starred_target => "a target",
+            Rule::import_names | Rule::import_name | Rule::star => "names to import",
+            Rule::simple_stmts => "a statement",
+            _ => "an expression",
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    match out.len() {
+        0 => "something else".to_string(),
+        1 => out[0].to_string(),
+        n => format!("{} or {}", out[..n - 1].join(", "), out[n - 1]),
+    }
+}
+
+/// Decodes backslash escapes (unless raw).
+fn unescape(s: &str, raw: bool, at: usize) -> PResult<String> {
+    if raw || !s.contains('\\') {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some((_, e)) = chars.next() else {
+            out.push('\\');
+            break;
+        };
+        match e {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            '0' => out.push('\0'),
+            '\\' => out.push('\\'),
+            '\'' => out.push('\''),
+            '"' => out.push('"'),
+            'a' => out.push('\x07'),
+            'b' => out.push('\x08'),
+            'f' => out.push('\x0C'),
+            'v' => out.push('\x0B'),
+            '\n' => {}
+            'x' | 'u' | 'U' => {
+                let n = match e {
+                    'x' => 2,
+                    'u' => 4,
+                    _ => 8,
+                };
+                let hex: String = (0..n).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) if hex.len() == n => out.push(ch),
+                    _ => {
+                        return Err(Fail(
+                            Diagnostic::error("E0107", format!("invalid `\\{e}` escape"))
+                                .primary(at + i..at + i + 2 + hex.len(), "this escape")
+                                .help(format!("`\\{e}` takes exactly {n} hex digits")),
+                        ));
+                    }
+                }
+            }
+            other => {
+                out.push('\\');
+                out.push(other);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Assembles parsed lines into nested blocks by indentation.
+struct Blocks<'a> {
+    src: &'a str,
+    lines: &'a [Line],
+    items: Vec<Item>,
+    pos: usize,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Blocks<'_> {
+    fn indent(&self, i: usize) -> &str {
+        &self.src[self.lines[i].indent.clone()]
+    }
+
+    /// Parses the statements at indentation `self.indent(first)` (or the top
+    /// level when `depth == 0`) until a line dedents past it.
+    fn suite(&mut self, depth: usize) -> Vec<Stmt> {
+        let mut out: Vec<Stmt> = Vec::new();
+        if self.pos >= self.lines.len() {
+            return out;
+        }
+        let level = if depth == 0 {
+            String::new()
+        } else {
+            self.indent(self.pos).to_string()
+        };
+        while self.pos < self.lines.len() {
+            let ind = self.indent(self.pos).to_string();
+            if ind != level {
+                if ind.len() > level.len() && ind.starts_with(&level) {
+                    // Deeper than this block without a header: report and skip.
+                    let l = &self.lines[self.pos];
+                    let at = l.start;
+                    let prev_broken = self.pos > 0
+                        && matches!(self.items[self.pos - 1], Item::Broken { .. });
+                    if !prev_broken {
+                        self.diags.push(
+                            Diagnostic::error("E0105", "unexpected indentation")
+                                .primary(l.indent.start..at, "this line is indented more than the block it is in")
+                                .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
+                        );
+                    }
+                    self.skip_block();
+                    continue;
+                }
+                if !level.starts_with(&ind) {
+                    // Neither deeper nor an enclosing level's prefix.
+                    let l = &self.lines[self.pos];
+                    self.diags.push(
+                        Diagnostic::error("E0105", "indentation does not match any enclosing block")
+                            .primary(l.indent.start..l.start, "this indentation")
+                            .help("dedent to exactly the indentation of an enclosing block"),
+                    );
+                    self.skip_block();
+                    continue;
+                }
+                break; // dedent to an enclosing level
+            }
+            let idx = self.pos;
+            self.pos += 1;
+            let item = std::mem::replace(&mut self.items[idx], Item::Broken { header: false });
+            match item {
+                Item::Simple(stmts) => out.extend(stmts),
+                Item::Broken { header } => {
+                    self.items[idx] = Item::Broken { header };
+                    if header {
+                        self.body_or_skip(depth, true);
+                    }
+                }
+                Item::Header(h) => {
+                    let body = match h.inline {
+                        Some(stmts) => stmts,
+                        None => self.body_or_skip(depth, false).unwrap_or_default(),
+                    };
+                    self.attach(&mut out, h.kind, h.span, h.keyword, body);
+                }
+            }
+        }
+        out
+    }
+
+    /// Parses the indented body after a header. With `skip`, parses and
+    /// discards it (the header itself was broken).
+    fn body_or_skip(&mut self, depth: usize, skip: bool) -> Option<Vec<Stmt>> {
+        let parent = if self.pos > 0 {
+            self.indent(self.pos - 1).to_string()
+        } else {
+            String::new()
+        };
+        let deeper = self.pos < self.lines.len() && {
+            let ind = self.indent(self.pos);
+            ind.len() > parent.len() && ind.starts_with(&parent)
+        };
+        if !deeper {
+            if !skip {
+                let l = &self.lines[self.pos - 1];
+                self.diags.push(
+                    Diagnostic::error("E0105", "expected an indented block")
+                        .primary(l.end..l.end, "the block after this header is empty")
+                        .help("indent the block's statements below the header, or write `pass`"),
+                );
+            }
+            return None;
+        }
+        if depth + 1 > MAX_BLOCK_DEPTH {
+            let l = &self.lines[self.pos];
+            self.diags.push(
+                Diagnostic::error("E0106", "blocks nest too deeply")
+                    .primary(l.start..l.end, format!("more than {MAX_BLOCK_DEPTH} nested blocks"))
+                    .help("move inner blocks into functions"),
+            );
+            self.skip_block();
+            return None;
+        }
+        let body = self.suite(depth + 1);
+        if skip { None } else { Some(body) }
+    }
+
+    /// Skips every line indented deeper than the current level.
+    fn skip_block(&mut self) {
+        let base = self.indent(self.pos).to_string();
+        self.pos += 1;
+        while self.pos < self.lines.len() {
+            let ind = self.indent(self.pos);
+            if ind.len() >= base.len() && ind.starts_with(&base) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn attach(&mut self, out: &mut Vec<Stmt>, kind: HeaderKind, span: Span, keyword: &str, body: Vec<Stmt>) {
+        let kind = match kind {
+            HeaderKind::If(cond) => StmtKind::If {
+                branches: vec![(cond, body)],
+                orelse: Vec::new(),
+            },
+            HeaderKind::Elif(cond) => {
+                if let Some(Stmt {
+                    kind: StmtKind::If { branches, orelse },
+                    span: if_span,
+                }) = out.last_mut()
+                    && orelse.is_empty()
+                {
+                    branches.push((cond, body));
+                    *if_span = if_span.to(span);
+                    return;
+                }
+                self.orphan(span, keyword);
+                return;
+            }
+            HeaderKind::Else => {
+                if let Some(Stmt {
+                    kind: StmtKind::If { orelse, .. },
+                    span: if_span,
+                }) = out.last_mut()
+                    && orelse.is_empty()
+                {
+                    *orelse = if body.is_empty() {
+                        vec![Stmt {
+                            kind: StmtKind::Pass,
+                            span,
+                        }]
+                    } else {
+                        body
+                    };
+                    *if_span = if_span.to(span);
+                    return;
+                }
+                self.orphan(span, keyword);
+                return;
+            }
+            HeaderKind::For(target, iter) => StmtKind::For { target, iter, body },
+            HeaderKind::While(cond) => StmtKind::While { cond, body },
+            HeaderKind::Def {
+                name,
+                params,
+                varargs,
+                kwargs,
+            } => {
+                let mut locals = Vec::new();
+                for p in &params {
+                    locals.push(p.name);
+                }
+                locals.extend(varargs);
+                locals.extend(kwargs);
+                let mut globals = Vec::new();
+                collect_locals(&body, &mut locals, &mut globals);
+                locals.retain(|l| !globals.contains(l));
+                locals.sort();
+                locals.dedup();
+                StmtKind::Def(Rc::new(FuncDef {
+                    name,
+                    params,
+                    varargs,
+                    kwargs,
+                    body,
+                    span,
+                    locals,
+                }))
+            }
+        };
+        out.push(Stmt { kind, span });
+    }
+
+    fn orphan(&mut self, span: Span, keyword: &str) {
+        self.diags.push(
+            Diagnostic::error("E0101", format!("`{keyword}` without a matching `if`"))
+                .primary(span.range(), format!("this `{keyword}` follows no `if` block"))
+                .help(format!("line `{keyword}` up with its `if`")),
+        );
+    }
+}
+
+/// Names a function body assigns: Python makes those local to the call.
+fn collect_locals(body: &[Stmt], locals: &mut Vec<Sym>, globals: &mut Vec<Sym>) {
+    fn targets(e: &Expr, out: &mut Vec<Sym>) {
+        match &e.kind {
+            ExprKind::Name(s) => out.push(*s),
+            ExprKind::Tuple(items) | ExprKind::List(items) => {
+                items.iter().for_each(|i| targets(i, out))
+            }
+            ExprKind::Star(i) | ExprKind::Paren(i) => targets(i, out),
+            _ => {}
+        }
+    }
+    for s in body {
+        match &s.kind {
+            StmtKind::Assign { targets: ts, .. } => ts.iter().for_each(|t| targets(t, locals)),
+            StmtKind::AugAssign { target, .. } => targets(target, locals),
+            StmtKind::For { target, body, .. } => {
+                targets(target, locals);
+                collect_locals(body, locals, globals);
+            }
+            StmtKind::While { body, .. } => collect_locals(body, locals, globals),
+            StmtKind::If { branches, orelse } => {
+                for (_, b) in branches {
+                    collect_locals(b, locals, globals);
+                }
+                collect_locals(orelse, locals, globals);
+            }
+            StmtKind::Def(f) => locals.push(f.name),
+            StmtKind::Import { .. } | StmtKind::FromImport { .. } => {}
+            StmtKind::Global(names) => globals.extend(names),
+            _ => {}
+        }
+    }
+}

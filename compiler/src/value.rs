@@ -1,0 +1,250 @@
+//! Runtime values of the sandboxed evaluator.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use indexmap::IndexMap;
+use mx_xir::{Membus, Op, Pcie, Span, Unit};
+
+use crate::ast::{FuncDef, Sym};
+
+pub type List = Rc<RefCell<Vec<Value>>>;
+pub type Dict = Rc<RefCell<IndexMap<Key, Value>>>;
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    List(List),
+    Tuple(Rc<[Value]>),
+    Dict(Dict),
+    Range(i64, i64, i64),
+    Func(Rc<Closure>),
+    Builtin(Builtin),
+    /// A method bound to its receiver: `net.node`.
+    Method(Rc<(Value, Sym)>),
+    /// A number with a unit: `gb(8)` is `Quantity(8 << 30, Bytes)`.
+    Quantity(i64, Unit),
+    Membus(Membus),
+    Pcie(Pcie),
+    /// A property name such as `cores`; comparing it makes a constraint.
+    Prop(u8),
+    /// mergexp's property groups: `proc` (for `proc.cores`).
+    Group(&'static str),
+    /// A symbol such as `virtio`, `static`, `aarch64`.
+    Sym(&'static str),
+    Constraint(Rc<Cons>),
+    Topo(u32),
+    Node(u32),
+    Link(u32),
+    /// `link[node]`: (link, endpoint index).
+    Endpoint(u32, u32),
+    /// `link[node].socket`
+    Socket(u32, u32),
+    /// A module imported but not available in the sandbox.
+    Module(Rc<str>),
+}
+
+/// A constraint built by comparing a property: `cores >= 4`.
+#[derive(Debug)]
+pub struct Cons {
+    pub prop: u8,
+    pub op: Op,
+    pub value: mx_xir::Value,
+    pub unit: Option<Unit>,
+    pub span: Span,
+    /// The value operand, for labels on bad values.
+    pub value_span: Span,
+}
+
+#[derive(Debug)]
+pub struct Closure {
+    pub def: Rc<FuncDef>,
+    pub defaults: Vec<Option<Value>>,
+    /// Enclosing function scopes, innermost first, for nested functions.
+    pub env: Option<Rc<Scope>>,
+}
+
+/// A function call's local variables.
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub vars: RefCell<crate::eval::SymMap<Value>>,
+    pub locals: Vec<Sym>,
+    pub parent: Option<Rc<Scope>>,
+}
+
+macro_rules! builtins {
+    ($($v:ident = $n:literal),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Builtin { $($v),* }
+        impl Builtin {
+            pub const ALL: &'static [Builtin] = &[$(Builtin::$v),*];
+            pub fn name(self) -> &'static str {
+                match self { $(Builtin::$v => $n),* }
+            }
+        }
+    };
+}
+
+builtins! {
+    Range = "range", Len = "len", Enumerate = "enumerate", Zip = "zip", Str = "str",
+    Int = "int", Float = "float", Bool = "bool", Chr = "chr", Ord = "ord", Min = "min",
+    Max = "max", Sum = "sum", Sorted = "sorted", Reversed = "reversed", List = "list",
+    Dict = "dict", Tuple = "tuple", Print = "print", Abs = "abs", Round = "round",
+    Any = "any", All = "all", Map = "map", Filter = "filter", Repr = "repr", Hex = "hex",
+    Divmod = "divmod", Isinstance = "isinstance", Set = "set",
+    // mergexp and mx
+    Network = "Network", Topology = "topology", Experiment = "experiment", Ip4 = "ip4",
+    Param = "param",
+    // units
+    Bps = "bps", Kbps = "kbps", Mbps = "mbps", Gbps = "gbps", Tbps = "tbps",
+    Kb = "kb", Mb = "mb", Gb = "gb", Tb = "tb", Pb = "pb",
+    Ns = "ns", Us = "us", Ms = "ms", S = "s",
+    Hz = "hz", Khz = "khz", Mhz = "mhz", Ghz = "ghz",
+    Ddr3 = "ddr3", Ddr4 = "ddr4", Ddr5 = "ddr5",
+    Gen1 = "gen1", Gen2 = "gen2", Gen3 = "gen3", Gen4 = "gen4", Gen5 = "gen5", Gen6 = "gen6",
+}
+
+/// A hashable dict key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(Rc<str>),
+    Tuple(Rc<[Key]>),
+    /// Topology objects by identity: (tag, id, sub).
+    Obj(u8, u32, u32),
+    Sym(&'static str),
+}
+
+impl Key {
+    pub fn of(v: &Value) -> Option<Key> {
+        Some(match v {
+            Value::None => Key::None,
+            Value::Bool(b) => Key::Int(*b as i64),
+            Value::Int(i) => Key::Int(*i),
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Key::Int(*f as i64),
+            Value::Float(f) => Key::Float(f.to_bits()),
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Tuple(t) => Key::Tuple(t.iter().map(Key::of).collect::<Option<Vec<_>>>()?.into()),
+            Value::Node(n) => Key::Obj(0, *n, 0),
+            Value::Link(l) => Key::Obj(1, *l, 0),
+            Value::Topo(t) => Key::Obj(2, *t, 0),
+            Value::Endpoint(l, e) => Key::Obj(3, *l, *e),
+            Value::Sym(s) => Key::Sym(s),
+            Value::Prop(p) => Key::Obj(4, *p as u32, 0),
+            _ => return None,
+        })
+    }
+
+    pub fn value(&self) -> Value {
+        match self {
+            Key::None => Value::None,
+            Key::Bool(b) => Value::Bool(*b),
+            Key::Int(i) => Value::Int(*i),
+            Key::Float(f) => Value::Float(f64::from_bits(*f)),
+            Key::Str(s) => Value::Str(s.clone()),
+            Key::Tuple(t) => Value::Tuple(t.iter().map(Key::value).collect::<Vec<_>>().into()),
+            Key::Obj(0, n, _) => Value::Node(*n),
+            Key::Obj(1, l, _) => Value::Link(*l),
+            Key::Obj(2, t, _) => Value::Topo(*t),
+            Key::Obj(3, l, e) => Value::Endpoint(*l, *e),
+            Key::Obj(_, p, _) => Value::Prop(*p as u8),
+            Key::Sym(s) => Value::Sym(s),
+        }
+    }
+}
+
+impl Value {
+    pub fn str(s: &str) -> Value {
+        Value::Str(s.into())
+    }
+
+    pub fn list(v: Vec<Value>) -> Value {
+        Value::List(Rc::new(RefCell::new(v)))
+    }
+
+    /// The Python type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Range(..) => "range",
+            Value::Func(_) | Value::Builtin(_) => "function",
+            Value::Method(_) => "method",
+            Value::Quantity(..) => "quantity",
+            Value::Membus(_) => "memory bus",
+            Value::Pcie(_) => "PCIe link",
+            Value::Prop(_) => "property",
+            Value::Group(_) => "property group",
+            Value::Sym(_) => "symbol",
+            Value::Constraint(_) => "constraint",
+            Value::Topo(_) => "topology",
+            Value::Node(_) => "node",
+            Value::Link(_) => "link",
+            Value::Endpoint(..) => "endpoint",
+            Value::Socket(..) => "socket",
+            Value::Module(_) => "module",
+        }
+    }
+
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::None => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.is_empty(),
+            Value::List(l) => !l.borrow().is_empty(),
+            Value::Tuple(t) => !t.is_empty(),
+            Value::Dict(d) => !d.borrow().is_empty(),
+            Value::Range(a, b, s) => range_len(*a, *b, *s) > 0,
+            Value::Quantity(q, _) => *q != 0,
+            _ => true,
+        }
+    }
+}
+
+pub fn range_len(start: i64, stop: i64, step: i64) -> i64 {
+    if step > 0 && start < stop {
+        ((stop as i128 - start as i128 - 1) / step as i128 + 1) as i64
+    } else if step < 0 && start > stop {
+        ((start as i128 - stop as i128 - 1) / (-(step as i128)) + 1) as i64
+    } else {
+        0
+    }
+}
+
+/// Python's `repr` for floats: shortest round-trip, always with a dot or exponent.
+pub fn fmt_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if f == f.trunc() && f.abs() < 1e16 {
+        return format!("{f:.1}");
+    }
+    let s = format!("{f}");
+    if f.abs() >= 1e16 || (f != 0.0 && f.abs() < 1e-4) {
+        let e = format!("{f:e}");
+        // Rust writes 1e-5; Python writes 1e-05.
+        if let Some((m, exp)) = e.split_once('e') {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            return format!("{m}e{sign}{digits:0>2}");
+        }
+    }
+    s
+}

@@ -1,0 +1,288 @@
+//! The registry of diagnostic codes. Codes are stable: once published, a code
+//! keeps its meaning. `E01xx` syntax, `E02xx` checks, `W02xx` warnings; later
+//! phases take `E03xx` (realize), `E04xx` (materialize) and `E05xx` (runtime).
+
+/// Documentation for one code, printed by `mxc explain`.
+#[derive(Debug)]
+pub struct CodeInfo {
+    /// The code, e.g. `E0201`.
+    pub code: &'static str,
+    /// A short kebab-case name, e.g. `undefined-name`.
+    pub name: &'static str,
+    /// One line: what it means.
+    pub summary: &'static str,
+    /// Why it matters, an example and how to fix it.
+    pub explanation: &'static str,
+}
+
+/// Looks up a code, case-insensitively, with or without a leading `mx::`.
+pub fn lookup(code: &str) -> Option<&'static CodeInfo> {
+    let code = code.trim();
+    let code = code.rsplit("::").next().unwrap_or(code);
+    CODES
+        .iter()
+        .find(|c| c.code.eq_ignore_ascii_case(code) || c.name.eq_ignore_ascii_case(code))
+}
+
+macro_rules! codes {
+    ($( $code:literal $name:literal $summary:literal => $expl:literal ;)*) => {
+        /// Every code mx can report.
+        pub static CODES: &[CodeInfo] = &[
+            $( CodeInfo { code: $code, name: $name, summary: $summary, explanation: $expl }, )*
+        ];
+    };
+}
+
+codes! {
+    "E0101" "syntax-error" "the model is not valid .mx syntax" =>
+"The parser expected something else at this point. The label says what it
+expected. Several syntax errors are reported at once: each logical line is
+parsed on its own, so one mistake does not hide the next.
+
+Example:
+    x = topo.device('x' cores == 4)      # missing comma
+
+Fix: write `topo.device('x', cores == 4)`.";
+
+    "E0102" "missing-colon" "a block header does not end with `:`" =>
+"`for`, `while`, `if`, `elif`, `else` and `def` headers end with a colon, and
+their body is indented below them.
+
+Example:
+    for i in range(3)
+        net.node(f'n{i}')
+
+Fix: `for i in range(3):`.";
+
+    "E0103" "unterminated-string" "a string literal is not closed" =>
+"A quote opened a string that never ends on its line (or, for triple-quoted
+strings, in the file).
+
+Example:
+    net = Network('hello)
+
+Fix: close the string with the same quote that opened it.";
+
+    "E0104" "unbalanced-bracket" "a bracket is not closed, or closes the wrong bracket" =>
+"Every `(`, `[` and `{` needs its matching closer. Inside brackets, lines
+join, so an unclosed bracket can make the error appear far below it; the
+label points at the bracket that was opened.
+
+Example:
+    net.connect([a, b)
+
+Fix: `net.connect([a, b])`.";
+
+    "E0105" "bad-indentation" "indentation does not match any enclosing block" =>
+"Blocks are delimited by indentation, as in Python. A line may only be
+indented deeper right after a block header, and a dedent must return to the
+indentation of an enclosing block. Mixing tabs and spaces is not allowed.
+
+Example:
+    for n in nodes:
+            x = 1
+        y = 2        # dedents to a level that was never opened
+
+Fix: indent the block's lines consistently (four spaces is the convention).";
+
+    "E0106" "too-deeply-nested" "brackets, blocks or operators nest too deeply" =>
+"The compiler bounds nesting (brackets, indentation, chained unary operators)
+so that no input can exhaust its stack. Real models never come close.
+
+Fix: flatten the expression with intermediate variables.";
+
+    "E0107" "bad-literal" "a number or string literal is malformed" =>
+"An integer is too large for 64 bits, a float is malformed, or a string has an
+invalid escape or an f-string has an unbalanced `{`.
+
+Example:
+    n = 99999999999999999999
+
+Fix: use a value that fits in a signed 64-bit integer.";
+
+    "E0201" "undefined-name" "a name is used that is not defined" =>
+"The name is not a variable of the model, a parameter of the function, a
+builtin or a mergexp name. The help suggests the closest known name.
+
+Example:
+    server, client = [net.node(n) for n in ['server', clinet]]
+
+Fix: define the name first, or quote it if a string was meant (`'client'`).";
+
+    "E0202" "unknown-attribute" "an object has no attribute or property of that name" =>
+"Attributes are looked up on the object: topologies have `device`, `node`,
+`connect`; nodes have `properties`, `ingress`; lists have `append`, ... and
+property groups such as `proc` and `memory` have fixed members
+(`proc.cores`, `memory.capacity`).
+
+Example:
+    net.conect([a, b])
+
+Fix: `net.connect([a, b])`.";
+
+    "E0203" "type-error" "a value has the wrong type for this operation" =>
+"An operation or call got a value of a type it cannot use: adding a string to
+a number, connecting something that is not a node, comparing a property to a
+value of the wrong kind (`cores == 'four'`), or an ordered comparison on an
+unordered property (`nic >= virtio`).
+
+Fix: the label says what type was expected.";
+
+    "E0204" "unit-error" "a quantity has no unit or the wrong unit" =>
+"Properties that measure something need a unit: `memory == gb(8)`, not
+`memory == 8`; `capacity == mbps(100)`; `latency == ms(10)`;
+`clock == ghz(2.2)`. A bare number would be ambiguous (bytes? gigabytes?), so
+mx refuses it. A unit of the wrong dimension (`memory == mbps(1)`) is also an
+error.
+
+Units: kb mb gb tb (binary: gb(1) = 2^30 bytes), kbps mbps gbps tbps
+(decimal bits per second), ns us ms s, hz khz mhz ghz.";
+
+    "E0205" "contradictory-constraints" "constraints on one element cannot all hold" =>
+"No resource can satisfy this set of constraints, so the model can never be
+realized. Checked per property (`cores == 4, cores >= 8`), across properties
+(`virt == false` with a virtual NIC such as `nic == virtio`, or with `tdf`,
+which needs a VM; `metal == true` with `virt == true`).
+
+Fix: remove or relax one of the labelled constraints.";
+
+    "E0206" "duplicate-name" "two nodes have the same name" =>
+"Node names identify nodes in the XIR, the realization and on the testbed, so
+they must be unique within a topology.
+
+Example:
+    a = net.node('a'); b = net.node('a')
+
+Fix: give each node its own name, e.g. with an f-string: `f'n{i}'`.";
+
+    "E0207" "short-link" "a link has fewer than two endpoints" =>
+"A link joins two nodes (point-to-point) or more (a LAN). A link with one or
+zero endpoints carries nothing.
+
+Example:
+    net.connect([a])
+
+Fix: connect at least two nodes.";
+
+    "E0208" "not-on-link" "an endpoint is requested for a node that is not on the link" =>
+"`link[x]` selects node x's endpoint on the link; x must be one of the nodes
+passed to `connect`.
+
+Example:
+    l = net.connect([a, b]); l[c].socket.addrs = ip4('10.0.0.3/24')
+
+Fix: index the link with one of its nodes, or connect c too.";
+
+    "E0209" "bad-address" "an IP address is malformed" =>
+"Addresses are written in CIDR form, `a.b.c.d/len` with each part 0..255 and
+len 0..32 (`ip4('10.0.0.1/24')`). Network and broadcast addresses of the
+subnet cannot be assigned to an interface.";
+
+    "E0210" "duplicate-address" "the same address is assigned twice on one link" =>
+"Two endpoints of the same link (the same layer-2 segment) cannot share an
+address. (The same address on different links is a warning, W0204.)";
+
+    "E0211" "mixed-subnets" "endpoints of one link have addresses in different subnets" =>
+"All addresses on one link should share a subnet, or the nodes cannot reach
+each other directly. The check compares each address against the link's first
+address with the first address's prefix length.
+
+Example:
+    l[a].socket.addrs = ip4('10.0.0.1/24'); l[b].socket.addrs = ip4('10.0.1.2/24')";
+
+    "E0212" "step-limit" "the model ran for too many steps" =>
+"Models run in a sandbox with a step budget, so a runaway loop ends with this
+error instead of hanging CI. The label points at the loop or function that was
+running. The default budget (100 million steps) is far above what real models
+need; raise it with `mxc compile --step-limit N` if a huge generated model
+needs more.";
+
+    "E0213" "memory-limit" "the model built values that are too large" =>
+"Models run in a sandbox with a memory budget: strings, lists and the topology
+itself are bounded so a runaway model cannot exhaust the machine. Raise the
+budget with `--memory-limit MB` if a huge generated model needs more.";
+
+    "E0214" "unknown-module" "a name from an unsupported module is used" =>
+"Models run sandboxed: only `mergexp` (and `mx`) are available, and their names
+are built in. Importing another module is a warning (W0201) so copied models
+still load; using anything from it is this error.";
+
+    "E0215" "bad-arguments" "a call has the wrong number or names of arguments" =>
+"A function or method was called with too many or too few positional
+arguments, an unknown keyword argument, or the same argument twice.";
+
+    "E0216" "evaluation-error" "the model failed while running" =>
+"An operation failed at run time: an index out of range, a missing dict key,
+division by zero, `int('x')`, a value that cannot be unpacked, and so on.";
+
+    "E0217" "no-topology" "the model defines no topology" =>
+"A model must create a topology (`Network('name')`, `topology('name')`, or use
+the implicit `topo`). If it creates several, `experiment(net)` selects the one
+to compile.";
+
+    "E0218" "bad-value" "a property is given a value it cannot take" =>
+"The value is of the right type but not one the property accepts: an unknown
+architecture, a negative core count, a loss outside 0..1, a port outside
+1..65535, a NIC model mx does not know.";
+
+    "E0219" "recursion-limit" "functions call each other too deeply" =>
+"Calls nest at most 200 deep, so unbounded recursion ends with this error
+instead of a crash.";
+
+    "E0220" "bad-parameter" "a `--set` value does not fit the parameter" =>
+"`--set N=V` overrides `param('N', default)`. The value is parsed as the
+default's type (integer, float, bool or string) and must parse.";
+
+    "W0201" "unknown-import" "a module other than mergexp is imported" =>
+"Only mergexp names exist in the sandbox. The import is ignored; using a name
+from it is an error (E0214).";
+
+    "W0202" "islanded-network" "the topology falls apart into disconnected islands" =>
+"Nodes in different islands cannot reach each other over the experiment
+network. That is sometimes intended (two independent sub-experiments), often
+a forgotten link.";
+
+    "W0203" "unconnected-node" "a node has no links" =>
+"The node is not on any link, so it has no experiment network interface.";
+
+    "W0204" "reused-address" "the same address is assigned on different links" =>
+"Two interfaces on different links share an address. Routing between them
+will be ambiguous unless the links are deliberately isolated.";
+
+    "W0205" "unused-parameter" "a `--set` names a parameter the model never reads" =>
+"`--set K=V` only affects `param('K', ...)` calls; the model made none for K,
+so the value was ignored. Check the spelling.";
+
+    "W0206" "network-address" "an interface is given its subnet's network or broadcast address" =>
+"`10.0.0.0/24` is the network address and `10.0.0.255/24` the broadcast address
+of that subnet; hosts usually cannot use them.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in CODES {
+            assert!(seen.insert(c.code), "duplicate code {}", c.code);
+            assert!(seen.insert(c.name), "duplicate name {}", c.name);
+            assert!(c.code.len() == 5, "{}", c.code);
+            assert!(!c.explanation.trim().is_empty(), "{} undocumented", c.code);
+            assert!(
+                c.summary.chars().next().is_some_and(|ch| !ch.is_uppercase()),
+                "{} summary must start lowercase",
+                c.code
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_accepts_prefixes_and_names() {
+        assert_eq!(lookup("mx::E0201").map(|c| c.code), Some("E0201"));
+        assert_eq!(lookup("e0201").map(|c| c.code), Some("E0201"));
+        assert_eq!(lookup("undefined-name").map(|c| c.code), Some("E0201"));
+        assert!(lookup("E9999").is_none());
+    }
+}

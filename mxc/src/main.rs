@@ -1,0 +1,375 @@
+//! `mxc`, the mx command line.
+//!
+//! Deliberately thin: it parses arguments, reads files, calls
+//! [`mx_compiler::compile`], renders diagnostics with `mx-diag` and maps the
+//! outcome to an exit code. Anything a library could do lives in a library.
+//!
+//! Exit codes: 0 clean (warnings allowed unless `--deny-warnings`),
+//! 1 the models have diagnostics, 2 `mxc` itself failed (bad arguments, an
+//! unreadable file); clap already exits 2 on usage errors.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mx_diag::{FileReport, HumanStyle, SourceFile, codes};
+
+/// Models are Python-like and may recurse deeply before the compiler's own
+/// limits trip; a large stack turns a would-be crash into a diagnostic.
+const COMPILE_STACK: usize = 256 << 20;
+
+/// Width for human output when `COLUMNS` is not set.
+const DEFAULT_WIDTH: usize = 100;
+
+#[derive(Parser)]
+#[command(
+    name = "mxc",
+    version,
+    about = "Compile .mx network-testbed experiment models to XIR"
+)]
+struct Cli {
+    /// When to colour diagnostics: `auto` colours only a terminal, and only
+    /// when `NO_COLOR` is unset.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Color::Auto, global = true)]
+    color: Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile one model and write its XIR (to stdout unless -o is given).
+    Compile(CompileArgs),
+    /// Compile models and report their diagnostics; writes no XIR.
+    Check(CheckArgs),
+    /// Explain a diagnostic code, or list them all with --list.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// The model to compile.
+    model: PathBuf,
+    /// Write the XIR here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    model_options: ModelOptions,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The models to check.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// Output format: human goes to stderr, json and sarif to stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[command(flatten)]
+    model_options: ModelOptions,
+}
+
+/// Options shared by every command that compiles.
+#[derive(Args)]
+struct ModelOptions {
+    /// Set a model parameter read with `param('K', default)`; repeatable.
+    #[arg(long = "set", value_name = "K=V", value_parser = parse_key_value)]
+    set: Vec<(String, String)>,
+    /// Evaluation steps a model may take (E0212 past it).
+    #[arg(long, value_name = "N")]
+    step_limit: Option<u64>,
+    /// Memory a model's values may take, in MiB (E0213 past it).
+    #[arg(long, value_name = "MB")]
+    memory_limit: Option<u64>,
+    /// Fail (exit 1) on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+impl ModelOptions {
+    fn compiler_options(&self) -> mx_compiler::Options {
+        let defaults = mx_compiler::Options::default();
+        mx_compiler::Options {
+            // Later `--set`s of the same key win, as with most CLIs.
+            params: self.set.iter().cloned().collect::<BTreeMap<_, _>>(),
+            step_limit: self.step_limit.unwrap_or(defaults.step_limit),
+            memory_limit: self
+                .memory_limit
+                .map_or(defaults.memory_limit, |mib| mib.saturating_mul(1 << 20)),
+        }
+    }
+
+    /// Whether `report` makes the run fail.
+    fn fails(&self, report: &FileReport) -> bool {
+        report.errors() > 0 || (self.deny_warnings && report.warnings() > 0)
+    }
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// A code such as `E0201`, or its name such as `undefined-name`.
+    #[arg(required_unless_present = "list")]
+    code: Option<String>,
+    /// List every code with a one-line summary.
+    #[arg(long, conflicts_with = "code")]
+    list: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Sarif,
+}
+
+/// The outcome of a run, ordered so the worst one wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Status {
+    Success,
+    Failure,
+    Error,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(match status {
+            Status::Success => 0,
+            Status::Failure => 1,
+            Status::Error => 2,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let style = human_style(cli.color);
+    match cli.command {
+        Command::Compile(args) => compile(&args, style),
+        Command::Check(args) => check(&args, style),
+        Command::Explain(args) => explain(&args),
+    }
+    .into()
+}
+
+fn human_style(color: Color) -> HumanStyle {
+    let color = match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|&w: &usize| w > 0)
+        .unwrap_or(DEFAULT_WIDTH);
+    HumanStyle { color, width }
+}
+
+fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
+    let Ok((report, xir)) = compile_file(&args.model, &args.model_options) else {
+        return Status::Error;
+    };
+    eprint!("{}", mx_diag::render_human(&report, style));
+    if args.model_options.fails(&report) {
+        if report.errors() == 0 {
+            eprintln!("error: warnings are denied; no XIR written");
+        }
+        return Status::Failure;
+    }
+    let Some(xir) = xir else {
+        // The compiler promises XIR whenever there is no error.
+        eprintln!(
+            "error: the compiler produced no XIR for {}",
+            report.file.path
+        );
+        return Status::Error;
+    };
+    let json = mx_xir::to_json_pretty(&xir);
+    match &args.output {
+        Some(path) => match std::fs::write(path, json) {
+            Ok(()) => Status::Success,
+            Err(err) => {
+                eprintln!("error: cannot write {}: {err}", path.display());
+                Status::Error
+            }
+        },
+        None => write_stdout(&json),
+    }
+}
+
+fn check(args: &CheckArgs, style: HumanStyle) -> Status {
+    let mut status = Status::Success;
+    let mut reports = Vec::new();
+    for model in &args.models {
+        match compile_file(model, &args.model_options) {
+            Ok((report, _)) => {
+                if let Format::Human = args.format {
+                    // Per file, so each report follows what that model printed.
+                    eprint!("{}", mx_diag::render_human(&report, style));
+                }
+                reports.push(report);
+            }
+            Err(()) => status = Status::Error,
+        }
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| args.model_options.fails(r))
+        .count();
+    if failed > 0 {
+        status = status.max(Status::Failure);
+    }
+    match args.format {
+        Format::Human => {
+            eprint!("{}", check_summary(args, &reports, failed, status));
+            status
+        }
+        Format::Json => status.max(write_stdout(&mx_diag::render_json(&reports))),
+        Format::Sarif => status.max(write_stdout(&mx_diag::render_sarif(
+            &reports,
+            env!("CARGO_PKG_VERSION"),
+        ))),
+    }
+}
+
+/// The last line of a human `check`: `ok: 3 models checked`, or how many
+/// models failed. A single failing model already ended its report with its
+/// counts, so it only gets a line when denied warnings are why it failed.
+/// Nothing when `mxc` itself failed: that was already said.
+fn check_summary(
+    args: &CheckArgs,
+    reports: &[FileReport],
+    failed: usize,
+    status: Status,
+) -> String {
+    let models = |n: usize| if n == 1 { "model" } else { "models" };
+    let denied = args.model_options.deny_warnings
+        && reports.iter().any(|r| r.errors() == 0 && r.warnings() > 0);
+    match status {
+        Status::Success => {
+            let warnings: usize = reports.iter().map(FileReport::warnings).sum();
+            let warnings = match warnings {
+                0 => String::new(),
+                1 => ", 1 warning".to_owned(),
+                n => format!(", {n} warnings"),
+            };
+            format!(
+                "ok: {} {} checked{warnings}\n",
+                reports.len(),
+                models(reports.len())
+            )
+        }
+        Status::Failure if reports.len() > 1 => format!(
+            "error: {failed} of {} models failed the check{}\n",
+            reports.len(),
+            if denied { " (warnings are denied)" } else { "" }
+        ),
+        Status::Failure if denied => "error: warnings are denied\n".to_owned(),
+        Status::Failure | Status::Error => String::new(),
+    }
+}
+
+/// Reads and compiles `path`, showing what the model printed on stderr.
+/// A file that cannot be read is reported here and gives `Err`.
+fn compile_file(
+    path: &Path,
+    options: &ModelOptions,
+) -> Result<(FileReport, Option<mx_xir::Experiment>), ()> {
+    let name = path.display().to_string();
+    let text: Arc<str> = match std::fs::read_to_string(path) {
+        Ok(text) => text.into(),
+        Err(err) => {
+            eprintln!("error: cannot read {name}: {err}");
+            return Err(());
+        }
+    };
+    let opts = options.compiler_options();
+    let output = thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("mxc-compile".to_owned())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || mx_compiler::compile(&name, &text, &opts));
+        match worker {
+            Ok(handle) => handle.join().map_err(|_| {
+                eprintln!("error: the compiler crashed on {name}; this is a bug in mxc");
+            }),
+            Err(err) => {
+                eprintln!("error: cannot start the compiler thread: {err}");
+                Err(())
+            }
+        }
+    })?;
+    let mut stderr = io::stderr().lock();
+    for line in &output.printed {
+        // Nothing useful to do if stderr is gone.
+        let _ = writeln!(stderr, "{line}");
+    }
+    let report = FileReport {
+        file: SourceFile::new(name, text),
+        diagnostics: output.diagnostics,
+    };
+    Ok((report, output.xir))
+}
+
+/// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
+fn write_stdout(text: &str) -> Status {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Status::Success,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Status::Success,
+        Err(err) => {
+            eprintln!("error: cannot write to stdout: {err}");
+            Status::Error
+        }
+    }
+}
+
+fn explain(args: &ExplainArgs) -> Status {
+    if args.list {
+        let width = codes::CODES.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let list: String = codes::CODES
+            .iter()
+            .map(|c| format!("{}  {:width$}  {}\n", c.code, c.name, c.summary))
+            .collect();
+        return write_stdout(&list);
+    }
+    let code = args.code.as_deref().unwrap_or_default();
+    match codes::lookup(code) {
+        Some(info) => write_stdout(&format!(
+            "{} ({}): {}\n\n{}\n",
+            info.code, info.name, info.summary, info.explanation
+        )),
+        None => {
+            eprintln!("error: unknown diagnostic code `{code}`");
+            eprintln!("hint: `mxc explain --list` lists every code");
+            Status::Error
+        }
+    }
+}
+
+/// Parses `--set K=V`; clap turns the `Err` into a usage error (exit 2).
+fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, _)) if key.trim().is_empty() => {
+            Err(format!("expected K=V with a non-empty K, found `{arg}`"))
+        }
+        Some((key, value)) => Ok((key.trim().to_owned(), value.to_owned())),
+        None => Err(format!("expected K=V, found `{arg}` (no `=`)")),
+    }
+}

@@ -1,0 +1,306 @@
+//! Tests of the real `mxc` binary: exit code, stdout and stderr, exactly as a
+//! user or CI script sees them.
+//!
+//! Each test writes its models into its own temporary folder and runs `mxc`
+//! there with relative paths, `--color never` and `COLUMNS=80`, so output
+//! does not depend on the machine. Accept changed snapshots with
+//! `cargo insta review`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VALID: &str =
+    "x = topo.device('x', cores == 4)\ny = topo.device('y')\ntopo.connect([x, y])\n";
+/// E0201: `b` is not defined.
+const UNDEFINED: &str = "net = Network('n')\na = net.node(b)\n";
+/// W0203 and no error: `c` has no links.
+const UNCONNECTED: &str = "net = Network('n')\na = net.node('a')\nb = net.node('b')\nc = net.node('c')\nnet.connect([a, b])\n";
+
+/// A fresh folder under the system temp dir, removed again on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mxc-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.0.join(name), text).expect("write model");
+        self
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What one `mxc` run did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Exit code and both streams, with the temp dir and version masked.
+    fn snapshot(&self, dir: &TempDir) -> String {
+        let mask = |s: &str| {
+            s.replace(&dir.path().display().to_string(), "[TMP]")
+                .replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
+        };
+        format!(
+            "exit code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            self.code,
+            mask(&self.stdout),
+            mask(&self.stderr)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).expect("stdout is JSON")
+    }
+}
+
+fn mxc(dir: &TempDir, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_mxc"))
+        .args(["--color", "never"])
+        .args(args)
+        .current_dir(dir.path())
+        .env("COLUMNS", "80")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run mxc");
+    Run {
+        code: out.status.code().expect("mxc exited normally"),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn sarif_validator() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../diag/tests/data/sarif-schema-2.1.0.json"
+    );
+    let text = std::fs::read_to_string(path).expect("vendored SARIF schema");
+    let schema = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the SARIF schema compiles")
+}
+
+#[test]
+fn compile_writes_xir_to_stdout() {
+    let dir = TempDir::new("compile_stdout");
+    dir.write("ok.mx", VALID);
+    let run = mxc(&dir, &["compile", "ok.mx"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr, "");
+    let xir = run.json();
+    assert_eq!(xir["nodes"].as_array().map(Vec::len), Some(2), "{xir}");
+    assert!(run.stdout.ends_with("}\n"));
+}
+
+#[test]
+fn compile_to_file_is_deterministic() {
+    let dir = TempDir::new("compile_file");
+    dir.write("ok.mx", VALID);
+    for out in ["a.json", "b.json"] {
+        let run = mxc(&dir, &["compile", "ok.mx", "-o", out]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+    }
+    let a = std::fs::read(dir.path().join("a.json")).unwrap();
+    let b = std::fs::read(dir.path().join("b.json")).unwrap();
+    assert_eq!(a, b, "two compilations differ");
+    // The file holds exactly what stdout would have shown.
+    assert_eq!(a, mxc(&dir, &["compile", "ok.mx"]).stdout.into_bytes());
+}
+
+#[test]
+fn compile_error_writes_no_xir() {
+    let dir = TempDir::new("compile_error");
+    dir.write("err.mx", UNDEFINED);
+    let run = mxc(&dir, &["compile", "err.mx", "-o", "out.json"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("mx::E0201"), "{}", run.stderr);
+    assert!(!dir.path().join("out.json").exists());
+}
+
+#[test]
+fn check_reports_error() {
+    let dir = TempDir::new("check_error");
+    dir.write("err.mx", UNDEFINED);
+    insta::assert_snapshot!(mxc(&dir, &["check", "err.mx"]).snapshot(&dir));
+}
+
+#[test]
+fn check_clean_models() {
+    let dir = TempDir::new("check_clean");
+    dir.write("a.mx", VALID).write("b.mx", VALID);
+    insta::assert_snapshot!(mxc(&dir, &["check", "a.mx", "b.mx"]).snapshot(&dir));
+}
+
+#[test]
+fn check_many_models_one_failing() {
+    let dir = TempDir::new("check_many");
+    dir.write("ok.mx", VALID).write("err.mx", UNDEFINED);
+    let run = mxc(&dir, &["check", "ok.mx", "err.mx"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .ends_with("error: 1 of 2 models failed the check\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_format_json() {
+    let dir = TempDir::new("check_json");
+    dir.write("ok.mx", VALID).write("err.mx", UNDEFINED);
+    let run = mxc(&dir, &["check", "--format", "json", "ok.mx", "err.mx"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stderr, "");
+    let doc = run.json();
+    assert_eq!(doc["version"], 1);
+    let diags = doc["diagnostics"].as_array().unwrap();
+    assert!(!diags.is_empty());
+    for diag in diags {
+        assert_eq!(diag["file"], "err.mx");
+    }
+    let first = &diags[0];
+    assert_eq!(first["code"], "E0201");
+    assert_eq!(first["name"], "undefined-name");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["labels"][0]["start_line"], 2);
+}
+
+#[test]
+fn check_format_sarif() {
+    let dir = TempDir::new("check_sarif");
+    dir.write("ok.mx", VALID)
+        .write("err.mx", UNDEFINED)
+        .write("warn.mx", UNCONNECTED);
+    let run = mxc(
+        &dir,
+        &["check", "--format", "sarif", "ok.mx", "err.mx", "warn.mx"],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stderr, "");
+    let log = run.json();
+    let errors: Vec<String> = sarif_validator()
+        .iter_errors(&log)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "invalid SARIF:\n{}", errors.join("\n"));
+
+    let run0 = &log["runs"][0];
+    assert_eq!(run0["tool"]["driver"]["version"], env!("CARGO_PKG_VERSION"));
+    let uris: Vec<&str> = run0["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["location"]["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, ["ok.mx", "err.mx", "warn.mx"]);
+    let results = run0["results"].as_array().unwrap();
+    let rule_ids: Vec<&str> = results
+        .iter()
+        .map(|r| r["ruleId"].as_str().unwrap())
+        .collect();
+    assert!(rule_ids.contains(&"E0201"), "{rule_ids:?}");
+    assert!(rule_ids.contains(&"W0203"), "{rule_ids:?}");
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let dir = TempDir::new("deny_warnings");
+    dir.write("warn.mx", UNCONNECTED);
+    let allowed = mxc(&dir, &["check", "warn.mx"]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    insta::assert_snapshot!("warnings_allowed", allowed.snapshot(&dir));
+    let denied = mxc(&dir, &["check", "--deny-warnings", "warn.mx"]);
+    assert_eq!(denied.code, 1, "{}", denied.stderr);
+    insta::assert_snapshot!("warnings_denied", denied.snapshot(&dir));
+}
+
+#[test]
+fn compile_with_denied_warnings_writes_nothing() {
+    let dir = TempDir::new("compile_deny");
+    dir.write("warn.mx", UNCONNECTED);
+    let run = mxc(&dir, &["compile", "--deny-warnings", "warn.mx"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr
+            .ends_with("error: warnings are denied; no XIR written\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn explain_known_code() {
+    let dir = TempDir::new("explain_known");
+    insta::assert_snapshot!(mxc(&dir, &["explain", "E0201"]).snapshot(&dir));
+    // Case, a `mx::` prefix and the name all find the same page.
+    let page = mxc(&dir, &["explain", "E0201"]).stdout;
+    assert_eq!(mxc(&dir, &["explain", "mx::e0201"]).stdout, page);
+    assert_eq!(mxc(&dir, &["explain", "undefined-name"]).stdout, page);
+}
+
+#[test]
+fn explain_unknown_code() {
+    let dir = TempDir::new("explain_unknown");
+    insta::assert_snapshot!(mxc(&dir, &["explain", "E9999"]).snapshot(&dir));
+}
+
+#[test]
+fn explain_list() {
+    let dir = TempDir::new("explain_list");
+    let run = mxc(&dir, &["explain", "--list"]);
+    assert_eq!(run.code, 0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), mx_diag::codes::CODES.len());
+    for (line, info) in lines.iter().zip(mx_diag::codes::CODES) {
+        assert!(line.starts_with(info.code), "{line}");
+        assert!(line.ends_with(info.summary), "{line}");
+    }
+}
+
+#[test]
+fn missing_model_is_a_tool_error() {
+    let dir = TempDir::new("missing");
+    insta::assert_snapshot!(mxc(&dir, &["check", "nope.mx"]).snapshot(&dir));
+    let run = mxc(&dir, &["compile", "nope.mx"]);
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn set_without_equals_is_a_usage_error() {
+    let dir = TempDir::new("bad_set");
+    dir.write("ok.mx", VALID);
+    insta::assert_snapshot!(mxc(&dir, &["compile", "ok.mx", "--set", "nodes"]).snapshot(&dir));
+}
+
+#[test]
+fn color_always_colors_and_never_does_not() {
+    let dir = TempDir::new("color");
+    dir.write("err.mx", UNDEFINED);
+    // `--color` is global; the later one wins over the helper's `never`.
+    let colored = mxc(&dir, &["check", "err.mx", "--color", "always"]);
+    assert!(colored.stderr.contains('\x1b'), "{}", colored.stderr);
+    let plain = mxc(&dir, &["check", "err.mx"]);
+    assert!(!plain.stderr.contains('\x1b'), "{}", plain.stderr);
+}

@@ -1,0 +1,1 @@
+//! Pipeline fixture tests live in `tests/`; this library is empty on purpose.

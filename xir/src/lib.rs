@@ -1,0 +1,365 @@
+//! XIR, the experiment intermediate representation.
+//!
+//! Every mx phase reads and writes XIR, so it is the project's public contract:
+//! the compiler lowers an `.mx` model to an [`Experiment`], the realizer (a later
+//! phase) matches it against a facility and the materializer turns a realization
+//! into fragments. Everything here is plain data with serde derives; there is no
+//! logic beyond (de)serialization, and output is deterministic because every
+//! collection is either a `Vec` in creation order or a `BTreeMap`.
+//!
+//! Constraints keep the [`Span`] of the expression that produced them, so a later
+//! phase can point back into the model when a constraint cannot be met.
+//!
+//! ```
+//! let xir = mx_xir::Experiment::new("hello", "hello.mx");
+//! let json = mx_xir::to_json_pretty(&xir);
+//! assert!(json.contains("\"kind\": \"experiment\""));
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The XIR schema version written into every document. Bump on any change
+/// that a reader of an older version could misread.
+pub const SCHEMA_VERSION: &str = "0.1";
+
+/// A byte range `[start, end)` into the model's source file. Serialized as a
+/// two-element array to keep large documents small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "[u32; 2]", into = "[u32; 2]")]
+pub struct Span {
+    /// First byte of the range.
+    pub start: u32,
+    /// One past the last byte of the range.
+    pub end: u32,
+}
+
+impl Span {
+    /// A span covering `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The range as `usize` offsets, for slicing the source.
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// The smallest span that covers both.
+    pub fn to(self, other: Span) -> Span {
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
+}
+
+impl From<[u32; 2]> for Span {
+    fn from([start, end]: [u32; 2]) -> Self {
+        Span { start, end }
+    }
+}
+
+impl From<Span> for [u32; 2] {
+    fn from(s: Span) -> Self {
+        [s.start, s.end]
+    }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Span".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Byte range [start, end) into the source file.",
+            "type": "array",
+            "items": { "type": "integer", "minimum": 0 },
+            "minItems": 2,
+            "maxItems": 2
+        })
+    }
+}
+
+/// The file a document was compiled from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Source {
+    /// The path as given on the command line.
+    pub path: String,
+}
+
+/// Which kind of XIR document this is. Facilities and realizations live
+/// beside experiments under the same versioning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DocKind {
+    /// An experiment topology compiled from a model.
+    Experiment,
+}
+
+/// A compiled experiment: nodes, links and their constraints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Experiment {
+    /// Schema version, [`SCHEMA_VERSION`] when written by this crate.
+    pub xir: String,
+    /// Always [`DocKind::Experiment`].
+    pub kind: DocKind,
+    /// The topology name (`Network('name')`, `topology('name')` or the file stem).
+    pub name: String,
+    /// Where the model came from; spans index into this file.
+    pub source: Source,
+    /// Parameters the model read with `param()`, with the values used.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, PropValue>,
+    /// Experiment-wide constraints (`routing == static`, `addressing == ipv4`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Nodes in creation order.
+    pub nodes: Vec<Node>,
+    /// Links in creation order.
+    pub links: Vec<Link>,
+}
+
+impl Experiment {
+    /// An empty experiment named `name`, compiled from `path`.
+    pub fn new(name: &str, path: &str) -> Self {
+        Experiment {
+            xir: SCHEMA_VERSION.to_string(),
+            kind: DocKind::Experiment,
+            name: name.to_string(),
+            source: Source {
+                path: path.to_string(),
+            },
+            parameters: BTreeMap::new(),
+            constraints: Vec::new(),
+            nodes: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+/// An experiment node: a name plus the constraints a resource must satisfy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Node {
+    /// Unique node name.
+    pub name: String,
+    /// Constraints in source order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Free-form properties (`node.properties['group'] = [...]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropValue>,
+    /// External ingresses (`node.ingress(http, 8080)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<Ingress>,
+    /// Where the node was created.
+    pub span: Span,
+}
+
+/// An external ingress into a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Ingress {
+    /// `http`, `https`, `tcp` or `udp`.
+    pub protocol: String,
+    /// The port on the node.
+    pub port: u16,
+    /// Where the ingress was declared.
+    pub span: Span,
+}
+
+/// A link: point-to-point with two endpoints, a LAN with more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Link {
+    /// Unique link id, `a.0~b.0` style (node name and socket index per endpoint).
+    pub name: String,
+    /// Endpoints in the order the nodes were given.
+    pub endpoints: Vec<Endpoint>,
+    /// Link-wide constraints (`capacity`, `latency`, `loss`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Free-form properties (`link.properties['tags'] = ...`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropValue>,
+    /// Where the link was created.
+    pub span: Span,
+}
+
+/// One node's attachment to a link (a socket on the node).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    /// The node's name.
+    pub node: String,
+    /// The socket index on that node (0 for its first link, 1 for the next, ...).
+    pub socket: u32,
+    /// Interface addresses in CIDR form (`10.0.0.1/24`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<Address>,
+    /// Endpoint constraints (`nic == virtio`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+}
+
+/// An interface address with the span that assigned it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Address {
+    /// CIDR form, canonical (`10.0.0.1/24`).
+    pub cidr: String,
+    /// Where it was assigned.
+    pub span: Span,
+}
+
+/// A constraint `property op value`, e.g. `memory == gb(8)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Constraint {
+    /// Canonical property name (`cores`, `memory`, `nic`, ...).
+    pub property: String,
+    /// The comparison.
+    pub op: Op,
+    /// The value, in the property's base unit.
+    pub value: Value,
+    /// The base unit of `value`, for quantities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
+    /// The constraint expression in the source.
+    pub span: Span,
+}
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum Op {
+    /// `==`
+    #[serde(rename = "==")]
+    Eq,
+    /// `!=`
+    #[serde(rename = "!=")]
+    Ne,
+    /// `<`
+    #[serde(rename = "<")]
+    Lt,
+    /// `<=`
+    #[serde(rename = "<=")]
+    Le,
+    /// `>`
+    #[serde(rename = ">")]
+    Gt,
+    /// `>=`
+    #[serde(rename = ">=")]
+    Ge,
+    /// `in [...]`: one of a set of values.
+    #[serde(rename = "in")]
+    In,
+}
+
+impl Op {
+    /// The operator as written in a model.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::In => "in",
+        }
+    }
+
+    /// The operator with its operands swapped (`4 <= cores` is `cores >= 4`).
+    pub fn flipped(self) -> Op {
+        match self {
+            Op::Lt => Op::Gt,
+            Op::Le => Op::Ge,
+            Op::Gt => Op::Lt,
+            Op::Ge => Op::Le,
+            other => other,
+        }
+    }
+}
+
+/// The base unit a quantity is stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Bytes (memory, disk). `gb(1)` is 2^30 bytes.
+    Bytes,
+    /// Bits per second (link capacity). `mbps(1)` is 10^6.
+    Bps,
+    /// Nanoseconds (latency). `ms(1)` is 10^6.
+    Ns,
+    /// Hertz (clock). `ghz(1)` is 10^9.
+    Hz,
+}
+
+impl Unit {
+    /// The unit's symbol as shown to users.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Bps => "bps",
+            Unit::Ns => "ns",
+            Unit::Hz => "Hz",
+        }
+    }
+}
+
+/// A constraint value. Symbols (`virtio`, `connectx4`, `static`) and free
+/// strings (`image == 'bullseye'`) are both text; the property says which.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Value {
+    /// `true` / `false`.
+    Bool(bool),
+    /// Integers and integral quantities.
+    Int(i64),
+    /// Fractions and non-integral numbers (`loss == 0.01`, `tdf == 2.5`).
+    Float(f64),
+    /// Symbols and strings.
+    Text(String),
+    /// A memory bus (`ddr4(2400)`).
+    Membus(Membus),
+    /// A PCIe link (`gen3(16)`).
+    Pcie(Pcie),
+    /// The members of an `in [...]` set.
+    List(Vec<Value>),
+}
+
+/// A memory bus: DDR generation and transfer rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Membus {
+    /// DDR generation (3, 4, 5).
+    pub ddr: u8,
+    /// Transfer rate in MT/s.
+    pub rate: u32,
+}
+
+/// A PCIe link: generation and lane count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Pcie {
+    /// PCIe generation (1..6).
+    pub r#gen: u8,
+    /// Lanes (1, 2, 4, 8, 16).
+    pub lanes: u8,
+}
+
+/// A free-form property value, kept as JSON.
+pub type PropValue = serde_json::Value;
+
+/// Pretty JSON with a trailing newline, the form `mxc compile` writes.
+pub fn to_json_pretty<T: Serialize>(doc: &T) -> String {
+    let mut s = serde_json::to_string_pretty(doc).expect("XIR types always serialize");
+    s.push('\n');
+    s
+}
+
+/// The JSON Schema of an experiment document, as kept in `xir/schema/`.
+pub fn experiment_schema() -> String {
+    let schema = schemars::schema_for!(Experiment);
+    to_json_pretty(&schema)
+}
