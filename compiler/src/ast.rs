@@ -38,7 +38,12 @@ impl Interner {
         &self.names[s.0 as usize]
     }
 
-    /// Every interned name, for did-you-mean suggestions.
+    /// How many names are interned; symbols are `0..count`.
+    pub fn count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The symbol of `name`, if it occurs in the model.
     pub fn lookup(&self, name: &str) -> Option<Sym> {
         self.map.get(name).copied()
     }

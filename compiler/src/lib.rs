@@ -19,11 +19,13 @@
 //! ```
 
 mod ast;
+mod builtins;
 mod check;
 mod eval;
 mod lexer;
 mod parser;
 mod props;
+mod topo;
 mod value;
 
 use std::collections::BTreeMap;

@@ -30,7 +30,7 @@ pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Program {
         src,
         names: Interner::default(),
         diags,
-        pratt: pratt(),
+        pratt: Rc::new(pratt()),
     };
     let items: Vec<Item> = lines.iter().map(|l| p.line(l)).collect();
     let mut blocks = Blocks {
@@ -115,7 +115,7 @@ struct LineParser<'a> {
     src: &'a str,
     names: Interner,
     diags: &'a mut Vec<Diagnostic>,
-    pratt: PrattParser<Rule>,
+    pratt: Rc<PrattParser<Rule>>,
 }
 
 impl LineParser<'_> {
@@ -550,6 +550,11 @@ impl LineParser<'_> {
         let body = self.expr(inner.next().expect("body"), base, depth + 1)?;
         let name = self.names.intern("<lambda>");
         let (params, varargs, kwargs) = params;
+        let mut locals: Vec<Sym> = params.iter().map(|p: &Param| p.name).collect();
+        locals.extend(varargs);
+        locals.extend(kwargs);
+        locals.sort();
+        locals.dedup();
         let ret = Stmt {
             span: body.span,
             kind: StmtKind::Return(Some(body)),
@@ -562,7 +567,7 @@ impl LineParser<'_> {
                 kwargs,
                 body: vec![ret],
                 span,
-                locals: Vec::new(),
+                locals,
             })),
             span,
         })
@@ -584,10 +589,8 @@ impl LineParser<'_> {
             kind: ExprKind::None,
             span,
         };
-        let result = this
-            .borrow()
-            .pratt
-            .clone()
+        let pratt = this.borrow().pratt.clone();
+        let result = pratt
             .map_primary(|prim| {
                 let sp = Span::new(base + prim.as_span().start(), base + prim.as_span().end());
                 match this.borrow_mut().primary(prim, base, depth + 1) {
@@ -1125,7 +1128,7 @@ impl LineParser<'_> {
         Ok(())
     }
 
-    fn sub_expr(&mut self, text: &str, at: usize, depth: usize) -> PResult<Expr> {
+    fn sub_expr(&mut self, text: &str, at: usize, _depth: usize) -> PResult<Expr> {
         match MxParser::parse(Rule::fexpr, text) {
             Ok(mut pairs) => {
                 let e = pairs.next().expect("fexpr").into_inner().next().expect("exprlist");

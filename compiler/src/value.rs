@@ -68,11 +68,11 @@ pub struct Closure {
     pub env: Option<Rc<Scope>>,
 }
 
-/// A function call's local variables.
-#[derive(Debug, Default)]
+/// A function call's local variables, parallel to `def.locals` (sorted).
+#[derive(Debug)]
 pub struct Scope {
-    pub vars: RefCell<crate::eval::SymMap<Value>>,
-    pub locals: Vec<Sym>,
+    pub def: Rc<FuncDef>,
+    pub vars: RefCell<Vec<Option<Value>>>,
     pub parent: Option<Rc<Scope>>,
 }
 
@@ -112,7 +112,6 @@ builtins! {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     None,
-    Bool(bool),
     Int(i64),
     Float(u64),
     Str(Rc<str>),
@@ -145,7 +144,6 @@ impl Key {
     pub fn value(&self) -> Value {
         match self {
             Key::None => Value::None,
-            Key::Bool(b) => Value::Bool(*b),
             Key::Int(i) => Value::Int(*i),
             Key::Float(f) => Value::Float(f64::from_bits(*f)),
             Key::Str(s) => Value::Str(s.clone()),
