@@ -410,7 +410,7 @@ impl LineParser<'_> {
         for param in p.into_inner() {
             let sp = self.span(&param, base);
             match param.as_rule() {
-                Rule::plain_param => {
+                Rule::plain_param | Rule::plain_lparam => {
                     let mut it = param.into_inner();
                     let name = self.names.intern(it.next().expect("name").as_str());
                     if params.iter().any(|q| q.name == name) {
@@ -448,7 +448,7 @@ impl LineParser<'_> {
                         kw_only,
                     });
                 }
-                Rule::star_param => {
+                Rule::star_param | Rule::star_lparam => {
                     kw_only = true;
                     varargs = param
                         .into_inner()
@@ -544,7 +544,7 @@ impl LineParser<'_> {
         let mut inner = p.into_inner();
         inner.next(); // keyword
         let mut params = (Vec::new(), None, None);
-        if inner.peek().is_some_and(|p| p.as_rule() == Rule::params) {
+        if inner.peek().is_some_and(|p| p.as_rule() == Rule::lparams) {
             params = self.params(inner.next().expect("params"), base)?;
         }
         let body = self.expr(inner.next().expect("body"), base, depth + 1)?;
@@ -1285,7 +1285,7 @@ fn describe(rules: &[Rule]) -> String {
             | Rule::ne | Rule::le | Rule::ge | Rule::lt | Rule::gt | Rule::bit_or | Rule::bit_xor
             | Rule::bit_and | Rule::shl | Rule::shr | Rule::add | Rule::sub | Rule::pow
             | Rule::mul | Rule::floordiv | Rule::div | Rule::rem => "an operator",
-            Rule::params | Rule::plain_param | Rule::star_param | Rule::dstar_param => "a parameter",
+            Rule::params | Rule::plain_param | Rule::star_param | Rule::dstar_param | Rule::lparams | Rule::plain_lparam | Rule::star_lparam | Rule::dstar_lparam => "a parameter",
             Rule::target_list | Rule::target | Rule::chain | Rule::starred_target => "a target",
             Rule::import_names | Rule::import_name | Rule::star => "names to import",
             Rule::simple_stmts => "a statement",

@@ -151,6 +151,11 @@ impl From<Status> for ExitCode {
     }
 }
 
+/// Models of 100,000 nodes make millions of small allocations; mimalloc
+/// handles them several times faster than glibc's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let style = human_style(cli.color);
@@ -197,16 +202,28 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
         );
         return Status::Error;
     };
-    let json = mx_xir::to_json_pretty(&xir);
-    match &args.output {
-        Some(path) => match std::fs::write(path, json) {
-            Ok(()) => Status::Success,
-            Err(err) => {
-                eprintln!("error: cannot write {}: {err}", path.display());
-                Status::Error
-            }
-        },
-        None => write_stdout(&json),
+    // Streamed, so a 100,000-node document is never held twice in memory.
+    let written = match &args.output {
+        Some(path) => std::fs::File::create(path).and_then(|file| {
+            let mut w = io::BufWriter::with_capacity(1 << 20, file);
+            mx_xir::write_json_pretty(&xir, &mut w)?;
+            w.flush()
+        }),
+        None => {
+            let mut w = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            mx_xir::write_json_pretty(&xir, &mut w).and_then(|()| w.flush())
+        }
+    };
+    // The process is about to exit; freeing a large model only costs time.
+    std::mem::forget(xir);
+    match written {
+        Ok(()) => Status::Success,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Status::Success,
+        Err(err) => {
+            let to = args.output.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+            eprintln!("error: cannot write {to}: {err}");
+            Status::Error
+        }
     }
 }
 

@@ -352,10 +352,133 @@ pub struct Pcie {
 pub type PropValue = serde_json::Value;
 
 /// Pretty JSON with a trailing newline, the form `mxc compile` writes.
+/// Arrays of scalars (spans, value sets) stay on one line, so a span costs one
+/// line instead of four and large documents stay readable and diffable. It
+/// streams: no intermediate JSON tree, so 100,000-node documents stay cheap.
 pub fn to_json_pretty<T: Serialize>(doc: &T) -> String {
-    let mut s = serde_json::to_string_pretty(doc).expect("XIR types always serialize");
-    s.push('\n');
-    s
+    let mut buf = Vec::with_capacity(1 << 16);
+    write_json_pretty(doc, &mut buf).expect("writing to memory cannot fail");
+    String::from_utf8(buf).expect("serde_json writes UTF-8")
+}
+
+/// [`to_json_pretty`], streamed to a writer.
+pub fn write_json_pretty<T: Serialize, W: std::io::Write>(doc: &T, w: &mut W) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *w, Compact::default());
+    doc.serialize(&mut ser).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
+}
+
+/// A pretty formatter that keeps arrays of scalars inline. A separator is
+/// held back until the next value shows whether it is a scalar or a container.
+#[derive(Default)]
+struct Compact {
+    indent: usize,
+    /// Per open array: whether it has gone multi-line.
+    arrays: Vec<bool>,
+    /// A separator owed before the next array element: Some(first).
+    pending: Option<bool>,
+}
+
+impl Compact {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"\n")?;
+        for _ in 0..self.indent {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    /// Pays the owed separator before a scalar (inline) or container (block).
+    fn settle<W: ?Sized + std::io::Write>(&mut self, w: &mut W, container: bool) -> std::io::Result<()> {
+        let Some(first) = self.pending.take() else { return Ok(()) };
+        let block = self.arrays.last_mut().expect("pending only inside an array");
+        if container {
+            *block = true;
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        if *block {
+            self.newline(w)
+        } else if first {
+            Ok(())
+        } else {
+            w.write_all(b" ")
+        }
+    }
+}
+
+macro_rules! settle_scalar {
+    ($($name:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(fn $name<W: ?Sized + std::io::Write>(&mut self, w: &mut W $(, $arg: $ty)*) -> std::io::Result<()> {
+            self.settle(w, false)?;
+            serde_json::ser::CompactFormatter.$name(w $(, $arg)*)
+        })*
+    };
+}
+
+impl serde_json::ser::Formatter for Compact {
+    settle_scalar! {
+        write_null(), write_bool(v: bool), write_i8(v: i8), write_i16(v: i16), write_i32(v: i32),
+        write_i64(v: i64), write_i128(v: i128), write_u8(v: u8), write_u16(v: u16), write_u32(v: u32),
+        write_u64(v: u64), write_u128(v: u128), write_f32(v: f32), write_f64(v: f64),
+        write_number_str(v: &str), begin_string(),
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.settle(w, true)?;
+        self.indent += 1;
+        self.arrays.push(false);
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pending = None;
+        self.indent -= 1;
+        if self.arrays.pop().unwrap_or(false) {
+            self.newline(w)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W, first: bool) -> std::io::Result<()> {
+        self.pending = Some(first);
+        Ok(())
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.settle(w, true)?;
+        self.indent += 1;
+        self.arrays.push(false);
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.indent -= 1;
+        let had_members = self.arrays.pop().unwrap_or(true);
+        if had_members {
+            self.newline(w)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if let Some(top) = self.arrays.last_mut() {
+            *top = true;
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        self.newline(w)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
 }
 
 /// The JSON Schema of an experiment document, as kept in `xir/schema/`.
