@@ -1230,7 +1230,12 @@ fn has_methods(v: &Value) -> bool {
 
 /// The closest candidate within a small edit distance.
 pub fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
-    let max = (name.chars().count() / 3).clamp(1, 3);
+    let max = match name.chars().count() {
+        0..=2 => 0,
+        3..=5 => 1,
+        6..=8 => 2,
+        _ => 3,
+    };
     let lower = name.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
