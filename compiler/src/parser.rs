@@ -698,7 +698,15 @@ impl LineParser<'_> {
                             Rule::dstar_arg => {
                                 Arg::DStar(self.expr(a.into_inner().next().expect("dstar"), base, depth + 1)?)
                             }
-                            Rule::genexp => Arg::Pos(self.comprehension(a, base, depth + 1)?),
+                            Rule::genexp => {
+                                let mut it = a.clone().into_inner();
+                                let first = it.next().expect("argument");
+                                if it.next().is_none() {
+                                    Arg::Pos(self.expr(first, base, depth + 1)?)
+                                } else {
+                                    Arg::Pos(self.comprehension(a, base, depth + 1)?)
+                                }
+                            }
                             _ => Arg::Pos(self.expr(a, base, depth + 1)?),
                         };
                         match arg {
@@ -771,69 +779,84 @@ impl LineParser<'_> {
             Rule::ident => ExprKind::Name(self.names.intern(p.as_str())),
             Rule::number => return self.number(p, base),
             Rule::strings => return self.strings(p, base, depth),
-            Rule::paren => match p.into_inner().next() {
-                None => ExprKind::Tuple(Vec::new()),
-                Some(inner) if inner.as_rule() == Rule::genexp_body => {
-                    return self.comprehension(inner, base, depth + 1).map(|mut e| {
-                        e.span = span;
-                        e
+            Rule::paren | Rule::list_display => {
+                let is_list = p.as_rule() == Rule::list_display;
+                let mut it = p.into_inner();
+                let Some(items) = it.next() else {
+                    return Ok(Expr {
+                        kind: if is_list { ExprKind::List(Vec::new()) } else { ExprKind::Tuple(Vec::new()) },
+                        span,
+                    });
+                };
+                if it.peek().is_some() {
+                    // A comprehension: exactly one element before `for`.
+                    let elt = self.exprlist(items, base)?;
+                    if matches!(elt.kind, ExprKind::Tuple(_)) {
+                        return Err(Fail(
+                            Diagnostic::error("E0101", "a comprehension has one element before `for`")
+                                .primary(elt.span.range(), "several elements")
+                                .help("put parentheses around a tuple element: [(a, b) for ...]"),
+                        ));
+                    }
+                    let comps = self.comps(it, base, depth + 1)?;
+                    return Ok(Expr {
+                        kind: ExprKind::ListComp(Box::new(elt), comps.into()),
+                        span,
                     });
                 }
-                Some(inner) => {
-                    let e = self.exprlist(inner, base)?;
+                if is_list {
+                    let mut list = Vec::new();
+                    for item in items.into_inner() {
+                        if item.as_rule() != Rule::trailing_comma {
+                            list.push(self.star_or_expr(item, base, depth + 1)?);
+                        }
+                    }
+                    ExprKind::List(list)
+                } else {
+                    let e = self.exprlist(items, base)?;
                     if matches!(e.kind, ExprKind::Tuple(_)) {
                         return Ok(Expr { span, ..e });
                     }
                     ExprKind::Paren(Box::new(e))
                 }
-            },
-            Rule::list_display => match p.into_inner().next() {
-                None => ExprKind::List(Vec::new()),
-                Some(inner) if inner.as_rule() == Rule::list_comp => {
-                    return self.comprehension(inner, base, depth + 1).map(|mut e| {
-                        e.span = span;
-                        e
-                    });
-                }
-                Some(inner) => {
-                    let mut items = Vec::new();
-                    for item in inner.into_inner() {
-                        if item.as_rule() != Rule::trailing_comma {
-                            items.push(self.star_or_expr(item, base, depth + 1)?);
-                        }
+            }
+            Rule::dict_display => {
+                let mut it = p.into_inner();
+                let Some(inner) = it.next() else {
+                    return Ok(Expr { kind: ExprKind::Dict(Vec::new()), span });
+                };
+                let mut items = Vec::new();
+                for item in inner.into_inner() {
+                    let mut parts = item.into_inner();
+                    let first = parts.next().expect("dict item");
+                    if first.as_rule() == Rule::dstar_arg {
+                        items.push(DictItem::Splat(self.expr(
+                            first.into_inner().next().expect("splat"),
+                            base,
+                            depth + 1,
+                        )?));
+                    } else {
+                        let k = self.expr(first, base, depth + 1)?;
+                        let v = self.expr(parts.next().expect("value"), base, depth + 1)?;
+                        items.push(DictItem::Pair(k, v));
                     }
-                    ExprKind::List(items)
                 }
-            },
-            Rule::dict_display => match p.into_inner().next() {
-                None => ExprKind::Dict(Vec::new()),
-                Some(inner) if inner.as_rule() == Rule::dict_comp => {
-                    let mut it = inner.into_inner();
-                    let k = self.expr(it.next().expect("key"), base, depth + 1)?;
-                    let v = self.expr(it.next().expect("value"), base, depth + 1)?;
+                if it.peek().is_some() {
                     let comps = self.comps(it, base, depth + 1)?;
-                    ExprKind::DictComp(Box::new(k), Box::new(v), comps.into())
+                    return match (items.len(), items.pop()) {
+                        (1, Some(DictItem::Pair(k, v))) => Ok(Expr {
+                            kind: ExprKind::DictComp(Box::new(k), Box::new(v), comps.into()),
+                            span,
+                        }),
+                        _ => Err(Fail(
+                            Diagnostic::error("E0101", "a dict comprehension has one `key: value` before `for`")
+                                .primary(span.range(), "not a single pair")
+                                .help("write {k: v for k, v in pairs}"),
+                        )),
+                    };
                 }
-                Some(inner) => {
-                    let mut items = Vec::new();
-                    for item in inner.into_inner() {
-                        let mut it = item.into_inner();
-                        let first = it.next().expect("dict item");
-                        if first.as_rule() == Rule::dstar_arg {
-                            items.push(DictItem::Splat(self.expr(
-                                first.into_inner().next().expect("splat"),
-                                base,
-                                depth + 1,
-                            )?));
-                        } else {
-                            let k = self.expr(first, base, depth + 1)?;
-                            let v = self.expr(it.next().expect("value"), base, depth + 1)?;
-                            items.push(DictItem::Pair(k, v));
-                        }
-                    }
-                    ExprKind::Dict(items)
-                }
-            },
+                ExprKind::Dict(items)
+            }
             Rule::operation => return self.operation(p, base, depth),
             Rule::expr => return self.expr(p, base, depth),
             other => unreachable!("primary rule {other:?}"),
