@@ -29,6 +29,7 @@ mod topo;
 mod value;
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 pub use mx_diag::Diagnostic;
 
@@ -63,30 +64,52 @@ pub struct Output {
     pub diagnostics: Vec<Diagnostic>,
     /// Lines the model printed with `print()`, for the caller to show on stderr.
     pub printed: Vec<String>,
+    /// Wall time per phase, for `mxc --timings` and the benchmark.
+    pub timings: Timings,
+}
+
+/// Wall time spent in each phase.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Lexing and parsing.
+    pub parse: std::time::Duration,
+    /// Running the model.
+    pub eval: std::time::Duration,
+    /// Whole-model checks and lowering to XIR.
+    pub check: std::time::Duration,
 }
 
 /// Compiles `text`, read from `path`, to XIR.
 pub fn compile(path: &str, text: &str, opts: &Options) -> Output {
     let mut diagnostics = Vec::new();
+    let mut timings = Timings::default();
+    let t = Instant::now();
     let program = parser::parse(text, &mut diagnostics);
+    timings.parse = t.elapsed();
     if diagnostics.iter().any(Diagnostic::is_error) {
         sort(&mut diagnostics);
         return Output {
             xir: None,
             diagnostics,
             printed: Vec::new(),
+            timings,
         };
     }
+    let t = Instant::now();
     let run = eval::run(path, text, &program, opts, &mut diagnostics);
+    timings.eval = t.elapsed();
+    let t = Instant::now();
     let xir = run
         .topology
         .and_then(|topo| check::lower(path, topo, &run.parameters, &mut diagnostics));
+    timings.check = t.elapsed();
     sort(&mut diagnostics);
     let failed = diagnostics.iter().any(Diagnostic::is_error);
     Output {
         xir: if failed { None } else { xir },
         diagnostics,
         printed: run.printed,
+        timings,
     }
 }
 

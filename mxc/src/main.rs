@@ -88,6 +88,9 @@ struct ModelOptions {
     /// Fail (exit 1) on warnings too.
     #[arg(long)]
     deny_warnings: bool,
+    /// Print time per phase and peak memory on stderr.
+    #[arg(long)]
+    timings: bool,
 }
 
 impl ModelOptions {
@@ -203,6 +206,7 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
         return Status::Error;
     };
     // Streamed, so a 100,000-node document is never held twice in memory.
+    let started = std::time::Instant::now();
     let written = match &args.output {
         Some(path) => std::fs::File::create(path).and_then(|file| {
             let mut w = io::BufWriter::with_capacity(1 << 20, file);
@@ -216,6 +220,13 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     };
     // The process is about to exit; freeing a large model only costs time.
     std::mem::forget(xir);
+    if args.model_options.timings {
+        eprintln!(
+            "timings: write {} ms, peak memory {}",
+            started.elapsed().as_millis(),
+            peak_memory().unwrap_or_else(|| "unknown".into())
+        );
+    }
     match written {
         Ok(()) => Status::Success,
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Status::Success,
@@ -329,6 +340,15 @@ fn compile_file(
             }
         }
     })?;
+    if options.timings {
+        let t = output.timings;
+        eprintln!(
+            "timings: {name}: parse {} ms, evaluate {} ms, check and lower {} ms",
+            t.parse.as_millis(),
+            t.eval.as_millis(),
+            t.check.as_millis()
+        );
+    }
     let mut stderr = io::stderr().lock();
     for line in &output.printed {
         // Nothing useful to do if stderr is gone.
@@ -342,6 +362,20 @@ fn compile_file(
 }
 
 /// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
+/// Peak resident memory of this process, from Linux's `VmHWM`.
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{} MiB", kb / 1024))
+}
+
 fn write_stdout(text: &str) -> Status {
     let mut stdout = io::stdout().lock();
     match stdout
