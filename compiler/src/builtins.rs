@@ -16,16 +16,42 @@ use crate::eval::{Args, Eval, Flow, R, did_you_mean};
 use crate::value::*;
 
 const STR_METHODS: &[&str] = &[
-    "join", "split", "rsplit", "replace", "upper", "lower", "startswith", "endswith", "strip",
-    "lstrip", "rstrip", "format", "find", "count", "index", "isdigit", "isalpha", "zfill",
-    "title", "capitalize", "splitlines",
+    "join",
+    "split",
+    "rsplit",
+    "replace",
+    "upper",
+    "lower",
+    "startswith",
+    "endswith",
+    "strip",
+    "lstrip",
+    "rstrip",
+    "format",
+    "find",
+    "count",
+    "index",
+    "isdigit",
+    "isalpha",
+    "zfill",
+    "title",
+    "capitalize",
+    "splitlines",
 ];
 const LIST_METHODS: &[&str] = &[
     "append", "extend", "index", "pop", "insert", "remove", "count", "sort", "reverse", "copy",
     "clear",
 ];
 const DICT_METHODS: &[&str] = &[
-    "items", "keys", "values", "get", "pop", "update", "setdefault", "copy", "clear",
+    "items",
+    "keys",
+    "values",
+    "get",
+    "pop",
+    "update",
+    "setdefault",
+    "copy",
+    "clear",
 ];
 
 impl Eval<'_> {
@@ -45,10 +71,14 @@ impl Eval<'_> {
     pub fn unary(&mut self, op: UnOp, v: Value, vspan: Span, span: Span) -> R<Value> {
         Ok(match (op, &v) {
             (UnOp::Not, _) => Value::Bool(!v.truthy()),
-            (UnOp::Neg, Value::Int(i)) => Value::Int(i.checked_neg().ok_or_else(|| self.overflow(span))?),
+            (UnOp::Neg, Value::Int(i)) => {
+                Value::Int(i.checked_neg().ok_or_else(|| self.overflow(span))?)
+            }
             (UnOp::Neg, Value::Bool(b)) => Value::Int(-(*b as i64)),
             (UnOp::Neg, Value::Float(f)) => Value::Float(-f),
-            (UnOp::Neg, Value::Quantity(q, u)) => Value::Quantity(q.checked_neg().ok_or_else(|| self.overflow(span))?, *u),
+            (UnOp::Neg, Value::Quantity(q, u)) => {
+                Value::Quantity(q.checked_neg().ok_or_else(|| self.overflow(span))?, *u)
+            }
             (UnOp::Pos, Value::Int(_) | Value::Float(_) | Value::Quantity(..)) => v,
             (UnOp::Pos, Value::Bool(b)) => Value::Int(*b as i64),
             (UnOp::Inv, Value::Int(i)) => Value::Int(!i),
@@ -60,16 +90,35 @@ impl Eval<'_> {
                     UnOp::Inv => "~",
                     UnOp::Not => "not",
                 };
-                return Err(self.type_error(vspan, format!("bad operand type for unary {sym}: {}", v.type_name())));
+                return Err(self.type_error(
+                    vspan,
+                    format!("bad operand type for unary {sym}: {}", v.type_name()),
+                ));
             }
         })
     }
 
-    pub fn binary(&mut self, op: BinOp, a: Value, b: Value, ls: Span, rs: Span, span: Span) -> R<Value> {
+    pub fn binary(
+        &mut self,
+        op: BinOp,
+        a: Value,
+        b: Value,
+        ls: Span,
+        rs: Span,
+        span: Span,
+    ) -> R<Value> {
         use BinOp::*;
         use Value as V;
-        let a = if let V::Bool(x) = a { V::Int(x as i64) } else { a };
-        let b = if let V::Bool(x) = b { V::Int(x as i64) } else { b };
+        let a = if let V::Bool(x) = a {
+            V::Int(x as i64)
+        } else {
+            a
+        };
+        let b = if let V::Bool(x) = b {
+            V::Int(x as i64)
+        } else {
+            b
+        };
         Ok(match (&a, &b) {
             (V::Int(x), V::Int(y)) => {
                 let (x, y) = (*x, *y);
@@ -135,7 +184,11 @@ impl Eval<'_> {
                     FloorDiv => V::Float((x / y).floor()),
                     Mod => {
                         let r = x % y;
-                        V::Float(if r != 0.0 && (r < 0.0) != (y < 0.0) { r + y } else { r })
+                        V::Float(if r != 0.0 && (r < 0.0) != (y < 0.0) {
+                            r + y
+                        } else {
+                            r
+                        })
                     }
                     Pow => V::Float(x.powf(y)),
                     _ => return Err(self.operand_error(op, &a, &b, ls, rs)),
@@ -165,7 +218,9 @@ impl Eval<'_> {
                 self.charge(v.len() as u64 * 16, span)?;
                 V::Tuple(v.into())
             }
-            (V::List(_) | V::Tuple(_), V::Int(n)) | (V::Int(n), V::List(_) | V::Tuple(_)) if op == Mul => {
+            (V::List(_) | V::Tuple(_), V::Int(n)) | (V::Int(n), V::List(_) | V::Tuple(_))
+                if op == Mul =>
+            {
                 let seq = if matches!(a, V::Int(_)) { &b } else { &a };
                 let items = self.iterate(seq, span)?;
                 let n = (*n).max(0) as u128;
@@ -174,7 +229,11 @@ impl Eval<'_> {
                 for _ in 0..n {
                     v.extend(items.iter().cloned());
                 }
-                if matches!(seq, V::List(_)) { V::list(v) } else { V::Tuple(v.into()) }
+                if matches!(seq, V::List(_)) {
+                    V::list(v)
+                } else {
+                    V::Tuple(v.into())
+                }
             }
             (V::Dict(x), V::Dict(y)) if op == BitOr => {
                 let mut m = x.borrow().clone();
@@ -192,10 +251,15 @@ impl Eval<'_> {
                 FloorDiv => V::Int(floor_div(*x, *y).ok_or_else(|| self.overflow(span))?),
                 _ => return Err(self.operand_error(op, &a, &b, ls, rs)),
             },
-            (V::Quantity(x, u), V::Int(_) | V::Float(_)) | (V::Int(_) | V::Float(_), V::Quantity(x, u))
+            (V::Quantity(x, u), V::Int(_) | V::Float(_))
+            | (V::Int(_) | V::Float(_), V::Quantity(x, u))
                 if op == Mul =>
             {
-                let k = if matches!(a, V::Quantity(..)) { as_f64(&b) } else { as_f64(&a) };
+                let k = if matches!(a, V::Quantity(..)) {
+                    as_f64(&b)
+                } else {
+                    as_f64(&a)
+                };
                 V::Quantity(scale(*x as f64 * k).ok_or_else(|| self.overflow(span))?, *u)
             }
             (V::Quantity(x, u), V::Int(_) | V::Float(_)) if matches!(op, Div | FloorDiv) => {
@@ -204,7 +268,11 @@ impl Eval<'_> {
                     return Err(self.div_zero(rs));
                 }
                 let q = *x as f64 / k;
-                V::Quantity(scale(if op == FloorDiv { q.floor() } else { q }).ok_or_else(|| self.overflow(span))?, *u)
+                V::Quantity(
+                    scale(if op == FloorDiv { q.floor() } else { q })
+                        .ok_or_else(|| self.overflow(span))?,
+                    *u,
+                )
             }
             _ => return Err(self.operand_error(op, &a, &b, ls, rs)),
         })
@@ -213,12 +281,20 @@ impl Eval<'_> {
     fn operand_error(&self, op: BinOp, a: &Value, b: &Value, ls: Span, rs: Span) -> Flow {
         let mut d = Diagnostic::error(
             "E0203",
-            format!("`{}` does not apply to {} and {}", op.symbol(), a.type_name(), b.type_name()),
+            format!(
+                "`{}` does not apply to {} and {}",
+                op.symbol(),
+                a.type_name(),
+                b.type_name()
+            ),
         )
         .primary(ls.range(), a.type_name())
         .secondary(rs.range(), b.type_name());
-        if matches!((a, b), (Value::Str(_), Value::Int(_) | Value::Float(_)) | (Value::Int(_) | Value::Float(_), Value::Str(_)))
-            && op == BinOp::Add
+        if matches!(
+            (a, b),
+            (Value::Str(_), Value::Int(_) | Value::Float(_))
+                | (Value::Int(_) | Value::Float(_), Value::Str(_))
+        ) && op == BinOp::Add
         {
             d = d.help("convert with str(...) or int(...), or use an f-string: f'n{i}'");
         } else if matches!(a, Value::Quantity(..)) || matches!(b, Value::Quantity(..)) {
@@ -234,10 +310,13 @@ impl Eval<'_> {
             let b = self.expr(rhs)?;
             if matches!(a, Value::Prop(_)) || matches!(b, Value::Prop(_)) {
                 if rest.len() > 1 {
-                    return Err(Diagnostic::error("E0203", "a property cannot be compared in a chain")
-                        .primary(span.range(), "chained comparison")
-                        .help("write two constraints: `cores >= 2, cores <= 8`")
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0203",
+                        "a property cannot be compared in a chain",
+                    )
+                    .primary(span.range(), "chained comparison")
+                    .help("write two constraints: `cores >= 2, cores <= 8`")
+                    .into());
                 }
                 return self.make_constraint(a, *op, b, aspan, rhs.span, span);
             }
@@ -262,7 +341,12 @@ impl Eval<'_> {
                 let Some(ord) = cmp_values(a, b) else {
                     return Err(Diagnostic::error(
                         "E0203",
-                        format!("`{}` cannot compare {} with {}", op.symbol(), a.type_name(), b.type_name()),
+                        format!(
+                            "`{}` cannot compare {} with {}",
+                            op.symbol(),
+                            a.type_name(),
+                            b.type_name()
+                        ),
                     )
                     .primary(ls.range(), a.type_name())
                     .secondary(rs.range(), b.type_name())
@@ -284,7 +368,15 @@ impl Eval<'_> {
             Value::Tuple(t) => t.iter().any(|x| values_eq(x, item)),
             Value::Str(s) => match item {
                 Value::Str(sub) => s.contains(&**sub),
-                other => return Err(self.type_error(span, format!("`in <str>` needs a str on the left, not {}", other.type_name()))),
+                other => {
+                    return Err(self.type_error(
+                        span,
+                        format!(
+                            "`in <str>` needs a str on the left, not {}",
+                            other.type_name()
+                        ),
+                    ));
+                }
             },
             Value::Dict(d) => Key::of(item).is_some_and(|k| d.borrow().contains_key(&k)),
             Value::Range(a, b, s) => match item {
@@ -301,7 +393,9 @@ impl Eval<'_> {
                 let items = self.iterate(container, span)?;
                 items.iter().any(|x| values_eq(x, item))
             }
-            other => return Err(self.type_error(span, format!("a {} has no members", other.type_name()))),
+            other => {
+                return Err(self.type_error(span, format!("a {} has no members", other.type_name())));
+            }
         })
     }
 
@@ -376,11 +470,24 @@ impl Eval<'_> {
             Value::Group(g) => out.push_str(g),
             Value::Sym(s) => out.push_str(s),
             Value::Constraint(c) => out.push_str(self.text(c.span)),
-            Value::Topo(t) => out.push_str(&format!("<topology {}>", py_repr_str(self.model.topo_name(*t)))),
-            Value::Node(n) => out.push_str(&format!("<node {}>", py_repr_str(self.model.node_name(*n)))),
+            Value::Topo(t) => out.push_str(&format!(
+                "<topology {}>",
+                py_repr_str(self.model.topo_name(*t))
+            )),
+            Value::Node(n) => {
+                out.push_str(&format!("<node {}>", py_repr_str(self.model.node_name(*n))))
+            }
             Value::Link(l) => out.push_str(&format!("<link {}>", self.model.link_name(*l))),
-            Value::Endpoint(l, e) => out.push_str(&format!("<endpoint {} on {}>", self.model.endpoint_node_name(*l, *e), self.model.link_name(*l))),
-            Value::Socket(l, e) => out.push_str(&format!("<socket {} on {}>", self.model.endpoint_node_name(*l, *e), self.model.link_name(*l))),
+            Value::Endpoint(l, e) => out.push_str(&format!(
+                "<endpoint {} on {}>",
+                self.model.endpoint_node_name(*l, *e),
+                self.model.link_name(*l)
+            )),
+            Value::Socket(l, e) => out.push_str(&format!(
+                "<socket {} on {}>",
+                self.model.endpoint_node_name(*l, *e),
+                self.model.link_name(*l)
+            )),
             Value::Module(m) => out.push_str(&format!("<module {m}>")),
         }
     }
@@ -397,7 +504,15 @@ impl Eval<'_> {
                 .into()
         };
         let s = parse_spec(spec).ok_or_else(bad)?;
-        let v = if let Value::Bool(b) = v { if s.ty.is_some() { Value::Int(*b as i64) } else { v.clone() } } else { v.clone() };
+        let v = if let Value::Bool(b) = v {
+            if s.ty.is_some() {
+                Value::Int(*b as i64)
+            } else {
+                v.clone()
+            }
+        } else {
+            v.clone()
+        };
         let (body, numeric) = match (&v, s.ty) {
             (Value::Str(x), None | Some('s')) => {
                 let t: String = match s.precision {
@@ -406,13 +521,19 @@ impl Eval<'_> {
                 };
                 (t, false)
             }
-            (Value::Int(i), None | Some('d')) => (group(&i.unsigned_abs().to_string(), s.grouping), true),
+            (Value::Int(i), None | Some('d')) => {
+                (group(&i.unsigned_abs().to_string(), s.grouping), true)
+            }
             (Value::Int(i), Some('x')) => (format!("{:x}", i.unsigned_abs()), true),
             (Value::Int(i), Some('X')) => (format!("{:X}", i.unsigned_abs()), true),
             (Value::Int(i), Some('o')) => (format!("{:o}", i.unsigned_abs()), true),
             (Value::Int(i), Some('b')) => (format!("{:b}", i.unsigned_abs()), true),
-            (Value::Int(i), Some('c')) => (char::from_u32(*i as u32).ok_or_else(bad)?.to_string(), false),
-            (Value::Int(_) | Value::Float(_), Some('f' | 'F' | 'e' | 'E' | 'g' | 'G' | '%')) | (Value::Float(_), None) => {
+            (Value::Int(i), Some('c')) => (
+                char::from_u32(*i as u32).ok_or_else(bad)?.to_string(),
+                false,
+            ),
+            (Value::Int(_) | Value::Float(_), Some('f' | 'F' | 'e' | 'E' | 'g' | 'G' | '%'))
+            | (Value::Float(_), None) => {
                 let f = as_f64(&v).abs();
                 let p = s.precision.unwrap_or(6);
                 let t = match s.ty {
@@ -422,12 +543,20 @@ impl Eval<'_> {
                     Some('%') => format!("{:.p$}%", f * 100.0),
                     Some('g' | 'G') => {
                         let p = p.max(1);
-                        let exp = if f == 0.0 { 0 } else { f.log10().floor() as i32 };
+                        let exp = if f == 0.0 {
+                            0
+                        } else {
+                            f.log10().floor() as i32
+                        };
                         if exp < -4 || exp >= p as i32 {
                             py_exp(&format!("{f:.*e}", p - 1))
                         } else {
                             let t = format!("{f:.*}", (p as i32 - 1 - exp).max(0) as usize);
-                            if t.contains('.') { t.trim_end_matches('0').trim_end_matches('.').to_string() } else { t }
+                            if t.contains('.') {
+                                t.trim_end_matches('0').trim_end_matches('.').to_string()
+                            } else {
+                                t
+                            }
                         }
                     }
                     _ => match s.precision {
@@ -437,7 +566,9 @@ impl Eval<'_> {
                 };
                 (t, true)
             }
-            (Value::Str(_), Some(_)) | (Value::Int(_), Some(_)) | (Value::Float(_), Some(_)) => return Err(bad()),
+            (Value::Str(_), Some(_)) | (Value::Int(_), Some(_)) | (Value::Float(_), Some(_)) => {
+                return Err(bad());
+            }
             (_, None) => (self.to_str(&v), false),
             _ => return Err(bad()),
         };
@@ -550,7 +681,10 @@ impl Eval<'_> {
                     got.ok_or_else(|| bad(&format!("key '{k}' is missing")))?
                 }
                 None => {
-                    let v = items.get(next).cloned().ok_or_else(|| bad("not enough arguments"))?;
+                    let v = items
+                        .get(next)
+                        .cloned()
+                        .ok_or_else(|| bad("not enough arguments"))?;
                     next += 1;
                     v
                 }
@@ -588,20 +722,34 @@ impl Eval<'_> {
                 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'x' | 'X' | 'o' | 'c' => (v, ""),
                 other => return Err(bad(&format!("unknown conversion `%{other}`"))),
             };
-            if !matches!(v, Value::Str(_)) && !matches!(v, Value::Int(_) | Value::Float(_) | Value::Bool(_)) && conv != 's' {
-                return Err(bad(&format!("`%{conv}` needs a number, not {}", v.type_name())));
+            if !matches!(v, Value::Str(_))
+                && !matches!(v, Value::Int(_) | Value::Float(_) | Value::Bool(_))
+                && conv != 's'
+            {
+                return Err(bad(&format!(
+                    "`%{conv}` needs a number, not {}",
+                    v.type_name()
+                )));
             }
-            let ty = if ty.is_empty() && !matches!(conv, 's' | 'r') { conv.to_string() } else { ty.to_string() };
+            let ty = if ty.is_empty() && !matches!(conv, 's' | 'r') {
+                conv.to_string()
+            } else {
+                ty.to_string()
+            };
             let mut full = mini;
             if !ty.is_empty() {
                 full.push_str(&ty);
             }
-            if matches!(v, Value::Str(_)) && !full.is_empty() && full.ends_with(|c: char| c.is_ascii_alphabetic()) {
+            if matches!(v, Value::Str(_))
+                && !full.is_empty()
+                && full.ends_with(|c: char| c.is_ascii_alphabetic())
+            {
                 full.pop();
             }
             out.push_str(&self.format_value(&v, &full, rs)?);
         }
-        if key_free(fmt) && dict.is_none() && next < items.len() && matches!(args, Value::Tuple(_)) {
+        if key_free(fmt) && dict.is_none() && next < items.len() && matches!(args, Value::Tuple(_))
+        {
             return Err(bad("not all arguments converted"));
         }
         self.charge(out.len() as u64 + 16, ls)?;
@@ -613,7 +761,11 @@ impl Eval<'_> {
         let mut out = String::new();
         let mut auto = 0;
         let mut chars = fmt.chars().peekable();
-        let bad = |msg: String| -> Flow { Diagnostic::error("E0216", format!("bad format string: {msg}")).primary(a.span.range(), "in this call").into() };
+        let bad = |msg: String| -> Flow {
+            Diagnostic::error("E0216", format!("bad format string: {msg}"))
+                .primary(a.span.range(), "in this call")
+                .into()
+        };
         while let Some(c) = chars.next() {
             match c {
                 '{' if chars.peek() == Some(&'{') => {
@@ -647,18 +799,29 @@ impl Eval<'_> {
                         None => (field, None),
                     };
                     let (base, index) = match field.split_once('[') {
-                        Some((b, rest)) => (b.to_string(), Some(rest.trim_end_matches(']').to_string())),
+                        Some((b, rest)) => {
+                            (b.to_string(), Some(rest.trim_end_matches(']').to_string()))
+                        }
                         None => (field, None),
                     };
                     if base.contains('.') {
-                        return Err(bad(format!("attribute access `{base}` in a format field is not supported")));
+                        return Err(bad(format!(
+                            "attribute access `{base}` in a format field is not supported"
+                        )));
                     }
                     let mut v = if base.is_empty() {
-                        let v = a.pos.get(auto).cloned().ok_or_else(|| bad(format!("no argument {auto}")))?;
+                        let v = a
+                            .pos
+                            .get(auto)
+                            .cloned()
+                            .ok_or_else(|| bad(format!("no argument {auto}")))?;
                         auto += 1;
                         v
                     } else if let Ok(i) = base.parse::<usize>() {
-                        a.pos.get(i).cloned().ok_or_else(|| bad(format!("no argument {i}")))?
+                        a.pos
+                            .get(i)
+                            .cloned()
+                            .ok_or_else(|| bad(format!("no argument {i}")))?
                     } else {
                         a.kw.iter()
                             .find(|(k, _, _)| self.name(*k) == base.as_str())
@@ -667,7 +830,9 @@ impl Eval<'_> {
                     };
                     if let Some(ix) = index {
                         v = match (&v, ix.parse::<i64>()) {
-                            (Value::Dict(_), Err(_)) => self.get_item_simple(&v, &Value::str(&ix), a.span)?,
+                            (Value::Dict(_), Err(_)) => {
+                                self.get_item_simple(&v, &Value::str(&ix), a.span)?
+                            }
                             (_, Ok(i)) => self.get_item_simple(&v, &Value::Int(i), a.span)?,
                             _ => return Err(bad(format!("bad index `{ix}`"))),
                         };
@@ -699,9 +864,14 @@ impl Eval<'_> {
             }
             Value::Dict(d) => {
                 let key = self.key(k, span)?;
-                d.borrow().get(&key).cloned().ok_or_else(|| self.key_error(k, span))
+                d.borrow()
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| self.key_error(k, span))
             }
-            other => Err(self.type_error(span, format!("a {} cannot be indexed", other.type_name()))),
+            other => {
+                Err(self.type_error(span, format!("a {} cannot be indexed", other.type_name())))
+            }
         }
     }
 
@@ -709,7 +879,12 @@ impl Eval<'_> {
 
     fn no_kwargs(&self, a: &Args, what: &str) -> R<()> {
         if let Some((k, _, span)) = a.kw.first() {
-            return Err(self.fail("E0215", *span, format!("`{what}` takes no keyword argument `{}`", self.name(*k)), "unexpected keyword"));
+            return Err(self.fail(
+                "E0215",
+                *span,
+                format!("`{what}` takes no keyword argument `{}`", self.name(*k)),
+                "unexpected keyword",
+            ));
         }
         Ok(())
     }
@@ -726,7 +901,11 @@ impl Eval<'_> {
             };
             return Err(Diagnostic::error(
                 "E0215",
-                format!("`{what}` takes {want} argument{} but {n} {} given", if want == "1" { "" } else { "s" }, if n == 1 { "was" } else { "were" }),
+                format!(
+                    "`{what}` takes {want} argument{} but {n} {} given",
+                    if want == "1" { "" } else { "s" },
+                    if n == 1 { "was" } else { "were" }
+                ),
             )
             .primary(a.span.range(), "in this call")
             .into());
@@ -743,7 +922,10 @@ impl Eval<'_> {
         match &a.pos[i] {
             Value::Int(x) => Ok(*x),
             Value::Bool(b) => Ok(*b as i64),
-            other => Err(self.type_error(a.span_of(i), format!("`{what}` needs an int here, not {}", other.type_name()))),
+            other => Err(self.type_error(
+                a.span_of(i),
+                format!("`{what}` needs an int here, not {}", other.type_name()),
+            )),
         }
     }
 
@@ -752,14 +934,20 @@ impl Eval<'_> {
             Value::Int(x) => Ok(*x as f64),
             Value::Bool(b) => Ok(*b as i64 as f64),
             Value::Float(f) => Ok(*f),
-            other => Err(self.type_error(a.span_of(i), format!("`{what}` needs a number, not {}", other.type_name()))),
+            other => Err(self.type_error(
+                a.span_of(i),
+                format!("`{what}` needs a number, not {}", other.type_name()),
+            )),
         }
     }
 
     pub fn str_arg(&self, a: &Args, i: usize, what: &str) -> R<Rc<str>> {
         match &a.pos[i] {
             Value::Str(s) => Ok(s.clone()),
-            other => Err(self.type_error(a.span_of(i), format!("`{what}` needs a str here, not {}", other.type_name()))),
+            other => Err(self.type_error(
+                a.span_of(i),
+                format!("`{what}` needs a str here, not {}", other.type_name()),
+            )),
         }
     }
 
@@ -768,7 +956,9 @@ impl Eval<'_> {
         let name = b.name();
         let span = a.span;
         match b {
-            B::Network | B::Topology | B::Experiment | B::Ip4 | B::Param => return self.call_api(b, a),
+            B::Network | B::Topology | B::Experiment | B::Ip4 | B::Param => {
+                return self.call_api(b, a);
+            }
             _ => {}
         }
         if let Some(unit) = unit_of(b) {
@@ -784,7 +974,12 @@ impl Eval<'_> {
                 self.arity(&a, name, 1, 1)?;
                 let rate = self.int_arg(&a, 0, name)?;
                 let rate = u32::try_from(rate).ok().filter(|r| *r > 0).ok_or_else(|| {
-                    self.fail("E0218", a.span_of(0), format!("`{rate}` is not a memory transfer rate"), "expected MT/s, e.g. 2400")
+                    self.fail(
+                        "E0218",
+                        a.span_of(0),
+                        format!("`{rate}` is not a memory transfer rate"),
+                        "expected MT/s, e.g. 2400",
+                    )
                 })?;
                 let ddr = match b {
                     B::Ddr3 => 3,
@@ -797,20 +992,32 @@ impl Eval<'_> {
                 self.arity(&a, name, 1, 1)?;
                 let lanes = self.int_arg(&a, 0, name)?;
                 if ![1, 2, 4, 8, 12, 16, 32].contains(&lanes) {
-                    return Err(Diagnostic::error("E0218", format!("a PCIe link cannot have {lanes} lanes"))
-                        .primary(a.span_of(0).range(), "lane count")
-                        .help("PCIe lane counts are 1, 2, 4, 8, 12, 16 or 32")
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0218",
+                        format!("a PCIe link cannot have {lanes} lanes"),
+                    )
+                    .primary(a.span_of(0).range(), "lane count")
+                    .help("PCIe lane counts are 1, 2, 4, 8, 12, 16 or 32")
+                    .into());
                 }
                 let r#gen = name[3..].parse().unwrap_or(1);
-                return Ok(Value::Pcie(Pcie { r#gen, lanes: lanes as u8 }));
+                return Ok(Value::Pcie(Pcie {
+                    r#gen,
+                    lanes: lanes as u8,
+                }));
             }
             _ => {}
         }
         let v = match b {
             B::Print => {
-                let sep = self.kwarg(&mut a, "sep").map(|v| self.to_str(&v)).unwrap_or_else(|| " ".into());
-                let end = self.kwarg(&mut a, "end").map(|v| self.to_str(&v)).unwrap_or_else(|| "\n".into());
+                let sep = self
+                    .kwarg(&mut a, "sep")
+                    .map(|v| self.to_str(&v))
+                    .unwrap_or_else(|| " ".into());
+                let end = self
+                    .kwarg(&mut a, "end")
+                    .map(|v| self.to_str(&v))
+                    .unwrap_or_else(|| "\n".into());
                 self.no_kwargs(&a, name)?;
                 let parts: Vec<String> = a.pos.iter().map(|v| self.to_str(v)).collect();
                 let mut line = parts.join(&sep);
@@ -823,7 +1030,9 @@ impl Eval<'_> {
             B::Range => {
                 self.no_kwargs(&a, name)?;
                 self.arity(&a, name, 1, 3)?;
-                let ints = (0..a.pos.len()).map(|i| self.int_arg(&a, i, name)).collect::<R<Vec<_>>>()?;
+                let ints = (0..a.pos.len())
+                    .map(|i| self.int_arg(&a, i, name))
+                    .collect::<R<Vec<_>>>()?;
                 let (start, stop, step) = match ints[..] {
                     [stop] => (0, stop, 1),
                     [start, stop] => (start, stop, 1),
@@ -831,7 +1040,12 @@ impl Eval<'_> {
                     _ => unreachable!("arity checked"),
                 };
                 if step == 0 {
-                    return Err(self.fail("E0216", a.span_of(2), "range() step must not be zero", "zero step"));
+                    return Err(self.fail(
+                        "E0216",
+                        a.span_of(2),
+                        "range() step must not be zero",
+                        "zero step",
+                    ));
                 }
                 Value::Range(start, stop, step)
             }
@@ -847,7 +1061,12 @@ impl Eval<'_> {
                         let v = v.clone();
                         self.iterate(&v, span)?.len() as i64
                     }
-                    other => return Err(self.type_error(a.span_of(0), format!("a {} has no len()", other.type_name()))),
+                    other => {
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("a {} has no len()", other.type_name()),
+                        ));
+                    }
                 })
             }
             B::Enumerate => {
@@ -858,19 +1077,41 @@ impl Eval<'_> {
                 };
                 self.no_kwargs(&a, name)?;
                 self.arity(&a, name, 1, 2)?;
-                let start = if a.pos.len() == 2 { self.int_arg(&a, 1, name)? } else { start };
+                let start = if a.pos.len() == 2 {
+                    self.int_arg(&a, 1, name)?
+                } else {
+                    start
+                };
                 let items = self.iterate(&a.pos[0], a.span_of(0))?;
                 self.charge(items.len() as u64 * 48, span)?;
                 Value::list(
-                    items.into_iter().enumerate().map(|(i, v)| Value::Tuple(vec![Value::Int(start + i as i64), v].into())).collect(),
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| Value::Tuple(vec![Value::Int(start + i as i64), v].into()))
+                        .collect(),
                 )
             }
             B::Zip => {
                 self.no_kwargs(&a, name)?;
-                let lists = (0..a.pos.len()).map(|i| self.iterate(&a.pos[i].clone(), a.span_of(i))).collect::<R<Vec<_>>>()?;
+                let lists = (0..a.pos.len())
+                    .map(|i| self.iterate(&a.pos[i].clone(), a.span_of(i)))
+                    .collect::<R<Vec<_>>>()?;
                 let n = lists.iter().map(Vec::len).min().unwrap_or(0);
                 self.charge(n as u64 * 48, span)?;
-                Value::list((0..n).map(|i| Value::Tuple(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>().into())).collect())
+                Value::list(
+                    (0..n)
+                        .map(|i| {
+                            Value::Tuple(
+                                lists
+                                    .iter()
+                                    .map(|l| l[i].clone())
+                                    .collect::<Vec<_>>()
+                                    .into(),
+                            )
+                        })
+                        .collect(),
+                )
             }
             B::Str => {
                 self.arity(&a, name, 0, 1)?;
@@ -908,27 +1149,55 @@ impl Eval<'_> {
                             Some(d) => (true, d),
                             None => (false, t.strip_prefix('+').unwrap_or(&t)),
                         };
-                        let digits = if base == 16 { digits.trim_start_matches("0x") } else { digits };
+                        let digits = if base == 16 {
+                            digits.trim_start_matches("0x")
+                        } else {
+                            digits
+                        };
                         match i64::from_str_radix(digits, base.clamp(2, 36)) {
                             Ok(v) if !digits.is_empty() => Value::Int(if neg { -v } else { v }),
                             _ => {
-                                return Err(self.fail("E0216", a.span_of(0), format!("invalid literal for int(): {}", py_repr_str(s)), "not an integer"));
+                                return Err(self.fail(
+                                    "E0216",
+                                    a.span_of(0),
+                                    format!("invalid literal for int(): {}", py_repr_str(s)),
+                                    "not an integer",
+                                ));
                             }
                         }
                     }
-                    Some(other) => return Err(self.type_error(a.span_of(0), format!("int() cannot convert a {}", other.type_name()))),
+                    Some(other) => {
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("int() cannot convert a {}", other.type_name()),
+                        ));
+                    }
                 }
             }
             B::Float => {
                 self.arity(&a, name, 0, 1)?;
                 match a.pos.first() {
                     None => Value::Float(0.0),
-                    Some(Value::Int(_) | Value::Bool(_) | Value::Float(_)) => Value::Float(self.num_arg(&a, 0, name)?),
+                    Some(Value::Int(_) | Value::Bool(_) | Value::Float(_)) => {
+                        Value::Float(self.num_arg(&a, 0, name)?)
+                    }
                     Some(Value::Str(s)) => match s.trim().parse::<f64>() {
                         Ok(f) => Value::Float(f),
-                        Err(_) => return Err(self.fail("E0216", a.span_of(0), format!("could not convert {} to float", py_repr_str(s)), "not a number")),
+                        Err(_) => {
+                            return Err(self.fail(
+                                "E0216",
+                                a.span_of(0),
+                                format!("could not convert {} to float", py_repr_str(s)),
+                                "not a number",
+                            ));
+                        }
                     },
-                    Some(other) => return Err(self.type_error(a.span_of(0), format!("float() cannot convert a {}", other.type_name()))),
+                    Some(other) => {
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("float() cannot convert a {}", other.type_name()),
+                        ));
+                    }
                 }
             }
             B::Bool => {
@@ -938,7 +1207,17 @@ impl Eval<'_> {
             B::Chr => {
                 self.arity(&a, name, 1, 1)?;
                 let i = self.int_arg(&a, 0, name)?;
-                let c = u32::try_from(i).ok().and_then(char::from_u32).ok_or_else(|| self.fail("E0216", a.span_of(0), format!("chr() arg {i} is not a character"), "out of range"))?;
+                let c = u32::try_from(i)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| {
+                        self.fail(
+                            "E0216",
+                            a.span_of(0),
+                            format!("chr() arg {i} is not a character"),
+                            "out of range",
+                        )
+                    })?;
                 Value::str(c.encode_utf8(&mut [0; 4]))
             }
             B::Ord => {
@@ -947,7 +1226,11 @@ impl Eval<'_> {
                 let mut it = s.chars();
                 match (it.next(), it.next()) {
                     (Some(c), None) => Value::Int(c as i64),
-                    _ => return Err(self.type_error(a.span_of(0), "ord() needs a string of one character")),
+                    _ => {
+                        return Err(
+                            self.type_error(a.span_of(0), "ord() needs a string of one character")
+                        );
+                    }
                 }
             }
             B::Min | B::Max => {
@@ -955,15 +1238,37 @@ impl Eval<'_> {
                 let default = self.kwarg(&mut a, "default");
                 self.no_kwargs(&a, name)?;
                 self.arity(&a, name, 1, usize::MAX)?;
-                let items = if a.pos.len() == 1 { self.iterate(&a.pos[0].clone(), a.span_of(0))? } else { a.pos.clone() };
+                let items = if a.pos.len() == 1 {
+                    self.iterate(&a.pos[0].clone(), a.span_of(0))?
+                } else {
+                    a.pos.clone()
+                };
                 if items.is_empty() {
-                    return default.ok_or_else(|| self.fail("E0216", span, format!("{name}() of an empty sequence"), "empty"));
+                    return default.ok_or_else(|| {
+                        self.fail(
+                            "E0216",
+                            span,
+                            format!("{name}() of an empty sequence"),
+                            "empty",
+                        )
+                    });
                 }
                 let keys = self.keys_of(&items, key, span)?;
                 let mut best = 0;
                 for i in 1..items.len() {
-                    let ord = cmp_values(&keys[i], &keys[best]).ok_or_else(|| self.type_error(span, format!("{name}() cannot compare {} with {}", keys[i].type_name(), keys[best].type_name())))?;
-                    if (b == B::Min && ord == Ordering::Less) || (b == B::Max && ord == Ordering::Greater) {
+                    let ord = cmp_values(&keys[i], &keys[best]).ok_or_else(|| {
+                        self.type_error(
+                            span,
+                            format!(
+                                "{name}() cannot compare {} with {}",
+                                keys[i].type_name(),
+                                keys[best].type_name()
+                            ),
+                        )
+                    })?;
+                    if (b == B::Min && ord == Ordering::Less)
+                        || (b == B::Max && ord == Ordering::Greater)
+                    {
                         best = i;
                     }
                 }
@@ -1012,7 +1317,11 @@ impl Eval<'_> {
                         }
                     });
                 }
-                if b == B::Tuple { Value::Tuple(items.into()) } else { Value::list(items) }
+                if b == B::Tuple {
+                    Value::Tuple(items.into())
+                } else {
+                    Value::list(items)
+                }
             }
             B::Dict => {
                 self.arity(&a, name, 0, 1)?;
@@ -1024,7 +1333,10 @@ impl Eval<'_> {
                             for item in self.iterate(&other, a.span_of(0))? {
                                 let pair = self.iterate(&item, a.span_of(0))?;
                                 if pair.len() != 2 {
-                                    return Err(self.type_error(a.span_of(0), "dict() needs pairs of key and value"));
+                                    return Err(self.type_error(
+                                        a.span_of(0),
+                                        "dict() needs pairs of key and value",
+                                    ));
                                 }
                                 let k = self.key(&pair[0], a.span_of(0))?;
                                 map.insert(k, pair[1].clone());
@@ -1041,10 +1353,15 @@ impl Eval<'_> {
             B::Abs => {
                 self.arity(&a, name, 1, 1)?;
                 match &a.pos[0] {
-                    Value::Int(i) => Value::Int(i.checked_abs().ok_or_else(|| self.overflow(span))?),
+                    Value::Int(i) => {
+                        Value::Int(i.checked_abs().ok_or_else(|| self.overflow(span))?)
+                    }
                     Value::Float(f) => Value::Float(f.abs()),
                     Value::Quantity(q, u) => Value::Quantity(q.abs(), *u),
-                    other => return Err(self.type_error(a.span_of(0), format!("abs() of a {}", other.type_name()))),
+                    other => {
+                        return Err(self
+                            .type_error(a.span_of(0), format!("abs() of a {}", other.type_name())));
+                    }
                 }
             }
             B::Round => {
@@ -1069,16 +1386,27 @@ impl Eval<'_> {
             B::Any | B::All => {
                 self.arity(&a, name, 1, 1)?;
                 let items = self.iterate(&a.pos[0].clone(), a.span_of(0))?;
-                Value::Bool(if b == B::Any { items.iter().any(Value::truthy) } else { items.iter().all(Value::truthy) })
+                Value::Bool(if b == B::Any {
+                    items.iter().any(Value::truthy)
+                } else {
+                    items.iter().all(Value::truthy)
+                })
             }
             B::Map => {
                 self.arity(&a, name, 2, usize::MAX)?;
                 let f = a.pos[0].clone();
-                let lists = (1..a.pos.len()).map(|i| self.iterate(&a.pos[i].clone(), a.span_of(i))).collect::<R<Vec<_>>>()?;
+                let lists = (1..a.pos.len())
+                    .map(|i| self.iterate(&a.pos[i].clone(), a.span_of(i)))
+                    .collect::<R<Vec<_>>>()?;
                 let n = lists.iter().map(Vec::len).min().unwrap_or(0);
                 let mut out = Vec::with_capacity(n);
                 for i in 0..n {
-                    let args = Args { pos: lists.iter().map(|l| l[i].clone()).collect(), pos_spans: Vec::new(), kw: Vec::new(), span };
+                    let args = Args {
+                        pos: lists.iter().map(|l| l[i].clone()).collect(),
+                        pos_spans: Vec::new(),
+                        kw: Vec::new(),
+                        span,
+                    };
                     out.push(self.call(f.clone(), args, a.span_of(0))?);
                 }
                 Value::list(out)
@@ -1092,7 +1420,12 @@ impl Eval<'_> {
                     let keep = match &f {
                         Value::None => v.truthy(),
                         _ => {
-                            let args = Args { pos: vec![v.clone()], pos_spans: Vec::new(), kw: Vec::new(), span };
+                            let args = Args {
+                                pos: vec![v.clone()],
+                                pos_spans: Vec::new(),
+                                kw: Vec::new(),
+                                span,
+                            };
                             self.call(f.clone(), args, a.span_of(0))?.truthy()
                         }
                     };
@@ -1105,12 +1438,30 @@ impl Eval<'_> {
             B::Hex => {
                 self.arity(&a, name, 1, 1)?;
                 let i = self.int_arg(&a, 0, name)?;
-                Value::str(&if i < 0 { format!("-0x{:x}", i.unsigned_abs()) } else { format!("0x{i:x}") })
+                Value::str(&if i < 0 {
+                    format!("-0x{:x}", i.unsigned_abs())
+                } else {
+                    format!("0x{i:x}")
+                })
             }
             B::Divmod => {
                 self.arity(&a, name, 2, 2)?;
-                let q = self.binary(BinOp::FloorDiv, a.pos[0].clone(), a.pos[1].clone(), a.span_of(0), a.span_of(1), span)?;
-                let r = self.binary(BinOp::Mod, a.pos[0].clone(), a.pos[1].clone(), a.span_of(0), a.span_of(1), span)?;
+                let q = self.binary(
+                    BinOp::FloorDiv,
+                    a.pos[0].clone(),
+                    a.pos[1].clone(),
+                    a.span_of(0),
+                    a.span_of(1),
+                    span,
+                )?;
+                let r = self.binary(
+                    BinOp::Mod,
+                    a.pos[0].clone(),
+                    a.pos[1].clone(),
+                    a.span_of(0),
+                    a.span_of(1),
+                    span,
+                )?;
                 Value::Tuple(vec![q, r].into())
             }
             B::Isinstance => {
@@ -1142,14 +1493,25 @@ impl Eval<'_> {
             Some(f) => items
                 .iter()
                 .map(|v| {
-                    let args = Args { pos: vec![v.clone()], pos_spans: Vec::new(), kw: Vec::new(), span };
+                    let args = Args {
+                        pos: vec![v.clone()],
+                        pos_spans: Vec::new(),
+                        kw: Vec::new(),
+                        span,
+                    };
                     self.call(f.clone(), args, span)
                 })
                 .collect(),
         }
     }
 
-    fn sort_values(&mut self, items: Vec<Value>, key: Option<Value>, rev: bool, span: Span) -> R<Vec<Value>> {
+    fn sort_values(
+        &mut self,
+        items: Vec<Value>,
+        key: Option<Value>,
+        rev: bool,
+        span: Span,
+    ) -> R<Vec<Value>> {
         let keys = self.keys_of(&items, key, span)?;
         let mut idx: Vec<usize> = (0..items.len()).collect();
         let mut err = None;
@@ -1168,7 +1530,14 @@ impl Eval<'_> {
 
     // ---- methods ---------------------------------------------------------
 
-    pub fn call_method(&mut self, recv: Value, name: Sym, nspan: Span, ospan: Span, mut a: Args) -> R<Value> {
+    pub fn call_method(
+        &mut self,
+        recv: Value,
+        name: Sym,
+        nspan: Span,
+        ospan: Span,
+        mut a: Args,
+    ) -> R<Value> {
         let m: &str = self.name(name);
         match &recv {
             Value::Str(s) => {
@@ -1190,7 +1559,9 @@ impl Eval<'_> {
                     _ => Err(self.no_attr(&recv, m, nspan, &["index", "count"])),
                 }
             }
-            Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) => self.api_method(recv, name, nspan, ospan, a),
+            Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) => {
+                self.api_method(recv, name, nspan, ospan, a)
+            }
             _ => {
                 let f = self.get_attr(recv, name, nspan, ospan)?;
                 self.call(f, a, nspan)
@@ -1199,8 +1570,11 @@ impl Eval<'_> {
     }
 
     pub fn no_attr(&self, recv: &Value, name: &str, span: Span, known: &[&str]) -> Flow {
-        let mut d = Diagnostic::error("E0202", format!("a {} has no attribute `{name}`", recv.type_name()))
-            .primary(span.range(), "unknown attribute");
+        let mut d = Diagnostic::error(
+            "E0202",
+            format!("a {} has no attribute `{name}`", recv.type_name()),
+        )
+        .primary(span.range(), "unknown attribute");
         if let Some(s) = did_you_mean(name, known.iter().copied()) {
             d = d.help(format!("did you mean `{s}`?"));
         } else if !known.is_empty() {
@@ -1226,7 +1600,12 @@ impl Eval<'_> {
                 for v in &items {
                     match v {
                         Value::Str(x) => parts.push(x.clone()),
-                        other => return Err(self.type_error(a.span_of(0), format!("join() needs strings, found {}", other.type_name()))),
+                        other => {
+                            return Err(self.type_error(
+                                a.span_of(0),
+                                format!("join() needs strings, found {}", other.type_name()),
+                            ));
+                        }
                     }
                 }
                 let out = parts.join(s);
@@ -1251,9 +1630,15 @@ impl Eval<'_> {
                 }
                 let parts: Vec<String> = match (&sep, max < 0, m == "rsplit") {
                     (Some(p), true, _) => s.split(&**p).map(str::to_string).collect(),
-                    (Some(p), false, false) => s.splitn(max as usize + 1, &**p).map(str::to_string).collect(),
+                    (Some(p), false, false) => s
+                        .splitn(max as usize + 1, &**p)
+                        .map(str::to_string)
+                        .collect(),
                     (Some(p), false, true) => {
-                        let mut v: Vec<String> = s.rsplitn(max as usize + 1, &**p).map(str::to_string).collect();
+                        let mut v: Vec<String> = s
+                            .rsplitn(max as usize + 1, &**p)
+                            .map(str::to_string)
+                            .collect();
                         v.reverse();
                         v
                     }
@@ -1279,7 +1664,11 @@ impl Eval<'_> {
                 self.arity(&a, m, 2, 3)?;
                 let from = self.str_arg(&a, 0, m)?;
                 let to = self.str_arg(&a, 1, m)?;
-                let est = if from.is_empty() { s.len() as u128 * to.len() as u128 } else { (s.len() / from.len()) as u128 * to.len() as u128 };
+                let est = if from.is_empty() {
+                    s.len() as u128 * to.len() as u128
+                } else {
+                    (s.len() / from.len()) as u128 * to.len() as u128
+                };
                 self.check_size(est + s.len() as u128, span)?;
                 let out = match a.pos.get(2) {
                     Some(_) => s.replacen(&*from, &to, self.int_arg(&a, 2, m)?.max(0) as usize),
@@ -1293,7 +1682,11 @@ impl Eval<'_> {
             "capitalize" => {
                 let mut c = s.chars();
                 Value::Str(match c.next() {
-                    Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect::<String>().into(),
+                    Some(f) => f
+                        .to_uppercase()
+                        .chain(c.flat_map(char::to_lowercase))
+                        .collect::<String>()
+                        .into(),
                     None => "".into(),
                 })
             }
@@ -1306,9 +1699,16 @@ impl Eval<'_> {
                 let mut hit = false;
                 for p in pats {
                     let Value::Str(p) = p else {
-                        return Err(self.type_error(a.span_of(0), format!("{m}() needs a str or tuple of str")));
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("{m}() needs a str or tuple of str"),
+                        ));
                     };
-                    hit |= if m == "startswith" { s.starts_with(&*p) } else { s.ends_with(&*p) };
+                    hit |= if m == "startswith" {
+                        s.starts_with(&*p)
+                    } else {
+                        s.ends_with(&*p)
+                    };
                 }
                 Value::Bool(hit)
             }
@@ -1329,12 +1729,23 @@ impl Eval<'_> {
                 self.arity(&a, m, 1, 1)?;
                 let sub = self.str_arg(&a, 0, m)?;
                 if m == "count" {
-                    Value::Int(if sub.is_empty() { s.chars().count() as i64 + 1 } else { s.matches(&*sub).count() as i64 })
+                    Value::Int(if sub.is_empty() {
+                        s.chars().count() as i64 + 1
+                    } else {
+                        s.matches(&*sub).count() as i64
+                    })
                 } else {
                     match s.find(&*sub) {
                         Some(i) => Value::Int(s[..i].chars().count() as i64),
                         None if m == "find" => Value::Int(-1),
-                        None => return Err(self.fail("E0216", a.span_of(0), "substring not found", "not in the string")),
+                        None => {
+                            return Err(self.fail(
+                                "E0216",
+                                a.span_of(0),
+                                "substring not found",
+                                "not in the string",
+                            ));
+                        }
                     }
                 }
             }
@@ -1397,10 +1808,20 @@ impl Eval<'_> {
                 self.arity(a, m, 1, 1)?;
                 let pos = l.borrow().iter().position(|x| values_eq(x, &a.pos[0]));
                 match m {
-                    "count" => Value::Int(l.borrow().iter().filter(|x| values_eq(x, &a.pos[0])).count() as i64),
+                    "count" => Value::Int(
+                        l.borrow()
+                            .iter()
+                            .filter(|x| values_eq(x, &a.pos[0]))
+                            .count() as i64,
+                    ),
                     _ => {
                         let Some(i) = pos else {
-                            return Err(self.fail("E0216", a.span_of(0), format!("{} is not in the list", self.repr(&a.pos[0])), "not found"));
+                            return Err(self.fail(
+                                "E0216",
+                                a.span_of(0),
+                                format!("{} is not in the list", self.repr(&a.pos[0])),
+                                "not found",
+                            ));
                         };
                         if m == "index" {
                             Value::Int(i as i64)
@@ -1436,13 +1857,21 @@ impl Eval<'_> {
     fn dict_method(&mut self, d: &Dict, m: &str, nspan: Span, mut a: Args) -> R<Value> {
         let span = a.span;
         Ok(match m {
-            "items" => Value::list(d.borrow().iter().map(|(k, v)| Value::Tuple(vec![k.value(), v.clone()].into())).collect()),
+            "items" => Value::list(
+                d.borrow()
+                    .iter()
+                    .map(|(k, v)| Value::Tuple(vec![k.value(), v.clone()].into()))
+                    .collect(),
+            ),
             "keys" => Value::list(d.borrow().keys().map(Key::value).collect()),
             "values" => Value::list(d.borrow().values().cloned().collect()),
             "get" => {
                 self.arity(&a, m, 1, 2)?;
                 let k = self.key(&a.pos[0], a.span_of(0))?;
-                d.borrow().get(&k).cloned().unwrap_or_else(|| a.pos.get(1).cloned().unwrap_or(Value::None))
+                d.borrow()
+                    .get(&k)
+                    .cloned()
+                    .unwrap_or_else(|| a.pos.get(1).cloned().unwrap_or(Value::None))
             }
             "pop" => {
                 self.arity(&a, m, 1, 2)?;
@@ -1470,7 +1899,10 @@ impl Eval<'_> {
                             for item in self.iterate(&other, a.span_of(0))? {
                                 let pair = self.iterate(&item, a.span_of(0))?;
                                 if pair.len() != 2 {
-                                    return Err(self.type_error(a.span_of(0), "update() needs pairs of key and value"));
+                                    return Err(self.type_error(
+                                        a.span_of(0),
+                                        "update() needs pairs of key and value",
+                                    ));
                                 }
                                 map.insert(self.key(&pair[0], a.span_of(0))?, pair[1].clone());
                             }
@@ -1481,7 +1913,8 @@ impl Eval<'_> {
                     d.borrow_mut().extend(other);
                 }
                 for (k, v, _) in a.kw.drain(..) {
-                    d.borrow_mut().insert(Key::Str(self.prog.names.name(k).clone()), v);
+                    d.borrow_mut()
+                        .insert(Key::Str(self.prog.names.name(k).clone()), v);
                 }
                 Value::None
             }
@@ -1499,17 +1932,29 @@ impl Eval<'_> {
         let n: &str = self.name(name);
         match &o {
             Value::Group("proc") => match n {
-                "cores" | "clock" | "arch" => Ok(Value::Prop(crate::props::prop(n).expect("known property"))),
+                "cores" | "clock" | "arch" => {
+                    Ok(Value::Prop(crate::props::prop(n).expect("known property")))
+                }
                 _ => Err(self.no_attr(&o, n, nspan, &["cores", "clock", "arch"])),
             },
             Value::Prop(p) => {
                 let pname = crate::props::PROPS[*p as usize].name;
                 match (pname, n) {
                     ("memory" | "disk", "capacity" | "size") => Ok(o.clone()),
-                    _ => Err(Diagnostic::error("E0202", format!("property `{pname}` has no attribute `{n}`"))
-                        .primary(nspan.range(), "unknown attribute")
-                        .help(if matches!(pname, "memory" | "disk") { format!("write `{pname}.capacity` or just `{pname}`") } else { format!("use `{pname}` itself, e.g. `{}`", crate::props::PROPS[*p as usize].example) })
-                        .into()),
+                    _ => Err(Diagnostic::error(
+                        "E0202",
+                        format!("property `{pname}` has no attribute `{n}`"),
+                    )
+                    .primary(nspan.range(), "unknown attribute")
+                    .help(if matches!(pname, "memory" | "disk") {
+                        format!("write `{pname}.capacity` or just `{pname}`")
+                    } else {
+                        format!(
+                            "use `{pname}` itself, e.g. `{}`",
+                            crate::props::PROPS[*p as usize].example
+                        )
+                    })
+                    .into()),
                 }
             }
             Value::Module(m) => {
@@ -1533,7 +1978,11 @@ impl Eval<'_> {
                     Err(self.no_attr(&o, n, nspan, known))
                 }
             }
-            Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) | Value::Socket(..) => self.api_attr(o, name, nspan),
+            Value::Topo(_)
+            | Value::Node(_)
+            | Value::Link(_)
+            | Value::Endpoint(..)
+            | Value::Socket(..) => self.api_attr(o, name, nspan),
             _ => Err(self.no_attr(&o, n, nspan, &[])),
         }
     }
@@ -1560,12 +2009,20 @@ fn scale(x: f64) -> Option<i64> {
 
 fn floor_div(x: i64, y: i64) -> Option<i64> {
     let q = x.checked_div(y)?;
-    Some(if x % y != 0 && ((x < 0) != (y < 0)) { q - 1 } else { q })
+    Some(if x % y != 0 && ((x < 0) != (y < 0)) {
+        q - 1
+    } else {
+        q
+    })
 }
 
 fn py_mod(x: i64, y: i64) -> i64 {
     let r = x.wrapping_rem(y);
-    if r != 0 && ((r < 0) != (y < 0)) { r + y } else { r }
+    if r != 0 && ((r < 0) != (y < 0)) {
+        r + y
+    } else {
+        r
+    }
 }
 
 /// Multiplier and base unit of a unit function.
@@ -1597,10 +2054,32 @@ fn unit_of(b: Builtin) -> Option<(i64, Unit)> {
 /// A quantity in the largest unit that divides it, as the model would write it.
 pub fn fmt_quantity(q: i64, u: Unit) -> String {
     let units: &[(&str, i64)] = match u {
-        Unit::Bytes => &[("pb", 1 << 50), ("tb", 1 << 40), ("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10)],
-        Unit::Bps => &[("tbps", 1_000_000_000_000), ("gbps", 1_000_000_000), ("mbps", 1_000_000), ("kbps", 1_000), ("bps", 1)],
-        Unit::Ns => &[("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000), ("ns", 1)],
-        Unit::Hz => &[("ghz", 1_000_000_000), ("mhz", 1_000_000), ("khz", 1_000), ("hz", 1)],
+        Unit::Bytes => &[
+            ("pb", 1 << 50),
+            ("tb", 1 << 40),
+            ("gb", 1 << 30),
+            ("mb", 1 << 20),
+            ("kb", 1 << 10),
+        ],
+        Unit::Bps => &[
+            ("tbps", 1_000_000_000_000),
+            ("gbps", 1_000_000_000),
+            ("mbps", 1_000_000),
+            ("kbps", 1_000),
+            ("bps", 1),
+        ],
+        Unit::Ns => &[
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+            ("ns", 1),
+        ],
+        Unit::Hz => &[
+            ("ghz", 1_000_000_000),
+            ("mhz", 1_000_000),
+            ("khz", 1_000),
+            ("hz", 1),
+        ],
     };
     for (name, m) in units {
         if q != 0 && q % m == 0 {
@@ -1617,17 +2096,21 @@ pub fn values_eq(a: &Value, b: &Value) -> bool {
     use Value as V;
     match (a, b) {
         (V::None, V::None) => true,
-        (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => match (a, b) {
-            (V::Float(_), _) | (_, V::Float(_)) => as_f64(a) == as_f64(b),
-            _ => as_f64_int(a) == as_f64_int(b),
-        },
+        (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
+            match (a, b) {
+                (V::Float(_), _) | (_, V::Float(_)) => as_f64(a) == as_f64(b),
+                _ => as_f64_int(a) == as_f64_int(b),
+            }
+        }
         (V::Str(x), V::Str(y)) => x == y,
         (V::List(x), V::List(y)) => Rc::ptr_eq(x, y) || seq_eq(&x.borrow(), &y.borrow()),
         (V::Tuple(x), V::Tuple(y)) => seq_eq(x, y),
         (V::Dict(x), V::Dict(y)) => {
             Rc::ptr_eq(x, y) || {
                 let (x, y) = (x.borrow(), y.borrow());
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_eq(v, w)))
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| values_eq(v, w)))
             }
         }
         (V::Range(a1, b1, c1), V::Range(a2, b2, c2)) => (a1, b1, c1) == (a2, b2, c2),
@@ -1638,7 +2121,9 @@ pub fn values_eq(a: &Value, b: &Value) -> bool {
         (V::Sym(x), V::Sym(y)) => x == y,
         (V::Group(x), V::Group(y)) => x == y,
         (V::Topo(x), V::Topo(y)) | (V::Node(x), V::Node(y)) | (V::Link(x), V::Link(y)) => x == y,
-        (V::Endpoint(l, e), V::Endpoint(m, f)) | (V::Socket(l, e), V::Socket(m, f)) => (l, e) == (m, f),
+        (V::Endpoint(l, e), V::Endpoint(m, f)) | (V::Socket(l, e), V::Socket(m, f)) => {
+            (l, e) == (m, f)
+        }
         (V::Builtin(x), V::Builtin(y)) => x == y,
         (V::Func(x), V::Func(y)) => Rc::ptr_eq(x, y),
         (V::Constraint(x), V::Constraint(y)) => Rc::ptr_eq(x, y),
@@ -1672,7 +2157,9 @@ pub fn cmp_values(a: &Value, b: &Value) -> Option<Ordering> {
     use Value as V;
     match (a, b) {
         (V::Int(_) | V::Bool(_), V::Int(_) | V::Bool(_)) => Some(as_f64_int(a).cmp(&as_f64_int(b))),
-        (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => as_f64(a).partial_cmp(&as_f64(b)),
+        (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
+            as_f64(a).partial_cmp(&as_f64(b))
+        }
         (V::Str(x), V::Str(y)) => Some(x.cmp(y)),
         (V::List(x), V::List(y)) => seq_cmp(&x.borrow(), &y.borrow()),
         (V::Tuple(x), V::Tuple(y)) => seq_cmp(x, y),
@@ -1694,7 +2181,11 @@ fn seq_cmp(a: &[Value], b: &[Value]) -> Option<Ordering> {
 
 /// Python's repr of a str: single quotes unless the text has one and no double.
 pub fn py_repr_str(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(q);
     for c in s.chars() {
@@ -1707,7 +2198,9 @@ pub fn py_repr_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -1749,7 +2242,17 @@ struct Spec {
 fn parse_spec(spec: &str) -> Option<Spec> {
     let c: Vec<char> = spec.chars().collect();
     let mut i = 0;
-    let mut s = Spec { fill: None, align: None, sign: None, alt: false, zero: false, width: None, grouping: None, precision: None, ty: None };
+    let mut s = Spec {
+        fill: None,
+        align: None,
+        sign: None,
+        alt: false,
+        zero: false,
+        width: None,
+        grouping: None,
+        precision: None,
+        ty: None,
+    };
     let is_align = |ch: char| "<>^=".contains(ch);
     if c.len() >= 2 && is_align(c[1]) {
         s.fill = Some(c[0]);
@@ -1776,7 +2279,16 @@ fn parse_spec(spec: &str) -> Option<Spec> {
         while *i < c.len() && c[*i].is_ascii_digit() {
             *i += 1;
         }
-        if *i > st { c[st..*i].iter().collect::<String>().parse().ok().map(|n: usize| n.min(10_000)) } else { None }
+        if *i > st {
+            c[st..*i]
+                .iter()
+                .collect::<String>()
+                .parse()
+                .ok()
+                .map(|n: usize| n.min(10_000))
+        } else {
+            None
+        }
     };
     s.width = num(&mut i);
     if i < c.len() && (c[i] == ',' || c[i] == '_') {
@@ -1795,10 +2307,12 @@ fn parse_spec(spec: &str) -> Option<Spec> {
 }
 
 fn group(digits: &str, sep: Option<char>) -> String {
-    let Some(sep) = sep else { return digits.to_string() };
+    let Some(sep) = sep else {
+        return digits.to_string();
+    };
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(sep);
         }
         out.push(ch);

@@ -60,7 +60,10 @@ pub fn lower(
                     addrs: e
                         .addrs
                         .iter()
-                        .map(|(cidr, span)| mx_xir::Address { cidr: cidr.clone(), span: *span })
+                        .map(|(cidr, span)| mx_xir::Address {
+                            cidr: cidr.clone(),
+                            span: *span,
+                        })
                         .collect(),
                     constraints: e.constraints.iter().map(|c| constraint(c)).collect(),
                 })
@@ -91,7 +94,9 @@ fn duplicate_names(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                 Diagnostic::error("E0206", format!("two nodes are named `{}`", n.name))
                     .primary(n.span.range(), "second node with this name")
                     .secondary(first.range(), "first defined here")
-                    .help("node names must be unique; in loops, build them from the index: f'n{i}'"),
+                    .help(
+                        "node names must be unique; in loops, build them from the index: f'n{i}'",
+                    ),
             );
         } else {
             seen.insert(&n.name, n.span);
@@ -107,15 +112,20 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         let mut on_link: HashMap<u32, Span> = HashMap::new();
         for e in &l.endpoints {
             for (cidr, span) in &e.addrs {
-                let Ok((addr, len)) = parse_cidr(cidr) else { continue };
+                let Ok((addr, len)) = parse_cidr(cidr) else {
+                    continue;
+                };
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
                 let net = addr & mask;
                 if let Some(first) = on_link.get(&addr) {
                     diags.push(
-                        Diagnostic::error("E0210", format!("address {} is assigned twice on one link", ip(addr)))
-                            .primary(span.range(), "assigned again here")
-                            .secondary(first.range(), "first assigned here")
-                            .help("give every endpoint of a link its own address"),
+                        Diagnostic::error(
+                            "E0210",
+                            format!("address {} is assigned twice on one link", ip(addr)),
+                        )
+                        .primary(span.range(), "assigned again here")
+                        .secondary(first.range(), "first assigned here")
+                        .help("give every endpoint of a link its own address"),
                     );
                     continue;
                 }
@@ -153,11 +163,20 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         .collect();
     reused.sort_by_key(|(_, v)| v[1].1);
     for (addr, v) in reused {
-        let mut d = Diagnostic::warning("W0204", format!("address {} is assigned on {} different links", ip(addr), v.len()));
+        let mut d = Diagnostic::warning(
+            "W0204",
+            format!(
+                "address {} is assigned on {} different links",
+                ip(addr),
+                v.len()
+            ),
+        );
         if v.iter().all(|(_, s)| *s == v[0].1) {
             d = d.primary(v[0].1.range(), format!("assigns it on {} links", v.len()));
         } else {
-            d = d.primary(v[1].1.range(), "assigned again here").secondary(v[0].1.range(), "first assigned here");
+            d = d
+                .primary(v[1].1.range(), "assigned again here")
+                .secondary(v[0].1.range(), "first assigned here");
             let mut shown = vec![v[0].1, v[1].1];
             for (_, s) in v.iter().skip(2) {
                 if shown.len() < 5 && !shown.contains(s) {
@@ -171,7 +190,13 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
 }
 
 fn ip(a: u32) -> String {
-    format!("{}.{}.{}.{}", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255)
+    format!(
+        "{}.{}.{}.{}",
+        a >> 24,
+        (a >> 16) & 255,
+        (a >> 8) & 255,
+        a & 255
+    )
 }
 
 // ---- contradictions --------------------------------------------------------
@@ -184,7 +209,11 @@ fn contradictions(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     for l in &topo.links {
         check_element(&l.constraints, "this link", diags);
         for e in &l.endpoints {
-            check_element(&e.constraints, &format!("the endpoint of `{}`", topo.nodes[e.node].name), diags);
+            check_element(
+                &e.constraints,
+                &format!("the endpoint of `{}`", topo.nodes[e.node].name),
+                diags,
+            );
         }
     }
     cross_property(topo, diags);
@@ -210,10 +239,17 @@ fn check_element(cons: &[Rc<Cons>], what: &str, diags: &mut Vec<Diagnostic>) {
             for i in 0..j {
                 if !domain.satisfiable(&[cs[i], cs[j]]) {
                     diags.push(
-                        Diagnostic::error("E0205", format!("`{}` and `{}` cannot both hold for {what}", describe(cs[i]), describe(cs[j])))
-                            .primary(cs[j].span.range(), "contradicts the earlier constraint")
-                            .secondary(cs[i].span.range(), "earlier constraint")
-                            .help("remove or relax one of them"),
+                        Diagnostic::error(
+                            "E0205",
+                            format!(
+                                "`{}` and `{}` cannot both hold for {what}",
+                                describe(cs[i]),
+                                describe(cs[j])
+                            ),
+                        )
+                        .primary(cs[j].span.range(), "contradicts the earlier constraint")
+                        .secondary(cs[i].span.range(), "earlier constraint")
+                        .help("remove or relax one of them"),
                     );
                     found = true;
                     break 'pairs;
@@ -221,8 +257,14 @@ fn check_element(cons: &[Rc<Cons>], what: &str, diags: &mut Vec<Diagnostic>) {
             }
         }
         if !found && !domain.satisfiable(&cs) {
-            let mut d = Diagnostic::error("E0205", format!("the `{}` constraints on {what} cannot all hold", def.name))
-                .primary(cs[cs.len() - 1].span.range(), "no value satisfies this with the others");
+            let mut d = Diagnostic::error(
+                "E0205",
+                format!("the `{}` constraints on {what} cannot all hold", def.name),
+            )
+            .primary(
+                cs[cs.len() - 1].span.range(),
+                "no value satisfies this with the others",
+            );
             for c in &cs[..cs.len() - 1] {
                 d = d.secondary(c.span.range(), "together with this");
             }
@@ -245,7 +287,14 @@ fn show(v: &X, unit: Option<mx_xir::Unit>) -> String {
         (X::Text(t), _) => t.clone(),
         (X::Membus(m), _) => format!("ddr{}({})", m.ddr, m.rate),
         (X::Pcie(p), _) => format!("gen{}({})", p.r#gen, p.lanes),
-        (X::List(items), _) => format!("[{}]", items.iter().map(|i| show(i, unit)).collect::<Vec<_>>().join(", ")),
+        (X::List(items), _) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| show(i, unit))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -254,7 +303,12 @@ fn show(v: &X, unit: Option<mx_xir::Unit>) -> String {
 /// constants and next to them (the solution set of 1-D constraints is a union
 /// of intervals with those endpoints); finite spaces are enumerated.
 enum Domain {
-    Numbers { integer: bool, min: Option<f64>, max: Option<f64>, candidates: Vec<f64> },
+    Numbers {
+        integer: bool,
+        min: Option<f64>,
+        max: Option<f64>,
+        candidates: Vec<f64>,
+    },
     Finite(Vec<Val>),
     /// Values not modelled (membus, pcie ordering): assume satisfiable unless equalities clash.
     Opaque,
@@ -265,7 +319,11 @@ enum Val {
     Bool(bool),
     Text(String),
     /// A NIC: a virtual model, or an attachment with a physical model.
-    Nic { virt: Option<&'static str>, attach: &'static str, phys: Option<&'static str> },
+    Nic {
+        virt: Option<&'static str>,
+        attach: &'static str,
+        phys: Option<&'static str>,
+    },
 }
 
 impl Domain {
@@ -297,7 +355,12 @@ impl Domain {
                 }
                 candidates.extend(min);
                 candidates.extend(max);
-                Domain::Numbers { integer, min, max, candidates }
+                Domain::Numbers {
+                    integer,
+                    min,
+                    max,
+                    candidates,
+                }
             }
             Kind::Bool => Domain::Finite(vec![Val::Bool(true), Val::Bool(false)]),
             Kind::Enum(vals) => {
@@ -319,12 +382,20 @@ impl Domain {
                 let mut all = Vec::new();
                 for n in props::NICS {
                     if n.class == NicClass::Virtual {
-                        all.push(Val::Nic { virt: Some(n.name), attach: "", phys: None });
+                        all.push(Val::Nic {
+                            virt: Some(n.name),
+                            attach: "",
+                            phys: None,
+                        });
                     }
                 }
                 for attach in ["vfio", "passthrough", "metal"] {
                     for n in props::NICS.iter().filter(|n| n.class == NicClass::Physical) {
-                        all.push(Val::Nic { virt: None, attach, phys: Some(n.name) });
+                        all.push(Val::Nic {
+                            virt: None,
+                            attach,
+                            phys: Some(n.name),
+                        });
                     }
                 }
                 Domain::Finite(all)
@@ -335,17 +406,30 @@ impl Domain {
 
     fn satisfiable(&self, cs: &[&Cons]) -> bool {
         match self {
-            Domain::Numbers { integer, min, max, candidates } => candidates.iter().any(|&x| {
+            Domain::Numbers {
+                integer,
+                min,
+                max,
+                candidates,
+            } => candidates.iter().any(|&x| {
                 (!integer || x.fract() == 0.0)
                     && min.is_none_or(|m| x >= m)
                     && max.is_none_or(|m| x <= m)
                     && cs.iter().all(|c| holds_num(c.op, &c.value, x))
             }),
-            Domain::Finite(vals) => vals.iter().any(|v| cs.iter().all(|c| holds_val(c.op, &c.value, v))),
+            Domain::Finite(vals) => vals
+                .iter()
+                .any(|v| cs.iter().all(|c| holds_val(c.op, &c.value, v))),
             Domain::Opaque => {
-                let eqs: Vec<&X> = cs.iter().filter(|c| c.op == Op::Eq).map(|c| &c.value).collect();
+                let eqs: Vec<&X> = cs
+                    .iter()
+                    .filter(|c| c.op == Op::Eq)
+                    .map(|c| &c.value)
+                    .collect();
                 eqs.windows(2).all(|w| w[0] == w[1])
-                    && cs.iter().all(|c| c.op != Op::Ne || eqs.iter().all(|e| **e != c.value))
+                    && cs
+                        .iter()
+                        .all(|c| c.op != Op::Ne || eqs.iter().all(|e| **e != c.value))
             }
         }
     }
@@ -414,8 +498,12 @@ fn holds_val(op: Op, v: &X, val: &Val) -> bool {
         Op::In => matches!(v, X::List(items) if items.iter().any(eq)),
         _ => {
             // Ordered NIC generations.
-            let (X::Text(t), Val::Nic { phys: Some(p), .. }) = (v, val) else { return false };
-            let (Some(want), Some(have)) = (props::nic(t), props::nic(p)) else { return false };
+            let (X::Text(t), Val::Nic { phys: Some(p), .. }) = (v, val) else {
+                return false;
+            };
+            let (Some(want), Some(have)) = (props::nic(t), props::nic(p)) else {
+                return false;
+            };
             if want.family != have.family {
                 return false;
             }
@@ -436,8 +524,18 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         let p = props::prop(name)?;
         cs.iter().find(|c| c.prop == p && pred(c)).map(|c| c.span)
     };
-    let is_false = |c: &Cons| matches!((c.op, &c.value), (Op::Eq, X::Bool(false)) | (Op::Ne, X::Bool(true)));
-    let is_true = |c: &Cons| matches!((c.op, &c.value), (Op::Eq, X::Bool(true)) | (Op::Ne, X::Bool(false)));
+    let is_false = |c: &Cons| {
+        matches!(
+            (c.op, &c.value),
+            (Op::Eq, X::Bool(false)) | (Op::Ne, X::Bool(true))
+        )
+    };
+    let is_true = |c: &Cons| {
+        matches!(
+            (c.op, &c.value),
+            (Op::Eq, X::Bool(true)) | (Op::Ne, X::Bool(false))
+        )
+    };
     let virtual_nic = |c: &Cons| {
         let virt = |v: &X| matches!(v, X::Text(t) if props::nic(t).is_some_and(|n| n.class == NicClass::Virtual));
         match (&c.op, &c.value) {
@@ -470,19 +568,44 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         let bare = find(cs, "virt", &is_false);
         let metal = find(cs, "metal", &is_true);
         if let Some(b) = bare.or(metal) {
-            let why = if bare.is_some() { "virt == false" } else { "metal == true" };
+            let why = if bare.is_some() {
+                "virt == false"
+            } else {
+                "metal == true"
+            };
             if let Some(t) = find(cs, "tdf", &any) {
-                pair(diags, b, t, format!("node `{}` has {why} but a time dilation factor needs a VM", n.name), "drop the tdf constraint, or let the node be virtual");
+                pair(
+                    diags,
+                    b,
+                    t,
+                    format!(
+                        "node `{}` has {why} but a time dilation factor needs a VM",
+                        n.name
+                    ),
+                    "drop the tdf constraint, or let the node be virtual",
+                );
             } else if let Some(s) = nics[i].first() {
-                pair(diags, b, *s, format!("node `{}` has {why} but a virtual NIC model needs a VM", n.name), "use a physical NIC model (e.g. nic >= connectx5) or let the node be virtual");
+                pair(
+                    diags,
+                    b,
+                    *s,
+                    format!(
+                        "node `{}` has {why} but a virtual NIC model needs a VM",
+                        n.name
+                    ),
+                    "use a physical NIC model (e.g. nic >= connectx5) or let the node be virtual",
+                );
             }
         }
         if let (Some(m), Some(v)) = (metal, find(cs, "virt", &is_true)) {
             diags.push(
-                Diagnostic::error("E0205", format!("node `{}` cannot be both bare metal and virtual", n.name))
-                    .primary(v.range(), "asks for a VM")
-                    .secondary(m.range(), "asks for bare metal")
-                    .help("keep one of `metal == true` and `virt == true`"),
+                Diagnostic::error(
+                    "E0205",
+                    format!("node `{}` cannot be both bare metal and virtual", n.name),
+                )
+                .primary(v.range(), "asks for a VM")
+                .secondary(m.range(), "asks for bare metal")
+                .help("keep one of `metal == true` and `virt == true`"),
             );
         }
     }
@@ -514,8 +637,8 @@ fn connectivity(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     // Islands among the linked nodes, in order of their first node.
     let mut islands: Vec<usize> = Vec::new();
     let mut seen = HashMap::new();
-    for i in 0..n {
-        if degree[i] == 0 {
+    for (i, d) in degree.iter().enumerate() {
+        if *d == 0 {
             continue;
         }
         let root = uf.find(i);
@@ -524,9 +647,15 @@ fn connectivity(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         }
     }
     if islands.len() > 1 {
-        let mut d = Diagnostic::warning("W0202", format!("the topology falls apart into {} islands", islands.len()))
-            .primary(topo.nodes[islands[1]].span.range(), "this node is cut off from the first island")
-            .secondary(topo.nodes[islands[0]].span.range(), "first island");
+        let mut d = Diagnostic::warning(
+            "W0202",
+            format!("the topology falls apart into {} islands", islands.len()),
+        )
+        .primary(
+            topo.nodes[islands[1]].span.range(),
+            "this node is cut off from the first island",
+        )
+        .secondary(topo.nodes[islands[0]].span.range(), "first island");
         for i in islands.iter().skip(2).take(3) {
             d = d.secondary(topo.nodes[*i].span.range(), "another island");
         }

@@ -93,7 +93,13 @@ pub struct Eval<'a> {
     topo_sym: Option<Sym>,
 }
 
-pub fn run(path: &str, src: &str, prog: &Program, opts: &Options, diags: &mut Vec<Diagnostic>) -> Run {
+pub fn run(
+    path: &str,
+    src: &str,
+    prog: &Program,
+    opts: &Options,
+    diags: &mut Vec<Diagnostic>,
+) -> Run {
     let stem = std::path::Path::new(path)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -136,18 +142,32 @@ pub fn run(path: &str, src: &str, prog: &Program, opts: &Options, diags: &mut Ve
     for key in opts.params.keys() {
         if !ev.params_read.contains(key) {
             diags.push(
-                Diagnostic::warning("W0205", format!("`--set {key}=...` names a parameter the model never reads"))
-                    .help(match ev.params_read.iter().next() {
-                        Some(_) => format!(
-                            "the model reads: {}",
-                            ev.params_read.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
-                        ),
-                        None => "the model reads no parameters; add `param('NAME', default)` to make one".into(),
-                    }),
+                Diagnostic::warning(
+                    "W0205",
+                    format!("`--set {key}=...` names a parameter the model never reads"),
+                )
+                .help(match ev.params_read.iter().next() {
+                    Some(_) => format!(
+                        "the model reads: {}",
+                        ev.params_read
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => {
+                        "the model reads no parameters; add `param('NAME', default)` to make one"
+                            .into()
+                    }
+                }),
             );
         }
     }
-    let topology = if ok { ev.model.finish(diags, &ev.stem) } else { None };
+    let topology = if ok {
+        ev.model.finish(diags, &ev.stem)
+    } else {
+        None
+    };
     Run {
         topology,
         parameters: ev.params,
@@ -250,8 +270,16 @@ impl<'a> Eval<'a> {
 
     // ---- errors ----------------------------------------------------------
 
-    pub fn fail(&self, code: &'static str, span: Span, msg: impl Into<String>, label: impl Into<String>) -> Flow {
-        Diagnostic::error(code, msg).primary(span.range(), label).into()
+    pub fn fail(
+        &self,
+        code: &'static str,
+        span: Span,
+        msg: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Flow {
+        Diagnostic::error(code, msg)
+            .primary(span.range(), label)
+            .into()
     }
 
     pub fn type_error(&self, span: Span, msg: impl Into<String>) -> Flow {
@@ -338,7 +366,12 @@ impl<'a> Eval<'a> {
                     None => Value::None,
                 };
                 if self.scope.is_none() {
-                    return Err(self.fail("E0101", s.span, "`return` outside a function", "not in a `def`"));
+                    return Err(self.fail(
+                        "E0101",
+                        s.span,
+                        "`return` outside a function",
+                        "not in a `def`",
+                    ));
                 }
                 return Err(Flow::Return(v));
             }
@@ -352,7 +385,11 @@ impl<'a> Eval<'a> {
                     self.warn_import(module, s.span);
                 }
                 if let Some(sym) = bind {
-                    let m = if alias.is_some() { module.as_str() } else { root };
+                    let m = if alias.is_some() {
+                        module.as_str()
+                    } else {
+                        root
+                    };
                     self.store(sym, Value::Module(m.into()));
                 }
             }
@@ -475,7 +512,10 @@ impl<'a> Eval<'a> {
                 return Err(self.fail(
                     "E0201",
                     span,
-                    format!("local variable `{}` is used before it is assigned", self.name(sym)),
+                    format!(
+                        "local variable `{}` is used before it is assigned",
+                        self.name(sym)
+                    ),
                     "not assigned yet",
                 ));
             }
@@ -535,7 +575,9 @@ impl<'a> Eval<'a> {
             ExprKind::Paren(inner) => self.assign(inner, v, vspan),
             ExprKind::Tuple(items) | ExprKind::List(items) => {
                 let vals = self.iterate(&v, vspan)?;
-                self.unpack(items, vals, target.span, vspan, &mut |ev, t, v| ev.assign(t, v, vspan))
+                self.unpack(items, vals, target.span, vspan, &mut |ev, t, v| {
+                    ev.assign(t, v, vspan)
+                })
             }
             ExprKind::Index(obj, idx) => {
                 let o = self.expr(obj)?;
@@ -546,7 +588,12 @@ impl<'a> Eval<'a> {
                 let o = self.expr(obj)?;
                 self.set_attr(&o, *name, v, *nspan, vspan)
             }
-            _ => Err(self.fail("E0101", target.span, "cannot assign to this expression", "not a name, item or attribute")),
+            _ => Err(self.fail(
+                "E0101",
+                target.span,
+                "cannot assign to this expression",
+                "not a name, item or attribute",
+            )),
         }
     }
 
@@ -558,13 +605,19 @@ impl<'a> Eval<'a> {
         vspan: Span,
         bind: &mut dyn FnMut(&mut Self, &Expr, Value) -> R<()>,
     ) -> R<()> {
-        let star = items.iter().position(|i| matches!(i.kind, ExprKind::Star(_)));
+        let star = items
+            .iter()
+            .position(|i| matches!(i.kind, ExprKind::Star(_)));
         match star {
             None => {
                 if vals.len() != items.len() {
                     return Err(Diagnostic::error(
                         "E0216",
-                        format!("cannot unpack {} values into {} names", vals.len(), items.len()),
+                        format!(
+                            "cannot unpack {} values into {} names",
+                            vals.len(),
+                            items.len()
+                        ),
                     )
                     .primary(vspan.range(), format!("{} values", vals.len()))
                     .secondary(tspan.range(), format!("{} names", items.len()))
@@ -580,7 +633,11 @@ impl<'a> Eval<'a> {
                     return Err(self.fail(
                         "E0216",
                         vspan,
-                        format!("cannot unpack {} values into at least {} names", vals.len(), items.len() - 1),
+                        format!(
+                            "cannot unpack {} values into at least {} names",
+                            vals.len(),
+                            items.len() - 1
+                        ),
                         "too few values",
                     ));
                 }
@@ -633,10 +690,18 @@ impl<'a> Eval<'a> {
                         }
                         Ok(())
                     }
-                    _ => Err(self.type_error(obj.span, format!("cannot delete items of a {}", o.type_name()))),
+                    _ => Err(self.type_error(
+                        obj.span,
+                        format!("cannot delete items of a {}", o.type_name()),
+                    )),
                 }
             }
-            _ => Err(self.fail("E0101", target.span, "cannot delete this expression", "not a name or item")),
+            _ => Err(self.fail(
+                "E0101",
+                target.span,
+                "cannot delete this expression",
+                "not a name or item",
+            )),
         }
     }
 
@@ -661,7 +726,8 @@ impl<'a> Eval<'a> {
                                 Some(_) => Value::str(&self.to_str(&v)),
                                 None => v,
                             };
-                            let s = self.format_value(&v, spec.as_deref().unwrap_or(""), expr.span)?;
+                            let s =
+                                self.format_value(&v, spec.as_deref().unwrap_or(""), expr.span)?;
                             out.push_str(&s);
                         }
                     }
@@ -685,7 +751,10 @@ impl<'a> Eval<'a> {
                         DictItem::Splat(x) => {
                             let d = self.expr(x)?;
                             let Value::Dict(d) = d else {
-                                return Err(self.type_error(x.span, format!("`**` needs a dict, not a {}", d.type_name())));
+                                return Err(self.type_error(
+                                    x.span,
+                                    format!("`**` needs a dict, not a {}", d.type_name()),
+                                ));
                             };
                             for (k, v) in d.borrow().iter() {
                                 map.insert(k.clone(), v.clone());
@@ -741,7 +810,13 @@ impl<'a> Eval<'a> {
                             Value::Int(n) => p[i] = Some(n),
                             Value::Bool(b) => p[i] = Some(b as i64),
                             other => {
-                                return Err(self.type_error(x.span, format!("slice indices must be integers, not {}", other.type_name())));
+                                return Err(self.type_error(
+                                    x.span,
+                                    format!(
+                                        "slice indices must be integers, not {}",
+                                        other.type_name()
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -761,11 +836,7 @@ impl<'a> Eval<'a> {
             ExprKind::Compare(first, rest) => return self.compare_chain(first, rest, e.span),
             ExprKind::And(l, r) => {
                 let a = self.expr(l)?;
-                if !a.truthy() {
-                    a
-                } else {
-                    self.expr(r)?
-                }
+                if !a.truthy() { a } else { self.expr(r)? }
             }
             ExprKind::Or(l, r) => {
                 let a = self.expr(l)?;
@@ -780,7 +851,12 @@ impl<'a> Eval<'a> {
             }
             ExprKind::Lambda(def) => self.closure(def)?,
             ExprKind::Star(_) => {
-                return Err(self.fail("E0101", e.span, "`*` is only allowed inside a list, tuple or call", "unexpected `*`"));
+                return Err(self.fail(
+                    "E0101",
+                    e.span,
+                    "`*` is only allowed inside a list, tuple or call",
+                    "unexpected `*`",
+                ));
             }
             ExprKind::Paren(inner) => self.expr(inner)?,
         })
@@ -813,7 +889,9 @@ impl<'a> Eval<'a> {
         };
         let it = self.expr(&c.iter)?;
         let items: Box<dyn Iterator<Item = Value>> = match it {
-            Value::Range(a, b, st) => Box::new((0..range_len(a, b, st)).map(move |k| Value::Int(a + k * st))),
+            Value::Range(a, b, st) => {
+                Box::new((0..range_len(a, b, st)).map(move |k| Value::Int(a + k * st)))
+            }
             other => Box::new(self.iterate(&other, c.iter.span)?.into_iter()),
         };
         let mark = self.comp.len();
@@ -850,9 +928,16 @@ impl<'a> Eval<'a> {
             ExprKind::Paren(inner) => self.bind_comp(inner, v, vspan),
             ExprKind::Tuple(items) | ExprKind::List(items) => {
                 let vals = self.iterate(&v, vspan)?;
-                self.unpack(items, vals, target.span, vspan, &mut |ev, t, v| ev.bind_comp(t, v, vspan))
+                self.unpack(items, vals, target.span, vspan, &mut |ev, t, v| {
+                    ev.bind_comp(t, v, vspan)
+                })
             }
-            _ => Err(self.fail("E0101", target.span, "a comprehension variable must be a name or tuple of names", "not a name")),
+            _ => Err(self.fail(
+                "E0101",
+                target.span,
+                "a comprehension variable must be a name or tuple of names",
+                "not a name",
+            )),
         }
     }
 
@@ -902,14 +987,24 @@ impl<'a> Eval<'a> {
                 Arg::DStar(e) => {
                     let v = self.expr(e)?;
                     let Value::Dict(d) = v else {
-                        return Err(self.type_error(e.span, format!("`**` needs a dict, not a {}", v.type_name())));
+                        return Err(self.type_error(
+                            e.span,
+                            format!("`**` needs a dict, not a {}", v.type_name()),
+                        ));
                     };
                     for (k, v) in d.borrow().iter() {
                         let Key::Str(s) = k else {
-                            return Err(self.type_error(e.span, "keyword argument names must be strings"));
+                            return Err(
+                                self.type_error(e.span, "keyword argument names must be strings")
+                            );
                         };
                         let Some(sym) = self.prog.names.lookup(s) else {
-                            return Err(self.fail("E0215", e.span, format!("unexpected keyword argument `{s}`"), "passed here"));
+                            return Err(self.fail(
+                                "E0215",
+                                e.span,
+                                format!("unexpected keyword argument `{s}`"),
+                                "passed here",
+                            ));
                         };
                         a.kw.push((sym, v.clone(), e.span));
                     }
@@ -928,15 +1023,20 @@ impl<'a> Eval<'a> {
                 self.call_method(recv, name, fspan, fspan, a)
             }
             Value::Module(m) => Err(self.unknown_module(&m, fspan)),
-            other => Err(self.type_error(fspan, format!("a {} cannot be called", other.type_name()))),
+            other => {
+                Err(self.type_error(fspan, format!("a {} cannot be called", other.type_name())))
+            }
         }
     }
 
     pub fn unknown_module(&self, m: &str, span: Span) -> Flow {
-        Diagnostic::error("E0214", format!("`{m}` comes from a module .mx models cannot use"))
-            .primary(span.range(), "not available in the sandbox")
-            .help("models are sandboxed: only the built-in mergexp names and Python builtins exist")
-            .into()
+        Diagnostic::error(
+            "E0214",
+            format!("`{m}` comes from a module .mx models cannot use"),
+        )
+        .primary(span.range(), "not available in the sandbox")
+        .help("models are sandboxed: only the built-in mergexp names and Python builtins exist")
+        .into()
     }
 
     fn call_closure(&mut self, c: &Rc<Closure>, a: Args) -> R<Value> {
@@ -946,7 +1046,13 @@ impl<'a> Eval<'a> {
                 "E0219",
                 format!("calls nest more than {MAX_CALL_DEPTH} deep"),
             )
-            .primary(def.span.range(), format!("`{}` is called recursively without end", self.name(def.name)))
+            .primary(
+                def.span.range(),
+                format!(
+                    "`{}` is called recursively without end",
+                    self.name(def.name)
+                ),
+            )
             .secondary(a.span.range(), "the call that went too deep")
             .help("check the recursion's base case")
             .into());
@@ -967,7 +1073,10 @@ impl<'a> Eval<'a> {
             } else {
                 return Err(Diagnostic::error(
                     "E0215",
-                    format!("`{fname}` takes {npos} positional argument{} but more were given", if npos == 1 { "" } else { "s" }),
+                    format!(
+                        "`{fname}` takes {npos} positional argument{} but more were given",
+                        if npos == 1 { "" } else { "s" }
+                    ),
                 )
                 .primary(a.pos_spans[i].range(), "unexpected argument")
                 .secondary(def.span.range(), "defined here")
@@ -984,16 +1093,24 @@ impl<'a> Eval<'a> {
             if def.params.iter().any(|p| p.name == name) {
                 let k = slot(name).expect("params are locals");
                 if vars[k].is_some() {
-                    return Err(self.fail("E0215", span, format!("`{fname}` got two values for `{}`", self.name(name)), "given again here"));
+                    return Err(self.fail(
+                        "E0215",
+                        span,
+                        format!("`{fname}` got two values for `{}`", self.name(name)),
+                        "given again here",
+                    ));
                 }
                 vars[k] = Some(v);
             } else if def.kwargs.is_some() {
                 kwextra.insert(Key::Str(self.prog.names.name(name).clone()), v);
             } else {
-                let cands = def.params.iter().map(|p| self.name(p.name).as_ref());
-                let mut d = Diagnostic::error("E0215", format!("`{fname}` has no parameter `{}`", self.name(name)))
-                    .primary(span.range(), "unknown keyword")
-                    .secondary(def.span.range(), "defined here");
+                let cands = def.params.iter().map(|p| self.name(p.name));
+                let mut d = Diagnostic::error(
+                    "E0215",
+                    format!("`{fname}` has no parameter `{}`", self.name(name)),
+                )
+                .primary(span.range(), "unknown keyword")
+                .secondary(def.span.range(), "defined here");
                 if let Some(s) = did_you_mean(self.name(name), cands) {
                     d = d.help(format!("did you mean `{s}`?"));
                 }
@@ -1052,11 +1169,18 @@ impl<'a> Eval<'a> {
     // ---- values ----------------------------------------------------------
 
     pub fn key(&self, v: &Value, span: Span) -> R<Key> {
-        Key::of(v).ok_or_else(|| self.type_error(span, format!("a {} cannot be a dict key", v.type_name())))
+        Key::of(v).ok_or_else(|| {
+            self.type_error(span, format!("a {} cannot be a dict key", v.type_name()))
+        })
     }
 
     pub fn key_error(&self, k: &Value, span: Span) -> Flow {
-        self.fail("E0216", span, format!("key {} is not in the dict", self.repr(k)), "missing key")
+        self.fail(
+            "E0216",
+            span,
+            format!("key {} is not in the dict", self.repr(k)),
+            "missing key",
+        )
     }
 
     /// The items of an iterable, materialized.
@@ -1071,13 +1195,19 @@ impl<'a> Eval<'a> {
             }
             Value::Str(s) => {
                 self.check_size(s.len() as u128 * 24, span)?;
-                s.chars().map(|c| Value::str(c.encode_utf8(&mut [0; 4]))).collect()
+                s.chars()
+                    .map(|c| Value::str(c.encode_utf8(&mut [0; 4])))
+                    .collect()
             }
             Value::Dict(d) => d.borrow().keys().map(Key::value).collect(),
             Value::Link(l) => self.model.link_nodes(*l),
             Value::Topo(t) => self.model.topo_nodes(*t),
             Value::Module(m) => return Err(self.unknown_module(m, span)),
-            other => return Err(self.type_error(span, format!("a {} is not iterable", other.type_name()))),
+            other => {
+                return Err(
+                    self.type_error(span, format!("a {} is not iterable", other.type_name()))
+                );
+            }
         })
     }
 
@@ -1086,11 +1216,21 @@ impl<'a> Eval<'a> {
         let i = match k {
             Value::Int(i) => *i,
             Value::Bool(b) => *b as i64,
-            other => return Err(self.type_error(span, format!("indices must be integers, not {}", other.type_name()))),
+            other => {
+                return Err(self.type_error(
+                    span,
+                    format!("indices must be integers, not {}", other.type_name()),
+                ));
+            }
         };
         let j = if i < 0 { i + n as i64 } else { i };
         if j < 0 || j >= n as i64 {
-            return Err(self.fail("E0216", span, format!("index {i} is out of range for length {n}"), "out of range"));
+            return Err(self.fail(
+                "E0216",
+                span,
+                format!("index {i} is out of range for length {n}"),
+                "out of range",
+            ));
         }
         Ok(j as usize)
     }
@@ -1118,11 +1258,16 @@ impl<'a> Eval<'a> {
             }
             Value::Dict(d) => {
                 let key = self.key(k, kspan)?;
-                d.borrow().get(&key).cloned().ok_or_else(|| self.key_error(k, kspan))
+                d.borrow()
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| self.key_error(k, kspan))
             }
             Value::Link(l) => self.endpoint_of(*l, k, kspan, span),
             Value::Module(m) => Err(self.unknown_module(m, ospan)),
-            other => Err(self.type_error(ospan, format!("a {} cannot be indexed", other.type_name()))),
+            other => {
+                Err(self.type_error(ospan, format!("a {} cannot be indexed", other.type_name())))
+            }
         }
     }
 
@@ -1140,7 +1285,10 @@ impl<'a> Eval<'a> {
                 d.borrow_mut().insert(key, v);
                 Ok(())
             }
-            other => Err(self.type_error(ospan, format!("a {} does not support item assignment", other.type_name()))),
+            other => Err(self.type_error(
+                ospan,
+                format!("a {} does not support item assignment", other.type_name()),
+            )),
         }
     }
 
@@ -1182,17 +1330,34 @@ impl<'a> Eval<'a> {
                 self.charge(v.len() as u64 * 16, span)?;
                 Ok(Value::list(v))
             }
-            Value::Tuple(t) => Ok(Value::Tuple(pick(t.len()).into_iter().map(|i| t[i].clone()).collect::<Vec<_>>().into())),
+            Value::Tuple(t) => Ok(Value::Tuple(
+                pick(t.len())
+                    .into_iter()
+                    .map(|i| t[i].clone())
+                    .collect::<Vec<_>>()
+                    .into(),
+            )),
             Value::Str(s) => {
                 let chars: Vec<char> = s.chars().collect();
-                Ok(Value::Str(pick(chars.len()).into_iter().map(|i| chars[i]).collect::<String>().into()))
+                Ok(Value::Str(
+                    pick(chars.len())
+                        .into_iter()
+                        .map(|i| chars[i])
+                        .collect::<String>()
+                        .into(),
+                ))
             }
             Value::Range(..) => {
                 let items = self.iterate(o, ospan)?;
-                let v: Vec<Value> = pick(items.len()).into_iter().map(|i| items[i].clone()).collect();
+                let v: Vec<Value> = pick(items.len())
+                    .into_iter()
+                    .map(|i| items[i].clone())
+                    .collect();
                 Ok(Value::list(v))
             }
-            other => Err(self.type_error(ospan, format!("a {} cannot be sliced", other.type_name()))),
+            other => {
+                Err(self.type_error(ospan, format!("a {} cannot be sliced", other.type_name())))
+            }
         }
     }
 }
@@ -1229,7 +1394,10 @@ fn has_methods(v: &Value) -> bool {
 }
 
 /// The closest candidate within a small edit distance.
-pub fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+pub fn did_you_mean<'n>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'n str>,
+) -> Option<&'n str> {
     let max = match name.chars().count() {
         0..=2 => 0,
         3..=5 => 1,
@@ -1242,7 +1410,11 @@ pub fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str
         if c == name || c.starts_with('<') {
             continue;
         }
-        let d = if c.to_lowercase() == lower { 0 } else { levenshtein(name, c) };
+        let d = if c.to_lowercase() == lower {
+            0
+        } else {
+            levenshtein(name, c)
+        };
         if d <= max && best.is_none_or(|(bd, bc)| d < bd || (d == bd && c < bc)) {
             best = Some((d, c));
         }
@@ -1256,7 +1428,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }

@@ -45,7 +45,11 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
         }
         match b[i] {
             b'\n' | b'\r' => {
-                i += if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                i += if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 continue;
             }
             b'#' => {
@@ -107,7 +111,10 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                         broken = true;
                         diags.push(
                             Diagnostic::error("E0106", "brackets nest too deeply")
-                                .primary(i..i + 1, format!("more than {MAX_BRACKET_DEPTH} open brackets here"))
+                                .primary(
+                                    i..i + 1,
+                                    format!("more than {MAX_BRACKET_DEPTH} open brackets here"),
+                                )
                                 .help("split the expression with intermediate variables"),
                         );
                     }
@@ -159,7 +166,10 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                                     "this string is never closed",
                                 )
                                 .help(if triple {
-                                    format!("close it with {}", if c == b'"' { "\"\"\"" } else { "'''" })
+                                    format!(
+                                        "close it with {}",
+                                        if c == b'"' { "\"\"\"" } else { "'''" }
+                                    )
                                 } else {
                                     format!(
                                         "close it with {} before the end of the line",
@@ -183,7 +193,10 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
             diags.push(
                 Diagnostic::error("E0104", format!("`{}` is never closed", open as char))
                     .primary(at..at + 1, "this bracket is never closed")
-                    .help(format!("add `{}` where the expression ends", closer(open) as char)),
+                    .help(format!(
+                        "add `{}` where the expression ends",
+                        closer(open) as char
+                    )),
             );
         }
         let mut end = i;
@@ -239,7 +252,12 @@ fn skip_string(b: &[u8], i: usize) -> Result<usize, usize> {
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src.as_bytes()[..offset.min(src.len())];
     let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, col)
 }
 

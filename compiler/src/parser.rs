@@ -82,7 +82,9 @@ enum Item {
     Header(Header),
     /// A line that failed to parse. `header` if it looked like a block header,
     /// so its indented body is skipped quietly.
-    Broken { header: bool },
+    Broken {
+        header: bool,
+    },
 }
 
 struct Header {
@@ -342,7 +344,10 @@ impl LineParser<'_> {
         let mut inner = p.into_inner();
         inner.next(); // keyword
         let (kind, keyword) = match rule {
-            Rule::if_header => (HeaderKind::If(self.expr(inner.next().expect("cond"), base, 0)?), "if"),
+            Rule::if_header => (
+                HeaderKind::If(self.expr(inner.next().expect("cond"), base, 0)?),
+                "if",
+            ),
             Rule::elif_header => (
                 HeaderKind::Elif(self.expr(inner.next().expect("cond"), base, 0)?),
                 "elif",
@@ -504,7 +509,10 @@ impl LineParser<'_> {
     fn too_deep(&self, span: Span) -> Fail {
         Fail(
             Diagnostic::error("E0106", "expression nests too deeply")
-                .primary(span.range(), format!("more than {MAX_EXPR_DEPTH} levels of nesting"))
+                .primary(
+                    span.range(),
+                    format!("more than {MAX_EXPR_DEPTH} levels of nesting"),
+                )
                 .help("split the expression with intermediate variables"),
         )
     }
@@ -690,14 +698,22 @@ impl LineParser<'_> {
                                 let id = it.next().expect("kw name");
                                 let isp = self.span(&id, base);
                                 let name = self.names.intern(id.as_str());
-                                Arg::Kw(name, isp, self.expr(it.next().expect("kw value"), base, depth + 1)?)
+                                Arg::Kw(
+                                    name,
+                                    isp,
+                                    self.expr(it.next().expect("kw value"), base, depth + 1)?,
+                                )
                             }
-                            Rule::star_arg => {
-                                Arg::Star(self.expr(a.into_inner().next().expect("star"), base, depth + 1)?)
-                            }
-                            Rule::dstar_arg => {
-                                Arg::DStar(self.expr(a.into_inner().next().expect("dstar"), base, depth + 1)?)
-                            }
+                            Rule::star_arg => Arg::Star(self.expr(
+                                a.into_inner().next().expect("star"),
+                                base,
+                                depth + 1,
+                            )?),
+                            Rule::dstar_arg => Arg::DStar(self.expr(
+                                a.into_inner().next().expect("dstar"),
+                                base,
+                                depth + 1,
+                            )?),
                             Rule::genexp => {
                                 let mut it = a.clone().into_inner();
                                 let first = it.next().expect("argument");
@@ -752,7 +768,11 @@ impl LineParser<'_> {
                                 break;
                             }
                         }
-                        let e = self.expr(part.into_inner().next().expect("slice part"), base, depth + 1)?;
+                        let e = self.expr(
+                            part.into_inner().next().expect("slice part"),
+                            base,
+                            depth + 1,
+                        )?;
                         if idx < 3 {
                             parts[idx] = Some(Box::new(e));
                         }
@@ -784,7 +804,11 @@ impl LineParser<'_> {
                 let mut it = p.into_inner();
                 let Some(items) = it.next() else {
                     return Ok(Expr {
-                        kind: if is_list { ExprKind::List(Vec::new()) } else { ExprKind::Tuple(Vec::new()) },
+                        kind: if is_list {
+                            ExprKind::List(Vec::new())
+                        } else {
+                            ExprKind::Tuple(Vec::new())
+                        },
                         span,
                     });
                 };
@@ -793,9 +817,12 @@ impl LineParser<'_> {
                     let elt = self.exprlist(items, base)?;
                     if matches!(elt.kind, ExprKind::Tuple(_)) {
                         return Err(Fail(
-                            Diagnostic::error("E0101", "a comprehension has one element before `for`")
-                                .primary(elt.span.range(), "several elements")
-                                .help("put parentheses around a tuple element: [(a, b) for ...]"),
+                            Diagnostic::error(
+                                "E0101",
+                                "a comprehension has one element before `for`",
+                            )
+                            .primary(elt.span.range(), "several elements")
+                            .help("put parentheses around a tuple element: [(a, b) for ...]"),
                         ));
                     }
                     let comps = self.comps(it, base, depth + 1)?;
@@ -823,7 +850,10 @@ impl LineParser<'_> {
             Rule::dict_display => {
                 let mut it = p.into_inner();
                 let Some(inner) = it.next() else {
-                    return Ok(Expr { kind: ExprKind::Dict(Vec::new()), span });
+                    return Ok(Expr {
+                        kind: ExprKind::Dict(Vec::new()),
+                        span,
+                    });
                 };
                 let mut items = Vec::new();
                 for item in inner.into_inner() {
@@ -849,9 +879,12 @@ impl LineParser<'_> {
                             span,
                         }),
                         _ => Err(Fail(
-                            Diagnostic::error("E0101", "a dict comprehension has one `key: value` before `for`")
-                                .primary(span.range(), "not a single pair")
-                                .help("write {k: v for k, v in pairs}"),
+                            Diagnostic::error(
+                                "E0101",
+                                "a dict comprehension has one `key: value` before `for`",
+                            )
+                            .primary(span.range(), "not a single pair")
+                            .help("write {k: v for k, v in pairs}"),
                         )),
                     };
                 }
@@ -1000,7 +1033,10 @@ impl LineParser<'_> {
             let mut it = s.into_inner();
             let first = it.next().expect("string body");
             let (prefix, body) = if first.as_rule() == Rule::str_prefix {
-                (first.as_str().to_ascii_lowercase(), it.next().expect("string body"))
+                (
+                    first.as_str().to_ascii_lowercase(),
+                    it.next().expect("string body"),
+                )
             } else {
                 (String::new(), first)
             };
@@ -1074,7 +1110,11 @@ impl LineParser<'_> {
                     lit_start = i;
                 }
                 b'}' => {
-                    return Err(bad(i, "single `}` in f-string", "write `}}` for a literal brace"));
+                    return Err(bad(
+                        i,
+                        "single `}` in f-string",
+                        "write `}}` for a literal brace",
+                    ));
                 }
                 b'{' => {
                     lit.push_str(&unescape(&content[lit_start..i], raw, start + lit_start)?);
@@ -1112,7 +1152,11 @@ impl LineParser<'_> {
                     let e_end = expr_end.unwrap_or(j);
                     let expr_text = &content[open + 1..e_end];
                     if expr_text.trim().is_empty() {
-                        return Err(bad(open, "empty expression in f-string", "put an expression between the braces, or write `{{` for a literal brace"));
+                        return Err(bad(
+                            open,
+                            "empty expression in f-string",
+                            "put an expression between the braces, or write `{{` for a literal brace",
+                        ));
                     }
                     let expr = self.sub_expr(expr_text, start + open + 1, depth)?;
                     let mut conv = None;
@@ -1120,7 +1164,11 @@ impl LineParser<'_> {
                     if expr_end.is_some() {
                         conv = content[k + 1..].chars().next();
                         if !matches!(conv, Some('r' | 's' | 'a')) {
-                            return Err(bad(k, "bad conversion in f-string", "use `!r`, `!s` or `!a`"));
+                            return Err(bad(
+                                k,
+                                "bad conversion in f-string",
+                                "use `!r`, `!s` or `!a`",
+                            ));
                         }
                         k += 2;
                     }
@@ -1135,7 +1183,11 @@ impl LineParser<'_> {
                         k = m;
                     }
                     if b.get(k) != Some(&b'}') {
-                        return Err(bad(open, "unclosed `{` in f-string", "close the field with `}`, or write `{{` for a literal brace"));
+                        return Err(bad(
+                            open,
+                            "unclosed `{` in f-string",
+                            "close the field with `}`, or write `{{` for a literal brace",
+                        ));
                     }
                     parts.push(FPart::Field { expr, conv, spec });
                     i = k + 1;
@@ -1154,8 +1206,13 @@ impl LineParser<'_> {
     fn sub_expr(&mut self, text: &str, at: usize, _depth: usize) -> PResult<Expr> {
         match MxParser::parse(Rule::fexpr, text) {
             Ok(mut pairs) => {
-                let e = pairs.next().expect("fexpr").into_inner().next().expect("exprlist");
-                            self.exprlist(e, at)
+                let e = pairs
+                    .next()
+                    .expect("fexpr")
+                    .into_inner()
+                    .next()
+                    .expect("exprlist");
+                self.exprlist(e, at)
             }
             Err(e) => Err(Fail(self.syntax_error(&e, text, at))),
         }
@@ -1181,7 +1238,9 @@ impl LineParser<'_> {
         if is_header_text(text) && !text.trim_end().ends_with(':') {
             let fixed = format!("{}:", strip_comment(text).trim_end());
             if MxParser::parse(Rule::line, &fixed).is_ok() {
-                let kw_len = text.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(text.len());
+                let kw_len = text
+                    .find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(text.len());
                 let end = base + strip_comment(text).trim_end().len();
                 let keyword = &text[..kw_len];
                 return Diagnostic::error(
@@ -1196,10 +1255,22 @@ impl LineParser<'_> {
                 ));
             }
         }
-        let first_word = text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("");
+        let first_word = text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .next()
+            .unwrap_or("");
         if matches!(
             first_word,
-            "class" | "try" | "except" | "finally" | "with" | "raise" | "yield" | "async" | "await" | "nonlocal"
+            "class"
+                | "try"
+                | "except"
+                | "finally"
+                | "with"
+                | "raise"
+                | "yield"
+                | "async"
+                | "await"
+                | "nonlocal"
         ) {
             return Diagnostic::error("E0101", format!("`{first_word}` is not supported in .mx models"))
                 .primary(base..base + first_word.len(), "unsupported statement")
@@ -1216,14 +1287,12 @@ impl LineParser<'_> {
             .primary(at..label_end, format!("expected {expected}"));
         // Two expressions side by side usually mean a missing comma.
         let before = text[..pos].trim_end();
-        let ends_value = before
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ')' | ']' | '}' | '\'' | '"'));
-        let starts_value = rest
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '(' | '[' | '{' | '\'' | '"'));
+        let ends_value = before.chars().last().is_some_and(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | ')' | ']' | '}' | '\'' | '"')
+        });
+        let starts_value = rest.chars().next().is_some_and(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '(' | '[' | '{' | '\'' | '"')
+        });
         if ends_value && starts_value && !is_keyword(token) {
             d = d.help("is a `,` or an operator missing before this?");
         } else if token == "=" {
@@ -1261,7 +1330,19 @@ fn is_header_text(text: &str) -> bool {
         .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
         .next()
         .unwrap_or("");
-    matches!(w, "if" | "elif" | "else" | "for" | "while" | "def" | "class" | "try" | "except" | "finally" | "with")
+    matches!(
+        w,
+        "if" | "elif"
+            | "else"
+            | "for"
+            | "while"
+            | "def"
+            | "class"
+            | "try"
+            | "except"
+            | "finally"
+            | "with"
+    )
 }
 
 /// The token at the start of `rest`, for "unexpected X" messages.
@@ -1279,7 +1360,9 @@ fn token_at(rest: &str) -> &str {
     if c == '\n' || c == '#' {
         return "";
     }
-    for op in ["**=", "//=", ">>=", "<<=", "==", "!=", "<=", ">=", "->", "**", "//", "+=", "-="] {
+    for op in [
+        "**=", "//=", ">>=", "<<=", "==", "!=", "<=", ">=", "->", "**", "//", "+=", "-=",
+    ] {
         if rest.starts_with(op) {
             return &rest[..op.len()];
         }
@@ -1304,11 +1387,38 @@ fn describe(rules: &[Rule]) -> String {
             Rule::attribute => "`.`",
             Rule::trailing_comma => "`,`",
             Rule::aug_op | Rule::assign_tail | Rule::aug_tail | Rule::ann_tail => "`=`",
-            Rule::or | Rule::and | Rule::not_in | Rule::is_not | Rule::in_ | Rule::is | Rule::eq
-            | Rule::ne | Rule::le | Rule::ge | Rule::lt | Rule::gt | Rule::bit_or | Rule::bit_xor
-            | Rule::bit_and | Rule::shl | Rule::shr | Rule::add | Rule::sub | Rule::pow
-            | Rule::mul | Rule::floordiv | Rule::div | Rule::rem => "an operator",
-            Rule::params | Rule::plain_param | Rule::star_param | Rule::dstar_param | Rule::lparams | Rule::plain_lparam | Rule::star_lparam | Rule::dstar_lparam => "a parameter",
+            Rule::or
+            | Rule::and
+            | Rule::not_in
+            | Rule::is_not
+            | Rule::in_
+            | Rule::is
+            | Rule::eq
+            | Rule::ne
+            | Rule::le
+            | Rule::ge
+            | Rule::lt
+            | Rule::gt
+            | Rule::bit_or
+            | Rule::bit_xor
+            | Rule::bit_and
+            | Rule::shl
+            | Rule::shr
+            | Rule::add
+            | Rule::sub
+            | Rule::pow
+            | Rule::mul
+            | Rule::floordiv
+            | Rule::div
+            | Rule::rem => "an operator",
+            Rule::params
+            | Rule::plain_param
+            | Rule::star_param
+            | Rule::dstar_param
+            | Rule::lparams
+            | Rule::plain_lparam
+            | Rule::star_lparam
+            | Rule::dstar_lparam => "a parameter",
             Rule::target_list | Rule::target | Rule::chain | Rule::starred_target => "a target",
             Rule::import_names | Rule::import_name | Rule::star => "names to import",
             Rule::simple_stmts => "a statement",
@@ -1360,7 +1470,9 @@ fn unescape(s: &str, raw: bool, at: usize) -> PResult<String> {
                     'u' => 4,
                     _ => 8,
                 };
-                let hex: String = (0..n).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                let hex: String = (0..n)
+                    .filter_map(|_| chars.next().map(|(_, c)| c))
+                    .collect();
                 match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
                     Some(ch) if hex.len() == n => out.push(ch),
                     _ => {
@@ -1414,8 +1526,8 @@ impl Blocks<'_> {
                     // Deeper than this block without a header: report and skip.
                     let l = &self.lines[self.pos];
                     let at = l.start;
-                    let prev_broken = self.pos > 0
-                        && matches!(self.items[self.pos - 1], Item::Broken { .. });
+                    let prev_broken =
+                        self.pos > 0 && matches!(self.items[self.pos - 1], Item::Broken { .. });
                     if !prev_broken {
                         self.diags.push(
                             Diagnostic::error("E0105", "unexpected indentation")
@@ -1430,9 +1542,12 @@ impl Blocks<'_> {
                     // Neither deeper nor an enclosing level's prefix.
                     let l = &self.lines[self.pos];
                     self.diags.push(
-                        Diagnostic::error("E0105", "indentation does not match any enclosing block")
-                            .primary(l.indent.start..l.start, "this indentation")
-                            .help("dedent to exactly the indentation of an enclosing block"),
+                        Diagnostic::error(
+                            "E0105",
+                            "indentation does not match any enclosing block",
+                        )
+                        .primary(l.indent.start..l.start, "this indentation")
+                        .help("dedent to exactly the indentation of an enclosing block"),
                     );
                     self.skip_block();
                     continue;
@@ -1489,7 +1604,10 @@ impl Blocks<'_> {
             let l = &self.lines[self.pos];
             self.diags.push(
                 Diagnostic::error("E0106", "blocks nest too deeply")
-                    .primary(l.start..l.end, format!("more than {MAX_BLOCK_DEPTH} nested blocks"))
+                    .primary(
+                        l.start..l.end,
+                        format!("more than {MAX_BLOCK_DEPTH} nested blocks"),
+                    )
                     .help("move inner blocks into functions"),
             );
             self.skip_block();
@@ -1513,7 +1631,14 @@ impl Blocks<'_> {
         }
     }
 
-    fn attach(&mut self, out: &mut Vec<Stmt>, kind: HeaderKind, span: Span, keyword: &str, body: Vec<Stmt>) {
+    fn attach(
+        &mut self,
+        out: &mut Vec<Stmt>,
+        kind: HeaderKind,
+        span: Span,
+        keyword: &str,
+        body: Vec<Stmt>,
+    ) {
         let kind = match kind {
             HeaderKind::If(cond) => StmtKind::If {
                 branches: vec![(cond, body)],
@@ -1590,7 +1715,10 @@ impl Blocks<'_> {
     fn orphan(&mut self, span: Span, keyword: &str) {
         self.diags.push(
             Diagnostic::error("E0101", format!("`{keyword}` without a matching `if`"))
-                .primary(span.range(), format!("this `{keyword}` follows no `if` block"))
+                .primary(
+                    span.range(),
+                    format!("this `{keyword}` follows no `if` block"),
+                )
                 .help(format!("line `{keyword}` up with its `if`")),
         );
     }

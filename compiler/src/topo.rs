@@ -134,11 +134,19 @@ impl Model {
     }
 
     pub fn link_nodes(&self, l: u32) -> Vec<Value> {
-        self.links[l as usize].endpoints.iter().map(|e| Value::Node(e.node)).collect()
+        self.links[l as usize]
+            .endpoints
+            .iter()
+            .map(|e| Value::Node(e.node))
+            .collect()
     }
 
     pub fn topo_nodes(&self, t: u32) -> Vec<Value> {
-        self.topos[t as usize].nodes.iter().map(|n| Value::Node(*n)).collect()
+        self.topos[t as usize]
+            .nodes
+            .iter()
+            .map(|n| Value::Node(*n))
+            .collect()
     }
 
     /// Picks the topology to compile and detaches it.
@@ -146,7 +154,9 @@ impl Model {
         let chosen = match self.experiment {
             Some((t, _)) => t,
             None => {
-                let used: Vec<u32> = (0..self.topos.len() as u32).filter(|t| !self.topos[*t as usize].nodes.is_empty()).collect();
+                let used: Vec<u32> = (0..self.topos.len() as u32)
+                    .filter(|t| !self.topos[*t as usize].nodes.is_empty())
+                    .collect();
                 match used.len() {
                     1 => used[0],
                     0 => {
@@ -158,11 +168,18 @@ impl Model {
                         return None;
                     }
                     _ => {
-                        let mut d = Diagnostic::error("E0217", "the model defines several topologies and does not say which to compile");
+                        let mut d = Diagnostic::error(
+                            "E0217",
+                            "the model defines several topologies and does not say which to compile",
+                        );
                         for (i, t) in used.iter().enumerate() {
                             if let Some(span) = self.topos[*t as usize].span {
                                 let text = format!("topology `{}`", self.topos[*t as usize].name);
-                                d = if i == 0 { d.primary(span.range(), text) } else { d.secondary(span.range(), text) };
+                                d = if i == 0 {
+                                    d.primary(span.range(), text)
+                                } else {
+                                    d.secondary(span.range(), text)
+                                };
                             }
                         }
                         diags.push(d.help("pass the one to compile to `experiment(net)`"));
@@ -185,7 +202,11 @@ impl Model {
                 ingress: nd
                     .ingress
                     .iter()
-                    .map(|(p, port, span)| mx_xir::Ingress { protocol: p.to_string(), port: *port, span: *span })
+                    .map(|(p, port, span)| mx_xir::Ingress {
+                        protocol: p.to_string(),
+                        port: *port,
+                        span: *span,
+                    })
                     .collect(),
             });
         }
@@ -216,21 +237,32 @@ impl Model {
         })
     }
 
-    fn props_json(&self, d: &Dict, span: Span, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, serde_json::Value> {
+    fn props_json(
+        &self,
+        d: &Dict,
+        span: Span,
+        diags: &mut Vec<Diagnostic>,
+    ) -> BTreeMap<String, serde_json::Value> {
         let mut out = BTreeMap::new();
         for (k, v) in d.borrow().iter() {
             let key = match k {
                 Key::Str(s) => s.to_string(),
-                other => self.json(&other.value(), 0).map(|j| j.to_string()).unwrap_or_default(),
+                other => self
+                    .json(&other.value(), 0)
+                    .map(|j| j.to_string())
+                    .unwrap_or_default(),
             };
             match self.json(v, 0) {
                 Ok(j) => {
                     out.insert(key, j);
                 }
                 Err(what) => diags.push(
-                    Diagnostic::error("E0203", format!("property `{key}` holds a {what}, which XIR cannot store"))
-                        .primary(span.range(), "on this element")
-                        .help("properties hold numbers, strings, booleans, lists and dicts of those"),
+                    Diagnostic::error(
+                        "E0203",
+                        format!("property `{key}` holds a {what}, which XIR cannot store"),
+                    )
+                    .primary(span.range(), "on this element")
+                    .help("properties hold numbers, strings, booleans, lists and dicts of those"),
                 ),
             }
         }
@@ -252,9 +284,22 @@ impl Model {
             Value::Quantity(q, _) => J::from(*q),
             Value::Node(n) => J::String(self.node_name(*n).to_string()),
             Value::Link(l) => J::String(self.link_name(*l)),
-            Value::List(l) => J::Array(l.borrow().iter().map(|x| self.json(x, depth + 1)).collect::<Result<_, _>>()?),
-            Value::Tuple(t) => J::Array(t.iter().map(|x| self.json(x, depth + 1)).collect::<Result<_, _>>()?),
-            Value::Range(a, b, s) => J::Array((0..range_len(*a, *b, *s).min(1 << 16)).map(|k| J::from(a + k * s)).collect()),
+            Value::List(l) => J::Array(
+                l.borrow()
+                    .iter()
+                    .map(|x| self.json(x, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Tuple(t) => J::Array(
+                t.iter()
+                    .map(|x| self.json(x, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Range(a, b, s) => J::Array(
+                (0..range_len(*a, *b, *s).min(1 << 16))
+                    .map(|k| J::from(a + k * s))
+                    .collect(),
+            ),
             Value::Dict(d) => {
                 let mut m = serde_json::Map::new();
                 for (k, v) in d.borrow().iter() {
@@ -273,8 +318,14 @@ impl Model {
 
 /// Parses `a.b.c.d/len`; the error says what is wrong.
 pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
-    let (ip, len) = s.split_once('/').ok_or_else(|| "it has no prefix length, e.g. `/24`".to_string())?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`/{len}` is not a prefix length (0 to 32)"))?;
+    let (ip, len) = s
+        .split_once('/')
+        .ok_or_else(|| "it has no prefix length, e.g. `/24`".to_string())?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| format!("`/{len}` is not a prefix length (0 to 32)"))?;
     let parts: Vec<&str> = ip.split('.').collect();
     if parts.len() != 4 {
         return Err(format!("`{ip}` does not have four dotted parts"));
@@ -292,10 +343,18 @@ pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
 }
 
 pub fn fmt_cidr(addr: u32, len: u8) -> String {
-    format!("{}.{}.{}.{}/{len}", addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255)
+    format!(
+        "{}.{}.{}.{}/{len}",
+        addr >> 24,
+        (addr >> 16) & 255,
+        (addr >> 8) & 255,
+        addr & 255
+    )
 }
 
-const TOPO_ATTRS: &[&str] = &["node", "device", "connect", "spec", "name", "nodes", "links"];
+const TOPO_ATTRS: &[&str] = &[
+    "node", "device", "connect", "spec", "name", "nodes", "links",
+];
 const NODE_ATTRS: &[&str] = &["spec", "ingress", "name", "properties"];
 const LINK_ATTRS: &[&str] = &["spec", "name", "endpoints", "nodes", "properties"];
 const EP_ATTRS: &[&str] = &["spec", "socket", "node"];
@@ -309,7 +368,9 @@ impl Eval<'_> {
             Builtin::Network | Builtin::Topology => {
                 self.arity(&a, name, 1, usize::MAX)?;
                 let tname = self.name_arg(&a, 0, name, "Network('my-experiment')")?;
-                let t = self.model.new_topology(tname.to_string(), Some(a.span), false);
+                let t = self
+                    .model
+                    .new_topology(tname.to_string(), Some(a.span), false);
                 let cons = self.constraints(&a, 1, Target::Network, name)?;
                 self.model.topos[t as usize].constraints.extend(cons);
                 Ok(Value::Topo(t))
@@ -317,16 +378,25 @@ impl Eval<'_> {
             Builtin::Experiment => {
                 self.arity(&a, name, 1, 1)?;
                 let Value::Topo(t) = a.pos[0] else {
-                    return Err(self.type_error(a.span_of(0), format!("experiment() needs a topology, not a {}", a.pos[0].type_name())));
+                    return Err(self.type_error(
+                        a.span_of(0),
+                        format!(
+                            "experiment() needs a topology, not a {}",
+                            a.pos[0].type_name()
+                        ),
+                    ));
                 };
                 if let Some((prev, pspan)) = self.model.experiment
                     && prev != t
                 {
-                    return Err(Diagnostic::error("E0216", "experiment() is called for two different topologies")
-                        .primary(a.span.range(), "second experiment")
-                        .secondary(pspan.range(), "first experiment")
-                        .help("a model compiles one experiment; remove one of the calls")
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0216",
+                        "experiment() is called for two different topologies",
+                    )
+                    .primary(a.span.range(), "second experiment")
+                    .secondary(pspan.range(), "first experiment")
+                    .help("a model compiles one experiment; remove one of the calls")
+                    .into());
                 }
                 self.model.experiment = Some((t, a.span));
                 Ok(Value::None)
@@ -336,7 +406,8 @@ impl Eval<'_> {
                 let mut out = Vec::new();
                 for i in 0..a.pos.len() {
                     let s = self.str_arg(&a, i, name)?;
-                    let (addr, len) = parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;
+                    let (addr, len) =
+                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;
                     out.push(Value::Str(fmt_cidr(addr, len).into()));
                 }
                 Ok(Value::list(out))
@@ -347,27 +418,39 @@ impl Eval<'_> {
     }
 
     fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
-        Diagnostic::error("E0209", format!("`{s}` is not an IPv4 address with a prefix length"))
-            .primary(span.range(), why)
-            .help("write addresses in CIDR form: ip4('10.0.0.1/24')")
-            .into()
+        Diagnostic::error(
+            "E0209",
+            format!("`{s}` is not an IPv4 address with a prefix length"),
+        )
+        .primary(span.range(), why)
+        .help("write addresses in CIDR form: ip4('10.0.0.1/24')")
+        .into()
     }
 
     fn name_arg(&self, a: &Args, i: usize, what: &str, example: &str) -> R<Rc<str>> {
         let s = match &a.pos[i] {
             Value::Str(s) => s.clone(),
             other => {
-                return Err(Diagnostic::error("E0203", format!("`{what}` needs a name string, not a {}", other.type_name()))
-                    .primary(a.span_of(i).range(), "not a string")
-                    .help(format!("names are strings: {example}"))
-                    .into());
+                return Err(Diagnostic::error(
+                    "E0203",
+                    format!("`{what}` needs a name string, not a {}", other.type_name()),
+                )
+                .primary(a.span_of(i).range(), "not a string")
+                .help(format!("names are strings: {example}"))
+                .into());
             }
         };
-        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '~' || c.is_control()) {
-            return Err(Diagnostic::error("E0218", format!("{} is not a usable name", crate::builtins::py_repr_str(&s)))
-                .primary(a.span_of(i).range(), "bad name")
-                .help("names must be non-empty, without spaces or `~`")
-                .into());
+        if s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '~' || c.is_control())
+        {
+            return Err(Diagnostic::error(
+                "E0218",
+                format!("{} is not a usable name", crate::builtins::py_repr_str(&s)),
+            )
+            .primary(a.span_of(i).range(), "bad name")
+            .help("names must be non-empty, without spaces or `~`")
+            .into());
         }
         Ok(s)
     }
@@ -381,40 +464,80 @@ impl Eval<'_> {
             None => default.clone(),
             Some(text) => {
                 let bad = |ty: &str| -> Flow {
-                    Diagnostic::error("E0220", format!("`--set {name}={text}` is not a valid {ty}"))
-                        .primary(a.span.range(), format!("`{name}` is a {ty} parameter (default {})", self.repr(&default)))
-                        .help(format!("pass a {ty}, e.g. `--set {name}={}`", self.to_str(&default)))
-                        .into()
+                    Diagnostic::error(
+                        "E0220",
+                        format!("`--set {name}={text}` is not a valid {ty}"),
+                    )
+                    .primary(
+                        a.span.range(),
+                        format!(
+                            "`{name}` is a {ty} parameter (default {})",
+                            self.repr(&default)
+                        ),
+                    )
+                    .help(format!(
+                        "pass a {ty}, e.g. `--set {name}={}`",
+                        self.to_str(&default)
+                    ))
+                    .into()
                 };
                 match &default {
-                    Value::Int(_) => Value::Int(text.trim().replace('_', "").parse().map_err(|_| bad("int"))?),
+                    Value::Int(_) => Value::Int(
+                        text.trim()
+                            .replace('_', "")
+                            .parse()
+                            .map_err(|_| bad("int"))?,
+                    ),
                     Value::Float(_) => Value::Float(text.trim().parse().map_err(|_| bad("float"))?),
-                    Value::Bool(_) => Value::Bool(match text.trim().to_ascii_lowercase().as_str() {
-                        "true" | "1" | "yes" | "on" => true,
-                        "false" | "0" | "no" | "off" => false,
-                        _ => return Err(bad("bool")),
-                    }),
+                    Value::Bool(_) => {
+                        Value::Bool(match text.trim().to_ascii_lowercase().as_str() {
+                            "true" | "1" | "yes" | "on" => true,
+                            "false" | "0" | "no" | "off" => false,
+                            _ => return Err(bad("bool")),
+                        })
+                    }
                     Value::Str(_) | Value::None => Value::str(text),
                     other => {
-                        return Err(self.type_error(a.span_of(1), format!("a parameter default must be an int, float, bool or str, not a {}", other.type_name())));
+                        return Err(self.type_error(
+                            a.span_of(1),
+                            format!(
+                                "a parameter default must be an int, float, bool or str, not a {}",
+                                other.type_name()
+                            ),
+                        ));
                     }
                 }
             }
         };
         let json = match &v {
             Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::None => serde_json::Value::Null,
-            other => return Err(self.type_error(a.span_of(1), format!("a parameter default must be an int, float, bool or str, not a {}", other.type_name()))),
+            other => {
+                return Err(self.type_error(
+                    a.span_of(1),
+                    format!(
+                        "a parameter default must be an int, float, bool or str, not a {}",
+                        other.type_name()
+                    ),
+                ));
+            }
         };
         self.params.insert(name.to_string(), json);
         Ok(v)
     }
 
     /// The constraints among `a.pos[from..]` and keyword sugar (`cores=4`), checked for `target`.
-    fn constraints(&mut self, a: &Args, from: usize, target: Target, what: &str) -> R<Vec<Rc<Cons>>> {
+    fn constraints(
+        &mut self,
+        a: &Args,
+        from: usize,
+        target: Target,
+        what: &str,
+    ) -> R<Vec<Rc<Cons>>> {
         let mut out = Vec::new();
         for i in from..a.pos.len() {
             let c = match &a.pos[i] {
@@ -439,7 +562,9 @@ impl Eval<'_> {
         for (k, v, span) in &a.kw {
             let kname = self.name(*k);
             let Some(p) = props::prop(kname) else {
-                let mut d = Diagnostic::error("E0215", format!("`{what}` has no keyword `{kname}`")).primary(span.range(), "unknown keyword");
+                let mut d =
+                    Diagnostic::error("E0215", format!("`{what}` has no keyword `{kname}`"))
+                        .primary(span.range(), "unknown keyword");
                 if let Some(s) = did_you_mean(kname, PROPS.iter().map(|p| p.name)) {
                     d = d.help(format!("did you mean the property `{s}`?"));
                 }
@@ -453,8 +578,14 @@ impl Eval<'_> {
     }
 
     fn not_constraint(&self, v: &Value, span: Span, what: &str) -> Flow {
-        let mut d = Diagnostic::error("E0203", format!("`{what}` expects constraints such as `cores == 4`, not a {}", v.type_name()))
-            .primary(span.range(), "not a constraint");
+        let mut d = Diagnostic::error(
+            "E0203",
+            format!(
+                "`{what}` expects constraints such as `cores == 4`, not a {}",
+                v.type_name()
+            ),
+        )
+        .primary(span.range(), "not a constraint");
         if matches!(v, Value::Bool(_)) {
             d = d.help("this comparison did not involve a property; is a property name shadowed by a variable?");
         } else if matches!(v, Value::Prop(_)) {
@@ -481,22 +612,35 @@ impl Eval<'_> {
             && let mx_xir::Value::Text(t) = &c.value
             && !allowed.contains(&t.as_str())
         {
-            return Err(Diagnostic::error("E0218", format!("`{t}` is not a {} `{}`", target.noun(), def.name))
-                .primary(c.value_span.range(), "not allowed here")
-                .help(format!("one of: {}", allowed.join(", ")))
-                .into());
+            return Err(Diagnostic::error(
+                "E0218",
+                format!("`{t}` is not a {} `{}`", target.noun(), def.name),
+            )
+            .primary(c.value_span.range(), "not allowed here")
+            .help(format!("one of: {}", allowed.join(", ")))
+            .into());
         }
         Ok(())
     }
 
     /// A comparison with a property becomes a constraint.
-    pub fn make_constraint(&mut self, a: Value, op: CmpOp, b: Value, aspan: Span, bspan: Span, span: Span) -> R<Value> {
+    pub fn make_constraint(
+        &mut self,
+        a: Value,
+        op: CmpOp,
+        b: Value,
+        aspan: Span,
+        bspan: Span,
+        span: Span,
+    ) -> R<Value> {
         let (prop, op, value, vspan) = match (&a, &b) {
             (Value::Prop(_), Value::Prop(_)) => {
-                return Err(Diagnostic::error("E0203", "two properties cannot be compared")
-                    .primary(span.range(), "compare a property with a value")
-                    .help("write e.g. `cores >= 4`")
-                    .into());
+                return Err(
+                    Diagnostic::error("E0203", "two properties cannot be compared")
+                        .primary(span.range(), "compare a property with a value")
+                        .help("write e.g. `cores >= 4`")
+                        .into(),
+                );
             }
             (Value::Prop(p), _) => (*p, op, b, bspan),
             (_, Value::Prop(p)) => {
@@ -506,7 +650,10 @@ impl Eval<'_> {
                     CmpOp::Gt => CmpOp::Lt,
                     CmpOp::Ge => CmpOp::Le,
                     CmpOp::In | CmpOp::NotIn => {
-                        return Err(self.type_error(bspan, "write `property in [values]`, with the property on the left"));
+                        return Err(self.type_error(
+                            bspan,
+                            "write `property in [values]`, with the property on the left",
+                        ));
                     }
                     o => o,
                 };
@@ -523,40 +670,69 @@ impl Eval<'_> {
             CmpOp::Ge => Op::Ge,
             CmpOp::In => Op::In,
             other => {
-                return Err(Diagnostic::error("E0203", format!("`{}` cannot make a constraint", other.symbol()))
-                    .primary(span.range(), "not a constraint operator")
-                    .help("constraints use ==, !=, <, <=, >, >= and `in [...]`")
-                    .into());
+                return Err(Diagnostic::error(
+                    "E0203",
+                    format!("`{}` cannot make a constraint", other.symbol()),
+                )
+                .primary(span.range(), "not a constraint operator")
+                .help("constraints use ==, !=, <, <=, >, >= and `in [...]`")
+                .into());
             }
         };
-        Ok(Value::Constraint(Rc::new(self.build_constraint(prop, xop, value, vspan, span)?)))
+        Ok(Value::Constraint(Rc::new(
+            self.build_constraint(prop, xop, value, vspan, span)?,
+        )))
     }
 
-    fn build_constraint(&mut self, prop: u8, op: Op, value: Value, vspan: Span, span: Span) -> R<Cons> {
+    fn build_constraint(
+        &mut self,
+        prop: u8,
+        op: Op,
+        value: Value,
+        vspan: Span,
+        span: Span,
+    ) -> R<Cons> {
         let def = &PROPS[prop as usize];
-        let kind = if def.name == "emulation" { Kind::Enum(EMULATION_ANY) } else { def.kind };
+        let kind = if def.name == "emulation" {
+            Kind::Enum(EMULATION_ANY)
+        } else {
+            def.kind
+        };
         if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && !kind.ordered() {
-            return Err(Diagnostic::error("E0203", format!("`{}` is not ordered, so `{}` does not apply", def.name, op.as_str()))
-                .primary(span.range(), "ordering comparison")
-                .help(format!("use ==, != or `in [...]`, e.g. `{}`", def.example))
-                .into());
+            return Err(Diagnostic::error(
+                "E0203",
+                format!(
+                    "`{}` is not ordered, so `{}` does not apply",
+                    def.name,
+                    op.as_str()
+                ),
+            )
+            .primary(span.range(), "ordering comparison")
+            .help(format!("use ==, != or `in [...]`, e.g. `{}`", def.example))
+            .into());
         }
         let (value, unit) = if op == Op::In {
             let items = match &value {
                 Value::List(l) => l.borrow().clone(),
                 Value::Tuple(t) => t.to_vec(),
                 other => {
-                    return Err(Diagnostic::error("E0203", format!("`in` needs a list of values, not a {}", other.type_name()))
-                        .primary(vspan.range(), "not a list")
-                        .help(format!("e.g. `{} in [...]`", def.name))
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0203",
+                        format!("`in` needs a list of values, not a {}", other.type_name()),
+                    )
+                    .primary(vspan.range(), "not a list")
+                    .help(format!("e.g. `{} in [...]`", def.name))
+                    .into());
                 }
             };
             if items.is_empty() {
-                return Err(Diagnostic::error("E0218", format!("`{} in []` can never hold", def.name))
-                    .primary(vspan.range(), "empty set")
-                    .help("list at least one value")
-                    .into());
+                return Err(Diagnostic::error(
+                    "E0218",
+                    format!("`{} in []` can never hold", def.name),
+                )
+                .primary(vspan.range(), "empty set")
+                .help("list at least one value")
+                .into());
             }
             let mut out = Vec::new();
             let mut unit = None;
@@ -569,18 +745,40 @@ impl Eval<'_> {
         } else {
             self.conv_value(def, kind, op, &value, vspan)?
         };
-        Ok(Cons { prop, op, value, unit, span, value_span: vspan })
+        Ok(Cons {
+            prop,
+            op,
+            value,
+            unit,
+            span,
+            value_span: vspan,
+        })
     }
 
-    fn conv_value(&self, def: &props::PropDef, kind: Kind, op: Op, v: &Value, vspan: Span) -> R<(mx_xir::Value, Option<Unit>)> {
+    fn conv_value(
+        &self,
+        def: &props::PropDef,
+        kind: Kind,
+        op: Op,
+        v: &Value,
+        vspan: Span,
+    ) -> R<(mx_xir::Value, Option<Unit>)> {
         use mx_xir::Value as X;
         let pname = def.name;
-        let bad_value = |msg: String, help: String| -> Flow { Diagnostic::error("E0218", msg).primary(vspan.range(), "this value").help(help).into() };
-        let wrong_type = |want: &str| -> Flow {
-            Diagnostic::error("E0203", format!("`{pname}` takes {want}, not a {}", v.type_name()))
-                .primary(vspan.range(), format!("a {}", v.type_name()))
-                .help(format!("e.g. `{}`", def.example))
+        let bad_value = |msg: String, help: String| -> Flow {
+            Diagnostic::error("E0218", msg)
+                .primary(vspan.range(), "this value")
+                .help(help)
                 .into()
+        };
+        let wrong_type = |want: &str| -> Flow {
+            Diagnostic::error(
+                "E0203",
+                format!("`{pname}` takes {want}, not a {}", v.type_name()),
+            )
+            .primary(vspan.range(), format!("a {}", v.type_name()))
+            .help(format!("e.g. `{}`", def.example))
+            .into()
         };
         let sym_text = |v: &Value| -> Option<String> {
             match v {
@@ -592,38 +790,63 @@ impl Eval<'_> {
         Ok(match kind {
             Kind::Count => match v {
                 Value::Int(i) if *i >= 0 => (X::Int(*i), None),
-                Value::Int(i) => return Err(bad_value(format!("`{pname}` cannot be {i}"), "counts are zero or more".into())),
+                Value::Int(i) => {
+                    return Err(bad_value(
+                        format!("`{pname}` cannot be {i}"),
+                        "counts are zero or more".into(),
+                    ));
+                }
                 Value::Quantity(..) => {
-                    return Err(Diagnostic::error("E0204", format!("`{pname}` is a plain count and takes no unit"))
-                        .primary(vspan.range(), "has a unit")
-                        .help(format!("e.g. `{}`", def.example))
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0204",
+                        format!("`{pname}` is a plain count and takes no unit"),
+                    )
+                    .primary(vspan.range(), "has a unit")
+                    .help(format!("e.g. `{}`", def.example))
+                    .into());
                 }
                 _ => return Err(wrong_type("a whole number")),
             },
             Kind::Int(lo, hi) => match v {
                 Value::Int(i) if (lo..=hi).contains(i) => (X::Int(*i), None),
-                Value::Int(i) => return Err(bad_value(format!("`{pname}` cannot be {i}"), format!("`{pname}` is between {lo} and {hi}"))),
+                Value::Int(i) => {
+                    return Err(bad_value(
+                        format!("`{pname}` cannot be {i}"),
+                        format!("`{pname}` is between {lo} and {hi}"),
+                    ));
+                }
                 _ => return Err(wrong_type("a whole number")),
             },
             Kind::Quantity(unit) => match v {
                 Value::Quantity(q, u) if *u == unit => {
                     if *q < 0 {
-                        return Err(bad_value(format!("`{pname}` cannot be negative"), format!("e.g. `{}`", def.example)));
+                        return Err(bad_value(
+                            format!("`{pname}` cannot be negative"),
+                            format!("e.g. `{}`", def.example),
+                        ));
                     }
                     (X::Int(*q), Some(unit))
                 }
                 Value::Quantity(_, u) => {
-                    return Err(Diagnostic::error("E0204", format!("`{pname}` takes {}, not {}", unit_noun(unit), unit_noun(*u)))
-                        .primary(vspan.range(), format!("{} here", unit_noun(*u)))
-                        .help(format!("use {}, e.g. `{}`", unit_funcs(unit), def.example))
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0204",
+                        format!("`{pname}` takes {}, not {}", unit_noun(unit), unit_noun(*u)),
+                    )
+                    .primary(vspan.range(), format!("{} here", unit_noun(*u)))
+                    .help(format!("use {}, e.g. `{}`", unit_funcs(unit), def.example))
+                    .into());
                 }
                 Value::Int(_) | Value::Float(_) => {
-                    return Err(Diagnostic::error("E0204", format!("`{pname}` needs a unit"))
-                        .primary(vspan.range(), "bare number")
-                        .help(format!("say which unit with {}, e.g. `{}`", unit_funcs(unit), def.example))
-                        .into());
+                    return Err(
+                        Diagnostic::error("E0204", format!("`{pname}` needs a unit"))
+                            .primary(vspan.range(), "bare number")
+                            .help(format!(
+                                "say which unit with {}, e.g. `{}`",
+                                unit_funcs(unit),
+                                def.example
+                            ))
+                            .into(),
+                    );
                 }
                 _ => return Err(wrong_type(unit_noun(unit))),
             },
@@ -634,7 +857,12 @@ impl Eval<'_> {
             Kind::Text => match v {
                 Value::Str(s) if !s.is_empty() => (X::Text(s.to_string()), None),
                 Value::Sym(s) => (X::Text(s.to_string()), None),
-                Value::Str(_) => return Err(bad_value(format!("`{pname}` cannot be empty"), format!("e.g. `{}`", def.example))),
+                Value::Str(_) => {
+                    return Err(bad_value(
+                        format!("`{pname}` cannot be empty"),
+                        format!("e.g. `{}`", def.example),
+                    ));
+                }
                 _ => return Err(wrong_type("a string")),
             },
             Kind::Enum(allowed) => match sym_text(v) {
@@ -651,7 +879,9 @@ impl Eval<'_> {
             Kind::Nic => match sym_text(v) {
                 Some(t) => match props::nic(&t) {
                     Some(n) => {
-                        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && n.class != NicClass::Physical {
+                        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+                            && n.class != NicClass::Physical
+                        {
                             return Err(bad_value(
                                 format!("`{t}` has no order, so `{}` does not apply", op.as_str()),
                                 "only physical NIC models are ordered: connectx3 < connectx4 < connectx5 < connectx6 < connectx6dx < connectx7; x520 < x710 < e810".into(),
@@ -663,31 +893,55 @@ impl Eval<'_> {
                         let names = props::NICS.iter().map(|n| n.name);
                         let help = match did_you_mean(&t, names) {
                             Some(s) => format!("did you mean `{s}`?"),
-                            None => format!("NIC values: {}", props::NICS.iter().map(|n| n.name).collect::<Vec<_>>().join(", ")),
+                            None => format!(
+                                "NIC values: {}",
+                                props::NICS
+                                    .iter()
+                                    .map(|n| n.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
                         };
-                        return Err(bad_value(format!("`{t}` is not a NIC model or attachment"), help));
+                        return Err(bad_value(
+                            format!("`{t}` is not a NIC model or attachment"),
+                            help,
+                        ));
                     }
                 },
                 None => return Err(wrong_type("a NIC model such as virtio or connectx5")),
             },
             Kind::Fraction => match v {
                 Value::Int(_) | Value::Float(_) => {
-                    let f = if let Value::Int(i) = v { *i as f64 } else if let Value::Float(f) = v { *f } else { 0.0 };
+                    let f = if let Value::Int(i) = v {
+                        *i as f64
+                    } else if let Value::Float(f) = v {
+                        *f
+                    } else {
+                        0.0
+                    };
                     if !(0.0..=1.0).contains(&f) {
-                        return Err(bad_value(format!("`{pname}` must be between 0 and 1, not {}", crate::value::fmt_float(f)), "a loss rate is a fraction: 0.01 is 1%".into()));
+                        return Err(bad_value(
+                            format!(
+                                "`{pname}` must be between 0 and 1, not {}",
+                                crate::value::fmt_float(f)
+                            ),
+                            "a loss rate is a fraction: 0.01 is 1%".into(),
+                        ));
                     }
                     (X::Float(f), None)
                 }
                 _ => return Err(wrong_type("a fraction between 0 and 1")),
             },
-            Kind::Factor => match v {
-                Value::Int(i) if *i >= 1 => (X::Int(*i), None),
-                Value::Float(f) if *f >= 1.0 && f.is_finite() => (X::Float(*f), None),
-                Value::Int(_) | Value::Float(_) => {
-                    return Err(bad_value(format!("`{pname}` must be at least 1"), "a time dilation factor of 10 makes the guest's clock run 10 times slower".into()));
+            Kind::Factor => {
+                match v {
+                    Value::Int(i) if *i >= 1 => (X::Int(*i), None),
+                    Value::Float(f) if *f >= 1.0 && f.is_finite() => (X::Float(*f), None),
+                    Value::Int(_) | Value::Float(_) => {
+                        return Err(bad_value(format!("`{pname}` must be at least 1"), "a time dilation factor of 10 makes the guest's clock run 10 times slower".into()));
+                    }
+                    _ => return Err(wrong_type("a number of at least 1")),
                 }
-                _ => return Err(wrong_type("a number of at least 1")),
-            },
+            }
             Kind::Membus => match v {
                 Value::Membus(m) => (X::Membus(*m), None),
                 _ => return Err(wrong_type("a memory bus such as ddr4(2400)")),
@@ -701,7 +955,14 @@ impl Eval<'_> {
 
     // ---- methods and attributes ------------------------------------------
 
-    pub fn api_method(&mut self, recv: Value, name: Sym, nspan: Span, _ospan: Span, a: Args) -> R<Value> {
+    pub fn api_method(
+        &mut self,
+        recv: Value,
+        name: Sym,
+        nspan: Span,
+        _ospan: Span,
+        a: Args,
+    ) -> R<Value> {
         let m: &str = self.name(name);
         match (&recv, m) {
             (Value::Topo(t), "node" | "device") => {
@@ -730,30 +991,58 @@ impl Eval<'_> {
                 let mut nodes: Vec<u32> = Vec::with_capacity(members.len());
                 for v in &members {
                     let Value::Node(n) = v else {
-                        return Err(Diagnostic::error("E0203", format!("connect() needs a list of nodes, found a {}", v.type_name()))
-                            .primary(a.span_of(0).range(), "not all nodes")
-                            .help("pass nodes made with net.node(...): net.connect([a, b])")
-                            .into());
+                        return Err(Diagnostic::error(
+                            "E0203",
+                            format!("connect() needs a list of nodes, found a {}", v.type_name()),
+                        )
+                        .primary(a.span_of(0).range(), "not all nodes")
+                        .help("pass nodes made with net.node(...): net.connect([a, b])")
+                        .into());
                     };
                     if self.model.nodes[*n as usize].topo != t {
-                        return Err(Diagnostic::error("E0216", format!("node `{}` belongs to another topology", self.model.node_name(*n)))
-                            .primary(a.span_of(0).range(), "connected here")
-                            .secondary(self.model.nodes[*n as usize].span.range(), "created here")
-                            .into());
+                        return Err(Diagnostic::error(
+                            "E0216",
+                            format!(
+                                "node `{}` belongs to another topology",
+                                self.model.node_name(*n)
+                            ),
+                        )
+                        .primary(a.span_of(0).range(), "connected here")
+                        .secondary(self.model.nodes[*n as usize].span.range(), "created here")
+                        .into());
                     }
                     if let Some(dup) = nodes.iter().find(|x| **x == *n) {
-                        return Err(Diagnostic::error("E0207", format!("node `{}` appears twice on one link", self.model.node_name(*dup)))
-                            .primary(a.span_of(0).range(), "repeated node")
-                            .help("a node joins a link once; to give it two interfaces, make two links")
-                            .into());
+                        return Err(Diagnostic::error(
+                            "E0207",
+                            format!(
+                                "node `{}` appears twice on one link",
+                                self.model.node_name(*dup)
+                            ),
+                        )
+                        .primary(a.span_of(0).range(), "repeated node")
+                        .help("a node joins a link once; to give it two interfaces, make two links")
+                        .into());
                     }
                     nodes.push(*n);
                 }
                 if nodes.len() < 2 {
-                    return Err(Diagnostic::error("E0207", format!("a link needs at least two nodes, this one has {}", nodes.len()))
-                        .primary(a.span_of(0).range(), format!("{} node{}", nodes.len(), if nodes.len() == 1 { "" } else { "s" }))
-                        .help("connect two nodes for a point-to-point link, or more for a LAN")
-                        .into());
+                    return Err(Diagnostic::error(
+                        "E0207",
+                        format!(
+                            "a link needs at least two nodes, this one has {}",
+                            nodes.len()
+                        ),
+                    )
+                    .primary(
+                        a.span_of(0).range(),
+                        format!(
+                            "{} node{}",
+                            nodes.len(),
+                            if nodes.len() == 1 { "" } else { "s" }
+                        ),
+                    )
+                    .help("connect two nodes for a point-to-point link, or more for a LAN")
+                    .into());
                 }
                 let cons = self.constraints(&a, 1, Target::Link, m)?;
                 self.charge(128 + 96 * nodes.len() as u64, a.span)?;
@@ -763,11 +1052,21 @@ impl Eval<'_> {
                         let nd = &mut self.model.nodes[*n as usize];
                         let socket = nd.sockets;
                         nd.sockets += 1;
-                        EpData { node: *n, socket, addrs: Vec::new(), constraints: Vec::new() }
+                        EpData {
+                            node: *n,
+                            socket,
+                            addrs: Vec::new(),
+                            constraints: Vec::new(),
+                        }
                     })
                     .collect();
                 let id = self.model.links.len() as u32;
-                self.model.links.push(LinkData { span: a.span, endpoints, constraints: cons, properties: new_dict() });
+                self.model.links.push(LinkData {
+                    span: a.span,
+                    endpoints,
+                    constraints: cons,
+                    properties: new_dict(),
+                });
                 self.model.topos[t as usize].links.push(id);
                 Ok(Value::Link(id))
             }
@@ -786,19 +1085,31 @@ impl Eval<'_> {
                 self.arity(&a, m, 2, 2)?;
                 let proto = match &a.pos[0] {
                     Value::Sym(s) if props::PROTOCOLS.contains(s) => *s,
-                    Value::Str(s) if props::PROTOCOLS.contains(&&**s) => props::symbol(s).unwrap_or("tcp"),
+                    Value::Str(s) if props::PROTOCOLS.contains(&&**s) => {
+                        props::symbol(s).unwrap_or("tcp")
+                    }
                     other => {
-                        return Err(Diagnostic::error("E0218", format!("{} is not an ingress protocol", self.repr(other)))
-                            .primary(a.span_of(0).range(), "protocol")
-                            .help(format!("one of: {}", props::PROTOCOLS.join(", ")))
-                            .into());
+                        return Err(Diagnostic::error(
+                            "E0218",
+                            format!("{} is not an ingress protocol", self.repr(other)),
+                        )
+                        .primary(a.span_of(0).range(), "protocol")
+                        .help(format!("one of: {}", props::PROTOCOLS.join(", ")))
+                        .into());
                     }
                 };
                 let port = self.int_arg(&a, 1, m)?;
                 let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
-                    self.fail("E0218", a.span_of(1), format!("{port} is not a port number"), "ports are 1 to 65535")
+                    self.fail(
+                        "E0218",
+                        a.span_of(1),
+                        format!("{port} is not a port number"),
+                        "ports are 1 to 65535",
+                    )
                 })?;
-                self.model.nodes[n as usize].ingress.push((proto, port, a.span));
+                self.model.nodes[n as usize]
+                    .ingress
+                    .push((proto, port, a.span));
                 Ok(Value::None)
             }
             (Value::Link(l), "spec") => {
@@ -808,7 +1119,9 @@ impl Eval<'_> {
             }
             (Value::Endpoint(l, e), "spec") => {
                 let cons = self.constraints(&a, 0, Target::Endpoint, m)?;
-                self.model.links[*l as usize].endpoints[*e as usize].constraints.extend(cons);
+                self.model.links[*l as usize].endpoints[*e as usize]
+                    .constraints
+                    .extend(cons);
                 Ok(recv)
             }
             _ => {
@@ -825,25 +1138,45 @@ impl Eval<'_> {
             (Value::Topo(_), "node" | "device" | "connect" | "spec") => method(&o),
             (Value::Topo(t), "name") => Ok(Value::str(self.model.topo_name(*t))),
             (Value::Topo(t), "nodes") => Ok(Value::list(self.model.topo_nodes(*t))),
-            (Value::Topo(t), "links") => Ok(Value::list(self.model.topos[*t as usize].links.iter().map(|l| Value::Link(*l)).collect())),
+            (Value::Topo(t), "links") => Ok(Value::list(
+                self.model.topos[*t as usize]
+                    .links
+                    .iter()
+                    .map(|l| Value::Link(*l))
+                    .collect(),
+            )),
             (Value::Node(_), "spec" | "ingress") => method(&o),
             (Value::Node(n), "name") => Ok(Value::Str(self.model.nodes[*n as usize].name.clone())),
-            (Value::Node(n), "properties") => Ok(Value::Dict(self.model.nodes[*n as usize].properties.clone())),
+            (Value::Node(n), "properties") => Ok(Value::Dict(
+                self.model.nodes[*n as usize].properties.clone(),
+            )),
             (Value::Link(_), "spec") => method(&o),
             (Value::Link(l), "name") => Ok(Value::str(&self.model.link_name(*l))),
             (Value::Link(l), "nodes") => Ok(Value::list(self.model.link_nodes(*l))),
             (Value::Link(l), "endpoints") => {
                 let n = self.model.links[*l as usize].endpoints.len() as u32;
-                Ok(Value::list((0..n).map(|e| Value::Endpoint(*l, e)).collect()))
+                Ok(Value::list(
+                    (0..n).map(|e| Value::Endpoint(*l, e)).collect(),
+                ))
             }
-            (Value::Link(l), "properties") => Ok(Value::Dict(self.model.links[*l as usize].properties.clone())),
+            (Value::Link(l), "properties") => Ok(Value::Dict(
+                self.model.links[*l as usize].properties.clone(),
+            )),
             (Value::Endpoint(..), "spec") => method(&o),
             (Value::Endpoint(l, e), "socket") => Ok(Value::Socket(*l, *e)),
-            (Value::Endpoint(l, e), "node") => Ok(Value::Node(self.model.links[*l as usize].endpoints[*e as usize].node)),
-            (Value::Socket(l, e), "addrs") => Ok(Value::list(
-                self.model.links[*l as usize].endpoints[*e as usize].addrs.iter().map(|(a, _)| Value::str(a)).collect(),
+            (Value::Endpoint(l, e), "node") => Ok(Value::Node(
+                self.model.links[*l as usize].endpoints[*e as usize].node,
             )),
-            (Value::Socket(l, e), "index") => Ok(Value::Int(self.model.links[*l as usize].endpoints[*e as usize].socket as i64)),
+            (Value::Socket(l, e), "addrs") => Ok(Value::list(
+                self.model.links[*l as usize].endpoints[*e as usize]
+                    .addrs
+                    .iter()
+                    .map(|(a, _)| Value::str(a))
+                    .collect(),
+            )),
+            (Value::Socket(l, e), "index") => Ok(Value::Int(
+                self.model.links[*l as usize].endpoints[*e as usize].socket as i64,
+            )),
             _ => {
                 let known = match o {
                     Value::Topo(_) => TOPO_ATTRS,
@@ -864,14 +1197,26 @@ impl Eval<'_> {
                 let items = match &v {
                     Value::Str(_) => vec![v.clone()],
                     Value::List(_) | Value::Tuple(_) => self.iterate(&v, vspan)?,
-                    other => return Err(self.type_error(vspan, format!("addresses are strings such as ip4('10.0.0.1/24'), not a {}", other.type_name()))),
+                    other => {
+                        return Err(self.type_error(
+                            vspan,
+                            format!(
+                                "addresses are strings such as ip4('10.0.0.1/24'), not a {}",
+                                other.type_name()
+                            ),
+                        ));
+                    }
                 };
                 let mut addrs = Vec::with_capacity(items.len());
                 for it in items {
                     let Value::Str(s) = it else {
-                        return Err(self.type_error(vspan, format!("addresses are strings, not a {}", it.type_name())));
+                        return Err(self.type_error(
+                            vspan,
+                            format!("addresses are strings, not a {}", it.type_name()),
+                        ));
                     };
-                    let (addr, len) = parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
+                    let (addr, len) =
+                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
                     addrs.push((fmt_cidr(addr, len), vspan));
                 }
                 self.charge(64 * addrs.len() as u64, vspan)?;
@@ -880,7 +1225,10 @@ impl Eval<'_> {
             }
             (Value::Node(x), "properties") | (Value::Link(x), "properties") => {
                 let Value::Dict(d) = v else {
-                    return Err(self.type_error(vspan, format!("properties is a dict, not a {}", v.type_name())));
+                    return Err(self.type_error(
+                        vspan,
+                        format!("properties is a dict, not a {}", v.type_name()),
+                    ));
                 };
                 if matches!(o, Value::Node(_)) {
                     self.model.nodes[*x as usize].properties = d;
@@ -889,38 +1237,61 @@ impl Eval<'_> {
                 }
                 Ok(())
             }
-            (Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) | Value::Socket(..), _) => {
-                Err(Diagnostic::error("E0202", format!("cannot set `{n}` on a {}", o.type_name()))
-                    .primary(nspan.range(), "not settable")
-                    .help(match o {
-                        Value::Socket(..) => "a socket's settable attribute is `addrs`",
-                        Value::Node(_) | Value::Link(_) => "constrain with `.spec(...)`; free-form data goes in `.properties['key']`",
-                        _ => "constrain with `.spec(...)`",
-                    })
-                    .into())
-            }
-            _ => Err(self.type_error(nspan, format!("a {} has no settable attributes", o.type_name()))),
+            (
+                Value::Topo(_)
+                | Value::Node(_)
+                | Value::Link(_)
+                | Value::Endpoint(..)
+                | Value::Socket(..),
+                _,
+            ) => Err(Diagnostic::error(
+                "E0202",
+                format!("cannot set `{n}` on a {}", o.type_name()),
+            )
+            .primary(nspan.range(), "not settable")
+            .help(match o {
+                Value::Socket(..) => "a socket's settable attribute is `addrs`",
+                Value::Node(_) | Value::Link(_) => {
+                    "constrain with `.spec(...)`; free-form data goes in `.properties['key']`"
+                }
+                _ => "constrain with `.spec(...)`",
+            })
+            .into()),
+            _ => Err(self.type_error(
+                nspan,
+                format!("a {} has no settable attributes", o.type_name()),
+            )),
         }
     }
 
     /// `link[node]`.
     pub fn endpoint_of(&mut self, l: u32, k: &Value, kspan: Span, _span: Span) -> R<Value> {
         let Value::Node(n) = k else {
-            return Err(Diagnostic::error("E0203", format!("a link is indexed by a node, not a {}", k.type_name()))
-                .primary(kspan.range(), "not a node")
-                .help("write link[a] where a = net.node('a')")
-                .into());
+            return Err(Diagnostic::error(
+                "E0203",
+                format!("a link is indexed by a node, not a {}", k.type_name()),
+            )
+            .primary(kspan.range(), "not a node")
+            .help("write link[a] where a = net.node('a')")
+            .into());
         };
         let link = &self.model.links[l as usize];
         match link.endpoints.iter().position(|e| e.node == *n) {
             Some(e) => Ok(Value::Endpoint(l, e as u32)),
             None => {
-                let names: Vec<String> = link.endpoints.iter().map(|e| format!("`{}`", self.model.node_name(e.node))).collect();
-                Err(Diagnostic::error("E0208", format!("node `{}` is not on this link", self.model.node_name(*n)))
-                    .primary(kspan.range(), "not an endpoint of the link")
-                    .secondary(link.span.range(), "link created here")
-                    .help(format!("the link joins {}", names.join(", ")))
-                    .into())
+                let names: Vec<String> = link
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("`{}`", self.model.node_name(e.node)))
+                    .collect();
+                Err(Diagnostic::error(
+                    "E0208",
+                    format!("node `{}` is not on this link", self.model.node_name(*n)),
+                )
+                .primary(kspan.range(), "not an endpoint of the link")
+                .secondary(link.span.range(), "link created here")
+                .help(format!("the link joins {}", names.join(", ")))
+                .into())
             }
         }
     }

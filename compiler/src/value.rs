@@ -130,7 +130,9 @@ impl Key {
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Key::Int(*f as i64),
             Value::Float(f) => Key::Float(f.to_bits()),
             Value::Str(s) => Key::Str(s.clone()),
-            Value::Tuple(t) => Key::Tuple(t.iter().map(Key::of).collect::<Option<Vec<_>>>()?.into()),
+            Value::Tuple(t) => {
+                Key::Tuple(t.iter().map(Key::of).collect::<Option<Vec<_>>>()?.into())
+            }
             Value::Node(n) => Key::Obj(0, *n, 0),
             Value::Link(l) => Key::Obj(1, *l, 0),
             Value::Topo(t) => Key::Obj(2, *t, 0),

@@ -271,7 +271,10 @@ mod tests {
             assert!(c.code.len() == 5, "{}", c.code);
             assert!(!c.explanation.trim().is_empty(), "{} undocumented", c.code);
             assert!(
-                c.summary.chars().next().is_some_and(|ch| !ch.is_uppercase()),
+                c.summary
+                    .chars()
+                    .next()
+                    .is_some_and(|ch| !ch.is_uppercase()),
                 "{} summary must start lowercase",
                 c.code
             );

@@ -231,7 +231,10 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
         Ok(()) => Status::Success,
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Status::Success,
         Err(err) => {
-            let to = args.output.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+            let to = args
+                .output
+                .as_ref()
+                .map_or("stdout".to_string(), |p| p.display().to_string());
             eprintln!("error: cannot write {to}: {err}");
             Status::Error
         }

@@ -28,7 +28,9 @@ pub const SCHEMA_VERSION: &str = "0.1";
 
 /// A byte range `[start, end)` into the model's source file. Serialized as a
 /// two-element array to keep large documents small.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(from = "[u32; 2]", into = "[u32; 2]")]
 pub struct Span {
     /// First byte of the range.
@@ -232,7 +234,9 @@ pub struct Constraint {
 }
 
 /// A comparison operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Op {
     /// `==`
     #[serde(rename = "==")]
@@ -331,7 +335,9 @@ pub enum Value {
 }
 
 /// A memory bus: DDR generation and transfer rate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Membus {
     /// DDR generation (3, 4, 5).
     pub ddr: u8,
@@ -340,7 +346,9 @@ pub struct Membus {
 }
 
 /// A PCIe link: generation and lane count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Pcie {
     /// PCIe generation (1..6).
     pub r#gen: u8,
@@ -362,7 +370,10 @@ pub fn to_json_pretty<T: Serialize>(doc: &T) -> String {
 }
 
 /// [`to_json_pretty`], streamed to a writer.
-pub fn write_json_pretty<T: Serialize, W: std::io::Write>(doc: &T, w: &mut W) -> std::io::Result<()> {
+pub fn write_json_pretty<T: Serialize, W: std::io::Write>(
+    doc: &T,
+    w: &mut W,
+) -> std::io::Result<()> {
     let mut ser = serde_json::Serializer::with_formatter(&mut *w, Compact::default());
     doc.serialize(&mut ser).map_err(std::io::Error::other)?;
     w.write_all(b"\n")
@@ -389,9 +400,18 @@ impl Compact {
     }
 
     /// Pays the owed separator before a scalar (inline) or container (block).
-    fn settle<W: ?Sized + std::io::Write>(&mut self, w: &mut W, container: bool) -> std::io::Result<()> {
-        let Some(first) = self.pending.take() else { return Ok(()) };
-        let block = self.arrays.last_mut().expect("pending only inside an array");
+    fn settle<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        container: bool,
+    ) -> std::io::Result<()> {
+        let Some(first) = self.pending.take() else {
+            return Ok(());
+        };
+        let block = self
+            .arrays
+            .last_mut()
+            .expect("pending only inside an array");
         if container {
             *block = true;
         }
@@ -441,7 +461,11 @@ impl serde_json::ser::Formatter for Compact {
         w.write_all(b"]")
     }
 
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        _w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         self.pending = Some(first);
         Ok(())
     }
@@ -466,7 +490,11 @@ impl serde_json::ser::Formatter for Compact {
         w.write_all(b"}")
     }
 
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if let Some(top) = self.arrays.last_mut() {
             *top = true;
         }

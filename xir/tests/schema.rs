@@ -21,7 +21,8 @@ fn experiment_schema_is_current() {
 
 #[test]
 fn schema_version_is_in_the_schema_doc() {
-    let schema: serde_json::Value = serde_json::from_str(&mx_xir::experiment_schema()).expect("valid JSON");
+    let schema: serde_json::Value =
+        serde_json::from_str(&mx_xir::experiment_schema()).expect("valid JSON");
     assert_eq!(schema["title"], "Experiment");
     assert!(schema["properties"]["xir"].is_object());
 }
