@@ -307,7 +307,18 @@ impl Eval<'_> {
         let mut a = self.expr(first)?;
         let mut aspan = first.span;
         for (op, rhs) in rest {
-            let b = self.expr(rhs)?;
+            let b = match self.expr(rhs) {
+                Ok(b) => b,
+                // `arch == sparc`: an unknown bare word compared with a
+                // property is a bad value for it, not just an unknown name.
+                Err(Flow::Err(d)) if d.code == "E0201" && matches!(a, Value::Prop(_)) => {
+                    if let (ExprKind::Name(s), Value::Prop(p)) = (&rhs.kind, &a) {
+                        return Err(self.unknown_symbol(*p, self.name(*s), rhs.span, *d));
+                    }
+                    return Err(Flow::Err(d));
+                }
+                Err(e) => return Err(e),
+            };
             if matches!(a, Value::Prop(_)) || matches!(b, Value::Prop(_)) {
                 if rest.len() > 1 {
                     return Err(Diagnostic::error(

@@ -61,6 +61,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
             _ => {}
         }
         let mut broken = false;
+        let mut unterminated = false;
         // Tabs and spaces may not be mixed: widths would be ambiguous.
         for (k, &c) in b[indent.clone()].iter().enumerate() {
             let c = if c == b'\x0C' { b' ' } else { c };
@@ -158,6 +159,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                     Ok(next) => i = next,
                     Err(next) => {
                         broken = true;
+                        unterminated = true;
                         let triple = b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&c);
                         diags.push(
                             Diagnostic::error("E0103", "unterminated string")
@@ -186,7 +188,9 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                 _ => i += 1,
             }
         }
-        if let Some(&(open, at)) = stack.first() {
+        // An unterminated string swallows the rest of the line, closers
+        // included; one error for it is enough.
+        if let Some(&(open, at)) = stack.first().filter(|_| !unterminated) {
             broken = true;
             // The innermost unclosed bracket is the likely culprit.
             let (open, at) = stack.last().copied().unwrap_or((open, at));

@@ -85,6 +85,8 @@ enum Item {
     Broken {
         header: bool,
     },
+    /// Already moved into the tree.
+    Taken,
 }
 
 struct Header {
@@ -814,8 +816,9 @@ impl LineParser<'_> {
                 };
                 if it.peek().is_some() {
                     // A comprehension: exactly one element before `for`.
+                    let several = items.clone().into_inner().count() > 1;
                     let elt = self.exprlist(items, base)?;
-                    if matches!(elt.kind, ExprKind::Tuple(_)) {
+                    if several {
                         return Err(Fail(
                             Diagnostic::error(
                                 "E0101",
@@ -1528,7 +1531,15 @@ impl Blocks<'_> {
                     let at = l.start;
                     let prev_broken =
                         self.pos > 0 && matches!(self.items[self.pos - 1], Item::Broken { .. });
-                    if !prev_broken {
+                    let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
+                    if after_block {
+                        // Dedented out of a block, but not to any enclosing level.
+                        self.diags.push(
+                            Diagnostic::error("E0105", "indentation does not match any enclosing block")
+                                .primary(l.indent.start..at, "dedented to here")
+                                .help("dedent to exactly the indentation of an enclosing block"),
+                        );
+                    } else if !prev_broken {
                         self.diags.push(
                             Diagnostic::error("E0105", "unexpected indentation")
                                 .primary(l.indent.start..at, "this line is indented more than the block it is in")
@@ -1556,8 +1567,9 @@ impl Blocks<'_> {
             }
             let idx = self.pos;
             self.pos += 1;
-            let item = std::mem::replace(&mut self.items[idx], Item::Broken { header: false });
+            let item = std::mem::replace(&mut self.items[idx], Item::Taken);
             match item {
+                Item::Taken => {}
                 Item::Simple(stmts) => out.extend(stmts),
                 Item::Broken { header } => {
                     self.items[idx] = Item::Broken { header };

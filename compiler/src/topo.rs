@@ -623,6 +623,32 @@ impl Eval<'_> {
         Ok(())
     }
 
+    /// `arch == sparc` where `sparc` names nothing: for properties that take
+    /// symbols, say which values are allowed; otherwise keep E0201.
+    pub fn unknown_symbol(&self, prop: u8, word: &str, span: Span, undefined: Diagnostic) -> Flow {
+        let def = &PROPS[prop as usize];
+        let allowed: Vec<&str> = match def.kind {
+            Kind::Enum(_) if def.name == "emulation" => EMULATION_ANY.to_vec(),
+            Kind::Enum(vals) => vals.to_vec(),
+            Kind::Nic => props::NICS.iter().map(|n| n.name).collect(),
+            Kind::Text => {
+                return Diagnostic::error("E0201", format!("`{word}` is not defined"))
+                    .primary(span.range(), "not defined")
+                    .help(format!("`{}` takes a string: quote it, `{} == '{word}'`", def.name, def.name))
+                    .into();
+            }
+            _ => return undefined.into(),
+        };
+        let mut help = format!("`{}` is one of: {}", def.name, allowed.join(", "));
+        if let Some(s) = did_you_mean(word, allowed.iter().copied()) {
+            help = format!("did you mean `{s}`? {help}");
+        }
+        Diagnostic::error("E0218", format!("`{word}` is not a valid `{}`", def.name))
+            .primary(span.range(), "unknown value")
+            .help(help)
+            .into()
+    }
+
     /// A comparison with a property becomes a constraint.
     pub fn make_constraint(
         &mut self,
@@ -882,10 +908,10 @@ impl Eval<'_> {
                         if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
                             && n.class != NicClass::Physical
                         {
-                            return Err(bad_value(
-                                format!("`{t}` has no order, so `{}` does not apply", op.as_str()),
-                                "only physical NIC models are ordered: connectx3 < connectx4 < connectx5 < connectx6 < connectx6dx < connectx7; x520 < x710 < e810".into(),
-                            ));
+                            return Err(Diagnostic::error("E0203", format!("`{t}` has no order, so `{}` does not apply", op.as_str()))
+                                .primary(vspan.range(), "not an ordered NIC model")
+                                .help("only physical NIC models are ordered: connectx3 < connectx4 < connectx5 < connectx6 < connectx6dx < connectx7; x520 < x710 < e810")
+                                .into());
                         }
                         (X::Text(t), None)
                     }
