@@ -405,7 +405,9 @@ impl Eval<'_> {
                 items.iter().any(|x| values_eq(x, item))
             }
             other => {
-                return Err(self.type_error(span, format!("a {} has no members", other.type_name())));
+                return Err(
+                    self.type_error(span, format!("a {} has no members", other.type_name()))
+                );
             }
         })
     }
@@ -1370,8 +1372,10 @@ impl Eval<'_> {
                     Value::Float(f) => Value::Float(f.abs()),
                     Value::Quantity(q, u) => Value::Quantity(q.abs(), *u),
                     other => {
-                        return Err(self
-                            .type_error(a.span_of(0), format!("abs() of a {}", other.type_name())));
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("abs() of a {}", other.type_name()),
+                        ));
                     }
                 }
             }

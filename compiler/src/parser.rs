@@ -1535,9 +1535,12 @@ impl Blocks<'_> {
                     if after_block {
                         // Dedented out of a block, but not to any enclosing level.
                         self.diags.push(
-                            Diagnostic::error("E0105", "indentation does not match any enclosing block")
-                                .primary(l.indent.start..at, "dedented to here")
-                                .help("dedent to exactly the indentation of an enclosing block"),
+                            Diagnostic::error(
+                                "E0105",
+                                "indentation does not match any enclosing block",
+                            )
+                            .primary(l.indent.start..at, "dedented to here")
+                            .help("dedent to exactly the indentation of an enclosing block"),
                         );
                     } else if !prev_broken {
                         self.diags.push(

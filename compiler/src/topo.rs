@@ -634,7 +634,10 @@ impl Eval<'_> {
             Kind::Text => {
                 return Diagnostic::error("E0201", format!("`{word}` is not defined"))
                     .primary(span.range(), "not defined")
-                    .help(format!("`{}` takes a string: quote it, `{} == '{word}'`", def.name, def.name))
+                    .help(format!(
+                        "`{}` takes a string: quote it, `{} == '{word}'`",
+                        def.name, def.name
+                    ))
                     .into();
             }
             _ => return undefined.into(),
