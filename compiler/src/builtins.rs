@@ -14,6 +14,7 @@ use mx_xir::{Membus, Pcie, Span, Unit};
 use crate::ast::*;
 use crate::eval::{Args, Eval, Flow, R, did_you_mean};
 use crate::value::*;
+use crate::eval::VALUE_BYTES;
 
 const STR_METHODS: &[&str] = &[
     "join",
@@ -208,14 +209,15 @@ impl Eval<'_> {
             }
             (V::Str(f), _) if op == Mod => V::Str(self.percent(f, &b, ls, rs)?.into()),
             (V::List(x), V::List(y)) if op == Add => {
+                // Charged before building, so a doubling list stops at the limit.
+                self.check_size((x.borrow().len() + y.borrow().len()) as u128 * VALUE_BYTES as u128, span)?;
                 let mut v = x.borrow().clone();
                 v.extend(y.borrow().iter().cloned());
-                self.charge(v.len() as u64 * 16, span)?;
                 V::list(v)
             }
             (V::Tuple(x), V::Tuple(y)) if op == Add => {
+                self.check_size((x.len() + y.len()) as u128 * VALUE_BYTES as u128, span)?;
                 let v: Vec<Value> = x.iter().chain(y.iter()).cloned().collect();
-                self.charge(v.len() as u64 * 16, span)?;
                 V::Tuple(v.into())
             }
             (V::List(_) | V::Tuple(_), V::Int(n)) | (V::Int(n), V::List(_) | V::Tuple(_))
@@ -224,7 +226,7 @@ impl Eval<'_> {
                 let seq = if matches!(a, V::Int(_)) { &b } else { &a };
                 let items = self.iterate(seq, span)?;
                 let n = (*n).max(0) as u128;
-                self.check_size(items.len() as u128 * n * 16, span)?;
+                self.check_size(items.len() as u128 * n * VALUE_BYTES as u128, span)?;
                 let mut v = Vec::with_capacity(items.len() * n as usize);
                 for _ in 0..n {
                     v.extend(items.iter().cloned());
@@ -1787,14 +1789,14 @@ impl Eval<'_> {
         Ok(match m {
             "append" => {
                 self.arity(a, m, 1, 1)?;
-                self.charge(16, span)?;
+                self.charge(VALUE_BYTES, span)?;
                 l.borrow_mut().push(a.pos[0].clone());
                 Value::None
             }
             "extend" => {
                 self.arity(a, m, 1, 1)?;
                 let items = self.iterate(&a.pos[0].clone(), a.span_of(0))?;
-                self.charge(items.len() as u64 * 16, span)?;
+                self.charge(items.len() as u64 * VALUE_BYTES, span)?;
                 l.borrow_mut().extend(items);
                 Value::None
             }
@@ -1803,7 +1805,7 @@ impl Eval<'_> {
                 let i = self.int_arg(a, 0, m)?;
                 let n = l.borrow().len() as i64;
                 let at = if i < 0 { (i + n).max(0) } else { i.min(n) } as usize;
-                self.charge(16, span)?;
+                self.charge(VALUE_BYTES, span)?;
                 l.borrow_mut().insert(at, a.pos[1].clone());
                 Value::None
             }

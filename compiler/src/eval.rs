@@ -27,6 +27,9 @@ use crate::value::*;
 /// never need more than a few levels.
 const MAX_CALL_DEPTH: u32 = 400;
 
+/// What one value in a list costs, for the memory budget.
+pub const VALUE_BYTES: u64 = std::mem::size_of::<Value>() as u64;
+
 /// Control flow out of a statement or expression.
 pub enum Flow {
     Err(Box<Diagnostic>),
@@ -317,7 +320,7 @@ impl<'a> Eval<'a> {
                     // `list += iterable` extends in place, as in Python.
                     (Value::List(l), BinOp::Add) => {
                         let items = self.iterate(&rhs, value.span)?;
-                        self.charge(items.len() as u64 * 16, s.span)?;
+                        self.charge(items.len() as u64 * VALUE_BYTES, s.span)?;
                         l.borrow_mut().extend(items);
                         cur.clone()
                     }
@@ -771,7 +774,7 @@ impl<'a> Eval<'a> {
                 let r = self.comprehend(comps, 0, e.span, &mut |ev| {
                     let v = ev.expr(elt)?;
                     out.push(v);
-                    ev.charge(16, e.span)
+                    ev.charge(VALUE_BYTES, e.span)
                 });
                 self.comp.truncate(base);
                 r?;
@@ -873,7 +876,7 @@ impl<'a> Eval<'a> {
             }
         }
         let span = items.first().map_or(Span::default(), |f| f.span);
-        self.charge(out.len() as u64 * 16 + 32, span)?;
+        self.charge(out.len() as u64 * VALUE_BYTES + 32, span)?;
         Ok(out)
     }
 
@@ -1190,7 +1193,7 @@ impl<'a> Eval<'a> {
             Value::Tuple(t) => t.to_vec(),
             Value::Range(a, b, s) => {
                 let n = range_len(*a, *b, *s);
-                self.check_size(n as u128 * 16, span)?;
+                self.check_size(n as u128 * VALUE_BYTES as u128, span)?;
                 (0..n).map(|k| Value::Int(a + k * s)).collect()
             }
             Value::Str(s) => {
@@ -1327,7 +1330,7 @@ impl<'a> Eval<'a> {
             Value::List(l) => {
                 let l = l.borrow();
                 let v: Vec<Value> = pick(l.len()).into_iter().map(|i| l[i].clone()).collect();
-                self.charge(v.len() as u64 * 16, span)?;
+                self.charge(v.len() as u64 * VALUE_BYTES, span)?;
                 Ok(Value::list(v))
             }
             Value::Tuple(t) => Ok(Value::Tuple(
