@@ -12,9 +12,9 @@ use mx_diag::Diagnostic;
 use mx_xir::{Membus, Pcie, Span, Unit};
 
 use crate::ast::*;
+use crate::eval::VALUE_BYTES;
 use crate::eval::{Args, Eval, Flow, R, did_you_mean};
 use crate::value::*;
-use crate::eval::VALUE_BYTES;
 
 const STR_METHODS: &[&str] = &[
     "join",
@@ -210,7 +210,10 @@ impl Eval<'_> {
             (V::Str(f), _) if op == Mod => V::Str(self.percent(f, &b, ls, rs)?.into()),
             (V::List(x), V::List(y)) if op == Add => {
                 // Charged before building, so a doubling list stops at the limit.
-                self.check_size((x.borrow().len() + y.borrow().len()) as u128 * VALUE_BYTES as u128, span)?;
+                self.check_size(
+                    (x.borrow().len() + y.borrow().len()) as u128 * VALUE_BYTES as u128,
+                    span,
+                )?;
                 let mut v = x.borrow().clone();
                 v.extend(y.borrow().iter().cloned());
                 V::list(v)
@@ -218,7 +221,7 @@ impl Eval<'_> {
             (V::Tuple(x), V::Tuple(y)) if op == Add => {
                 self.check_size((x.len() + y.len()) as u128 * VALUE_BYTES as u128, span)?;
                 let v: Vec<Value> = x.iter().chain(y.iter()).cloned().collect();
-                V::Tuple(v.into())
+                Value::tuple(v)
             }
             (V::List(_) | V::Tuple(_), V::Int(n)) | (V::Int(n), V::List(_) | V::Tuple(_))
                 if op == Mul =>
@@ -234,7 +237,7 @@ impl Eval<'_> {
                 if matches!(seq, V::List(_)) {
                     V::list(v)
                 } else {
-                    V::Tuple(v.into())
+                    Value::tuple(v)
                 }
             }
             (V::Dict(x), V::Dict(y)) if op == BitOr => {
@@ -242,7 +245,7 @@ impl Eval<'_> {
                 for (k, v) in y.borrow().iter() {
                     m.insert(k.clone(), v.clone());
                 }
-                V::Dict(Rc::new(RefCell::new(m)))
+                Value::dict(m)
             }
             (V::Quantity(x, u), V::Quantity(y, w)) if u == w => match op {
                 Add => V::Quantity(x.checked_add(*y).ok_or_else(|| self.overflow(span))?, *u),
@@ -344,8 +347,21 @@ impl Eval<'_> {
 
     pub fn compare(&mut self, op: CmpOp, a: &Value, b: &Value, ls: Span, rs: Span) -> R<bool> {
         Ok(match op {
-            CmpOp::Eq => values_eq(a, b),
-            CmpOp::Ne => !values_eq(a, b),
+            CmpOp::Eq | CmpOp::Ne => match eq_at(a, b, 0) {
+                Some(eq) => eq == (op == CmpOp::Eq),
+                None => {
+                    return Err(Diagnostic::error(
+                        "E0216",
+                        "these values nest too deeply to compare",
+                    )
+                    .primary(
+                        ls.to(rs).range(),
+                        format!("more than {MAX_COMPARE_DEPTH} levels of containers"),
+                    )
+                    .help("compare smaller parts of the structures")
+                    .into());
+                }
+            },
             CmpOp::Is => is_same(a, b),
             CmpOp::IsNot => !is_same(a, b),
             CmpOp::In => self.contains(b, a, rs)?,
@@ -1103,7 +1119,7 @@ impl Eval<'_> {
                     items
                         .into_iter()
                         .enumerate()
-                        .map(|(i, v)| Value::Tuple(vec![Value::Int(start + i as i64), v].into()))
+                        .map(|(i, v)| Value::tuple(vec![Value::Int(start + i as i64), v]))
                         .collect(),
                 )
             }
@@ -1116,15 +1132,7 @@ impl Eval<'_> {
                 self.charge(n as u64 * 48, span)?;
                 Value::list(
                     (0..n)
-                        .map(|i| {
-                            Value::Tuple(
-                                lists
-                                    .iter()
-                                    .map(|l| l[i].clone())
-                                    .collect::<Vec<_>>()
-                                    .into(),
-                            )
-                        })
+                        .map(|i| Value::tuple(lists.iter().map(|l| l[i].clone()).collect()))
                         .collect(),
                 )
             }
@@ -1333,7 +1341,7 @@ impl Eval<'_> {
                     });
                 }
                 if b == B::Tuple {
-                    Value::Tuple(items.into())
+                    Value::tuple(items)
                 } else {
                     Value::list(items)
                 }
@@ -1363,7 +1371,7 @@ impl Eval<'_> {
                     map.insert(Key::Str(self.prog.names.name(k).clone()), v);
                 }
                 self.charge(map.len() as u64 * 48, span)?;
-                Value::Dict(Rc::new(RefCell::new(map)))
+                Value::dict(map)
             }
             B::Abs => {
                 self.arity(&a, name, 1, 1)?;
@@ -1479,7 +1487,7 @@ impl Eval<'_> {
                     a.span_of(1),
                     span,
                 )?;
-                Value::Tuple(vec![q, r].into())
+                Value::tuple(vec![q, r])
             }
             B::Isinstance => {
                 self.arity(&a, name, 2, 2)?;
@@ -1570,7 +1578,7 @@ impl Eval<'_> {
                 self.dict_method(&d, m, nspan, a)
             }
             Value::Tuple(t) => {
-                let l = Rc::new(RefCell::new(t.to_vec()));
+                let l = Rc::new(Shared(RefCell::new(t.to_vec())));
                 match m {
                     "index" | "count" => self.list_method(&l, m, nspan, &mut a),
                     _ => Err(self.no_attr(&recv, m, nspan, &["index", "count"])),
@@ -1877,7 +1885,7 @@ impl Eval<'_> {
             "items" => Value::list(
                 d.borrow()
                     .iter()
-                    .map(|(k, v)| Value::Tuple(vec![k.value(), v.clone()].into()))
+                    .map(|(k, v)| Value::tuple(vec![k.value(), v.clone()]))
                     .collect(),
             ),
             "keys" => Value::list(d.borrow().keys().map(Key::value).collect()),
@@ -1935,7 +1943,7 @@ impl Eval<'_> {
                 }
                 Value::None
             }
-            "copy" => Value::Dict(Rc::new(RefCell::new(d.borrow().clone()))),
+            "copy" => Value::dict(d.borrow().clone()),
             "clear" => {
                 d.borrow_mut().clear();
                 Value::None
@@ -2109,9 +2117,33 @@ pub fn fmt_quantity(q: i64, u: Unit) -> String {
     }
 }
 
+/// Equality, false when the values nest too deep to compare (see [`eq_at`]).
 pub fn values_eq(a: &Value, b: &Value) -> bool {
+    eq_at(a, b, 0).unwrap_or(false)
+}
+
+/// Containers nested deeper than this are not compared: recursion would
+/// otherwise be bounded only by the memory budget.
+const MAX_COMPARE_DEPTH: usize = 1000;
+
+/// Python's `==`; `None` when the values nest deeper than [`MAX_COMPARE_DEPTH`].
+pub fn eq_at(a: &Value, b: &Value, depth: usize) -> Option<bool> {
     use Value as V;
-    match (a, b) {
+    if depth > MAX_COMPARE_DEPTH {
+        return None;
+    }
+    let seq_eq = |x: &[Value], y: &[Value]| -> Option<bool> {
+        if x.len() != y.len() {
+            return Some(false);
+        }
+        for (p, q) in x.iter().zip(y) {
+            if !eq_at(p, q, depth + 1)? {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    Some(match (a, b) {
         (V::None, V::None) => true,
         (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
             match (a, b) {
@@ -2120,14 +2152,21 @@ pub fn values_eq(a: &Value, b: &Value) -> bool {
             }
         }
         (V::Str(x), V::Str(y)) => x == y,
-        (V::List(x), V::List(y)) => Rc::ptr_eq(x, y) || seq_eq(&x.borrow(), &y.borrow()),
-        (V::Tuple(x), V::Tuple(y)) => seq_eq(x, y),
+        (V::List(x), V::List(y)) => Rc::ptr_eq(x, y) || seq_eq(&x.borrow(), &y.borrow())?,
+        (V::Tuple(x), V::Tuple(y)) => seq_eq(x, y)?,
         (V::Dict(x), V::Dict(y)) => {
             Rc::ptr_eq(x, y) || {
                 let (x, y) = (x.borrow(), y.borrow());
-                x.len() == y.len()
-                    && x.iter()
-                        .all(|(k, v)| y.get(k).is_some_and(|w| values_eq(v, w)))
+                if x.len() != y.len() {
+                    return Some(false);
+                }
+                for (k, v) in x.iter() {
+                    match y.get(k) {
+                        Some(w) if eq_at(v, w, depth + 1)? => {}
+                        _ => return Some(false),
+                    }
+                }
+                true
             }
         }
         (V::Range(a1, b1, c1), V::Range(a2, b2, c2)) => (a1, b1, c1) == (a2, b2, c2),
@@ -2146,7 +2185,7 @@ pub fn values_eq(a: &Value, b: &Value) -> bool {
         (V::Constraint(x), V::Constraint(y)) => Rc::ptr_eq(x, y),
         (V::Str(s), V::Sym(y)) | (V::Sym(y), V::Str(s)) => &**s == *y,
         _ => false,
-    }
+    })
 }
 
 fn as_f64_int(v: &Value) -> i64 {
@@ -2155,10 +2194,6 @@ fn as_f64_int(v: &Value) -> i64 {
         Value::Bool(b) => *b as i64,
         _ => 0,
     }
-}
-
-fn seq_eq(a: &[Value], b: &[Value]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| values_eq(x, y))
 }
 
 fn is_same(a: &Value, b: &Value) -> bool {
@@ -2170,8 +2205,25 @@ fn is_same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Python's ordering; `None` when the values do not compare (or nest deeper
+/// than [`MAX_COMPARE_DEPTH`]).
 pub fn cmp_values(a: &Value, b: &Value) -> Option<Ordering> {
+    cmp_at(a, b, 0)
+}
+
+fn cmp_at(a: &Value, b: &Value, depth: usize) -> Option<Ordering> {
     use Value as V;
+    if depth > MAX_COMPARE_DEPTH {
+        return None;
+    }
+    let seq_cmp = |a: &[Value], b: &[Value]| -> Option<Ordering> {
+        for (x, y) in a.iter().zip(b) {
+            if !eq_at(x, y, depth + 1)? {
+                return cmp_at(x, y, depth + 1);
+            }
+        }
+        Some(a.len().cmp(&b.len()))
+    };
     match (a, b) {
         (V::Int(_) | V::Bool(_), V::Int(_) | V::Bool(_)) => Some(as_f64_int(a).cmp(&as_f64_int(b))),
         (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
@@ -2185,15 +2237,6 @@ pub fn cmp_values(a: &Value, b: &Value) -> Option<Ordering> {
         (V::Pcie(x), V::Pcie(y)) => Some(x.cmp(y)),
         _ => None,
     }
-}
-
-fn seq_cmp(a: &[Value], b: &[Value]) -> Option<Ordering> {
-    for (x, y) in a.iter().zip(b) {
-        if !values_eq(x, y) {
-            return cmp_values(x, y);
-        }
-    }
-    Some(a.len().cmp(&b.len()))
 }
 
 /// Python's repr of a str: single quotes unless the text has one and no double.

@@ -739,7 +739,7 @@ impl<'a> Eval<'a> {
                 Value::Str(out.into())
             }
             ExprKind::Name(s) => self.load(*s, e.span)?,
-            ExprKind::Tuple(items) => Value::Tuple(self.display(items)?.into()),
+            ExprKind::Tuple(items) => Value::tuple(self.display(items)?),
             ExprKind::List(items) => Value::list(self.display(items)?),
             ExprKind::Dict(items) => {
                 let mut map = IndexMap::with_capacity(items.len());
@@ -766,7 +766,7 @@ impl<'a> Eval<'a> {
                     }
                 }
                 self.charge(map.len() as u64 * 48 + 32, e.span)?;
-                Value::Dict(Rc::new(RefCell::new(map)))
+                Value::dict(map)
             }
             ExprKind::ListComp(elt, comps) => {
                 let mut out = Vec::new();
@@ -792,7 +792,7 @@ impl<'a> Eval<'a> {
                 });
                 self.comp.truncate(base);
                 r?;
-                Value::Dict(Rc::new(RefCell::new(out)))
+                Value::dict(out)
             }
             ExprKind::Attr(obj, name, nspan) => {
                 let o = self.expr(obj)?;
@@ -1089,7 +1089,7 @@ impl<'a> Eval<'a> {
         if let Some(va) = def.varargs
             && let Some(k) = slot(va)
         {
-            vars[k] = Some(Value::Tuple(extra.into()));
+            vars[k] = Some(Value::tuple(extra));
         }
         let mut kwextra = IndexMap::new();
         for (name, v, span) in a.kw {
@@ -1123,7 +1123,7 @@ impl<'a> Eval<'a> {
         if let Some(kw) = def.kwargs
             && let Some(k) = slot(kw)
         {
-            vars[k] = Some(Value::Dict(Rc::new(RefCell::new(kwextra))));
+            vars[k] = Some(Value::dict(kwextra));
         }
         for (i, p) in def.params.iter().enumerate() {
             let k = slot(p.name).expect("params are locals");
@@ -1333,12 +1333,8 @@ impl<'a> Eval<'a> {
                 self.charge(v.len() as u64 * VALUE_BYTES, span)?;
                 Ok(Value::list(v))
             }
-            Value::Tuple(t) => Ok(Value::Tuple(
-                pick(t.len())
-                    .into_iter()
-                    .map(|i| t[i].clone())
-                    .collect::<Vec<_>>()
-                    .into(),
+            Value::Tuple(t) => Ok(Value::tuple(
+                pick(t.len()).into_iter().map(|i| t[i].clone()).collect(),
             )),
             Value::Str(s) => {
                 let chars: Vec<char> = s.chars().collect();

@@ -79,8 +79,31 @@ pub struct Timings {
     pub check: std::time::Duration,
 }
 
-/// Compiles `text`, read from `path`, to XIR.
+/// Stack for the compiler thread. Parsing and evaluation recurse (bounded by
+/// E0106 and E0219); a fixed, generous stack makes those bounds, not the
+/// caller's thread, decide when a model is too deep. Only touched pages are
+/// committed.
+const COMPILE_STACK: usize = 256 << 20;
+
+/// Compiles `text`, read from `path`, to XIR. Runs on its own thread with a
+/// large stack, so it is safe to call from any thread.
 pub fn compile(path: &str, text: &str, opts: &Options) -> Output {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("mx-compile".to_owned())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || compile_here(path, text, opts));
+        match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: compile here, on the caller's stack.
+            Err(_) => compile_here(path, text, opts),
+        }
+    })
+}
+
+fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
     let mut diagnostics = Vec::new();
     let mut timings = Timings::default();
     let t = Instant::now();

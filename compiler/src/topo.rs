@@ -92,7 +92,7 @@ pub struct EpOut {
 }
 
 fn new_dict() -> Dict {
-    Rc::new(RefCell::new(IndexMap::new()))
+    Rc::new(Shared(RefCell::new(IndexMap::new())))
 }
 
 impl Model {

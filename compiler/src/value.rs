@@ -8,8 +8,92 @@ use mx_xir::{Membus, Op, Pcie, Span, Unit};
 
 use crate::ast::{FuncDef, Sym};
 
-pub type List = Rc<RefCell<Vec<Value>>>;
-pub type Dict = Rc<RefCell<IndexMap<Key, Value>>>;
+pub type List = Rc<Shared<Vec<Value>>>;
+pub type Dict = Rc<Shared<IndexMap<Key, Value>>>;
+
+/// A mutable container. Dropping one takes its values apart with a work list
+/// instead of recursion, so a model that nests a list 10 million deep
+/// (`x = [x]` in a loop) cannot overflow the stack when it is freed.
+#[derive(Debug, Default)]
+pub struct Shared<T: Drain>(pub RefCell<T>);
+
+/// An immutable sequence (a tuple), dropped the same way.
+#[derive(Debug, Default)]
+pub struct Frozen(pub Vec<Value>);
+
+pub trait Drain {
+    /// Moves every value out, into `out`.
+    fn drain_into(&mut self, out: &mut Vec<Value>);
+}
+
+impl Drain for Vec<Value> {
+    fn drain_into(&mut self, out: &mut Vec<Value>) {
+        out.append(self);
+    }
+}
+
+impl Drain for IndexMap<Key, Value> {
+    fn drain_into(&mut self, out: &mut Vec<Value>) {
+        out.extend(std::mem::take(self).into_values());
+    }
+}
+
+impl<T: Drain> std::ops::Deref for Shared<T> {
+    type Target = RefCell<T>;
+    fn deref(&self) -> &RefCell<T> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Frozen {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+/// Takes apart the containers this value owns alone, pushing their contents
+/// on the work list; shared ones just lose a reference.
+fn release(v: Value, work: &mut Vec<Value>) {
+    match v {
+        Value::List(rc) => {
+            if let Ok(mut cell) = Rc::try_unwrap(rc) {
+                cell.0.get_mut().drain_into(work);
+            }
+        }
+        Value::Dict(rc) => {
+            if let Ok(mut cell) = Rc::try_unwrap(rc) {
+                cell.0.get_mut().drain_into(work);
+            }
+        }
+        Value::Tuple(rc) => {
+            if let Ok(mut t) = Rc::try_unwrap(rc) {
+                work.append(&mut t.0);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn drop_iteratively(mut work: Vec<Value>) {
+    while let Some(v) = work.pop() {
+        release(v, &mut work);
+    }
+}
+
+impl<T: Drain> Drop for Shared<T> {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        self.0.get_mut().drain_into(&mut work);
+        drop_iteratively(work);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        drop_iteratively(std::mem::take(&mut self.0));
+    }
+}
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -19,7 +103,7 @@ pub enum Value {
     Float(f64),
     Str(Rc<str>),
     List(List),
-    Tuple(Rc<[Value]>),
+    Tuple(Rc<Frozen>),
     Dict(Dict),
     Range(i64, i64, i64),
     Func(Rc<Closure>),
@@ -123,6 +207,15 @@ pub enum Key {
 
 impl Key {
     pub fn of(v: &Value) -> Option<Key> {
+        Key::of_at(v, 0)
+    }
+
+    /// Tuples nested deeper than this are not hashable (they would make
+    /// hashing and dropping keys recursive without bound).
+    fn of_at(v: &Value, depth: usize) -> Option<Key> {
+        if depth > 100 {
+            return None;
+        }
         Some(match v {
             Value::None => Key::None,
             Value::Bool(b) => Key::Int(*b as i64),
@@ -149,7 +242,7 @@ impl Key {
             Key::Int(i) => Value::Int(*i),
             Key::Float(f) => Value::Float(f64::from_bits(*f)),
             Key::Str(s) => Value::Str(s.clone()),
-            Key::Tuple(t) => Value::Tuple(t.iter().map(Key::value).collect::<Vec<_>>().into()),
+            Key::Tuple(t) => Value::tuple(t.iter().map(Key::value).collect::<Vec<_>>()),
             Key::Obj(0, n, _) => Value::Node(*n),
             Key::Obj(1, l, _) => Value::Link(*l),
             Key::Obj(2, t, _) => Value::Topo(*t),
@@ -166,7 +259,15 @@ impl Value {
     }
 
     pub fn list(v: Vec<Value>) -> Value {
-        Value::List(Rc::new(RefCell::new(v)))
+        Value::List(Rc::new(Shared(RefCell::new(v))))
+    }
+
+    pub fn tuple(v: Vec<Value>) -> Value {
+        Value::Tuple(Rc::new(Frozen(v)))
+    }
+
+    pub fn dict(m: IndexMap<Key, Value>) -> Value {
+        Value::Dict(Rc::new(Shared(RefCell::new(m))))
     }
 
     /// The Python type name, for error messages.

@@ -226,7 +226,7 @@ architecture, a negative core count, a loss outside 0..1, a port outside
 1..65535, a NIC model mx does not know.";
 
     "E0219" "recursion-limit" "functions call each other too deeply" =>
-"Calls nest at most 200 deep, so unbounded recursion ends with this error
+"Calls nest at most 400 deep, so unbounded recursion ends with this error
 instead of a crash.";
 
     "E0220" "bad-parameter" "a `--set` value does not fit the parameter" =>
