@@ -636,40 +636,41 @@ impl LineParser<'_> {
             })
             .map_infix(|lhs, op, rhs| {
                 let sp = lhs.span.to(rhs.span);
-                let bin = |o| ExprKind::Binary(o, Box::new(lhs.clone()), Box::new(rhs.clone()));
-                let cmp = |o: CmpOp| match &lhs.kind {
-                    ExprKind::Compare(first, rest) => {
-                        let mut rest = rest.clone();
-                        rest.push((o, rhs.clone()));
-                        ExprKind::Compare(first.clone(), rest)
+                // Operands move into the new node; chains of comparisons
+                // extend the existing `Compare` (as Python chains them).
+                let cmp = |o: CmpOp, lhs: Expr, rhs: Expr| match lhs.kind {
+                    ExprKind::Compare(first, mut rest) => {
+                        rest.push((o, rhs));
+                        ExprKind::Compare(first, rest)
                     }
-                    _ => ExprKind::Compare(Box::new(lhs.clone()), vec![(o, rhs.clone())]),
+                    kind => ExprKind::Compare(Box::new(Expr { kind, span: lhs.span }), vec![(o, rhs)]),
                 };
+                let bin = |o, lhs, rhs| ExprKind::Binary(o, Box::new(lhs), Box::new(rhs));
                 let kind = match op.as_rule() {
-                    Rule::or => ExprKind::Or(Box::new(lhs.clone()), Box::new(rhs.clone())),
-                    Rule::and => ExprKind::And(Box::new(lhs.clone()), Box::new(rhs.clone())),
-                    Rule::eq => cmp(CmpOp::Eq),
-                    Rule::ne => cmp(CmpOp::Ne),
-                    Rule::lt => cmp(CmpOp::Lt),
-                    Rule::le => cmp(CmpOp::Le),
-                    Rule::gt => cmp(CmpOp::Gt),
-                    Rule::ge => cmp(CmpOp::Ge),
-                    Rule::in_ => cmp(CmpOp::In),
-                    Rule::not_in => cmp(CmpOp::NotIn),
-                    Rule::is => cmp(CmpOp::Is),
-                    Rule::is_not => cmp(CmpOp::IsNot),
-                    Rule::bit_or => bin(BinOp::BitOr),
-                    Rule::bit_xor => bin(BinOp::BitXor),
-                    Rule::bit_and => bin(BinOp::BitAnd),
-                    Rule::shl => bin(BinOp::Shl),
-                    Rule::shr => bin(BinOp::Shr),
-                    Rule::add => bin(BinOp::Add),
-                    Rule::sub => bin(BinOp::Sub),
-                    Rule::mul => bin(BinOp::Mul),
-                    Rule::div => bin(BinOp::Div),
-                    Rule::floordiv => bin(BinOp::FloorDiv),
-                    Rule::rem => bin(BinOp::Mod),
-                    _ => bin(BinOp::Pow),
+                    Rule::or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
+                    Rule::and => ExprKind::And(Box::new(lhs), Box::new(rhs)),
+                    Rule::eq => cmp(CmpOp::Eq, lhs, rhs),
+                    Rule::ne => cmp(CmpOp::Ne, lhs, rhs),
+                    Rule::lt => cmp(CmpOp::Lt, lhs, rhs),
+                    Rule::le => cmp(CmpOp::Le, lhs, rhs),
+                    Rule::gt => cmp(CmpOp::Gt, lhs, rhs),
+                    Rule::ge => cmp(CmpOp::Ge, lhs, rhs),
+                    Rule::in_ => cmp(CmpOp::In, lhs, rhs),
+                    Rule::not_in => cmp(CmpOp::NotIn, lhs, rhs),
+                    Rule::is => cmp(CmpOp::Is, lhs, rhs),
+                    Rule::is_not => cmp(CmpOp::IsNot, lhs, rhs),
+                    Rule::bit_or => bin(BinOp::BitOr, lhs, rhs),
+                    Rule::bit_xor => bin(BinOp::BitXor, lhs, rhs),
+                    Rule::bit_and => bin(BinOp::BitAnd, lhs, rhs),
+                    Rule::shl => bin(BinOp::Shl, lhs, rhs),
+                    Rule::shr => bin(BinOp::Shr, lhs, rhs),
+                    Rule::add => bin(BinOp::Add, lhs, rhs),
+                    Rule::sub => bin(BinOp::Sub, lhs, rhs),
+                    Rule::mul => bin(BinOp::Mul, lhs, rhs),
+                    Rule::div => bin(BinOp::Div, lhs, rhs),
+                    Rule::floordiv => bin(BinOp::FloorDiv, lhs, rhs),
+                    Rule::rem => bin(BinOp::Mod, lhs, rhs),
+                    _ => bin(BinOp::Pow, lhs, rhs),
                 };
                 Expr { kind, span: sp }
             })
