@@ -96,13 +96,21 @@ pub struct Eval<'a> {
     topo_sym: Option<Sym>,
 }
 
+/// Runs `prog`. Top-level statements are dropped as soon as they have run
+/// (functions live on in their closures), so a 700,000-line generated model
+/// does not hold its whole syntax tree while its topology is built.
 pub fn run(
     path: &str,
     src: &str,
-    prog: &Program,
+    prog: Program,
     opts: &Options,
     diags: &mut Vec<Diagnostic>,
 ) -> Run {
+    let Program { body, names } = prog;
+    let prog = &Program {
+        body: Vec::new(),
+        names,
+    };
     let stem = std::path::Path::new(path)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -132,7 +140,13 @@ pub fn run(
         stem,
         topo_sym: prog.names.lookup("topo"),
     };
-    let result = ev.block(&prog.body);
+    let mut result = Ok(());
+    for stmt in body {
+        result = ev.stmt(&stmt);
+        if result.is_err() {
+            break;
+        }
+    }
     let ok = match result {
         Ok(()) => true,
         Err(Flow::Err(d)) => {

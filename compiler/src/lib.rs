@@ -22,6 +22,7 @@ mod ast;
 mod builtins;
 mod check;
 mod eval;
+mod fast;
 mod lexer;
 mod parser;
 mod props;
@@ -119,7 +120,7 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
         };
     }
     let t = Instant::now();
-    let run = eval::run(path, text, &program, opts, &mut diagnostics);
+    let run = eval::run(path, text, program, opts, &mut diagnostics);
     timings.eval = t.elapsed();
     let t = Instant::now();
     let xir = run

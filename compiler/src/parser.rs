@@ -26,24 +26,31 @@ const MAX_BLOCK_DEPTH: usize = 100;
 /// every statement that parsed.
 pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Program {
     let lines = lexer::lines(src, diags);
-    let mut p = LineParser {
+    let p = LineParser {
         src,
         names: Interner::default(),
         diags,
         pratt: Rc::new(pratt()),
     };
-    let items: Vec<Item> = lines.iter().map(|l| p.line(l)).collect();
+    // Lines are parsed as block assembly reaches them, so each line's
+    // statements move straight into the tree instead of all lines being held
+    // twice (as parsed items and as the tree).
+    let items: Vec<Item> = lines.iter().map(|_| Item::Pending).collect();
     let mut blocks = Blocks {
         src,
         lines: &lines,
         items,
         pos: 0,
-        diags: p.diags,
+        parser: p,
     };
     let body = blocks.suite(0);
+    // Every line is parsed even if no block claimed it, so all errors show.
+    for i in 0..lines.len() {
+        blocks.parsed(i);
+    }
     Program {
         body,
-        names: p.names,
+        names: blocks.parser.names,
     }
 }
 
@@ -79,7 +86,9 @@ fn pratt() -> PrattParser<Rule> {
 /// What one logical line turned out to be.
 enum Item {
     Simple(Vec<Stmt>),
-    Header(Header),
+    /// Boxed: headers are rare and large, and a generated model has a
+    /// million simple lines.
+    Header(Box<Header>),
     /// A line that failed to parse. `header` if it looked like a block header,
     /// so its indented body is skipped quietly.
     Broken {
@@ -87,6 +96,8 @@ enum Item {
     },
     /// Already moved into the tree.
     Taken,
+    /// Not parsed yet.
+    Pending,
 }
 
 struct Header {
@@ -131,13 +142,25 @@ impl LineParser<'_> {
                 header: looks_header,
             };
         }
+        if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names) {
+            return Item::Simple(stmts);
+        }
+        self.line_pest(text, line.start, looks_header)
+    }
+
+    /// Parses one line with the pest grammar: everything the fast path does
+    /// not take, and every line that has an error.
+    fn line_pest(&mut self, text: &str, start: usize, looks_header: bool) -> Item {
+        let line_start = start;
         match MxParser::parse(Rule::line, text) {
             Ok(mut pairs) => {
                 let line_pair = pairs.next().expect("line rule matched");
                 let first = line_pair.into_inner().next().expect("line has content");
                 let built = match first.as_rule() {
-                    Rule::simple_stmts => self.simple_stmts(first, line.start).map(Item::Simple),
-                    _ => self.header(first, line.start).map(Item::Header),
+                    Rule::simple_stmts => self.simple_stmts(first, line_start).map(Item::Simple),
+                    _ => self
+                        .header(first, line_start)
+                        .map(|h| Item::Header(Box::new(h))),
                 };
                 match built {
                     Ok(item) => item,
@@ -150,7 +173,7 @@ impl LineParser<'_> {
                 }
             }
             Err(e) => {
-                let d = self.syntax_error(&e, text, line.start);
+                let d = self.syntax_error(&e, text, line_start);
                 self.diags.push(d);
                 Item::Broken {
                     header: looks_header,
@@ -643,7 +666,13 @@ impl LineParser<'_> {
                         rest.push((o, rhs));
                         ExprKind::Compare(first, rest)
                     }
-                    kind => ExprKind::Compare(Box::new(Expr { kind, span: lhs.span }), vec![(o, rhs)]),
+                    kind => ExprKind::Compare(
+                        Box::new(Expr {
+                            kind,
+                            span: lhs.span,
+                        }),
+                        vec![(o, rhs)],
+                    ),
                 };
                 let bin = |o, lhs, rhs| ExprKind::Binary(o, Box::new(lhs), Box::new(rhs));
                 let kind = match op.as_rule() {
@@ -1503,10 +1532,18 @@ struct Blocks<'a> {
     lines: &'a [Line],
     items: Vec<Item>,
     pos: usize,
-    diags: &'a mut Vec<Diagnostic>,
+    parser: LineParser<'a>,
 }
 
 impl Blocks<'_> {
+    /// Line `i`'s item, parsing the line on first use.
+    fn parsed(&mut self, i: usize) -> &mut Item {
+        if matches!(self.items[i], Item::Pending) {
+            self.items[i] = self.parser.line(&self.lines[i]);
+        }
+        &mut self.items[i]
+    }
+
     fn indent(&self, i: usize) -> &str {
         &self.src[self.lines[i].indent.clone()]
     }
@@ -1514,7 +1551,13 @@ impl Blocks<'_> {
     /// Parses the statements at indentation `self.indent(first)` (or the top
     /// level when `depth == 0`) until a line dedents past it.
     fn suite(&mut self, depth: usize) -> Vec<Stmt> {
-        let mut out: Vec<Stmt> = Vec::new();
+        // The top level gets room for every line up front: doubling a large
+        // vector would hold two copies at once.
+        let mut out: Vec<Stmt> = if depth == 0 {
+            Vec::with_capacity(self.lines.len())
+        } else {
+            Vec::new()
+        };
         if self.pos >= self.lines.len() {
             return out;
         }
@@ -1535,7 +1578,7 @@ impl Blocks<'_> {
                     let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
                     if after_block {
                         // Dedented out of a block, but not to any enclosing level.
-                        self.diags.push(
+                        self.parser.diags.push(
                             Diagnostic::error(
                                 "E0105",
                                 "indentation does not match any enclosing block",
@@ -1544,7 +1587,7 @@ impl Blocks<'_> {
                             .help("dedent to exactly the indentation of an enclosing block"),
                         );
                     } else if !prev_broken {
-                        self.diags.push(
+                        self.parser.diags.push(
                             Diagnostic::error("E0105", "unexpected indentation")
                                 .primary(l.indent.start..at, "this line is indented more than the block it is in")
                                 .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
@@ -1556,7 +1599,7 @@ impl Blocks<'_> {
                 if !level.starts_with(&ind) {
                     // Neither deeper nor an enclosing level's prefix.
                     let l = &self.lines[self.pos];
-                    self.diags.push(
+                    self.parser.diags.push(
                         Diagnostic::error(
                             "E0105",
                             "indentation does not match any enclosing block",
@@ -1571,9 +1614,9 @@ impl Blocks<'_> {
             }
             let idx = self.pos;
             self.pos += 1;
-            let item = std::mem::replace(&mut self.items[idx], Item::Taken);
+            let item = std::mem::replace(self.parsed(idx), Item::Taken);
             match item {
-                Item::Taken => {}
+                Item::Taken | Item::Pending => {}
                 Item::Simple(stmts) => out.extend(stmts),
                 Item::Broken { header } => {
                     self.items[idx] = Item::Broken { header };
@@ -1582,6 +1625,7 @@ impl Blocks<'_> {
                     }
                 }
                 Item::Header(h) => {
+                    let h = *h;
                     let body = match h.inline {
                         Some(stmts) => stmts,
                         None => self.body_or_skip(depth, false).unwrap_or_default(),
@@ -1608,7 +1652,7 @@ impl Blocks<'_> {
         if !deeper {
             if !skip {
                 let l = &self.lines[self.pos - 1];
-                self.diags.push(
+                self.parser.diags.push(
                     Diagnostic::error("E0105", "expected an indented block")
                         .primary(l.end..l.end, "the block after this header is empty")
                         .help("indent the block's statements below the header, or write `pass`"),
@@ -1618,7 +1662,7 @@ impl Blocks<'_> {
         }
         if depth + 1 > MAX_BLOCK_DEPTH {
             let l = &self.lines[self.pos];
-            self.diags.push(
+            self.parser.diags.push(
                 Diagnostic::error("E0106", "blocks nest too deeply")
                     .primary(
                         l.start..l.end,
@@ -1636,10 +1680,13 @@ impl Blocks<'_> {
     /// Skips every line indented deeper than the current level.
     fn skip_block(&mut self) {
         let base = self.indent(self.pos).to_string();
+        self.parsed(self.pos);
         self.pos += 1;
         while self.pos < self.lines.len() {
             let ind = self.indent(self.pos);
             if ind.len() >= base.len() && ind.starts_with(&base) {
+                // Parsed (for its errors) even though it is skipped.
+                self.parsed(self.pos);
                 self.pos += 1;
             } else {
                 break;
@@ -1729,7 +1776,7 @@ impl Blocks<'_> {
     }
 
     fn orphan(&mut self, span: Span, keyword: &str) {
-        self.diags.push(
+        self.parser.diags.push(
             Diagnostic::error("E0101", format!("`{keyword}` without a matching `if`"))
                 .primary(
                     span.range(),
@@ -1772,5 +1819,156 @@ fn collect_locals(body: &[Stmt], locals: &mut Vec<Sym>, globals: &mut Vec<Sym>) 
             StmtKind::Global(names) => globals.extend(names),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    //! The fast path must build exactly the tree pest builds, spans and all.
+
+    use super::*;
+
+    /// Parses `text` as one line both ways, with symbols pre-interned in
+    /// text order so the two trees number them alike.
+    fn both(text: &str) -> (Option<String>, Option<String>) {
+        let mut names = Interner::default();
+        for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !w.is_empty() {
+                names.intern(w);
+            }
+        }
+        let mut fast_names = Interner::default();
+        for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !w.is_empty() {
+                fast_names.intern(w);
+            }
+        }
+        let fast = crate::fast::line(text, 7, &mut fast_names).map(|s| format!("{s:?}"));
+        let mut diags = Vec::new();
+        // The line sits at byte 7 of its file, so spans are file offsets.
+        let src = format!("#23456\n{text}");
+        let mut p = LineParser {
+            src: &src,
+            names,
+            diags: &mut diags,
+            pratt: Rc::new(pratt()),
+        };
+        let slow = match p.line_pest(text, 7, false) {
+            Item::Simple(s) => Some(format!("{s:?}")),
+            _ => None,
+        };
+        (fast, slow)
+    }
+
+    fn check(text: &str) -> bool {
+        let (fast, slow) = both(text);
+        if let Some(f) = fast {
+            assert_eq!(Some(f), slow, "fast path differs from pest on {text:?}");
+            true
+        } else {
+            false
+        }
+    }
+
+    #[test]
+    fn handpicked_lines_agree() {
+        for line in [
+            "x = 1",
+            "a = b = c",
+            "a, b = b, a",
+            "x = (1, 2), [3, 4,], ()",
+            "n5 = net.node('n5', proc.cores >= 2, memory.capacity >= gb(4), disk >= gb(20))",
+            "l = net.connect([n1, n2], capacity == mbps(100), latency == ms(1))",
+            "l[n5].socket.addrs = ip4('10.0.1.2/31')",
+            "y = -x ** 2 + 3 * (a - b) // c % d << 1 | 2 & 3 ^ 4",
+            "z = not a == b and c or d in e and f not in g and h is None and i is not j",
+            "w = 1 < x <= 10 != y",
+            "f(a, b=1, c=[1, 2],)",
+            "v = a.b.c[1][2].d(e)(f)",
+            "s = 1.5 + 0 - True * False",
+            "t = (x)",
+            "u = ~x + +y - -z",
+            "q = a[1, 2]",
+            "x = a, b   # trailing comment",
+            "f(x)  # call",
+            "y = g(a, b )[1, 2 ] , ",
+        ] {
+            assert!(check(line), "fast path should take {line:?}");
+        }
+    }
+
+    #[test]
+    fn fast_path_declines_what_it_does_not_know() {
+        for line in [
+            "x += 1",
+            "for i in range(3):",
+            "x = f'n{i}'",
+            "x = [i for i in y]",
+            "x = {'a': 1}",
+            "x = a[1:2]",
+            "x = lambda v: v",
+            "x = a if b else c",
+            "x = 1e9",
+            "x = 0x10",
+            "x = 'a\\n'",
+            "f(*args)",
+            "x = 2 ** -1",
+            "f(a=1, b)",
+            "return x",
+            "x = 1; y = 2",
+        ] {
+            assert!(both(line).0.is_none(), "fast path must decline {line:?}");
+        }
+    }
+
+    /// Every line of every fixture and example, and mutations of them.
+    #[test]
+    fn corpus_lines_agree() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in [
+            "tests/fixtures/ok",
+            "tests/fixtures/err",
+            "examples",
+            "examples/seed",
+            "examples/mergexp",
+            "bench",
+        ] {
+            if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.extension().is_some_and(|x| x == "mx" || x == "py") {
+                        files.push(p);
+                    }
+                }
+            }
+        }
+        files.sort();
+        let (mut taken, mut total) = (0, 0);
+        for f in files {
+            let src = std::fs::read_to_string(&f).expect("read fixture");
+            let mut diags = Vec::new();
+            for line in crate::lexer::lines(&src, &mut diags) {
+                if line.broken {
+                    continue;
+                }
+                let text = &src[line.start..line.end];
+                total += 1;
+                if check(text) {
+                    taken += 1;
+                }
+                // Cheap mutations: drop each character in turn.
+                for k in 0..text.len().min(80) {
+                    if text.is_char_boundary(k) && text.is_char_boundary(k + 1) {
+                        let mutated = format!("{}{}", &text[..k], &text[k + 1..]);
+                        check(&mutated);
+                    }
+                }
+            }
+        }
+        assert!(
+            taken * 3 > total,
+            "the fast path took only {taken} of {total} lines"
+        );
     }
 }

@@ -1,0 +1,652 @@
+//! A fast path for the most common lines.
+//!
+//! Generated models are hundreds of thousands of lines like
+//! `n5 = net.node('n5', proc.cores >= 2)` or `l[a].socket.addrs = ip4('...')`.
+//! pest spends about 12 µs on such a line, trying grammar alternatives; this
+//! hand-written tokenizer and precedence parser handles the plain subset
+//! (names, decimal numbers, plain strings, calls with keyword arguments,
+//! attributes, subscripts, lists, tuples, operators and `=` assignments) in
+//! about a microsecond and gives up (`None`) on anything else, which then goes
+//! to the pest grammar. It never reports errors: a line it cannot parse is
+//! parsed again by pest, which produces the diagnostic.
+//!
+//! The pest grammar stays the definition of the language. A test parses
+//! every line of every fixture and example both ways and requires identical
+//! syntax trees, spans included.
+
+use crate::ast::*;
+
+/// Deeper nesting goes to pest, which reports E0106 past its own limit.
+const MAX_DEPTH: usize = 64;
+
+/// Longer lines go to pest (see [`line`]).
+const MAX_TOKENS: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tok {
+    Name,
+    Int(i64),
+    Float(f64),
+    Str,
+    /// An operator or bracket, as its text.
+    Op(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Token {
+    tok: Tok,
+    start: usize,
+    end: usize,
+}
+
+const OPS: &[&str] = &[
+    "**", "//", "<<", ">>", "<=", ">=", "==", "!=", "+", "-", "*", "/", "%", "&", "|", "^", "~",
+    "<", ">", "(", ")", "[", "]", ",", ".", "=",
+];
+
+/// Splits `text` into tokens, or `None` on anything outside the fast subset.
+fn tokenize(text: &str) -> Option<Vec<Token>> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(32);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0C' => i += 1,
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                // A string prefix (`f'...'`) or a keyword other than the
+                // operator words: leave it to pest.
+                if i < b.len() && (b[i] == b'\'' || b[i] == b'"') {
+                    return None;
+                }
+                let word = &text[start..i];
+                if is_keyword(word)
+                    && !matches!(
+                        word,
+                        "and" | "or" | "not" | "in" | "is" | "True" | "False" | "None"
+                    )
+                {
+                    return None;
+                }
+                out.push(Token {
+                    tok: Tok::Name,
+                    start,
+                    end: i,
+                });
+            }
+            b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let mut float = false;
+                if i < b.len() && b[i] == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit() {
+                    float = true;
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+                // Exponents, underscores, other bases, suffixes: pest.
+                if i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                    return None;
+                }
+                let digits = &text[start..i];
+                let tok = if float {
+                    Tok::Float(digits.parse().ok().filter(|f: &f64| f.is_finite())?)
+                } else {
+                    if digits.len() > 1 && digits.starts_with('0') {
+                        return None;
+                    }
+                    Tok::Int(digits.parse().ok()?)
+                };
+                out.push(Token { tok, start, end: i });
+            }
+            b'\'' | b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    if b[i] == b'\\' || b[i] == b'\n' || b[i] == b'\r' {
+                        return None;
+                    }
+                    i += 1;
+                }
+                if i >= b.len() || (i == start + 1 && b.get(i + 1) == Some(&c)) {
+                    return None; // unterminated, or the start of a triple quote
+                }
+                i += 1;
+                out.push(Token {
+                    tok: Tok::Str,
+                    start,
+                    end: i,
+                });
+            }
+            _ => {
+                let rest = &text[i..];
+                let op = OPS.iter().find(|op| rest.starts_with(**op))?;
+                // Augmented assignment (`+=`, `//=`, `**=`, ...): pest.
+                let after = rest.as_bytes().get(op.len()).copied();
+                if after == Some(b'=')
+                    && matches!(
+                        *op,
+                        "+" | "-" | "*" | "/" | "//" | "%" | "**" | "&" | "|" | "^" | "<<" | ">>"
+                    )
+                {
+                    return None;
+                }
+                out.push(Token {
+                    tok: Tok::Op(op),
+                    start: i,
+                    end: i + op.len(),
+                });
+                i += op.len();
+            }
+        }
+    }
+    Some(out)
+}
+
+fn is_keyword(w: &str) -> bool {
+    matches!(
+        w,
+        "and"
+            | "as"
+            | "assert"
+            | "async"
+            | "await"
+            | "break"
+            | "class"
+            | "continue"
+            | "def"
+            | "del"
+            | "elif"
+            | "else"
+            | "except"
+            | "finally"
+            | "for"
+            | "from"
+            | "global"
+            | "if"
+            | "import"
+            | "in"
+            | "is"
+            | "lambda"
+            | "nonlocal"
+            | "not"
+            | "or"
+            | "pass"
+            | "raise"
+            | "return"
+            | "try"
+            | "while"
+            | "with"
+            | "yield"
+            | "None"
+            | "True"
+            | "False"
+    )
+}
+
+struct P<'t, 'n> {
+    text: &'t str,
+    toks: Vec<Token>,
+    pos: usize,
+    base: usize,
+    names: &'n mut Interner,
+    depth: usize,
+}
+
+type Res<T> = Option<T>;
+
+impl P<'_, '_> {
+    fn peek(&self) -> Option<Tok> {
+        self.toks.get(self.pos).map(|t| t.tok)
+    }
+
+    fn peek_at(&self, k: usize) -> Option<Tok> {
+        self.toks.get(self.pos + k).map(|t| t.tok)
+    }
+
+    fn is_op(&self, op: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Op(o)) if o == op)
+    }
+
+    fn word(&self) -> Option<&str> {
+        match self.toks.get(self.pos) {
+            Some(Token {
+                tok: Tok::Name,
+                start,
+                end,
+            }) => Some(&self.text[*start..*end]),
+            _ => None,
+        }
+    }
+
+    fn span(&self, start: usize, end: usize) -> Span {
+        Span::new(self.base + start, self.base + end)
+    }
+
+    fn last_end(&self) -> usize {
+        self.toks[self.pos - 1].end
+    }
+
+    fn expect(&mut self, op: &str) -> Res<()> {
+        if self.is_op(op) {
+            self.pos += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// `exprlist`: a single expression, or a tuple when there are commas.
+    fn exprlist(&mut self) -> Res<Expr> {
+        let start = self.toks.get(self.pos)?.start;
+        let first = self.expr()?;
+        if !self.is_op(",") {
+            return Some(first);
+        }
+        let mut items = vec![first];
+        let mut trailing_comma = false;
+        while self.is_op(",") {
+            self.pos += 1;
+            if self.at_list_end() {
+                trailing_comma = true;
+                break;
+            }
+            items.push(self.expr()?);
+        }
+        // A trailing comma ends the rule; otherwise its optional comma's skip counts.
+        let end = if trailing_comma {
+            self.last_end()
+        } else {
+            self.after_skip()
+        };
+        Some(Expr {
+            kind: ExprKind::Tuple(items),
+            span: self.span(start, end),
+        })
+    }
+
+    /// Where pest's implicit whitespace skip after the last consumed token
+    /// ends: the next token, or the end of the line. pest's rules that end in
+    /// an optional part (`exprlist`, `expr_stmt`) include that whitespace and
+    /// any comment in their span, and the trees must match exactly.
+    fn after_skip(&self) -> usize {
+        self.toks.get(self.pos).map_or(self.text.len(), |t| t.start)
+    }
+
+    fn at_list_end(&self) -> bool {
+        matches!(self.peek(), None | Some(Tok::Op(")" | "]" | "=")))
+    }
+
+    /// `expr`: no conditional expressions or lambdas on the fast path.
+    fn expr(&mut self) -> Res<Expr> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        let e = self.binary(0);
+        self.depth -= 1;
+        e
+    }
+
+    /// Precedence climbing with the levels of the compiler's Pratt table.
+    fn binary(&mut self, min: u8) -> Res<Expr> {
+        // Prefix chains (`- - - x`) and `**` chains recurse through here.
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        let mut lhs = self.unary(min)?;
+        while let Some((prec, op)) = self.infix() {
+            if prec < min {
+                break;
+            }
+            let width = if matches!(op, Infix::NotIn | Infix::IsNot) {
+                2
+            } else {
+                1
+            };
+            self.pos += width;
+            // `**` is right-associative: its right side may hold another `**`.
+            let rhs = if op == Infix::Bin(BinOp::Pow) {
+                self.binary(prec)?
+            } else {
+                self.binary(prec + 1)?
+            };
+            let span = lhs.span.to(rhs.span);
+            let kind = match op {
+                Infix::Or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
+                Infix::And => ExprKind::And(Box::new(lhs), Box::new(rhs)),
+                Infix::Bin(o) => ExprKind::Binary(o, Box::new(lhs), Box::new(rhs)),
+                Infix::Cmp(o) => cmp(o, lhs, rhs),
+                Infix::NotIn => cmp(CmpOp::NotIn, lhs, rhs),
+                Infix::IsNot => cmp(CmpOp::IsNot, lhs, rhs),
+            };
+            lhs = Expr { kind, span };
+        }
+        self.depth -= 1;
+        Some(lhs)
+    }
+
+    fn infix(&self) -> Option<(u8, Infix)> {
+        let t = self.peek()?;
+        Some(match t {
+            Tok::Name => match self.word()? {
+                "or" => (1, Infix::Or),
+                "and" => (2, Infix::And),
+                "in" => (4, Infix::Cmp(CmpOp::In)),
+                "not" if self.peek_word(1) == Some("in") => (4, Infix::NotIn),
+                "is" if self.peek_word(1) == Some("not") => (4, Infix::IsNot),
+                "is" => (4, Infix::Cmp(CmpOp::Is)),
+                _ => return None,
+            },
+            Tok::Op(o) => match o {
+                "==" => (4, Infix::Cmp(CmpOp::Eq)),
+                "!=" => (4, Infix::Cmp(CmpOp::Ne)),
+                "<" => (4, Infix::Cmp(CmpOp::Lt)),
+                "<=" => (4, Infix::Cmp(CmpOp::Le)),
+                ">" => (4, Infix::Cmp(CmpOp::Gt)),
+                ">=" => (4, Infix::Cmp(CmpOp::Ge)),
+                "|" => (5, Infix::Bin(BinOp::BitOr)),
+                "^" => (6, Infix::Bin(BinOp::BitXor)),
+                "&" => (7, Infix::Bin(BinOp::BitAnd)),
+                "<<" => (8, Infix::Bin(BinOp::Shl)),
+                ">>" => (8, Infix::Bin(BinOp::Shr)),
+                "+" => (9, Infix::Bin(BinOp::Add)),
+                "-" => (9, Infix::Bin(BinOp::Sub)),
+                "*" => (10, Infix::Bin(BinOp::Mul)),
+                "/" => (10, Infix::Bin(BinOp::Div)),
+                "//" => (10, Infix::Bin(BinOp::FloorDiv)),
+                "%" => (10, Infix::Bin(BinOp::Mod)),
+                "**" => (12, Infix::Bin(BinOp::Pow)),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    fn peek_word(&self, k: usize) -> Option<&str> {
+        match self.toks.get(self.pos + k) {
+            Some(Token {
+                tok: Tok::Name,
+                start,
+                end,
+            }) => Some(&self.text[*start..*end]),
+            _ => None,
+        }
+    }
+
+    /// Prefix operators: `not` (level 3) and `-`, `+`, `~` (level 11).
+    fn unary(&mut self, min: u8) -> Res<Expr> {
+        let tok = *self.toks.get(self.pos)?;
+        let op = match tok.tok {
+            Tok::Name if self.word() == Some("not") => Some((3, UnOp::Not)),
+            Tok::Op("-") => Some((11, UnOp::Neg)),
+            Tok::Op("+") => Some((11, UnOp::Pos)),
+            Tok::Op("~") => Some((11, UnOp::Inv)),
+            _ => None,
+        };
+        if let Some((prec, op)) = op {
+            if prec < min {
+                // A lower-precedence prefix in a tighter context (`a + not b`):
+                // the grammar rejects it; let pest say so.
+                return None;
+            }
+            self.pos += 1;
+            let rhs = self.binary(prec)?;
+            let span = self.span(tok.start, rhs.span.end as usize - self.base);
+            return Some(Expr {
+                kind: ExprKind::Unary(op, Box::new(rhs)),
+                span,
+            });
+        }
+        self.postfix()
+    }
+
+    fn postfix(&mut self) -> Res<Expr> {
+        let mut e = self.primary()?;
+        loop {
+            if self.is_op(".") {
+                self.pos += 1;
+                let t = *self.toks.get(self.pos)?;
+                if t.tok != Tok::Name || is_keyword(&self.text[t.start..t.end]) {
+                    return None;
+                }
+                self.pos += 1;
+                let sym = self.names.intern(&self.text[t.start..t.end]);
+                let span = Span::new(e.span.start as usize, self.base + t.end);
+                e = Expr {
+                    kind: ExprKind::Attr(Box::new(e), sym, self.span(t.start, t.end)),
+                    span,
+                };
+            } else if self.is_op("(") {
+                self.pos += 1;
+                let args = self.args()?;
+                self.expect(")")?;
+                let span = Span::new(e.span.start as usize, self.base + self.last_end());
+                e = Expr {
+                    kind: ExprKind::Call(Box::new(e), args),
+                    span,
+                };
+            } else if self.is_op("[") {
+                self.pos += 1;
+                if self.is_op("]") {
+                    return None;
+                }
+                let index = self.exprlist()?;
+                self.expect("]")?;
+                let span = Span::new(e.span.start as usize, self.base + self.last_end());
+                e = Expr {
+                    kind: ExprKind::Index(Box::new(e), Box::new(index)),
+                    span,
+                };
+            } else {
+                return Some(e);
+            }
+        }
+    }
+
+    fn args(&mut self) -> Res<Vec<Arg>> {
+        let mut args = Vec::new();
+        let mut kw_seen = false;
+        while !self.is_op(")") {
+            if self.peek() == Some(Tok::Name) && matches!(self.peek_at(1), Some(Tok::Op("="))) {
+                let t = self.toks[self.pos];
+                if is_keyword(&self.text[t.start..t.end]) {
+                    return None;
+                }
+                self.pos += 2;
+                let sym = self.names.intern(&self.text[t.start..t.end]);
+                let value = self.expr()?;
+                args.push(Arg::Kw(sym, self.span(t.start, t.end), value));
+                kw_seen = true;
+            } else {
+                if kw_seen {
+                    return None; // positional after keyword: pest reports it
+                }
+                args.push(Arg::Pos(self.expr()?));
+            }
+            if !self.is_op(",") {
+                break;
+            }
+            self.pos += 1;
+        }
+        Some(args)
+    }
+
+    fn primary(&mut self) -> Res<Expr> {
+        let t = *self.toks.get(self.pos)?;
+        let span = self.span(t.start, t.end);
+        let kind = match t.tok {
+            Tok::Name => {
+                let w = &self.text[t.start..t.end];
+                match w {
+                    "True" => ExprKind::Bool(true),
+                    "False" => ExprKind::Bool(false),
+                    "None" => ExprKind::None,
+                    _ if is_keyword(w) => return None,
+                    _ => ExprKind::Name(self.names.intern(w)),
+                }
+            }
+            Tok::Int(i) => ExprKind::Int(i),
+            Tok::Float(f) => ExprKind::Float(f),
+            Tok::Str => {
+                // Adjacent literals concatenate; leave that to pest.
+                if matches!(self.peek_at(1), Some(Tok::Str)) {
+                    return None;
+                }
+                // pest's `strings = { string+ }` span takes the whitespace after it.
+                let end = self
+                    .toks
+                    .get(self.pos + 1)
+                    .map_or(self.text.len(), |n| n.start);
+                self.pos += 1;
+                return Some(Expr {
+                    kind: ExprKind::Str(self.text[t.start + 1..t.end - 1].into()),
+                    span: self.span(t.start, end),
+                });
+            }
+            Tok::Op("(") => return self.paren(),
+            Tok::Op("[") => return self.list(),
+            Tok::Op(_) => return None,
+        };
+        self.pos += 1;
+        Some(Expr { kind, span })
+    }
+
+    fn paren(&mut self) -> Res<Expr> {
+        let open = self.toks[self.pos].start;
+        self.pos += 1;
+        if self.is_op(")") {
+            self.pos += 1;
+            return Some(Expr {
+                kind: ExprKind::Tuple(Vec::new()),
+                span: self.span(open, self.last_end()),
+            });
+        }
+        let inner = self.exprlist()?;
+        self.expect(")")?;
+        let span = self.span(open, self.last_end());
+        Some(match inner.kind {
+            ExprKind::Tuple(items) => Expr {
+                kind: ExprKind::Tuple(items),
+                span,
+            },
+            kind => Expr {
+                kind: ExprKind::Paren(Box::new(Expr {
+                    kind,
+                    span: inner.span,
+                })),
+                span,
+            },
+        })
+    }
+
+    fn list(&mut self) -> Res<Expr> {
+        let open = self.toks[self.pos].start;
+        self.pos += 1;
+        let mut items = Vec::new();
+        while !self.is_op("]") {
+            items.push(self.expr()?);
+            if !self.is_op(",") {
+                break;
+            }
+            self.pos += 1;
+        }
+        self.expect("]")?;
+        Some(Expr {
+            kind: ExprKind::List(items),
+            span: self.span(open, self.last_end()),
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Infix {
+    Or,
+    And,
+    Bin(BinOp),
+    Cmp(CmpOp),
+    NotIn,
+    IsNot,
+}
+
+fn cmp(o: CmpOp, lhs: Expr, rhs: Expr) -> ExprKind {
+    match lhs.kind {
+        ExprKind::Compare(first, mut rest) => {
+            rest.push((o, rhs));
+            ExprKind::Compare(first, rest)
+        }
+        kind => ExprKind::Compare(
+            Box::new(Expr {
+                kind,
+                span: lhs.span,
+            }),
+            vec![(o, rhs)],
+        ),
+    }
+}
+
+fn valid_target(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Name(_) | ExprKind::Attr(..) | ExprKind::Index(..) => true,
+        ExprKind::Tuple(items) | ExprKind::List(items) => items.iter().all(valid_target),
+        ExprKind::Paren(inner) => valid_target(inner),
+        _ => false,
+    }
+}
+
+/// Parses one logical line (`text`, starting at byte `base` of the file) if
+/// it is in the fast subset: an expression statement or an assignment.
+pub fn line(text: &str, base: usize, names: &mut Interner) -> Option<Vec<Stmt>> {
+    let toks = tokenize(text)?;
+    // Very long lines go to pest, which bounds operator chains (E0106): a
+    // 50,000-term sum would otherwise make a tree too deep to evaluate.
+    if toks.is_empty() || toks.len() > MAX_TOKENS {
+        return None;
+    }
+    let mut p = P {
+        text,
+        toks,
+        pos: 0,
+        base,
+        names,
+        depth: 0,
+    };
+    let start = p.toks[0].start;
+    let mut exprs = Vec::with_capacity(2);
+    exprs.push(p.exprlist()?);
+    while p.is_op("=") {
+        p.pos += 1;
+        exprs.push(p.exprlist()?);
+    }
+    if p.pos != p.toks.len() {
+        return None;
+    }
+    let span = p.span(start, p.after_skip());
+    let value = exprs.pop().expect("at least one expression");
+    let kind = if exprs.is_empty() {
+        StmtKind::Expr(value)
+    } else {
+        if !exprs.iter().all(valid_target) {
+            return None;
+        }
+        exprs.shrink_to_fit();
+        StmtKind::Assign {
+            targets: exprs,
+            value,
+        }
+    };
+    Some(vec![Stmt { kind, span }])
+}
