@@ -520,6 +520,19 @@ impl Eval<'_> {
                 self.model.link_name(*l)
             )),
             Value::Module(m) => out.push_str(&format!("<module {m}>")),
+            Value::Facility(f) => out.push_str(&format!(
+                "<facility {}>",
+                py_repr_str(&self.fac.facilities[*f as usize].0)
+            )),
+            Value::Device(d) => out.push_str(&format!(
+                "<device {}>",
+                py_repr_str(&self.fac.devices[*d as usize].name)
+            )),
+            Value::Port(d, p) => out.push_str(&format!(
+                "<port {} of {}>",
+                p,
+                py_repr_str(&self.fac.devices[*d as usize].name)
+            )),
         }
     }
 
@@ -987,6 +1000,7 @@ impl Eval<'_> {
         let name = b.name();
         let span = a.span;
         match b {
+            B::Facility | B::NicSpec | B::GpuSpec => return self.call_facility(b, a),
             B::Network | B::Topology | B::Experiment | B::Ip4 | B::Param => {
                 return self.call_api(b, a);
             }
@@ -1587,6 +1601,7 @@ impl Eval<'_> {
             Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) => {
                 self.api_method(recv, name, nspan, ospan, a)
             }
+            Value::Facility(_) | Value::Device(_) => self.facility_method(recv, name, nspan, a),
             _ => {
                 let f = self.get_attr(recv, name, nspan, ospan)?;
                 self.call(f, a, nspan)
@@ -2008,6 +2023,9 @@ impl Eval<'_> {
             | Value::Link(_)
             | Value::Endpoint(..)
             | Value::Socket(..) => self.api_attr(o, name, nspan),
+            Value::Facility(_) | Value::Device(_) | Value::Port(..) => {
+                self.facility_attr(o, name, nspan)
+            }
             _ => Err(self.no_attr(&o, n, nspan, &[])),
         }
     }

@@ -50,6 +50,8 @@ pub type R<T> = Result<T, Flow>;
 pub struct Run {
     /// The topology to lower: the one passed to `experiment()`, or the only one.
     pub topology: Option<Topology>,
+    /// The facility, when the model describes one instead of an experiment.
+    pub facility: Option<crate::facility::FacModel>,
     /// Parameters read with `param()`, with the values used.
     pub parameters: BTreeMap<String, serde_json::Value>,
     /// Lines printed by the model.
@@ -87,6 +89,7 @@ pub struct Eval<'a> {
     /// The innermost loop or function being run, blamed when a budget runs out.
     frame: Option<(Span, &'static str)>,
     pub model: Model,
+    pub fac: crate::facility::FacModel,
     pub params: BTreeMap<String, serde_json::Value>,
     pub params_read: BTreeSet<String>,
     pub printed: Vec<String>,
@@ -133,6 +136,7 @@ pub fn run(
         depth: 0,
         frame: None,
         model: Model::default(),
+        fac: Default::default(),
         params: BTreeMap::new(),
         params_read: BTreeSet::new(),
         printed: Vec::new(),
@@ -180,13 +184,27 @@ pub fn run(
             );
         }
     }
-    let topology = if ok {
+    let has_facility = !ev.fac.facilities.is_empty();
+    let has_topology = ev.model.topos.iter().any(|t| !t.nodes.is_empty());
+    if ok && has_facility && has_topology {
+        diags.push(
+            Diagnostic::error(
+                "E0217",
+                "the model defines both a facility and an experiment topology",
+            )
+            .primary(ev.fac.facilities[0].1.range(), "facility")
+            .help("put the facility and the experiment in separate files"),
+        );
+    }
+    let topology = if ok && !has_facility {
         ev.model.finish(diags, &ev.stem)
     } else {
         None
     };
+    let facility = (ok && has_facility && !has_topology).then(|| std::mem::take(&mut ev.fac));
     Run {
         topology,
+        facility,
         parameters: ev.params,
         printed: ev.printed,
     }
@@ -1040,6 +1058,13 @@ impl<'a> Eval<'a> {
                 self.call_method(recv, name, fspan, fspan, a)
             }
             Value::Module(m) => Err(self.unknown_module(&m, fspan)),
+            // In a facility, `nic(connectx5, ports=2)` and `gpu('a100')` declare hardware.
+            Value::Prop(p) if props::PROPS[p as usize].name == "nic" => {
+                self.call_facility(Builtin::NicSpec, a)
+            }
+            Value::Prop(p) if props::PROPS[p as usize].name == "gpu" => {
+                self.call_facility(Builtin::GpuSpec, a)
+            }
             other => {
                 Err(self.type_error(fspan, format!("a {} cannot be called", other.type_name())))
             }
@@ -1403,6 +1428,8 @@ fn has_methods(v: &Value) -> bool {
             | Value::Node(_)
             | Value::Link(_)
             | Value::Endpoint(..)
+            | Value::Facility(_)
+            | Value::Device(_)
     )
 }
 

@@ -22,6 +22,7 @@ mod ast;
 mod builtins;
 mod check;
 mod eval;
+mod facility;
 mod fast;
 mod lexer;
 mod parser;
@@ -59,8 +60,10 @@ impl Default for Options {
 /// What a compilation produced.
 #[derive(Debug)]
 pub struct Output {
-    /// The XIR, present when there were no errors.
+    /// The experiment XIR, present when the model is an experiment and there were no errors.
     pub xir: Option<mx_xir::Experiment>,
+    /// The facility XIR, present when the model is a facility (`facility('name')`) and there were no errors.
+    pub facility: Option<mx_xir::Facility>,
     /// Errors and warnings, in source order.
     pub diagnostics: Vec<Diagnostic>,
     /// Lines the model printed with `print()`, for the caller to show on stderr.
@@ -114,6 +117,7 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
         sort(&mut diagnostics);
         return Output {
             xir: None,
+            facility: None,
             diagnostics,
             printed: Vec::new(),
             timings,
@@ -126,11 +130,15 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
     let xir = run
         .topology
         .and_then(|topo| check::lower(path, topo, &run.parameters, &mut diagnostics));
+    let facility = run
+        .facility
+        .and_then(|fac| facility::lower(path, &fac, &mut diagnostics));
     timings.check = t.elapsed();
     sort(&mut diagnostics);
     let failed = diagnostics.iter().any(Diagnostic::is_error);
     Output {
         xir: if failed { None } else { xir },
+        facility: if failed { None } else { facility },
         diagnostics,
         printed: run.printed,
         timings,

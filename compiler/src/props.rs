@@ -85,6 +85,8 @@ pub const LINK_EMULATION: &[&str] = &["wifi", "optical", "lte", "satellite"];
 /// Network-wide emulator backends (mergexp's `emulation == netem`).
 pub const NET_EMULATION: &[&str] = &["netem", "click"];
 pub const PROTOCOLS: &[&str] = &["http", "https", "tcp", "udp"];
+/// Facility words: host roles and switch roles (`metal` is also a property).
+pub const FACILITY_WORDS: &[&str] = &["hypervisor", "leaf", "spine"];
 
 pub static PROPS: &[PropDef] = &[
     PropDef {
@@ -404,6 +406,7 @@ pub fn symbols() -> impl Iterator<Item = &'static str> {
         .chain(LINK_EMULATION.iter().copied())
         .chain(NET_EMULATION.iter().copied())
         .chain(PROTOCOLS.iter().copied())
+        .chain(FACILITY_WORDS.iter().copied())
 }
 
 /// Interns a symbol name to its `'static` canonical form.

@@ -130,6 +130,12 @@ pub enum Value {
     Socket(u32, u32),
     /// A module imported but not available in the sandbox.
     Module(Rc<str>),
+    /// A facility under construction (`facility('lab')`).
+    Facility(u32),
+    /// A host or switch of a facility.
+    Device(u32),
+    /// `device.port(n)`: (device, port).
+    Port(u32, u32),
 }
 
 /// A constraint built by comparing a property: `cores >= 4`.
@@ -182,7 +188,9 @@ builtins! {
     Divmod = "divmod", Isinstance = "isinstance", Set = "set",
     // mergexp and mx
     Network = "Network", Topology = "topology", Experiment = "experiment", Ip4 = "ip4",
-    Param = "param",
+    Param = "param", Facility = "facility",
+    // Reached by calling the properties `nic` and `gpu` (see `Eval::call`).
+    NicSpec = "<nic>", GpuSpec = "<gpu>",
     // units
     Bps = "bps", Kbps = "kbps", Mbps = "mbps", Gbps = "gbps", Tbps = "tbps",
     Kb = "kb", Mb = "mb", Gb = "gb", Tb = "tb", Pb = "pb",
@@ -297,6 +305,9 @@ impl Value {
             Value::Endpoint(..) => "endpoint",
             Value::Socket(..) => "socket",
             Value::Module(_) => "module",
+            Value::Facility(_) => "facility",
+            Value::Device(_) => "device",
+            Value::Port(..) => "port",
         }
     }
 

@@ -233,6 +233,23 @@ instead of a crash.";
 "`--set N=V` overrides `param('N', default)`. The value is parsed as the
 default's type (integer, float, bool or string) and must parse.";
 
+    "E0221" "port-in-use" "a facility port is cabled twice, or a cable loops back to its device" =>
+"Each port of a host or switch takes one cable, and a cable joins two different devices.
+
+Example:
+    fac.cable(hv0.port(0), leaf0.port(1))
+    fac.cable(hv1.port(0), leaf0.port(1))   # leaf0 port 1 is taken
+
+Fix: use a free port.";
+    "E0222" "bad-port" "a cable names a host port the host does not have" =>
+"Host ports are numbered from 0 across the host's NICs in the order they are declared: two
+dual-port NICs give ports 0 to 3.
+
+Example:
+    hv = fac.host('hv0', cores=8, memory=gb(32), nics=[nic(connectx5, ports=2)])
+    fac.cable(hv.port(2), leaf.port(0))   # hv0 has ports 0 and 1
+
+Fix: use an existing port, or declare the NIC with more ports.";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

@@ -186,6 +186,14 @@ fn human_style(color: Color) -> HumanStyle {
     HumanStyle { color, width }
 }
 
+/// What a model compiles to: an experiment or a facility.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Document {
+    Experiment(Box<mx_xir::Experiment>),
+    Facility(Box<mx_xir::Facility>),
+}
+
 fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     let Ok((report, xir)) = compile_file(&args.model, &args.model_options) else {
         return Status::Error;
@@ -315,10 +323,7 @@ fn check_summary(
 
 /// Reads and compiles `path`, showing what the model printed on stderr.
 /// A file that cannot be read is reported here and gives `Err`.
-fn compile_file(
-    path: &Path,
-    options: &ModelOptions,
-) -> Result<(FileReport, Option<mx_xir::Experiment>), ()> {
+fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Option<Document>), ()> {
     let name = path.display().to_string();
     let text: Arc<str> = match std::fs::read_to_string(path) {
         Ok(text) => text.into(),
@@ -361,7 +366,12 @@ fn compile_file(
         file: SourceFile::new(name, text),
         diagnostics: output.diagnostics,
     };
-    Ok((report, output.xir))
+    let doc = match (output.xir, output.facility) {
+        (Some(x), _) => Some(Document::Experiment(Box::new(x))),
+        (None, Some(f)) => Some(Document::Facility(Box::new(f))),
+        (None, None) => None,
+    };
+    Ok((report, doc))
 }
 
 /// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.

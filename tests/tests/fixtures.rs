@@ -164,6 +164,19 @@ fn ok_fixtures() {
             failures.push(msg);
             return;
         }
+        if let Some(fac) = &out.facility {
+            // A facility model: its XIR is the snapshot.
+            let json = mx_xir::to_json_pretty(fac);
+            match serde_json::from_str::<mx_xir::Facility>(&json) {
+                Ok(back) if &back == fac => {}
+                Ok(_) => {
+                    failures.push(format!("{name}: facility XIR changes in a JSON round trip"))
+                }
+                Err(e) => failures.push(format!("{name}: facility XIR does not read back: {e}")),
+            }
+            insta::assert_snapshot!(json);
+            return;
+        }
         let Some(xir) = &out.xir else {
             failures.push(format!("{name}: no diagnostics but no XIR either"));
             return;
@@ -235,10 +248,10 @@ fn err_fixtures() {
             failures.push(msg);
         }
         let has_error = out.diagnostics.iter().any(Diagnostic::is_error);
-        if has_error && out.xir.is_some() {
+        if has_error && (out.xir.is_some() || out.facility.is_some()) {
             failures.push(format!("{name}: errors were reported but XIR was produced"));
         }
-        if !has_error && out.xir.is_none() {
+        if !has_error && out.xir.is_none() && out.facility.is_none() {
             failures.push(format!("{name}: only warnings, yet no XIR was produced"));
         }
         if let Err(e) = labels_in_bounds(&text, &out) {
@@ -378,6 +391,9 @@ fn examples_compile() {
     let files = mx_files(&root);
     assert!(files.len() >= 8, "examples missing: {files:?}");
     for path in &files {
+        if path.starts_with(root.join("facilities")) {
+            continue; // facility_examples_compile
+        }
         let name = format!("../examples/{}", rel(path.strip_prefix(&root).unwrap()));
         let text = read(path);
         let xir = compile_clean(&name, &text, &[]);
@@ -393,6 +409,40 @@ fn examples_compile() {
     let lan = read(&root.join("lan.mx"));
     let xir = compile_clean("../examples/lan.mx", &lan, &[("clients", "40")]);
     assert_eq!((xir.nodes.len(), xir.links.len()), (44, 1));
+}
+
+/// The example facilities compile cleanly and have the shape their comments promise.
+#[test]
+fn facility_examples_compile() {
+    let root = Path::new(MANIFEST_DIR).join("../examples/facilities");
+    let mut seen = 0;
+    for (file, hosts, hypervisors, switches) in [
+        ("lab.mx", 4, 3, 1),
+        ("spine-leaf.mx", 96, 64, 10),
+        ("local.mx", 2, 2, 1),
+    ] {
+        let text = read(&root.join(file));
+        let name = format!("../examples/facilities/{file}");
+        let out = compile(&name, &text, &Options::default());
+        assert!(
+            out.diagnostics.is_empty(),
+            "{name}:\n{}",
+            render(&name, &text, &out.diagnostics)
+        );
+        let fac = out.facility.expect("facility XIR");
+        assert_eq!(fac.hosts.len(), hosts, "{name}");
+        assert_eq!(
+            fac.hosts
+                .iter()
+                .filter(|h| h.has_role(mx_xir::Role::Hypervisor))
+                .count(),
+            hypervisors,
+            "{name}"
+        );
+        assert_eq!(fac.switches.len(), switches, "{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
 }
 
 /// The large end of `scale.mx`. Slow in debug builds, so opt in with

@@ -19,6 +19,10 @@
 
 use std::collections::BTreeMap;
 
+mod facility;
+
+pub use facility::*;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +108,10 @@ pub struct Source {
 pub enum DocKind {
     /// An experiment topology compiled from a model.
     Experiment,
+    /// A facility's resources, compiled from a facility model.
+    Facility,
+    /// An experiment mapped onto a facility.
+    Realization,
 }
 
 /// A compiled experiment: nodes, links and their constraints.

@@ -1,0 +1,772 @@
+//! The facility API: operators describe their testbed in the same language.
+//!
+//! ```python
+//! fac = facility('lab')
+//! leaf = fac.switch('leaf0', role=leaf, vxlan=True)
+//! hv = fac.host('hv0', roles=[hypervisor], virt_alloc=True, cores=32, memory=gb(128),
+//!               nics=[nic(connectx5, ports=2, capacity=gbps(100), vfs=64)])
+//! fac.cable(hv.port(0), leaf.port(1), capacity=gbps(100))
+//! ```
+//!
+//! Declarations use keyword arguments (a host *has* 32 cores), not
+//! constraints (a node *needs* `cores >= 4`). Values are checked where they
+//! are written; the whole facility (names, ports, cables) in [`lower`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use indexmap::IndexMap;
+use mx_diag::Diagnostic;
+use mx_xir::{Membus, Pcie, Role, Span, SwitchRole, Unit};
+
+use crate::ast::Sym;
+use crate::eval::{Args, Eval, Flow, R, did_you_mean};
+use crate::props;
+use crate::topo::parse_cidr;
+use crate::value::*;
+
+#[derive(Default)]
+pub struct FacModel {
+    pub facilities: Vec<(String, Span)>,
+    pub devices: Vec<DeviceData>,
+    pub cables: Vec<(u32, u32, u32, u32, u64, Span)>,
+}
+
+pub struct DeviceData {
+    pub fac: u32,
+    pub name: Rc<str>,
+    pub span: Span,
+    pub kind: DeviceKind,
+}
+
+pub enum DeviceKind {
+    Host(Box<mx_xir::Host>),
+    Switch(mx_xir::Switch),
+}
+
+const HOST_KEYS: &[&str] = &[
+    "roles",
+    "virt_alloc",
+    "cores",
+    "memory",
+    "disk",
+    "clock",
+    "arch",
+    "membus",
+    "pcie",
+    "gpus",
+    "nics",
+    "reserved_cores",
+    "reserved_memory",
+    "underlay",
+];
+
+impl Eval<'_> {
+    /// `facility(name)`, `nic(model, ...)`, `gpu(model, ...)`.
+    pub fn call_facility(&mut self, b: Builtin, mut a: Args) -> R<Value> {
+        let name = b.name();
+        match b {
+            Builtin::Facility => {
+                self.arity(&a, name, 1, 1)?;
+                let fname = self.str_arg(&a, 0, name)?;
+                self.fac.facilities.push((fname.to_string(), a.span));
+                Ok(Value::Facility(self.fac.facilities.len() as u32 - 1))
+            }
+            Builtin::NicSpec => {
+                self.arity(&a, name, 1, 1)?;
+                let model =
+                    self.symbol_arg(&a.pos[0], a.span_of(0), "a NIC model such as connectx5")?;
+                let Some(def) = props::nic(&model).filter(|n| n.class == props::NicClass::Physical)
+                else {
+                    let names: Vec<&str> = props::NICS
+                        .iter()
+                        .filter(|n| n.class == props::NicClass::Physical)
+                        .map(|n| n.name)
+                        .collect();
+                    return Err(Diagnostic::error(
+                        "E0218",
+                        format!("`{model}` is not a physical NIC model"),
+                    )
+                    .primary(a.span_of(0).range(), "NIC model")
+                    .help(format!("one of: {}", names.join(", ")))
+                    .into());
+                };
+                let ports = self.count_kw(&mut a, "ports", 1, 1)?;
+                let vfs = self.count_kw(&mut a, "vfs", 0, 0)?;
+                let capacity = self
+                    .quantity_kw(&mut a, "capacity", Unit::Bps)?
+                    .unwrap_or(10_000_000_000);
+                self.no_more_kwargs(&a, name)?;
+                let mut m = IndexMap::new();
+                m.insert(Key::Str("model".into()), Value::Sym(def.name));
+                m.insert(Key::Str("ports".into()), Value::Int(ports as i64));
+                m.insert(
+                    Key::Str("capacity".into()),
+                    Value::Quantity(capacity as i64, Unit::Bps),
+                );
+                m.insert(Key::Str("vfs".into()), Value::Int(vfs as i64));
+                Ok(Value::dict(m))
+            }
+            _ => {
+                self.arity(&a, name, 1, 1)?;
+                let model = match &a.pos[0] {
+                    Value::Str(s) => s.to_string(),
+                    Value::Sym(s) => s.to_string(),
+                    other => {
+                        return Err(self.type_error(
+                            a.span_of(0),
+                            format!("gpu() needs a model name, not a {}", other.type_name()),
+                        ));
+                    }
+                };
+                let count = self.count_kw(&mut a, "count", 1, 1)?;
+                let virtualizable = match self.kwarg(&mut a, "virtualizable") {
+                    None => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(other) => {
+                        return Err(self.type_error(
+                            a.span,
+                            format!(
+                                "virtualizable is True or False, not a {}",
+                                other.type_name()
+                            ),
+                        ));
+                    }
+                };
+                self.no_more_kwargs(&a, name)?;
+                let mut m = IndexMap::new();
+                m.insert(Key::Str("model".into()), Value::str(&model));
+                m.insert(Key::Str("count".into()), Value::Int(count as i64));
+                m.insert(Key::Str("virtualizable".into()), Value::Bool(virtualizable));
+                Ok(Value::dict(m))
+            }
+        }
+    }
+
+    fn symbol_arg(&self, v: &Value, span: Span, what: &str) -> R<String> {
+        match v {
+            Value::Sym(s) => Ok(s.to_string()),
+            Value::Str(s) => Ok(props::alias(s).unwrap_or(s).to_string()),
+            Value::Prop(p) => Ok(props::PROPS[*p as usize].name.to_string()),
+            other => Err(self.type_error(
+                span,
+                format!("expected {what}, not a {}", other.type_name()),
+            )),
+        }
+    }
+
+    fn count_kw(&self, a: &mut Args, key: &str, default: u32, min: u32) -> R<u32> {
+        let span = a.span;
+        match self.kwarg(a, key) {
+            None => Ok(default),
+            Some(Value::Int(i)) if i >= min as i64 && i <= u32::MAX as i64 => Ok(i as u32),
+            Some(Value::Int(i)) => Err(self.fail(
+                "E0218",
+                span,
+                format!("`{key}` cannot be {i}"),
+                format!("`{key}` is at least {min}"),
+            )),
+            Some(other) => Err(self.type_error(
+                span,
+                format!("`{key}` is a whole number, not a {}", other.type_name()),
+            )),
+        }
+    }
+
+    fn quantity_kw(&self, a: &mut Args, key: &str, unit: Unit) -> R<Option<u64>> {
+        let span = a.span;
+        match self.kwarg(a, key) {
+            None => Ok(None),
+            Some(Value::Quantity(q, u)) if u == unit && q >= 0 => Ok(Some(q as u64)),
+            Some(Value::Quantity(..)) | Some(Value::Int(_)) | Some(Value::Float(_)) => {
+                Err(Diagnostic::error(
+                    "E0204",
+                    format!("`{key}` needs a {} with its unit", unit_word(unit)),
+                )
+                .primary(span.range(), "in this declaration")
+                .help(match unit {
+                    Unit::Bytes => "e.g. memory=gb(128), disk=tb(2)",
+                    Unit::Bps => "e.g. capacity=gbps(100)",
+                    Unit::Hz => "e.g. clock=ghz(2.6)",
+                    Unit::Ns => "e.g. ms(1)",
+                })
+                .into())
+            }
+            Some(other) => Err(self.type_error(
+                span,
+                format!(
+                    "`{key}` is a {}, not a {}",
+                    unit_word(unit),
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+
+    fn no_more_kwargs(&self, a: &Args, what: &str) -> R<()> {
+        if let Some((k, _, span)) = a.kw.first() {
+            let name = self.name(*k);
+            let known: &[&str] = match what {
+                "nic" => &["ports", "capacity", "vfs"],
+                "gpu" => &["count", "virtualizable"],
+                "host" => HOST_KEYS,
+                "switch" => &["role", "vxlan"],
+                "cable" => &["capacity"],
+                _ => &[],
+            };
+            let mut d = Diagnostic::error("E0215", format!("`{what}` has no keyword `{name}`"))
+                .primary(span.range(), "unknown keyword");
+            d = match did_you_mean(name, known.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!("`{what}` takes: {}", known.join(", "))),
+            };
+            return Err(d.into());
+        }
+        Ok(())
+    }
+
+    fn new_device(&mut self, fac: u32, a: &Args, kind: DeviceKind) -> R<Value> {
+        let name = self.str_arg(a, 0, "host")?;
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c.is_control())
+        {
+            return Err(self.fail(
+                "E0218",
+                a.span_of(0),
+                format!(
+                    "{} is not a usable device name",
+                    crate::builtins::py_repr_str(&name)
+                ),
+                "bad name",
+            ));
+        }
+        self.charge(512, a.span)?;
+        self.fac.devices.push(DeviceData {
+            fac,
+            name,
+            span: a.span,
+            kind,
+        });
+        Ok(Value::Device(self.fac.devices.len() as u32 - 1))
+    }
+
+    pub fn facility_method(
+        &mut self,
+        recv: Value,
+        name: Sym,
+        nspan: Span,
+        mut a: Args,
+    ) -> R<Value> {
+        let m: &str = self.name(name);
+        match (&recv, m) {
+            (Value::Facility(f), "host") => {
+                let f = *f;
+                self.arity(&a, m, 1, 1)?;
+                let host = self.host_decl(&mut a)?;
+                self.no_more_kwargs(&a, "host")?;
+                self.new_device(f, &a, DeviceKind::Host(Box::new(host)))
+            }
+            (Value::Facility(f), "switch") => {
+                let f = *f;
+                self.arity(&a, m, 1, 1)?;
+                let span = a.span;
+                let role = match self.kwarg(&mut a, "role") {
+                    None => SwitchRole::Leaf,
+                    Some(v) => match self.symbol_arg(&v, span, "leaf or spine")?.as_str() {
+                        "leaf" => SwitchRole::Leaf,
+                        "spine" => SwitchRole::Spine,
+                        other => {
+                            return Err(self.fail(
+                                "E0218",
+                                span,
+                                format!("`{other}` is not a switch role"),
+                                "role is leaf or spine",
+                            ));
+                        }
+                    },
+                };
+                let vxlan = match self.kwarg(&mut a, "vxlan") {
+                    None => true,
+                    Some(Value::Bool(b)) => b,
+                    Some(other) => {
+                        return Err(self.type_error(
+                            span,
+                            format!("vxlan is True or False, not a {}", other.type_name()),
+                        ));
+                    }
+                };
+                self.no_more_kwargs(&a, "switch")?;
+                let sw = mx_xir::Switch {
+                    name: String::new(),
+                    role,
+                    vxlan,
+                    span,
+                };
+                self.new_device(f, &a, DeviceKind::Switch(sw))
+            }
+            (Value::Facility(f), "cable") => {
+                let f = *f;
+                self.arity(&a, m, 2, 2)?;
+                let capacity = self.quantity_kw(&mut a, "capacity", Unit::Bps)?;
+                self.no_more_kwargs(&a, "cable")?;
+                let mut ends = [(0, 0); 2];
+                for (i, end) in ends.iter_mut().enumerate() {
+                    let Value::Port(d, p) = a.pos[i] else {
+                        return Err(Diagnostic::error(
+                            "E0203",
+                            format!("cable() connects ports, not a {}", a.pos[i].type_name()),
+                        )
+                        .primary(a.span_of(i).range(), "not a port")
+                        .help("write fac.cable(hv0.port(0), leaf0.port(1), capacity=gbps(100))")
+                        .into());
+                    };
+                    if self.fac.devices[d as usize].fac != f {
+                        return Err(self.fail(
+                            "E0216",
+                            a.span_of(i),
+                            "this port belongs to another facility",
+                            "other facility",
+                        ));
+                    }
+                    *end = (d, p);
+                }
+                // Default capacity: the slower host NIC port at either end, else 100 Gb/s.
+                let capacity = capacity.unwrap_or_else(|| {
+                    ends.iter()
+                        .filter_map(|(d, p)| match &self.fac.devices[*d as usize].kind {
+                            DeviceKind::Host(h) => {
+                                h.nic_of_port(*p).map(|(n, _)| h.nics[n].capacity)
+                            }
+                            DeviceKind::Switch(_) => None,
+                        })
+                        .min()
+                        .unwrap_or(100_000_000_000)
+                });
+                self.fac
+                    .cables
+                    .push((ends[0].0, ends[0].1, ends[1].0, ends[1].1, capacity, a.span));
+                Ok(Value::None)
+            }
+            (Value::Device(d), "port") => {
+                self.arity(&a, m, 1, 1)?;
+                let p = self.int_arg(&a, 0, m)?;
+                let p = u32::try_from(p).map_err(|_| {
+                    self.fail(
+                        "E0218",
+                        a.span_of(0),
+                        format!("{p} is not a port number"),
+                        "ports count from 0",
+                    )
+                })?;
+                Ok(Value::Port(*d, p))
+            }
+            _ => {
+                let known: &[&str] = match recv {
+                    Value::Facility(_) => &["host", "switch", "cable", "name"],
+                    _ => &["port", "name"],
+                };
+                Err(self.no_attr(&recv, m, nspan, known))
+            }
+        }
+    }
+
+    pub fn facility_attr(&mut self, o: Value, name: Sym, nspan: Span) -> R<Value> {
+        let n: &str = self.name(name);
+        match (&o, n) {
+            (Value::Facility(f), "name") => Ok(Value::str(&self.fac.facilities[*f as usize].0)),
+            (Value::Device(d), "name") => {
+                Ok(Value::Str(self.fac.devices[*d as usize].name.clone()))
+            }
+            (Value::Facility(_), "host" | "switch" | "cable") | (Value::Device(_), "port") => {
+                Ok(Value::Method(Rc::new((o.clone(), name))))
+            }
+            (Value::Port(_, p), "index") => Ok(Value::Int(*p as i64)),
+            _ => Err(self.no_attr(&o, n, nspan, &["name"])),
+        }
+    }
+
+    fn host_decl(&mut self, a: &mut Args) -> R<mx_xir::Host> {
+        let span = a.span;
+        let roles = match self.kwarg(a, "roles") {
+            None => vec![Role::Metal],
+            Some(v) => {
+                let items = match &v {
+                    Value::List(_) | Value::Tuple(_) => self.iterate(&v, span)?,
+                    other => vec![other.clone()],
+                };
+                let mut roles = Vec::new();
+                for it in items {
+                    let r = match self
+                        .symbol_arg(&it, span, "a role (metal or hypervisor)")?
+                        .as_str()
+                    {
+                        "metal" => Role::Metal,
+                        "hypervisor" => Role::Hypervisor,
+                        other => {
+                            return Err(self.fail(
+                                "E0218",
+                                span,
+                                format!("`{other}` is not a host role"),
+                                "roles are metal and hypervisor",
+                            ));
+                        }
+                    };
+                    if !roles.contains(&r) {
+                        roles.push(r);
+                    }
+                }
+                if roles.is_empty() {
+                    return Err(self.fail(
+                        "E0218",
+                        span,
+                        "a host needs at least one role",
+                        "empty roles",
+                    ));
+                }
+                roles.sort();
+                roles
+            }
+        };
+        let virt_alloc = match self.kwarg(a, "virt_alloc") {
+            None => roles.contains(&Role::Hypervisor),
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(self.type_error(
+                    span,
+                    format!("virt_alloc is True or False, not a {}", other.type_name()),
+                ));
+            }
+        };
+        if virt_alloc && !roles.contains(&Role::Hypervisor) {
+            return Err(
+                Diagnostic::error("E0218", "virt_alloc needs the hypervisor role")
+                    .primary(span.range(), "this host")
+                    .help("add roles=[hypervisor] (or [metal, hypervisor] for dual personality)")
+                    .into(),
+            );
+        }
+        let cores = match self.kwarg(a, "cores") {
+            Some(Value::Int(i)) if i > 0 && i <= u32::MAX as i64 => i as u32,
+            Some(_) => {
+                return Err(self.fail(
+                    "E0218",
+                    span,
+                    "`cores` is a positive whole number",
+                    "in this host",
+                ));
+            }
+            None => {
+                return Err(Diagnostic::error("E0215", "a host needs `cores`")
+                    .primary(span.range(), "this host")
+                    .help("e.g. cores=32")
+                    .into());
+            }
+        };
+        let memory = self
+            .quantity_kw(a, "memory", Unit::Bytes)?
+            .ok_or_else(|| -> Flow {
+                Diagnostic::error("E0215", "a host needs `memory`")
+                    .primary(span.range(), "this host")
+                    .help("e.g. memory=gb(128)")
+                    .into()
+            })?;
+        let disk = self.quantity_kw(a, "disk", Unit::Bytes)?.unwrap_or(0);
+        let clock = self.quantity_kw(a, "clock", Unit::Hz)?;
+        let arch = match self.kwarg(a, "arch") {
+            None => "x86_64".to_string(),
+            Some(v) => {
+                let s = self.symbol_arg(&v, span, "an architecture")?;
+                if !props::ARCHES.contains(&s.as_str()) {
+                    return Err(self.fail(
+                        "E0218",
+                        span,
+                        format!("`{s}` is not an architecture"),
+                        format!("one of {}", props::ARCHES.join(", ")),
+                    ));
+                }
+                s
+            }
+        };
+        let membus: Option<Membus> = match self.kwarg(a, "membus") {
+            None => None,
+            Some(Value::Membus(m)) => Some(m),
+            Some(other) => {
+                return Err(self.type_error(
+                    span,
+                    format!("membus is e.g. ddr4(3200), not a {}", other.type_name()),
+                ));
+            }
+        };
+        let pcie: Option<Pcie> = match self.kwarg(a, "pcie") {
+            None => None,
+            Some(Value::Pcie(p)) => Some(p),
+            Some(other) => {
+                return Err(self.type_error(
+                    span,
+                    format!("pcie is e.g. gen4(16), not a {}", other.type_name()),
+                ));
+            }
+        };
+        let nics =
+            match self.kwarg(a, "nics") {
+                None => Vec::new(),
+                Some(v) => {
+                    let items = self.iterate(&v, span)?;
+                    let mut out = Vec::new();
+                    for it in items {
+                        let Value::Dict(d) = &it else {
+                            return Err(self.type_error(span, "nics is a list of nic(...)"));
+                        };
+                        let d = d.borrow();
+                        let get = |k: &str| d.get(&Key::Str(k.into())).cloned();
+                        match (get("model"), get("ports"), get("capacity"), get("vfs")) {
+                            (
+                                Some(Value::Sym(model)),
+                                Some(Value::Int(ports)),
+                                Some(Value::Quantity(cap, _)),
+                                Some(Value::Int(vfs)),
+                            ) => out.push(mx_xir::Nic {
+                                model: model.to_string(),
+                                ports: ports as u32,
+                                capacity: cap as u64,
+                                max_vfs: vfs as u32,
+                            }),
+                            _ => return Err(self.type_error(
+                                span,
+                                "nics is a list of nic(model, ports=..., capacity=..., vfs=...)",
+                            )),
+                        }
+                    }
+                    out
+                }
+            };
+        let gpus = match self.kwarg(a, "gpus") {
+            None => Vec::new(),
+            Some(v) => {
+                let items = self.iterate(&v, span)?;
+                let mut out = Vec::new();
+                for it in items {
+                    let Value::Dict(d) = &it else {
+                        return Err(self.type_error(span, "gpus is a list of gpu(...)"));
+                    };
+                    let d = d.borrow();
+                    let get = |k: &str| d.get(&Key::Str(k.into())).cloned();
+                    match (get("model"), get("count"), get("virtualizable")) {
+                        (
+                            Some(Value::Str(model)),
+                            Some(Value::Int(count)),
+                            Some(Value::Bool(v)),
+                        ) => out.push(mx_xir::Gpu {
+                            model: model.to_string(),
+                            count: count as u32,
+                            virtualizable: v,
+                        }),
+                        _ => {
+                            return Err(self.type_error(
+                                span,
+                                "gpus is a list of gpu(model, count=..., virtualizable=...)",
+                            ));
+                        }
+                    }
+                }
+                out
+            }
+        };
+        let reserved_cores = match self.kwarg(a, "reserved_cores") {
+            None => 0,
+            Some(Value::Int(i)) if i >= 0 && i < cores as i64 => i as u32,
+            Some(_) => {
+                return Err(self.fail(
+                    "E0218",
+                    span,
+                    format!("`reserved_cores` must be from 0 to {}", cores - 1),
+                    "leave the host at least one core for VMs",
+                ));
+            }
+        };
+        let reserved_memory = self
+            .quantity_kw(a, "reserved_memory", Unit::Bytes)?
+            .unwrap_or(0);
+        if reserved_memory >= memory {
+            return Err(self.fail(
+                "E0218",
+                span,
+                "`reserved_memory` is all of the host's memory",
+                "reserve less than `memory`",
+            ));
+        }
+        let underlay = match self.kwarg(a, "underlay") {
+            None => None,
+            Some(Value::Str(s)) => {
+                if parse_cidr(&format!("{s}/32")).is_err() {
+                    return Err(self.fail(
+                        "E0209",
+                        span,
+                        format!("`{s}` is not an IPv4 address"),
+                        "underlay address",
+                    ));
+                }
+                Some(s.to_string())
+            }
+            Some(other) => {
+                return Err(self.type_error(
+                    span,
+                    format!("underlay is an address string, not a {}", other.type_name()),
+                ));
+            }
+        };
+        Ok(mx_xir::Host {
+            name: String::new(),
+            roles,
+            virt_alloc,
+            cores,
+            memory,
+            disk,
+            clock,
+            arch,
+            membus,
+            pcie,
+            gpus,
+            nics,
+            reserved_cores,
+            reserved_memory,
+            underlay,
+            span,
+        })
+    }
+}
+
+fn unit_word(u: Unit) -> &'static str {
+    match u {
+        Unit::Bytes => "size",
+        Unit::Bps => "rate",
+        Unit::Ns => "time",
+        Unit::Hz => "frequency",
+    }
+}
+
+/// Checks the facility and lowers it to XIR.
+pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<mx_xir::Facility> {
+    let (name, fspan) = fac.facilities.last()?;
+    if fac.facilities.len() > 1 {
+        diags.push(
+            Diagnostic::error("E0217", "the model defines several facilities")
+                .primary(fspan.range(), "second facility")
+                .secondary(fac.facilities[0].1.range(), "first facility")
+                .help("describe one facility per file"),
+        );
+        return None;
+    }
+    let mut out = mx_xir::Facility::new(name, path);
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let mut cabled: BTreeMap<(u32, u32), Span> = BTreeMap::new();
+    for d in &fac.devices {
+        if let Some(first) = seen.get(&*d.name) {
+            diags.push(
+                Diagnostic::error("E0206", format!("two devices are named `{}`", d.name))
+                    .primary(d.span.range(), "second device with this name")
+                    .secondary(first.range(), "first defined here")
+                    .help("hosts and switches share one namespace; give each a unique name"),
+            );
+        }
+        seen.insert(&d.name, d.span);
+        match &d.kind {
+            DeviceKind::Host(h) => {
+                let mut h = (**h).clone();
+                h.name = d.name.to_string();
+                out.hosts.push(h);
+            }
+            DeviceKind::Switch(s) => {
+                let mut s = s.clone();
+                s.name = d.name.to_string();
+                out.switches.push(s);
+            }
+        }
+    }
+    for &(d0, p0, d1, p1, capacity, span) in &fac.cables {
+        let mut ok = true;
+        for (d, p) in [(d0, p0), (d1, p1)] {
+            let dev = &fac.devices[d as usize];
+            if let DeviceKind::Host(h) = &dev.kind
+                && p >= h.ports()
+            {
+                ok = false;
+                diags.push(
+                    Diagnostic::error("E0222", format!("host `{}` has no port {p}", dev.name))
+                        .primary(span.range(), format!("port {p}"))
+                        .secondary(
+                            dev.span.range(),
+                            format!(
+                                "declared with {} port{}",
+                                h.ports(),
+                                if h.ports() == 1 { "" } else { "s" }
+                            ),
+                        )
+                        .help("host ports are numbered from 0 across its NICs in order"),
+                );
+            }
+            if let Some(first) = cabled.get(&(d, p)) {
+                ok = false;
+                diags.push(
+                    Diagnostic::error(
+                        "E0221",
+                        format!("port {p} of `{}` is cabled twice", dev.name),
+                    )
+                    .primary(span.range(), "second cable")
+                    .secondary(first.range(), "first cable")
+                    .help("a port takes one cable"),
+                );
+            } else {
+                cabled.insert((d, p), span);
+            }
+        }
+        if d0 == d1 {
+            ok = false;
+            diags.push(
+                Diagnostic::error("E0221", "a cable connects a device to itself")
+                    .primary(span.range(), "loop")
+                    .help("cable a host to a switch, or two switches"),
+            );
+        }
+        if ok {
+            out.cables.push(mx_xir::Cable {
+                ends: [
+                    mx_xir::PortRef {
+                        device: fac.devices[d0 as usize].name.to_string(),
+                        port: p0,
+                    },
+                    mx_xir::PortRef {
+                        device: fac.devices[d1 as usize].name.to_string(),
+                        port: p1,
+                    },
+                ],
+                capacity,
+                span,
+            });
+        }
+    }
+    // Hosts without any cable cannot carry links to other hosts.
+    if !out.switches.is_empty() {
+        for (i, d) in fac.devices.iter().enumerate() {
+            if matches!(d.kind, DeviceKind::Host(_))
+                && !cabled.keys().any(|(dev, _)| *dev == i as u32)
+            {
+                diags.push(
+                    Diagnostic::warning("W0203", format!("host `{}` has no cables", d.name))
+                        .primary(d.span.range(), "unconnected host")
+                        .help("cable it to a leaf switch, or experiments placed on it cannot reach other hosts"),
+                );
+            }
+        }
+    }
+    if out.hosts.is_empty() {
+        diags.push(
+            Diagnostic::error("E0217", format!("facility `{name}` has no hosts"))
+                .primary(fspan.range(), "empty facility")
+                .help("declare hosts with fac.host('hv0', cores=32, memory=gb(128), ...)"),
+        );
+    }
+    Some(out)
+}

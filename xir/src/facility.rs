@@ -1,0 +1,207 @@
+//! Facility XIR: what a testbed has, for the realizer to map experiments onto.
+//!
+//! Quantities use the same base units as experiment constraints (bytes, bps,
+//! Hz), so matching a constraint against a host is a plain comparison.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{DocKind, Membus, Pcie, SCHEMA_VERSION, Source, Span};
+
+/// A facility: hosts, switches and the cables between them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Facility {
+    /// Schema version, [`SCHEMA_VERSION`] when written by this crate.
+    pub xir: String,
+    /// Always [`DocKind::Facility`].
+    pub kind: DocKind,
+    /// The facility name (`facility('name')`).
+    pub name: String,
+    /// Where the model came from; spans index into this file.
+    pub source: Source,
+    /// Hosts in creation order.
+    pub hosts: Vec<Host>,
+    /// Switches in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<Switch>,
+    /// Cables in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cables: Vec<Cable>,
+}
+
+impl Facility {
+    /// An empty facility named `name`, compiled from `path`.
+    pub fn new(name: &str, path: &str) -> Self {
+        Facility {
+            xir: SCHEMA_VERSION.to_string(),
+            kind: DocKind::Facility,
+            name: name.to_string(),
+            source: Source {
+                path: path.to_string(),
+            },
+            hosts: Vec::new(),
+            switches: Vec::new(),
+            cables: Vec::new(),
+        }
+    }
+
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// What a host may be used as.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Allocated whole to one experiment node.
+    Metal,
+    /// Runs VMs for experiment nodes.
+    Hypervisor,
+}
+
+/// A physical machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Host {
+    /// Unique name.
+    pub name: String,
+    /// Bare metal, hypervisor, or both ("dual personality").
+    pub roles: Vec<Role>,
+    /// Marked for virtual allocation: the realizer may slice it into VMs.
+    pub virt_alloc: bool,
+    /// CPU cores.
+    pub cores: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Disk in bytes.
+    pub disk: u64,
+    /// Core clock in Hz, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<u64>,
+    /// CPU architecture (`x86_64`, `aarch64`, `riscv64`).
+    pub arch: String,
+    /// Memory bus, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membus: Option<Membus>,
+    /// PCIe generation and lanes available to devices, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcie: Option<Pcie>,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<Gpu>,
+    /// Network interface cards; ports are numbered across them in order.
+    pub nics: Vec<Nic>,
+    /// Cores kept for the host itself (hypervisor overhead).
+    #[serde(default)]
+    pub reserved_cores: u32,
+    /// Memory kept for the host itself, in bytes.
+    #[serde(default)]
+    pub reserved_memory: u64,
+    /// Underlay address (the VXLAN tunnel endpoint), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+    /// Where the host was declared.
+    pub span: Span,
+}
+
+impl Host {
+    /// Whether the host can be used in `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Total network ports over all NICs.
+    pub fn ports(&self) -> u32 {
+        self.nics.iter().map(|n| n.ports).sum()
+    }
+
+    /// The NIC that port `port` belongs to, and the port's index on it.
+    pub fn nic_of_port(&self, port: u32) -> Option<(usize, u32)> {
+        let mut base = 0;
+        for (i, n) in self.nics.iter().enumerate() {
+            if port < base + n.ports {
+                return Some((i, port - base));
+            }
+            base += n.ports;
+        }
+        None
+    }
+}
+
+/// GPUs of one model on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Gpu {
+    /// Model name, e.g. `a100`.
+    pub model: String,
+    /// How many.
+    pub count: u32,
+    /// Whether it can be shared as virtual GPUs (mediated devices or VFs).
+    pub virtualizable: bool,
+}
+
+/// A network interface card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Nic {
+    /// Model, e.g. `connectx5`, `e810`.
+    pub model: String,
+    /// Physical ports.
+    pub ports: u32,
+    /// Capacity per port in bits per second.
+    pub capacity: u64,
+    /// SR-IOV virtual functions the card can create (0: no SR-IOV).
+    #[serde(default)]
+    pub max_vfs: u32,
+}
+
+/// A switch's place in the fabric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchRole {
+    /// Connects hosts.
+    Leaf,
+    /// Connects leaves.
+    Spine,
+}
+
+/// A switch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Switch {
+    /// Unique name (shared namespace with hosts).
+    pub name: String,
+    /// Leaf or spine.
+    pub role: SwitchRole,
+    /// Whether it can map VLANs to VXLAN VNIs; VLAN-only otherwise.
+    pub vxlan: bool,
+    /// Where the switch was declared.
+    pub span: Span,
+}
+
+/// One end of a cable: a device (host or switch) and a port on it.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct PortRef {
+    /// Host or switch name.
+    pub device: String,
+    /// Port number on that device (hosts: counted across NICs in order).
+    pub port: u32,
+}
+
+/// A cable between two ports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Cable {
+    /// The two ends.
+    pub ends: [PortRef; 2],
+    /// Capacity in bits per second.
+    pub capacity: u64,
+    /// Where the cable was declared.
+    pub span: Span,
+}
+
+/// The JSON Schema of a facility document, as kept in `xir/schema/`.
+pub fn facility_schema() -> String {
+    crate::to_json_pretty(&schemars::schema_for!(Facility))
+}
