@@ -250,6 +250,26 @@ Example:
     fac.cable(hv.port(2), leaf.port(0))   # hv0 has ports 0 and 1
 
 Fix: use an existing port, or declare the NIC with more ports.";
+    "E0301" "unplaceable-node" "no resource of the facility can host a node" =>
+"Every host was ruled out for this node. The labels show which constraint rules out which group of
+hosts (\"rules out hv0..hv63 (64 hosts): has 32 cores\"); the help says how much room is left
+when hosts match but are full.
+
+Example:
+    big = net.node('big', cores >= 64)   # the largest host has 32 cores
+
+Fix: relax the constraint, pick another facility, or relinquish experiments that hold the
+resources (`mxc alloc show`). `mxc realize --explain` lists every host and its verdict.";
+    "E0302" "no-free-port" "a host has no free port or VF for an endpoint" =>
+"vfio endpoints need a free SR-IOV virtual function on a NIC of a matching model, passthrough
+endpoints a whole free port that is cabled to a switch, and bare-metal endpoints a cabled port.
+
+Fix: use a virtual NIC model (`nic == virtio`), or a facility with more SR-IOV capacity.";
+    "E0303" "no-free-vlan" "a leaf switch has run out of VLAN tags" =>
+"Each link that reaches a leaf switch through a VF or a physical port takes a VLAN tag that is
+unique on that leaf (100 to 4094).
+
+Fix: relinquish experiments on that leaf, or use virtual NICs.";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

@@ -48,6 +48,8 @@ enum Command {
     Check(CheckArgs),
     /// Explain a diagnostic code, or list them all with --list.
     Explain(ExplainArgs),
+    /// Map a model onto a facility: place every node, plan every link.
+    Realize(RealizeArgs),
 }
 
 #[derive(Args)]
@@ -113,6 +115,48 @@ impl ModelOptions {
 }
 
 #[derive(Args)]
+struct RealizeArgs {
+    /// The experiment model.
+    model: PathBuf,
+    /// The facility model (default: the built-in `lab` facility, examples/facilities/lab.mx).
+    #[arg(long, value_name = "FAC")]
+    facility: Option<PathBuf>,
+    /// Plan only; allocate nothing. (Persistent allocation is not built yet,
+    /// so this is currently the only mode and may be omitted.)
+    #[arg(long)]
+    dry_run: bool,
+    /// Name of the realization (default: the experiment's name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Seed for tie-breaking; the same inputs and seed give the same realization.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RealizeFormat::Text)]
+    format: RealizeFormat,
+    /// Write the realization XIR (JSON) here.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// List every host and its verdict for every node.
+    #[arg(long)]
+    explain: bool,
+    #[command(flatten)]
+    model_options: ModelOptions,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RealizeFormat {
+    Text,
+    Json,
+}
+
+/// The facility `mxc realize` uses when none is given, so a first command works.
+const DEFAULT_FACILITY: (&str, &str) = (
+    "<built-in>/lab.mx",
+    include_str!("../../examples/facilities/lab.mx"),
+);
+
+#[derive(Args)]
 struct ExplainArgs {
     /// A code such as `E0201`, or its name such as `undefined-name`.
     #[arg(required_unless_present = "list")]
@@ -166,6 +210,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile(&args, style),
         Command::Check(args) => check(&args, style),
         Command::Explain(args) => explain(&args),
+        Command::Realize(args) => realize(&args, style),
     }
     .into()
 }
@@ -375,6 +420,156 @@ fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Opti
 }
 
 /// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
+fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
+    let Ok((report, doc)) = compile_file(&args.model, &args.model_options) else {
+        return Status::Error;
+    };
+    eprint!("{}", mx_diag::render_human(&report, style));
+    if args.model_options.fails(&report) {
+        return Status::Failure;
+    }
+    let Some(Document::Experiment(exp)) = doc else {
+        eprintln!("error: {} is not an experiment model", report.file.path);
+        return Status::Error;
+    };
+    // The facility: a file, or the built-in default.
+    let (fac_path, fac_text): (String, Arc<str>) = match &args.facility {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (p.display().to_string(), t.into()),
+            Err(err) => {
+                eprintln!("error: cannot read {}: {err}", p.display());
+                return Status::Error;
+            }
+        },
+        None => (DEFAULT_FACILITY.0.to_string(), DEFAULT_FACILITY.1.into()),
+    };
+    let out = mx_compiler::compile(&fac_path, &fac_text, &mx_compiler::Options::default());
+    let fac_report = FileReport {
+        file: SourceFile::new(fac_path.clone(), fac_text),
+        diagnostics: out.diagnostics,
+    };
+    eprint!("{}", mx_diag::render_human(&fac_report, style));
+    if fac_report.errors() > 0 {
+        return Status::Failure;
+    }
+    let Some(fac) = out.facility else {
+        eprintln!("error: {fac_path} is not a facility model (it has no `facility('name')`)");
+        return Status::Error;
+    };
+    let usage = mx_realizer::Usage::default();
+    let opts = mx_realizer::Options {
+        name: args.name.clone(),
+        seed: args.seed,
+        explain: args.explain,
+    };
+    let outcome = match mx_realizer::realize(&exp, &fac, &usage, &opts) {
+        Ok(o) => o,
+        Err(diags) => {
+            let failed = FileReport {
+                file: report.file.clone(),
+                diagnostics: diags,
+            };
+            eprint!("{}", mx_diag::render_human(&failed, style));
+            return Status::Failure;
+        }
+    };
+    let real = outcome.realization;
+    if args.explain {
+        for line in &outcome.explanation {
+            eprintln!("{line}");
+        }
+    }
+    if let Some(path) = &args.output
+        && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))
+    {
+        eprintln!("error: cannot write {}: {err}", path.display());
+        return Status::Error;
+    }
+    let text = match args.format {
+        RealizeFormat::Json => mx_xir::to_json_pretty(&real),
+        RealizeFormat::Text => realization_table(&real),
+    };
+    write_stdout(&text)
+}
+
+/// The realization as two readable tables: nodes, then links.
+fn realization_table(real: &mx_xir::Realization) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "realization `{}` of {} on facility `{}` (solver {}, seed {})",
+        real.name, real.experiment.path, real.facility, real.solver, real.seed
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<20} {:<12} {:<6} {:>6} {:>10} {:>10}",
+        "NODE", "HOST", "AS", "CORES", "MEMORY", "DISK"
+    );
+    for p in &real.nodes {
+        let mode = match p.mode {
+            mx_xir::Mode::Metal => "metal",
+            mx_xir::Mode::Vm => "vm",
+        };
+        let _ = writeln!(
+            s,
+            "{:<20} {:<12} {:<6} {:>6} {:>10} {:>10}",
+            p.node,
+            p.host,
+            mode,
+            p.cores,
+            mx_realizer::place::size(p.memory),
+            mx_realizer::place::size(p.disk)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<28} {:<9} {:<24} VNI / VLAN / ATTACHMENTS",
+        "LINK", "KIND", "HOSTS"
+    );
+    for l in &real.links {
+        let kind = match l.kind {
+            mx_xir::LinkKind::XdpPair => "xdp-pair",
+            mx_xir::LinkKind::Bridge => "bridge",
+            mx_xir::LinkKind::Vxlan => "vxlan",
+        };
+        let mut extra: Vec<String> = l.vni.map(|v| format!("vni {v}")).into_iter().collect();
+        for e in &l.endpoints {
+            match &e.attach {
+                mx_xir::Attachment::Tap { model } => extra.push(format!("{}: tap {model}", e.node)),
+                mx_xir::Attachment::Vf { port, vf, vlan } => {
+                    extra.push(format!("{}: vf {vf} of port {port}, vlan {vlan}", e.node))
+                }
+                mx_xir::Attachment::Port { port, vlan } => {
+                    extra.push(format!("{}: port {port}, vlan {vlan}", e.node))
+                }
+            }
+        }
+        if let Some(em) = &l.emulation {
+            let mut parts = Vec::new();
+            if let Some(c) = em.capacity {
+                parts.push(format!("{} Mb/s", c / 1_000_000));
+            }
+            if let Some(d) = em.latency {
+                parts.push(format!("{} ms", d as f64 / 1e6));
+            }
+            if let Some(p) = em.loss {
+                parts.push(format!("loss {p}"));
+            }
+            extra.push(format!("emulated: {}", parts.join(", ")));
+        }
+        let _ = writeln!(
+            s,
+            "{:<28} {:<9} {:<24} {}",
+            l.link,
+            kind,
+            l.hosts.join(","),
+            extra.join("; ")
+        );
+    }
+    s
+}
+
 /// Peak resident memory of this process, from Linux's `VmHWM`.
 fn peak_memory() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -274,6 +274,10 @@ fn every_code_has_a_fixture() {
     let missing: Vec<&str> = mx_diag::codes::CODES
         .iter()
         .map(|c| c.code)
+        // Compile-phase codes; realize codes (E03xx) are tested in realize.rs.
+        .filter(|code| {
+            code.starts_with("E01") || code.starts_with("E02") || code.starts_with("W02")
+        })
         .filter(|code| !names.iter().any(|n| n.starts_with(code)))
         .collect();
     assert!(

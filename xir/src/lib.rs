@@ -20,8 +20,10 @@
 use std::collections::BTreeMap;
 
 mod facility;
+mod realization;
 
 pub use facility::*;
+pub use realization::*;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -41,3 +41,18 @@ fn facility_schema_is_current() {
         path.display()
     );
 }
+
+#[test]
+fn realization_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/realization.schema.json");
+    let generated = mx_xir::realization_schema();
+    if std::env::var_os("MX_UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).expect("write schema");
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        stored == generated,
+        "{} is stale; regenerate it with `MX_UPDATE_SCHEMA=1 cargo test -p mx-xir --test schema`",
+        path.display()
+    );
+}

@@ -1,0 +1,220 @@
+//! Link planning: how each experiment link is built on the facility.
+//!
+//! Colocated point-to-point links become an XDP redirect pair, colocated
+//! LANs a local filtering bridge, and links between hosts a VXLAN segment
+//! with a VNI from the pool (VTEPs on each host's underlay address).
+//! Endpoints attach with a tap (emulated NIC), an SR-IOV VF, or a whole
+//! port; VFs and ports carry a VLAN tag that is unique on their leaf switch
+//! and shared by the link's endpoints on that leaf (VLAN switch tagging).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mx_diag::Diagnostic;
+use mx_xir::{
+    Attachment, Emulation, EndpointPlan, Experiment, Facility, LinkKind, LinkPlan, Mode, Op,
+    Placement, Value,
+};
+
+use crate::matching::{Need, NicNeed, nic_model_ok};
+use crate::usage::{Usage, leaf_of, uplink};
+
+/// VNIs handed out from here up.
+pub const VNI_BASE: u32 = 10_000;
+/// VLAN tags handed out per leaf.
+pub const VLAN_RANGE: std::ops::RangeInclusive<u16> = 100..=4094;
+
+pub fn plan(
+    exp: &Experiment,
+    fac: &Facility,
+    usage: &Usage,
+    placements: &[Placement],
+    needs: &[Need],
+) -> Result<Vec<LinkPlan>, Diagnostic> {
+    let index: BTreeMap<&str, usize> = exp
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut vnis: BTreeSet<u32> = usage.vnis.clone();
+    let mut vlans: BTreeMap<String, BTreeSet<u16>> = usage.vlans.clone();
+    let mut vfs: BTreeMap<(String, usize), BTreeSet<u32>> = BTreeMap::new();
+    for (h, u) in &usage.hosts {
+        for (nic, set) in &u.vfs {
+            vfs.insert((h.clone(), *nic), set.clone());
+        }
+    }
+    let mut ports: BTreeMap<String, BTreeSet<u32>> = usage
+        .hosts
+        .iter()
+        .map(|(h, u)| (h.clone(), u.ports.clone()))
+        .collect();
+    let mut out = Vec::with_capacity(exp.links.len());
+    for (li, link) in exp.links.iter().enumerate() {
+        let mut hosts: Vec<String> = link
+            .endpoints
+            .iter()
+            .map(|e| placements[index[e.node.as_str()]].host.clone())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let kind = match (hosts.len(), link.endpoints.len()) {
+            (1, 2) => LinkKind::XdpPair,
+            (1, _) => LinkKind::Bridge,
+            _ => LinkKind::Vxlan,
+        };
+        let vni = (kind == LinkKind::Vxlan).then(|| {
+            let v = (VNI_BASE..)
+                .find(|v| !vnis.contains(v))
+                .expect("VNI space is large");
+            vnis.insert(v);
+            v
+        });
+        // One VLAN tag per leaf this link touches through a VF or port.
+        let mut link_vlan: BTreeMap<String, u16> = BTreeMap::new();
+        let mut tag_on =
+            |leaf: &str, vlans: &mut BTreeMap<String, BTreeSet<u16>>| -> Result<u16, Diagnostic> {
+                if let Some(t) = link_vlan.get(leaf) {
+                    return Ok(*t);
+                }
+                let used = vlans.entry(leaf.to_string()).or_default();
+                let t = VLAN_RANGE
+                    .clone()
+                    .find(|t| !used.contains(t))
+                    .ok_or_else(|| {
+                        Diagnostic::error(
+                            "E0303",
+                            format!("leaf switch `{leaf}` has no free VLAN tag"),
+                        )
+                        .primary(link.span.range(), "this link needs one")
+                        .help("relinquish experiments on that leaf, or use virtual NICs")
+                    })?;
+                used.insert(t);
+                link_vlan.insert(leaf.to_string(), t);
+                Ok(t)
+            };
+        let mut endpoints = Vec::with_capacity(link.endpoints.len());
+        for (ei, ep) in link.endpoints.iter().enumerate() {
+            let ni = index[ep.node.as_str()];
+            let p = &placements[ni];
+            let host = fac.host(&p.host).expect("placed on a facility host");
+            let need = needs[ni]
+                .nics
+                .iter()
+                .find(|(l, e, _)| *l == li && *e == ei)
+                .map(|(_, _, n)| n.clone())
+                .unwrap_or(NicNeed::Any);
+            let no_port = || {
+                Diagnostic::error(
+                    "E0302",
+                    format!(
+                        "host `{}` has no free port for node `{}`",
+                        host.name, ep.node
+                    ),
+                )
+                .primary(link.span.range(), "on this link")
+                .help("the host's ports are cabled to no switch, or all in use")
+            };
+            let attach = match (p.mode, need) {
+                (Mode::Vm, NicNeed::Virtual(model)) => Attachment::Tap { model },
+                (Mode::Vm, NicNeed::Any) => Attachment::Tap {
+                    model: "virtio".into(),
+                },
+                (Mode::Vm, NicNeed::Vf(cs)) => {
+                    let mut chosen = None;
+                    for (i, nic) in host.nics.iter().enumerate() {
+                        if nic.max_vfs == 0 || !nic_model_ok(&cs, &nic.model) {
+                            continue;
+                        }
+                        let used = vfs.entry((host.name.clone(), i)).or_default();
+                        if let Some(vf) = (0..nic.max_vfs).find(|v| !used.contains(v)) {
+                            used.insert(vf);
+                            let pf = host.nics[..i].iter().map(|n| n.ports).sum::<u32>();
+                            chosen = Some((pf, vf));
+                            break;
+                        }
+                    }
+                    let (port, vf) = chosen.ok_or_else(|| {
+                        Diagnostic::error("E0302", format!("host `{}` has no free VF for node `{}`", host.name, ep.node))
+                            .primary(link.span.range(), "on this link")
+                            .help("fewer vfio endpoints per host, or a facility with more SR-IOV capacity")
+                    })?;
+                    let leaf = leaf_of(fac, &host.name, port)
+                        .or_else(|| uplink(fac, &host.name).map(|(_, l)| l))
+                        .ok_or_else(no_port)?;
+                    Attachment::Vf {
+                        port,
+                        vf,
+                        vlan: tag_on(&leaf, &mut vlans)?,
+                    }
+                }
+                (Mode::Vm, NicNeed::Port(cs)) => {
+                    let taken = ports.entry(host.name.clone()).or_default();
+                    let up = uplink(fac, &host.name).map(|(p, _)| p);
+                    let port = (0..host.ports())
+                        .find(|&port| {
+                            Some(port) != up
+                                && !taken.contains(&port)
+                                && host
+                                    .nic_of_port(port)
+                                    .is_some_and(|(n, _)| nic_model_ok(&cs, &host.nics[n].model))
+                                && leaf_of(fac, &host.name, port).is_some()
+                        })
+                        .ok_or_else(no_port)?;
+                    taken.insert(port);
+                    let leaf = leaf_of(fac, &host.name, port).ok_or_else(no_port)?;
+                    Attachment::Port {
+                        port,
+                        vlan: tag_on(&leaf, &mut vlans)?,
+                    }
+                }
+                // Bare metal: the host's uplink, VLAN-tagged per link (a trunk).
+                (Mode::Metal, _) => {
+                    let (port, leaf) = uplink(fac, &host.name).ok_or_else(no_port)?;
+                    Attachment::Port {
+                        port,
+                        vlan: tag_on(&leaf, &mut vlans)?,
+                    }
+                }
+            };
+            endpoints.push(EndpointPlan {
+                node: ep.node.clone(),
+                socket: ep.socket,
+                host: host.name.clone(),
+                attach,
+            });
+        }
+        out.push(LinkPlan {
+            link: link.name.clone(),
+            kind,
+            vni,
+            hosts,
+            endpoints,
+            emulation: emulation(link),
+            span: link.span,
+        });
+    }
+    Ok(out)
+}
+
+/// Capacity, latency and loss asked of a link; the value to emulate is the
+/// one the constraint pins (`==`) or bounds (`<=`, `<`).
+fn emulation(link: &mx_xir::Link) -> Option<Emulation> {
+    let pick = |prop: &str| {
+        link.constraints
+            .iter()
+            .filter(|c| c.property == prop)
+            .find_map(|c| match (c.op, &c.value) {
+                (Op::Eq | Op::Le | Op::Ge, Value::Int(i)) => Some(*i as f64),
+                (Op::Eq | Op::Le | Op::Ge, Value::Float(f)) => Some(*f),
+                (Op::Lt, Value::Int(i)) => Some((*i - 1) as f64),
+                _ => None,
+            })
+    };
+    let e = Emulation {
+        capacity: pick("capacity").map(|v| v as u64),
+        latency: pick("latency").map(|v| v as u64),
+        loss: pick("loss"),
+    };
+    (e.capacity.is_some() || e.latency.is_some() || e.loss.is_some()).then_some(e)
+}

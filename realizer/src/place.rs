@@ -1,0 +1,502 @@
+//! Greedy placement: nodes in breadth-first order over the experiment graph
+//! (most constrained first), each onto the candidate that keeps it next to
+//! its already placed neighbours (same host, then same leaf), then packs
+//! best-fit. Ties break by a seeded order of hosts, so a seed reproduces a
+//! realization exactly.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use mx_diag::Diagnostic;
+use mx_xir::{Experiment, Facility, Mode, Placement};
+use rayon::prelude::*;
+
+use crate::Options;
+use crate::matching::{Need, NicNeed, Verdict, host_verdict, nic_model_ok};
+use crate::usage::{Usage, uplink};
+
+pub struct Placed {
+    pub placements: Vec<Placement>,
+    pub explanation: Vec<String>,
+}
+
+/// Per node and host: can it be bare metal there, and can it be a VM there
+/// (ignoring what is already allocated)?
+type Verdicts = Vec<(Result<(), Verdict>, Result<(), Verdict>)>;
+
+/// Lower is better: (-links kept on one host, VM on a dual host, -neighbours on the leaf, cores left, seeded rank).
+type Score = (i64, i64, i64, u64, u64);
+
+/// Hosts grouped by the constraint (span) and reason that rule them out.
+type ReasonGroups<'a> = BTreeMap<(Option<(u32, u32)>, String), Vec<&'a str>>;
+
+fn mix(seed: u64, i: u64) -> u64 {
+    // splitmix64: a fixed, portable hash for seeded tie-breaking.
+    let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub fn place(
+    exp: &Experiment,
+    fac: &Facility,
+    usage: &Usage,
+    needs: &[Need],
+    opts: &Options,
+) -> Result<Placed, Vec<Diagnostic>> {
+    // Candidate filtering, in parallel; collected in node order.
+    let verdicts: Vec<Verdicts> = needs
+        .par_iter()
+        .map(|n| {
+            fac.hosts
+                .iter()
+                .map(|h| {
+                    let metal = if n.mode == Some(Mode::Vm) {
+                        Err(forced(Mode::Vm))
+                    } else {
+                        host_verdict(n, h, Mode::Metal)
+                    };
+                    let vm = if n.mode == Some(Mode::Metal) {
+                        Err(forced(Mode::Metal))
+                    } else {
+                        host_verdict(n, h, Mode::Vm)
+                    };
+                    (metal, vm)
+                })
+                .collect()
+        })
+        .collect();
+
+    let mut explanation = Vec::new();
+    if opts.explain {
+        for (n, vs) in needs.iter().zip(&verdicts) {
+            for (h, (metal, vm)) in fac.hosts.iter().zip(vs) {
+                let say = |r: &Result<(), Verdict>| match r {
+                    Ok(()) => "candidate".to_string(),
+                    Err(v) => v.reason.clone(),
+                };
+                explanation.push(format!(
+                    "{}\t{}\tmetal: {}\tvm: {}",
+                    n.node.name,
+                    h.name,
+                    say(metal),
+                    say(vm)
+                ));
+            }
+        }
+    }
+
+    // Experiment adjacency, for locality.
+    let index: BTreeMap<&str, usize> = exp
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
+    for l in &exp.links {
+        let ids: Vec<usize> = l.endpoints.iter().map(|e| index[e.node.as_str()]).collect();
+        for &a in &ids {
+            for &b in &ids {
+                if a != b {
+                    adj[a].push(b);
+                }
+            }
+        }
+    }
+    let order = bfs_order(needs, &verdicts, &adj);
+    let leaf: Vec<Option<String>> = fac
+        .hosts
+        .iter()
+        .map(|h| uplink(fac, &h.name).map(|(_, l)| l))
+        .collect();
+    let rank: Vec<u64> = (0..fac.hosts.len() as u64)
+        .map(|i| mix(opts.seed, i))
+        .collect();
+
+    let mut u = usage.clone();
+    let mut vfs_taken: BTreeMap<(usize, usize), u32> = BTreeMap::new();
+    let mut ports_taken: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut host_of: Vec<Option<(usize, Mode)>> = vec![None; needs.len()];
+    let mut failed = Vec::new();
+
+    for &ni in &order {
+        let n = &needs[ni];
+        let neighbours: Vec<usize> = adj[ni]
+            .iter()
+            .filter_map(|&m| host_of[m].map(|(h, _)| h))
+            .collect();
+        let mut best: Option<(Score, usize, Mode)> = None;
+        for mode in [Mode::Metal, Mode::Vm] {
+            for (hi, h) in fac.hosts.iter().enumerate() {
+                let ok = match mode {
+                    Mode::Metal => verdicts[ni][hi].0.is_ok(),
+                    Mode::Vm => verdicts[ni][hi].1.is_ok(),
+                };
+                if !ok {
+                    continue;
+                }
+                let fits = match mode {
+                    Mode::Metal => {
+                        u.idle(&h.name) && !host_of.iter().flatten().any(|(x, _)| *x == hi)
+                    }
+                    Mode::Vm => {
+                        let (c, m, d) = u.free(h);
+                        !u.host(&h.name).metal
+                            && c >= n.cores
+                            && m >= n.memory
+                            && d >= n.disk
+                            && endpoint_room(n, h, hi, &u, &vfs_taken, &ports_taken)
+                    }
+                };
+                if !fits {
+                    continue;
+                }
+                let together = neighbours.iter().filter(|&&x| x == hi).count() as i64;
+                let near = neighbours
+                    .iter()
+                    .filter(|&&x| leaf[x].is_some() && leaf[x] == leaf[hi])
+                    .count() as i64;
+                let left = match mode {
+                    Mode::Metal => 0,
+                    Mode::Vm => u64::from(u.free(h).0 - n.cores),
+                };
+                // VMs stay off dual-personality hosts when they can, leaving those for bare metal.
+                let dual = i64::from(mode == Mode::Vm && h.has_role(mx_xir::Role::Metal));
+                let key = (-together, dual, -near, left, rank[hi]);
+                if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
+                    best = Some((key, hi, mode));
+                }
+            }
+            // Unset mode: an exact bare-metal match wins over a VM slice.
+            if best.is_some() && mode == Mode::Metal {
+                break;
+            }
+        }
+        match best {
+            Some((_, hi, mode)) => {
+                host_of[ni] = Some((hi, mode));
+                let h = &fac.hosts[hi];
+                let e = u.hosts.entry(h.name.clone()).or_default();
+                match mode {
+                    Mode::Metal => e.metal = true,
+                    Mode::Vm => {
+                        e.cores += n.cores;
+                        e.memory += n.memory;
+                        e.disk += n.disk;
+                    }
+                }
+                reserve_endpoints(n, h, hi, &u, &mut vfs_taken, &mut ports_taken);
+            }
+            None => failed.push(ni),
+        }
+    }
+    if !failed.is_empty() {
+        failed.sort_unstable();
+        let mut diags: Vec<Diagnostic> = failed
+            .iter()
+            .take(3)
+            .map(|&ni| explain_failure(&needs[ni], fac, &u, &verdicts[ni]))
+            .collect();
+        if failed.len() > 3 {
+            diags.push(capacity_summary(needs, fac, usage, &failed));
+        }
+        return Err(diags);
+    }
+    let placements = needs
+        .iter()
+        .map(|n| {
+            let (hi, mode) = host_of[n.index].expect("every node placed");
+            let h = &fac.hosts[hi];
+            let arch = n
+                .node
+                .constraints
+                .iter()
+                .find(|c| c.property == "arch" && c.op == mx_xir::Op::Eq)
+                .and_then(|c| {
+                    if let mx_xir::Value::Text(t) = &c.value {
+                        Some(t.clone())
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or_else(|| h.arch.clone());
+            match mode {
+                Mode::Metal => Placement {
+                    node: n.node.name.clone(),
+                    host: h.name.clone(),
+                    mode,
+                    cores: h.cores,
+                    memory: h.memory,
+                    disk: h.disk,
+                    arch,
+                    span: n.node.span,
+                },
+                Mode::Vm => Placement {
+                    node: n.node.name.clone(),
+                    host: h.name.clone(),
+                    mode,
+                    cores: n.cores,
+                    memory: n.memory,
+                    disk: n.disk,
+                    arch,
+                    span: n.node.span,
+                },
+            }
+        })
+        .collect();
+    Ok(Placed {
+        placements,
+        explanation,
+    })
+}
+
+fn forced(mode: Mode) -> Verdict {
+    Verdict {
+        constraint: None,
+        reason: match mode {
+            Mode::Vm => "the node must be a VM".into(),
+            Mode::Metal => "the node must be bare metal".into(),
+        },
+    }
+}
+
+/// Free VFs and ports for the node's endpoints on host `hi`.
+fn endpoint_room(
+    n: &Need,
+    h: &mx_xir::Host,
+    hi: usize,
+    u: &Usage,
+    vfs: &BTreeMap<(usize, usize), u32>,
+    ports: &BTreeMap<usize, u32>,
+) -> bool {
+    let used = u.host(&h.name);
+    let mut want_vf: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut want_ports = 0;
+    for (_, _, need) in &n.nics {
+        match need {
+            NicNeed::Vf(cs) => {
+                let Some(ni) = h.nics.iter().enumerate().position(|(i, nic)| {
+                    let taken = used.vfs.get(&i).map_or(0, |s| s.len() as u32)
+                        + vfs.get(&(hi, i)).copied().unwrap_or(0)
+                        + want_vf.get(&i).copied().unwrap_or(0);
+                    nic.max_vfs > taken && nic_model_ok(cs, &nic.model)
+                }) else {
+                    return false;
+                };
+                *want_vf.entry(ni).or_default() += 1;
+            }
+            NicNeed::Port(_) => want_ports += 1,
+            NicNeed::Virtual(_) | NicNeed::Any => {}
+        }
+    }
+    // One port stays the host's uplink.
+    let free_ports = h
+        .ports()
+        .saturating_sub(1 + used.ports.len() as u32 + ports.get(&hi).copied().unwrap_or(0));
+    want_ports <= free_ports
+}
+
+fn reserve_endpoints(
+    n: &Need,
+    h: &mx_xir::Host,
+    hi: usize,
+    u: &Usage,
+    vfs: &mut BTreeMap<(usize, usize), u32>,
+    ports: &mut BTreeMap<usize, u32>,
+) {
+    let used = u.host(&h.name);
+    for (_, _, need) in &n.nics {
+        match need {
+            NicNeed::Vf(cs) => {
+                if let Some(ni) = h.nics.iter().enumerate().position(|(i, nic)| {
+                    let taken = used.vfs.get(&i).map_or(0, |s| s.len() as u32)
+                        + vfs.get(&(hi, i)).copied().unwrap_or(0);
+                    nic.max_vfs > taken && nic_model_ok(cs, &nic.model)
+                }) {
+                    *vfs.entry((hi, ni)).or_default() += 1;
+                }
+            }
+            NicNeed::Port(_) => *ports.entry(hi).or_default() += 1,
+            NicNeed::Virtual(_) | NicNeed::Any => {}
+        }
+    }
+}
+
+/// Breadth-first over each connected component, starting from its node with
+/// the fewest candidate hosts, so constrained nodes choose first and
+/// neighbours follow them.
+fn bfs_order(needs: &[Need], verdicts: &[Verdicts], adj: &[Vec<usize>]) -> Vec<usize> {
+    let choices: Vec<usize> = verdicts
+        .iter()
+        .map(|v| v.iter().filter(|(m, vm)| m.is_ok() || vm.is_ok()).count())
+        .collect();
+    // Bare-metal nodes go first: they need whole hosts, which VMs would otherwise fragment.
+    let mut seeds: Vec<usize> = (0..needs.len()).collect();
+    seeds.sort_by_key(|&i| (needs[i].mode != Some(Mode::Metal), choices[i], i));
+    let mut seen = vec![false; needs.len()];
+    let mut order = Vec::with_capacity(needs.len());
+    for s in seeds {
+        if seen[s] {
+            continue;
+        }
+        seen[s] = true;
+        if needs[s].mode == Some(Mode::Metal) {
+            order.push(s);
+            continue;
+        }
+        let mut q = VecDeque::from([s]);
+        while let Some(x) = q.pop_front() {
+            order.push(x);
+            for &y in &adj[x] {
+                if !seen[y] {
+                    seen[y] = true;
+                    q.push_back(y);
+                }
+            }
+        }
+    }
+    order
+}
+
+/// Names a group of hosts compactly: `hv0, hv1` or `hv0..hv63 (64 hosts)`.
+fn group(names: &[&str]) -> String {
+    match names.len() {
+        0 => String::new(),
+        1..=3 => names.join(", "),
+        n => format!("{}..{} ({n} hosts)", names[0], names[n - 1]),
+    }
+}
+
+fn explain_failure(n: &Need, fac: &Facility, usage: &Usage, vs: &Verdicts) -> Diagnostic {
+    let mut d = Diagnostic::error(
+        "E0301",
+        format!("no resource can host node `{}`", n.node.name),
+    )
+    .primary(n.node.span.range(), "cannot be placed");
+    // Group hosts by the constraint that rules them out (for the mode the node may use).
+    let mut by_reason: ReasonGroups = BTreeMap::new();
+    let mut capacity_only = Vec::new();
+    for (h, (metal, vm)) in fac.hosts.iter().zip(vs) {
+        let verdict = match (metal, vm) {
+            (Err(a), Err(b)) => Some(if a.constraint.is_some() { a } else { b }),
+            _ => None,
+        };
+        match verdict {
+            Some(v) => {
+                let key = v.constraint.as_ref().map(|c| (c.span.start, c.span.end));
+                by_reason
+                    .entry((key, v.reason.clone()))
+                    .or_default()
+                    .push(&h.name);
+            }
+            None => capacity_only.push(h),
+        }
+    }
+    let mut seen_spans = Vec::new();
+    for ((span, reason), hosts) in &by_reason {
+        match span {
+            Some((s, e)) if !seen_spans.contains(&(*s, *e)) => {
+                seen_spans.push((*s, *e));
+                d = d.secondary(
+                    *s as usize..*e as usize,
+                    format!("rules out {}: {reason}", group(hosts)),
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut notes: Vec<String> = by_reason
+        .iter()
+        .filter(|((span, _), _)| span.is_none())
+        .map(|((_, reason), hosts)| format!("{}: {reason}", group(hosts)))
+        .collect();
+    if !capacity_only.is_empty() {
+        // These would do, but are full: say how much is left on the roomiest hypervisor.
+        let hypervisors: Vec<&&mx_xir::Host> = capacity_only
+            .iter()
+            .filter(|h| {
+                h.has_role(mx_xir::Role::Hypervisor) && h.virt_alloc && !usage.host(&h.name).metal
+            })
+            .collect();
+        let best = hypervisors
+            .iter()
+            .max_by_key(|h| (usage.free(h).0, usage.free(h).1));
+        if n.mode == Some(Mode::Metal) || best.is_none() {
+            notes.push(format!(
+                "the matching bare-metal hosts are all allocated ({})",
+                group(
+                    &capacity_only
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                )
+            ));
+        } else if let Some(best) = best {
+            let (c, m, _) = usage.free(best);
+            notes.push(format!(
+                "needs a VM of {} core{} and {}; the largest free slice is {c} core{} and {} on {}",
+                n.cores,
+                if n.cores == 1 { "" } else { "s" },
+                size(n.memory),
+                if c == 1 { "" } else { "s" },
+                size(m),
+                best.name
+            ));
+        }
+    }
+    if notes.is_empty() {
+        notes.push("relax the labelled constraints; `mxc realize --explain` lists every host and its verdict".into());
+    }
+    d.help(notes.join("; "))
+}
+
+/// Bytes as GiB or MiB, whichever reads better.
+pub fn size(b: u64) -> String {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) || b >= 10 << 30 {
+        format!("{} GiB", b >> 30)
+    } else {
+        format!("{} MiB", b >> 20)
+    }
+}
+
+/// When many nodes fail, the smallest useful statement of the conflict:
+/// what the experiment asks of the hypervisors against what they have free.
+fn capacity_summary(needs: &[Need], fac: &Facility, usage: &Usage, failed: &[usize]) -> Diagnostic {
+    let vm_needs: Vec<&Need> = needs
+        .iter()
+        .filter(|n| n.mode != Some(Mode::Metal))
+        .collect();
+    let (want_c, want_m) = vm_needs
+        .iter()
+        .fold((0u64, 0u64), |(c, m), n| (c + n.cores as u64, m + n.memory));
+    let (have_c, have_m) = fac
+        .hosts
+        .iter()
+        .filter(|h| {
+            h.has_role(mx_xir::Role::Hypervisor) && h.virt_alloc && !usage.host(&h.name).metal
+        })
+        .fold((0u64, 0u64), |(c, m), h| {
+            let (fc, fm, _) = usage.free(h);
+            (c + fc as u64, m + fm)
+        });
+    let first = &needs[failed[3]];
+    let mut d = Diagnostic::error(
+        "E0301",
+        format!("{} more nodes cannot be placed", failed.len() - 3),
+    )
+    .primary(first.node.span.range(), "among them");
+    for &ni in failed.iter().skip(4).take(3) {
+        if needs[ni].node.span != first.node.span {
+            d = d.secondary(
+                needs[ni].node.span.range(),
+                format!("and `{}`", needs[ni].node.name),
+            );
+        }
+    }
+    d.help(format!(
+        "the experiment's VMs ask for {want_c} cores and {} in all; the facility's hypervisors have {have_c} cores and {} free",
+        size(want_m),
+        size(have_m)
+    ))
+}

@@ -1,0 +1,127 @@
+//! What is already allocated on a facility, and what a realization adds.
+//!
+//! The allocation table (persisted by the caller) is loaded into a [`Usage`]
+//! before realizing; a realization's own demands are added to a copy as it
+//! is built, so a host is never over-committed within or across experiments.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mx_xir::{Attachment, Facility, Host, Mode, Realization};
+
+/// Per-host consumption.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostUse {
+    pub cores: u32,
+    pub memory: u64,
+    pub disk: u64,
+    /// A bare-metal allocation holds the whole host.
+    pub metal: bool,
+    /// VFs in use per NIC index.
+    pub vfs: BTreeMap<usize, BTreeSet<u32>>,
+    /// Ports in use (passthrough or metal access).
+    pub ports: BTreeSet<u32>,
+}
+
+/// Consumption of a whole facility.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub hosts: BTreeMap<String, HostUse>,
+    pub vnis: BTreeSet<u32>,
+    /// VLAN tags in use per leaf switch.
+    pub vlans: BTreeMap<String, BTreeSet<u16>>,
+}
+
+impl Usage {
+    pub fn host(&self, name: &str) -> HostUse {
+        self.hosts.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Free cores, memory and disk on `host` for VMs.
+    pub fn free(&self, host: &Host) -> (u32, u64, u64) {
+        let u = self.hosts.get(&host.name);
+        let (c, m, d) = u.map_or((0, 0, 0), |u| (u.cores, u.memory, u.disk));
+        (
+            (host.cores - host.reserved_cores).saturating_sub(c),
+            (host.memory - host.reserved_memory).saturating_sub(m),
+            host.disk.saturating_sub(d),
+        )
+    }
+
+    /// Whether nothing at all is allocated on `host` (bare metal needs that).
+    pub fn idle(&self, host: &str) -> bool {
+        self.hosts
+            .get(host)
+            .is_none_or(|u| *u == HostUse::default())
+    }
+
+    /// Adds a realization's allocations.
+    pub fn add(&mut self, fac: &Facility, real: &Realization) {
+        for p in &real.nodes {
+            let u = self.hosts.entry(p.host.clone()).or_default();
+            match p.mode {
+                Mode::Metal => u.metal = true,
+                Mode::Vm => {
+                    u.cores += p.cores;
+                    u.memory += p.memory;
+                    u.disk += p.disk;
+                }
+            }
+        }
+        for l in &real.links {
+            if let Some(v) = l.vni {
+                self.vnis.insert(v);
+            }
+            for e in &l.endpoints {
+                let host = fac.host(&e.host);
+                match &e.attach {
+                    Attachment::Vf { port, vf, vlan } => {
+                        let nic = host
+                            .and_then(|h| h.nic_of_port(*port))
+                            .map_or(0, |(n, _)| n);
+                        self.hosts
+                            .entry(e.host.clone())
+                            .or_default()
+                            .vfs
+                            .entry(nic)
+                            .or_default()
+                            .insert(*vf);
+                        if let Some(leaf) = host.and_then(|h| leaf_of(fac, &h.name, *port)) {
+                            self.vlans.entry(leaf).or_default().insert(*vlan);
+                        }
+                    }
+                    Attachment::Port { port, vlan } => {
+                        self.hosts
+                            .entry(e.host.clone())
+                            .or_default()
+                            .ports
+                            .insert(*port);
+                        if let Some(leaf) = leaf_of(fac, &e.host, *port) {
+                            self.vlans.entry(leaf).or_default().insert(*vlan);
+                        }
+                    }
+                    Attachment::Tap { .. } => {}
+                }
+            }
+        }
+    }
+}
+
+/// The switch a host port is cabled to.
+pub fn leaf_of(fac: &Facility, host: &str, port: u32) -> Option<String> {
+    fac.cables.iter().find_map(|c| {
+        let [a, b] = &c.ends;
+        if a.device == host && a.port == port {
+            Some(b.device.clone())
+        } else if b.device == host && b.port == port {
+            Some(a.device.clone())
+        } else {
+            None
+        }
+    })
+}
+
+/// The first cabled port of a host, used as its uplink.
+pub fn uplink(fac: &Facility, host: &str) -> Option<(u32, String)> {
+    let h = fac.host(host)?;
+    (0..h.ports()).find_map(|p| leaf_of(fac, host, p).map(|l| (p, l)))
+}

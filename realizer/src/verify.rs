@@ -1,0 +1,220 @@
+//! An independent check of a realization, written apart from the solver so
+//! the two cannot share a mistake: every constraint holds for the resource
+//! chosen, no host gives out more than it has, and VNIs, VLAN tags and VFs
+//! are unique where they must be. Tests run it on every realization.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mx_xir::{Attachment, Experiment, Facility, LinkKind, Mode, Op, Realization, Role, Value};
+
+use crate::usage::{Usage, leaf_of};
+
+/// Problems found; empty when the realization is sound.
+pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realization) -> Vec<String> {
+    let mut bad = Vec::new();
+    if real.nodes.len() != exp.nodes.len() {
+        bad.push(format!(
+            "{} nodes placed for {} in the experiment",
+            real.nodes.len(),
+            exp.nodes.len()
+        ));
+        return bad;
+    }
+    let mut used: BTreeMap<&str, (u64, u64, u64, usize, bool)> = BTreeMap::new();
+    for (node, p) in exp.nodes.iter().zip(&real.nodes) {
+        if node.name != p.node {
+            bad.push(format!(
+                "placement order: expected `{}`, found `{}`",
+                node.name, p.node
+            ));
+            continue;
+        }
+        let Some(h) = fac.host(&p.host) else {
+            bad.push(format!("`{}` placed on unknown host `{}`", p.node, p.host));
+            continue;
+        };
+        let e = used.entry(&h.name).or_default();
+        e.3 += 1;
+        match p.mode {
+            Mode::Metal => {
+                e.4 = true;
+                if !h.roles.contains(&Role::Metal) {
+                    bad.push(format!(
+                        "`{}` is bare metal on `{}`, which is not a metal host",
+                        p.node, h.name
+                    ));
+                }
+            }
+            Mode::Vm => {
+                e.0 += p.cores as u64;
+                e.1 += p.memory;
+                e.2 += p.disk;
+                if !(h.roles.contains(&Role::Hypervisor) && h.virt_alloc) {
+                    bad.push(format!(
+                        "`{}` is a VM on `{}`, which does not allocate VMs",
+                        p.node, h.name
+                    ));
+                }
+            }
+        }
+        for c in &node.constraints {
+            let have: Option<i64> = match c.property.as_str() {
+                "cores" => Some(p.cores as i64),
+                "memory" => Some(p.memory as i64),
+                "disk" => Some(p.disk as i64),
+                _ => None,
+            };
+            if let Some(v) = have
+                && !int_holds(c.op, &c.value, v)
+            {
+                bad.push(format!(
+                    "`{}` gets {} = {v}, violating {} {:?}",
+                    p.node,
+                    c.property,
+                    c.op.as_str(),
+                    c.value
+                ));
+            }
+            let flag = |b: bool| matches!((c.op, &c.value), (Op::Eq, Value::Bool(x)) if *x == b);
+            if c.property == "virt"
+                && ((flag(true) && p.mode != Mode::Vm) || (flag(false) && p.mode != Mode::Metal))
+            {
+                bad.push(format!("`{}` violates its virt constraint", p.node));
+            }
+            if c.property == "host"
+                && matches!((c.op, &c.value), (Op::Eq, Value::Text(t)) if *t != h.name)
+            {
+                bad.push(format!(
+                    "`{}` is pinned elsewhere but placed on `{}`",
+                    p.node, h.name
+                ));
+            }
+            if c.property == "arch"
+                && p.mode == Mode::Metal
+                && matches!((c.op, &c.value), (Op::Eq, Value::Text(t)) if *t != h.arch)
+            {
+                bad.push(format!(
+                    "`{}` needs another architecture than `{}` has",
+                    p.node, h.name
+                ));
+            }
+        }
+    }
+    for (name, (c, m, d, count, metal)) in &used {
+        let h = fac.host(name).expect("checked above");
+        let prior = usage.host(name);
+        if *metal && (*count > 1 || !usage.idle(name)) {
+            bad.push(format!("bare-metal host `{name}` is shared"));
+        }
+        if *c + prior.cores as u64 > (h.cores - h.reserved_cores) as u64 {
+            bad.push(format!(
+                "`{name}` over-committed: {} cores of {}",
+                c + prior.cores as u64,
+                h.cores - h.reserved_cores
+            ));
+        }
+        if *m + prior.memory > h.memory - h.reserved_memory {
+            bad.push(format!("`{name}` over-committed on memory"));
+        }
+        if *d + prior.disk > h.disk {
+            bad.push(format!("`{name}` over-committed on disk"));
+        }
+    }
+    let mut vnis: BTreeSet<u32> = usage.vnis.clone();
+    let mut tags: BTreeMap<(String, u16), &str> = BTreeMap::new();
+    let mut vfs: BTreeSet<(String, u32, u32)> = BTreeSet::new();
+    for (link, plan) in exp.links.iter().zip(&real.links) {
+        if link.name != plan.link || plan.endpoints.len() != link.endpoints.len() {
+            bad.push(format!("link `{}` planned as `{}`", link.name, plan.link));
+            continue;
+        }
+        let hosts: BTreeSet<&str> = plan.endpoints.iter().map(|e| e.host.as_str()).collect();
+        match plan.kind {
+            LinkKind::XdpPair if hosts.len() != 1 || plan.endpoints.len() != 2 => {
+                bad.push(format!(
+                    "`{}`: an XDP pair must join two endpoints on one host",
+                    plan.link
+                ))
+            }
+            LinkKind::Bridge if hosts.len() != 1 => bad.push(format!(
+                "`{}`: a local bridge spans several hosts",
+                plan.link
+            )),
+            LinkKind::Vxlan if hosts.len() < 2 || plan.vni.is_none() => {
+                bad.push(format!("`{}`: VXLAN needs two hosts and a VNI", plan.link))
+            }
+            _ => {}
+        }
+        if let Some(v) = plan.vni
+            && !vnis.insert(v)
+        {
+            bad.push(format!("VNI {v} used twice"));
+        }
+        for (ep, e) in link.endpoints.iter().zip(&plan.endpoints) {
+            let placed = real.nodes.iter().find(|p| p.node == ep.node);
+            if placed.map(|p| p.host.as_str()) != Some(e.host.as_str()) {
+                bad.push(format!(
+                    "`{}`: endpoint `{}` is not where its node is",
+                    plan.link, ep.node
+                ));
+            }
+            let (port, vlan) = match &e.attach {
+                Attachment::Tap { .. } => continue,
+                Attachment::Vf { port, vf, vlan } => {
+                    if !vfs.insert((e.host.clone(), *port, *vf)) {
+                        bad.push(format!("VF {vf} of port {port} on `{}` used twice", e.host));
+                    }
+                    let max = fac
+                        .host(&e.host)
+                        .and_then(|h| h.nic_of_port(*port).map(|(n, _)| h.nics[n].max_vfs))
+                        .unwrap_or(0);
+                    if *vf >= max {
+                        bad.push(format!(
+                            "VF {vf} does not exist on `{}` port {port}",
+                            e.host
+                        ));
+                    }
+                    (*port, *vlan)
+                }
+                Attachment::Port { port, vlan } => (*port, *vlan),
+            };
+            let Some(leaf) = leaf_of(fac, &e.host, port) else {
+                bad.push(format!("`{}` port {port} is not cabled", e.host));
+                continue;
+            };
+            if usage.vlans.get(&leaf).is_some_and(|s| s.contains(&vlan)) {
+                bad.push(format!("VLAN {vlan} on `{leaf}` is already allocated"));
+            }
+            match tags.get(&(leaf.clone(), vlan)) {
+                Some(other) if *other != plan.link => bad.push(format!(
+                    "VLAN {vlan} on `{leaf}` used by `{other}` and `{}`",
+                    plan.link
+                )),
+                _ => {
+                    tags.insert((leaf, vlan), &plan.link);
+                }
+            }
+        }
+    }
+    bad
+}
+
+fn int_holds(op: Op, v: &Value, have: i64) -> bool {
+    let w = |v: &Value| {
+        if let Value::Int(i) = v {
+            Some(*i)
+        } else {
+            None
+        }
+    };
+    match (op, v) {
+        (Op::In, Value::List(items)) => items.iter().any(|x| w(x) == Some(have)),
+        (Op::Eq, v) => w(v) == Some(have),
+        (Op::Ne, v) => w(v) != Some(have),
+        (Op::Lt, v) => w(v).is_some_and(|x| have < x),
+        (Op::Le, v) => w(v).is_some_and(|x| have <= x),
+        (Op::Gt, v) => w(v).is_some_and(|x| have > x),
+        (Op::Ge, v) => w(v).is_some_and(|x| have >= x),
+        _ => false,
+    }
+}

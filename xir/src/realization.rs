@@ -1,0 +1,172 @@
+//! Realization XIR: where every node of an experiment runs and how every link
+//! is built. The materializer (next phase) turns this into fragments.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{DocKind, SCHEMA_VERSION, Source, Span};
+
+/// An experiment mapped onto a facility.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Realization {
+    /// Schema version, [`SCHEMA_VERSION`] when written by this crate.
+    pub xir: String,
+    /// Always [`DocKind::Realization`].
+    pub kind: DocKind,
+    /// The realization's name (the experiment's unless `--name` says otherwise).
+    pub name: String,
+    /// The experiment model; node and link spans index into it.
+    pub experiment: Source,
+    /// The facility's name.
+    pub facility: String,
+    /// Which engine found it (`heuristic`, `ilp`).
+    pub solver: String,
+    /// The seed it was found with; the same inputs and seed give the same realization.
+    pub seed: u64,
+    /// One placement per experiment node, in experiment order.
+    pub nodes: Vec<Placement>,
+    /// One plan per experiment link, in experiment order.
+    pub links: Vec<LinkPlan>,
+}
+
+impl Realization {
+    /// An empty realization.
+    pub fn new(name: &str, experiment: &str, facility: &str, solver: &str, seed: u64) -> Self {
+        Realization {
+            xir: SCHEMA_VERSION.to_string(),
+            kind: DocKind::Realization,
+            name: name.to_string(),
+            experiment: Source {
+                path: experiment.to_string(),
+            },
+            facility: facility.to_string(),
+            solver: solver.to_string(),
+            seed,
+            nodes: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+/// How a node is provided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The whole host.
+    Metal,
+    /// A VM slice of a hypervisor.
+    Vm,
+}
+
+/// Where one node runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Placement {
+    /// The experiment node.
+    pub node: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Whole host or VM slice.
+    pub mode: Mode,
+    /// Cores it gets (the host's for metal, the slice's for a VM).
+    pub cores: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Disk in bytes.
+    pub disk: u64,
+    /// CPU architecture the node runs (a VM may emulate another than the host's).
+    pub arch: String,
+    /// The node's span in the experiment model.
+    pub span: Span,
+}
+
+/// How a link is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    /// Two VMs on one hypervisor: their taps joined by an XDP redirect pair.
+    XdpPair,
+    /// Several VMs on one hypervisor: a local filtering bridge.
+    Bridge,
+    /// Endpoints on several hosts: a VXLAN segment with one VNI.
+    Vxlan,
+}
+
+/// How one endpoint attaches to the link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Attachment {
+    /// A tap device on the hypervisor with an emulated NIC model in the VM.
+    Tap {
+        /// The guest NIC model (`virtio`, `e1000`, ...).
+        model: String,
+    },
+    /// An SR-IOV virtual function handed to the VM, tagged on the switch side.
+    Vf {
+        /// Host port number of the physical function.
+        port: u32,
+        /// VF index on that NIC.
+        vf: u32,
+        /// VLAN tag (VLAN switch tagging), unique on the leaf switch.
+        vlan: u16,
+    },
+    /// A whole physical port: passthrough to a VM, or a bare-metal host's port.
+    Port {
+        /// Host port number.
+        port: u32,
+        /// VLAN tag on the switch access port, unique on the leaf switch.
+        vlan: u16,
+    },
+}
+
+/// One endpoint of a planned link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointPlan {
+    /// The node.
+    pub node: String,
+    /// The node's socket index on this link.
+    pub socket: u32,
+    /// The host the node runs on.
+    pub host: String,
+    /// How the endpoint attaches.
+    pub attach: Attachment,
+}
+
+/// Link emulation settings taken from the link's constraints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Emulation {
+    /// Rate limit in bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// One-way delay in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<u64>,
+    /// Loss fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+}
+
+/// How one experiment link is built.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LinkPlan {
+    /// The experiment link (`a.0~b.0`).
+    pub link: String,
+    /// XDP pair, bridge or VXLAN.
+    pub kind: LinkKind,
+    /// VXLAN network identifier, for links between hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The hosts the link spans, sorted.
+    pub hosts: Vec<String>,
+    /// Endpoints in link order.
+    pub endpoints: Vec<EndpointPlan>,
+    /// Present when the link asks for capacity, latency or loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulation: Option<Emulation>,
+    /// The link's span in the experiment model.
+    pub span: Span,
+}
+
+/// The JSON Schema of a realization document, as kept in `xir/schema/`.
+pub fn realization_schema() -> String {
+    crate::to_json_pretty(&schemars::schema_for!(Realization))
+}
