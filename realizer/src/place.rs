@@ -393,18 +393,21 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage, vs: &Verdicts) -> Di
             None => capacity_only.push(h),
         }
     }
-    let mut seen_spans = Vec::new();
+    // One label per constraint, naming every group of hosts it rules out.
+    let mut per_span: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
     for ((span, reason), hosts) in &by_reason {
-        match span {
-            Some((s, e)) if !seen_spans.contains(&(*s, *e)) => {
-                seen_spans.push((*s, *e));
-                d = d.secondary(
-                    *s as usize..*e as usize,
-                    format!("rules out {}: {reason}", group(hosts)),
-                );
-            }
-            _ => {}
+        if let Some(sp) = span {
+            per_span
+                .entry(*sp)
+                .or_default()
+                .push(format!("{}: {reason}", group(hosts)));
         }
+    }
+    for ((s, e), parts) in per_span {
+        d = d.secondary(
+            s as usize..e as usize,
+            format!("rules out {}", parts.join("; ")),
+        );
     }
     let mut notes: Vec<String> = by_reason
         .iter()

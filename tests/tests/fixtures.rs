@@ -421,7 +421,7 @@ fn facility_examples_compile() {
     let root = Path::new(MANIFEST_DIR).join("../examples/facilities");
     let mut seen = 0;
     for (file, hosts, hypervisors, switches) in [
-        ("lab.mx", 4, 3, 1),
+        ("lab.mx", 5, 3, 1),
         ("spine-leaf.mx", 96, 64, 10),
         ("local.mx", 2, 2, 1),
     ] {

@@ -1,0 +1,325 @@
+//! The realizer end to end: examples onto the example facilities, checked by
+//! the independent checker; determinism; explanations; random instances.
+
+use std::path::Path;
+
+use mx_compiler::{Options, compile};
+use mx_realizer::{Usage, realize, verify::verify};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn experiment(rel: &str) -> (mx_xir::Experiment, String) {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(rel)).expect("read model");
+    let out = compile(rel, &text, &Options::default());
+    (
+        out.xir
+            .unwrap_or_else(|| panic!("{rel} compiles: {:?}", out.diagnostics)),
+        text,
+    )
+}
+
+fn facility(rel: &str) -> mx_xir::Facility {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(rel)).expect("read facility");
+    compile(rel, &text, &Options::default())
+        .facility
+        .expect("facility compiles")
+}
+
+fn opts(seed: u64) -> mx_realizer::Options {
+    mx_realizer::Options {
+        seed,
+        ..Default::default()
+    }
+}
+
+const EXAMPLES: &[&str] = &[
+    "examples/hello.mx",
+    "examples/dumbbell.mx",
+    "examples/lan.mx",
+    "examples/scale.mx",
+    "examples/seed/constraints.mx",
+    "examples/seed/virt.mx",
+    "examples/seed/nics.mx",
+    "examples/mergexp/01_hello_world.py",
+    "examples/mergexp/04_concepts_dumbbell_constraints.py",
+    "examples/mergexp/14_fledger_dht4x25x2_lans.py",
+    "examples/mergexp/26_ctng_bipartite_clique_functions.py",
+];
+
+#[test]
+fn examples_realize_on_spine_leaf_and_pass_the_checker() {
+    let fac = facility("examples/facilities/spine-leaf.mx");
+    for rel in EXAMPLES {
+        let (exp, _) = experiment(rel);
+        let out = realize(&exp, &fac, &Usage::default(), &opts(1))
+            .unwrap_or_else(|d| panic!("{rel}: {d:?}"));
+        let problems = verify(&exp, &fac, &Usage::default(), &out.realization);
+        assert!(problems.is_empty(), "{rel}: {problems:?}");
+        // Same inputs and seed, same bytes.
+        let again = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("realizes again");
+        assert_eq!(
+            mx_xir::to_json_pretty(&out.realization),
+            mx_xir::to_json_pretty(&again.realization),
+            "{rel}"
+        );
+        // Another seed may choose differently but must be just as sound.
+        let other =
+            realize(&exp, &fac, &Usage::default(), &opts(7)).expect("realizes with another seed");
+        assert!(
+            verify(&exp, &fac, &Usage::default(), &other.realization).is_empty(),
+            "{rel} seed 7"
+        );
+    }
+}
+
+#[test]
+fn small_examples_realize_on_the_lab() {
+    let fac = facility("examples/facilities/lab.mx");
+    for rel in [
+        "examples/hello.mx",
+        "examples/dumbbell.mx",
+        "examples/seed/constraints.mx",
+        "examples/seed/virt.mx",
+        "examples/seed/nics.mx",
+    ] {
+        let (exp, _) = experiment(rel);
+        let out = realize(&exp, &fac, &Usage::default(), &opts(1))
+            .unwrap_or_else(|d| panic!("{rel}: {d:?}"));
+        assert!(
+            verify(&exp, &fac, &Usage::default(), &out.realization).is_empty(),
+            "{rel}"
+        );
+    }
+}
+
+#[test]
+fn the_seed_example_prefers_exact_bare_metal_then_a_vm_slice() {
+    // `cores == 4, memory == gb(8)` with virt unset: the lab's small0 is an
+    // exact bare-metal match; once it is taken, the node becomes a 4-core,
+    // 8 GiB VM slice.
+    let (exp, _) = experiment("examples/seed/constraints.mx");
+    let fac = facility("examples/facilities/lab.mx");
+    let first = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("realizes")
+        .realization;
+    let x = &first.nodes[0];
+    assert_eq!(
+        (x.host.as_str(), x.mode),
+        ("small0", mx_xir::Mode::Metal),
+        "{x:?}"
+    );
+    let mut usage = Usage::default();
+    usage.add(&fac, &first);
+    let second = realize(&exp, &fac, &usage, &opts(1))
+        .expect("realizes again")
+        .realization;
+    assert!(verify(&exp, &fac, &usage, &second).is_empty());
+    let x = &second.nodes[0];
+    assert_eq!(
+        (x.mode, x.cores, x.memory),
+        (mx_xir::Mode::Vm, 4, 8 << 30),
+        "{x:?}"
+    );
+}
+
+#[test]
+fn links_are_planned_by_locality() {
+    let src = "a = topo.device('a', virt == true, host == 'hv0')\nb = topo.device('b', virt == true, host == 'hv0')\n\
+               c = topo.device('c', virt == true)\nd = topo.device('d', virt == true, host == 'hv1')\n\
+               topo.connect([a, b])\ntopo.connect([a, b, c])\ntopo.connect([c, d])\n";
+    let exp = compile("t.mx", src, &Options::default())
+        .xir
+        .expect("compiles");
+    let fac = facility("examples/facilities/lab.mx");
+    let real = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("realizes")
+        .realization;
+    assert!(verify(&exp, &fac, &Usage::default(), &real).is_empty());
+    let kinds: Vec<mx_xir::LinkKind> = real.links.iter().map(|l| l.kind).collect();
+    assert_eq!(kinds[0], mx_xir::LinkKind::XdpPair, "{real:#?}");
+    assert_eq!(kinds[1], mx_xir::LinkKind::Bridge);
+    assert_eq!(kinds[2], mx_xir::LinkKind::Vxlan);
+    assert_eq!(real.links[2].vni, Some(mx_realizer::links::VNI_BASE));
+}
+
+#[test]
+fn vfio_endpoints_get_vfs_with_unique_vlans_per_leaf() {
+    let src = "a = topo.device('a', virt == true)\nb = topo.device('b', virt == true)\nc = topo.device('c', virt == true)\n\
+               l1 = topo.connect([a, b])\nl1[a].spec(nic == vfio, nic >= connectx5)\nl1[b].spec(nic == vfio)\n\
+               l2 = topo.connect([b, c])\nl2[b].spec(nic == vfio)\nl2[c].spec(nic == e1000)\n";
+    let exp = compile("t.mx", src, &Options::default())
+        .xir
+        .expect("compiles");
+    let fac = facility("examples/facilities/lab.mx");
+    let real = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("realizes")
+        .realization;
+    assert!(
+        verify(&exp, &fac, &Usage::default(), &real).is_empty(),
+        "{real:#?}"
+    );
+    let vlans: Vec<u16> = real
+        .links
+        .iter()
+        .flat_map(|l| l.endpoints.iter())
+        .filter_map(|e| match e.attach {
+            mx_xir::Attachment::Vf { vlan, .. } => Some(vlan),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vlans.len(), 3, "{real:#?}");
+    assert_ne!(vlans[0], vlans[2], "two links on one leaf share a VLAN");
+}
+
+#[test]
+fn a_second_experiment_respects_the_first() {
+    let fac = facility("examples/facilities/local.mx");
+    let src = "n = [topo.device(f'n{i}', cores == 2, memory == gb(4)) for i in range(2)]\ntopo.connect(n)\n";
+    let exp = compile("t.mx", src, &Options::default())
+        .xir
+        .expect("compiles");
+    let first = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("fits")
+        .realization;
+    let mut usage = Usage::default();
+    usage.add(&fac, &first);
+    // local.mx has two 2-core hypervisors: nothing is left for a second copy.
+    let err = realize(&exp, &fac, &usage, &opts(1)).expect_err("does not fit twice");
+    assert!(err.iter().all(|d| d.code == "E0301"), "{err:?}");
+    assert!(
+        err[0]
+            .help
+            .as_deref()
+            .unwrap_or("")
+            .contains("largest free slice is 0 cores"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn infeasible_nodes_are_explained_at_their_constraints() {
+    let src = "big = topo.device('big', cores >= 128)\nsmall = topo.device('small')\ntopo.connect([big, small])\n";
+    let exp = compile("big.mx", src, &Options::default())
+        .xir
+        .expect("compiles");
+    let fac = facility("examples/facilities/spine-leaf.mx");
+    let diags = realize(&exp, &fac, &Usage::default(), &opts(1)).expect_err("cannot fit");
+    assert_eq!(diags.len(), 1);
+    let d = &diags[0];
+    assert_eq!(d.code, "E0301");
+    let constraint = src.find("cores >= 128").expect("in source");
+    assert!(
+        d.labels.iter().any(|l| l.start == constraint
+            && l.text.contains("rules out")
+            && l.text.contains("hv0..hv63 (64 hosts)")
+            && l.text.contains("has 32 cores")
+            && l.text.contains("has 4 cores")),
+        "{d:#?}"
+    );
+    let rendered = mx_diag::render_human(
+        &mx_diag::FileReport {
+            file: mx_diag::SourceFile::new("big.mx", src),
+            diagnostics: diags,
+        },
+        mx_diag::HumanStyle {
+            color: false,
+            width: 100,
+        },
+    );
+    insta::assert_snapshot!(rendered);
+}
+
+/// A tiny deterministic PRNG for the property test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Random facilities and experiments, written as models and compiled: every
+/// realization the realizer returns must pass the checker.
+#[test]
+fn random_instances_pass_the_checker() {
+    let mut rng = Rng(0x5eed_1234_9876_abcd);
+    let (mut ok, mut failed) = (0, 0);
+    for case in 0..1000 {
+        let hosts = 1 + rng.below(6);
+        let mut fac = String::from("fac = facility('r')\nsw = fac.switch('sw')\n");
+        for h in 0..hosts {
+            let roles = ["[hypervisor]", "[metal]", "[metal, hypervisor]"][rng.below(3) as usize];
+            let cores = [2, 4, 8, 16, 32][rng.below(5) as usize];
+            let mem = [4, 8, 16, 64][rng.below(4) as usize];
+            let vfs = [0, 4][rng.below(2) as usize];
+            fac.push_str(&format!(
+                "h{h} = fac.host('h{h}', roles={roles}, cores={cores}, memory=gb({mem}), disk=gb(100), nics=[nic(connectx5, ports=2, vfs={vfs})])\nfac.cable(h{h}.port(0), sw.port({h}))\n"
+            ));
+        }
+        let nodes = 1 + rng.below(8);
+        let mut exp = String::new();
+        for n in 0..nodes {
+            let mut cons = Vec::new();
+            match rng.below(4) {
+                0 => cons.push(format!("cores == {}", 1 + rng.below(8))),
+                1 => cons.push(format!("cores >= {}", 1 + rng.below(4))),
+                _ => {}
+            }
+            if rng.below(3) == 0 {
+                cons.push(format!("memory <= gb({})", 1 + rng.below(16)));
+            }
+            match rng.below(6) {
+                0 => cons.push("virt == true".into()),
+                1 => cons.push("virt == false".into()),
+                _ => {}
+            }
+            let args = if cons.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", cons.join(", "))
+            };
+            exp.push_str(&format!("n{n} = topo.device('n{n}'{args})\n"));
+        }
+        for l in 0..nodes.saturating_sub(1) {
+            let a = rng.below(l + 1);
+            exp.push_str(&format!("l{l} = topo.connect([n{a}, n{}])\n", l + 1));
+            if rng.below(5) == 0 {
+                exp.push_str(&format!("l{l}[n{a}].spec(nic == vfio)\n"));
+            }
+        }
+        let f = compile("f.mx", &fac, &Options::default());
+        let Some(fac_x) = f.facility else {
+            panic!("case {case}: facility fails: {:?}\n{fac}", f.diagnostics)
+        };
+        let e = compile("e.mx", &exp, &Options::default());
+        let Some(exp_x) = e.xir else {
+            continue; // e.g. a contradiction the compiler rejects
+        };
+        match realize(&exp_x, &fac_x, &Usage::default(), &opts(case)) {
+            Ok(out) => {
+                let problems = verify(&exp_x, &fac_x, &Usage::default(), &out.realization);
+                assert!(
+                    problems.is_empty(),
+                    "case {case}: {problems:?}\n{fac}\n{exp}"
+                );
+                ok += 1;
+            }
+            Err(diags) => {
+                assert!(
+                    diags.iter().all(|d| d.code.starts_with("E03")),
+                    "case {case}: {diags:?}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        ok > 300 && failed > 20,
+        "too one-sided: {ok} realized, {failed} infeasible"
+    );
+}
