@@ -270,6 +270,10 @@ Fix: use a virtual NIC model (`nic == virtio`), or a facility with more SR-IOV c
 unique on that leaf (100 to 4094).
 
 Fix: relinquish experiments on that leaf, or use virtual NICs.";
+    "E0304" "unsound-realization" "the independent checker rejected a realization" =>
+"Every realization is checked, apart from the solver, before it is allocated: constraints hold,
+no host is over-committed, VNIs, VLAN tags and VFs are unique. This error means the realizer made
+a mistake; nothing was allocated. Please report it with the model and facility.";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

@@ -48,8 +48,13 @@ enum Command {
     Check(CheckArgs),
     /// Explain a diagnostic code, or list them all with --list.
     Explain(ExplainArgs),
-    /// Map a model onto a facility: place every node, plan every link.
+    /// Map a model onto a facility: place every node, plan every link, and
+    /// record the allocations (unless --dry-run).
     Realize(RealizeArgs),
+    /// Free everything a realization holds.
+    Relinquish(RelinquishArgs),
+    /// Show the allocation table.
+    Alloc(AllocArgs),
 }
 
 #[derive(Args)]
@@ -121,10 +126,12 @@ struct RealizeArgs {
     /// The facility model (default: the built-in `lab` facility, examples/facilities/lab.mx).
     #[arg(long, value_name = "FAC")]
     facility: Option<PathBuf>,
-    /// Plan only; allocate nothing. (Persistent allocation is not built yet,
-    /// so this is currently the only mode and may be omitted.)
+    /// Plan against the current allocations, but allocate nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
     /// Name of the realization (default: the experiment's name).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -142,6 +149,31 @@ struct RealizeArgs {
     explain: bool,
     #[command(flatten)]
     model_options: ModelOptions,
+}
+
+#[derive(Args)]
+struct RelinquishArgs {
+    /// The realization's name.
+    name: String,
+    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AllocArgs {
+    #[command(subcommand)]
+    command: AllocCommand,
+}
+
+#[derive(Subcommand)]
+enum AllocCommand {
+    /// Print every allocation: realization, host, node, slice.
+    Show {
+        /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -211,6 +243,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args, style),
         Command::Explain(args) => explain(&args),
         Command::Realize(args) => realize(&args, style),
+        Command::Relinquish(args) => relinquish(&args),
+        Command::Alloc(args) => alloc(&args),
     }
     .into()
 }
@@ -456,14 +490,82 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
         eprintln!("error: {fac_path} is not a facility model (it has no `facility('name')`)");
         return Status::Error;
     };
-    let usage = mx_realizer::Usage::default();
     let opts = mx_realizer::Options {
         name: args.name.clone(),
         seed: args.seed,
         explain: args.explain,
     };
-    let outcome = match mx_realizer::realize(&exp, &fac, &usage, &opts) {
-        Ok(o) => o,
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(mx_realizer::table::default_path);
+    let open = || mx_realizer::table::Table::open(&db);
+    // Realize (and check) against the recorded usage; commit unless dry-run.
+    let attempt =
+        |usage: &mx_realizer::Usage| -> Result<mx_realizer::Outcome, Vec<mx_diag::Diagnostic>> {
+            let out = mx_realizer::realize(&exp, &fac, usage, &opts)?;
+            let problems = mx_realizer::verify::verify(&exp, &fac, usage, &out.realization);
+            if !problems.is_empty() {
+                return Err(vec![
+                    mx_diag::Diagnostic::error(
+                        "E0304",
+                        "the realizer produced an unsound realization; nothing was allocated",
+                    )
+                    .help(format!(
+                        "this is a bug in mx; the checker found: {}",
+                        problems.join("; ")
+                    )),
+                ]);
+            }
+            Ok(out)
+        };
+    let mut explanation = Vec::new();
+    let result = if args.dry_run {
+        // A dry run reads the table if there is one, and never creates it.
+        let usage = if db.exists() {
+            match open().and_then(|t| t.usage(&fac)) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Status::Error;
+                }
+            }
+        } else {
+            mx_realizer::Usage::default()
+        };
+        attempt(&usage).map(|o| {
+            explanation = o.explanation;
+            o.realization
+        })
+    } else {
+        let mut table = match open() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Status::Error;
+            }
+        };
+        let name = args.name.clone().unwrap_or_else(|| exp.name.clone());
+        match table.commit(&name, &fac, |u| {
+            attempt(u).map(|o| {
+                explanation = o.explanation;
+                o.realization
+            })
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Status::Error;
+            }
+        }
+    };
+    if args.explain {
+        for line in &explanation {
+            eprintln!("{line}");
+        }
+    }
+    let real = match result {
+        Ok(r) => r,
         Err(diags) => {
             let failed = FileReport {
                 file: report.file.clone(),
@@ -473,11 +575,8 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             return Status::Failure;
         }
     };
-    let real = outcome.realization;
-    if args.explain {
-        for line in &outcome.explanation {
-            eprintln!("{line}");
-        }
+    if !args.dry_run {
+        eprintln!("allocated `{}` in {}", real.name, db.display());
     }
     if let Some(path) = &args.output
         && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))
@@ -490,6 +589,77 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
         RealizeFormat::Text => realization_table(&real),
     };
     write_stdout(&text)
+}
+
+fn relinquish(args: &RelinquishArgs) -> Status {
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(mx_realizer::table::default_path);
+    if !db.exists() {
+        eprintln!("error: no allocation table at {}", db.display());
+        return Status::Failure;
+    }
+    match mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(&args.name)) {
+        Ok(()) => {
+            eprintln!("relinquished `{}`", args.name);
+            Status::Success
+        }
+        Err(e @ mx_realizer::table::TableError::Missing(_)) => {
+            eprintln!("error: {e}");
+            Status::Failure
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Status::Error
+        }
+    }
+}
+
+fn alloc(args: &AllocArgs) -> Status {
+    let AllocCommand::Show { db } = &args.command;
+    let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
+    if !db.exists() {
+        return write_stdout("no allocations\n");
+    }
+    let rows = match mx_realizer::table::Table::open(&db).and_then(|t| t.rows()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Status::Error;
+        }
+    };
+    if rows.is_empty() {
+        return write_stdout("no allocations\n");
+    }
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<20} {:<12} {:<12} {:<20} {:<6} {:>6} {:>10} {:>10}",
+        "REALIZATION", "FACILITY", "HOST", "NODE", "AS", "CORES", "MEMORY", "DISK"
+    );
+    for r in rows {
+        let (c, m, d) = if r.mode == "metal" {
+            (
+                "whole".to_string(),
+                "whole".to_string(),
+                "whole".to_string(),
+            )
+        } else {
+            (
+                r.cores.to_string(),
+                mx_realizer::place::size(r.memory),
+                mx_realizer::place::size(r.disk),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<20} {:<12} {:<12} {:<20} {:<6} {:>6} {:>10} {:>10}",
+            r.realization, r.facility, r.host, r.node, r.mode, c, m, d
+        );
+    }
+    write_stdout(&s)
 }
 
 /// The realization as two readable tables: nodes, then links.

@@ -8,6 +8,7 @@
 //! 3. [`links`]: XDP pairs, bridges and VXLAN segments, VFs and ports with
 //!    VLAN tags unique per leaf, VNIs from the pool;
 //! 4. [`verify`]: an independent checker that every test runs on the result;
+//!    [`table`]: the SQLite allocation table that realizations commit to;
 //! 5. when no realization exists, diagnostics that say why in the model's
 //!    terms, with spans.
 //!
@@ -22,6 +23,7 @@
 pub mod links;
 pub mod matching;
 pub mod place;
+pub mod table;
 pub mod usage;
 pub mod verify;
 

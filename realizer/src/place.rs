@@ -127,7 +127,18 @@ pub fn place(
             .filter_map(|&m| host_of[m].map(|(h, _)| h))
             .collect();
         let mut best: Option<(Score, usize, Mode)> = None;
-        for mode in [Mode::Metal, Mode::Vm] {
+        // Unset mode: a node that pins its size (`cores == 4`) takes an exact
+        // bare-metal match first, else a VM slice; a node that does not is a
+        // VM first, so it does not take a whole machine it has not asked for.
+        let exact =
+            n.node.constraints.iter().any(|c| {
+                matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
+            });
+        let modes = match (n.mode, exact) {
+            (Some(Mode::Metal), _) | (None, true) => [Mode::Metal, Mode::Vm],
+            _ => [Mode::Vm, Mode::Metal],
+        };
+        for mode in modes {
             for (hi, h) in fac.hosts.iter().enumerate() {
                 let ok = match mode {
                     Mode::Metal => verdicts[ni][hi].0.is_ok(),
@@ -168,8 +179,7 @@ pub fn place(
                     best = Some((key, hi, mode));
                 }
             }
-            // Unset mode: an exact bare-metal match wins over a VM slice.
-            if best.is_some() && mode == Mode::Metal {
+            if best.is_some() {
                 break;
             }
         }

@@ -90,11 +90,18 @@ impl Usage {
                         }
                     }
                     Attachment::Port { port, vlan } => {
-                        self.hosts
-                            .entry(e.host.clone())
-                            .or_default()
-                            .ports
-                            .insert(*port);
+                        // A bare-metal node's own uplink is part of its host, not a port taken.
+                        let metal = real
+                            .nodes
+                            .iter()
+                            .any(|p| p.node == e.node && p.mode == Mode::Metal);
+                        if !metal {
+                            self.hosts
+                                .entry(e.host.clone())
+                                .or_default()
+                                .ports
+                                .insert(*port);
+                        }
                         if let Some(leaf) = leaf_of(fac, &e.host, *port) {
                             self.vlans.entry(leaf).or_default().insert(*vlan);
                         }

@@ -1,0 +1,216 @@
+//! The allocation table through the real binary: atomic commits, racing
+//! processes, relinquish, dry runs, and foreign files left untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MXC: &str = env!("CARGO_BIN_EXE_mxc");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("mx-alloc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Dir(d)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mxc(args: &[&str]) -> Output {
+    Command::new(MXC)
+        .args(args)
+        .arg("--color=never")
+        .output()
+        .expect("run mxc")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn local() -> String {
+    Path::new(ROOT)
+        .join("examples/facilities/local.mx")
+        .display()
+        .to_string()
+}
+
+/// A 2-core and a 1-core node: the local facility (two 2-core hypervisors) fits one copy.
+const TWO_CORES: &str = "n = topo.device('n', cores == 2, memory == gb(2))\nm = topo.device('m', cores == 1, memory == gb(1))\ntopo.connect([n, m])\n";
+
+#[test]
+fn racing_realizations_never_over_commit() {
+    let dir = Dir::new("race");
+    let model = dir.path("two.mx");
+    std::fs::write(
+        &model,
+        "n = topo.device('n', cores == 2, memory == gb(2))\n",
+    )
+    .expect("write model");
+    let db = dir.path("alloc.db");
+    let (model, db, fac) = (
+        model.display().to_string(),
+        db.display().to_string(),
+        local(),
+    );
+    // Six processes race for room for two.
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            Command::new(MXC)
+                .args([
+                    "realize",
+                    &model,
+                    "--facility",
+                    &fac,
+                    "--db",
+                    &db,
+                    "--name",
+                    &format!("r{i}"),
+                    "--color=never",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn mxc")
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.code() == Some(0)).count();
+    let full = outs
+        .iter()
+        .filter(|o| o.status.code() == Some(1) && text(o).contains("E0301"))
+        .count();
+    assert_eq!(
+        (ok, full),
+        (2, 4),
+        "{}",
+        outs.iter().map(text).collect::<Vec<_>>().join("\n---\n")
+    );
+    let show = mxc(&["alloc", "show", "--db", &db]);
+    let listing = String::from_utf8_lossy(&show.stdout).to_string();
+    // Each hypervisor holds exactly one 2-core VM.
+    assert_eq!(listing.matches(" ns0 ").count(), 1, "{listing}");
+    assert_eq!(listing.matches(" ns1 ").count(), 1, "{listing}");
+}
+
+#[test]
+fn relinquish_frees_and_dry_run_allocates_nothing() {
+    let dir = Dir::new("relinquish");
+    let model = dir.path("m.mx");
+    std::fs::write(&model, TWO_CORES).expect("write model");
+    let db = dir.path("alloc.db");
+    let (model, db, fac) = (
+        model.display().to_string(),
+        db.display().to_string(),
+        local(),
+    );
+
+    let dry = mxc(&[
+        "realize",
+        &model,
+        "--facility",
+        &fac,
+        "--db",
+        &db,
+        "--dry-run",
+    ]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert!(
+        !Path::new(&db).exists(),
+        "a dry run must not create the table"
+    );
+
+    let first = mxc(&[
+        "realize",
+        &model,
+        "--facility",
+        &fac,
+        "--db",
+        &db,
+        "--name",
+        "one",
+    ]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let again = mxc(&[
+        "realize",
+        &model,
+        "--facility",
+        &fac,
+        "--db",
+        &db,
+        "--name",
+        "one",
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("already holds allocations"));
+
+    // The facility is now 3 of 4 cores full: a second copy does not fit, and says so.
+    let second = mxc(&[
+        "realize",
+        &model,
+        "--facility",
+        &fac,
+        "--db",
+        &db,
+        "--name",
+        "two",
+    ]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(text(&second).contains("E0301"));
+
+    let rel = mxc(&["relinquish", "one", "--db", &db]);
+    assert_eq!(rel.status.code(), Some(0), "{}", text(&rel));
+    let third = mxc(&[
+        "realize",
+        &model,
+        "--facility",
+        &fac,
+        "--db",
+        &db,
+        "--name",
+        "two",
+    ]);
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    let missing = mxc(&["relinquish", "one", "--db", &db]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+}
+
+#[test]
+fn foreign_files_are_reported_and_untouched() {
+    let dir = Dir::new("foreign");
+    let model = Path::new(ROOT)
+        .join("examples/hello.mx")
+        .display()
+        .to_string();
+    let junk = dir.path("junk.db");
+    std::fs::write(&junk, "this is not a database\n").expect("write");
+    let out = mxc(&["realize", &model, "--db", &junk.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not an mx allocation table"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&junk).expect("read"),
+        "this is not a database\n"
+    );
+}

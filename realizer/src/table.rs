@@ -1,0 +1,369 @@
+//! The allocation table: what every realization holds, in SQLite.
+//!
+//! A realization is committed atomically: the write lock is taken first
+//! (`BEGIN IMMEDIATE`), current usage is read under it, the realization is
+//! computed and checked, and its rows are written before `COMMIT`. A second
+//! `mxc realize` racing for the same hosts waits for the lock and then sees
+//! the first one's allocations, so hosts are never over-committed; unique
+//! indexes on VFs, ports, VNIs and VLAN tags are a second line of defence.
+//!
+//! The file identifies itself (`PRAGMA application_id`); a file that is not
+//! SQLite, or is another program's database, is reported and never touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mx_xir::{Attachment, Facility, Mode, Realization};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+use crate::usage::{Usage, leaf_of};
+
+/// `mxal` in ASCII: marks the file as an mx allocation table.
+const APPLICATION_ID: i32 = 0x6d78_616c;
+/// Bumped when the tables change incompatibly.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Why the table could not be used.
+#[derive(Debug)]
+pub enum TableError {
+    /// The file is not an mx allocation table; it was not modified.
+    Foreign { path: PathBuf, why: String },
+    /// A realization of that name already holds allocations.
+    Exists(String),
+    /// No realization of that name.
+    Missing(String),
+    /// SQLite failed (I/O, locking, constraint).
+    Sqlite(rusqlite::Error),
+}
+
+impl std::fmt::Display for TableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableError::Foreign { path, why } => write!(
+                f,
+                "{} is not an mx allocation table ({why}); it was left untouched",
+                path.display()
+            ),
+            TableError::Exists(n) => write!(
+                f,
+                "a realization named `{n}` already holds allocations; relinquish it first (`mxc relinquish {n}`) or choose another --name"
+            ),
+            TableError::Missing(n) => {
+                write!(f, "no realization named `{n}` in the allocation table")
+            }
+            TableError::Sqlite(e) => write!(f, "allocation table: {e}"),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for TableError {
+    fn from(e: rusqlite::Error) -> Self {
+        TableError::Sqlite(e)
+    }
+}
+
+/// The default table path: `$MX_DB`, else `$XDG_DATA_HOME/mx/alloc.db`, else
+/// `~/.local/share/mx/alloc.db`.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("MX_DB") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("mx").join("alloc.db")
+}
+
+/// An open allocation table.
+pub struct Table {
+    conn: Connection,
+}
+
+/// One row of `mxc alloc show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub realization: String,
+    pub facility: String,
+    pub host: String,
+    pub node: String,
+    pub mode: String,
+    pub cores: u32,
+    pub memory: u64,
+    pub disk: u64,
+}
+
+impl Table {
+    /// Opens (creating if absent) the table at `path`.
+    pub fn open(path: &Path) -> Result<Table, TableError> {
+        let foreign = |why: String| TableError::Foreign {
+            path: path.to_path_buf(),
+            why,
+        };
+        let existed = path.exists();
+        if !existed && let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| foreign(format!("cannot create its folder: {e}")))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // Reading the header is the first thing that fails on a non-SQLite file.
+        let app: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        if app == 0 && tables == 0 {
+            let mut t = Table { conn };
+            t.init()?;
+            return Ok(t);
+        }
+        if app != APPLICATION_ID {
+            return Err(foreign(format!(
+                "it is an SQLite database of another program (application id {app:#x})"
+            )));
+        }
+        let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            return Err(foreign(format!(
+                "its schema version is {version}; this mxc reads version {SCHEMA_VERSION}"
+            )));
+        }
+        Ok(Table { conn })
+    }
+
+    fn init(&mut self) -> Result<(), TableError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {SCHEMA_VERSION};
+             CREATE TABLE IF NOT EXISTS realizations (
+                 name TEXT PRIMARY KEY, facility TEXT NOT NULL, experiment TEXT NOT NULL, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS allocations (
+                 realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL, node TEXT NOT NULL,
+                 mode TEXT NOT NULL, cores INTEGER NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL);
+             CREATE UNIQUE INDEX IF NOT EXISTS one_metal ON allocations(facility, host) WHERE mode = 'metal';
+             CREATE TABLE IF NOT EXISTS vfs (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+                 nic INTEGER NOT NULL, vf INTEGER NOT NULL, UNIQUE(facility, host, nic, vf));
+             CREATE TABLE IF NOT EXISTS ports (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+                 port INTEGER NOT NULL, UNIQUE(facility, host, port));
+             CREATE TABLE IF NOT EXISTS vnis (realization TEXT NOT NULL, facility TEXT NOT NULL, vni INTEGER NOT NULL,
+                 UNIQUE(facility, vni));
+             CREATE TABLE IF NOT EXISTS vlans (realization TEXT NOT NULL, facility TEXT NOT NULL, leaf TEXT NOT NULL,
+                 vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));"
+        ))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The usage of `facility` as recorded.
+    pub fn usage(&self, fac: &Facility) -> Result<Usage, TableError> {
+        read_usage(&self.conn, fac)
+    }
+
+    /// Realizes under the table's write lock and records the result, or
+    /// records nothing. `f` gets the current usage and returns the realization.
+    pub fn commit<E>(
+        &mut self,
+        name: &str,
+        fac: &Facility,
+        f: impl FnOnce(&Usage) -> Result<Realization, E>,
+    ) -> Result<Result<Realization, E>, TableError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: i64 = tx.query_row(
+            "SELECT count(*) FROM realizations WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if exists > 0 {
+            return Err(TableError::Exists(name.to_string()));
+        }
+        let usage = read_usage(&tx, fac)?;
+        let real = match f(&usage) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)), // rolled back on drop
+        };
+        if real.name != name {
+            return Err(TableError::Exists(format!(
+                "{} (the realization was renamed)",
+                real.name
+            )));
+        }
+        let doc = mx_xir::to_json_pretty(&real);
+        tx.execute(
+            "INSERT INTO realizations (name, facility, experiment, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![real.name, fac.name, real.experiment.path, doc],
+        )?;
+        for p in &real.nodes {
+            let mode = match p.mode {
+                Mode::Metal => "metal",
+                Mode::Vm => "vm",
+            };
+            let (c, m, d) = if p.mode == Mode::Vm {
+                (p.cores as i64, p.memory as i64, p.disk as i64)
+            } else {
+                (0, 0, 0)
+            };
+            tx.execute(
+                "INSERT INTO allocations (realization, facility, host, node, mode, cores, memory, disk) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![real.name, fac.name, p.host, p.node, mode, c, m, d],
+            )?;
+        }
+        let mut vlans = std::collections::BTreeSet::new();
+        for l in &real.links {
+            if let Some(v) = l.vni {
+                tx.execute(
+                    "INSERT INTO vnis (realization, facility, vni) VALUES (?1, ?2, ?3)",
+                    params![real.name, fac.name, v],
+                )?;
+            }
+            for e in &l.endpoints {
+                let (port, vlan) = match &e.attach {
+                    Attachment::Tap { .. } => continue,
+                    Attachment::Vf { port, vf, vlan } => {
+                        let nic = fac
+                            .host(&e.host)
+                            .and_then(|h| h.nic_of_port(*port))
+                            .map_or(0, |(n, _)| n);
+                        tx.execute("INSERT INTO vfs (realization, facility, host, nic, vf) VALUES (?1, ?2, ?3, ?4, ?5)", params![real.name, fac.name, e.host, nic as i64, vf])?;
+                        (*port, *vlan)
+                    }
+                    Attachment::Port { port, vlan } => {
+                        // A bare-metal node's own uplink is part of its host, not a port taken.
+                        let metal = real
+                            .nodes
+                            .iter()
+                            .any(|p| p.node == e.node && p.mode == Mode::Metal);
+                        if !metal {
+                            tx.execute("INSERT INTO ports (realization, facility, host, port) VALUES (?1, ?2, ?3, ?4)", params![real.name, fac.name, e.host, port])?;
+                        }
+                        (*port, *vlan)
+                    }
+                };
+                if let Some(leaf) = leaf_of(fac, &e.host, port)
+                    && vlans.insert((leaf.clone(), vlan))
+                {
+                    tx.execute("INSERT INTO vlans (realization, facility, leaf, vlan) VALUES (?1, ?2, ?3, ?4)", params![real.name, fac.name, leaf, vlan])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(Ok(real))
+    }
+
+    /// Frees everything `name` holds.
+    pub fn relinquish(&mut self, name: &str) -> Result<(), TableError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM realizations WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(TableError::Missing(name.to_string()));
+        }
+        for t in ["allocations", "vfs", "ports", "vnis", "vlans"] {
+            tx.execute(&format!("DELETE FROM {t} WHERE realization = ?1"), [name])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every node allocation, ordered by realization, host, node.
+    pub fn rows(&self) -> Result<Vec<Row>, TableError> {
+        let mut st = self.conn.prepare("SELECT realization, facility, host, node, mode, cores, memory, disk FROM allocations ORDER BY realization, host, node")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Row {
+                    realization: r.get(0)?,
+                    facility: r.get(1)?,
+                    host: r.get(2)?,
+                    node: r.get(3)?,
+                    mode: r.get(4)?,
+                    cores: r.get::<_, i64>(5)? as u32,
+                    memory: r.get::<_, i64>(6)? as u64,
+                    disk: r.get::<_, i64>(7)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The stored realization document of `name`.
+    pub fn realization(&self, name: &str) -> Result<Realization, TableError> {
+        let doc: String = self
+            .conn
+            .query_row(
+                "SELECT doc FROM realizations WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(|_| TableError::Missing(name.to_string()))?;
+        serde_json::from_str(&doc).map_err(|e| TableError::Foreign {
+            path: PathBuf::from("<table>"),
+            why: format!("stored realization `{name}` does not parse: {e}"),
+        })
+    }
+}
+
+fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
+    let mut u = Usage::default();
+    let mut st = conn
+        .prepare("SELECT host, mode, cores, memory, disk FROM allocations WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(0)?;
+        let mode: String = r.get(1)?;
+        let e = u.hosts.entry(host).or_default();
+        if mode == "metal" {
+            e.metal = true;
+        } else {
+            e.cores += r.get::<_, i64>(2)? as u32;
+            e.memory += r.get::<_, i64>(3)? as u64;
+            e.disk += r.get::<_, i64>(4)? as u64;
+        }
+    }
+    let mut st = conn.prepare("SELECT host, nic, vf FROM vfs WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(0)?;
+        u.hosts
+            .entry(host)
+            .or_default()
+            .vfs
+            .entry(r.get::<_, i64>(1)? as usize)
+            .or_default()
+            .insert(r.get::<_, i64>(2)? as u32);
+    }
+    let mut st = conn.prepare("SELECT host, port FROM ports WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(0)?;
+        u.hosts
+            .entry(host)
+            .or_default()
+            .ports
+            .insert(r.get::<_, i64>(1)? as u32);
+    }
+    let mut st = conn.prepare("SELECT vni FROM vnis WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        u.vnis.insert(r.get::<_, i64>(0)? as u32);
+    }
+    let mut st = conn.prepare("SELECT leaf, vlan FROM vlans WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        let leaf: String = r.get(0)?;
+        u.vlans
+            .entry(leaf)
+            .or_default()
+            .insert(r.get::<_, i64>(1)? as u16);
+    }
+    Ok(u)
+}
