@@ -50,6 +50,13 @@ pub fn plan(
         .map(|(h, u)| (h.clone(), u.ports.clone()))
         .collect();
     let mut out = Vec::with_capacity(exp.links.len());
+    let mut next_vni = VNI_BASE;
+    let host_index: BTreeMap<&str, usize> = fac
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect();
     for (li, link) in exp.links.iter().enumerate() {
         let mut hosts: Vec<String> = link
             .endpoints
@@ -64,11 +71,12 @@ pub fn plan(
             _ => LinkKind::Vxlan,
         };
         let vni = (kind == LinkKind::Vxlan).then(|| {
-            let v = (VNI_BASE..)
-                .find(|v| !vnis.contains(v))
-                .expect("VNI space is large");
-            vnis.insert(v);
-            v
+            // A cursor, not a scan from the start: VNIs are handed out in order.
+            while vnis.contains(&next_vni) {
+                next_vni += 1;
+            }
+            vnis.insert(next_vni);
+            next_vni
         });
         // One VLAN tag per leaf this link touches through a VF or port.
         let mut link_vlan: BTreeMap<String, u16> = BTreeMap::new();
@@ -97,7 +105,7 @@ pub fn plan(
         for (ei, ep) in link.endpoints.iter().enumerate() {
             let ni = index[ep.node.as_str()];
             let p = &placements[ni];
-            let host = fac.host(&p.host).expect("placed on a facility host");
+            let host = &fac.hosts[host_index[p.host.as_str()]];
             let need = needs[ni]
                 .nics
                 .iter()

@@ -1,10 +1,10 @@
-//! Greedy placement: nodes in breadth-first order over the experiment graph
+//! Greedy placement: nodes in depth-first order over the experiment graph
 //! (most constrained first), each onto the candidate that keeps it next to
 //! its already placed neighbours (same host, then same leaf), then packs
 //! best-fit. Ties break by a seeded order of hosts, so a seed reproduces a
 //! realization exactly.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use mx_diag::Diagnostic;
 use mx_xir::{Experiment, Facility, Mode, Placement};
@@ -21,7 +21,8 @@ pub struct Placed {
 
 /// Per node and host: can it be bare metal there, and can it be a VM there
 /// (ignoring what is already allocated)?
-type Verdicts = Vec<(Result<(), Verdict>, Result<(), Verdict>)>;
+/// Per host: bit 0 set if the node can be bare metal there, bit 1 if a VM.
+type Verdicts = Vec<u8>;
 
 /// Lower is better: (-links kept on one host, VM on a dual host, -neighbours on the leaf, cores left, seeded rank).
 type Score = (i64, i64, i64, u64, u64);
@@ -44,24 +45,48 @@ pub fn place(
     needs: &[Need],
     opts: &Options,
 ) -> Result<Placed, Vec<Diagnostic>> {
-    // Candidate filtering, in parallel; collected in node order.
+    // Candidate filtering, in parallel; collected in node order. Hosts with
+    // identical declarations share a verdict (a facility has a few kinds of
+    // host, many times over), unless the node pins a host by name.
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+    let class_of: Vec<usize> = fac
+        .hosts
+        .iter()
+        .map(|h| {
+            let key = format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                (&h.roles, h.virt_alloc, h.cores, h.memory, h.disk, h.clock),
+                &h.arch,
+                (h.membus, h.pcie),
+                &h.gpus,
+                &h.nics,
+                (h.reserved_cores, h.reserved_memory)
+            );
+            let next = classes.len();
+            *classes.entry(key).or_insert(next)
+        })
+        .collect();
     let verdicts: Vec<Verdicts> = needs
         .par_iter()
         .map(|n| {
+            let pinned = n.node.constraints.iter().any(|c| c.property == "host");
+            let mut memo: Vec<Option<u8>> = vec![None; classes.len()];
             fac.hosts
                 .iter()
-                .map(|h| {
-                    let metal = if n.mode == Some(Mode::Vm) {
-                        Err(forced(Mode::Vm))
-                    } else {
-                        host_verdict(n, h, Mode::Metal)
+                .enumerate()
+                .map(|(hi, h)| {
+                    let compute = || {
+                        let metal =
+                            n.mode != Some(Mode::Vm) && host_verdict(n, h, Mode::Metal).is_ok();
+                        let vm =
+                            n.mode != Some(Mode::Metal) && host_verdict(n, h, Mode::Vm).is_ok();
+                        u8::from(metal) | (u8::from(vm) << 1)
                     };
-                    let vm = if n.mode == Some(Mode::Metal) {
-                        Err(forced(Mode::Metal))
+                    if pinned {
+                        compute()
                     } else {
-                        host_verdict(n, h, Mode::Vm)
-                    };
-                    (metal, vm)
+                        *memo[class_of[hi]].get_or_insert_with(compute)
+                    }
                 })
                 .collect()
         })
@@ -69,18 +94,23 @@ pub fn place(
 
     let mut explanation = Vec::new();
     if opts.explain {
-        for (n, vs) in needs.iter().zip(&verdicts) {
-            for (h, (metal, vm)) in fac.hosts.iter().zip(vs) {
-                let say = |r: &Result<(), Verdict>| match r {
-                    Ok(()) => "candidate".to_string(),
-                    Err(v) => v.reason.clone(),
+        for n in needs {
+            for h in &fac.hosts {
+                let say = |mode: Mode| {
+                    if n.mode.is_some_and(|m| m != mode) {
+                        return forced(n.mode.unwrap_or(mode)).reason;
+                    }
+                    match host_verdict(n, h, mode) {
+                        Ok(()) => "candidate".to_string(),
+                        Err(v) => v.reason,
+                    }
                 };
                 explanation.push(format!(
                     "{}\t{}\tmetal: {}\tvm: {}",
                     n.node.name,
                     h.name,
-                    say(metal),
-                    say(vm)
+                    say(Mode::Metal),
+                    say(Mode::Vm)
                 ));
             }
         }
@@ -104,7 +134,7 @@ pub fn place(
             }
         }
     }
-    let order = bfs_order(needs, &verdicts, &adj);
+    let order = dfs_order(needs, &verdicts, &adj);
     let leaf: Vec<Option<String>> = fac
         .hosts
         .iter()
@@ -115,6 +145,14 @@ pub fn place(
         .collect();
 
     let mut u = usage.clone();
+    // Hot-loop state by host index: free VM capacity, bare-metal holds, idleness.
+    let mut free: Vec<(u32, u64, u64)> = fac.hosts.iter().map(|h| u.free(h)).collect();
+    let mut metal: Vec<bool> = fac
+        .hosts
+        .iter()
+        .map(|h| u.hosts.get(&h.name).is_some_and(|x| x.metal))
+        .collect();
+    let mut idle: Vec<bool> = fac.hosts.iter().map(|h| u.idle(&h.name)).collect();
     let mut vfs_taken: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     let mut ports_taken: BTreeMap<usize, u32> = BTreeMap::new();
     let mut host_of: Vec<Option<(usize, Mode)>> = vec![None; needs.len()];
@@ -122,6 +160,10 @@ pub fn place(
 
     for &ni in &order {
         let n = &needs[ni];
+        let hw_endpoints = n
+            .nics
+            .iter()
+            .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)));
         let neighbours: Vec<usize> = adj[ni]
             .iter()
             .filter_map(|&m| host_of[m].map(|(h, _)| h))
@@ -141,23 +183,22 @@ pub fn place(
         for mode in modes {
             for (hi, h) in fac.hosts.iter().enumerate() {
                 let ok = match mode {
-                    Mode::Metal => verdicts[ni][hi].0.is_ok(),
-                    Mode::Vm => verdicts[ni][hi].1.is_ok(),
+                    Mode::Metal => verdicts[ni][hi] & 1 != 0,
+                    Mode::Vm => verdicts[ni][hi] & 2 != 0,
                 };
                 if !ok {
                     continue;
                 }
                 let fits = match mode {
-                    Mode::Metal => {
-                        u.idle(&h.name) && !host_of.iter().flatten().any(|(x, _)| *x == hi)
-                    }
+                    Mode::Metal => idle[hi],
                     Mode::Vm => {
-                        let (c, m, d) = u.free(h);
-                        !u.host(&h.name).metal
+                        let (c, m, d) = free[hi];
+                        !metal[hi]
                             && c >= n.cores
                             && m >= n.memory
                             && d >= n.disk
-                            && endpoint_room(n, h, hi, &u, &vfs_taken, &ports_taken)
+                            && (!hw_endpoints
+                                || endpoint_room(n, h, hi, &u, &vfs_taken, &ports_taken))
                     }
                 };
                 if !fits {
@@ -170,7 +211,7 @@ pub fn place(
                     .count() as i64;
                 let left = match mode {
                     Mode::Metal => 0,
-                    Mode::Vm => u64::from(u.free(h).0 - n.cores),
+                    Mode::Vm => u64::from(free[hi].0 - n.cores),
                 };
                 // VMs stay off dual-personality hosts when they can, leaving those for bare metal.
                 let dual = i64::from(mode == Mode::Vm && h.has_role(mx_xir::Role::Metal));
@@ -188,12 +229,19 @@ pub fn place(
                 host_of[ni] = Some((hi, mode));
                 let h = &fac.hosts[hi];
                 let e = u.hosts.entry(h.name.clone()).or_default();
+                idle[hi] = false;
                 match mode {
-                    Mode::Metal => e.metal = true,
+                    Mode::Metal => {
+                        e.metal = true;
+                        metal[hi] = true;
+                    }
                     Mode::Vm => {
                         e.cores += n.cores;
                         e.memory += n.memory;
                         e.disk += n.disk;
+                        free[hi].0 -= n.cores;
+                        free[hi].1 -= n.memory;
+                        free[hi].2 -= n.disk;
                     }
                 }
                 reserve_endpoints(n, h, hi, &u, &mut vfs_taken, &mut ports_taken);
@@ -201,12 +249,75 @@ pub fn place(
             None => failed.push(ni),
         }
     }
+    // Local search: move a VM to the host holding more of its neighbours
+    // when that host has room, until nothing moves (bounded passes).
+    if failed.is_empty() {
+        for _pass in 0..4 {
+            let mut moved = 0;
+            for ni in 0..needs.len() {
+                let Some((hi, Mode::Vm)) = host_of[ni] else {
+                    continue;
+                };
+                let n = &needs[ni];
+                if n.nics
+                    .iter()
+                    .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+                {
+                    continue; // VFs and ports were reserved on this host
+                }
+                let mut counts: BTreeMap<usize, i64> = BTreeMap::new();
+                for &m in &adj[ni] {
+                    if let Some((h, _)) = host_of[m] {
+                        *counts.entry(h).or_default() += 1;
+                    }
+                }
+                let here = counts.get(&hi).copied().unwrap_or(0);
+                let target = counts
+                    .iter()
+                    .filter(|&(&t, &c)| {
+                        t != hi
+                            && c > here
+                            && verdicts[ni][t] & 2 != 0
+                            && !metal[t]
+                            && free[t].0 >= n.cores
+                            && free[t].1 >= n.memory
+                            && free[t].2 >= n.disk
+                    })
+                    .max_by_key(|&(&t, &c)| (c, std::cmp::Reverse(t)))
+                    .map(|(&t, _)| t);
+                if let Some(t) = target {
+                    free[hi].0 += n.cores;
+                    free[hi].1 += n.memory;
+                    free[hi].2 += n.disk;
+                    free[t].0 -= n.cores;
+                    free[t].1 -= n.memory;
+                    free[t].2 -= n.disk;
+                    idle[t] = false;
+                    let (from, to) = (fac.hosts[hi].name.clone(), fac.hosts[t].name.clone());
+                    if let Some(e) = u.hosts.get_mut(&from) {
+                        e.cores -= n.cores;
+                        e.memory -= n.memory;
+                        e.disk -= n.disk;
+                    }
+                    let e = u.hosts.entry(to).or_default();
+                    e.cores += n.cores;
+                    e.memory += n.memory;
+                    e.disk += n.disk;
+                    host_of[ni] = Some((t, Mode::Vm));
+                    moved += 1;
+                }
+            }
+            if moved == 0 {
+                break;
+            }
+        }
+    }
     if !failed.is_empty() {
         failed.sort_unstable();
         let mut diags: Vec<Diagnostic> = failed
             .iter()
             .take(3)
-            .map(|&ni| explain_failure(&needs[ni], fac, &u, &verdicts[ni]))
+            .map(|&ni| explain_failure(&needs[ni], fac, &u))
             .collect();
         if failed.len() > 3 {
             diags.push(capacity_summary(needs, fac, usage, &failed));
@@ -333,13 +444,13 @@ fn reserve_endpoints(
     }
 }
 
-/// Breadth-first over each connected component, starting from its node with
+/// Depth-first over each connected component, starting from its node with
 /// the fewest candidate hosts, so constrained nodes choose first and
 /// neighbours follow them.
-fn bfs_order(needs: &[Need], verdicts: &[Verdicts], adj: &[Vec<usize>]) -> Vec<usize> {
+fn dfs_order(needs: &[Need], verdicts: &[Verdicts], adj: &[Vec<usize>]) -> Vec<usize> {
     let choices: Vec<usize> = verdicts
         .iter()
-        .map(|v| v.iter().filter(|(m, vm)| m.is_ok() || vm.is_ok()).count())
+        .map(|v| v.iter().filter(|&&f| f != 0).count())
         .collect();
     // Bare-metal nodes go first: they need whole hosts, which VMs would otherwise fragment.
     let mut seeds: Vec<usize> = (0..needs.len()).collect();
@@ -355,13 +466,18 @@ fn bfs_order(needs: &[Need], verdicts: &[Verdicts], adj: &[Vec<usize>]) -> Vec<u
             order.push(s);
             continue;
         }
-        let mut q = VecDeque::from([s]);
-        while let Some(x) = q.pop_front() {
-            order.push(x);
-            for &y in &adj[x] {
+        // Depth first: a path through the graph fills one host with nodes
+        // that are linked to each other, where breadth first would fill it
+        // with a frontier of nodes far apart.
+        let mut stack = vec![(s, 0usize)];
+        order.push(s);
+        while let Some((x, k)) = stack.pop() {
+            if let Some(&y) = adj[x].get(k) {
+                stack.push((x, k + 1));
                 if !seen[y] {
                     seen[y] = true;
-                    q.push_back(y);
+                    order.push(y);
+                    stack.push((y, 0));
                 }
             }
         }
@@ -378,7 +494,7 @@ fn group(names: &[&str]) -> String {
     }
 }
 
-fn explain_failure(n: &Need, fac: &Facility, usage: &Usage, vs: &Verdicts) -> Diagnostic {
+fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
     let mut d = Diagnostic::error(
         "E0301",
         format!("no resource can host node `{}`", n.node.name),
@@ -387,8 +503,16 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage, vs: &Verdicts) -> Di
     // Group hosts by the constraint that rules them out (for the mode the node may use).
     let mut by_reason: ReasonGroups = BTreeMap::new();
     let mut capacity_only = Vec::new();
-    for (h, (metal, vm)) in fac.hosts.iter().zip(vs) {
-        let verdict = match (metal, vm) {
+    for h in &fac.hosts {
+        let check = |mode: Mode| {
+            if n.mode.is_some_and(|m| m != mode) {
+                Err(forced(n.mode.unwrap_or(mode)))
+            } else {
+                host_verdict(n, h, mode)
+            }
+        };
+        let (metal, vm) = (check(Mode::Metal), check(Mode::Vm));
+        let verdict = match (&metal, &vm) {
             (Err(a), Err(b)) => Some(if a.constraint.is_some() { a } else { b }),
             _ => None,
         };
