@@ -578,6 +578,9 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
     if !args.dry_run {
         eprintln!("allocated `{}` in {}", real.name, db.display());
     }
+    if args.model_options.timings {
+        eprintln!("timings: peak memory {}", peak_memory().unwrap_or_else(|| "unknown".into()));
+    }
     if let Some(path) = &args.output
         && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))
     {
