@@ -138,6 +138,9 @@ struct RealizeArgs {
     /// Seed for tie-breaking; the same inputs and seed give the same realization.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Placement engine: the exact ILP (small instances), the heuristic, or auto.
+    #[arg(long, value_enum, default_value_t = SolverArg::Auto)]
+    solver: SolverArg,
     /// Output format.
     #[arg(long, value_enum, default_value_t = RealizeFormat::Text)]
     format: RealizeFormat,
@@ -174,6 +177,13 @@ enum AllocCommand {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SolverArg {
+    Auto,
+    Ilp,
+    Heuristic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -494,6 +504,11 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
         name: args.name.clone(),
         seed: args.seed,
         explain: args.explain,
+        solver: match args.solver {
+            SolverArg::Auto => mx_realizer::Solver::Auto,
+            SolverArg::Ilp => mx_realizer::Solver::Ilp,
+            SolverArg::Heuristic => mx_realizer::Solver::Heuristic,
+        },
     };
     let db = args
         .db
@@ -579,7 +594,10 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
         eprintln!("allocated `{}` in {}", real.name, db.display());
     }
     if args.model_options.timings {
-        eprintln!("timings: peak memory {}", peak_memory().unwrap_or_else(|| "unknown".into()));
+        eprintln!(
+            "timings: peak memory {}",
+            peak_memory().unwrap_or_else(|| "unknown".into())
+        );
     }
     if let Some(path) = &args.output
         && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))

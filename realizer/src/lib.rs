@@ -20,6 +20,7 @@
 //! assert!(result.is_ok()); // nothing to place
 //! ```
 
+pub mod ilp;
 pub mod links;
 pub mod matching;
 pub mod place;
@@ -41,6 +42,20 @@ pub struct Options {
     pub seed: u64,
     /// Record every candidate's verdict (for `--explain`).
     pub explain: bool,
+    /// Which engine places the nodes.
+    pub solver: Solver,
+}
+
+/// The placement engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Solver {
+    /// The exact engine for small instances, the heuristic otherwise.
+    #[default]
+    Auto,
+    /// The integer linear program (optimal; small instances).
+    Ilp,
+    /// Greedy placement plus local search (any size).
+    Heuristic,
 }
 
 impl Default for Options {
@@ -49,6 +64,7 @@ impl Default for Options {
             name: None,
             seed: 1,
             explain: false,
+            solver: Solver::Auto,
         }
     }
 }
@@ -72,7 +88,13 @@ pub fn realize(
     let needs = matching::needs(exp);
     let placement = place::place(exp, fac, usage, &needs, opts)?;
     let name = opts.name.clone().unwrap_or_else(|| exp.name.clone());
-    let mut real = Realization::new(&name, &exp.source.path, &fac.name, "heuristic", opts.seed);
+    let mut real = Realization::new(
+        &name,
+        &exp.source.path,
+        &fac.name,
+        placement.engine,
+        opts.seed,
+    );
     real.nodes = placement.placements;
     real.links = links::plan(exp, fac, usage, &real.nodes, &needs).map_err(|d| vec![d])?;
     Ok(Outcome {

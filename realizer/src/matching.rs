@@ -183,6 +183,11 @@ fn smallest(cs: &[Constraint], prop: &str, default: u64) -> u64 {
             ]);
         }
     }
+    // The default when it is allowed (`memory <= gb(4)` gets the default
+    // 1 GiB, not 1 byte); otherwise the smallest allowed value.
+    if mine.iter().all(|c| holds_int(c, default as i64)) {
+        return default;
+    }
     cands.sort_unstable();
     cands
         .into_iter()

@@ -10,13 +10,15 @@ use mx_diag::Diagnostic;
 use mx_xir::{Experiment, Facility, Mode, Placement};
 use rayon::prelude::*;
 
-use crate::Options;
 use crate::matching::{Need, NicNeed, Verdict, host_verdict, nic_model_ok};
 use crate::usage::{Usage, uplink};
+use crate::{Options, Solver};
 
 pub struct Placed {
     pub placements: Vec<Placement>,
     pub explanation: Vec<String>,
+    /// `ilp` or `heuristic`.
+    pub engine: &'static str,
 }
 
 /// Per node and host: can it be bare metal there, and can it be a VM there
@@ -158,7 +160,32 @@ pub fn place(
     let mut host_of: Vec<Option<(usize, Mode)>> = vec![None; needs.len()];
     let mut failed = Vec::new();
 
-    for &ni in &order {
+    // The exact engine, when asked for or when the instance is small.
+    let use_ilp = match opts.solver {
+        Solver::Heuristic => false,
+        Solver::Ilp => true,
+        Solver::Auto => crate::ilp::fits(needs, fac),
+    };
+    let mut engine = "heuristic";
+    if use_ilp {
+        let pairs: Vec<(usize, usize)> = exp
+            .links
+            .iter()
+            .flat_map(|l| {
+                let ids: Vec<usize> = l.endpoints.iter().map(|e| index[e.node.as_str()]).collect();
+                ids.iter().skip(1).map(|&b| (ids[0], b)).collect::<Vec<_>>()
+            })
+            .collect();
+        if let Some(assign) = crate::ilp::solve(needs, fac, &verdicts, &free, &idle, &metal, &pairs)
+        {
+            for (ni, a) in assign.into_iter().enumerate() {
+                host_of[ni] = Some(a);
+            }
+            engine = "ilp";
+        }
+    }
+
+    for &ni in order.iter().filter(|_| engine == "heuristic") {
         let n = &needs[ni];
         let hw_endpoints = n
             .nics
@@ -251,7 +278,7 @@ pub fn place(
     }
     // Local search: move a VM to the host holding more of its neighbours
     // when that host has room, until nothing moves (bounded passes).
-    if failed.is_empty() {
+    if failed.is_empty() && engine == "heuristic" {
         for _pass in 0..4 {
             let mut moved = 0;
             for ni in 0..needs.len() {
@@ -305,6 +332,69 @@ pub fn place(
                     e.disk += n.disk;
                     host_of[ni] = Some((t, Mode::Vm));
                     moved += 1;
+                }
+            }
+            // Swaps, on instances small enough for a pairwise pass: two VMs
+            // on different hosts trade places when that keeps more links local
+            // and both fit.
+            if needs.len() <= 300 {
+                let movable = |ni: usize, host_of: &Vec<Option<(usize, Mode)>>| {
+                    matches!(host_of[ni], Some((_, Mode::Vm)))
+                        && !needs[ni]
+                            .nics
+                            .iter()
+                            .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+                };
+                let on = |ni: usize, h: usize, host_of: &Vec<Option<(usize, Mode)>>| -> i64 {
+                    adj[ni]
+                        .iter()
+                        .filter(|&&m| host_of[m].is_some_and(|(x, _)| x == h))
+                        .count() as i64
+                };
+                for a in 0..needs.len() {
+                    if !movable(a, &host_of) {
+                        continue;
+                    }
+                    for b in a + 1..needs.len() {
+                        if !movable(b, &host_of) {
+                            continue;
+                        }
+                        let (Some((ha, _)), Some((hb, _))) = (host_of[a], host_of[b]) else {
+                            continue;
+                        };
+                        if ha == hb || verdicts[a][hb] & 2 == 0 || verdicts[b][ha] & 2 == 0 {
+                            continue;
+                        }
+                        let ab = adj[a].iter().filter(|&&m| m == b).count() as i64;
+                        let gain = on(a, hb, &host_of) - on(a, ha, &host_of) + on(b, ha, &host_of)
+                            - on(b, hb, &host_of)
+                            - 2 * ab;
+                        if gain <= 0 {
+                            continue;
+                        }
+                        let (na, nb) = (&needs[a], &needs[b]);
+                        let fits = |h: usize, gets: &Need, gives: &Need| {
+                            free[h].0 + gives.cores >= gets.cores
+                                && free[h].1 + gives.memory >= gets.memory
+                                && free[h].2 + gives.disk >= gets.disk
+                        };
+                        if !fits(hb, na, nb) || !fits(ha, nb, na) {
+                            continue;
+                        }
+                        free[ha] = (
+                            free[ha].0 + na.cores - nb.cores,
+                            free[ha].1 + na.memory - nb.memory,
+                            free[ha].2 + na.disk - nb.disk,
+                        );
+                        free[hb] = (
+                            free[hb].0 + nb.cores - na.cores,
+                            free[hb].1 + nb.memory - na.memory,
+                            free[hb].2 + nb.disk - na.disk,
+                        );
+                        host_of[a] = Some((hb, Mode::Vm));
+                        host_of[b] = Some((ha, Mode::Vm));
+                        moved += 1;
+                    }
                 }
             }
             if moved == 0 {
@@ -369,6 +459,7 @@ pub fn place(
     Ok(Placed {
         placements,
         explanation,
+        engine,
     })
 }
 

@@ -126,7 +126,7 @@ fn the_seed_example_prefers_exact_bare_metal_then_a_vm_slice() {
 fn links_are_planned_by_locality() {
     let src = "a = topo.device('a', virt == true, host == 'hv0')\nb = topo.device('b', virt == true, host == 'hv0')\n\
                c = topo.device('c', virt == true)\nd = topo.device('d', virt == true, host == 'hv1')\n\
-               topo.connect([a, b])\ntopo.connect([a, b, c])\ntopo.connect([c, d])\n";
+               topo.connect([a, b])\ntopo.connect([a, b, c])\ntopo.connect([c, d])\ntopo.connect([a, c])\n";
     let exp = compile("t.mx", src, &Options::default())
         .xir
         .expect("compiles");
@@ -322,4 +322,135 @@ fn random_instances_pass_the_checker() {
         ok > 300 && failed > 20,
         "too one-sided: {ok} realized, {failed} infeasible"
     );
+}
+
+/// Crossing links of a realization (pairs of endpoints on different hosts,
+/// counted as the ILP counts them: first endpoint against each other one).
+fn crossing(real: &mx_xir::Realization) -> usize {
+    real.links
+        .iter()
+        .map(|l| {
+            l.endpoints
+                .iter()
+                .skip(1)
+                .filter(|e| e.host != l.endpoints[0].host)
+                .count()
+        })
+        .sum()
+}
+
+/// The exact engine and the heuristic on small random instances: both pass
+/// the checker, the ILP is never worse, they (almost) agree on feasibility,
+/// and the heuristic's gap to the optimum does not regress.
+#[test]
+fn ilp_and_heuristic_agree_on_small_instances() {
+    let mut rng = Rng(0xfeed_beef_0bad_cafe);
+    let (mut both, mut only_ilp, mut neither, mut h_cost, mut i_cost) = (0, 0, 0, 0usize, 0usize);
+    for case in 0..120 {
+        let hosts = 2 + rng.below(4);
+        let mut fac = String::from("fac = facility('r')\nsw = fac.switch('sw')\n");
+        for h in 0..hosts {
+            let cores = [4, 8, 16][rng.below(3) as usize];
+            fac.push_str(&format!("h{h} = fac.host('h{h}', roles=[hypervisor], cores={cores}, memory=gb(32), disk=gb(200), nics=[nic(x710)])\nfac.cable(h{h}.port(0), sw.port({h}))\n"));
+        }
+        let nodes = 3 + rng.below(10);
+        let mut exp = String::new();
+        for n in 0..nodes {
+            exp.push_str(&format!(
+                "n{n} = topo.device('n{n}', virt == true, cores == {})\n",
+                1 + rng.below(4)
+            ));
+        }
+        for l in 1..nodes {
+            exp.push_str(&format!("topo.connect([n{}, n{l}])\n", rng.below(l)));
+        }
+        for _ in 0..rng.below(nodes) {
+            let (a, b) = (rng.below(nodes), rng.below(nodes));
+            if a != b {
+                exp.push_str(&format!("topo.connect([n{a}, n{b}])\n"));
+            }
+        }
+        let fac_x = compile("f.mx", &fac, &Options::default())
+            .facility
+            .expect("facility");
+        let exp_x = compile("e.mx", &exp, &Options::default())
+            .xir
+            .expect("experiment");
+        let run = |solver| {
+            realize(
+                &exp_x,
+                &fac_x,
+                &Usage::default(),
+                &mx_realizer::Options {
+                    solver,
+                    seed: case,
+                    ..Default::default()
+                },
+            )
+        };
+        let ilp = run(mx_realizer::Solver::Ilp);
+        let heu = run(mx_realizer::Solver::Heuristic);
+        for r in [&ilp, &heu].into_iter().flatten() {
+            assert!(
+                verify(&exp_x, &fac_x, &Usage::default(), &r.realization).is_empty(),
+                "case {case}\n{fac}\n{exp}"
+            );
+        }
+        match (&ilp, &heu) {
+            (Ok(i), Ok(h)) => {
+                assert_eq!(i.realization.solver, "ilp", "case {case}");
+                both += 1;
+                i_cost += crossing(&i.realization);
+                h_cost += crossing(&h.realization);
+                assert!(
+                    crossing(&i.realization) <= crossing(&h.realization),
+                    "case {case}: the ILP is not optimal\n{fac}\n{exp}"
+                );
+            }
+            (Ok(_), Err(_)) => only_ilp += 1,
+            (Err(_), Ok(_)) => panic!(
+                "case {case}: the heuristic found a placement the ILP says does not exist\n{fac}\n{exp}"
+            ),
+            (Err(_), Err(_)) => neither += 1,
+        }
+    }
+    eprintln!(
+        "both {both}, only ILP {only_ilp}, neither {neither}; crossing links: heuristic {h_cost}, ILP {i_cost}"
+    );
+    assert!(both > 60, "too few feasible instances: {both}");
+    assert!(
+        only_ilp * 20 <= both,
+        "the heuristic misses too many feasible instances: {only_ilp} of {}",
+        both + only_ilp
+    );
+    // Known gap (see BENCHMARKS.md): the heuristic keeps about twice the
+    // optimum's links crossing on these instances, which is why `--solver
+    // auto` uses the ILP for small ones. This bound only catches regressions.
+    assert!(
+        h_cost <= i_cost * 5 / 2 + 5,
+        "heuristic {h_cost} vs optimum {i_cost}"
+    );
+}
+
+/// Exact fit: demand equals capacity. Greedy packing can strand cores; the
+/// exact engine (chosen by `auto` for small instances) finds the packing.
+#[test]
+fn exact_fit_packing_is_realized() {
+    let fac = "fac = facility('tight')\nsw = fac.switch('sw')\n\
+               for i in range(3):\n    h = fac.host(f'h{i}', roles=[hypervisor], cores=10, memory=gb(30), disk=gb(30), nics=[nic(x710)])\n    fac.cable(h.port(0), sw.port(i))\n";
+    // 30 cores of VMs for 30 cores: 6+4, 7+3, 5+5, in an order that misleads first-fit.
+    let exp = "sizes = [6, 7, 5, 5, 3, 4]\nn = [topo.device(f'n{i}', virt == true, cores == c, memory == gb(c), disk == gb(c)) for i, c in enumerate(sizes)]\n\
+               for i in range(5):\n    topo.connect([n[i], n[i + 1]])\n";
+    let fac_x = compile("f.mx", fac, &Options::default())
+        .facility
+        .expect("facility");
+    let exp_x = compile("e.mx", exp, &Options::default())
+        .xir
+        .expect("experiment");
+    let out =
+        realize(&exp_x, &fac_x, &Usage::default(), &opts(1)).expect("the exact packing exists");
+    assert_eq!(out.realization.solver, "ilp");
+    assert!(verify(&exp_x, &fac_x, &Usage::default(), &out.realization).is_empty());
+    let used: u32 = out.realization.nodes.iter().map(|p| p.cores).sum();
+    assert_eq!(used, 30);
 }

@@ -1,0 +1,158 @@
+//! The exact engine: placement as an integer linear program (good_lp).
+//!
+//! Variables: `x[n][h]` (node n is a VM on host h) and `y[n][h]` (node n is
+//! host h, bare metal), only where the node's constraints allow it. Each node
+//! is placed once; VM slices fit each host's free cores, memory and disk
+//! (exact fit allowed); a bare-metal node holds its host alone. The objective
+//! counts links that cross hosts: for each pair (first endpoint, other
+//! endpoint) a `z >= p[a][h] - p[b][h]` for every host, where `p = x + y`.
+//! Small penalties reproduce the heuristic's preferences (exact bare-metal
+//! matches, VMs off dual-personality hosts) without outweighing one link.
+//!
+//! The program grows with nodes × hosts × links, so `--solver auto` uses it
+//! only for small instances (see [`fits`]).
+
+use good_lp::{Expression, ProblemVariables, Solution, SolverModel, Variable, variable};
+use mx_xir::{Facility, Mode};
+
+use crate::matching::{Need, NicNeed};
+
+/// Instances the exact engine takes under `--solver auto`.
+pub fn fits(needs: &[Need], fac: &Facility) -> bool {
+    needs.len() <= 60
+        && fac.hosts.len() <= 64
+        && needs.iter().all(|n| {
+            n.nics
+                .iter()
+                .all(|(_, _, x)| matches!(x, NicNeed::Any | NicNeed::Virtual(_)))
+        })
+}
+
+/// Per node, the chosen (host index, mode); `None` when the program is
+/// infeasible or the solver fails.
+#[allow(clippy::too_many_arguments)]
+pub fn solve(
+    needs: &[Need],
+    fac: &Facility,
+    flags: &[Vec<u8>],
+    free: &[(u32, u64, u64)],
+    idle: &[bool],
+    metal_taken: &[bool],
+    pairs: &[(usize, usize)],
+) -> Option<Vec<(usize, Mode)>> {
+    let hosts = fac.hosts.len();
+    let mut vars = ProblemVariables::new();
+    // x[n][h], y[n][h] where allowed.
+    let mut x: Vec<Vec<Option<Variable>>> = vec![vec![None; hosts]; needs.len()];
+    let mut y: Vec<Vec<Option<Variable>>> = vec![vec![None; hosts]; needs.len()];
+    let mut objective = Expression::from(0.0);
+    for (ni, n) in needs.iter().enumerate() {
+        let exact =
+            n.node.constraints.iter().any(|c| {
+                matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
+            });
+        // A node that pins its size takes an exact bare-metal match when one
+        // is free: that is a rule, not a preference, so no VM variables.
+        let metal_first =
+            exact && n.mode.is_none() && (0..hosts).any(|h| flags[ni][h] & 1 != 0 && idle[h]);
+        for h in 0..hosts {
+            if flags[ni][h] & 2 != 0 && !metal_taken[h] && !metal_first {
+                let v = vars.add(variable().binary());
+                let dual = fac.hosts[h].has_role(mx_xir::Role::Metal);
+                objective += v * (if exact { 0.01 } else { 0.0 } + if dual { 0.001 } else { 0.0 });
+                x[ni][h] = Some(v);
+            }
+            if flags[ni][h] & 1 != 0 && idle[h] {
+                let v = vars.add(variable().binary());
+                objective += v * if exact { 0.0 } else { 0.01 };
+                y[ni][h] = Some(v);
+            }
+        }
+    }
+    let mut z = Vec::with_capacity(pairs.len());
+    for _ in pairs {
+        let v = vars.add(variable().min(0.0).max(1.0));
+        objective += v;
+        z.push(v);
+    }
+    let mut model = vars.minimise(objective).using(good_lp::default_solver);
+    let p = |ni: usize, h: usize| -> Expression {
+        let mut e = Expression::from(0.0);
+        if let Some(v) = x[ni][h] {
+            e += v;
+        }
+        if let Some(v) = y[ni][h] {
+            e += v;
+        }
+        e
+    };
+    for ni in 0..needs.len() {
+        let mut once = Expression::from(0.0);
+        let mut any = false;
+        for h in 0..hosts {
+            for v in [x[ni][h], y[ni][h]].into_iter().flatten() {
+                once += v;
+                any = true;
+            }
+        }
+        if !any {
+            return None; // no candidate at all
+        }
+        model = model.with(once.eq(1.0));
+    }
+    for h in 0..hosts {
+        let (mut c, mut m, mut d) = (
+            Expression::from(0.0),
+            Expression::from(0.0),
+            Expression::from(0.0),
+        );
+        let mut vms = Expression::from(0.0);
+        let mut count = 0.0;
+        let mut metals = Expression::from(0.0);
+        for (ni, n) in needs.iter().enumerate() {
+            if let Some(v) = x[ni][h] {
+                c += v * n.cores as f64;
+                // Demands round up and capacities down, so MiB units never over-commit.
+                m += v * n.memory.div_ceil(1 << 20) as f64;
+                d += v * n.disk.div_ceil(1 << 20) as f64;
+                vms += v;
+                count += 1.0;
+            }
+            if let Some(v) = y[ni][h] {
+                metals += v;
+            }
+        }
+        if count > 0.0 {
+            model = model
+                .with(c.leq(free[h].0 as f64))
+                .with(m.leq((free[h].1 >> 20) as f64))
+                .with(d.leq((free[h].2 >> 20) as f64));
+        }
+        // A bare-metal node holds its host alone.
+        let big = count + 1.0;
+        model = model.with((metals * big + vms).leq(big));
+    }
+    for (k, &(a, b)) in pairs.iter().enumerate() {
+        for h in 0..hosts {
+            let (pa, pb) = (p(a, h), p(b, h));
+            model = model
+                .with((pa.clone() - pb.clone()).leq(z[k]))
+                .with((pb - pa).leq(z[k]));
+        }
+    }
+    let sol = model.solve().ok()?;
+    let mut out = Vec::with_capacity(needs.len());
+    for ni in 0..needs.len() {
+        let chosen = (0..hosts).find_map(|h| {
+            if x[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
+                Some((h, Mode::Vm))
+            } else if y[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
+                Some((h, Mode::Metal))
+            } else {
+                None
+            }
+        })?;
+        out.push(chosen);
+    }
+    Some(out)
+}
