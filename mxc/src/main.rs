@@ -509,6 +509,7 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             SolverArg::Ilp => mx_realizer::Solver::Ilp,
             SolverArg::Heuristic => mx_realizer::Solver::Heuristic,
         },
+        restart: 0,
     };
     let db = args
         .db

@@ -33,6 +33,11 @@ use mx_xir::{Experiment, Facility, Realization};
 
 pub use usage::Usage;
 
+/// Extra walks of the heuristic tried by [`realize`] on instances of at most
+/// [`RESTART_LIMIT`] nodes.
+const RESTARTS: u32 = 32;
+const RESTART_LIMIT: usize = 2000;
+
 /// Realization options.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -44,6 +49,9 @@ pub struct Options {
     pub explain: bool,
     /// Which engine places the nodes.
     pub solver: Solver,
+    /// Which restart of the heuristic this is (0: the plain run); set by
+    /// [`realize`] when it tries several walks and keeps the best.
+    pub restart: u32,
 }
 
 /// The placement engine.
@@ -65,6 +73,7 @@ impl Default for Options {
             seed: 1,
             explain: false,
             solver: Solver::Auto,
+            restart: 0,
         }
     }
 }
@@ -86,7 +95,57 @@ pub fn realize(
     opts: &Options,
 ) -> Result<Outcome, Vec<Diagnostic>> {
     let needs = matching::needs(exp);
-    let placement = place::place(exp, fac, usage, &needs, opts)?;
+    let mut placement = place::place(exp, fac, usage, &needs, opts)?;
+    // The heuristic depends on the order it walks the graph: on instances of
+    // moderate size, try a few more walks (in parallel) and keep the one with
+    // the fewest links crossing hosts; ties keep the earliest, so the result
+    // is still a function of the seed.
+    if placement.engine == "heuristic" && needs.len() <= RESTART_LIMIT {
+        use rayon::prelude::*;
+        let crossing = |p: &[mx_xir::Placement]| -> usize {
+            let host: std::collections::HashMap<&str, &str> = p
+                .iter()
+                .map(|x| (x.node.as_str(), x.host.as_str()))
+                .collect();
+            exp.links
+                .iter()
+                .map(|l| {
+                    l.endpoints
+                        .iter()
+                        .skip(1)
+                        .filter(|e| host[e.node.as_str()] != host[l.endpoints[0].node.as_str()])
+                        .count()
+                })
+                .sum()
+        };
+        let tries: Vec<place::Placed> = (1..=RESTARTS)
+            .into_par_iter()
+            .filter_map(|k| {
+                place::place(
+                    exp,
+                    fac,
+                    usage,
+                    &needs,
+                    &Options {
+                        restart: k,
+                        ..opts.clone()
+                    },
+                )
+                .ok()
+            })
+            .collect();
+        let mut best = crossing(&placement.placements);
+        for t in tries {
+            let c = crossing(&t.placements);
+            if c < best {
+                best = c;
+                placement = place::Placed {
+                    explanation: placement.explanation,
+                    ..t
+                };
+            }
+        }
+    }
     let name = opts.name.clone().unwrap_or_else(|| exp.name.clone());
     let mut real = Realization::new(
         &name,

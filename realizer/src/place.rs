@@ -136,7 +136,19 @@ pub fn place(
             }
         }
     }
-    let order = dfs_order(needs, &verdicts, &adj);
+    // Restarts (see `realize`) walk the graph differently: neighbours in a
+    // seeded order, components from a seeded node among equals.
+    if opts.restart > 0 {
+        for (i, list) in adj.iter_mut().enumerate() {
+            let k = list.len();
+            if k > 1 {
+                list.rotate_left(
+                    (mix(opts.seed ^ u64::from(opts.restart), i as u64) % k as u64) as usize,
+                );
+            }
+        }
+    }
+    let order = dfs_order(needs, &verdicts, &adj, opts.seed, opts.restart);
     let leaf: Vec<Option<String>> = fac
         .hosts
         .iter()
@@ -320,16 +332,7 @@ pub fn place(
                     free[t].1 -= n.memory;
                     free[t].2 -= n.disk;
                     idle[t] = false;
-                    let (from, to) = (fac.hosts[hi].name.clone(), fac.hosts[t].name.clone());
-                    if let Some(e) = u.hosts.get_mut(&from) {
-                        e.cores -= n.cores;
-                        e.memory -= n.memory;
-                        e.disk -= n.disk;
-                    }
-                    let e = u.hosts.entry(to).or_default();
-                    e.cores += n.cores;
-                    e.memory += n.memory;
-                    e.disk += n.disk;
+                    // (`u` only serves failure explanations, and there are none here.)
                     host_of[ni] = Some((t, Mode::Vm));
                     moved += 1;
                 }
@@ -538,14 +541,27 @@ fn reserve_endpoints(
 /// Depth-first over each connected component, starting from its node with
 /// the fewest candidate hosts, so constrained nodes choose first and
 /// neighbours follow them.
-fn dfs_order(needs: &[Need], verdicts: &[Verdicts], adj: &[Vec<usize>]) -> Vec<usize> {
+fn dfs_order(
+    needs: &[Need],
+    verdicts: &[Verdicts],
+    adj: &[Vec<usize>],
+    seed: u64,
+    restart: u32,
+) -> Vec<usize> {
     let choices: Vec<usize> = verdicts
         .iter()
         .map(|v| v.iter().filter(|&&f| f != 0).count())
         .collect();
     // Bare-metal nodes go first: they need whole hosts, which VMs would otherwise fragment.
     let mut seeds: Vec<usize> = (0..needs.len()).collect();
-    seeds.sort_by_key(|&i| (needs[i].mode != Some(Mode::Metal), choices[i], i));
+    let tie = |i: usize| {
+        if restart == 0 {
+            i as u64
+        } else {
+            mix(seed ^ u64::from(restart), i as u64)
+        }
+    };
+    seeds.sort_by_key(|&i| (needs[i].mode != Some(Mode::Metal), choices[i], tie(i)));
     let mut seen = vec![false; needs.len()];
     let mut order = Vec::with_capacity(needs.len());
     for s in seeds {
