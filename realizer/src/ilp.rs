@@ -10,23 +10,33 @@
 //! matches, VMs off dual-personality hosts) without outweighing one link.
 //!
 //! The program grows with nodes × hosts × links, so `--solver auto` uses it
-//! only for small instances (see [`fits`]).
+//! only for small instances (see [`fits`]), and a time limit hands anything
+//! the solver cannot prove optimal in time to the heuristic.
 
-use good_lp::{Expression, ProblemVariables, Solution, SolverModel, Variable, variable};
+use good_lp::{
+    Expression, ProblemVariables, Solution, SolverModel, Variable, WithTimeLimit, variable,
+};
 use mx_xir::{Facility, Mode};
 
 use crate::matching::{Need, NicNeed};
 
 /// Instances the exact engine takes under `--solver auto`.
+///
+/// Branch and bound grows quickly with nodes × hosts: 60 VMs on 8 hosts ran
+/// for minutes with microlp. Past this size the heuristic answers.
 pub fn fits(needs: &[Need], fac: &Facility) -> bool {
-    needs.len() <= 60
-        && fac.hosts.len() <= 64
+    needs.len() <= 30
+        && needs.len() * fac.hosts.len() <= 300
         && needs.iter().all(|n| {
             n.nics
                 .iter()
                 .all(|(_, _, x)| matches!(x, NicNeed::Any | NicNeed::Virtual(_)))
         })
 }
+
+/// Seconds the solver may take before the heuristic answers instead. The
+/// realization records which engine produced it (`solver`).
+pub const TIME_LIMIT: f64 = 20.0;
 
 /// Per node, the chosen (host index, mode); `None` when the program is
 /// infeasible or the solver fails.
@@ -75,7 +85,10 @@ pub fn solve(
         objective += v;
         z.push(v);
     }
-    let mut model = vars.minimise(objective).using(good_lp::default_solver);
+    let mut model = vars
+        .minimise(objective)
+        .using(good_lp::default_solver)
+        .with_time_limit(TIME_LIMIT);
     let p = |ni: usize, h: usize| -> Expression {
         let mut e = Expression::from(0.0);
         if let Some(v) = x[ni][h] {
@@ -140,19 +153,39 @@ pub fn solve(
                 .with((pb - pa).leq(z[k]));
         }
     }
-    let sol = model.solve().ok()?;
-    let mut out = Vec::with_capacity(needs.len());
-    for ni in 0..needs.len() {
-        let chosen = (0..hosts).find_map(|h| {
-            if x[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
-                Some((h, Mode::Vm))
-            } else if y[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
-                Some((h, Mode::Metal))
-            } else {
-                None
-            }
-        })?;
-        out.push(chosen);
-    }
-    Some(out)
+    // The solver runs on its own thread and is abandoned past the time
+    // limit: microlp checks its own limit only between branch-and-bound
+    // nodes, and one node can take minutes. An abandoned solve keeps a core
+    // busy until the process exits; `mxc` exits right after realizing.
+    let n = needs.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("mx-ilp".into())
+        .spawn(move || {
+            let result = model.solve().ok().and_then(|sol| {
+                // Only a proven optimum counts; a time-limited incumbent
+                // would make the result depend on the machine's speed.
+                if !matches!(sol.status(), good_lp::SolutionStatus::Optimal) {
+                    return None;
+                }
+                (0..n)
+                    .map(|ni| {
+                        (0..hosts).find_map(|h| {
+                            if x[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
+                                Some((h, Mode::Vm))
+                            } else if y[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
+                                Some((h, Mode::Metal))
+                            } else {
+                                None
+                            }
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            let _ = tx.send(result);
+        })
+        .ok()?;
+    rx.recv_timeout(std::time::Duration::from_secs_f64(TIME_LIMIT + 1.0))
+        .ok()
+        .flatten()
 }

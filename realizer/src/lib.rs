@@ -128,6 +128,7 @@ pub fn realize(
                     &needs,
                     &Options {
                         restart: k,
+                        solver: Solver::Heuristic,
                         ..opts.clone()
                     },
                 )
