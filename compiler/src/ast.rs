@@ -283,3 +283,21 @@ impl CmpOp {
         }
     }
 }
+
+/// `lhs op rhs`, extending `lhs` when it is already a comparison: Python
+/// chains `a < b <= c`. Both parsers build comparisons with this.
+pub fn compare(op: CmpOp, lhs: Expr, rhs: Expr) -> ExprKind {
+    match lhs.kind {
+        ExprKind::Compare(first, mut rest) => {
+            rest.push((op, rhs));
+            ExprKind::Compare(first, rest)
+        }
+        kind => ExprKind::Compare(
+            Box::new(Expr {
+                kind,
+                span: lhs.span,
+            }),
+            vec![(op, rhs)],
+        ),
+    }
+}

@@ -329,9 +329,9 @@ impl P<'_, '_> {
                 Infix::Or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
                 Infix::And => ExprKind::And(Box::new(lhs), Box::new(rhs)),
                 Infix::Bin(o) => ExprKind::Binary(o, Box::new(lhs), Box::new(rhs)),
-                Infix::Cmp(o) => cmp(o, lhs, rhs),
-                Infix::NotIn => cmp(CmpOp::NotIn, lhs, rhs),
-                Infix::IsNot => cmp(CmpOp::IsNot, lhs, rhs),
+                Infix::Cmp(o) => compare(o, lhs, rhs),
+                Infix::NotIn => compare(CmpOp::NotIn, lhs, rhs),
+                Infix::IsNot => compare(CmpOp::IsNot, lhs, rhs),
             };
             lhs = Expr { kind, span };
         }
@@ -580,22 +580,6 @@ enum Infix {
     Cmp(CmpOp),
     NotIn,
     IsNot,
-}
-
-fn cmp(o: CmpOp, lhs: Expr, rhs: Expr) -> ExprKind {
-    match lhs.kind {
-        ExprKind::Compare(first, mut rest) => {
-            rest.push((o, rhs));
-            ExprKind::Compare(first, rest)
-        }
-        kind => ExprKind::Compare(
-            Box::new(Expr {
-                kind,
-                span: lhs.span,
-            }),
-            vec![(o, rhs)],
-        ),
-    }
 }
 
 fn valid_target(e: &Expr) -> bool {

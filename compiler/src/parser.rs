@@ -661,19 +661,7 @@ impl LineParser<'_> {
                 let sp = lhs.span.to(rhs.span);
                 // Operands move into the new node; chains of comparisons
                 // extend the existing `Compare` (as Python chains them).
-                let cmp = |o: CmpOp, lhs: Expr, rhs: Expr| match lhs.kind {
-                    ExprKind::Compare(first, mut rest) => {
-                        rest.push((o, rhs));
-                        ExprKind::Compare(first, rest)
-                    }
-                    kind => ExprKind::Compare(
-                        Box::new(Expr {
-                            kind,
-                            span: lhs.span,
-                        }),
-                        vec![(o, rhs)],
-                    ),
-                };
+                let cmp = compare;
                 let bin = |o, lhs, rhs| ExprKind::Binary(o, Box::new(lhs), Box::new(rhs));
                 let kind = match op.as_rule() {
                     Rule::or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
