@@ -274,6 +274,15 @@ Fix: relinquish experiments on that leaf, or use virtual NICs.";
 "Every realization is checked, apart from the solver, before it is allocated: constraints hold,
 no host is over-committed, VNIs, VLAN tags and VFs are unique. This error means the realizer made
 a mistake; nothing was allocated. Please report it with the model and facility.";
+    "E0305" "uplink-oversubscribed" "links that cross a host ask more of its uplink than it carries" =>
+"A link between nodes on different hosts travels over each host's uplink (the cabled port). The
+capacity constraints of all links crossing a host must fit that port's capacity (the lower of the
+NIC port's and the cable's). Links without a capacity constraint are best effort and not counted.
+
+Example:
+    l = net.connect([a, b], capacity == gbps(100))   # a and b on hosts with 25 Gb/s uplinks
+
+Fix: lower the capacity, or keep the endpoints on one host (`host == 'hv0'` on both).";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

@@ -202,7 +202,78 @@ pub fn plan(
             span: link.span,
         });
     }
+    uplinks_hold(fac, &out)?;
     Ok(out)
+}
+
+/// What a host's uplink carries: the cable's capacity, or the NIC port's if lower.
+pub fn uplink_capacity(fac: &Facility, host: &str) -> Option<u64> {
+    let (port, _) = uplink(fac, host)?;
+    let h = fac.host(host)?;
+    let nic = h.nic_of_port(port).map(|(n, _)| h.nics[n].capacity);
+    let cable = fac
+        .cables
+        .iter()
+        .find(|c| c.ends.iter().any(|e| e.device == host && e.port == port))
+        .map(|c| c.capacity);
+    match (nic, cable) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The capacity that links crossing hosts ask of each host's uplink: a link
+/// spanning several hosts takes its capacity once on each of them. Links
+/// without a capacity constraint are best effort and count for nothing.
+pub fn uplink_demand(plans: &[LinkPlan]) -> BTreeMap<&str, (u64, Vec<&LinkPlan>)> {
+    let mut demand: BTreeMap<&str, (u64, Vec<&LinkPlan>)> = BTreeMap::new();
+    for p in plans.iter().filter(|p| p.hosts.len() > 1) {
+        let Some(cap) = p.emulation.as_ref().and_then(|e| e.capacity) else {
+            continue;
+        };
+        for h in &p.hosts {
+            let e = demand.entry(h.as_str()).or_default();
+            e.0 += cap;
+            e.1.push(p);
+        }
+    }
+    demand
+}
+
+/// Refuses a plan whose crossing links ask more of a host's uplink than it
+/// carries (E0305), naming the largest of them.
+fn uplinks_hold(fac: &Facility, plans: &[LinkPlan]) -> Result<(), Diagnostic> {
+    for (host, (want, links)) in uplink_demand(plans) {
+        let Some(have) = uplink_capacity(fac, host) else {
+            continue;
+        };
+        if want > have {
+            let mut links = links;
+            links.sort_by_key(|p| std::cmp::Reverse(p.emulation.as_ref().and_then(|e| e.capacity)));
+            let mut d = Diagnostic::error(
+                "E0305",
+                format!(
+                    "links crossing `{host}` ask for {} and its uplink carries {}",
+                    rate(want),
+                    rate(have)
+                ),
+            )
+            .primary(links[0].span.range(), "the largest of them");
+            for l in links.iter().skip(1).take(3) {
+                d = d.secondary(l.span.range(), "also crosses it");
+            }
+            return Err(d.help("lower the links' capacity, or keep their endpoints on one host (pin them with `host == ...`)"));
+        }
+    }
+    Ok(())
+}
+
+fn rate(bps: u64) -> String {
+    if bps >= 1_000_000_000 && bps.is_multiple_of(1_000_000_000) {
+        format!("{} Gb/s", bps / 1_000_000_000)
+    } else {
+        format!("{} Mb/s", bps / 1_000_000)
+    }
 }
 
 /// Capacity, latency and loss asked of a link; the value to emulate is the

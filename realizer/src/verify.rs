@@ -196,7 +196,49 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             }
         }
     }
+    uplinks(fac, real, &mut bad);
     bad
+}
+
+/// Uplink capacity, checked apart from the planner's own check: for every
+/// host, the capacity of the links that leave it fits its uplink port.
+fn uplinks(fac: &Facility, real: &Realization, bad: &mut Vec<String>) {
+    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
+    for l in &real.links {
+        let hosts: BTreeSet<&str> = l.endpoints.iter().map(|e| e.host.as_str()).collect();
+        if hosts.len() < 2 {
+            continue;
+        }
+        if let Some(c) = l.emulation.as_ref().and_then(|e| e.capacity) {
+            for h in hosts {
+                *want.entry(h).or_default() += c;
+            }
+        }
+    }
+    for (h, w) in want {
+        let Some(host) = fac.host(h) else { continue };
+        let port_caps: Vec<u64> = fac
+            .cables
+            .iter()
+            .filter_map(|c| {
+                c.ends
+                    .iter()
+                    .find(|e| e.device == h)
+                    .map(|e| (e.port, c.capacity))
+            })
+            .map(|(p, cable)| {
+                host.nic_of_port(p)
+                    .map_or(cable, |(n, _)| cable.min(host.nics[n].capacity))
+            })
+            .collect();
+        if let Some(&cap) = port_caps.first()
+            && w > cap
+        {
+            bad.push(format!(
+                "uplink of `{h}` oversubscribed: {w} b/s for {cap} b/s"
+            ));
+        }
+    }
 }
 
 fn int_holds(op: Op, v: &Value, have: i64) -> bool {

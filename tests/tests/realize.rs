@@ -454,3 +454,24 @@ fn exact_fit_packing_is_realized() {
     let used: u32 = out.realization.nodes.iter().map(|p| p.cores).sum();
     assert_eq!(used, 30);
 }
+
+/// Links between hosts must fit the hosts' uplinks (E0305), and the checker
+/// agrees with the planner on what fits.
+#[test]
+fn uplink_capacity_is_respected() {
+    let fac = facility("examples/facilities/lab.mx");
+    let too_much = "a = topo.device('a', metal == true)\nb = topo.device('b', metal == true)\ntopo.connect([a, b], capacity == gbps(200))\n";
+    let exp = compile("e.mx", too_much, &Options::default())
+        .xir
+        .expect("compiles");
+    let diags = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect_err("200 Gb/s cannot cross any lab uplink");
+    assert_eq!(diags[0].code, "E0305", "{diags:?}");
+    assert!(diags[0].message.contains("200 Gb/s"), "{diags:?}");
+    let fine = too_much.replace("gbps(200)", "gbps(5)");
+    let exp = compile("e.mx", &fine, &Options::default())
+        .xir
+        .expect("compiles");
+    let out = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("5 Gb/s fits");
+    assert!(verify(&exp, &fac, &Usage::default(), &out.realization).is_empty());
+}
