@@ -202,7 +202,7 @@ pub fn plan(
             span: link.span,
         });
     }
-    uplinks_hold(fac, &out)?;
+    uplinks_hold(fac, &out, usage)?;
     Ok(out)
 }
 
@@ -242,20 +242,27 @@ pub fn uplink_demand(plans: &[LinkPlan]) -> BTreeMap<&str, (u64, Vec<&LinkPlan>)
 
 /// Refuses a plan whose crossing links ask more of a host's uplink than it
 /// carries (E0305), naming the largest of them.
-fn uplinks_hold(fac: &Facility, plans: &[LinkPlan]) -> Result<(), Diagnostic> {
-    for (host, (want, links)) in uplink_demand(plans) {
+fn uplinks_hold(fac: &Facility, plans: &[LinkPlan], usage: &Usage) -> Result<(), Diagnostic> {
+    for (host, (mine, links)) in uplink_demand(plans) {
         let Some(have) = uplink_capacity(fac, host) else {
             continue;
         };
+        // Other experiments' links already use part of it.
+        let want = mine + usage.uplink.get(host).copied().unwrap_or(0);
         if want > have {
             let mut links = links;
             links.sort_by_key(|p| std::cmp::Reverse(p.emulation.as_ref().and_then(|e| e.capacity)));
             let mut d = Diagnostic::error(
                 "E0305",
                 format!(
-                    "links crossing `{host}` ask for {} and its uplink carries {}",
-                    rate(want),
-                    rate(have)
+                    "links crossing `{host}` ask for {} and its uplink carries {}{}",
+                    rate(mine),
+                    rate(have),
+                    match usage.uplink.get(host) {
+                        Some(&used) if used > 0 =>
+                            format!(" of which {} is already allocated", rate(used)),
+                        _ => String::new(),
+                    }
                 ),
             )
             .primary(links[0].span.range(), "the largest of them");

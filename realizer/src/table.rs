@@ -21,7 +21,7 @@ use crate::usage::{Usage, leaf_of};
 /// `mxal` in ASCII: marks the file as an mx allocation table.
 const APPLICATION_ID: i32 = 0x6d78_616c;
 /// Bumped when the tables change incompatibly.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Why the table could not be used.
 #[derive(Debug)]
@@ -156,7 +156,9 @@ impl Table {
              CREATE TABLE IF NOT EXISTS vnis (realization TEXT NOT NULL, facility TEXT NOT NULL, vni INTEGER NOT NULL,
                  UNIQUE(facility, vni));
              CREATE TABLE IF NOT EXISTS vlans (realization TEXT NOT NULL, facility TEXT NOT NULL, leaf TEXT NOT NULL,
-                 vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));"
+                 vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));
+             CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+                 bps INTEGER NOT NULL);"
         ))?;
         tx.commit()?;
         Ok(())
@@ -255,6 +257,12 @@ impl Table {
                 }
             }
         }
+        for (host, (bps, _)) in crate::links::uplink_demand(&real.links) {
+            tx.execute(
+                "INSERT INTO uplinks (realization, facility, host, bps) VALUES (?1, ?2, ?3, ?4)",
+                params![real.name, fac.name, host, bps as i64],
+            )?;
+        }
         tx.commit()?;
         Ok(Ok(real))
     }
@@ -268,7 +276,7 @@ impl Table {
         if n == 0 {
             return Err(TableError::Missing(name.to_string()));
         }
-        for t in ["allocations", "vfs", "ports", "vnis", "vlans"] {
+        for t in ["allocations", "vfs", "ports", "vnis", "vlans", "uplinks"] {
             tx.execute(&format!("DELETE FROM {t} WHERE realization = ?1"), [name])?;
         }
         tx.commit()?;
@@ -355,6 +363,12 @@ fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
     let mut rows = st.query([&fac.name])?;
     while let Some(r) = rows.next()? {
         u.vnis.insert(r.get::<_, i64>(0)? as u32);
+    }
+    let mut st = conn.prepare("SELECT host, bps FROM uplinks WHERE facility = ?1")?;
+    let mut rows = st.query([&fac.name])?;
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(0)?;
+        *u.uplink.entry(host).or_default() += r.get::<_, i64>(1)? as u64;
     }
     let mut st = conn.prepare("SELECT leaf, vlan FROM vlans WHERE facility = ?1")?;
     let mut rows = st.query([&fac.name])?;

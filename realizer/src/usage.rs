@@ -29,6 +29,8 @@ pub struct Usage {
     pub vnis: BTreeSet<u32>,
     /// VLAN tags in use per leaf switch.
     pub vlans: BTreeMap<String, BTreeSet<u16>>,
+    /// Bits per second of link capacity crossing each host's uplink.
+    pub uplink: BTreeMap<String, u64>,
 }
 
 impl Usage {
@@ -56,6 +58,9 @@ impl Usage {
 
     /// Adds a realization's allocations.
     pub fn add(&mut self, fac: &Facility, real: &Realization) {
+        for (host, (bps, _)) in crate::links::uplink_demand(&real.links) {
+            *self.uplink.entry(host.to_string()).or_default() += bps;
+        }
         for p in &real.nodes {
             let u = self.hosts.entry(p.host.clone()).or_default();
             match p.mode {

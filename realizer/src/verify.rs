@@ -196,14 +196,15 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             }
         }
     }
-    uplinks(fac, real, &mut bad);
+    uplinks(fac, usage, real, &mut bad);
     bad
 }
 
 /// Uplink capacity, checked apart from the planner's own check: for every
 /// host, the capacity of the links that leave it fits its uplink port.
-fn uplinks(fac: &Facility, real: &Realization, bad: &mut Vec<String>) {
-    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
+fn uplinks(fac: &Facility, usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
+    let mut want: BTreeMap<&str, u64> =
+        usage.uplink.iter().map(|(h, b)| (h.as_str(), *b)).collect();
     for l in &real.links {
         let hosts: BTreeSet<&str> = l.endpoints.iter().map(|e| e.host.as_str()).collect();
         if hosts.len() < 2 {

@@ -468,10 +468,37 @@ fn uplink_capacity_is_respected() {
         .expect_err("200 Gb/s cannot cross any lab uplink");
     assert_eq!(diags[0].code, "E0305", "{diags:?}");
     assert!(diags[0].message.contains("200 Gb/s"), "{diags:?}");
-    let fine = too_much.replace("gbps(200)", "gbps(5)");
+    let fine = too_much.replace("gbps(200)", "gbps(6)");
     let exp = compile("e.mx", &fine, &Options::default())
         .xir
         .expect("compiles");
-    let out = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("5 Gb/s fits");
+    let out = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("6 Gb/s fits");
     assert!(verify(&exp, &fac, &Usage::default(), &out.realization).is_empty());
+    // Uplink bandwidth is part of the usage: hv0 and hv1 have 25 Gb/s
+    // uplinks; 20 Gb/s between them fits once, and 10 Gb/s more does not.
+    let pair = |gbps: u32| {
+        format!(
+            "a = topo.device('a', virt == true, host == 'hv0')\nb = topo.device('b', virt == true, host == 'hv1')\ntopo.connect([a, b], capacity == gbps({gbps}))\n"
+        )
+    };
+    let first = compile("e1.mx", &pair(20), &Options::default())
+        .xir
+        .expect("compiles");
+    let one = realize(&first, &fac, &Usage::default(), &opts(1)).expect("20 of 25 Gb/s fits");
+    let mut usage = Usage::default();
+    usage.add(&fac, &one.realization);
+    let second = compile("e2.mx", &pair(10), &Options::default())
+        .xir
+        .expect("compiles");
+    let diags = realize(&second, &fac, &usage, &opts(1)).expect_err("the uplinks are full");
+    assert_eq!(diags[0].code, "E0305", "{diags:?}");
+    assert!(
+        diags[0].message.contains("20 Gb/s is already allocated"),
+        "{diags:?}"
+    );
+    let third = compile("e3.mx", &pair(5), &Options::default())
+        .xir
+        .expect("compiles");
+    let ok = realize(&third, &fac, &usage, &opts(1)).expect("5 more Gb/s fits");
+    assert!(verify(&third, &fac, &usage, &ok.realization).is_empty());
 }
