@@ -30,12 +30,7 @@ pub fn plan(
     placements: &[Placement],
     needs: &[Need],
 ) -> Result<Vec<LinkPlan>, Diagnostic> {
-    let index: BTreeMap<&str, usize> = exp
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
+    let index = crate::matching::node_index(exp);
     let mut vnis: BTreeSet<u32> = usage.vnis.clone();
     let mut vlans: BTreeMap<String, BTreeSet<u16>> = usage.vlans.clone();
     let mut vfs: BTreeMap<(String, usize), BTreeSet<u32>> = BTreeMap::new();

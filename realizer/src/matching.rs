@@ -47,6 +47,15 @@ pub struct Verdict {
     pub reason: String,
 }
 
+/// Node name to its index in the experiment.
+pub fn node_index(exp: &Experiment) -> std::collections::HashMap<&str, usize> {
+    exp.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect()
+}
+
 pub fn needs(exp: &Experiment) -> Vec<Need<'_>> {
     let mut out: Vec<Need> =
         exp.nodes
@@ -78,12 +87,7 @@ pub fn needs(exp: &Experiment) -> Vec<Need<'_>> {
                 }
             })
             .collect();
-    let index: std::collections::HashMap<&str, usize> = exp
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
+    let index = node_index(exp);
     for (li, link) in exp.links.iter().enumerate() {
         let link_nic: Vec<Constraint> = link
             .constraints

@@ -119,12 +119,7 @@ pub fn place(
     }
 
     // Experiment adjacency, for locality.
-    let index: BTreeMap<&str, usize> = exp
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
+    let index = crate::matching::node_index(exp);
     let mut adj: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
     for l in &exp.links {
         let ids: Vec<usize> = l.endpoints.iter().map(|e| index[e.node.as_str()]).collect();

@@ -322,62 +322,100 @@ impl Table {
 
 fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
     let mut u = Usage::default();
-    let mut st = conn
-        .prepare("SELECT host, mode, cores, memory, disk FROM allocations WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        let host: String = r.get(0)?;
-        let mode: String = r.get(1)?;
-        let e = u.hosts.entry(host).or_default();
-        if mode == "metal" {
-            e.metal = true;
-        } else {
-            e.cores += r.get::<_, i64>(2)? as u32;
-            e.memory += r.get::<_, i64>(3)? as u64;
-            e.disk += r.get::<_, i64>(4)? as u64;
-        }
-    }
-    let mut st = conn.prepare("SELECT host, nic, vf FROM vfs WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        let host: String = r.get(0)?;
-        u.hosts
-            .entry(host)
-            .or_default()
-            .vfs
-            .entry(r.get::<_, i64>(1)? as usize)
-            .or_default()
-            .insert(r.get::<_, i64>(2)? as u32);
-    }
-    let mut st = conn.prepare("SELECT host, port FROM ports WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        let host: String = r.get(0)?;
-        u.hosts
-            .entry(host)
-            .or_default()
-            .ports
-            .insert(r.get::<_, i64>(1)? as u32);
-    }
-    let mut st = conn.prepare("SELECT vni FROM vnis WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        u.vnis.insert(r.get::<_, i64>(0)? as u32);
-    }
-    let mut st = conn.prepare("SELECT host, bps FROM uplinks WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        let host: String = r.get(0)?;
-        *u.uplink.entry(host).or_default() += r.get::<_, i64>(1)? as u64;
-    }
-    let mut st = conn.prepare("SELECT leaf, vlan FROM vlans WHERE facility = ?1")?;
-    let mut rows = st.query([&fac.name])?;
-    while let Some(r) = rows.next()? {
-        let leaf: String = r.get(0)?;
-        u.vlans
-            .entry(leaf)
-            .or_default()
-            .insert(r.get::<_, i64>(1)? as u16);
-    }
+    each_row(
+        conn,
+        "SELECT host, mode, cores, memory, disk FROM allocations WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            let mode: String = r.get(1)?;
+            let e = u.hosts.entry(host).or_default();
+            if mode == "metal" {
+                e.metal = true;
+            } else {
+                e.cores += r.get::<_, i64>(2)? as u32;
+                e.memory += r.get::<_, i64>(3)? as u64;
+                e.disk += r.get::<_, i64>(4)? as u64;
+            }
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        "SELECT host, nic, vf FROM vfs WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            u.hosts
+                .entry(host)
+                .or_default()
+                .vfs
+                .entry(r.get::<_, i64>(1)? as usize)
+                .or_default()
+                .insert(r.get::<_, i64>(2)? as u32);
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        "SELECT host, port FROM ports WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            u.hosts
+                .entry(host)
+                .or_default()
+                .ports
+                .insert(r.get::<_, i64>(1)? as u32);
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        "SELECT vni FROM vnis WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            u.vnis.insert(r.get::<_, i64>(0)? as u32);
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        "SELECT host, bps FROM uplinks WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            *u.uplink.entry(host).or_default() += r.get::<_, i64>(1)? as u64;
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        "SELECT leaf, vlan FROM vlans WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let leaf: String = r.get(0)?;
+            u.vlans
+                .entry(leaf)
+                .or_default()
+                .insert(r.get::<_, i64>(1)? as u16);
+            Ok(())
+        },
+    )?;
     Ok(u)
+}
+
+/// Runs `sql` (one `?1` parameter) and hands every row to `f`.
+fn each_row(
+    conn: &Connection,
+    sql: &str,
+    param: &str,
+    mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(sql)?;
+    let mut rows = st.query([param])?;
+    while let Some(r) = rows.next()? {
+        f(r)?;
+    }
+    Ok(())
 }
