@@ -59,6 +59,7 @@ const HOST_KEYS: &[&str] = &[
     "reserved_cores",
     "reserved_memory",
     "underlay",
+    "netns",
 ];
 
 impl Eval<'_> {
@@ -439,6 +440,24 @@ impl Eval<'_> {
                 ));
             }
         };
+        let netns = match self.kwarg(a, "netns") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(self.type_error(
+                    span,
+                    format!("netns is True or False, not a {}", other.type_name()),
+                ));
+            }
+        };
+        if netns && !roles.contains(&Role::Hypervisor) {
+            return Err(
+                Diagnostic::error("E0218", "a netns host must be a hypervisor")
+                    .primary(span.range(), "this host")
+                    .help("a namespace on this machine can only run VMs: add roles=[hypervisor]")
+                    .into(),
+            );
+        }
         if virt_alloc && !roles.contains(&Role::Hypervisor) {
             return Err(
                 Diagnostic::error("E0218", "virt_alloc needs the hypervisor role")
@@ -633,6 +652,7 @@ impl Eval<'_> {
             reserved_cores,
             reserved_memory,
             underlay,
+            netns,
             span,
         })
     }

@@ -283,6 +283,33 @@ Example:
     l = net.connect([a, b], capacity == gbps(100))   # a and b on hosts with 25 Gb/s uplinks
 
 Fix: lower the capacity, or keep the endpoints on one host (`host == 'hv0'` on both).";
+    "E0401" "unmaterializable" "a realization cannot be turned into fragments" =>
+"The materializer needs every host that carries a VXLAN segment to have an underlay address, and
+every node to have a shape QEMU can run (at least one vCPU and 64 MiB of memory).
+
+Fix: give the host `underlay='192.0.2.1'` in the facility model, then realize again.";
+    "E0402" "bad-bundle" "a fragment bundle is malformed or was altered" =>
+"Before the runtime touches anything it checks every bundle: the manifest's SHA-256 digests, the
+fragment schema version, that interface names fit the kernel's 15 bytes, that MACs are well
+formed, and that every reference (a bridge port, a VM's tap) names a fragment of the same host.
+
+Fix: materialize the realization again (`mxc materialize REALIZATION -o DIR`); do not edit
+fragments by hand.";
+    "E0403" "already-up" "the experiment is already materialized on this machine" =>
+"An experiment's state directory exists, so it is up (or a run crashed half-way). Bringing it up
+twice would fight over the same devices.
+
+Fix: `mxc status NAME` to see it, `mxc down NAME` to remove it, then `mxc up` again.";
+    "E0404" "task-failed" "a runtime task failed" =>
+"A task of the materialization DAG failed; the tasks that depend on it were not started and the
+run stopped. What was created is recorded in the state directory.
+
+Fix: read the task's message, then `mxc down NAME` removes everything that was created.";
+    "E0405" "unsupported-here" "the machine lacks a kernel feature a fragment needs" =>
+"The runtime probes for SR-IOV, VFIO, netem and KVM before it uses them and refuses a fragment
+whose feature the kernel lacks, before anything is touched.
+
+Fix: realize onto a facility whose hosts have the feature, or drop the constraint that needs it.";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

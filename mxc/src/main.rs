@@ -8,6 +8,8 @@
 //! 1 the models have diagnostics, 2 `mxc` itself failed (bad arguments, an
 //! unreadable file); clap already exits 2 on usage errors.
 
+mod run;
+
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,16 @@ enum Command {
     Relinquish(RelinquishArgs),
     /// Show the allocation table.
     Alloc(AllocArgs),
+    /// Turn a realization into fragment bundles, one per host.
+    Materialize(run::MaterializeArgs),
+    /// Compile, realize, materialize and run an experiment on this machine.
+    Up(run::UpArgs),
+    /// Tear an experiment down and give back its allocation.
+    Down(run::DownArgs),
+    /// Show the experiments that are up, or one experiment's tasks and guests.
+    Status(run::StatusArgs),
+    /// The guest image VMs boot by default.
+    Image(run::ImageArgs),
 }
 
 #[derive(Args)]
@@ -81,7 +93,7 @@ struct CheckArgs {
 }
 
 /// Options shared by every command that compiles.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ModelOptions {
     /// Set a model parameter read with `param('K', default)`; repeatable.
     #[arg(long = "set", value_name = "K=V", value_parser = parse_key_value)]
@@ -255,6 +267,11 @@ fn main() -> ExitCode {
         Command::Realize(args) => realize(&args, style),
         Command::Relinquish(args) => relinquish(&args),
         Command::Alloc(args) => alloc(&args),
+        Command::Materialize(args) => run::materialize(&args),
+        Command::Up(args) => run::up(&args, style),
+        Command::Down(args) => run::down(&args),
+        Command::Status(args) => run::status(&args),
+        Command::Image(args) => run::image(&args),
     }
     .into()
 }
@@ -464,17 +481,23 @@ fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Opti
 }
 
 /// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
-fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
+/// Compiles, realizes and (unless a dry run) allocates; diagnostics are
+/// shown here, and `Err` carries the exit status.
+pub(crate) fn realize_model(
+    args: &RealizeArgs,
+    style: HumanStyle,
+    default_facility: (&str, &str),
+) -> Result<mx_xir::Realization, Status> {
     let Ok((report, doc)) = compile_file(&args.model, &args.model_options) else {
-        return Status::Error;
+        return Err(Status::Error);
     };
     eprint!("{}", mx_diag::render_human(&report, style));
     if args.model_options.fails(&report) {
-        return Status::Failure;
+        return Err(Status::Failure);
     }
     let Some(Document::Experiment(exp)) = doc else {
         eprintln!("error: {} is not an experiment model", report.file.path);
-        return Status::Error;
+        return Err(Status::Error);
     };
     // The facility: a file, or the built-in default.
     let (fac_path, fac_text): (String, Arc<str>) = match &args.facility {
@@ -482,10 +505,10 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             Ok(t) => (p.display().to_string(), t.into()),
             Err(err) => {
                 eprintln!("error: cannot read {}: {err}", p.display());
-                return Status::Error;
+                return Err(Status::Error);
             }
         },
-        None => (DEFAULT_FACILITY.0.to_string(), DEFAULT_FACILITY.1.into()),
+        None => (default_facility.0.to_string(), default_facility.1.into()),
     };
     let out = mx_compiler::compile(&fac_path, &fac_text, &mx_compiler::Options::default());
     let fac_report = FileReport {
@@ -494,11 +517,11 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
     };
     eprint!("{}", mx_diag::render_human(&fac_report, style));
     if fac_report.errors() > 0 {
-        return Status::Failure;
+        return Err(Status::Failure);
     }
     let Some(fac) = out.facility else {
         eprintln!("error: {fac_path} is not a facility model (it has no `facility('name')`)");
-        return Status::Error;
+        return Err(Status::Error);
     };
     let opts = mx_realizer::Options {
         name: args.name.clone(),
@@ -543,7 +566,7 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
                 Ok(u) => u,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return Status::Error;
+                    return Err(Status::Error);
                 }
             }
         } else {
@@ -558,7 +581,7 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {e}");
-                return Status::Error;
+                return Err(Status::Error);
             }
         };
         let name = args.name.clone().unwrap_or_else(|| exp.name.clone());
@@ -571,7 +594,7 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
-                return Status::Error;
+                return Err(Status::Error);
             }
         }
     };
@@ -588,7 +611,7 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
                 diagnostics: diags,
             };
             eprint!("{}", mx_diag::render_human(&failed, style));
-            return Status::Failure;
+            return Err(Status::Failure);
         }
     };
     if !args.dry_run {
@@ -600,6 +623,14 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
             peak_memory().unwrap_or_else(|| "unknown".into())
         );
     }
+    Ok(real)
+}
+
+fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
+    let real = match realize_model(args, style, DEFAULT_FACILITY) {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
     if let Some(path) = &args.output
         && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))
     {

@@ -87,6 +87,22 @@ pub struct Outcome {
     pub explanation: Vec<String>,
 }
 
+/// The `==` constraints of a node that shape its VM rather than choose a host.
+fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
+    use mx_xir::{Op, Value};
+    let mut p = mx_xir::Profile::default();
+    for c in n.constraints.iter().filter(|c| c.op == Op::Eq) {
+        match (c.property.as_str(), &c.value) {
+            ("image", Value::Text(t)) => p.image = Some(t.clone()),
+            ("clock", Value::Int(hz)) if *hz > 0 => p.clock = Some(*hz as u64),
+            ("tdf", Value::Int(f)) if *f > 0 => p.tdf = Some(*f as f64),
+            ("tdf", Value::Float(f)) if *f > 0.0 => p.tdf = Some(*f),
+            _ => {}
+        }
+    }
+    p
+}
+
 /// Realizes `exp` on `fac` given `usage`, or explains why it cannot be done.
 pub fn realize(
     exp: &Experiment,
@@ -156,7 +172,24 @@ pub fn realize(
         opts.seed,
     );
     real.nodes = placement.placements;
+    for (p, n) in real.nodes.iter_mut().zip(&exp.nodes) {
+        p.profile = profile(n);
+    }
     real.links = links::plan(exp, fac, usage, &real.nodes, &needs).map_err(|d| vec![d])?;
+    let used: std::collections::BTreeSet<&str> =
+        real.nodes.iter().map(|p| p.host.as_str()).collect();
+    real.hosts = fac
+        .hosts
+        .iter()
+        .filter(|h| used.contains(h.name.as_str()))
+        .map(|h| mx_xir::HostPlan {
+            name: h.name.clone(),
+            arch: h.arch.clone(),
+            clock: h.clock,
+            underlay: h.underlay.clone(),
+            netns: h.netns,
+        })
+        .collect();
     Ok(Outcome {
         realization: real,
         explanation: placement.explanation,

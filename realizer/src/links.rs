@@ -185,6 +185,7 @@ pub fn plan(
                 socket: ep.socket,
                 host: host.name.clone(),
                 attach,
+                addrs: ep.addrs.iter().map(|a| a.cidr.clone()).collect(),
             });
         }
         out.push(LinkPlan {

@@ -439,6 +439,7 @@ pub fn place(
                     memory: h.memory,
                     disk: h.disk,
                     arch,
+                    profile: Default::default(),
                     span: n.node.span,
                 },
                 Mode::Vm => Placement {
@@ -449,6 +450,7 @@ pub fn place(
                     memory: n.memory,
                     disk: n.disk,
                     arch,
+                    profile: Default::default(),
                     span: n.node.span,
                 },
             }

@@ -103,6 +103,10 @@ pub struct Host {
     /// Underlay address (the VXLAN tunnel endpoint), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay: Option<String>,
+    /// The host is a network namespace on the machine running mx (the
+    /// one-machine testbed): the runtime creates it and its underlay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub netns: bool,
     /// Where the host was declared.
     pub span: Span,
 }

@@ -20,9 +20,11 @@
 use std::collections::BTreeMap;
 
 mod facility;
+mod fragment;
 mod realization;
 
 pub use facility::*;
+pub use fragment::*;
 pub use realization::*;
 
 use schemars::JsonSchema;

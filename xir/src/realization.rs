@@ -27,6 +27,50 @@ pub struct Realization {
     pub nodes: Vec<Placement>,
     /// One plan per experiment link, in experiment order.
     pub links: Vec<LinkPlan>,
+    /// The hosts the realization uses, in facility order, with what the
+    /// materializer needs of them (so a realization is self-contained).
+    #[serde(default)]
+    pub hosts: Vec<HostPlan>,
+}
+
+/// What the materializer needs to know about one host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostPlan {
+    /// The host.
+    pub name: String,
+    /// Its CPU architecture.
+    pub arch: String,
+    /// Core clock in Hz, if the facility declares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<u64>,
+    /// Underlay address (VXLAN tunnel endpoint), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+    /// A network namespace on the machine running mx (one-machine testbed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub netns: bool,
+}
+
+/// The performance profile an experiment node asked for, carried to the
+/// materializer: the `==` constraints that shape a VM rather than choose a host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Profile {
+    /// Disk image name (`image == 'bullseye'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Requested core clock in Hz (`clock == ghz(2.2)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<u64>,
+    /// Time dilation factor (`tdf == 10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdf: Option<f64>,
+}
+
+impl Profile {
+    /// True when nothing was asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == Profile::default()
+    }
 }
 
 impl Realization {
@@ -44,6 +88,7 @@ impl Realization {
             seed,
             nodes: Vec::new(),
             links: Vec::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -75,6 +120,9 @@ pub struct Placement {
     pub disk: u64,
     /// CPU architecture the node runs (a VM may emulate another than the host's).
     pub arch: String,
+    /// The performance profile the node asked for.
+    #[serde(default, skip_serializing_if = "Profile::is_empty")]
+    pub profile: Profile,
     /// The node's span in the experiment model.
     pub span: Span,
 }
@@ -129,6 +177,9 @@ pub struct EndpointPlan {
     pub host: String,
     /// How the endpoint attaches.
     pub attach: Attachment,
+    /// The endpoint's addresses (`10.0.0.1/24`), as the model gives them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
 }
 
 /// Link emulation settings taken from the link's constraints.

@@ -42,3 +42,8 @@ fn schema_version_is_in_the_schema_doc() {
     assert_eq!(schema["title"], "Experiment");
     assert!(schema["properties"]["xir"].is_object());
 }
+
+#[test]
+fn fragment_schema_is_current() {
+    check_current("fragment.schema.json", &mx_xir::fragment_schema());
+}

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# build-guest.sh OUTDIR
+#
+# Builds a small x86_64 guest for QEMU from Debian packages:
+#   OUTDIR/vmlinuz            copy of a Debian kernel from /boot
+#   OUTDIR/initramfs.cpio.gz  busybox-static + the NIC drivers + /init (newc, gzip)
+# and prints the two absolute paths, one per line, on stdout (all logging goes
+# to stderr). The initramfs is reproducible: two builds from the same packages
+# give byte-identical files. See images/README.md for the kernel command line
+# protocol that /init speaks.
+#
+# Environment:
+#   MX_GUEST_KERNEL   which kernel: "generic" (default; Debian linux-image-amd64,
+#                     drives virtio-net, e1000, e1000e, rtl8139 and vmxnet3),
+#                     "cloud" (linux-image-cloud-amd64: virtio-net and vmxnet3
+#                     only, the cloud flavour has no e1000/e1000e/rtl8139
+#                     drivers), or an exact version such as 6.1.0-56-amd64.
+#   MX_GUEST_FORCE=1  rebuild even if the outputs are up to date.
+#   MX_GUEST_VMLINUX=1  also write OUTDIR/vmlinux, the kernel decompressed to a
+#                     plain ELF that QEMU boots through its PVH entry point
+#                     (-kernel OUTDIR/vmlinux): under TCG this skips ~2.5 s of
+#                     xz decompression per boot of the generic kernel. Printed
+#                     as a third line.
+#   SOURCE_DATE_EPOCH mtime of every file inside the initramfs (default 0).
+#
+# Missing packages (kernel, busybox-static, cpio, kmod) are installed with
+# apt-get when running as root; otherwise the script says what to install.
+set -euo pipefail
+umask 022
+export LC_ALL=C
+export PATH="$PATH:/usr/sbin:/sbin"
+
+log() { printf 'build-guest: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+OUTDIR=$1
+SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+FLAVOUR=${MX_GUEST_KERNEL:-generic}
+WANT_VMLINUX=${MX_GUEST_VMLINUX:-0}
+EPOCH=${SOURCE_DATE_EPOCH:-0}
+
+# Network drivers for QEMU NIC models (q35 / pc), in the order they are
+# loaded; dependencies are resolved from modules.dep and loaded first.
+WANTED_MODULES=(
+  virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+  failover net_failover virtio_net
+  e1000 e1000e 8139cp 8139too vmxnet3
+)
+
+apt_updated=
+ensure_pkg() { # ensure_pkg PACKAGE
+  local p=$1
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ]; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    die "package $p is missing; install it with: apt-get install -y $p"
+  fi
+  log "installing $p"
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$p" >&2
+}
+
+# --- pick the kernel ---------------------------------------------------------
+case "$FLAVOUR" in
+  generic) meta=linux-image-amd64;       re='-amd64$';       exclude='-(cloud|rt)-amd64$' ;;
+  cloud)   meta=linux-image-cloud-amd64; re='-cloud-amd64$'; exclude='^$' ;;
+  *)       meta= ;;
+esac
+pick() { # newest /boot/vmlinuz-VERSION of the flavour that has a module tree
+  local v
+  for v in /boot/vmlinuz-*; do
+    v=${v#/boot/vmlinuz-}
+    if [ -d "/lib/modules/$v" ]; then echo "$v"; fi
+  done | grep -E -- "$re" | grep -Ev -- "$exclude" | sort -V | tail -n 1 || true
+}
+if [ -n "$meta" ]; then
+  KVER=$(pick)
+  if [ -z "$KVER" ]; then
+    ensure_pkg "$meta"
+    KVER=$(pick)
+  fi
+  [ -n "$KVER" ] || die "no $FLAVOUR kernel found in /boot after installing $meta"
+else
+  KVER=$FLAVOUR
+fi
+KIMG=/boot/vmlinuz-$KVER
+MODDIR=/lib/modules/$KVER
+[ -r "$KIMG" ] || die "cannot read $KIMG (try as root, or set MX_GUEST_KERNEL)"
+[ -d "$MODDIR" ] || die "no module tree $MODDIR"
+
+ensure_pkg busybox-static
+ensure_pkg cpio
+ensure_pkg kmod
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing"
+# The initramfs has no libc: refuse a dynamically linked busybox.
+if command -v ldd >/dev/null && ldd "$BUSYBOX" >/dev/null 2>&1; then
+  die "$BUSYBOX is dynamically linked; install busybox-static"
+fi
+BBVER=$("$BUSYBOX" --help 2>&1 | sed -n 1p)
+
+# --- cache -------------------------------------------------------------------
+mkdir -p "$OUTDIR"
+OUTDIR=$(readlink -f "$OUTDIR")
+OUT_K=$OUTDIR/vmlinuz
+OUT_I=$OUTDIR/initramfs.cpio.gz
+STAMP=$OUTDIR/.build-guest.stamp
+OUT_X=$OUTDIR/vmlinux
+stamp_text=$(printf 'kernel %s\nkernel-sha %s\nbusybox %s\nepoch %s\nvmlinux %s\n' \
+  "$KVER" "$(sha256sum "$KIMG" | cut -d' ' -f1)" "$BBVER" "$EPOCH" "$WANT_VMLINUX")
+print_outputs() {
+  printf '%s\n%s\n' "$OUT_K" "$OUT_I"
+  if [ "$WANT_VMLINUX" = 1 ]; then printf '%s\n' "$OUT_X"; fi
+}
+
+exec 9>"$OUTDIR/.build-guest.lock"
+if command -v flock >/dev/null; then flock 9; fi
+
+if [ "${MX_GUEST_FORCE:-0}" != 1 ] && [ -f "$OUT_K" ] && [ -f "$OUT_I" ] \
+   && [ "$OUT_K" -nt "$SCRIPT" ] && [ "$OUT_I" -nt "$SCRIPT" ] \
+   && { [ "$WANT_VMLINUX" != 1 ] || [ "$OUT_X" -nt "$SCRIPT" ]; } \
+   && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$stamp_text" ]; then
+  log "up to date ($KVER)"
+  print_outputs
+  exit 0
+fi
+
+log "building guest with kernel $KVER"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/build-guest.XXXXXX")
+trap 'rm -rf "$WORK"; rm -f "$OUTDIR"/*.tmp.$$' EXIT
+ROOT=$WORK/root
+mkdir -p "$ROOT"
+
+# --- filesystem skeleton + busybox -------------------------------------------
+for d in bin dev proc sys tmp run root etc mnt "lib/modules/$KVER"; do
+  mkdir -p "$ROOT/$d"
+done
+chmod 1777 "$ROOT/tmp"
+chmod 0700 "$ROOT/root"
+install -m 0755 "$BUSYBOX" "$ROOT/bin/busybox"
+"$BUSYBOX" --list | sort -u | while read -r applet; do
+  case "$applet" in busybox|'') continue ;; esac
+  ln -s busybox "$ROOT/bin/$applet"
+done
+ln -s bin "$ROOT/sbin"
+mkdir -p "$ROOT/usr"
+ln -s ../bin "$ROOT/usr/bin"
+ln -s ../bin "$ROOT/usr/sbin"
+
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
+printf 'root:x:0:\n' >"$ROOT/etc/group"
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
+
+# --- kernel modules ------------------------------------------------------------
+declare -A seen=()
+order=()
+builtin_list=()
+missing_list=()
+is_builtin() { # is_builtin NAME (modules.builtin lists kernel/.../name.ko)
+  local n=${1//-/_}
+  grep -Eq "/(${n}|${n//_/-})\.ko\$" "$MODDIR/modules.builtin" 2>/dev/null
+}
+for m in "${WANTED_MODULES[@]}"; do
+  if is_builtin "$m"; then builtin_list+=("$m"); continue; fi
+  if ! deps=$(modprobe -S "$KVER" --show-depends --ignore-install "$m" 2>/dev/null); then
+    missing_list+=("$m"); continue
+  fi
+  while read -r kind path _; do
+    [ "$kind" = insmod ] || continue
+    [ -n "${seen[$path]:-}" ] && continue
+    seen[$path]=1
+    order+=("$path")
+  done <<<"$deps"
+done
+[ ${#order[@]} -gt 0 ] || die "none of the wanted modules exist for $KVER"
+[ ${#builtin_list[@]} -eq 0 ] || log "built in: ${builtin_list[*]}"
+[ ${#missing_list[@]} -eq 0 ] || log "not available in $KVER (skipped): ${missing_list[*]}"
+
+: >"$ROOT/lib/modules/$KVER/modules.load"
+names=()
+for src in "${order[@]}"; do
+  rel=${src#"$MODDIR"/}
+  case "$rel" in
+    *.ko)     dst=$rel ;              cat_cmd=(cat) ;;
+    *.ko.xz)  dst=${rel%.xz};  ensure_pkg xz-utils; cat_cmd=(xz -dc) ;;
+    *.ko.zst) dst=${rel%.zst}; ensure_pkg zstd;     cat_cmd=(zstd -dcq) ;;
+    *.ko.gz)  dst=${rel%.gz};  cat_cmd=(gzip -dc) ;;
+    *) die "unknown module format: $src" ;;
+  esac
+  mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$dst")"
+  "${cat_cmd[@]}" "$src" >"$ROOT/lib/modules/$KVER/$dst"
+  chmod 0644 "$ROOT/lib/modules/$KVER/$dst"
+  echo "$dst" >>"$ROOT/lib/modules/$KVER/modules.load"
+  n=${dst##*/}; names+=("${n%.ko}")
+done
+# A modules.dep for busybox modprobe, limited to what is in the image.
+for src in "${order[@]}"; do
+  line=$(grep -E "^${src#"$MODDIR"/}:" "$MODDIR/modules.dep" || true)
+  if [ -n "$line" ]; then printf '%s\n' "$line"; fi
+done | sed -E 's/\.ko\.(xz|zst|gz)\b/.ko/g' >"$ROOT/lib/modules/$KVER/modules.dep"
+cp "$MODDIR/modules.builtin" "$ROOT/lib/modules/$KVER/" 2>/dev/null || true
+log "modules (load order): ${names[*]}"
+
+# --- /init ---------------------------------------------------------------------
+cat >"$ROOT/init" <<'INIT'
+#!/bin/sh
+# mx guest init: see images/README.md for the kernel command line protocol.
+export PATH=/bin HOME=/root TERM="${TERM:-vt100}"
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+had_console=; [ -c /dev/console ] && had_console=1
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# Without a /dev/console node in the archive the kernel could not give /init
+# its stdio: take the console now that devtmpfs provides it.
+[ -n "$had_console" ] || exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+
+up() { cut -d' ' -f1 /proc/uptime; }
+
+# --- kernel command line ---
+NAME=mx
+IFS_SPECS=
+ROUTES=
+PINGS=
+set -f
+# shellcheck disable=SC2013 # the command line is words
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+    mx.name=*)  NAME=${w#mx.name=} ;;
+    mx.if=*)    IFS_SPECS="$IFS_SPECS ${w#mx.if=}" ;;
+    mx.route=*) ROUTES="$ROUTES ${w#mx.route=}" ;;
+    mx.ping=*)  PINGS="$PINGS $(echo "${w#mx.ping=}" | tr ',' ' ')" ;;
+  esac
+done
+set +f
+# Firmware/kernel may leave terminal escapes without a newline on the
+# console: start on a fresh line so every MX- line begins a line.
+echo
+echo "MX-BOOT $NAME $(up)"
+hostname "$NAME"
+echo "$NAME" >/etc/hostname
+
+# --- modules ---
+KVER=$(uname -r)
+while read -r m; do
+  [ -n "$m" ] || continue
+  insmod "/lib/modules/$KVER/$m" 2>/dev/null || echo "MX-WARN $NAME insmod ${m##*/} failed"
+done <"/lib/modules/$KVER/modules.load"
+
+ip link set lo up
+
+# --- interfaces: mx.if=MAC,ADDR/PREFIX ---
+ifname_for_mac() { # lower-case MAC -> interface name
+  for a in /sys/class/net/*/address; do
+    [ -r "$a" ] || continue
+    if [ "$(tr 'A-F' 'a-f' <"$a")" = "$1" ]; then
+      a=${a%/address}; echo "${a##*/}"; return 0
+    fi
+  done
+  return 1
+}
+deadline=$(( $(up | cut -d. -f1) + 10 ))
+CONFIGURED=
+for spec in $IFS_SPECS; do
+  mac=$(echo "${spec%%,*}" | tr 'A-F' 'a-f')
+  addr=${spec#*,}
+  while ! dev=$(ifname_for_mac "$mac"); do
+    if [ "$(up | cut -d. -f1)" -ge "$deadline" ]; then dev=; break; fi
+    usleep 100000
+  done
+  if [ -z "$dev" ]; then
+    echo "MX-ERROR $NAME no interface with MAC $mac"
+    continue
+  fi
+  if [ "$addr" != "$spec" ] && [ -n "$addr" ]; then
+    ip addr add "$addr" dev "$dev" || echo "MX-ERROR $NAME cannot add $addr to $dev"
+  fi
+  ip link set "$dev" up
+  CONFIGURED="$CONFIGURED $dev"
+  echo "MX-IF $NAME $dev $mac $addr"
+done
+
+# Wait (at most 5 s in all) for carrier, so that the first packets are not
+# dropped (e1000/e1000e take ~2 s to negotiate under TCG). Carrier, not
+# operstate: the kernel starts the queue as soon as carrier is on, while
+# operstate may lag by up to a second.
+deadline=$(( $(up | cut -d. -f1) + 5 ))
+for dev in $CONFIGURED; do
+  while :; do
+    [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" = 1 ] && break
+    if [ "$(up | cut -d. -f1)" -ge "$deadline" ]; then
+      echo "MX-WARN $NAME $dev has no link"; break
+    fi
+    usleep 50000
+  done
+done
+
+# --- routes: mx.route=CIDR,VIA ---
+for r in $ROUTES; do
+  ip route add "${r%%,*}" via "${r#*,}" || echo "MX-ERROR $NAME cannot add route $r"
+done
+
+echo "MX-READY $NAME"
+
+# --- pings: mx.ping=IP,IP,... (in parallel, ~20 attempts each) ---
+for ip in $PINGS; do
+  (
+    i=0; res=fail
+    while [ $i -lt 20 ]; do
+      if ping -c 1 -W 1 "$ip" >/dev/null 2>&1; then res=ok; break; fi
+      i=$((i + 1))
+      usleep 200000
+    done
+    echo "MX-PING $NAME $ip $res"
+  ) &
+done
+wait
+echo "MX-PINGS-DONE $NAME"
+
+# --- operator shell on the console; power off when it exits ---
+export PS1="$NAME:\w# "
+setsid cttyhack sh
+echo "MX-POWEROFF $NAME"
+poweroff -f
+sleep 5
+INIT
+chmod 0755 "$ROOT/init"
+
+# --- archive ---------------------------------------------------------------------
+find "$ROOT" -exec touch -h -d "@$EPOCH" {} +
+repro=()
+if cpio --help 2>&1 | grep -- --reproducible >/dev/null; then repro=(--reproducible); fi
+# The kernel opens /dev/console for /init before anything is mounted, so the
+# archive needs that device node; mknod needs root, so it is written by hand
+# as a second little newc archive after the main one (the kernel unpacks
+# concatenated archives; `cpio -t` lists the first one only).
+newc_entry() { # newc_entry NAME MODE NLINK RDEVMAJOR RDEVMINOR
+  local name=$1 n=$((${#1} + 1)) pad
+  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
+    0 "$2" 0 0 "$3" "$EPOCH" 0 0 0 "$4" "$5" "$n" 0
+  printf '%s\0' "$name"
+  pad=$(( (4 - (110 + n) % 4) % 4 ))
+  while [ "$pad" -gt 0 ]; do printf '\0'; pad=$((pad - 1)); done
+}
+(
+  cd "$ROOT"
+  find . -mindepth 1 -printf '%P\0' | sort -z \
+    | cpio --quiet --null -o -H newc -R 0:0 "${repro[@]}"
+  newc_entry dev/console $((0020600)) 1 5 1
+  newc_entry 'TRAILER!!!' 0 1 0 0
+) | gzip -9 -n >"$WORK/initramfs.cpio.gz"
+
+# --- optional uncompressed kernel for PVH boot --------------------------------------
+extract_vmlinux() { # extract_vmlinux BZIMAGE OUT: the payload, as extract-vmlinux does
+  local img=$1 out=$2 cfg=/boot/config-$KVER magic tool off
+  grep -q '^CONFIG_PVH=y' "$cfg" 2>/dev/null || die "$KVER has no PVH entry (CONFIG_PVH)"
+  case "$(sed -n 's/^CONFIG_KERNEL_\([A-Z0-9]*\)=y$/\1/p' "$cfg")" in
+    XZ)   magic='\xfd7zXZ\x00';   tool=(xz -dc) ;;
+    ZSTD) magic='\x28\xb5\x2f\xfd'; ensure_pkg zstd; tool=(zstd -dcq) ;;
+    GZIP) magic='\x1f\x8b\x08';   tool=(gzip -dc) ;;
+    LZ4)  magic='\x02\x21\x4c\x18'; ensure_pkg lz4; tool=(lz4 -dc) ;;
+    *) die "cannot decompress the $KVER kernel (see $cfg, CONFIG_KERNEL_*)" ;;
+  esac
+  # shellcheck disable=SC2013 # offsets are single words
+  for off in $(grep -aboP "$magic" "$img" | cut -d: -f1); do
+    # trailing data after the stream makes the decompressor complain: ignore
+    tail -c "+$((off + 1))" "$img" | "${tool[@]}" >"$out" 2>/dev/null || true
+    if [ "$(head -c 4 "$out" | od -An -c | tr -d ' ')" = '177ELF' ]; then return 0; fi
+  done
+  die "no ELF payload found in $img"
+}
+if [ "$WANT_VMLINUX" = 1 ]; then extract_vmlinux "$KIMG" "$WORK/vmlinux"; fi
+
+cp "$KIMG" "$WORK/vmlinuz"
+publish() { # publish FILE DEST: whole-file replace (a running QEMU keeps the old one)
+  cp "$1" "$2.tmp.$$"
+  chmod 0644 "$2.tmp.$$"
+  mv -f "$2.tmp.$$" "$2"
+}
+publish "$WORK/vmlinuz" "$OUT_K"
+publish "$WORK/initramfs.cpio.gz" "$OUT_I"
+if [ "$WANT_VMLINUX" = 1 ]; then publish "$WORK/vmlinux" "$OUT_X"; else rm -f "$OUT_X"; fi
+printf '%s\n' "$stamp_text" >"$STAMP"
+log "initramfs $(stat -c %s "$OUT_I") bytes, sha256 $(sha256sum "$OUT_I" | cut -d' ' -f1)"
+print_outputs

@@ -1,0 +1,417 @@
+//! The materializer: a realization in, one bundle of self-describing
+//! fragments per host out.
+//!
+//! Everything here is a pure function of the realization: device names, MACs
+//! and file names are derived from the realization's name and the order of
+//! its nodes and links, so the same realization gives byte-identical bundles
+//! (and a second experiment on the same host gets different names).
+//!
+//! ```
+//! let real = mx_xir::Realization::new("e", "e.mx", "f", "heuristic", 1);
+//! let bundles = mx_materializer::materialize(&real).unwrap();
+//! assert!(bundles.is_empty()); // nothing placed, nothing to do
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use mx_diag::Diagnostic;
+use mx_xir::{
+    Attachment, FRAGMENT_VERSION, Fragment, HostPlan, LinkKind, Manifest, ManifestEntry, Mode,
+    NicAttach, Realization, Scope, Spec, VmNic, VmSpec,
+};
+use sha2::{Digest, Sha256};
+
+/// The image a VM boots when the model names none: the bundled busybox guest.
+pub const DEFAULT_IMAGE: &str = "mx-busybox";
+/// UDP port of the VXLAN tunnels.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The fragments for one host, in the order the runtime's DAG would run them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bundle {
+    /// The host.
+    pub host: String,
+    /// Its fragments.
+    pub fragments: Vec<Fragment>,
+}
+
+/// A short tag derived from `name`, used to keep device names of different
+/// experiments (and hosts) apart on one machine.
+pub fn tag(name: &str) -> String {
+    let d = Sha256::digest(name.as_bytes());
+    format!("{:02x}{:02x}{:02x}", d[0], d[1], d[2])
+}
+
+/// The namespace a `netns` host lives in.
+pub fn host_netns(host: &str) -> String {
+    format!("mxh-{host}")
+}
+
+/// The namespace holding a one-machine facility's underlay bridge.
+pub fn underlay_netns(facility: &str) -> String {
+    format!("mxu-{facility}")
+}
+
+/// Turns a realization into bundles, one per host, sorted by host name.
+pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
+    let t = tag(&real.name);
+    let tag_bytes = u32::from_str_radix(&t, 16).expect("hex tag");
+    let hosts: BTreeMap<&str, &HostPlan> = real.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let mut out: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
+    let frag = |host: &str, scope: Scope, id: String, spec: Spec| Fragment {
+        version: FRAGMENT_VERSION.to_string(),
+        id,
+        experiment: real.name.clone(),
+        host: host.to_string(),
+        scope,
+        spec,
+    };
+
+    // One-machine hosts: their namespace and underlay attachment.
+    for h in real.hosts.iter().filter(|h| h.netns) {
+        let Some(addr) = &h.underlay else {
+            return Err(unmaterializable(
+                format!("netns host `{}` has no underlay address", h.name),
+                "give it `underlay='192.0.2.N'` in the facility model",
+            ));
+        };
+        out.entry(h.name.clone()).or_default().push(frag(
+            &h.name,
+            Scope::Global,
+            format!("netns/{}", h.name),
+            Spec::Netns {
+                netns: host_netns(&h.name),
+                underlay_netns: underlay_netns(&real.facility),
+                underlay_addr: format!("{addr}/24"),
+                device: "mxul".to_string(),
+                peer: format!("u{}", tag(&h.name)),
+            },
+        ));
+    }
+
+    // VM NICs, built link by link, then attached to their VMs in socket order.
+    let mut nics: BTreeMap<&str, Vec<(u32, VmNic)>> = BTreeMap::new();
+    let mut neighbours: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mode: BTreeMap<&str, Mode> = real.nodes.iter().map(|p| (p.node.as_str(), p.mode)).collect();
+    let mut local: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
+    let mut nic_count: u32 = 0;
+    for (li, link) in real.links.iter().enumerate() {
+        let mut taps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for ep in &link.endpoints {
+            let ips: Vec<String> = link
+                .endpoints
+                .iter()
+                .filter(|o| o.node != ep.node)
+                .flat_map(|o| o.addrs.iter().map(|a| a.split('/').next().unwrap_or(a).to_string()))
+                .collect();
+            let vm = mode.get(ep.node.as_str()) == Some(&Mode::Vm);
+            let mac = mac(tag_bytes, nic_count);
+            nic_count += 1;
+            let (attach, model) = match &ep.attach {
+                Attachment::Tap { model } => {
+                    let device = format!("t{t}{:x}", nic_count - 1);
+                    taps.entry(&ep.host).or_default().push(device.clone());
+                    local.entry(ep.host.clone()).or_default().push(frag(
+                        &ep.host,
+                        Scope::Local,
+                        format!("tap/{device}"),
+                        Spec::Tap {
+                            device: device.clone(),
+                            vm: ep.node.clone(),
+                        },
+                    ));
+                    (NicAttach::Tap { device }, model.clone())
+                }
+                Attachment::Vf { port, vf, vlan } => {
+                    out.entry(ep.host.clone()).or_default().push(frag(
+                        &ep.host,
+                        Scope::Global,
+                        format!("vf/{}-{port}-{vf}", ep.host),
+                        Spec::Vf {
+                            pf_port: *port,
+                            vf: *vf,
+                            vlan: *vlan,
+                            mac: mac.clone(),
+                            spoofcheck: true,
+                        },
+                    ));
+                    (
+                        NicAttach::Vf {
+                            pf_port: *port,
+                            vf: *vf,
+                        },
+                        "vf".to_string(),
+                    )
+                }
+                Attachment::Port { port, vlan } => {
+                    out.entry(ep.host.clone()).or_default().push(frag(
+                        &ep.host,
+                        Scope::Global,
+                        format!("switch_vlan/{}-{port}", ep.host),
+                        Spec::SwitchVlan {
+                            port: *port,
+                            vlan: *vlan,
+                            vni: link.vni,
+                        },
+                    ));
+                    (NicAttach::Passthrough { port: *port }, "passthrough".to_string())
+                }
+            };
+            if vm {
+                neighbours.entry(&ep.node).or_default().extend(ips);
+                let no_offload = link.kind == LinkKind::XdpPair;
+                nics.entry(&ep.node).or_default().push((
+                    ep.socket,
+                    VmNic {
+                        link: link.link.clone(),
+                        model,
+                        mac,
+                        addrs: ep.addrs.clone(),
+                        attach,
+                        no_offload,
+                    },
+                ));
+            }
+        }
+        match link.kind {
+            LinkKind::XdpPair => {
+                let (host, pair) = taps.iter().next().ok_or_else(|| {
+                    unmaterializable(
+                        format!("XDP link `{}` has no taps", link.link),
+                        "an XDP pair joins two VMs on one hypervisor",
+                    )
+                })?;
+                if pair.len() != 2 {
+                    return Err(unmaterializable(
+                        format!("XDP link `{}` has {} taps, not 2", link.link, pair.len()),
+                        "an XDP pair joins two VMs on one hypervisor",
+                    ));
+                }
+                local.entry(host.to_string()).or_default().push(frag(
+                    host,
+                    Scope::Local,
+                    format!("xdp_pair/{}-{}", pair[0], pair[1]),
+                    Spec::XdpPair {
+                        a: pair[0].clone(),
+                        b: pair[1].clone(),
+                    },
+                ));
+            }
+            LinkKind::Bridge | LinkKind::Vxlan => {
+                for (host, ports) in &taps {
+                    let mut ports = ports.clone();
+                    if link.kind == LinkKind::Vxlan {
+                        let vni = link.vni.ok_or_else(|| {
+                            unmaterializable(
+                                format!("VXLAN link `{}` has no VNI", link.link),
+                                "realize it again",
+                            )
+                        })?;
+                        let underlay = |h: &str| hosts.get(h).and_then(|p| p.underlay.clone());
+                        let Some(local_ip) = underlay(host) else {
+                            return Err(unmaterializable(
+                                format!(
+                                    "host `{host}` carries VXLAN link `{}` but has no underlay address",
+                                    link.link
+                                ),
+                                "give the host `underlay='...'` in the facility model",
+                            ));
+                        };
+                        let mut remotes = Vec::new();
+                        for h in link.hosts.iter().filter(|h| h.as_str() != *host) {
+                            remotes.push(underlay(h).ok_or_else(|| {
+                                unmaterializable(
+                                    format!("host `{h}` has no underlay address"),
+                                    "give the host `underlay='...'` in the facility model",
+                                )
+                            })?);
+                        }
+                        let device = format!("v{t}{li:x}");
+                        out.entry(host.to_string()).or_default().push(frag(
+                            host,
+                            Scope::Global,
+                            format!("vtep/{host}/{device}"),
+                            Spec::Vtep {
+                                device: device.clone(),
+                                vni,
+                                local: local_ip,
+                                remotes,
+                                port: VXLAN_PORT,
+                            },
+                        ));
+                        ports.push(device);
+                    }
+                    let device = format!("b{t}{li:x}");
+                    local.entry(host.to_string()).or_default().push(frag(
+                        host,
+                        Scope::Local,
+                        format!("bridge/{host}/{device}"),
+                        Spec::Bridge { device, ports },
+                    ));
+                }
+            }
+        }
+        if let Some(em) = &link.emulation {
+            for (host, devs) in &taps {
+                for d in devs {
+                    local.entry(host.to_string()).or_default().push(frag(
+                        host,
+                        Scope::Local,
+                        format!("emulation/{d}"),
+                        Spec::Emulation {
+                            device: d.clone(),
+                            rate: em.capacity,
+                            latency: em.latency,
+                            loss: em.loss,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    // VMs, in experiment order.
+    for p in real.nodes.iter().filter(|p| p.mode == Mode::Vm) {
+        let memory_mib = p.memory / (1 << 20);
+        if p.cores == 0 || memory_mib < 64 {
+            return Err(unmaterializable(
+                format!(
+                    "node `{}` asks for {} cores and {memory_mib} MiB",
+                    p.node, p.cores
+                ),
+                "a VM needs at least one core and 64 MiB",
+            ));
+        }
+        let mut vm_nics = nics.remove(p.node.as_str()).unwrap_or_default();
+        vm_nics.sort_by_key(|(socket, _)| *socket);
+        let host_clock = hosts.get(p.host.as_str()).and_then(|h| h.clock);
+        let cpu_share = match (p.profile.clock, host_clock) {
+            (Some(want), Some(have)) if want < have => {
+                Some((want as f64 / have as f64 * 1e4).round() / 1e4)
+            }
+            _ => None,
+        };
+        let machine = match p.arch.as_str() {
+            "x86_64" => "q35",
+            _ => "virt",
+        };
+        local.entry(p.host.clone()).or_default().push(frag(
+            &p.host,
+            Scope::Local,
+            format!("vm/{}", p.node),
+            Spec::Vm(Box::new(VmSpec {
+                name: p.node.clone(),
+                arch: p.arch.clone(),
+                machine: machine.to_string(),
+                vcpus: p.cores,
+                memory_mib,
+                disk: p.disk,
+                image: p
+                    .profile
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_IMAGE.to_string()),
+                nics: vm_nics.into_iter().map(|(_, n)| n).collect(),
+                cpu_share,
+                tdf: p.profile.tdf,
+                neighbours: neighbours
+                    .remove(p.node.as_str())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })),
+        ));
+    }
+
+    // Global fragments first, then local ones by kind (taps, bridges, XDP,
+    // VMs, emulation): the order the runtime's DAG runs them in.
+    let rank = |f: &Fragment| match f.spec {
+        Spec::Netns { .. } => 0,
+        Spec::Vtep { .. } | Spec::Vf { .. } | Spec::SwitchVlan { .. } => 1,
+        Spec::Tap { .. } => 2,
+        Spec::Bridge { .. } => 3,
+        Spec::XdpPair { .. } => 4,
+        Spec::Vm(_) => 5,
+        Spec::Emulation { .. } => 6,
+    };
+    for (host, frags) in local {
+        out.entry(host).or_default().extend(frags);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(host, mut fragments)| {
+            fragments.sort_by_key(|f| rank(f)); // stable: creation order within a kind
+            Bundle { host, fragments }
+        })
+        .collect())
+}
+
+/// A locally administered MAC: the experiment tag, then the NIC's index.
+fn mac(tag: u32, index: u32) -> String {
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        (tag >> 16) & 0xff,
+        (tag >> 8) & 0xff,
+        tag & 0xff,
+        (index >> 8) & 0xff,
+        index & 0xff
+    )
+}
+
+fn unmaterializable(message: String, help: &str) -> Diagnostic {
+    Diagnostic::error("E0401", message).help(help)
+}
+
+/// The file name of a fragment inside its bundle.
+pub fn file_name(index: usize, f: &Fragment) -> String {
+    format!("{index:03}-{}.json", f.id.replace('/', "-"))
+}
+
+/// Writes each bundle to `dir/<host>/`: the fragments, then `manifest.json`
+/// with their digests. Existing bundle directories are replaced.
+pub fn write(dir: &Path, bundles: &[Bundle]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for b in bundles {
+        let hdir = dir.join(&b.host);
+        if hdir.exists() {
+            std::fs::remove_dir_all(&hdir)?;
+        }
+        std::fs::create_dir_all(&hdir)?;
+        let mut entries = Vec::new();
+        for (i, f) in b.fragments.iter().enumerate() {
+            let text = to_json(f);
+            let file = file_name(i, f);
+            std::fs::write(hdir.join(&file), &text)?;
+            entries.push(ManifestEntry {
+                id: f.id.clone(),
+                file,
+                sha256: hex(&Sha256::digest(text.as_bytes())),
+            });
+        }
+        let manifest = Manifest {
+            version: FRAGMENT_VERSION.to_string(),
+            experiment: b
+                .fragments
+                .first()
+                .map(|f| f.experiment.clone())
+                .unwrap_or_default(),
+            host: b.host.clone(),
+            fragments: entries,
+        };
+        std::fs::write(hdir.join("manifest.json"), to_json(&manifest))?;
+    }
+    Ok(())
+}
+
+/// Pretty JSON with a trailing newline, the form every bundle file has.
+pub fn to_json<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("fragments serialize");
+    s.push('\n');
+    s
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

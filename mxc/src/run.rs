@@ -1,0 +1,406 @@
+//! `mxc materialize`, `up`, `down`, `status` and `image`: the commands that
+//! turn realizations into running experiments on this machine.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use mx_diag::Diagnostic;
+use mx_runtime::{Event, Runtime, Status as TaskStatus};
+
+use crate::{ModelOptions, RealizeArgs, RealizeFormat, SolverArg, Status};
+use mx_diag::HumanStyle;
+
+/// The facility `mxc up` uses when none is given: this machine.
+pub const LOCAL_FACILITY: (&str, &str) = (
+    "<built-in>/local.mx",
+    include_str!("../../examples/facilities/local.mx"),
+);
+
+#[derive(Args)]
+pub struct MaterializeArgs {
+    /// The realization (JSON, from `mxc realize -o`).
+    realization: PathBuf,
+    /// Write one bundle per host into this directory.
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The experiment model.
+    model: PathBuf,
+    /// The facility model (default: this machine, examples/facilities/local.mx).
+    #[arg(long, value_name = "FAC")]
+    facility: Option<PathBuf>,
+    /// Print the task DAG and every operation; change nothing, allocate nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Name of the experiment (default: the model's).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Seed for the realizer.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    model_options: ModelOptions,
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    /// The experiment.
+    name: String,
+    /// Print the teardown operations; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The experiment (default: list them all).
+    name: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Build the default guest image (kernel and busybox initramfs) if absent.
+    #[arg(long)]
+    build: bool,
+}
+
+fn show(diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "error[{}]: {}", d.code, d.message);
+        if let Some(h) = &d.help {
+            let _ = writeln!(err, "  help: {h}");
+        }
+    }
+}
+
+pub fn materialize(args: &MaterializeArgs) -> Status {
+    let text = match std::fs::read_to_string(&args.realization) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.realization.display());
+            return Status::Error;
+        }
+    };
+    let real: mx_xir::Realization = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "error: {}:{}:{}: not a realization: {e}",
+                args.realization.display(),
+                e.line(),
+                e.column()
+            );
+            eprintln!("  help: write one with `mxc realize MODEL -o realization.json`");
+            return Status::Failure;
+        }
+    };
+    let bundles = match mx_materializer::materialize(&real) {
+        Ok(b) => b,
+        Err(d) => {
+            show(&[d]);
+            return Status::Failure;
+        }
+    };
+    if let Err(e) = mx_materializer::write(&args.output, &bundles) {
+        eprintln!("error: cannot write {}: {e}", args.output.display());
+        return Status::Error;
+    }
+    for b in &bundles {
+        eprintln!(
+            "{}/{}: {} fragments",
+            args.output.display(),
+            b.host,
+            b.fragments.len()
+        );
+    }
+    Status::Success
+}
+
+/// Shows task progress: a line that updates in place on a terminal, one
+/// line per finished task otherwise.
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total,
+            done: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        let mut err = std::io::stderr().lock();
+        match e {
+            Event::Start(id) if self.tty => {
+                let _ = write!(
+                    err,
+                    "\r\x1b[K[{:>3}/{}] {:>5.1}s  {id}",
+                    self.done,
+                    self.total,
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            Event::Start(_) => {}
+            Event::End(id, res, ms) => {
+                self.done += 1;
+                if self.tty {
+                    let _ = write!(err, "\r\x1b[K");
+                }
+                match res {
+                    Ok(None) if self.tty => {}
+                    Ok(None) => {
+                        let _ = writeln!(err, "[{:>3}/{}] ok    {id} ({ms} ms)", self.done, self.total);
+                    }
+                    Ok(Some(note)) => {
+                        let _ = writeln!(err, "[{:>3}/{}] ok    {id} ({ms} ms): {note}", self.done, self.total);
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "[{:>3}/{}] FAIL  {id} ({ms} ms): {e}", self.done, self.total);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
+    let rargs = RealizeArgs {
+        model: args.model.clone(),
+        facility: args.facility.clone(),
+        dry_run: args.dry_run,
+        db: args.db.clone(),
+        name: args.name.clone(),
+        seed: args.seed,
+        solver: SolverArg::Auto,
+        format: RealizeFormat::Text,
+        output: None,
+        explain: false,
+        model_options: args.model_options.clone(),
+    };
+    let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY) {
+        Ok(r) => r,
+        Err(s) => return s,
+    };
+    let bundles = match mx_materializer::materialize(&real) {
+        Ok(b) => b,
+        Err(d) => {
+            show(&[d]);
+            return release(args.dry_run, &args.db, &real.name, Status::Failure);
+        }
+    };
+    let rt = Runtime::from_env();
+    if args.dry_run {
+        let (plan, _) = match rt.plan(&bundles, false) {
+            Ok(p) => p,
+            Err(d) => {
+                show(&d);
+                return Status::Failure;
+            }
+        };
+        let mut out = String::new();
+        out.push_str(&format!("# the task DAG of `{}`\n", real.name));
+        out.push_str(&plan.dag.describe());
+        out.push_str("\n# operations, task by task\n");
+        for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+            out.push_str(&format!("{}:\n", t.fragment.id));
+            for op in ops {
+                out.push_str(&format!("    {op}\n"));
+            }
+        }
+        return crate::write_stdout(&out);
+    }
+    if let Err(e) = rt.ensure_default_image() {
+        eprintln!("error: {e}");
+        return release(false, &args.db, &real.name, Status::Error);
+    }
+    let started = Instant::now();
+    let total: usize = bundles.iter().map(|b| b.fragments.len()).sum();
+    let mut progress = Progress::new(total);
+    match rt.up(&bundles, &mut |e| progress.event(e)) {
+        Ok(plan) => {
+            for n in &plan.notes {
+                eprintln!("note: {n}");
+            }
+            let vms = bundles
+                .iter()
+                .flat_map(|b| &b.fragments)
+                .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
+                .count();
+            eprintln!(
+                "`{}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {}` shows it, `mxc down {}` removes it",
+                real.name,
+                started.elapsed().as_secs_f64(),
+                real.name,
+                real.name
+            );
+            Status::Success
+        }
+        Err(d) => {
+            let already = d.iter().any(|d| d.code == "E0403");
+            show(&d);
+            if already || d.iter().any(|d| d.code == "E0405" || d.code == "E0402") {
+                // Nothing was touched: give the allocation back.
+                if !already {
+                    return release(false, &args.db, &real.name, Status::Failure);
+                }
+                return Status::Failure;
+            }
+            Status::Failure
+        }
+    }
+}
+
+/// Gives back an allocation made by `up` when nothing came of it.
+fn release(dry_run: bool, db: &Option<PathBuf>, name: &str, status: Status) -> Status {
+    if !dry_run {
+        let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
+        let _ = mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(name));
+    }
+    status
+}
+
+pub fn down(args: &DownArgs) -> Status {
+    let rt = Runtime::from_env();
+    let total = rt.bundles(&args.name).map(|b| b.iter().map(|b| b.fragments.len()).sum()).unwrap_or(0);
+    let mut progress = Progress::new(total);
+    let started = Instant::now();
+    match rt.down(&args.name, args.dry_run, &mut |e| {
+        if !args.dry_run {
+            progress.event(e)
+        }
+    }) {
+        Ok(ops) if args.dry_run => {
+            let mut out = format!("# teardown of `{}`, dependents first\n", args.name);
+            for op in ops {
+                out.push_str(&format!("{op}\n"));
+            }
+            crate::write_stdout(&out)
+        }
+        Ok(_) => {
+            let db = args.db.clone().unwrap_or_else(mx_realizer::table::default_path);
+            if db.exists() {
+                match mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(&args.name)) {
+                    Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => {}
+                    Err(e) => {
+                        eprintln!("error: `{}` is down, but its allocation remains: {e}", args.name);
+                        return Status::Error;
+                    }
+                }
+            }
+            eprintln!("`{}` is down ({:.1} s)", args.name, started.elapsed().as_secs_f64());
+            Status::Success
+        }
+        Err(d) => {
+            show(&d);
+            Status::Failure
+        }
+    }
+}
+
+pub fn status(args: &StatusArgs) -> Status {
+    let rt = Runtime::from_env();
+    let Some(name) = &args.name else {
+        let mut out = String::new();
+        for n in rt.list() {
+            let phase = rt.status(&n).map(|s| s.phase).unwrap_or_else(|_| "unreadable".into());
+            out.push_str(&format!("{n:<24} {phase}\n"));
+        }
+        if out.is_empty() {
+            eprintln!("no experiment is up on this machine");
+            return Status::Success;
+        }
+        return crate::write_stdout(&out);
+    };
+    let state = match rt.status(name) {
+        Ok(s) => s,
+        Err(d) => {
+            show(&[d]);
+            return Status::Failure;
+        }
+    };
+    let vms: Vec<String> = state
+        .tasks
+        .iter()
+        .filter_map(|t| t.id.strip_prefix("vm/").map(str::to_string))
+        .collect();
+    if args.json {
+        let guests: serde_json::Map<String, serde_json::Value> = vms
+            .iter()
+            .map(|v| (v.clone(), serde_json::json!(rt.guest_report(name, v))))
+            .collect();
+        let doc = serde_json::json!({ "state": state, "guests": guests });
+        return crate::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+    }
+    let mut out = format!("experiment `{name}`: {} (accelerator {})\n\n", state.phase, state.accel);
+    for t in &state.tasks {
+        let s = match t.status {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Done => "done",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Down => "down",
+        };
+        out.push_str(&format!("{s:<8} {:<32} {:<8} {:>6} ms", t.id, t.host, t.ms));
+        if !t.message.is_empty() {
+            out.push_str(&format!("  {}", t.message.lines().next().unwrap_or("")));
+        }
+        out.push('\n');
+    }
+    if !vms.is_empty() {
+        out.push_str("\nguests (their console reports):\n");
+        for v in &vms {
+            for line in rt.guest_report(name, v) {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    crate::write_stdout(&out)
+}
+
+pub fn image(args: &ImageArgs) -> Status {
+    let rt = Runtime::from_env();
+    let dir = rt.images.join(mx_materializer::DEFAULT_IMAGE);
+    if args.build {
+        match rt.ensure_default_image() {
+            Ok(d) => {
+                eprintln!("{}: ready", d.display());
+                Status::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Status::Error
+            }
+        }
+    } else {
+        let ready = dir.join("vmlinuz").exists();
+        eprintln!(
+            "{}: {}",
+            dir.display(),
+            if ready { "built" } else { "not built (mxc image --build)" }
+        );
+        Status::Success
+    }
+}

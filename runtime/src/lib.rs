@@ -1,0 +1,372 @@
+//! The runtime: bundles of fragments in, a running experiment out.
+//!
+//! 1. [`bundle`]: load bundles and check them (digests, versions, names,
+//!    references) before anything is touched;
+//! 2. [`dag`]: fragments to a task DAG (global network, local network, VMs,
+//!    emulation), dependencies taken from the fragments;
+//! 3. [`plan`]: each task as a list of operations, to bring it up and to take
+//!    it down; a dry run prints these;
+//! 4. [`exec`]: a bounded worker pool runs the DAG, forwards for `up`, in
+//!    reverse for `down`, with the state of every task on disk;
+//! 5. [`real`]: the operations on the machine (netlink, taps, XDP, QEMU and
+//!    QMP, cgroups, tc).
+
+pub mod bundle;
+pub mod dag;
+pub mod exec;
+pub mod plan;
+pub mod real;
+mod tap;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use mx_diag::Diagnostic;
+use mx_materializer::Bundle;
+use mx_xir::Spec;
+
+pub use exec::{Event, State, Status};
+
+/// The guest image build script, carried in the binary so `mxc up` can
+/// build the default image on a machine that has only `mxc`.
+pub const GUEST_SCRIPT: &str = include_str!("../../images/build-guest.sh");
+
+/// Where the runtime keeps its state, images and pins.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    /// Experiments' state directories live under this.
+    pub root: PathBuf,
+    /// Images (`<images>/<name>/vmlinuz`, `initramfs.cpio.gz`).
+    pub images: PathBuf,
+    /// XDP pins (`<bpf>/<experiment>/...`), on a BPF filesystem.
+    pub bpf: PathBuf,
+    /// Cgroup prefix under each controller.
+    pub cgroup: String,
+    /// Tasks run at once.
+    pub workers: usize,
+}
+
+impl Runtime {
+    /// Paths from `MX_STATE_DIR` and `MX_IMAGE_DIR`, else `/var/lib/mx/...`.
+    pub fn from_env() -> Runtime {
+        let var = |k: &str, d: &str| std::env::var_os(k).map(PathBuf::from).unwrap_or_else(|| d.into());
+        Runtime {
+            root: var("MX_STATE_DIR", "/var/lib/mx/run"),
+            images: var("MX_IMAGE_DIR", "/var/lib/mx/images"),
+            bpf: PathBuf::from("/sys/fs/bpf/mx"),
+            cgroup: "mx".into(),
+            workers: 8,
+        }
+    }
+
+    /// An experiment's state directory.
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn paths(&self, name: &str, accel: &str, missing: BTreeSet<String>) -> plan::Paths {
+        plan::Paths {
+            state: self.state_dir(name),
+            bpf: self.bpf.join(name),
+            cgroup: format!("{}/{name}", self.cgroup),
+            images: self.images.clone(),
+            accel: accel.to_string(),
+            missing_images: missing,
+        }
+    }
+
+    /// Experiments with a state directory here.
+    pub fn list(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("state.json").exists())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// What a planned or finished run looks like.
+pub struct Plan {
+    /// The DAG.
+    pub dag: dag::Dag,
+    /// For each task, the operations to bring it up.
+    pub ops: Vec<Vec<plan::Op>>,
+    /// Warnings (images not installed, ...).
+    pub notes: Vec<String>,
+}
+
+fn netns_hosts(bundles: &[Bundle]) -> Vec<String> {
+    let mut v: Vec<String> = bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .filter(|f| matches!(f.spec, Spec::Netns { .. }))
+        .map(|f| f.host.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn experiment_of(bundles: &[Bundle]) -> Option<String> {
+    bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .map(|f| f.experiment.clone())
+        .next()
+}
+
+/// The accelerator for QEMU: `MX_ACCEL` if set, else KVM when `/dev/kvm`
+/// opens and the CPU has hardware virtualization, else TCG. (A `/dev/kvm`
+/// alone is not enough: nested setups expose one that cannot boot guests.)
+pub fn probe_accel() -> (String, String) {
+    if let Ok(a) = std::env::var("MX_ACCEL")
+        && (a == "kvm" || a == "tcg")
+    {
+        return (a, "set by MX_ACCEL".into());
+    }
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+        .unwrap_or(false);
+    match (dev.is_ok(), flags) {
+        (true, true) => ("kvm".into(), "/dev/kvm usable and the CPU has vmx/svm".into()),
+        (true, false) => (
+            "tcg".into(),
+            "/dev/kvm exists but the CPU shows no vmx/svm (nested); using TCG".into(),
+        ),
+        _ => ("tcg".into(), "no usable /dev/kvm; using TCG".into()),
+    }
+}
+
+/// Another experiment (than `me`) whose state uses host `host` (any
+/// one-machine host when `host` is empty), if any.
+pub fn others_using(root: &Path, me: &str, host: &str) -> Option<String> {
+    let rt = Runtime { root: root.to_path_buf(), ..Runtime::from_env() };
+    rt.list().into_iter().filter(|n| n != me).find(|n| {
+        exec::State::load(&rt.state_dir(n))
+            .is_ok_and(|s| if host.is_empty() { !s.netns_hosts.is_empty() } else { s.netns_hosts.iter().any(|h| h == host) })
+    })
+}
+
+/// The message for a VF fragment on a machine without SR-IOV.
+pub fn unsupported_vf() -> String {
+    "E0405: this machine has no SR-IOV NIC (no /sys/class/net/*/device/sriov_totalvfs), so no VF can be created".into()
+}
+
+/// The message for a switch fragment: mx has no switch driver yet.
+pub fn unsupported_switch() -> String {
+    "E0405: configuring switch VLANs needs a switch driver, and this runtime has none; configure the access port by hand or use virtual NICs".into()
+}
+
+fn has_sriov() -> bool {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().join("device/sriov_totalvfs").exists()))
+        .unwrap_or(false)
+}
+
+fn which(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+impl Runtime {
+    /// Checks bundles and plans them: the DAG and every operation, without
+    /// touching the machine. `check_machine` adds what this machine lacks
+    /// (QEMU, images, SR-IOV, root) as errors.
+    pub fn plan(&self, bundles: &[Bundle], check_machine: bool) -> Result<(Plan, plan::Paths), Vec<Diagnostic>> {
+        bundle::validate(bundles)?;
+        let name = experiment_of(bundles).ok_or_else(|| vec![Diagnostic::error("E0402", "the bundles hold no fragment").help("materialize a realization with at least one node")])?;
+        let dag = dag::build(bundles);
+        let mut errs = Vec::new();
+        let mut notes = Vec::new();
+        let mut missing = BTreeSet::new();
+        let mut accel = "tcg".to_string();
+        if check_machine {
+            let (a, why) = probe_accel();
+            accel = a;
+            notes.push(format!("accelerator: {accel} ({why})"));
+            let unsupported = |m: String, help: &str| Diagnostic::error("E0405", m).help(help);
+            if !nix::unistd::Uid::effective().is_root() {
+                errs.push(unsupported("bringing an experiment up needs root (namespaces, taps, XDP, cgroups)".into(), "run mxc up as root, or use --dry-run to see the plan"));
+            }
+            for t in &dag.tasks {
+                match &t.fragment.spec {
+                    Spec::Vf { .. } if !has_sriov() => errs.push(unsupported(
+                        format!("fragment `{}` needs an SR-IOV NIC; this machine has none", t.fragment.id),
+                        "realize onto a facility whose hosts have SR-IOV NICs, or use `nic == virtio`",
+                    )),
+                    Spec::SwitchVlan { .. } => errs.push(unsupported(
+                        format!("fragment `{}` configures a switch port; this runtime has no switch driver", t.fragment.id),
+                        "use virtual NICs, or configure the switch by hand and drop the fragment",
+                    )),
+                    Spec::Vm(vm) => {
+                        let bin = plan::qemu_binary(&vm.arch);
+                        if !which(&bin) {
+                            errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (or qemu-system-arm for aarch64)"));
+                        }
+                        for n in &vm.nics {
+                            if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) {
+                                errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none", vm.name, n.model), "use a virtual NIC model"));
+                            }
+                        }
+                        if !self.images.join(&vm.image).join("vmlinuz").exists() {
+                            if vm.image == mx_materializer::DEFAULT_IMAGE {
+                                errs.push(unsupported(format!("the default image is not built ({})", self.images.join(&vm.image).display()), "run `mxc image build` (or let `mxc up` build it)"));
+                            } else if missing.insert(vm.image.clone()) {
+                                notes.push(format!("image `{}` is not installed here; its VMs boot `{}`", vm.image, mx_materializer::DEFAULT_IMAGE));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let paths = self.paths(&name, &accel, missing);
+        let hosts = netns_hosts(bundles);
+        let ops = dag
+            .tasks
+            .iter()
+            .map(|t| plan::up(&t.fragment, plan::host_ns(&t.fragment, &hosts), &paths))
+            .collect();
+        Ok((Plan { dag, ops, notes }, paths))
+    }
+
+    /// Brings an experiment up. Refuses (E0403) when its state exists. On a
+    /// failure the run stops, the state says what was done, and `down`
+    /// removes it.
+    pub fn up(&self, bundles: &[Bundle], progress: &mut dyn FnMut(Event)) -> Result<Plan, Vec<Diagnostic>> {
+        let (plan, paths) = self.plan(bundles, true)?;
+        let name = experiment_of(bundles).unwrap_or_default();
+        let dir = self.state_dir(&name);
+        std::fs::create_dir_all(&self.root).map_err(|e| vec![Diagnostic::error("E0404", format!("cannot create {}: {e}", self.root.display()))])?;
+        if let Err(e) = std::fs::create_dir(&dir) {
+            return Err(vec![if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Diagnostic::error("E0403", format!("experiment `{name}` is already up on this machine (state in {})", dir.display()))
+                    .help(format!("`mxc status {name}` shows it; `mxc down {name}` removes it"))
+            } else {
+                Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))
+            }]);
+        }
+        // The bundles go with the state, so `down` needs nothing else.
+        let fail = |e: std::io::Error| vec![Diagnostic::error("E0404", format!("cannot write state in {}: {e}", dir.display()))];
+        mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
+        let hosts = netns_hosts(bundles);
+        let mut state = exec::State {
+            experiment: name.clone(),
+            netns_hosts: hosts.clone(),
+            accel: paths.accel.clone(),
+            phase: "starting".into(),
+            tasks: plan
+                .dag
+                .tasks
+                .iter()
+                .map(|t| exec::TaskState { id: t.fragment.id.clone(), host: t.fragment.host.clone(), status: Status::Pending, message: String::new(), ms: 0 })
+                .collect(),
+        };
+        state.save(&dir).map_err(fail)?;
+        let ctx = exec::Context { experiment: name.clone(), root: self.root.clone() };
+        let real = real::Real::default();
+        let res = exec::run(&plan.dag, exec::Direction::Up, &real, &ctx, &paths, &hosts, &mut state, Some(&dir), self.workers, progress);
+        state.phase = if res.is_ok() { "up".into() } else { "failed".into() };
+        let _ = state.save(&dir);
+        match res {
+            Ok(()) => Ok(plan),
+            Err(e) => Err(vec![Diagnostic::error("E0404", format!("experiment `{name}` did not come up: {e}")).help(format!("`mxc status {name}` shows each task; `mxc down {name}` removes what was created"))]),
+        }
+    }
+
+    /// The bundles an experiment was brought up with.
+    pub fn bundles(&self, name: &str) -> Result<Vec<Bundle>, Diagnostic> {
+        let dir = self.state_dir(name);
+        if !dir.exists() {
+            return Err(Diagnostic::error("E0402", format!("experiment `{name}` is not up on this machine (no {})", dir.display())).help("`mxc status` lists the experiments that are up"));
+        }
+        bundle::load_dir(&dir.join("bundles"))
+    }
+
+    /// Takes an experiment down, dependents first, carrying on past errors;
+    /// safe to repeat. Removes the state when everything is gone.
+    pub fn down(&self, name: &str, dry_run: bool, progress: &mut dyn FnMut(Event)) -> Result<Vec<String>, Vec<Diagnostic>> {
+        let dir = self.state_dir(name);
+        let bundles = self.bundles(name).map_err(|d| vec![d])?;
+        let mut state = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
+        let dag = dag::build(&bundles);
+        let hosts = netns_hosts(&bundles);
+        let paths = self.paths(name, &state.accel, BTreeSet::new());
+        let ctx = exec::Context { experiment: name.to_string(), root: self.root.clone() };
+        // Tasks in the state may be fewer than in the DAG if the file is old.
+        if state.tasks.len() != dag.tasks.len() {
+            state.tasks = dag.tasks.iter().map(|t| exec::TaskState { id: t.fragment.id.clone(), host: t.fragment.host.clone(), status: Status::Running, message: String::new(), ms: 0 }).collect();
+        }
+        if dry_run {
+            let dry = exec::DryRun::default();
+            let _ = exec::run(&dag, exec::Direction::Down, &dry, &ctx, &paths, &hosts, &mut state.clone(), None, 1, progress);
+            return Ok(dry.ops.into_inner().unwrap_or_default());
+        }
+        let real = real::Real::default();
+        let res = exec::run(&dag, exec::Direction::Down, &real, &ctx, &paths, &hosts, &mut state, Some(&dir), self.workers, progress);
+        drop(real);
+        match res {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&paths.bpf);
+                std::fs::remove_dir_all(&dir).map_err(|e| vec![Diagnostic::error("E0404", format!("cannot remove {}: {e}", dir.display()))])?;
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                state.phase = "down-failed".into();
+                let _ = state.save(&dir);
+                Err(vec![Diagnostic::error("E0404", format!("taking `{name}` down failed: {e}")).help(format!("fix the cause and run `mxc down {name}` again; it is safe to repeat"))])
+            }
+        }
+    }
+
+    /// An experiment's state.
+    pub fn status(&self, name: &str) -> Result<exec::State, Diagnostic> {
+        let dir = self.state_dir(name);
+        if !dir.exists() {
+            return Err(Diagnostic::error("E0402", format!("experiment `{name}` is not up on this machine")).help("`mxc status` lists the experiments that are up"));
+        }
+        exec::State::load(&dir).map_err(|e| Diagnostic::error("E0402", e))
+    }
+
+    /// What a VM's guest reported on its console: `MX-` lines.
+    pub fn guest_report(&self, name: &str, vm: &str) -> Vec<String> {
+        let log = self.state_dir(name).join("vm").join(vm).join("serial.log");
+        std::fs::read(log)
+            .map(|t| String::from_utf8_lossy(&t).lines().filter(|l| l.starts_with("MX-")).map(|l| l.trim_end().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Builds the default guest image if it is not there.
+    pub fn ensure_default_image(&self) -> Result<PathBuf, String> {
+        let dir = self.images.join(mx_materializer::DEFAULT_IMAGE);
+        if dir.join("vmlinuz").exists() && dir.join("initramfs.cpio.gz").exists() {
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let script = dir.join("build-guest.sh");
+        std::fs::write(&script, GUEST_SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("run bash: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("building the guest image failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(dir)
+    }
+}

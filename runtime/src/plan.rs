@@ -1,0 +1,414 @@
+//! What each fragment does to the machine, as data: a list of operations
+//! to bring it up and a list to take it down. The real executor carries
+//! them out; a dry run prints them. Keeping the plan as data is what makes
+//! `--dry-run` exact and the plan testable by snapshot.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use mx_xir::{Fragment, NicAttach, Spec, VmSpec};
+use serde::Serialize;
+
+/// Where the runtime keeps things for one experiment.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The experiment's state directory (`/var/lib/mx/run/<name>`).
+    pub state: PathBuf,
+    /// Where XDP programs and maps are pinned (`/sys/fs/bpf/mx/<name>`).
+    pub bpf: PathBuf,
+    /// The experiment's cgroup, relative to the CPU controller's root (`mx/<name>`).
+    pub cgroup: String,
+    /// Where images live (`<dir>/<image>/vmlinuz`, `initramfs.cpio.gz`).
+    pub images: PathBuf,
+    /// The accelerator QEMU uses (`kvm` or `tcg`), probed once per run.
+    pub accel: String,
+    /// Images the models name that are not installed here; VMs asking for
+    /// them boot the default image instead (and the run says so).
+    pub missing_images: std::collections::BTreeSet<String>,
+}
+
+impl Paths {
+    /// A VM's directory: its QMP socket, serial log and pid file.
+    pub fn vm_dir(&self, vm: &str) -> PathBuf {
+        self.state.join("vm").join(vm)
+    }
+
+    /// The directory holding an image's kernel and initramfs.
+    pub fn image_dir(&self, image: &str) -> PathBuf {
+        if self.missing_images.contains(image) {
+            self.images.join(mx_materializer::DEFAULT_IMAGE)
+        } else {
+            self.images.join(image)
+        }
+    }
+}
+
+/// The bridge in the underlay namespace that joins the hosts' veths.
+pub const UNDERLAY_BRIDGE: &str = "mxul-br";
+/// MTU of the underlay, so that VXLAN segments can carry 1500-byte frames.
+pub const UNDERLAY_MTU: u32 = 1600;
+
+/// One thing done to the machine. `ns` is the network namespace it runs in
+/// (`None`: the namespace of the runtime).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create a named network namespace (`/run/netns/<name>`) if absent.
+    NetnsAdd { name: String },
+    /// Delete a namespace, unless another experiment's state still uses it.
+    NetnsRelease { name: String, shared_by: String },
+    /// Create a bridge if absent.
+    Bridge { ns: Option<String>, name: String },
+    /// Create a veth pair if absent, the peer moved into `peer_ns`.
+    Veth { ns: Option<String>, name: String, peer: String, peer_ns: Option<String>, mtu: u32 },
+    /// Create a VXLAN device if absent (no learning; the flood list is static).
+    Vxlan { ns: Option<String>, name: String, vni: u32, local: String, port: u16, dev: Option<String> },
+    /// Append a flood entry (all-zero MAC) towards a remote VTEP.
+    FloodAdd { ns: Option<String>, dev: String, remote: String },
+    /// Create a persistent tap if absent.
+    Tap { ns: Option<String>, name: String },
+    /// Make `name` a port of bridge `master`.
+    SetMaster { ns: Option<String>, name: String, master: String },
+    /// Set a device's MTU.
+    SetMtu { ns: Option<String>, name: String, mtu: u32 },
+    /// Bring a device up.
+    SetUp { ns: Option<String>, name: String },
+    /// Add an address to a device if absent.
+    AddrAdd { ns: Option<String>, name: String, cidr: String },
+    /// Delete a device if present.
+    LinkDel { ns: Option<String>, name: String },
+    /// Load the XDP redirect program on both taps, fill its devmap, pin
+    /// program links and map under `pin`.
+    XdpPair { ns: Option<String>, a: String, b: String, pin: PathBuf },
+    /// Remove the pins (detaching the program) if present.
+    XdpUnpin { pin: PathBuf },
+    /// Rate, delay and loss on a device.
+    Shape { ns: Option<String>, dev: String, rate: Option<u64>, latency: Option<u64>, loss: Option<f64> },
+    /// Create a cgroup for a VM, with a CPU quota if asked for.
+    CgroupAdd { path: String, quota_us: Option<u64>, period_us: u64 },
+    /// Start QEMU paused, daemonized, with a QMP socket and a pid file.
+    QemuStart { ns: Option<String>, argv: Vec<String>, dir: PathBuf },
+    /// Move the QEMU process into its cgroup.
+    CgroupJoin { path: String, pidfile: PathBuf },
+    /// Resume the guest through QMP.
+    QmpCont { socket: PathBuf },
+    /// Wait until the serial log shows `marker`.
+    WaitSerial { log: PathBuf, marker: String, timeout_s: u64 },
+    /// Stop QEMU: QMP `quit`, then signals if it lingers.
+    QemuStop { socket: PathBuf, pidfile: PathBuf },
+    /// Remove a cgroup if present.
+    CgroupDel { path: String },
+    /// Remove a directory tree if present.
+    RemoveDir { path: PathBuf },
+    /// Program a VF: VLAN tag, spoofcheck, MAC (needs SR-IOV).
+    VfSet { pf_port: u32, vf: u32, vlan: u16, mac: String, spoofcheck: bool },
+    /// Put a switch port into a VLAN (needs a switch driver).
+    SwitchVlan { port: u32, vlan: u16, vni: Option<u32> },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = |n: &Option<String>| n.as_ref().map(|n| format!(" [netns {n}]")).unwrap_or_default();
+        match self {
+            Op::NetnsAdd { name } => write!(f, "netns add {name}"),
+            Op::NetnsRelease { name, .. } => write!(f, "netns del {name} (when unused)"),
+            Op::Bridge { ns: n, name } => write!(f, "link add {name} type bridge{}", ns(n)),
+            Op::Veth { ns: n, name, peer, peer_ns, mtu } => write!(
+                f,
+                "link add {name} mtu {mtu} type veth peer {peer}{}{}",
+                peer_ns.as_ref().map(|p| format!(" netns {p}")).unwrap_or_default(),
+                ns(n)
+            ),
+            Op::Vxlan { ns: n, name, vni, local, port, dev } => write!(
+                f,
+                "link add {name} type vxlan id {vni} local {local} dstport {port}{} nolearning{}",
+                dev.as_ref().map(|d| format!(" dev {d}")).unwrap_or_default(),
+                ns(n)
+            ),
+            Op::FloodAdd { ns: n, dev, remote } => {
+                write!(f, "fdb append 00:00:00:00:00:00 dev {dev} dst {remote}{}", ns(n))
+            }
+            Op::Tap { ns: n, name } => write!(f, "tuntap add {name} mode tap{}", ns(n)),
+            Op::SetMaster { ns: n, name, master } => write!(f, "link set {name} master {master}{}", ns(n)),
+            Op::SetMtu { ns: n, name, mtu } => write!(f, "link set {name} mtu {mtu}{}", ns(n)),
+            Op::SetUp { ns: n, name } => write!(f, "link set {name} up{}", ns(n)),
+            Op::AddrAdd { ns: n, name, cidr } => write!(f, "addr add {cidr} dev {name}{}", ns(n)),
+            Op::LinkDel { ns: n, name } => write!(f, "link del {name}{}", ns(n)),
+            Op::XdpPair { ns: n, a, b, pin } => {
+                write!(f, "xdp redirect {a} <-> {b} (generic mode), pinned at {}{}", pin.display(), ns(n))
+            }
+            Op::XdpUnpin { pin } => write!(f, "xdp unpin {}", pin.display()),
+            Op::Shape { ns: n, dev, rate, latency, loss } => {
+                write!(f, "qdisc replace dev {dev} root")?;
+                if let Some(r) = rate {
+                    write!(f, " rate {r}bit")?;
+                }
+                if let Some(l) = latency {
+                    write!(f, " delay {l}ns")?;
+                }
+                if let Some(l) = loss {
+                    write!(f, " loss {}%", l * 100.0)?;
+                }
+                write!(f, "{}", ns(n))
+            }
+            Op::CgroupAdd { path, quota_us, period_us } => match quota_us {
+                Some(q) => write!(f, "cgroup add {path} cpu quota {q}us per {period_us}us"),
+                None => write!(f, "cgroup add {path}"),
+            },
+            Op::QemuStart { ns: n, argv, .. } => write!(f, "exec {}{}", argv.join(" "), ns(n)),
+            Op::CgroupJoin { path, pidfile } => write!(f, "cgroup join {path} pid from {}", pidfile.display()),
+            Op::QmpCont { socket } => write!(f, "qmp cont {}", socket.display()),
+            Op::WaitSerial { log, marker, timeout_s } => {
+                write!(f, "wait for `{marker}` in {} (up to {timeout_s} s)", log.display())
+            }
+            Op::QemuStop { socket, .. } => write!(f, "qmp quit {} (then SIGKILL)", socket.display()),
+            Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
+            Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
+            Op::VfSet { pf_port, vf, vlan, mac, spoofcheck } => write!(
+                f,
+                "link set <pf of port {pf_port}> vf {vf} vlan {vlan} mac {mac} spoofchk {}",
+                if *spoofcheck { "on" } else { "off" }
+            ),
+            Op::SwitchVlan { port, vlan, vni } => write!(
+                f,
+                "switch: access port of host port {port} in vlan {vlan}{}",
+                vni.map(|v| format!(" mapped to vni {v}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The QEMU device for a virtual NIC model.
+pub fn nic_device(model: &str) -> Option<&'static str> {
+    Some(match model {
+        "virtio" => "virtio-net-pci",
+        "e1000" => "e1000",
+        "e1000e" => "e1000e",
+        "rtl8139" => "rtl8139",
+        "vmxnet3" => "vmxnet3",
+        _ => return None,
+    })
+}
+
+/// The namespace a fragment's host lives in, if it is a one-machine host.
+pub fn host_ns(f: &Fragment, netns_hosts: &[String]) -> Option<String> {
+    netns_hosts
+        .contains(&f.host)
+        .then(|| mx_materializer::host_netns(&f.host))
+}
+
+/// Operations that bring a fragment up.
+pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
+    match &f.spec {
+        Spec::Netns { netns, underlay_netns, underlay_addr, device, peer } => {
+            let ul = Some(underlay_netns.clone());
+            let hn = Some(netns.clone());
+            vec![
+                Op::NetnsAdd { name: underlay_netns.clone() },
+                Op::Bridge { ns: ul.clone(), name: UNDERLAY_BRIDGE.into() },
+                Op::SetUp { ns: ul.clone(), name: UNDERLAY_BRIDGE.into() },
+                Op::NetnsAdd { name: netns.clone() },
+                Op::SetUp { ns: hn.clone(), name: "lo".into() },
+                Op::Veth {
+                    ns: ul.clone(),
+                    name: peer.clone(),
+                    peer: device.clone(),
+                    peer_ns: hn.clone(),
+                    mtu: UNDERLAY_MTU,
+                },
+                Op::SetMaster { ns: ul.clone(), name: peer.clone(), master: UNDERLAY_BRIDGE.into() },
+                Op::SetUp { ns: ul, name: peer.clone() },
+                Op::AddrAdd { ns: hn.clone(), name: device.clone(), cidr: underlay_addr.clone() },
+                Op::SetUp { ns: hn, name: device.clone() },
+            ]
+        }
+        Spec::Vtep { device, vni, local, remotes, port } => {
+            let mut ops = vec![Op::Vxlan {
+                ns: ns.clone(),
+                name: device.clone(),
+                vni: *vni,
+                local: local.clone(),
+                port: *port,
+                dev: ns.as_ref().map(|_| "mxul".to_string()),
+            }];
+            ops.extend(remotes.iter().map(|r| Op::FloodAdd {
+                ns: ns.clone(),
+                dev: device.clone(),
+                remote: r.clone(),
+            }));
+            ops.push(Op::SetMtu { ns: ns.clone(), name: device.clone(), mtu: 1500 });
+            ops.push(Op::SetUp { ns, name: device.clone() });
+            ops
+        }
+        Spec::Tap { device, .. } => vec![
+            Op::Tap { ns: ns.clone(), name: device.clone() },
+            Op::SetUp { ns, name: device.clone() },
+        ],
+        Spec::Bridge { device, ports } => {
+            let mut ops = vec![Op::Bridge { ns: ns.clone(), name: device.clone() }];
+            for p in ports {
+                ops.push(Op::SetMaster { ns: ns.clone(), name: p.clone(), master: device.clone() });
+            }
+            ops.push(Op::SetUp { ns, name: device.clone() });
+            ops
+        }
+        Spec::XdpPair { a, b } => vec![Op::XdpPair {
+            ns,
+            a: a.clone(),
+            b: b.clone(),
+            pin: paths.bpf.join(format!("{a}-{b}")),
+        }],
+        Spec::Emulation { device, rate, latency, loss } => vec![Op::Shape {
+            ns,
+            dev: device.clone(),
+            rate: *rate,
+            latency: *latency,
+            loss: *loss,
+        }],
+        Spec::Vm(vm) => {
+            let dir = paths.vm_dir(&vm.name);
+            let cg = format!("{}/{}", paths.cgroup, vm.name);
+            const PERIOD: u64 = 100_000;
+            vec![
+                Op::CgroupAdd {
+                    path: cg.clone(),
+                    quota_us: vm
+                        .cpu_share
+                        .map(|s| (s * PERIOD as f64 * vm.vcpus as f64).round() as u64),
+                    period_us: PERIOD,
+                },
+                Op::QemuStart { ns, argv: qemu_argv(vm, &dir, paths), dir: dir.clone() },
+                Op::CgroupJoin { path: cg, pidfile: dir.join("qemu.pid") },
+                Op::QmpCont { socket: dir.join("qmp.sock") },
+                Op::WaitSerial {
+                    log: dir.join("serial.log"),
+                    marker: format!("MX-READY {}", vm.name),
+                    timeout_s: 120,
+                },
+            ]
+        }
+        Spec::Vf { pf_port, vf, vlan, mac, spoofcheck } => vec![Op::VfSet {
+            pf_port: *pf_port,
+            vf: *vf,
+            vlan: *vlan,
+            mac: mac.clone(),
+            spoofcheck: *spoofcheck,
+        }],
+        Spec::SwitchVlan { port, vlan, vni } => vec![Op::SwitchVlan { port: *port, vlan: *vlan, vni: *vni }],
+    }
+}
+
+/// Operations that take a fragment down; each is safe when the thing is
+/// already gone, so teardown can be repeated.
+pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
+    match &f.spec {
+        Spec::Netns { netns, underlay_netns, peer, .. } => vec![
+            Op::NetnsRelease { name: netns.clone(), shared_by: f.host.clone() },
+            Op::LinkDel { ns: Some(underlay_netns.clone()), name: peer.clone() },
+            Op::NetnsRelease { name: underlay_netns.clone(), shared_by: String::new() },
+        ],
+        Spec::Vtep { device, .. } | Spec::Tap { device, .. } | Spec::Bridge { device, .. } => {
+            vec![Op::LinkDel { ns, name: device.clone() }]
+        }
+        Spec::XdpPair { a, b } => vec![Op::XdpUnpin { pin: paths.bpf.join(format!("{a}-{b}")) }],
+        Spec::Emulation { .. } | Spec::Vf { .. } | Spec::SwitchVlan { .. } => vec![],
+        Spec::Vm(vm) => {
+            let dir = paths.vm_dir(&vm.name);
+            vec![
+                Op::QemuStop { socket: dir.join("qmp.sock"), pidfile: dir.join("qemu.pid") },
+                Op::CgroupDel { path: format!("{}/{}", paths.cgroup, vm.name) },
+                Op::RemoveDir { path: dir },
+            ]
+        }
+    }
+}
+
+/// The QEMU system emulator for an architecture.
+pub fn qemu_binary(arch: &str) -> String {
+    format!("qemu-system-{arch}")
+}
+
+/// QEMU's command line for a VM: started paused (`-S`) so it can be put in
+/// its cgroup before the guest runs, daemonized so it outlives `mxc up`.
+pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
+    let image = paths.image_dir(&vm.image);
+    let mut append = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        "panic=-1".into(),
+        format!("mx.name={}", vm.name),
+    ];
+    for n in &vm.nics {
+        for a in &n.addrs {
+            append.push(format!("mx.if={},{a}", n.mac));
+        }
+    }
+    if !vm.neighbours.is_empty() {
+        append.push(format!("mx.ping={}", vm.neighbours.join(",")));
+    }
+    let cpu = if paths.accel == "kvm" { "host" } else { "max" };
+    let mut argv: Vec<String> = [
+        qemu_binary(&vm.arch).as_str(),
+        "-name",
+        &vm.name,
+        "-machine",
+        &format!("{},accel={}", vm.machine, paths.accel),
+        "-cpu",
+        cpu,
+        "-smp",
+        &vm.vcpus.to_string(),
+        "-m",
+        &vm.memory_mib.to_string(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        &format!("file:{}", dir.join("serial.log").display()),
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        "-pidfile",
+        &dir.join("qemu.pid").display().to_string(),
+        "-daemonize",
+        "-S",
+        "-kernel",
+        &image.join("vmlinuz").display().to_string(),
+        "-initrd",
+        &image.join("initramfs.cpio.gz").display().to_string(),
+        "-append",
+        &append.join(" "),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (i, n) in vm.nics.iter().enumerate() {
+        match &n.attach {
+            NicAttach::Tap { device } => {
+                argv.push("-netdev".into());
+                argv.push(format!("tap,id=n{i},ifname={device},script=no,downscript=no"));
+                let model = nic_device(&n.model).unwrap_or("virtio-net-pci");
+                let mut dev = format!("{model},netdev=n{i},mac={}", n.mac);
+                if n.no_offload && model == "virtio-net-pci" {
+                    // An XDP redirect hands frames on as they are; a guest
+                    // that left the checksum to offload would send frames the
+                    // peer drops. Make the guest checksum and segment itself.
+                    dev.push_str(
+                        ",csum=off,gso=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off",
+                    );
+                }
+                argv.push("-device".into());
+                argv.push(dev);
+            }
+            NicAttach::Vf { pf_port, vf } => {
+                argv.push("-device".into());
+                argv.push(format!("vfio-pci,host=<vf {vf} of port {pf_port}>"));
+            }
+            NicAttach::Passthrough { port } => {
+                argv.push("-device".into());
+                argv.push(format!("vfio-pci,host=<nic of port {port}>"));
+            }
+        }
+    }
+    argv
+}

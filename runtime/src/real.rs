@@ -1,0 +1,785 @@
+//! The real executor: netlink (rtnetlink) for links, addresses and flood
+//! entries, an ioctl for taps, aya for XDP, QEMU with QMP, cgroup files, and
+//! `tc` for shaping (netlink-packet-route has no token bucket). Every
+//! operation is idempotent: create if absent, accept what is already there,
+//! and deleting what is gone succeeds.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use nix::sched::{CloneFlags, setns, unshare};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
+
+use crate::exec::{Context, Executor};
+use crate::plan::Op;
+
+/// Where named namespaces are mounted (as `ip netns` does).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The XDP redirect program, built by build.rs (empty without clang).
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
+
+/// One netlink connection per namespace, kept for the whole run: its
+/// socket lives in the namespace it was opened in.
+struct Conn {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The machine.
+#[derive(Default)]
+pub struct Real {
+    conns: Mutex<BTreeMap<Option<String>, std::sync::Arc<Conn>>>,
+    /// Namespaces are created and removed one at a time: two hosts' tasks
+    /// both ensure the shared underlay namespace.
+    netns: Mutex<()>,
+}
+
+type R<T> = Result<T, String>;
+
+fn io_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// Runs `f` on a fresh thread inside namespace `ns` (or here when `None`).
+pub fn in_ns<T: Send>(ns: Option<&str>, f: impl FnOnce() -> R<T> + Send) -> R<T> {
+    let Some(ns) = ns else { return f() };
+    let path = Path::new(NETNS_DIR).join(ns);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let target = fs::File::open(&path).map_err(|e| format!("namespace {ns}: {e}"))?;
+            setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {ns}: {e}"))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err("a namespace worker crashed".into()))
+    })
+}
+
+fn ns_exists(ns: &str) -> bool {
+    Path::new(NETNS_DIR).join(ns).exists()
+}
+
+/// Creates `/run/netns/<name>` holding a new network namespace, if absent.
+pub fn netns_add(name: &str) -> R<()> {
+    fs::create_dir_all(NETNS_DIR).map_err(io_err)?;
+    let path = Path::new(NETNS_DIR).join(name);
+    if path.exists() {
+        // Present and mounted: done. A leftover plain file is replaced.
+        if in_ns(Some(name), || Ok(())).is_ok() && is_mounted(&path) {
+            return Ok(());
+        }
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&path);
+    }
+    fs::File::create_new(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let p = path.clone();
+    let res = std::thread::spawn(move || -> nix::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            p.as_path(),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    })
+    .join()
+    .map_err(|_| "namespace thread crashed".to_string())?;
+    if let Err(e) = res {
+        let _ = fs::remove_file(&path);
+        return Err(format!("create namespace {name}: {e}"));
+    }
+    Ok(())
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let p = path.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str())))
+        .unwrap_or(false)
+}
+
+/// Removes a named namespace (its devices go with it), if present.
+pub fn netns_del(name: &str) -> R<()> {
+    let path = Path::new(NETNS_DIR).join(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+impl Real {
+    /// A connection into `ns`, opened on first use.
+    fn conn(&self, ns: Option<&str>) -> R<std::sync::Arc<Conn>> {
+        let key = ns.map(str::to_string);
+        let mut conns = self.conns.lock().map_err(|_| "connection table poisoned")?;
+        if let Some(c) = conns.get(&key) {
+            return Ok(c.clone());
+        }
+        if let Some(n) = ns
+            && !ns_exists(n)
+        {
+            return Err(format!("namespace {n} does not exist"));
+        }
+        let (htx, hrx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let nsname = key.clone();
+        let thread = std::thread::spawn(move || {
+            let setup = || -> R<tokio::runtime::Runtime> {
+                if let Some(n) = &nsname {
+                    let target = fs::File::open(Path::new(NETNS_DIR).join(n)).map_err(io_err)?;
+                    setns(&target, CloneFlags::CLONE_NEWNET).map_err(io_err)?;
+                }
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(io_err)
+            };
+            let rt = match setup() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = htx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match rtnetlink::new_connection() {
+                    Ok((conn, handle, _)) => {
+                        tokio::spawn(conn);
+                        let _ = htx.send(Ok(handle));
+                        let _ = stop_rx.await;
+                    }
+                    Err(e) => {
+                        let _ = htx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        let handle = hrx.recv().map_err(|_| "netlink thread died")??;
+        let c = std::sync::Arc::new(Conn {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        });
+        conns.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Closes the connection into `ns` (before the namespace is deleted, so
+    /// that no socket keeps it alive).
+    fn forget(&self, ns: &str) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.remove(&Some(ns.to_string()));
+        }
+    }
+
+    fn nl<T, F>(&self, ns: Option<&str>, f: impl FnOnce(Handle) -> F) -> R<T>
+    where
+        F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
+    {
+        let c = self.conn(ns)?;
+        futures_executor::block_on(f(c.handle.clone())).map_err(|e| match nl_errno(&e) {
+            Some(n) => io::Error::from_raw_os_error(n).to_string(),
+            None => e.to_string(),
+        })
+    }
+
+    fn index(&self, ns: Option<&str>, name: &str) -> R<Option<u32>> {
+        self.nl(ns, |h| async move { link_index(&h, name).await })
+    }
+
+    fn need_index(&self, ns: Option<&str>, name: &str) -> R<u32> {
+        self.index(ns, name)?
+            .ok_or_else(|| format!("no device `{name}`{}", ns.map(|n| format!(" in {n}")).unwrap_or_default()))
+    }
+
+    fn set(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        f: impl FnOnce(
+            rtnetlink::LinkMessageBuilder<LinkUnspec>,
+        ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
+    ) -> R<()> {
+        let idx = self.need_index(ns, name)?;
+        let msg = f(LinkUnspec::new_with_index(idx)).build();
+        self.nl(ns, |h| async move { h.link().set(msg).execute().await })
+    }
+
+    /// Adds a link unless one of that name exists.
+    fn add_link(&self, ns: Option<&str>, name: &str, msg: rtnetlink::packet_route::link::LinkMessage) -> R<()> {
+        if self.index(ns, name)?.is_some() {
+            return Ok(());
+        }
+        let r = self.nl(ns, |h| async move { h.link().add(msg).execute().await });
+        match r {
+            Err(e) if e.contains("File exists") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn fdb_append_default(h: &Handle, vx_idx: u32, remote: Ipv4Addr) -> Result<(), rtnetlink::Error> {
+    use rtnetlink::packet_core::{
+        NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    };
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    };
+    use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = vx_idx;
+    m.header.state = NeighbourState::Permanent;
+    // NTF_SELF: the entry is the VXLAN device's own, not its bridge's.
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0u8; 6]));
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut h = h.clone();
+    let mut resp = h.request(req)?;
+    while let Some(msg) = resp.next().await {
+        if let NetlinkPayload::Error(e) = msg.payload
+            && e.code.is_some()
+        {
+            return Err(rtnetlink::Error::NetlinkError(e));
+        }
+    }
+    Ok(())
+}
+
+fn parse_cidr(c: &str) -> R<(Ipv4Addr, u8)> {
+    let (ip, len) = c.split_once('/').ok_or_else(|| format!("`{c}` is not an address/prefix"))?;
+    Ok((
+        ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address"))?,
+        len.parse().map_err(|_| format!("`{len}` is not a prefix length"))?,
+    ))
+}
+
+impl Executor for Real {
+    fn run(&self, op: &Op, ctx: &Context) -> R<Option<String>> {
+        let nsr = |n: &Option<String>| n.clone();
+        match op {
+            Op::NetnsAdd { name } => {
+                let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
+                netns_add(name).map(|()| None)
+            }
+            Op::NetnsRelease { name, shared_by } => {
+                let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
+                if let Some(other) = crate::others_using(&ctx.root, &ctx.experiment, shared_by) {
+                    return Ok(Some(format!("namespace {name} kept: experiment `{other}` uses it")));
+                }
+                self.forget(name);
+                netns_del(name).map(|()| None)
+            }
+            Op::Bridge { ns, name } => {
+                self.add_link(ns.as_deref(), name, LinkBridge::new(name).build())?;
+                Ok(None)
+            }
+            Op::Veth { ns, name, peer, peer_ns, mtu } => {
+                let ns = ns.as_deref();
+                if self.index(ns, name)?.is_none() {
+                    let mut msg = LinkVeth::new(name, peer).mtu(*mtu).build();
+                    let _keep;
+                    if let Some(p) = peer_ns {
+                        use std::os::fd::AsRawFd;
+                        use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
+                        let f = fs::File::open(Path::new(NETNS_DIR).join(p)).map_err(io_err)?;
+                        let peer_msg = LinkUnspec::new_with_name(peer)
+                            .setns_by_fd(f.as_raw_fd())
+                            .mtu(*mtu)
+                            .build();
+                        _keep = f;
+                        for a in msg.attributes.iter_mut() {
+                            if let LinkAttribute::LinkInfo(infos) = a {
+                                for i in infos.iter_mut() {
+                                    if let LinkInfo::Data(d) = i {
+                                        *d = InfoData::Veth(InfoVeth::Peer(peer_msg.clone()));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    self.add_link(ns, name, msg)?;
+                }
+                Ok(None)
+            }
+            Op::Vxlan { ns, name, vni, local, port, dev } => {
+                let ns = ns.as_deref();
+                let local: Ipv4Addr = local.parse().map_err(|_| format!("bad local address {local}"))?;
+                let mut b = LinkVxlan::new(name, *vni).port(*port).local(local).learning(false);
+                if let Some(d) = dev {
+                    b = b.dev(self.need_index(ns, d)?);
+                }
+                self.add_link(ns, name, b.build())?;
+                Ok(None)
+            }
+            Op::FloodAdd { ns, dev, remote } => {
+                let ns = ns.as_deref();
+                let idx = self.need_index(ns, dev)?;
+                let ip: Ipv4Addr = remote.parse().map_err(|_| format!("bad remote {remote}"))?;
+                self.nl(ns, |h| async move { fdb_append_default(&h, idx, ip).await })?;
+                Ok(None)
+            }
+            Op::Tap { ns, name } => {
+                let ns = ns.as_deref();
+                if self.index(ns, name)?.is_some() {
+                    return Ok(None);
+                }
+                in_ns(ns, || crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}")))?;
+                Ok(None)
+            }
+            Op::SetMaster { ns, name, master } => {
+                let ns = ns.as_deref();
+                let m = self.need_index(ns, master)?;
+                self.set(ns, name, |l| l.controller(m).up())?;
+                Ok(None)
+            }
+            Op::SetMtu { ns, name, mtu } => self.set(ns.as_deref(), name, |l| l.mtu(*mtu)).map(|()| None),
+            Op::SetUp { ns, name } => self.set(ns.as_deref(), name, |l| l.up()).map(|()| None),
+            Op::AddrAdd { ns, name, cidr } => {
+                let ns = ns.as_deref();
+                let (ip, len) = parse_cidr(cidr)?;
+                let idx = self.need_index(ns, name)?;
+                match self.nl(ns, |h| async move {
+                    h.address().add(idx, std::net::IpAddr::V4(ip), len).execute().await
+                }) {
+                    Err(e) if e.contains("File exists") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::LinkDel { ns, name } => {
+                if let Some(n) = ns
+                    && !ns_exists(n)
+                {
+                    return Ok(None);
+                }
+                let ns = nsr(ns);
+                let Some(idx) = self.index(ns.as_deref(), name)? else { return Ok(None) };
+                match self.nl(ns.as_deref(), |h| async move { h.link().del(idx).execute().await }) {
+                    Err(e) if e.contains("No such device") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::XdpPair { ns, a, b, pin } => xdp_pair(ns.as_deref(), a, b, pin).map(|()| None),
+            Op::XdpUnpin { pin } => match fs::remove_dir_all(pin) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", pin.display())),
+            },
+            Op::Shape { ns, dev, rate, latency, loss } => shape(ns.as_deref(), dev, *rate, *latency, *loss),
+            Op::CgroupAdd { path, quota_us, period_us } => {
+                for dir in cgroup_dirs(path) {
+                    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                match cgroup_version() {
+                    2 => {
+                        let d = cgroup_dirs(path).remove(0);
+                        let q = quota_us.map_or("max".to_string(), |q| q.to_string());
+                        write(&d.join("cpu.max"), &format!("{q} {period_us}"))?;
+                    }
+                    _ => {
+                        let d = Path::new(CGROUP_ROOT).join("cpu").join(path);
+                        write(&d.join("cpu.cfs_period_us"), &period_us.to_string())?;
+                        let q = quota_us.map_or("-1".to_string(), |q| q.to_string());
+                        write(&d.join("cpu.cfs_quota_us"), &q)?;
+                    }
+                }
+                Ok(None)
+            }
+            Op::CgroupJoin { path, pidfile } => {
+                let pid = read_pid(pidfile)?.ok_or_else(|| format!("no QEMU pid in {}", pidfile.display()))?;
+                for dir in cgroup_dirs(path) {
+                    write(&dir.join("cgroup.procs"), &pid.to_string())?;
+                }
+                Ok(None)
+            }
+            Op::CgroupDel { path } => {
+                for dir in cgroup_dirs(path).into_iter().rev() {
+                    rmdir_retry(&dir)?;
+                    // Remove the experiment's and mx's directories once empty.
+                    let mut parent = dir.parent();
+                    for _ in 0..2 {
+                        if let Some(p) = parent {
+                            let _ = fs::remove_dir(p);
+                            parent = p.parent();
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            Op::QemuStart { ns, argv, dir } => qemu_start(ns.as_deref(), argv, dir),
+            Op::QmpCont { socket } => {
+                let mut q = Qmp::connect(socket)?;
+                q.execute("cont")?;
+                Ok(None)
+            }
+            Op::WaitSerial { log, marker, timeout_s } => wait_serial(log, marker, *timeout_s),
+            Op::QemuStop { socket, pidfile } => qemu_stop(socket, pidfile),
+            Op::RemoveDir { path } => match fs::remove_dir_all(path) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+            Op::VfSet { .. } => Err(crate::unsupported_vf()),
+            Op::SwitchVlan { .. } => Err(crate::unsupported_switch()),
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> R<()> {
+    fs::write(path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+}
+
+fn rmdir_retry(dir: &Path) -> R<()> {
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Busy while the last QEMU threads exit.
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Where cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// 2 on a unified hierarchy, 1 on the legacy per-controller one.
+pub fn cgroup_version() -> u8 {
+    if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() { 2 } else { 1 }
+}
+
+/// The directories of cgroup `path`: one on v2; one per controller mx uses
+/// (cpu for bandwidth, cpuacct for accounting) on v1.
+pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    match cgroup_version() {
+        2 => vec![Path::new(CGROUP_ROOT).join(path)],
+        _ => ["cpu", "cpuacct"]
+            .iter()
+            .map(|c| Path::new(CGROUP_ROOT).join(c).join(path))
+            .filter(|p| p.ancestors().nth(path.split('/').count()).is_some_and(Path::exists))
+            .collect(),
+    }
+}
+
+fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
+    use aya::maps::{DevMapHash, Map};
+    use aya::programs::{Xdp, XdpMode, links::FdLink};
+    if XDP_OBJECT.is_empty() {
+        return Err("this mx was built without clang, so it has no XDP program; install clang and rebuild".into());
+    }
+    mount_bpffs()?;
+    if pin.join("link-a").exists() && pin.join("link-b").exists() {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(pin);
+    fs::create_dir_all(pin).map_err(|e| format!("{}: {e}", pin.display()))?;
+    let res = in_ns(ns, || {
+        let mut bpf = aya::Ebpf::load(XDP_OBJECT).map_err(|e| format!("load XDP object: {e}"))?;
+        let idx = |n: &str| -> R<u32> {
+            nix::net::if_::if_nametoindex(n).map_err(|e| format!("no tap `{n}`: {e}"))
+        };
+        let (ia, ib) = (idx(a)?, idx(b)?);
+        {
+            let map = bpf.map_mut("REDIRECT").ok_or("no REDIRECT map in the XDP object")?;
+            let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(io_err)?;
+            dm.insert(ia, ib, None, 0).map_err(io_err)?;
+            dm.insert(ib, ia, None, 0).map_err(io_err)?;
+        }
+        if let Some(m) = bpf.map("REDIRECT") {
+            m.pin(pin.join("map")).map_err(|e| format!("pin map: {e}"))?;
+        }
+        let prog: &mut Xdp = bpf
+            .program_mut("mx_redirect")
+            .ok_or("no mx_redirect program in the XDP object")?
+            .try_into()
+            .map_err(io_err)?;
+        prog.load().map_err(|e| format!("load XDP program: {e}"))?;
+        for (name, file) in [(a, "link-a"), (b, "link-b")] {
+            let id = prog.attach(name, XdpMode::Skb).map_err(|e| format!("attach XDP to {name}: {e}"))?;
+            let link = prog.take_link(id).map_err(io_err)?;
+            let fd: FdLink = link.try_into().map_err(|e| format!("XDP link on {name} is not a bpf_link: {e}"))?;
+            fd.pin(pin.join(file)).map_err(|e| format!("pin XDP link of {name}: {e}"))?;
+        }
+        let _ = Map::DevMapHash; // the map type the C program declares
+        Ok(())
+    });
+    if res.is_err() {
+        let _ = fs::remove_dir_all(pin);
+    }
+    res
+}
+
+fn mount_bpffs() -> R<()> {
+    let mounted = fs::read_to_string("/proc/self/mounts")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")))
+        .unwrap_or(false);
+    if !mounted {
+        nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount bpffs on /sys/fs/bpf: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether the kernel has netem (it is absent on some cloud kernels).
+fn has_netem() -> bool {
+    static NETEM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NETEM.get_or_init(|| {
+        // Probe on a dummy in a throwaway namespace, not on anything real.
+        let ns = format!("mxprobe-{}", std::process::id());
+        if netns_add(&ns).is_err() {
+            return false;
+        }
+        let ok = Command::new("ip")
+            .args(["-n", &ns, "link", "add", "p0", "type", "dummy"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("tc")
+                .args(["-n", &ns, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        let _ = netns_del(&ns);
+        ok
+    })
+}
+
+fn shape(ns: Option<&str>, dev: &str, rate: Option<u64>, latency: Option<u64>, loss: Option<f64>) -> R<Option<String>> {
+    let mut note = None;
+    let mut args: Vec<String> = Vec::new();
+    if let Some(n) = ns {
+        args.extend(["-n".into(), n.into()]);
+    }
+    args.extend(["qdisc", "replace", "dev", dev, "root"].map(String::from));
+    let wants_netem = latency.is_some() || loss.is_some();
+    if wants_netem && has_netem() {
+        args.push("netem".into());
+        if let Some(l) = latency {
+            args.extend(["delay".into(), format!("{}us", l / 1000)]);
+        }
+        if let Some(l) = loss {
+            args.extend(["loss".into(), format!("{}%", l * 100.0)]);
+        }
+        if let Some(r) = rate {
+            args.extend(["rate".into(), format!("{r}bit")]);
+        }
+    } else if let Some(r) = rate {
+        if wants_netem {
+            note = Some(format!("{dev}: this kernel has no netem; latency and loss are not emulated, only the rate"));
+        }
+        // A burst of at least 10 ms at the rate (and an MTU), queueing up to 50 ms.
+        let burst = (r / 8 / 100).max(3000);
+        args.extend(["tbf".into(), "rate".into(), format!("{r}bit"), "burst".into(), burst.to_string(), "latency".into(), "50ms".into()]);
+    } else {
+        return Ok(Some(format!("{dev}: this kernel has no netem; latency and loss are not emulated")));
+    }
+    let out = Command::new("tc").args(&args).output().map_err(|e| format!("run tc: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(note)
+}
+
+fn read_pid(pidfile: &Path) -> R<Option<i32>> {
+    match fs::read_to_string(pidfile) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", pidfile.display())),
+    }
+}
+
+/// Whether `pid` is a live QEMU (not a zombie, not a recycled pid).
+fn qemu_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let comm_ok = fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu"));
+    comm_ok && !after.starts_with('Z')
+}
+
+fn qemu_start(ns: Option<&str>, argv: &[String], dir: &Path) -> R<Option<String>> {
+    if let Some(pid) = read_pid(&dir.join("qemu.pid"))?
+        && qemu_alive(pid)
+    {
+        return Ok(None);
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for f in ["qmp.sock", "serial.log", "qemu.pid"] {
+        let _ = fs::remove_file(dir.join(f));
+    }
+    let mut cmd = match ns {
+        Some(n) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", n]);
+            c.args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let out = cmd.output().map_err(|e| format!("start {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} exited with {}: {}",
+            argv[0],
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(None)
+}
+
+fn wait_serial(log: &Path, marker: &str, timeout_s: u64) -> R<Option<String>> {
+    let start = Instant::now();
+    let pidfile = log.with_file_name("qemu.pid");
+    loop {
+        if let Ok(text) = fs::read(log)
+            && String::from_utf8_lossy(&text).contains(marker)
+        {
+            return Ok(None);
+        }
+        let alive = read_pid(&pidfile)?.is_some_and(qemu_alive);
+        if !alive || start.elapsed() > Duration::from_secs(timeout_s) {
+            let text = fs::read(log).map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "{} before the guest said `{marker}`; the console's last lines:\n    {}",
+                if alive { format!("waited {timeout_s} s") } else { "QEMU exited".to_string() },
+                tail.join("\n    ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn qemu_stop(socket: &Path, pidfile: &Path) -> R<Option<String>> {
+    let Some(pid) = read_pid(pidfile)? else { return Ok(None) };
+    if !qemu_alive(pid) {
+        return Ok(None);
+    }
+    if let Ok(mut q) = Qmp::connect(socket) {
+        let _ = q.execute("quit");
+    }
+    let start = Instant::now();
+    while qemu_alive(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if qemu_alive(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let start = Instant::now();
+        while qemu_alive(pid) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Ok(Some(format!("QEMU {pid} did not quit through QMP; killed")));
+    }
+    Ok(None)
+}
+
+/// A minimal QMP client: the greeting, `qmp_capabilities`, then commands,
+/// skipping asynchronous events.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects and negotiates capabilities.
+    pub fn connect(path: &Path) -> R<Qmp> {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_err)?;
+                    let writer = s.try_clone().map_err(io_err)?;
+                    let mut q = Qmp { reader: BufReader::new(s), writer };
+                    let greeting = q.line()?;
+                    if greeting.get("QMP").is_none() {
+                        return Err(format!("{}: not a QMP greeting", path.display()));
+                    }
+                    q.execute("qmp_capabilities")?;
+                    return Ok(q);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("QMP socket {}: {last}", path.display()))
+    }
+
+    fn line(&mut self) -> R<serde_json::Value> {
+        let mut buf = String::new();
+        if self.reader.read_line(&mut buf).map_err(io_err)? == 0 {
+            return Err("QMP connection closed".into());
+        }
+        serde_json::from_str(&buf).map_err(|e| format!("QMP sent bad JSON: {e}"))
+    }
+
+    /// Runs a command without arguments and returns its `return` value.
+    pub fn execute(&mut self, cmd: &str) -> R<serde_json::Value> {
+        writeln!(self.writer, "{}", serde_json::json!({ "execute": cmd })).map_err(io_err)?;
+        loop {
+            let v = match self.line() {
+                // `quit` may close the socket before it answers.
+                Err(_) if cmd == "quit" => return Ok(serde_json::Value::Null),
+                other => other?,
+            };
+            if v.get("event").is_some() {
+                continue;
+            }
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("QMP {cmd}: {}", e["desc"].as_str().unwrap_or("error")));
+            }
+        }
+    }
+}

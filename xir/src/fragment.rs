@@ -1,0 +1,257 @@
+//! Materialization fragments: self-describing units of work that the runtime
+//! turns into a task DAG. Each names its host, its scope (global pieces are
+//! set up across hosts before any host's local plumbing) and its kind; the
+//! runtime checks `version` and the bundle manifest's digests before it
+//! touches anything.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The fragment schema version this crate writes and accepts.
+pub const FRAGMENT_VERSION: &str = "mx-fragment/0.1";
+
+/// Who sets a fragment up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The automation layer, across hosts (VTEPs, VFs, switch VLANs).
+    Global,
+    /// One host's hypervisor manager (bridges, taps, XDP, VMs, emulation).
+    Local,
+}
+
+/// One unit of work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Fragment {
+    /// [`FRAGMENT_VERSION`].
+    pub version: String,
+    /// Unique within the experiment, `kind/name` (`tap/tab12cd0`).
+    pub id: String,
+    /// The realization it belongs to.
+    pub experiment: String,
+    /// The host it is for.
+    pub host: String,
+    /// Global or local.
+    pub scope: Scope,
+    /// What to set up.
+    #[serde(flatten)]
+    pub spec: Spec,
+}
+
+/// What a fragment sets up. Interface names are at most 15 bytes (the
+/// kernel's limit) and unique per host across experiments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Spec {
+    /// A hypervisor that is a network namespace on this machine, joined to
+    /// the facility's underlay bridge by a veth pair. Shared by every
+    /// experiment on the host: created if absent, removed with the last one.
+    Netns {
+        /// The namespace (`mxh-ns0`).
+        netns: String,
+        /// The namespace holding the underlay bridge.
+        underlay_netns: String,
+        /// The underlay address with prefix (`192.0.2.1/24`).
+        underlay_addr: String,
+        /// The host side of the veth pair (inside `netns`).
+        device: String,
+        /// The bridge side of the veth pair (inside `underlay_netns`).
+        peer: String,
+    },
+    /// A VXLAN tunnel endpoint with a static flood list.
+    Vtep {
+        /// The device.
+        device: String,
+        /// VXLAN network identifier.
+        vni: u32,
+        /// This host's underlay address.
+        local: String,
+        /// The other hosts' underlay addresses (the flood list).
+        remotes: Vec<String>,
+        /// UDP port.
+        port: u16,
+    },
+    /// An SR-IOV virtual function with VLAN switch tagging and spoofcheck.
+    Vf {
+        /// Host port of the physical function.
+        pf_port: u32,
+        /// VF index.
+        vf: u32,
+        /// VLAN tag applied by the NIC.
+        vlan: u16,
+        /// The VF's fixed MAC.
+        mac: String,
+        /// Spoof checking (always on for experiment VFs).
+        spoofcheck: bool,
+    },
+    /// A switch access port placed in a VLAN (and, on VXLAN leaves, the
+    /// VLAN mapped to the link's VNI).
+    SwitchVlan {
+        /// The host port cabled to the switch.
+        port: u32,
+        /// VLAN tag.
+        vlan: u16,
+        /// VNI the VLAN maps to, when the link crosses leaves.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+    },
+    /// A tap for one VM NIC.
+    Tap {
+        /// The device.
+        device: String,
+        /// The VM it belongs to.
+        vm: String,
+    },
+    /// A bridge joining the taps (and VTEP) of one link segment on a host:
+    /// one bridge per link, so links are isolated by construction, and ports
+    /// are isolated from each other unless the link joins them.
+    Bridge {
+        /// The device.
+        device: String,
+        /// Member devices (taps, VTEP).
+        ports: Vec<String>,
+    },
+    /// Two taps joined by an XDP devmap redirect, without a bridge.
+    XdpPair {
+        /// One tap.
+        a: String,
+        /// The other tap.
+        b: String,
+    },
+    /// A virtual machine.
+    Vm(Box<VmSpec>),
+    /// Rate, delay and loss on a tap (towards the VM).
+    Emulation {
+        /// The device shaped.
+        device: String,
+        /// Rate limit in bits per second.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<u64>,
+        /// One-way delay in nanoseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency: Option<u64>,
+        /// Loss fraction.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss: Option<f64>,
+    },
+}
+
+impl Spec {
+    /// The kind as written in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::Netns { .. } => "netns",
+            Spec::Vtep { .. } => "vtep",
+            Spec::Vf { .. } => "vf",
+            Spec::SwitchVlan { .. } => "switch_vlan",
+            Spec::Tap { .. } => "tap",
+            Spec::Bridge { .. } => "bridge",
+            Spec::XdpPair { .. } => "xdp_pair",
+            Spec::Vm(_) => "vm",
+            Spec::Emulation { .. } => "emulation",
+        }
+    }
+}
+
+/// Everything QEMU needs for one VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VmSpec {
+    /// The experiment node.
+    pub name: String,
+    /// Guest architecture (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// QEMU machine type (`q35`, `virt`).
+    pub machine: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in bytes (recorded; the bundled guest runs from its initramfs).
+    pub disk: u64,
+    /// Image name; the runtime resolves it to a kernel and initramfs.
+    pub image: String,
+    /// Network interfaces in socket order.
+    pub nics: Vec<VmNic>,
+    /// Fraction of a host core each vCPU may use (CPU bandwidth), if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
+    /// Time dilation factor, if asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdf: Option<f64>,
+    /// Neighbour addresses the guest checks it can reach once up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<String>,
+}
+
+/// One VM network interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmNic {
+    /// The experiment link it belongs to.
+    pub link: String,
+    /// Guest NIC model (`virtio`, `e1000`, ...; `vf`, `passthrough`).
+    pub model: String,
+    /// Deterministic MAC.
+    pub mac: String,
+    /// Addresses configured in the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
+    /// How it attaches.
+    pub attach: NicAttach,
+    /// Turn checksum and segmentation offloads off (needed on an XDP
+    /// redirect, which hands packets on before the kernel fills checksums in).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_offload: bool,
+}
+
+/// How a VM NIC reaches the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NicAttach {
+    /// A tap on the hypervisor.
+    Tap {
+        /// The tap device.
+        device: String,
+    },
+    /// An SR-IOV virtual function.
+    Vf {
+        /// Host port of the physical function.
+        pf_port: u32,
+        /// VF index.
+        vf: u32,
+    },
+    /// A whole physical port handed to the VM.
+    Passthrough {
+        /// Host port.
+        port: u32,
+    },
+}
+
+/// The index of one host's bundle: every fragment file with its digest, so
+/// that a tampered or truncated bundle is refused before anything runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Manifest {
+    /// [`FRAGMENT_VERSION`].
+    pub version: String,
+    /// The realization.
+    pub experiment: String,
+    /// The host.
+    pub host: String,
+    /// Fragment files in DAG-friendly order.
+    pub fragments: Vec<ManifestEntry>,
+}
+
+/// One fragment file of a bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ManifestEntry {
+    /// The fragment id.
+    pub id: String,
+    /// File name inside the bundle directory.
+    pub file: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+/// The JSON Schema of a fragment.
+pub fn fragment_schema() -> String {
+    crate::to_json_pretty(&schemars::schema_for!(Fragment))
+}
