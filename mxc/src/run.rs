@@ -186,6 +186,25 @@ impl Progress {
 }
 
 pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
+    if args.model.is_dir() {
+        return up_bundles(args);
+    }
+    // Refuse a second `up` before realizing (which would trip over the
+    // first one's allocation with a less useful message).
+    if !args.dry_run {
+        let name = args.name.clone().or_else(|| model_name(&args.model, &args.model_options));
+        if let Some(n) = name {
+            let rt = Runtime::from_env();
+            if rt.state_dir(&n).exists() {
+                show(&[Diagnostic::error(
+                    "E0403",
+                    format!("experiment `{n}` is already up on this machine (state in {})", rt.state_dir(&n).display()),
+                )
+                .help(format!("`mxc status {n}` shows it; `mxc down {n}` removes it"))]);
+                return Status::Failure;
+            }
+        }
+    }
     let rargs = RealizeArgs {
         model: args.model.clone(),
         facility: args.facility.clone(),
@@ -235,10 +254,48 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         eprintln!("error: {e}");
         return release(false, &args.db, &real.name, Status::Error);
     }
+    run_up(&rt, &bundles, &real.name, &args.db)
+}
+
+/// `mxc up DIR`: bundles written by `mxc materialize`, checked before
+/// anything is touched. The allocation is the realizer's business: the
+/// bundles were realized (and allocated) already.
+fn up_bundles(args: &UpArgs) -> Status {
+    let bundles = match mx_runtime::bundle::load_dir(&args.model) {
+        Ok(b) => b,
+        Err(d) => {
+            show(&[d]);
+            return Status::Failure;
+        }
+    };
+    let name = bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .map(|f| f.experiment.clone())
+        .next()
+        .unwrap_or_default();
+    let rt = Runtime::from_env();
+    if args.dry_run {
+        return match rt.plan(&bundles, false) {
+            Ok((plan, _)) => crate::write_stdout(&plan.dag.describe()),
+            Err(d) => {
+                show(&d);
+                Status::Failure
+            }
+        };
+    }
+    if let Err(e) = rt.ensure_default_image() {
+        eprintln!("error: {e}");
+        return Status::Error;
+    }
+    run_up(&rt, &bundles, &name, &None)
+}
+
+fn run_up(rt: &Runtime, bundles: &[mx_materializer::Bundle], name: &str, db: &Option<PathBuf>) -> Status {
     let started = Instant::now();
     let total: usize = bundles.iter().map(|b| b.fragments.len()).sum();
     let mut progress = Progress::new(total);
-    match rt.up(&bundles, &mut |e| progress.event(e)) {
+    match rt.up(bundles, &mut |e| progress.event(e)) {
         Ok(plan) => {
             for n in &plan.notes {
                 eprintln!("note: {n}");
@@ -249,11 +306,8 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
                 .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
                 .count();
             eprintln!(
-                "`{}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {}` shows it, `mxc down {}` removes it",
-                real.name,
+                "`{name}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {name}` shows it, `mxc down {name}` removes it",
                 started.elapsed().as_secs_f64(),
-                real.name,
-                real.name
             );
             Status::Success
         }
@@ -263,13 +317,20 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
             if already || d.iter().any(|d| d.code == "E0405" || d.code == "E0402") {
                 // Nothing was touched: give the allocation back.
                 if !already {
-                    return release(false, &args.db, &real.name, Status::Failure);
+                    return release(false, db, name, Status::Failure);
                 }
                 return Status::Failure;
             }
             Status::Failure
         }
     }
+}
+
+/// The experiment name a model compiles to, if it compiles.
+fn model_name(path: &std::path::Path, opts: &ModelOptions) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let out = mx_compiler::compile(&path.display().to_string(), &text, &opts.compiler_options());
+    out.xir.map(|x| x.name)
 }
 
 /// Gives back an allocation made by `up` when nothing came of it.
@@ -348,7 +409,12 @@ pub fn status(args: &StatusArgs) -> Status {
     if args.json {
         let guests: serde_json::Map<String, serde_json::Value> = vms
             .iter()
-            .map(|v| (v.clone(), serde_json::json!(rt.guest_report(name, v))))
+            .map(|v| {
+                (
+                    v.clone(),
+                    serde_json::json!({ "running": rt.vm_alive(name, v), "console": rt.guest_report(name, v) }),
+                )
+            })
             .collect();
         let doc = serde_json::json!({ "state": state, "guests": guests });
         return crate::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
@@ -372,6 +438,11 @@ pub fn status(args: &StatusArgs) -> Status {
     if !vms.is_empty() {
         out.push_str("\nguests (their console reports):\n");
         for v in &vms {
+            let alive = rt.vm_alive(name, v);
+            out.push_str(&format!(
+                "  {v}: QEMU {}\n",
+                if alive { "running" } else { "NOT RUNNING" }
+            ));
             for line in rt.guest_report(name, v) {
                 out.push_str(&format!("  {line}\n"));
             }

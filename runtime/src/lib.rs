@@ -322,6 +322,7 @@ impl Runtime {
         match res {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&paths.bpf);
+                let _ = std::fs::remove_dir(&self.bpf); // only when no other experiment has pins
                 std::fs::remove_dir_all(&dir).map_err(|e| vec![Diagnostic::error("E0404", format!("cannot remove {}: {e}", dir.display()))])?;
                 Ok(Vec::new())
             }
@@ -342,11 +343,17 @@ impl Runtime {
         exec::State::load(&dir).map_err(|e| Diagnostic::error("E0402", e))
     }
 
+    /// Whether a VM's QEMU is running.
+    pub fn vm_alive(&self, name: &str, vm: &str) -> bool {
+        let pidfile = self.state_dir(name).join("vm").join(vm).join("qemu.pid");
+        real::pid_alive(&pidfile)
+    }
+
     /// What a VM's guest reported on its console: `MX-` lines.
     pub fn guest_report(&self, name: &str, vm: &str) -> Vec<String> {
         let log = self.state_dir(name).join("vm").join(vm).join("serial.log");
         std::fs::read(log)
-            .map(|t| String::from_utf8_lossy(&t).lines().filter(|l| l.starts_with("MX-")).map(|l| l.trim_end().to_string()).collect())
+            .map(|t| String::from_utf8_lossy(&t).lines().filter_map(|l| l.find("MX-").map(|i| &l[i..])).map(|l| l.trim_end().to_string()).collect())
             .unwrap_or_default()
     }
 

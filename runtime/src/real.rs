@@ -633,6 +633,11 @@ fn read_pid(pidfile: &Path) -> R<Option<i32>> {
     }
 }
 
+/// Whether the QEMU of a pid file is running.
+pub fn pid_alive(pidfile: &Path) -> bool {
+    read_pid(pidfile).ok().flatten().is_some_and(qemu_alive)
+}
+
 /// Whether `pid` is a live QEMU (not a zombie, not a recycled pid).
 fn qemu_alive(pid: i32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
