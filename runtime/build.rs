@@ -13,7 +13,17 @@ fn main() {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let multiarch = format!("/usr/include/{arch}-linux-gnu");
     let status = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
-        .args(["-O2", "-g", "-target", "bpf", "-I", &multiarch, "-c", "bpf/xdp_redirect.c", "-o"])
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I",
+            &multiarch,
+            "-c",
+            "bpf/xdp_redirect.c",
+            "-o",
+        ])
         .arg(&obj)
         .status();
     match status {

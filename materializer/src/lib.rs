@@ -57,7 +57,8 @@ pub fn underlay_netns(facility: &str) -> String {
 pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
     let t = tag(&real.name);
     let tag_bytes = u32::from_str_radix(&t, 16).expect("hex tag");
-    let hosts: BTreeMap<&str, &HostPlan> = real.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let hosts: BTreeMap<&str, &HostPlan> =
+        real.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
     let mut out: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
     let frag = |host: &str, scope: Scope, id: String, spec: Spec| Fragment {
         version: FRAGMENT_VERSION.to_string(),
@@ -93,7 +94,11 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
     // VM NICs, built link by link, then attached to their VMs in socket order.
     let mut nics: BTreeMap<&str, Vec<(u32, VmNic)>> = BTreeMap::new();
     let mut neighbours: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let mode: BTreeMap<&str, Mode> = real.nodes.iter().map(|p| (p.node.as_str(), p.mode)).collect();
+    let mode: BTreeMap<&str, Mode> = real
+        .nodes
+        .iter()
+        .map(|p| (p.node.as_str(), p.mode))
+        .collect();
     let mut local: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
     let mut nic_count: u32 = 0;
     for (li, link) in real.links.iter().enumerate() {
@@ -103,7 +108,11 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 .endpoints
                 .iter()
                 .filter(|o| o.node != ep.node)
-                .flat_map(|o| o.addrs.iter().map(|a| a.split('/').next().unwrap_or(a).to_string()))
+                .flat_map(|o| {
+                    o.addrs
+                        .iter()
+                        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                })
                 .collect();
             let vm = mode.get(ep.node.as_str()) == Some(&Mode::Vm);
             let mac = mac(tag_bytes, nic_count);
@@ -155,7 +164,10 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                             vni: link.vni,
                         },
                     ));
-                    (NicAttach::Passthrough { port: *port }, "passthrough".to_string())
+                    (
+                        NicAttach::Passthrough { port: *port },
+                        "passthrough".to_string(),
+                    )
                 }
             };
             if vm {

@@ -32,7 +32,15 @@ fn local_example_bundles() {
         .flat_map(|b| &b.fragments)
         .map(|f| f.spec.kind())
         .collect();
-    for k in ["netns", "vtep", "tap", "bridge", "xdp_pair", "vm", "emulation"] {
+    for k in [
+        "netns",
+        "vtep",
+        "tap",
+        "bridge",
+        "xdp_pair",
+        "vm",
+        "emulation",
+    ] {
         assert!(kinds.contains(k), "no {k} fragment: {kinds:?}");
     }
 }
@@ -68,7 +76,9 @@ fn experiments_get_distinct_devices_and_macs() {
         bs.iter()
             .flat_map(|b| &b.fragments)
             .filter_map(|f| match &f.spec {
-                mx_xir::Spec::Tap { device, .. } | mx_xir::Spec::Bridge { device, .. } => Some(device.clone()),
+                mx_xir::Spec::Tap { device, .. } | mx_xir::Spec::Bridge { device, .. } => {
+                    Some(device.clone())
+                }
                 _ => None,
             })
             .collect()

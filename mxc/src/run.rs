@@ -171,13 +171,25 @@ impl Progress {
                 match res {
                     Ok(None) if self.tty => {}
                     Ok(None) => {
-                        let _ = writeln!(err, "[{:>3}/{}] ok    {id} ({ms} ms)", self.done, self.total);
+                        let _ = writeln!(
+                            err,
+                            "[{:>3}/{}] ok    {id} ({ms} ms)",
+                            self.done, self.total
+                        );
                     }
                     Ok(Some(note)) => {
-                        let _ = writeln!(err, "[{:>3}/{}] ok    {id} ({ms} ms): {note}", self.done, self.total);
+                        let _ = writeln!(
+                            err,
+                            "[{:>3}/{}] ok    {id} ({ms} ms): {note}",
+                            self.done, self.total
+                        );
                     }
                     Err(e) => {
-                        let _ = writeln!(err, "[{:>3}/{}] FAIL  {id} ({ms} ms): {e}", self.done, self.total);
+                        let _ = writeln!(
+                            err,
+                            "[{:>3}/{}] FAIL  {id} ({ms} ms): {e}",
+                            self.done, self.total
+                        );
                     }
                 }
             }
@@ -192,15 +204,23 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
     // Refuse a second `up` before realizing (which would trip over the
     // first one's allocation with a less useful message).
     if !args.dry_run {
-        let name = args.name.clone().or_else(|| model_name(&args.model, &args.model_options));
+        let name = args
+            .name
+            .clone()
+            .or_else(|| model_name(&args.model, &args.model_options));
         if let Some(n) = name {
             let rt = Runtime::from_env();
             if rt.state_dir(&n).exists() {
                 show(&[Diagnostic::error(
                     "E0403",
-                    format!("experiment `{n}` is already up on this machine (state in {})", rt.state_dir(&n).display()),
+                    format!(
+                        "experiment `{n}` is already up on this machine (state in {})",
+                        rt.state_dir(&n).display()
+                    ),
                 )
-                .help(format!("`mxc status {n}` shows it; `mxc down {n}` removes it"))]);
+                .help(format!(
+                    "`mxc status {n}` shows it; `mxc down {n}` removes it"
+                ))]);
                 return Status::Failure;
             }
         }
@@ -291,7 +311,12 @@ fn up_bundles(args: &UpArgs) -> Status {
     run_up(&rt, &bundles, &name, &None)
 }
 
-fn run_up(rt: &Runtime, bundles: &[mx_materializer::Bundle], name: &str, db: &Option<PathBuf>) -> Status {
+fn run_up(
+    rt: &Runtime,
+    bundles: &[mx_materializer::Bundle],
+    name: &str,
+    db: &Option<PathBuf>,
+) -> Status {
     let started = Instant::now();
     let total: usize = bundles.iter().map(|b| b.fragments.len()).sum();
     let mut progress = Progress::new(total);
@@ -344,7 +369,10 @@ fn release(dry_run: bool, db: &Option<PathBuf>, name: &str, status: Status) -> S
 
 pub fn down(args: &DownArgs) -> Status {
     let rt = Runtime::from_env();
-    let total = rt.bundles(&args.name).map(|b| b.iter().map(|b| b.fragments.len()).sum()).unwrap_or(0);
+    let total = rt
+        .bundles(&args.name)
+        .map(|b| b.iter().map(|b| b.fragments.len()).sum())
+        .unwrap_or(0);
     let mut progress = Progress::new(total);
     let started = Instant::now();
     match rt.down(&args.name, args.dry_run, &mut |e| {
@@ -360,17 +388,29 @@ pub fn down(args: &DownArgs) -> Status {
             crate::write_stdout(&out)
         }
         Ok(_) => {
-            let db = args.db.clone().unwrap_or_else(mx_realizer::table::default_path);
+            let db = args
+                .db
+                .clone()
+                .unwrap_or_else(mx_realizer::table::default_path);
             if db.exists() {
-                match mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(&args.name)) {
+                match mx_realizer::table::Table::open(&db)
+                    .and_then(|mut t| t.relinquish(&args.name))
+                {
                     Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => {}
                     Err(e) => {
-                        eprintln!("error: `{}` is down, but its allocation remains: {e}", args.name);
+                        eprintln!(
+                            "error: `{}` is down, but its allocation remains: {e}",
+                            args.name
+                        );
                         return Status::Error;
                     }
                 }
             }
-            eprintln!("`{}` is down ({:.1} s)", args.name, started.elapsed().as_secs_f64());
+            eprintln!(
+                "`{}` is down ({:.1} s)",
+                args.name,
+                started.elapsed().as_secs_f64()
+            );
             Status::Success
         }
         Err(d) => {
@@ -385,7 +425,10 @@ pub fn status(args: &StatusArgs) -> Status {
     let Some(name) = &args.name else {
         let mut out = String::new();
         for n in rt.list() {
-            let phase = rt.status(&n).map(|s| s.phase).unwrap_or_else(|_| "unreadable".into());
+            let phase = rt
+                .status(&n)
+                .map(|s| s.phase)
+                .unwrap_or_else(|_| "unreadable".into());
             out.push_str(&format!("{n:<24} {phase}\n"));
         }
         if out.is_empty() {
@@ -417,9 +460,15 @@ pub fn status(args: &StatusArgs) -> Status {
             })
             .collect();
         let doc = serde_json::json!({ "state": state, "guests": guests });
-        return crate::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+        return crate::write_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        ));
     }
-    let mut out = format!("experiment `{name}`: {} (accelerator {})\n\n", state.phase, state.accel);
+    let mut out = format!(
+        "experiment `{name}`: {} (accelerator {})\n\n",
+        state.phase, state.accel
+    );
     for t in &state.tasks {
         let s = match t.status {
             TaskStatus::Pending => "pending",
@@ -470,7 +519,11 @@ pub fn image(args: &ImageArgs) -> Status {
         eprintln!(
             "{}: {}",
             dir.display(),
-            if ready { "built" } else { "not built (mxc image --build)" }
+            if ready {
+                "built"
+            } else {
+                "not built (mxc image --build)"
+            }
         );
         Status::Success
     }

@@ -23,13 +23,23 @@ fn root() -> PathBuf {
 /// False (and a note) when this machine cannot run the tests.
 fn can_run() -> bool {
     let is_root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
-    let qemu = Command::new("qemu-system-x86_64").arg("--version").output().is_ok();
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok();
     if is_root && qemu {
         return true;
     }
-    let why = if is_root { "qemu-system-x86_64 is not installed" } else { "not root" };
+    let why = if is_root {
+        "qemu-system-x86_64 is not installed"
+    } else {
+        "not root"
+    };
     assert!(
         std::env::var_os("MX_REQUIRE_E2E").is_none(),
         "MX_REQUIRE_E2E is set but {why}"
@@ -64,7 +74,11 @@ impl Env {
 
     fn status(&self, name: &str) -> serde_json::Value {
         let out = self.mxc(&["status", name, "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
@@ -84,7 +98,10 @@ impl Env {
             if done {
                 return s["guests"].clone();
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "guests did not finish pinging: {s:#}");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "guests did not finish pinging: {s:#}"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -92,10 +109,19 @@ impl Env {
     /// Nothing of experiment `name` is left on the machine.
     fn assert_clean(&self, name: &str) {
         for ns in ["mxh-ns0", "mxh-ns1", "mxu-local"] {
-            assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} is left");
+            assert!(
+                !Path::new("/run/netns").join(ns).exists(),
+                "namespace {ns} is left"
+            );
         }
-        assert!(!self.dir.join("run").join(name).exists(), "state directory is left");
-        assert!(!Path::new("/sys/fs/bpf/mx").join(name).exists(), "BPF pins are left");
+        assert!(
+            !self.dir.join("run").join(name).exists(),
+            "state directory is left"
+        );
+        assert!(
+            !Path::new("/sys/fs/bpf/mx").join(name).exists(),
+            "BPF pins are left"
+        );
         for c in ["cpu", "cpuacct"] {
             let p = Path::new("/sys/fs/cgroup").join(c).join("mx").join(name);
             assert!(!p.exists(), "cgroup {} is left", p.display());
@@ -106,7 +132,12 @@ impl Env {
             let live: Vec<String> = std::fs::read_dir("/proc")
                 .unwrap()
                 .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .filter(|e| {
                     let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
                     String::from_utf8_lossy(&cmd).contains(&state)
@@ -116,7 +147,10 @@ impl Env {
             if live.is_empty() {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "QEMU processes are left: {live:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "QEMU processes are left: {live:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -151,7 +185,11 @@ fn up_pings_and_down_leaves_nothing() {
     let env = Env::new("main");
     let up = env.mxc(&["up", "examples/local.mx"]);
     assert!(up.status.success(), "mxc up failed:\n{}", stderr(&up));
-    assert!(stderr(&up).contains("`local` is up: 21 tasks, 4 VMs ready"), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("`local` is up: 21 tasks, 4 VMs ready"),
+        "{}",
+        stderr(&up)
+    );
 
     let guests = env.pings("local");
     let expect = [
@@ -161,25 +199,47 @@ fn up_pings_and_down_leaves_nothing() {
         ("d", vec!["10.0.3.1"]),
     ];
     for (vm, ips) in expect {
-        let console: Vec<&str> = guests[vm]["console"].as_array().unwrap().iter().filter_map(|l| l.as_str()).collect();
-        assert!(console.contains(&format!("MX-READY {vm}").as_str()), "{vm}: {console:?}");
+        let console: Vec<&str> = guests[vm]["console"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.as_str())
+            .collect();
+        assert!(
+            console.contains(&format!("MX-READY {vm}").as_str()),
+            "{vm}: {console:?}"
+        );
         for ip in ips {
             let line = format!("MX-PING {vm} {ip} ok");
-            assert!(console.contains(&line.as_str()), "{vm} cannot reach {ip}: {console:?}");
+            assert!(
+                console.contains(&line.as_str()),
+                "{vm} cannot reach {ip}: {console:?}"
+            );
         }
         assert!(guests[vm]["running"].as_bool().unwrap());
     }
 
     // The XDP pair is really there: both taps carry a program.
-    let links = Command::new("ip").args(["-n", "mxh-ns0", "-d", "link", "show"]).output().unwrap();
+    let links = Command::new("ip")
+        .args(["-n", "mxh-ns0", "-d", "link", "show"])
+        .output()
+        .unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert_eq!(links.matches("prog/xdp").count(), 2, "{links}");
 
     // A second `up` of the same experiment is refused, and changes nothing.
     let again = env.mxc(&["up", "examples/local.mx"]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
-    assert!(stderr(&again).contains("E0403") && stderr(&again).contains("already up"), "{}", stderr(&again));
-    assert!(env.status("local")["guests"]["a"]["running"].as_bool().unwrap());
+    assert!(
+        stderr(&again).contains("E0403") && stderr(&again).contains("already up"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        env.status("local")["guests"]["a"]["running"]
+            .as_bool()
+            .unwrap()
+    );
 
     let down = env.mxc(&["down", "local"]);
     assert!(down.status.success(), "mxc down failed:\n{}", stderr(&down));
@@ -203,11 +263,26 @@ fn a_qemu_that_dies_is_reported_and_cleaned_up() {
     let up = env.mxc(&["up", "examples/local.mx"]);
     assert!(up.status.success(), "{}", stderr(&up));
     let pidfile = env.dir.join("run/local/vm/d/qemu.pid");
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
-    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = Instant::now();
-    while env.status("local")["guests"]["d"]["running"].as_bool().unwrap() {
-        assert!(start.elapsed() < Duration::from_secs(10), "status still says d runs");
+    while env.status("local")["guests"]["d"]["running"]
+        .as_bool()
+        .unwrap()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "status still says d runs"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = env.mxc(&["status", "local"]);
@@ -227,13 +302,31 @@ fn a_task_that_fails_stops_the_run_and_down_cleans_up() {
     // Occupy the name of the LAN's bridge on ns0 with a device that is not
     // a bridge (a veth): enslaving the taps to it fails half-way through the DAG.
     let tag = mx_tag("local");
-    assert!(Command::new("ip").args(["netns", "add", "mxh-ns0"]).status().unwrap().success());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", "mxh-ns0"])
+            .status()
+            .unwrap()
+            .success()
+    );
     let dummy = format!("b{tag}1");
     let peer = format!("p{tag}");
-    assert!(Command::new("ip").args(["-n", "mxh-ns0", "link", "add", &dummy, "type", "veth", "peer", "name", &peer]).status().unwrap().success());
+    assert!(
+        Command::new("ip")
+            .args([
+                "-n", "mxh-ns0", "link", "add", &dummy, "type", "veth", "peer", "name", &peer
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
     let up = env.mxc(&["up", "examples/local.mx"]);
     assert_eq!(up.status.code(), Some(1), "{}", stderr(&up));
-    assert!(stderr(&up).contains("E0404") && stderr(&up).contains(&format!("bridge/ns0/{dummy}")), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("E0404") && stderr(&up).contains(&format!("bridge/ns0/{dummy}")),
+        "{}",
+        stderr(&up)
+    );
     let s = env.status("local");
     assert_eq!(s["state"]["phase"], "failed");
     let tasks = s["state"]["tasks"].as_array().unwrap();
@@ -254,10 +347,23 @@ fn tampered_bundles_are_refused_before_anything_is_touched() {
     }
     let env = Env::new("tamper");
     let real = env.dir.join("real.json");
-    let out = env.mxc(&["realize", "examples/local.mx", "--facility", "examples/facilities/local.mx", "--dry-run", "-o", real.to_str().unwrap()]);
+    let out = env.mxc(&[
+        "realize",
+        "examples/local.mx",
+        "--facility",
+        "examples/facilities/local.mx",
+        "--dry-run",
+        "-o",
+        real.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let bundles = env.dir.join("bundles");
-    let out = env.mxc(&["materialize", real.to_str().unwrap(), "-o", bundles.to_str().unwrap()]);
+    let out = env.mxc(&[
+        "materialize",
+        real.to_str().unwrap(),
+        "-o",
+        bundles.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Turn d's VM into a 64-vCPU one.
     let vm = std::fs::read_dir(bundles.join("ns1"))
@@ -265,13 +371,22 @@ fn tampered_bundles_are_refused_before_anything_is_touched() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with("vm-d.json"))
         .unwrap();
-    let text = std::fs::read_to_string(&vm).unwrap().replace("\"vcpus\": 1", "\"vcpus\": 64");
+    let text = std::fs::read_to_string(&vm)
+        .unwrap()
+        .replace("\"vcpus\": 1", "\"vcpus\": 64");
     std::fs::write(&vm, text).unwrap();
     let up = env.mxc(&["up", bundles.to_str().unwrap()]);
     assert_eq!(up.status.code(), Some(1), "{}", stderr(&up));
-    assert!(stderr(&up).contains("E0402") && stderr(&up).contains("does not match its digest"), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("E0402") && stderr(&up).contains("does not match its digest"),
+        "{}",
+        stderr(&up)
+    );
     for ns in ["mxh-ns0", "mxh-ns1", "mxu-local"] {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} was created");
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} was created"
+        );
     }
     assert!(!env.dir.join("run/local").exists());
 }

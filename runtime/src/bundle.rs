@@ -20,8 +20,12 @@ const REMATERIALIZE: &str =
 /// Reads every `<host>/manifest.json` under `dir`, checking each fragment
 /// file against its digest. Hosts come back sorted by name.
 pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| bad(format!("cannot read bundle directory {}: {e}", dir.display()), REMATERIALIZE))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        bad(
+            format!("cannot read bundle directory {}: {e}", dir.display()),
+            REMATERIALIZE,
+        )
+    })?;
     let mut hosts: Vec<_> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -30,7 +34,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
     hosts.sort();
     if hosts.is_empty() {
         return Err(bad(
-            format!("{} holds no bundle (no <host>/manifest.json)", dir.display()),
+            format!(
+                "{} holds no bundle (no <host>/manifest.json)",
+                dir.display()
+            ),
             REMATERIALIZE,
         ));
     }
@@ -40,11 +47,20 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
 /// Reads one host's bundle directory.
 pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
     let mpath = hdir.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath)
-        .map_err(|e| bad(format!("cannot read {}: {e}", mpath.display()), REMATERIALIZE))?;
+    let text = std::fs::read_to_string(&mpath).map_err(|e| {
+        bad(
+            format!("cannot read {}: {e}", mpath.display()),
+            REMATERIALIZE,
+        )
+    })?;
     let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
         bad(
-            format!("{}:{}:{}: malformed manifest: {e}", mpath.display(), e.line(), e.column()),
+            format!(
+                "{}:{}:{}: malformed manifest: {e}",
+                mpath.display(),
+                e.line(),
+                e.column()
+            ),
             REMATERIALIZE,
         )
     })?;
@@ -62,13 +78,21 @@ pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
     for e in &manifest.fragments {
         if e.file.contains('/') || e.file.starts_with('.') {
             return Err(bad(
-                format!("{}: fragment file `{}` is outside the bundle", mpath.display(), e.file),
+                format!(
+                    "{}: fragment file `{}` is outside the bundle",
+                    mpath.display(),
+                    e.file
+                ),
                 REMATERIALIZE,
             ));
         }
         let fpath = hdir.join(&e.file);
-        let bytes = std::fs::read(&fpath)
-            .map_err(|err| bad(format!("cannot read {}: {err}", fpath.display()), REMATERIALIZE))?;
+        let bytes = std::fs::read(&fpath).map_err(|err| {
+            bad(
+                format!("cannot read {}: {err}", fpath.display()),
+                REMATERIALIZE,
+            )
+        })?;
         let digest = mx_materializer::hex(&Sha256::digest(&bytes));
         if digest != e.sha256 {
             return Err(bad(
@@ -81,13 +105,23 @@ pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
         }
         let f: Fragment = serde_json::from_slice(&bytes).map_err(|err| {
             bad(
-                format!("{}:{}:{}: malformed fragment: {err}", fpath.display(), err.line(), err.column()),
+                format!(
+                    "{}:{}:{}: malformed fragment: {err}",
+                    fpath.display(),
+                    err.line(),
+                    err.column()
+                ),
                 REMATERIALIZE,
             )
         })?;
         if f.id != e.id {
             return Err(bad(
-                format!("{}: fragment id `{}`, the manifest says `{}`", fpath.display(), f.id, e.id),
+                format!(
+                    "{}: fragment id `{}`, the manifest says `{}`",
+                    fpath.display(),
+                    f.id,
+                    e.id
+                ),
                 REMATERIALIZE,
             ));
         }
@@ -133,8 +167,7 @@ fn name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && !n.starts_with(['-', '.'])
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
@@ -149,10 +182,22 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
         for f in &b.fragments {
             let at = format!("fragment `{}` (host {})", f.id, b.host);
             if f.version != FRAGMENT_VERSION {
-                errs.push(bad(format!("{at}: version `{}`, expected `{FRAGMENT_VERSION}`", f.version), REMATERIALIZE));
+                errs.push(bad(
+                    format!(
+                        "{at}: version `{}`, expected `{FRAGMENT_VERSION}`",
+                        f.version
+                    ),
+                    REMATERIALIZE,
+                ));
             }
             if f.host != b.host {
-                errs.push(bad(format!("{at}: names host `{}` but sits in `{}`'s bundle", f.host, b.host), REMATERIALIZE));
+                errs.push(bad(
+                    format!(
+                        "{at}: names host `{}` but sits in `{}`'s bundle",
+                        f.host, b.host
+                    ),
+                    REMATERIALIZE,
+                ));
             }
             match experiment {
                 None => experiment = Some(&f.experiment),
@@ -163,7 +208,10 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 _ => {}
             }
             if !name_ok(&f.experiment) || !name_ok(&f.host) {
-                errs.push(bad(format!("{at}: experiment and host names must be plain words"), REMATERIALIZE));
+                errs.push(bad(
+                    format!("{at}: experiment and host names must be plain words"),
+                    REMATERIALIZE,
+                ));
             }
             if !ids.insert(f.id.clone()) {
                 errs.push(bad(format!("{at}: duplicate fragment id"), REMATERIALIZE));
@@ -176,23 +224,51 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     ));
                 }
                 if !devices.insert(d.to_string()) {
-                    errs.push(bad(format!("{at}: device `{d}` is defined twice"), REMATERIALIZE));
+                    errs.push(bad(
+                        format!("{at}: device `{d}` is defined twice"),
+                        REMATERIALIZE,
+                    ));
                 }
             };
             match &f.spec {
-                Spec::Netns { netns, underlay_netns, underlay_addr, device, peer } => {
+                Spec::Netns {
+                    netns,
+                    underlay_netns,
+                    underlay_addr,
+                    device,
+                    peer,
+                } => {
                     dev(device);
-                    if !ifname_ok(peer) || !name_ok(netns) || !name_ok(underlay_netns) || !cidr_ok(underlay_addr) {
-                        errs.push(bad(format!("{at}: malformed namespace, peer or underlay address"), REMATERIALIZE));
+                    if !ifname_ok(peer)
+                        || !name_ok(netns)
+                        || !name_ok(underlay_netns)
+                        || !cidr_ok(underlay_addr)
+                    {
+                        errs.push(bad(
+                            format!("{at}: malformed namespace, peer or underlay address"),
+                            REMATERIALIZE,
+                        ));
                     }
                 }
-                Spec::Vtep { device, vni, local, remotes, .. } => {
+                Spec::Vtep {
+                    device,
+                    vni,
+                    local,
+                    remotes,
+                    ..
+                } => {
                     dev(device);
                     if *vni == 0 || *vni >= 1 << 24 {
-                        errs.push(bad(format!("{at}: VNI {vni} is outside 1..16777215"), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: VNI {vni} is outside 1..16777215"),
+                            REMATERIALIZE,
+                        ));
                     }
                     if !ip_ok(local) || !remotes.iter().all(|r| ip_ok(r)) {
-                        errs.push(bad(format!("{at}: malformed underlay address"), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: malformed underlay address"),
+                            REMATERIALIZE,
+                        ));
                     }
                 }
                 Spec::Tap { device, vm } => {
@@ -207,38 +283,69 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 }
                 Spec::SwitchVlan { vlan, .. } => {
                     if *vlan == 0 || *vlan > 4094 {
-                        errs.push(bad(format!("{at}: VLAN {vlan} is outside 1..4094"), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: VLAN {vlan} is outside 1..4094"),
+                            REMATERIALIZE,
+                        ));
                     }
                 }
                 Spec::XdpPair { .. } | Spec::Emulation { .. } => {}
                 Spec::Vm(vm) => {
                     if !name_ok(&vm.name) || !name_ok(&vm.image) {
-                        errs.push(bad(format!("{at}: VM and image names must be plain words"), REMATERIALIZE));
-                    }
-                    if vm.vcpus == 0 || vm.vcpus > 64 || vm.memory_mib < 64 || vm.memory_mib > 1 << 20 {
                         errs.push(bad(
-                            format!("{at}: {} vCPUs and {} MiB is not a VM QEMU can run", vm.vcpus, vm.memory_mib),
+                            format!("{at}: VM and image names must be plain words"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                    if vm.vcpus == 0
+                        || vm.vcpus > 64
+                        || vm.memory_mib < 64
+                        || vm.memory_mib > 1 << 20
+                    {
+                        errs.push(bad(
+                            format!(
+                                "{at}: {} vCPUs and {} MiB is not a VM QEMU can run",
+                                vm.vcpus, vm.memory_mib
+                            ),
                             REMATERIALIZE,
                         ));
                     }
                     if !["x86_64", "aarch64", "riscv64"].contains(&vm.arch.as_str()) {
-                        errs.push(bad(format!("{at}: unknown architecture `{}`", vm.arch), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: unknown architecture `{}`", vm.arch),
+                            REMATERIALIZE,
+                        ));
                     }
                     if vm.cpu_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
-                        errs.push(bad(format!("{at}: CPU share must be in (0, 1]"), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: CPU share must be in (0, 1]"),
+                            REMATERIALIZE,
+                        ));
                     }
                     for n in &vm.nics {
                         if !mac_ok(&n.mac) || !n.addrs.iter().all(|a| cidr_ok(a)) {
-                            errs.push(bad(format!("{at}: malformed MAC `{}` or address", n.mac), REMATERIALIZE));
+                            errs.push(bad(
+                                format!("{at}: malformed MAC `{}` or address", n.mac),
+                                REMATERIALIZE,
+                            ));
                         }
                         if crate::plan::nic_device(&n.model).is_none()
-                            && !matches!(n.attach, NicAttach::Vf { .. } | NicAttach::Passthrough { .. })
+                            && !matches!(
+                                n.attach,
+                                NicAttach::Vf { .. } | NicAttach::Passthrough { .. }
+                            )
                         {
-                            errs.push(bad(format!("{at}: unknown NIC model `{}`", n.model), REMATERIALIZE));
+                            errs.push(bad(
+                                format!("{at}: unknown NIC model `{}`", n.model),
+                                REMATERIALIZE,
+                            ));
                         }
                     }
                     if !vm.neighbours.iter().all(|a| ip_ok(a)) {
-                        errs.push(bad(format!("{at}: malformed neighbour address"), REMATERIALIZE));
+                        errs.push(bad(
+                            format!("{at}: malformed neighbour address"),
+                            REMATERIALIZE,
+                        ));
                     }
                 }
             }
@@ -250,7 +357,10 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
             let mut misowned = Vec::new();
             let mut need = |d: &str, what: &str| {
                 if !devices.contains(d) {
-                    missing.push(format!("{at}: {what} `{d}` is not defined on host {}", b.host));
+                    missing.push(format!(
+                        "{at}: {what} `{d}` is not defined on host {}",
+                        b.host
+                    ));
                 }
             };
             match &f.spec {
@@ -276,7 +386,12 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 }
                 _ => {}
             }
-            errs.extend(missing.into_iter().chain(misowned).map(|m| bad(m, REMATERIALIZE)));
+            errs.extend(
+                missing
+                    .into_iter()
+                    .chain(misowned)
+                    .map(|m| bad(m, REMATERIALIZE)),
+            );
         }
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }

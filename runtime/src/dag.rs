@@ -54,7 +54,9 @@ pub fn build(bundles: &[Bundle]) -> Dag {
             Spec::Netns { .. } => {
                 netns.insert(h, i);
             }
-            Spec::Vtep { device: d, .. } | Spec::Tap { device: d, .. } | Spec::Bridge { device: d, .. } => {
+            Spec::Vtep { device: d, .. }
+            | Spec::Tap { device: d, .. }
+            | Spec::Bridge { device: d, .. } => {
                 device.insert((h, d.as_str()), i);
             }
             Spec::Vm(v) => {
@@ -101,7 +103,10 @@ pub fn build(bundles: &[Bundle]) -> Dag {
             Spec::Emulation { device: d, .. } => {
                 deps.extend(dev(d));
                 let owner = frags.iter().find_map(|g| match &g.spec {
-                    Spec::Tap { device: t, vm: owner } if t == d && g.host == f.host => Some(owner.as_str()),
+                    Spec::Tap {
+                        device: t,
+                        vm: owner,
+                    } if t == d && g.host == f.host => Some(owner.as_str()),
                     _ => None,
                 });
                 if let Some(o) = owner {
@@ -127,14 +132,22 @@ impl Dag {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for (i, t) in self.tasks.iter().enumerate() {
-            let deps: Vec<String> = t.deps.iter().map(|d| self.tasks[*d].fragment.id.clone()).collect();
+            let deps: Vec<String> = t
+                .deps
+                .iter()
+                .map(|d| self.tasks[*d].fragment.id.clone())
+                .collect();
             let _ = writeln!(
                 s,
                 "{i:>3}  {:<28} host {:<10} stage {}{}",
                 t.fragment.id,
                 t.fragment.host,
                 ["global", "network", "vms", "emulation"][t.stage as usize],
-                if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) }
+                if deps.is_empty() {
+                    String::new()
+                } else {
+                    format!("  after {}", deps.join(", "))
+                }
             );
         }
         s

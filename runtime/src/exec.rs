@@ -81,7 +81,8 @@ impl State {
     /// Reads `dir/state.json`.
     pub fn load(dir: &Path) -> Result<State, String> {
         let p = dir.join("state.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{} is corrupt: {e}", p.display()))
     }
 
@@ -141,7 +142,8 @@ pub fn run(
         Direction::Down => dag.tasks.iter().map(|t| t.deps.clone()).collect(),
     };
     let mut remaining: Vec<usize> = waits.iter().map(Vec::len).collect();
-    let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut running = 0usize;
     let mut finished = 0usize;
     let mut first_err: Option<String> = None;
@@ -201,7 +203,11 @@ pub fn run(
             ts.ms = ms;
             match &res {
                 Ok(note) => {
-                    ts.status = if dir == Direction::Up { Status::Done } else { Status::Down };
+                    ts.status = if dir == Direction::Up {
+                        Status::Done
+                    } else {
+                        Status::Down
+                    };
                     ts.message = note.clone().unwrap_or_default();
                 }
                 Err(e) => {
@@ -226,7 +232,11 @@ pub fn run(
         }
     });
     if dir == Direction::Up && finished < n {
-        for t in state.tasks.iter_mut().filter(|t| t.status == Status::Pending) {
+        for t in state
+            .tasks
+            .iter_mut()
+            .filter(|t| t.status == Status::Pending)
+        {
             t.status = Status::Skipped;
         }
         save(state);

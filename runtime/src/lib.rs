@@ -49,13 +49,20 @@ pub struct Runtime {
 impl Runtime {
     /// Paths from `MX_STATE_DIR` and `MX_IMAGE_DIR`, else `/var/lib/mx/...`.
     pub fn from_env() -> Runtime {
-        let var = |k: &str, d: &str| std::env::var_os(k).map(PathBuf::from).unwrap_or_else(|| d.into());
+        let var = |k: &str, d: &str| {
+            std::env::var_os(k)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| d.into())
+        };
         Runtime {
             root: var("MX_STATE_DIR", "/var/lib/mx/run"),
             images: var("MX_IMAGE_DIR", "/var/lib/mx/images"),
             bpf: PathBuf::from("/sys/fs/bpf/mx"),
             cgroup: "mx".into(),
-            workers: 8,
+            // Most tasks wait (on the kernel, on a guest booting); a VM task
+            // holds its worker until the guest is ready, so the pool must not
+            // be what staggers VM boots.
+            workers: 64,
         }
     }
 
@@ -72,6 +79,7 @@ impl Runtime {
             images: self.images.clone(),
             accel: accel.to_string(),
             missing_images: missing,
+            group: plan::device_group(name),
         }
     }
 
@@ -129,7 +137,10 @@ pub fn probe_accel() -> (String, String) {
     {
         return (a, "set by MX_ACCEL".into());
     }
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
     let flags = std::fs::read_to_string("/proc/cpuinfo")
         .map(|c| {
             c.lines()
@@ -138,7 +149,10 @@ pub fn probe_accel() -> (String, String) {
         })
         .unwrap_or(false);
     match (dev.is_ok(), flags) {
-        (true, true) => ("kvm".into(), "/dev/kvm usable and the CPU has vmx/svm".into()),
+        (true, true) => (
+            "kvm".into(),
+            "/dev/kvm usable and the CPU has vmx/svm".into(),
+        ),
         (true, false) => (
             "tcg".into(),
             "/dev/kvm exists but the CPU shows no vmx/svm (nested); using TCG".into(),
@@ -150,10 +164,18 @@ pub fn probe_accel() -> (String, String) {
 /// Another experiment (than `me`) whose state uses host `host` (any
 /// one-machine host when `host` is empty), if any.
 pub fn others_using(root: &Path, me: &str, host: &str) -> Option<String> {
-    let rt = Runtime { root: root.to_path_buf(), ..Runtime::from_env() };
+    let rt = Runtime {
+        root: root.to_path_buf(),
+        ..Runtime::from_env()
+    };
     rt.list().into_iter().filter(|n| n != me).find(|n| {
-        exec::State::load(&rt.state_dir(n))
-            .is_ok_and(|s| if host.is_empty() { !s.netns_hosts.is_empty() } else { s.netns_hosts.iter().any(|h| h == host) })
+        exec::State::load(&rt.state_dir(n)).is_ok_and(|s| {
+            if host.is_empty() {
+                !s.netns_hosts.is_empty()
+            } else {
+                s.netns_hosts.iter().any(|h| h == host)
+            }
+        })
     })
 }
 
@@ -169,7 +191,10 @@ pub fn unsupported_switch() -> String {
 
 fn has_sriov() -> bool {
     std::fs::read_dir("/sys/class/net")
-        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().join("device/sriov_totalvfs").exists()))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.path().join("device/sriov_totalvfs").exists())
+        })
         .unwrap_or(false)
 }
 
@@ -183,9 +208,18 @@ impl Runtime {
     /// Checks bundles and plans them: the DAG and every operation, without
     /// touching the machine. `check_machine` adds what this machine lacks
     /// (QEMU, images, SR-IOV, root) as errors.
-    pub fn plan(&self, bundles: &[Bundle], check_machine: bool) -> Result<(Plan, plan::Paths), Vec<Diagnostic>> {
+    pub fn plan(
+        &self,
+        bundles: &[Bundle],
+        check_machine: bool,
+    ) -> Result<(Plan, plan::Paths), Vec<Diagnostic>> {
         bundle::validate(bundles)?;
-        let name = experiment_of(bundles).ok_or_else(|| vec![Diagnostic::error("E0402", "the bundles hold no fragment").help("materialize a realization with at least one node")])?;
+        let name = experiment_of(bundles).ok_or_else(|| {
+            vec![
+                Diagnostic::error("E0402", "the bundles hold no fragment")
+                    .help("materialize a realization with at least one node"),
+            ]
+        })?;
         let dag = dag::build(bundles);
         let mut errs = Vec::new();
         let mut notes = Vec::new();
@@ -197,7 +231,10 @@ impl Runtime {
             notes.push(format!("accelerator: {accel} ({why})"));
             let unsupported = |m: String, help: &str| Diagnostic::error("E0405", m).help(help);
             if !nix::unistd::Uid::effective().is_root() {
-                errs.push(unsupported("bringing an experiment up needs root (namespaces, taps, XDP, cgroups)".into(), "run mxc up as root, or use --dry-run to see the plan"));
+                errs.push(unsupported(
+                    "bringing an experiment up needs root (namespaces, taps, XDP, cgroups)".into(),
+                    "run mxc up as root, or use --dry-run to see the plan",
+                ));
             }
             for t in &dag.tasks {
                 match &t.fragment.spec {
@@ -247,21 +284,43 @@ impl Runtime {
     /// Brings an experiment up. Refuses (E0403) when its state exists. On a
     /// failure the run stops, the state says what was done, and `down`
     /// removes it.
-    pub fn up(&self, bundles: &[Bundle], progress: &mut dyn FnMut(Event)) -> Result<Plan, Vec<Diagnostic>> {
+    pub fn up(
+        &self,
+        bundles: &[Bundle],
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Plan, Vec<Diagnostic>> {
         let (plan, paths) = self.plan(bundles, true)?;
         let name = experiment_of(bundles).unwrap_or_default();
         let dir = self.state_dir(&name);
-        std::fs::create_dir_all(&self.root).map_err(|e| vec![Diagnostic::error("E0404", format!("cannot create {}: {e}", self.root.display()))])?;
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            vec![Diagnostic::error(
+                "E0404",
+                format!("cannot create {}: {e}", self.root.display()),
+            )]
+        })?;
         if let Err(e) = std::fs::create_dir(&dir) {
             return Err(vec![if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Diagnostic::error("E0403", format!("experiment `{name}` is already up on this machine (state in {})", dir.display()))
-                    .help(format!("`mxc status {name}` shows it; `mxc down {name}` removes it"))
+                Diagnostic::error(
+                    "E0403",
+                    format!(
+                        "experiment `{name}` is already up on this machine (state in {})",
+                        dir.display()
+                    ),
+                )
+                .help(format!(
+                    "`mxc status {name}` shows it; `mxc down {name}` removes it"
+                ))
             } else {
                 Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))
             }]);
         }
         // The bundles go with the state, so `down` needs nothing else.
-        let fail = |e: std::io::Error| vec![Diagnostic::error("E0404", format!("cannot write state in {}: {e}", dir.display()))];
+        let fail = |e: std::io::Error| {
+            vec![Diagnostic::error(
+                "E0404",
+                format!("cannot write state in {}: {e}", dir.display()),
+            )]
+        };
         mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
         let hosts = netns_hosts(bundles);
         let mut state = exec::State {
@@ -273,14 +332,38 @@ impl Runtime {
                 .dag
                 .tasks
                 .iter()
-                .map(|t| exec::TaskState { id: t.fragment.id.clone(), host: t.fragment.host.clone(), status: Status::Pending, message: String::new(), ms: 0 })
+                .map(|t| exec::TaskState {
+                    id: t.fragment.id.clone(),
+                    host: t.fragment.host.clone(),
+                    status: Status::Pending,
+                    message: String::new(),
+                    ms: 0,
+                })
                 .collect(),
         };
         state.save(&dir).map_err(fail)?;
-        let ctx = exec::Context { experiment: name.clone(), root: self.root.clone() };
+        let ctx = exec::Context {
+            experiment: name.clone(),
+            root: self.root.clone(),
+        };
         let real = real::Real::default();
-        let res = exec::run(&plan.dag, exec::Direction::Up, &real, &ctx, &paths, &hosts, &mut state, Some(&dir), self.workers, progress);
-        state.phase = if res.is_ok() { "up".into() } else { "failed".into() };
+        let res = exec::run(
+            &plan.dag,
+            exec::Direction::Up,
+            &real,
+            &ctx,
+            &paths,
+            &hosts,
+            &mut state,
+            Some(&dir),
+            self.workers,
+            progress,
+        );
+        state.phase = if res.is_ok() {
+            "up".into()
+        } else {
+            "failed".into()
+        };
         let _ = state.save(&dir);
         match res {
             Ok(()) => Ok(plan),
@@ -292,44 +375,102 @@ impl Runtime {
     pub fn bundles(&self, name: &str) -> Result<Vec<Bundle>, Diagnostic> {
         let dir = self.state_dir(name);
         if !dir.exists() {
-            return Err(Diagnostic::error("E0402", format!("experiment `{name}` is not up on this machine (no {})", dir.display())).help("`mxc status` lists the experiments that are up"));
+            return Err(Diagnostic::error(
+                "E0402",
+                format!(
+                    "experiment `{name}` is not up on this machine (no {})",
+                    dir.display()
+                ),
+            )
+            .help("`mxc status` lists the experiments that are up"));
         }
         bundle::load_dir(&dir.join("bundles"))
     }
 
     /// Takes an experiment down, dependents first, carrying on past errors;
     /// safe to repeat. Removes the state when everything is gone.
-    pub fn down(&self, name: &str, dry_run: bool, progress: &mut dyn FnMut(Event)) -> Result<Vec<String>, Vec<Diagnostic>> {
+    pub fn down(
+        &self,
+        name: &str,
+        dry_run: bool,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Vec<String>, Vec<Diagnostic>> {
         let dir = self.state_dir(name);
         let bundles = self.bundles(name).map_err(|d| vec![d])?;
         let mut state = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
         let dag = dag::build(&bundles);
         let hosts = netns_hosts(&bundles);
         let paths = self.paths(name, &state.accel, BTreeSet::new());
-        let ctx = exec::Context { experiment: name.to_string(), root: self.root.clone() };
+        let ctx = exec::Context {
+            experiment: name.to_string(),
+            root: self.root.clone(),
+        };
         // Tasks in the state may be fewer than in the DAG if the file is old.
         if state.tasks.len() != dag.tasks.len() {
-            state.tasks = dag.tasks.iter().map(|t| exec::TaskState { id: t.fragment.id.clone(), host: t.fragment.host.clone(), status: Status::Running, message: String::new(), ms: 0 }).collect();
+            state.tasks = dag
+                .tasks
+                .iter()
+                .map(|t| exec::TaskState {
+                    id: t.fragment.id.clone(),
+                    host: t.fragment.host.clone(),
+                    status: Status::Running,
+                    message: String::new(),
+                    ms: 0,
+                })
+                .collect();
         }
         if dry_run {
             let dry = exec::DryRun::default();
-            let _ = exec::run(&dag, exec::Direction::Down, &dry, &ctx, &paths, &hosts, &mut state.clone(), None, 1, progress);
+            let _ = exec::run(
+                &dag,
+                exec::Direction::Down,
+                &dry,
+                &ctx,
+                &paths,
+                &hosts,
+                &mut state.clone(),
+                None,
+                1,
+                progress,
+            );
             return Ok(dry.ops.into_inner().unwrap_or_default());
         }
         let real = real::Real::default();
-        let res = exec::run(&dag, exec::Direction::Down, &real, &ctx, &paths, &hosts, &mut state, Some(&dir), self.workers, progress);
+        let res = exec::run(
+            &dag,
+            exec::Direction::Down,
+            &real,
+            &ctx,
+            &paths,
+            &hosts,
+            &mut state,
+            Some(&dir),
+            self.workers,
+            progress,
+        );
         drop(real);
         match res {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&paths.bpf);
                 let _ = std::fs::remove_dir(&self.bpf); // only when no other experiment has pins
-                std::fs::remove_dir_all(&dir).map_err(|e| vec![Diagnostic::error("E0404", format!("cannot remove {}: {e}", dir.display()))])?;
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    vec![Diagnostic::error(
+                        "E0404",
+                        format!("cannot remove {}: {e}", dir.display()),
+                    )]
+                })?;
                 Ok(Vec::new())
             }
             Err(e) => {
                 state.phase = "down-failed".into();
                 let _ = state.save(&dir);
-                Err(vec![Diagnostic::error("E0404", format!("taking `{name}` down failed: {e}")).help(format!("fix the cause and run `mxc down {name}` again; it is safe to repeat"))])
+                Err(vec![
+                    Diagnostic::error("E0404", format!("taking `{name}` down failed: {e}")).help(
+                        format!(
+                            "fix the cause and run `mxc down {name}` again; it is safe to repeat"
+                        ),
+                    ),
+                ])
             }
         }
     }
@@ -338,7 +479,11 @@ impl Runtime {
     pub fn status(&self, name: &str) -> Result<exec::State, Diagnostic> {
         let dir = self.state_dir(name);
         if !dir.exists() {
-            return Err(Diagnostic::error("E0402", format!("experiment `{name}` is not up on this machine")).help("`mxc status` lists the experiments that are up"));
+            return Err(Diagnostic::error(
+                "E0402",
+                format!("experiment `{name}` is not up on this machine"),
+            )
+            .help("`mxc status` lists the experiments that are up"));
         }
         exec::State::load(&dir).map_err(|e| Diagnostic::error("E0402", e))
     }
@@ -353,7 +498,13 @@ impl Runtime {
     pub fn guest_report(&self, name: &str, vm: &str) -> Vec<String> {
         let log = self.state_dir(name).join("vm").join(vm).join("serial.log");
         std::fs::read(log)
-            .map(|t| String::from_utf8_lossy(&t).lines().filter_map(|l| l.find("MX-").map(|i| &l[i..])).map(|l| l.trim_end().to_string()).collect())
+            .map(|t| {
+                String::from_utf8_lossy(&t)
+                    .lines()
+                    .filter_map(|l| l.find("MX-").map(|i| &l[i..]))
+                    .map(|l| l.trim_end().to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -372,7 +523,10 @@ impl Runtime {
             .output()
             .map_err(|e| format!("run bash: {e}"))?;
         if !out.status.success() {
-            return Err(format!("building the guest image failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "building the guest image failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(dir)
     }

@@ -25,6 +25,15 @@ pub struct Paths {
     /// Images the models name that are not installed here; VMs asking for
     /// them boot the default image instead (and the run says so).
     pub missing_images: std::collections::BTreeSet<String>,
+    /// The device group every interface of the experiment joins, so that
+    /// teardown removes them in one batch (see [`Op::LinkGroupDel`]).
+    pub group: u32,
+}
+
+/// The device group of an experiment: its tag, with a high byte that keeps
+/// it clear of the default group 0 and of small hand-made groups.
+pub fn device_group(experiment: &str) -> u32 {
+    0x6d00_0000 | u32::from_str_radix(&mx_materializer::tag(experiment), 16).unwrap_or(1)
 }
 
 impl Paths {
@@ -58,42 +67,107 @@ pub enum Op {
     /// Delete a namespace, unless another experiment's state still uses it.
     NetnsRelease { name: String, shared_by: String },
     /// Create a bridge if absent.
-    Bridge { ns: Option<String>, name: String },
+    Bridge {
+        ns: Option<String>,
+        name: String,
+        group: u32,
+    },
     /// Create a veth pair if absent, the peer moved into `peer_ns`.
-    Veth { ns: Option<String>, name: String, peer: String, peer_ns: Option<String>, mtu: u32 },
+    Veth {
+        ns: Option<String>,
+        name: String,
+        peer: String,
+        peer_ns: Option<String>,
+        mtu: u32,
+    },
     /// Create a VXLAN device if absent (no learning; the flood list is static).
-    Vxlan { ns: Option<String>, name: String, vni: u32, local: String, port: u16, dev: Option<String> },
+    Vxlan {
+        ns: Option<String>,
+        name: String,
+        vni: u32,
+        local: String,
+        port: u16,
+        dev: Option<String>,
+        group: u32,
+    },
     /// Append a flood entry (all-zero MAC) towards a remote VTEP.
-    FloodAdd { ns: Option<String>, dev: String, remote: String },
+    FloodAdd {
+        ns: Option<String>,
+        dev: String,
+        remote: String,
+    },
     /// Create a persistent tap if absent.
-    Tap { ns: Option<String>, name: String },
+    Tap {
+        ns: Option<String>,
+        name: String,
+        group: u32,
+    },
     /// Make `name` a port of bridge `master`.
-    SetMaster { ns: Option<String>, name: String, master: String },
+    SetMaster {
+        ns: Option<String>,
+        name: String,
+        master: String,
+    },
     /// Set a device's MTU.
-    SetMtu { ns: Option<String>, name: String, mtu: u32 },
+    SetMtu {
+        ns: Option<String>,
+        name: String,
+        mtu: u32,
+    },
     /// Bring a device up.
     SetUp { ns: Option<String>, name: String },
     /// Add an address to a device if absent.
-    AddrAdd { ns: Option<String>, name: String, cidr: String },
+    AddrAdd {
+        ns: Option<String>,
+        name: String,
+        cidr: String,
+    },
     /// Delete a device if present.
     LinkDel { ns: Option<String>, name: String },
+    /// Delete every device of a group at once. The kernel unregisters them
+    /// as one batch, waiting for one RCU grace period instead of one per
+    /// device: 1,000 taps go in milliseconds rather than seconds.
+    LinkGroupDel { ns: Option<String>, group: u32 },
     /// Load the XDP redirect program on both taps, fill its devmap, pin
     /// program links and map under `pin`.
-    XdpPair { ns: Option<String>, a: String, b: String, pin: PathBuf },
+    XdpPair {
+        ns: Option<String>,
+        a: String,
+        b: String,
+        pin: PathBuf,
+    },
     /// Remove the pins (detaching the program) if present.
     XdpUnpin { pin: PathBuf },
     /// Rate, delay and loss on a device.
-    Shape { ns: Option<String>, dev: String, rate: Option<u64>, latency: Option<u64>, loss: Option<f64> },
+    Shape {
+        ns: Option<String>,
+        dev: String,
+        rate: Option<u64>,
+        latency: Option<u64>,
+        loss: Option<f64>,
+    },
     /// Create a cgroup for a VM, with a CPU quota if asked for.
-    CgroupAdd { path: String, quota_us: Option<u64>, period_us: u64 },
+    CgroupAdd {
+        path: String,
+        quota_us: Option<u64>,
+        period_us: u64,
+    },
     /// Start QEMU paused, daemonized, with a QMP socket and a pid file.
-    QemuStart { ns: Option<String>, argv: Vec<String>, dir: PathBuf },
+    QemuStart {
+        ns: Option<String>,
+        argv: Vec<String>,
+        dir: PathBuf,
+    },
     /// Move the QEMU process into its cgroup.
     CgroupJoin { path: String, pidfile: PathBuf },
     /// Resume the guest through QMP.
     QmpCont { socket: PathBuf },
     /// Wait until the serial log shows `marker`.
-    WaitSerial { log: PathBuf, marker: String, timeout_s: u64 },
+    WaitSerial {
+        log: PathBuf,
+        marker: String,
+        timeout_s: u64,
+    },
     /// Stop QEMU: QMP `quit`, then signals if it lingers.
     QemuStop { socket: PathBuf, pidfile: PathBuf },
     /// Remove a cgroup if present.
@@ -101,44 +175,108 @@ pub enum Op {
     /// Remove a directory tree if present.
     RemoveDir { path: PathBuf },
     /// Program a VF: VLAN tag, spoofcheck, MAC (needs SR-IOV).
-    VfSet { pf_port: u32, vf: u32, vlan: u16, mac: String, spoofcheck: bool },
+    VfSet {
+        pf_port: u32,
+        vf: u32,
+        vlan: u16,
+        mac: String,
+        spoofcheck: bool,
+    },
     /// Put a switch port into a VLAN (needs a switch driver).
-    SwitchVlan { port: u32, vlan: u16, vni: Option<u32> },
+    SwitchVlan {
+        port: u32,
+        vlan: u16,
+        vni: Option<u32>,
+    },
 }
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ns = |n: &Option<String>| n.as_ref().map(|n| format!(" [netns {n}]")).unwrap_or_default();
+        let ns = |n: &Option<String>| {
+            n.as_ref()
+                .map(|n| format!(" [netns {n}]"))
+                .unwrap_or_default()
+        };
         match self {
             Op::NetnsAdd { name } => write!(f, "netns add {name}"),
             Op::NetnsRelease { name, .. } => write!(f, "netns del {name} (when unused)"),
-            Op::Bridge { ns: n, name } => write!(f, "link add {name} type bridge{}", ns(n)),
-            Op::Veth { ns: n, name, peer, peer_ns, mtu } => write!(
+            Op::Bridge {
+                ns: n,
+                name,
+                group: 0,
+            } => write!(f, "link add {name} type bridge{}", ns(n)),
+            Op::Bridge { ns: n, name, group } => {
+                write!(f, "link add {name} group {group:#x} type bridge{}", ns(n))
+            }
+            Op::Veth {
+                ns: n,
+                name,
+                peer,
+                peer_ns,
+                mtu,
+            } => write!(
                 f,
                 "link add {name} mtu {mtu} type veth peer {peer}{}{}",
-                peer_ns.as_ref().map(|p| format!(" netns {p}")).unwrap_or_default(),
+                peer_ns
+                    .as_ref()
+                    .map(|p| format!(" netns {p}"))
+                    .unwrap_or_default(),
                 ns(n)
             ),
-            Op::Vxlan { ns: n, name, vni, local, port, dev } => write!(
+            Op::Vxlan {
+                ns: n,
+                name,
+                vni,
+                local,
+                port,
+                dev,
+                group,
+            } => write!(
                 f,
-                "link add {name} type vxlan id {vni} local {local} dstport {port}{} nolearning{}",
-                dev.as_ref().map(|d| format!(" dev {d}")).unwrap_or_default(),
+                "link add {name} group {group:#x} type vxlan id {vni} local {local} dstport {port}{} nolearning{}",
+                dev.as_ref()
+                    .map(|d| format!(" dev {d}"))
+                    .unwrap_or_default(),
                 ns(n)
             ),
             Op::FloodAdd { ns: n, dev, remote } => {
-                write!(f, "fdb append 00:00:00:00:00:00 dev {dev} dst {remote}{}", ns(n))
+                write!(
+                    f,
+                    "fdb append 00:00:00:00:00:00 dev {dev} dst {remote}{}",
+                    ns(n)
+                )
             }
-            Op::Tap { ns: n, name } => write!(f, "tuntap add {name} mode tap{}", ns(n)),
-            Op::SetMaster { ns: n, name, master } => write!(f, "link set {name} master {master}{}", ns(n)),
+            Op::Tap { ns: n, name, group } => write!(
+                f,
+                "tuntap add {name} mode tap; link set {name} group {group:#x}{}",
+                ns(n)
+            ),
+            Op::SetMaster {
+                ns: n,
+                name,
+                master,
+            } => write!(f, "link set {name} master {master}{}", ns(n)),
             Op::SetMtu { ns: n, name, mtu } => write!(f, "link set {name} mtu {mtu}{}", ns(n)),
             Op::SetUp { ns: n, name } => write!(f, "link set {name} up{}", ns(n)),
             Op::AddrAdd { ns: n, name, cidr } => write!(f, "addr add {cidr} dev {name}{}", ns(n)),
             Op::LinkDel { ns: n, name } => write!(f, "link del {name}{}", ns(n)),
+            Op::LinkGroupDel { ns: n, group } => write!(f, "link del group {group:#x}{}", ns(n)),
             Op::XdpPair { ns: n, a, b, pin } => {
-                write!(f, "xdp redirect {a} <-> {b} (generic mode), pinned at {}{}", pin.display(), ns(n))
+                write!(
+                    f,
+                    "xdp redirect {a} <-> {b} (generic mode), pinned at {}{}",
+                    pin.display(),
+                    ns(n)
+                )
             }
             Op::XdpUnpin { pin } => write!(f, "xdp unpin {}", pin.display()),
-            Op::Shape { ns: n, dev, rate, latency, loss } => {
+            Op::Shape {
+                ns: n,
+                dev,
+                rate,
+                latency,
+                loss,
+            } => {
                 write!(f, "qdisc replace dev {dev} root")?;
                 if let Some(r) = rate {
                     write!(f, " rate {r}bit")?;
@@ -151,20 +289,42 @@ impl fmt::Display for Op {
                 }
                 write!(f, "{}", ns(n))
             }
-            Op::CgroupAdd { path, quota_us, period_us } => match quota_us {
+            Op::CgroupAdd {
+                path,
+                quota_us,
+                period_us,
+            } => match quota_us {
                 Some(q) => write!(f, "cgroup add {path} cpu quota {q}us per {period_us}us"),
                 None => write!(f, "cgroup add {path}"),
             },
             Op::QemuStart { ns: n, argv, .. } => write!(f, "exec {}{}", argv.join(" "), ns(n)),
-            Op::CgroupJoin { path, pidfile } => write!(f, "cgroup join {path} pid from {}", pidfile.display()),
-            Op::QmpCont { socket } => write!(f, "qmp cont {}", socket.display()),
-            Op::WaitSerial { log, marker, timeout_s } => {
-                write!(f, "wait for `{marker}` in {} (up to {timeout_s} s)", log.display())
+            Op::CgroupJoin { path, pidfile } => {
+                write!(f, "cgroup join {path} pid from {}", pidfile.display())
             }
-            Op::QemuStop { socket, .. } => write!(f, "qmp quit {} (then SIGKILL)", socket.display()),
+            Op::QmpCont { socket } => write!(f, "qmp cont {}", socket.display()),
+            Op::WaitSerial {
+                log,
+                marker,
+                timeout_s,
+            } => {
+                write!(
+                    f,
+                    "wait for `{marker}` in {} (up to {timeout_s} s)",
+                    log.display()
+                )
+            }
+            Op::QemuStop { socket, .. } => {
+                write!(f, "qmp quit {} (then SIGKILL)", socket.display())
+            }
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
-            Op::VfSet { pf_port, vf, vlan, mac, spoofcheck } => write!(
+            Op::VfSet {
+                pf_port,
+                vf,
+                vlan,
+                mac,
+                spoofcheck,
+            } => write!(
                 f,
                 "link set <pf of port {pf_port}> vf {vf} vlan {vlan} mac {mac} spoofchk {}",
                 if *spoofcheck { "on" } else { "off" }
@@ -172,7 +332,8 @@ impl fmt::Display for Op {
             Op::SwitchVlan { port, vlan, vni } => write!(
                 f,
                 "switch: access port of host port {port} in vlan {vlan}{}",
-                vni.map(|v| format!(" mapped to vni {v}")).unwrap_or_default()
+                vni.map(|v| format!(" mapped to vni {v}"))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -200,15 +361,35 @@ pub fn host_ns(f: &Fragment, netns_hosts: &[String]) -> Option<String> {
 /// Operations that bring a fragment up.
 pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
     match &f.spec {
-        Spec::Netns { netns, underlay_netns, underlay_addr, device, peer } => {
+        Spec::Netns {
+            netns,
+            underlay_netns,
+            underlay_addr,
+            device,
+            peer,
+        } => {
             let ul = Some(underlay_netns.clone());
             let hn = Some(netns.clone());
             vec![
-                Op::NetnsAdd { name: underlay_netns.clone() },
-                Op::Bridge { ns: ul.clone(), name: UNDERLAY_BRIDGE.into() },
-                Op::SetUp { ns: ul.clone(), name: UNDERLAY_BRIDGE.into() },
-                Op::NetnsAdd { name: netns.clone() },
-                Op::SetUp { ns: hn.clone(), name: "lo".into() },
+                Op::NetnsAdd {
+                    name: underlay_netns.clone(),
+                },
+                Op::Bridge {
+                    ns: ul.clone(),
+                    name: UNDERLAY_BRIDGE.into(),
+                    group: 0,
+                },
+                Op::SetUp {
+                    ns: ul.clone(),
+                    name: UNDERLAY_BRIDGE.into(),
+                },
+                Op::NetnsAdd {
+                    name: netns.clone(),
+                },
+                Op::SetUp {
+                    ns: hn.clone(),
+                    name: "lo".into(),
+                },
                 Op::Veth {
                     ns: ul.clone(),
                     name: peer.clone(),
@@ -216,13 +397,33 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     peer_ns: hn.clone(),
                     mtu: UNDERLAY_MTU,
                 },
-                Op::SetMaster { ns: ul.clone(), name: peer.clone(), master: UNDERLAY_BRIDGE.into() },
-                Op::SetUp { ns: ul, name: peer.clone() },
-                Op::AddrAdd { ns: hn.clone(), name: device.clone(), cidr: underlay_addr.clone() },
-                Op::SetUp { ns: hn, name: device.clone() },
+                Op::SetMaster {
+                    ns: ul.clone(),
+                    name: peer.clone(),
+                    master: UNDERLAY_BRIDGE.into(),
+                },
+                Op::SetUp {
+                    ns: ul,
+                    name: peer.clone(),
+                },
+                Op::AddrAdd {
+                    ns: hn.clone(),
+                    name: device.clone(),
+                    cidr: underlay_addr.clone(),
+                },
+                Op::SetUp {
+                    ns: hn,
+                    name: device.clone(),
+                },
             ]
         }
-        Spec::Vtep { device, vni, local, remotes, port } => {
+        Spec::Vtep {
+            device,
+            vni,
+            local,
+            remotes,
+            port,
+        } => {
             let mut ops = vec![Op::Vxlan {
                 ns: ns.clone(),
                 name: device.clone(),
@@ -230,26 +431,52 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 local: local.clone(),
                 port: *port,
                 dev: ns.as_ref().map(|_| "mxul".to_string()),
+                group: paths.group,
             }];
             ops.extend(remotes.iter().map(|r| Op::FloodAdd {
                 ns: ns.clone(),
                 dev: device.clone(),
                 remote: r.clone(),
             }));
-            ops.push(Op::SetMtu { ns: ns.clone(), name: device.clone(), mtu: 1500 });
-            ops.push(Op::SetUp { ns, name: device.clone() });
+            ops.push(Op::SetMtu {
+                ns: ns.clone(),
+                name: device.clone(),
+                mtu: 1500,
+            });
+            ops.push(Op::SetUp {
+                ns,
+                name: device.clone(),
+            });
             ops
         }
         Spec::Tap { device, .. } => vec![
-            Op::Tap { ns: ns.clone(), name: device.clone() },
-            Op::SetUp { ns, name: device.clone() },
+            Op::Tap {
+                ns: ns.clone(),
+                name: device.clone(),
+                group: paths.group,
+            },
+            Op::SetUp {
+                ns,
+                name: device.clone(),
+            },
         ],
         Spec::Bridge { device, ports } => {
-            let mut ops = vec![Op::Bridge { ns: ns.clone(), name: device.clone() }];
+            let mut ops = vec![Op::Bridge {
+                ns: ns.clone(),
+                name: device.clone(),
+                group: paths.group,
+            }];
             for p in ports {
-                ops.push(Op::SetMaster { ns: ns.clone(), name: p.clone(), master: device.clone() });
+                ops.push(Op::SetMaster {
+                    ns: ns.clone(),
+                    name: p.clone(),
+                    master: device.clone(),
+                });
             }
-            ops.push(Op::SetUp { ns, name: device.clone() });
+            ops.push(Op::SetUp {
+                ns,
+                name: device.clone(),
+            });
             ops
         }
         Spec::XdpPair { a, b } => vec![Op::XdpPair {
@@ -258,7 +485,12 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             b: b.clone(),
             pin: paths.bpf.join(format!("{a}-{b}")),
         }],
-        Spec::Emulation { device, rate, latency, loss } => vec![Op::Shape {
+        Spec::Emulation {
+            device,
+            rate,
+            latency,
+            loss,
+        } => vec![Op::Shape {
             ns,
             dev: device.clone(),
             rate: *rate,
@@ -277,9 +509,18 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                         .map(|s| (s * PERIOD as f64 * vm.vcpus as f64).round() as u64),
                     period_us: PERIOD,
                 },
-                Op::QemuStart { ns, argv: qemu_argv(vm, &dir, paths), dir: dir.clone() },
-                Op::CgroupJoin { path: cg, pidfile: dir.join("qemu.pid") },
-                Op::QmpCont { socket: dir.join("qmp.sock") },
+                Op::QemuStart {
+                    ns,
+                    argv: qemu_argv(vm, &dir, paths),
+                    dir: dir.clone(),
+                },
+                Op::CgroupJoin {
+                    path: cg,
+                    pidfile: dir.join("qemu.pid"),
+                },
+                Op::QmpCont {
+                    socket: dir.join("qmp.sock"),
+                },
                 Op::WaitSerial {
                     log: dir.join("serial.log"),
                     marker: format!("MX-READY {}", vm.name),
@@ -287,14 +528,24 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 },
             ]
         }
-        Spec::Vf { pf_port, vf, vlan, mac, spoofcheck } => vec![Op::VfSet {
+        Spec::Vf {
+            pf_port,
+            vf,
+            vlan,
+            mac,
+            spoofcheck,
+        } => vec![Op::VfSet {
             pf_port: *pf_port,
             vf: *vf,
             vlan: *vlan,
             mac: mac.clone(),
             spoofcheck: *spoofcheck,
         }],
-        Spec::SwitchVlan { port, vlan, vni } => vec![Op::SwitchVlan { port: *port, vlan: *vlan, vni: *vni }],
+        Spec::SwitchVlan { port, vlan, vni } => vec![Op::SwitchVlan {
+            port: *port,
+            vlan: *vlan,
+            vni: *vni,
+        }],
     }
 }
 
@@ -302,21 +553,51 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
 /// already gone, so teardown can be repeated.
 pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
     match &f.spec {
-        Spec::Netns { netns, underlay_netns, peer, .. } => vec![
-            Op::NetnsRelease { name: netns.clone(), shared_by: f.host.clone() },
-            Op::LinkDel { ns: Some(underlay_netns.clone()), name: peer.clone() },
-            Op::NetnsRelease { name: underlay_netns.clone(), shared_by: String::new() },
+        Spec::Netns {
+            netns,
+            underlay_netns,
+            peer,
+            ..
+        } => vec![
+            Op::NetnsRelease {
+                name: netns.clone(),
+                shared_by: f.host.clone(),
+            },
+            Op::LinkDel {
+                ns: Some(underlay_netns.clone()),
+                name: peer.clone(),
+            },
+            Op::NetnsRelease {
+                name: underlay_netns.clone(),
+                shared_by: String::new(),
+            },
         ],
-        Spec::Vtep { device, .. } | Spec::Tap { device, .. } | Spec::Bridge { device, .. } => {
-            vec![Op::LinkDel { ns, name: device.clone() }]
-        }
-        Spec::XdpPair { a, b } => vec![Op::XdpUnpin { pin: paths.bpf.join(format!("{a}-{b}")) }],
+        // The first device to go down takes the experiment's others on the
+        // host with it, in one batch; the rest find theirs gone.
+        Spec::Vtep { device, .. } | Spec::Tap { device, .. } | Spec::Bridge { device, .. } => vec![
+            Op::LinkGroupDel {
+                ns: ns.clone(),
+                group: paths.group,
+            },
+            Op::LinkDel {
+                ns,
+                name: device.clone(),
+            },
+        ],
+        Spec::XdpPair { a, b } => vec![Op::XdpUnpin {
+            pin: paths.bpf.join(format!("{a}-{b}")),
+        }],
         Spec::Emulation { .. } | Spec::Vf { .. } | Spec::SwitchVlan { .. } => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             vec![
-                Op::QemuStop { socket: dir.join("qmp.sock"), pidfile: dir.join("qemu.pid") },
-                Op::CgroupDel { path: format!("{}/{}", paths.cgroup, vm.name) },
+                Op::QemuStop {
+                    socket: dir.join("qmp.sock"),
+                    pidfile: dir.join("qemu.pid"),
+                },
+                Op::CgroupDel {
+                    path: format!("{}/{}", paths.cgroup, vm.name),
+                },
                 Op::RemoveDir { path: dir },
             ]
         }
@@ -386,7 +667,9 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         match &n.attach {
             NicAttach::Tap { device } => {
                 argv.push("-netdev".into());
-                argv.push(format!("tap,id=n{i},ifname={device},script=no,downscript=no"));
+                argv.push(format!(
+                    "tap,id=n{i},ifname={device},script=no,downscript=no"
+                ));
                 let model = nic_device(&n.model).unwrap_or("virtio-net-pci");
                 let mut dev = format!("{model},netdev=n{i},mac={}", n.mac);
                 if n.no_offload && model == "virtio-net-pci" {

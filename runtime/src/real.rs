@@ -222,8 +222,12 @@ impl Real {
     }
 
     fn need_index(&self, ns: Option<&str>, name: &str) -> R<u32> {
-        self.index(ns, name)?
-            .ok_or_else(|| format!("no device `{name}`{}", ns.map(|n| format!(" in {n}")).unwrap_or_default()))
+        self.index(ns, name)?.ok_or_else(|| {
+            format!(
+                "no device `{name}`{}",
+                ns.map(|n| format!(" in {n}")).unwrap_or_default()
+            )
+        })
     }
 
     fn set(
@@ -240,7 +244,12 @@ impl Real {
     }
 
     /// Adds a link unless one of that name exists.
-    fn add_link(&self, ns: Option<&str>, name: &str, msg: rtnetlink::packet_route::link::LinkMessage) -> R<()> {
+    fn add_link(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        msg: rtnetlink::packet_route::link::LinkMessage,
+    ) -> R<()> {
         if self.index(ns, name)?.is_some() {
             return Ok(());
         }
@@ -250,6 +259,16 @@ impl Real {
             other => other,
         }
     }
+}
+
+fn link_name(m: &rtnetlink::packet_route::link::LinkMessage) -> String {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
@@ -262,7 +281,11 @@ async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Er
     }
 }
 
-async fn fdb_append_default(h: &Handle, vx_idx: u32, remote: Ipv4Addr) -> Result<(), rtnetlink::Error> {
+async fn fdb_append_default(
+    h: &Handle,
+    vx_idx: u32,
+    remote: Ipv4Addr,
+) -> Result<(), rtnetlink::Error> {
     use rtnetlink::packet_core::{
         NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
     };
@@ -276,8 +299,12 @@ async fn fdb_append_default(h: &Handle, vx_idx: u32, remote: Ipv4Addr) -> Result
     m.header.state = NeighbourState::Permanent;
     // NTF_SELF: the entry is the VXLAN device's own, not its bridge's.
     m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0u8; 6]));
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(vec![0u8; 6]));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            remote,
+        )));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
     let mut h = h.clone();
@@ -293,10 +320,14 @@ async fn fdb_append_default(h: &Handle, vx_idx: u32, remote: Ipv4Addr) -> Result
 }
 
 fn parse_cidr(c: &str) -> R<(Ipv4Addr, u8)> {
-    let (ip, len) = c.split_once('/').ok_or_else(|| format!("`{c}` is not an address/prefix"))?;
+    let (ip, len) = c
+        .split_once('/')
+        .ok_or_else(|| format!("`{c}` is not an address/prefix"))?;
     Ok((
-        ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address"))?,
-        len.parse().map_err(|_| format!("`{len}` is not a prefix length"))?,
+        ip.parse()
+            .map_err(|_| format!("`{ip}` is not an IPv4 address"))?,
+        len.parse()
+            .map_err(|_| format!("`{len}` is not a prefix length"))?,
     ))
 }
 
@@ -311,23 +342,59 @@ impl Executor for Real {
             Op::NetnsRelease { name, shared_by } => {
                 let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
                 if let Some(other) = crate::others_using(&ctx.root, &ctx.experiment, shared_by) {
-                    return Ok(Some(format!("namespace {name} kept: experiment `{other}` uses it")));
+                    return Ok(Some(format!(
+                        "namespace {name} kept: experiment `{other}` uses it"
+                    )));
+                }
+                if shared_by.is_empty() && ns_exists(name) {
+                    // The underlay goes when no host is attached to it any
+                    // more (each host's task detaches its own veth first, so
+                    // whichever task detaches the last one removes it).
+                    let attached: Vec<String> = self.nl(Some(name), |h| async move {
+                        h.link()
+                            .get()
+                            .execute()
+                            .map_ok(|m| link_name(&m))
+                            .try_collect()
+                            .await
+                    })?;
+                    let hosts: Vec<&String> = attached
+                        .iter()
+                        .filter(|n| {
+                            n.as_str() != "lo" && n.as_str() != crate::plan::UNDERLAY_BRIDGE
+                        })
+                        .collect();
+                    if !hosts.is_empty() {
+                        return Ok(None);
+                    }
                 }
                 self.forget(name);
                 netns_del(name).map(|()| None)
             }
-            Op::Bridge { ns, name } => {
-                self.add_link(ns.as_deref(), name, LinkBridge::new(name).build())?;
+            Op::Bridge { ns, name, group } => {
+                let mut b = LinkBridge::new(name);
+                if *group != 0 {
+                    b = b.link_group(*group);
+                }
+                self.add_link(ns.as_deref(), name, b.build())?;
                 Ok(None)
             }
-            Op::Veth { ns, name, peer, peer_ns, mtu } => {
+            Op::Veth {
+                ns,
+                name,
+                peer,
+                peer_ns,
+                mtu,
+            } => {
                 let ns = ns.as_deref();
                 if self.index(ns, name)?.is_none() {
                     let mut msg = LinkVeth::new(name, peer).mtu(*mtu).build();
                     let _keep;
                     if let Some(p) = peer_ns {
+                        use rtnetlink::packet_route::link::{
+                            InfoData, InfoVeth, LinkAttribute, LinkInfo,
+                        };
                         use std::os::fd::AsRawFd;
-                        use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
                         let f = fs::File::open(Path::new(NETNS_DIR).join(p)).map_err(io_err)?;
                         let peer_msg = LinkUnspec::new_with_name(peer)
                             .setns_by_fd(f.as_raw_fd())
@@ -348,10 +415,24 @@ impl Executor for Real {
                 }
                 Ok(None)
             }
-            Op::Vxlan { ns, name, vni, local, port, dev } => {
+            Op::Vxlan {
+                ns,
+                name,
+                vni,
+                local,
+                port,
+                dev,
+                group,
+            } => {
                 let ns = ns.as_deref();
-                let local: Ipv4Addr = local.parse().map_err(|_| format!("bad local address {local}"))?;
-                let mut b = LinkVxlan::new(name, *vni).port(*port).local(local).learning(false);
+                let local: Ipv4Addr = local
+                    .parse()
+                    .map_err(|_| format!("bad local address {local}"))?;
+                let mut b = LinkVxlan::new(name, *vni)
+                    .port(*port)
+                    .local(local)
+                    .learning(false)
+                    .link_group(*group);
                 if let Some(d) = dev {
                     b = b.dev(self.need_index(ns, d)?);
                 }
@@ -365,12 +446,14 @@ impl Executor for Real {
                 self.nl(ns, |h| async move { fdb_append_default(&h, idx, ip).await })?;
                 Ok(None)
             }
-            Op::Tap { ns, name } => {
+            Op::Tap { ns, name, group } => {
                 let ns = ns.as_deref();
-                if self.index(ns, name)?.is_some() {
-                    return Ok(None);
+                if self.index(ns, name)?.is_none() {
+                    in_ns(ns, || {
+                        crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}"))
+                    })?;
                 }
-                in_ns(ns, || crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}")))?;
+                self.set(ns, name, |l| l.link_group(*group))?;
                 Ok(None)
             }
             Op::SetMaster { ns, name, master } => {
@@ -379,14 +462,19 @@ impl Executor for Real {
                 self.set(ns, name, |l| l.controller(m).up())?;
                 Ok(None)
             }
-            Op::SetMtu { ns, name, mtu } => self.set(ns.as_deref(), name, |l| l.mtu(*mtu)).map(|()| None),
+            Op::SetMtu { ns, name, mtu } => self
+                .set(ns.as_deref(), name, |l| l.mtu(*mtu))
+                .map(|()| None),
             Op::SetUp { ns, name } => self.set(ns.as_deref(), name, |l| l.up()).map(|()| None),
             Op::AddrAdd { ns, name, cidr } => {
                 let ns = ns.as_deref();
                 let (ip, len) = parse_cidr(cidr)?;
                 let idx = self.need_index(ns, name)?;
                 match self.nl(ns, |h| async move {
-                    h.address().add(idx, std::net::IpAddr::V4(ip), len).execute().await
+                    h.address()
+                        .add(idx, std::net::IpAddr::V4(ip), len)
+                        .execute()
+                        .await
                 }) {
                     Err(e) if e.contains("File exists") => Ok(None),
                     other => other.map(|()| None),
@@ -399,8 +487,32 @@ impl Executor for Real {
                     return Ok(None);
                 }
                 let ns = nsr(ns);
-                let Some(idx) = self.index(ns.as_deref(), name)? else { return Ok(None) };
-                match self.nl(ns.as_deref(), |h| async move { h.link().del(idx).execute().await }) {
+                let idx = match self.index(ns.as_deref(), name) {
+                    Ok(Some(i)) => i,
+                    Ok(None) => return Ok(None),
+                    // The namespace went meanwhile, and the device with it.
+                    Err(_) if ns.as_deref().is_some_and(|n| !ns_exists(n)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                match self.nl(ns.as_deref(), |h| async move {
+                    h.link().del(idx).execute().await
+                }) {
+                    Err(e) if e.contains("No such device") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::LinkGroupDel { ns, group } => {
+                if let Some(n) = ns
+                    && !ns_exists(n)
+                {
+                    return Ok(None);
+                }
+                let mut msg = rtnetlink::packet_route::link::LinkMessage::default();
+                msg.attributes
+                    .push(rtnetlink::packet_route::link::LinkAttribute::Group(*group));
+                match self.nl(ns.as_deref(), |h| async move {
+                    h.link().del_with_message(msg).execute().await
+                }) {
                     Err(e) if e.contains("No such device") => Ok(None),
                     other => other.map(|()| None),
                 }
@@ -411,8 +523,18 @@ impl Executor for Real {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(format!("{}: {e}", pin.display())),
             },
-            Op::Shape { ns, dev, rate, latency, loss } => shape(ns.as_deref(), dev, *rate, *latency, *loss),
-            Op::CgroupAdd { path, quota_us, period_us } => {
+            Op::Shape {
+                ns,
+                dev,
+                rate,
+                latency,
+                loss,
+            } => shape(ns.as_deref(), dev, *rate, *latency, *loss),
+            Op::CgroupAdd {
+                path,
+                quota_us,
+                period_us,
+            } => {
                 for dir in cgroup_dirs(path) {
                     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
@@ -432,7 +554,8 @@ impl Executor for Real {
                 Ok(None)
             }
             Op::CgroupJoin { path, pidfile } => {
-                let pid = read_pid(pidfile)?.ok_or_else(|| format!("no QEMU pid in {}", pidfile.display()))?;
+                let pid = read_pid(pidfile)?
+                    .ok_or_else(|| format!("no QEMU pid in {}", pidfile.display()))?;
                 for dir in cgroup_dirs(path) {
                     write(&dir.join("cgroup.procs"), &pid.to_string())?;
                 }
@@ -458,7 +581,11 @@ impl Executor for Real {
                 q.execute("cont")?;
                 Ok(None)
             }
-            Op::WaitSerial { log, marker, timeout_s } => wait_serial(log, marker, *timeout_s),
+            Op::WaitSerial {
+                log,
+                marker,
+                timeout_s,
+            } => wait_serial(log, marker, *timeout_s),
             Op::QemuStop { socket, pidfile } => qemu_stop(socket, pidfile),
             Op::RemoveDir { path } => match fs::remove_dir_all(path) {
                 Ok(()) => Ok(None),
@@ -492,7 +619,11 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// 2 on a unified hierarchy, 1 on the legacy per-controller one.
 pub fn cgroup_version() -> u8 {
-    if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() { 2 } else { 1 }
+    if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+        2
+    } else {
+        1
+    }
 }
 
 /// The directories of cgroup `path`: one on v2; one per controller mx uses
@@ -503,7 +634,11 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         _ => ["cpu", "cpuacct"]
             .iter()
             .map(|c| Path::new(CGROUP_ROOT).join(c).join(path))
-            .filter(|p| p.ancestors().nth(path.split('/').count()).is_some_and(Path::exists))
+            .filter(|p| {
+                p.ancestors()
+                    .nth(path.split('/').count())
+                    .is_some_and(Path::exists)
+            })
             .collect(),
     }
 }
@@ -512,7 +647,10 @@ fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
     use aya::maps::{DevMapHash, Map};
     use aya::programs::{Xdp, XdpMode, links::FdLink};
     if XDP_OBJECT.is_empty() {
-        return Err("this mx was built without clang, so it has no XDP program; install clang and rebuild".into());
+        return Err(
+            "this mx was built without clang, so it has no XDP program; install clang and rebuild"
+                .into(),
+        );
     }
     mount_bpffs()?;
     if pin.join("link-a").exists() && pin.join("link-b").exists() {
@@ -527,13 +665,16 @@ fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
         };
         let (ia, ib) = (idx(a)?, idx(b)?);
         {
-            let map = bpf.map_mut("REDIRECT").ok_or("no REDIRECT map in the XDP object")?;
+            let map = bpf
+                .map_mut("REDIRECT")
+                .ok_or("no REDIRECT map in the XDP object")?;
             let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(io_err)?;
             dm.insert(ia, ib, None, 0).map_err(io_err)?;
             dm.insert(ib, ia, None, 0).map_err(io_err)?;
         }
         if let Some(m) = bpf.map("REDIRECT") {
-            m.pin(pin.join("map")).map_err(|e| format!("pin map: {e}"))?;
+            m.pin(pin.join("map"))
+                .map_err(|e| format!("pin map: {e}"))?;
         }
         let prog: &mut Xdp = bpf
             .program_mut("mx_redirect")
@@ -542,10 +683,15 @@ fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
             .map_err(io_err)?;
         prog.load().map_err(|e| format!("load XDP program: {e}"))?;
         for (name, file) in [(a, "link-a"), (b, "link-b")] {
-            let id = prog.attach(name, XdpMode::Skb).map_err(|e| format!("attach XDP to {name}: {e}"))?;
+            let id = prog
+                .attach(name, XdpMode::Skb)
+                .map_err(|e| format!("attach XDP to {name}: {e}"))?;
             let link = prog.take_link(id).map_err(io_err)?;
-            let fd: FdLink = link.try_into().map_err(|e| format!("XDP link on {name} is not a bpf_link: {e}"))?;
-            fd.pin(pin.join(file)).map_err(|e| format!("pin XDP link of {name}: {e}"))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| format!("XDP link on {name} is not a bpf_link: {e}"))?;
+            fd.pin(pin.join(file))
+                .map_err(|e| format!("pin XDP link of {name}: {e}"))?;
         }
         let _ = Map::DevMapHash; // the map type the C program declares
         Ok(())
@@ -558,11 +704,20 @@ fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
 
 fn mount_bpffs() -> R<()> {
     let mounted = fs::read_to_string("/proc/self/mounts")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+        })
         .unwrap_or(false);
     if !mounted {
-        nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-            .map_err(|e| format!("mount bpffs on /sys/fs/bpf: {e}"))?;
+        nix::mount::mount(
+            Some("bpf"),
+            "/sys/fs/bpf",
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("mount bpffs on /sys/fs/bpf: {e}"))?;
     }
     Ok(())
 }
@@ -581,7 +736,9 @@ fn has_netem() -> bool {
             .status()
             .is_ok_and(|s| s.success())
             && Command::new("tc")
-                .args(["-n", &ns, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms"])
+                .args([
+                    "-n", &ns, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms",
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success());
         let _ = netns_del(&ns);
@@ -589,7 +746,13 @@ fn has_netem() -> bool {
     })
 }
 
-fn shape(ns: Option<&str>, dev: &str, rate: Option<u64>, latency: Option<u64>, loss: Option<f64>) -> R<Option<String>> {
+fn shape(
+    ns: Option<&str>,
+    dev: &str,
+    rate: Option<u64>,
+    latency: Option<u64>,
+    loss: Option<f64>,
+) -> R<Option<String>> {
     let mut note = None;
     let mut args: Vec<String> = Vec::new();
     if let Some(n) = ns {
@@ -610,17 +773,36 @@ fn shape(ns: Option<&str>, dev: &str, rate: Option<u64>, latency: Option<u64>, l
         }
     } else if let Some(r) = rate {
         if wants_netem {
-            note = Some(format!("{dev}: this kernel has no netem; latency and loss are not emulated, only the rate"));
+            note = Some(format!(
+                "{dev}: this kernel has no netem; latency and loss are not emulated, only the rate"
+            ));
         }
         // A burst of at least 10 ms at the rate (and an MTU), queueing up to 50 ms.
         let burst = (r / 8 / 100).max(3000);
-        args.extend(["tbf".into(), "rate".into(), format!("{r}bit"), "burst".into(), burst.to_string(), "latency".into(), "50ms".into()]);
+        args.extend([
+            "tbf".into(),
+            "rate".into(),
+            format!("{r}bit"),
+            "burst".into(),
+            burst.to_string(),
+            "latency".into(),
+            "50ms".into(),
+        ]);
     } else {
-        return Ok(Some(format!("{dev}: this kernel has no netem; latency and loss are not emulated")));
+        return Ok(Some(format!(
+            "{dev}: this kernel has no netem; latency and loss are not emulated"
+        )));
     }
-    let out = Command::new("tc").args(&args).output().map_err(|e| format!("run tc: {e}"))?;
+    let out = Command::new("tc")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("run tc: {e}"))?;
     if !out.status.success() {
-        return Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(note)
 }
@@ -640,9 +822,12 @@ pub fn pid_alive(pidfile: &Path) -> bool {
 
 /// Whether `pid` is a live QEMU (not a zombie, not a recycled pid).
 fn qemu_alive(pid: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let comm_ok = fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu"));
+    let comm_ok =
+        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu"));
     comm_ok && !after.starts_with('Z')
 }
 
@@ -669,7 +854,9 @@ fn qemu_start(ns: Option<&str>, argv: &[String], dir: &Path) -> R<Option<String>
             c
         }
     };
-    let out = cmd.output().map_err(|e| format!("start {}: {e}", argv[0]))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("start {}: {e}", argv[0]))?;
     if !out.status.success() {
         return Err(format!(
             "{} exited with {}: {}",
@@ -692,12 +879,18 @@ fn wait_serial(log: &Path, marker: &str, timeout_s: u64) -> R<Option<String>> {
         }
         let alive = read_pid(&pidfile)?.is_some_and(qemu_alive);
         if !alive || start.elapsed() > Duration::from_secs(timeout_s) {
-            let text = fs::read(log).map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+            let text = fs::read(log)
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(format!(
                 "{} before the guest said `{marker}`; the console's last lines:\n    {}",
-                if alive { format!("waited {timeout_s} s") } else { "QEMU exited".to_string() },
+                if alive {
+                    format!("waited {timeout_s} s")
+                } else {
+                    "QEMU exited".to_string()
+                },
                 tail.join("\n    ")
             ));
         }
@@ -706,7 +899,9 @@ fn wait_serial(log: &Path, marker: &str, timeout_s: u64) -> R<Option<String>> {
 }
 
 fn qemu_stop(socket: &Path, pidfile: &Path) -> R<Option<String>> {
-    let Some(pid) = read_pid(pidfile)? else { return Ok(None) };
+    let Some(pid) = read_pid(pidfile)? else {
+        return Ok(None);
+    };
     if !qemu_alive(pid) {
         return Ok(None);
     }
@@ -718,7 +913,10 @@ fn qemu_stop(socket: &Path, pidfile: &Path) -> R<Option<String>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     if qemu_alive(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let start = Instant::now();
         while qemu_alive(pid) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
@@ -742,9 +940,13 @@ impl Qmp {
         for _ in 0..100 {
             match UnixStream::connect(path) {
                 Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_err)?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))
+                        .map_err(io_err)?;
                     let writer = s.try_clone().map_err(io_err)?;
-                    let mut q = Qmp { reader: BufReader::new(s), writer };
+                    let mut q = Qmp {
+                        reader: BufReader::new(s),
+                        writer,
+                    };
                     let greeting = q.line()?;
                     if greeting.get("QMP").is_none() {
                         return Err(format!("{}: not a QMP greeting", path.display()));
@@ -783,7 +985,10 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                return Err(format!("QMP {cmd}: {}", e["desc"].as_str().unwrap_or("error")));
+                return Err(format!(
+                    "QMP {cmd}: {}",
+                    e["desc"].as_str().unwrap_or("error")
+                ));
             }
         }
     }

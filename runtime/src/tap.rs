@@ -19,13 +19,17 @@ pub fn create(name: &str) -> std::io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(std::io::Error::other(format!("bad tap name `{name}`")));
     }
-    let f = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: the fd is open on /dev/net/tun and `ifr` outlives the call.
     unsafe { tun_set_iff(f.as_raw_fd(), &ifr) }?;
     // SAFETY: as above; the argument is a plain integer.

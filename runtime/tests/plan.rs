@@ -13,7 +13,9 @@ fn compile(path: &str) -> mx_compiler::Output {
 
 fn bundles() -> Vec<mx_materializer::Bundle> {
     let exp = compile("examples/local.mx").xir.expect("experiment");
-    let fac = compile("examples/facilities/local.mx").facility.expect("facility");
+    let fac = compile("examples/facilities/local.mx")
+        .facility
+        .expect("facility");
     let real = mx_realizer::realize(&exp, &fac, &Default::default(), &Default::default())
         .expect("realizes")
         .realization;
@@ -62,7 +64,12 @@ fn dag_orders_stages_and_dependencies() {
             // A VM waits for every global piece (its tunnels' far ends too).
             for (j, g) in plan.dag.tasks.iter().enumerate() {
                 if g.fragment.scope == mx_xir::Scope::Global {
-                    assert!(t.deps.contains(&j), "{} does not wait for {}", t.fragment.id, g.fragment.id);
+                    assert!(
+                        t.deps.contains(&j),
+                        "{} does not wait for {}",
+                        t.fragment.id,
+                        g.fragment.id
+                    );
                 }
             }
         }
@@ -85,11 +92,17 @@ fn a_tampered_fragment_is_refused() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().contains("-vm-"))
         .unwrap();
-    let text = std::fs::read_to_string(&f).unwrap().replace("\"vcpus\": 1", "\"vcpus\": 9");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("\"vcpus\": 1", "\"vcpus\": 9");
     std::fs::write(&f, text).unwrap();
     let err = mx_runtime::bundle::load_dir(&d).unwrap_err();
     assert_eq!(err.code, "E0402");
-    assert!(err.message.contains("does not match its digest"), "{}", err.message);
+    assert!(
+        err.message.contains("does not match its digest"),
+        "{}",
+        err.message
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -98,7 +111,8 @@ fn a_malformed_fragment_is_refused_with_its_location() {
     let d = scratch("malformed");
     // Re-digest the broken file so only the parse can catch it.
     let m = d.join("ns1/manifest.json");
-    let mut manifest: mx_xir::Manifest = serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+    let mut manifest: mx_xir::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
     let e = &mut manifest.fragments[0];
     let broken = "{ \"version\": \"mx-fragment/0.1\", \"id\": \n";
     std::fs::write(d.join("ns1").join(&e.file), broken).unwrap();
@@ -107,7 +121,11 @@ fn a_malformed_fragment_is_refused_with_its_location() {
     std::fs::write(&m, mx_materializer::to_json(&manifest)).unwrap();
     let err = mx_runtime::bundle::load_dir(&d).unwrap_err();
     assert_eq!(err.code, "E0402");
-    assert!(err.message.contains("malformed fragment") && err.message.contains(":2:"), "{}", err.message);
+    assert!(
+        err.message.contains("malformed fragment") && err.message.contains(":2:"),
+        "{}",
+        err.message
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -116,7 +134,9 @@ fn bad_names_and_dangling_references_are_refused() {
     let mut b = bundles();
     for f in b.iter_mut().flat_map(|b| b.fragments.iter_mut()) {
         match &mut f.spec {
-            mx_xir::Spec::Tap { device, .. } if device.ends_with('0') => *device = "tap; rm -rf /".into(),
+            mx_xir::Spec::Tap { device, .. } if device.ends_with('0') => {
+                *device = "tap; rm -rf /".into()
+            }
             mx_xir::Spec::Vm(vm) if vm.name == "d" => vm.nics[0].mac = "zz:00".into(),
             _ => {}
         }
@@ -124,8 +144,16 @@ fn bad_names_and_dangling_references_are_refused() {
     let errs = mx_runtime::bundle::validate(&b).unwrap_err();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
     assert!(errs.iter().all(|e| e.code == "E0402"));
-    assert!(text.iter().any(|m| m.contains("not a valid interface name")), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("is not defined on host ns0")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|m| m.contains("not a valid interface name")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|m| m.contains("is not defined on host ns0")),
+        "{text:?}"
+    );
     assert!(text.iter().any(|m| m.contains("malformed MAC")), "{text:?}");
 }
 
@@ -134,13 +162,20 @@ fn another_version_is_refused() {
     let mut b = bundles();
     b[0].fragments[0].version = "mx-fragment/9".into();
     let errs = mx_runtime::bundle::validate(&b).unwrap_err();
-    assert!(errs[0].message.contains("expected `mx-fragment/0.1`"), "{:?}", errs[0].message);
+    assert!(
+        errs[0].message.contains("expected `mx-fragment/0.1`"),
+        "{:?}",
+        errs[0].message
+    );
 }
 
 #[test]
 fn teardown_reverses_the_dag() {
     // A dry run of down over a fake state: dependents go first.
-    let rt = Runtime { root: std::env::temp_dir().join(format!("mx-down-{}", std::process::id())), ..runtime() };
+    let rt = Runtime {
+        root: std::env::temp_dir().join(format!("mx-down-{}", std::process::id())),
+        ..runtime()
+    };
     let b = bundles();
     let dir = rt.state_dir("local");
     std::fs::create_dir_all(&dir).unwrap();
@@ -154,7 +189,11 @@ fn teardown_reverses_the_dag() {
     };
     state.save(&dir).unwrap();
     let ops = rt.down("local", true, &mut |_| {}).expect("dry run");
-    let pos = |needle: &str| ops.iter().position(|o| o.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in {ops:#?}"));
+    let pos = |needle: &str| {
+        ops.iter()
+            .position(|o| o.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {ops:#?}"))
+    };
     let t = mx_materializer::tag("local");
     // LAN taps (2, 3, 4) only after their bridge (1); XDP taps (0, 1) after the pair.
     assert!(pos(&format!("link del b{t}1")) < pos(&format!("link del t{t}2")));

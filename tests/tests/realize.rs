@@ -174,7 +174,7 @@ fn vfio_endpoints_get_vfs_with_unique_vlans_per_leaf() {
 #[test]
 fn a_second_experiment_respects_the_first() {
     let fac = facility("examples/facilities/local.mx");
-    let src = "n = [topo.device(f'n{i}', cores == 2, memory == gb(4)) for i in range(2)]\ntopo.connect(n)\n";
+    let src = "n = [topo.device(f'n{i}', cores == 4, memory == gb(4)) for i in range(2)]\ntopo.connect(n)\n";
     let exp = compile("t.mx", src, &Options::default())
         .xir
         .expect("compiles");
@@ -183,7 +183,7 @@ fn a_second_experiment_respects_the_first() {
         .realization;
     let mut usage = Usage::default();
     usage.add(&fac, &first);
-    // local.mx has two 2-core hypervisors: nothing is left for a second copy.
+    // local.mx has two 4-core hypervisors: nothing is left for a second copy.
     let err = realize(&exp, &fac, &usage, &opts(1)).expect_err("does not fit twice");
     assert!(err.iter().all(|d| d.code == "E0301"), "{err:?}");
     assert!(
