@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// Seed for the realizer.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run the DAG of an experiment that is already (partly) up again, from
+    /// its state: after a crash, or once a failed task's cause is fixed.
+    #[arg(long, conflicts_with = "dry_run")]
+    resume: bool,
     #[command(flatten)]
     model_options: ModelOptions,
 }
@@ -208,6 +212,31 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
             .name
             .clone()
             .or_else(|| model_name(&args.model, &args.model_options));
+        if args.resume {
+            let Some(n) = name else {
+                eprintln!(
+                    "error: {} does not compile to an experiment",
+                    args.model.display()
+                );
+                return Status::Failure;
+            };
+            let rt = Runtime::from_env();
+            let total = rt
+                .bundles(&n)
+                .map(|b| b.iter().map(|b| b.fragments.len()).sum())
+                .unwrap_or(0);
+            let mut progress = Progress::new(total);
+            return match rt.resume(&n, &mut |e| progress.event(e)) {
+                Ok(_) => {
+                    eprintln!("`{n}` is up");
+                    Status::Success
+                }
+                Err(d) => {
+                    show(&d);
+                    Status::Failure
+                }
+            };
+        }
         if let Some(n) = name {
             let rt = Runtime::from_env();
             if rt.state_dir(&n).exists() {
@@ -219,7 +248,7 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
                     ),
                 )
                 .help(format!(
-                    "`mxc status {n}` shows it; `mxc down {n}` removes it"
+                    "`mxc status {n}` shows it; `mxc down {n}` removes it; `mxc up --resume` finishes a run that failed"
                 ))]);
                 return Status::Failure;
             }

@@ -50,8 +50,8 @@ fn local() -> String {
         .to_string()
 }
 
-/// A 2-core and a 1-core node: the local facility (two 2-core hypervisors) fits one copy.
-const TWO_CORES: &str = "n = topo.device('n', cores == 2, memory == gb(2))\nm = topo.device('m', cores == 1, memory == gb(1))\ntopo.connect([n, m])\n";
+/// A 4-core and a 2-core node: the local facility (two 4-core hypervisors) fits one copy.
+const TWO_CORES: &str = "n = topo.device('n', cores == 4, memory == gb(2))\nm = topo.device('m', cores == 2, memory == gb(1))\ntopo.connect([n, m])\n";
 
 #[test]
 fn racing_realizations_never_over_commit() {
@@ -59,7 +59,7 @@ fn racing_realizations_never_over_commit() {
     let model = dir.path("two.mx");
     std::fs::write(
         &model,
-        "n = topo.device('n', cores == 2, memory == gb(2))\n",
+        "n = topo.device('n', cores == 4, memory == gb(2))\n",
     )
     .expect("write model");
     let db = dir.path("alloc.db");
@@ -106,7 +106,7 @@ fn racing_realizations_never_over_commit() {
     );
     let show = mxc(&["alloc", "show", "--db", &db]);
     let listing = String::from_utf8_lossy(&show.stdout).to_string();
-    // Each hypervisor holds exactly one 2-core VM.
+    // Each hypervisor holds exactly one 4-core VM.
     assert_eq!(listing.matches(" ns0 ").count(), 1, "{listing}");
     assert_eq!(listing.matches(" ns1 ").count(), 1, "{listing}");
 }
@@ -162,7 +162,7 @@ fn relinquish_frees_and_dry_run_allocates_nothing() {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("already holds allocations"));
 
-    // The facility is now 3 of 4 cores full: a second copy does not fit, and says so.
+    // The facility is now 6 of 8 cores full: a second copy does not fit, and says so.
     let second = mxc(&[
         "realize",
         &model,

@@ -293,7 +293,7 @@ fn a_qemu_that_dies_is_reported_and_cleaned_up() {
 }
 
 #[test]
-fn a_task_that_fails_stops_the_run_and_down_cleans_up() {
+fn a_task_that_fails_stops_the_run_resume_finishes_it_and_down_cleans_up() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !can_run() {
         return;
@@ -334,6 +334,24 @@ fn a_task_that_fails_stops_the_run_and_down_cleans_up() {
     assert_eq!(of(&format!("bridge/ns0/{dummy}")), "failed");
     // The VMs on that bridge never started.
     assert_eq!(of("vm/a"), "skipped");
+    // Fix the cause, and the run resumes where it stopped.
+    assert!(
+        Command::new("ip")
+            .args(["-n", "mxh-ns0", "link", "del", &dummy])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let resumed = env.mxc(&["up", "examples/local.mx", "--resume"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let guests = env.pings("local");
+    let a: Vec<&str> = guests["a"]["console"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(a.contains(&"MX-PING a 10.0.2.3 ok"), "{a:?}");
     let down = env.mxc(&["down", "local"]);
     assert!(down.status.success(), "{}", stderr(&down));
     env.assert_clean("local");

@@ -80,6 +80,7 @@ impl Runtime {
             accel: accel.to_string(),
             missing_images: missing,
             group: plan::device_group(name),
+            vmlinux: BTreeSet::new(),
         }
     }
 
@@ -271,7 +272,23 @@ impl Runtime {
         if !errs.is_empty() {
             return Err(errs);
         }
-        let paths = self.paths(&name, &accel, missing);
+        let mut paths = self.paths(&name, &accel, missing);
+        if check_machine {
+            let images: BTreeSet<&str> = dag
+                .tasks
+                .iter()
+                .filter_map(|t| match &t.fragment.spec {
+                    Spec::Vm(vm) => Some(vm.image.as_str()),
+                    _ => None,
+                })
+                .chain([mx_materializer::DEFAULT_IMAGE])
+                .collect();
+            for i in images {
+                if self.images.join(i).join("vmlinux").is_file() {
+                    paths.vmlinux.insert(i.to_string());
+                }
+            }
+        }
         let hosts = netns_hosts(bundles);
         let ops = dag
             .tasks
@@ -323,7 +340,7 @@ impl Runtime {
         };
         mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
         let hosts = netns_hosts(bundles);
-        let mut state = exec::State {
+        let state = exec::State {
             experiment: name.clone(),
             netns_hosts: hosts.clone(),
             accel: paths.accel.clone(),
@@ -342,6 +359,51 @@ impl Runtime {
                 .collect(),
         };
         state.save(&dir).map_err(fail)?;
+        self.drive(plan, &paths, &hosts, state, progress)
+    }
+
+    /// Runs an experiment's DAG again from its state directory: after a
+    /// crash of `mxc up`, or a failed task whose cause is fixed. Tasks are
+    /// idempotent, so what is done is verified and the rest created.
+    pub fn resume(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        let bundles = self.bundles(name).map_err(|d| vec![d])?;
+        let (plan, paths) = self.plan(&bundles, true)?;
+        let dir = self.state_dir(name);
+        let old = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
+        let hosts = netns_hosts(&bundles);
+        let state = exec::State {
+            phase: "starting".into(),
+            tasks: plan
+                .dag
+                .tasks
+                .iter()
+                .map(|t| exec::TaskState {
+                    id: t.fragment.id.clone(),
+                    host: t.fragment.host.clone(),
+                    status: Status::Pending,
+                    message: String::new(),
+                    ms: 0,
+                })
+                .collect(),
+            ..old
+        };
+        self.drive(plan, &paths, &hosts, state, progress)
+    }
+
+    fn drive(
+        &self,
+        plan: Plan,
+        paths: &plan::Paths,
+        hosts: &[String],
+        mut state: exec::State,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        let name = state.experiment.clone();
+        let dir = self.state_dir(&name);
         let ctx = exec::Context {
             experiment: name.clone(),
             root: self.root.clone(),
@@ -352,8 +414,8 @@ impl Runtime {
             exec::Direction::Up,
             &real,
             &ctx,
-            &paths,
-            &hosts,
+            paths,
+            hosts,
             &mut state,
             Some(&dir),
             self.workers,
@@ -367,7 +429,7 @@ impl Runtime {
         let _ = state.save(&dir);
         match res {
             Ok(()) => Ok(plan),
-            Err(e) => Err(vec![Diagnostic::error("E0404", format!("experiment `{name}` did not come up: {e}")).help(format!("`mxc status {name}` shows each task; `mxc down {name}` removes what was created"))]),
+            Err(e) => Err(vec![Diagnostic::error("E0404", format!("experiment `{name}` did not come up: {e}")).help(format!("`mxc status {name}` shows each task; `mxc down {name}` removes what was created, or `mxc up --resume` retries once the cause is fixed"))]),
         }
     }
 
@@ -511,13 +573,17 @@ impl Runtime {
     /// Builds the default guest image if it is not there.
     pub fn ensure_default_image(&self) -> Result<PathBuf, String> {
         let dir = self.images.join(mx_materializer::DEFAULT_IMAGE);
-        if dir.join("vmlinuz").exists() && dir.join("initramfs.cpio.gz").exists() {
+        if ["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
+            .iter()
+            .all(|f| dir.join(f).exists())
+        {
             return Ok(dir);
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let script = dir.join("build-guest.sh");
         std::fs::write(&script, GUEST_SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
         let out = std::process::Command::new("bash")
+            .env("MX_GUEST_VMLINUX", "1")
             .arg(&script)
             .arg(&dir)
             .output()
