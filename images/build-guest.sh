@@ -230,6 +230,8 @@ NAME=mx
 IFS_SPECS=
 ROUTES=
 PINGS=
+BURN=0
+TICK=0
 set -f
 # shellcheck disable=SC2013 # the command line is words
 for w in $(cat /proc/cmdline); do
@@ -238,6 +240,8 @@ for w in $(cat /proc/cmdline); do
     mx.if=*)    IFS_SPECS="$IFS_SPECS ${w#mx.if=}" ;;
     mx.route=*) ROUTES="$ROUTES ${w#mx.route=}" ;;
     mx.ping=*)  PINGS="$PINGS $(echo "${w#mx.ping=}" | tr ',' ' ')" ;;
+    mx.burn=*)  BURN=${w#mx.burn=} ;;
+    mx.tick=*)  TICK=${w#mx.tick=} ;;
   esac
 done
 set +f
@@ -286,6 +290,25 @@ for spec in $IFS_SPECS; do
   ip link set "$dev" up
   CONFIGURED="$CONFIGURED $dev"
   echo "MX-IF $NAME $dev $mac $addr"
+  # What the NIC is: its driver, and its PCIe link where it has one.
+  drv=$(basename "$(readlink "/sys/class/net/$dev/device/driver" 2>/dev/null)" 2>/dev/null)
+  pdev=$(readlink -f "/sys/class/net/$dev/device" 2>/dev/null)
+  speed=; width=; slot=
+  # The link is the NIC's own (behind a root port); a virtio NIC's netdev
+  # hangs off the virtio device, one level below the PCI function. The slot
+  # is the root port above it: the link it offers.
+  for d in "$pdev" "${pdev%/*}"; do
+    [ -r "$d/class" ] || continue # not the PCI function yet
+    if [ -r "$d/current_link_speed" ]; then
+      speed=$(tr ' ' '_' <"$d/current_link_speed"); width=$(cat "$d/current_link_width")
+    fi
+    port=${d%/*}
+    if [ -r "$port/max_link_speed" ]; then
+      slot="$(tr ' ' '_' <"$port/max_link_speed")_x$(cat "$port/max_link_width")"
+    fi
+    break
+  done
+  echo "MX-NIC $NAME $dev driver=${drv:-none} speed=${speed:-none} width=${width:-none} slot=${slot:-none}"
 done
 
 # Wait (at most 5 s in all) for carrier, so that the first packets are not
@@ -324,6 +347,19 @@ for ip in $PINGS; do
 done
 wait
 echo "MX-PINGS-DONE $NAME"
+
+# --- mx.tick=S: the guest's own clock every S seconds of guest time (for
+# measuring time dilation against the host's) ---
+if [ "$TICK" -gt 0 ] 2>/dev/null; then
+  ( while :; do echo "MX-TICK $NAME $(up)"; sleep "$TICK"; done ) &
+fi
+
+# --- mx.burn=N: N CPU-bound loops (for measuring CPU bandwidth) ---
+if [ "$BURN" -gt 0 ] 2>/dev/null; then
+  i=0
+  while [ $i -lt "$BURN" ]; do ( while :; do :; done ) & i=$((i + 1)); done
+  echo "MX-BURN $NAME $BURN"
+fi
 
 # --- operator shell on the console; power off when it exits ---
 export PS1="$NAME:\w# "

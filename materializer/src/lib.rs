@@ -327,6 +327,9 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 nics: vm_nics.into_iter().map(|(_, n)| n).collect(),
                 cpu_share,
                 tdf: p.profile.tdf,
+                pcie: p.profile.pcie,
+                membus: p.profile.membus,
+                kernel_args: p.profile.kernel_args.clone(),
                 neighbours: neighbours
                     .remove(p.node.as_str())
                     .unwrap_or_default()

@@ -97,8 +97,13 @@ fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
             ("clock", Value::Int(hz)) if *hz > 0 => p.clock = Some(*hz as u64),
             ("tdf", Value::Int(f)) if *f > 0 => p.tdf = Some(*f as f64),
             ("tdf", Value::Float(f)) if *f > 0.0 => p.tdf = Some(*f),
+            ("pcie", Value::Pcie(x)) => p.pcie = Some(*x),
+            ("membus", Value::Membus(m)) => p.membus = Some(*m),
             _ => {}
         }
+    }
+    if let Some(args) = n.properties.get("kernel_args").and_then(|v| v.as_str()) {
+        p.kernel_args = args.split_whitespace().map(str::to_string).collect();
     }
     p
 }

@@ -333,6 +333,12 @@ pub fn host_verdict(need: &Need, host: &Host, mode: Mode) -> Result<(), Verdict>
                     }
                 })
             }),
+            // A VM's PCIe link is QEMU's root port: any generation and
+            // width up to the host's can be set (`==` asks for exactly that
+            // link in the guest, not on the host).
+            "pcie" if mode == Mode::Vm && c.op == Op::Eq => host.pcie.is_some_and(
+                |p| matches!(c.value, Value::Pcie(w) if w.r#gen <= p.r#gen && w.lanes <= p.lanes),
+            ),
             "pcie" => host.pcie.is_some_and(|p| {
                 holds_ord(c, &(p.r#gen, p.lanes), |v| {
                     if let Value::Pcie(w) = v {

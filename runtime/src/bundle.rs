@@ -341,6 +341,18 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                             ));
                         }
                     }
+                    if !vm.kernel_args.iter().all(|w| {
+                        !w.is_empty()
+                            && w.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"._=,:/-+".contains(&b))
+                    }) {
+                        errs.push(bad(
+                            format!(
+                                "{at}: kernel arguments may only use letters, digits and ._=,:/-+"
+                            ),
+                            REMATERIALIZE,
+                        ));
+                    }
                     if !vm.neighbours.iter().all(|a| ip_ok(a)) {
                         errs.push(bad(
                             format!("{at}: malformed neighbour address"),

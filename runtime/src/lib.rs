@@ -248,6 +248,12 @@ impl Runtime {
                         "use virtual NICs, or configure the switch by hand and drop the fragment",
                     )),
                     Spec::Vm(vm) => {
+                        if let Some(tdf) = vm.tdf {
+                            errs.push(unsupported(
+                                format!("VM `{}` asks for time dilation (tdf == {tdf}); this runtime cannot dilate guest time yet", vm.name),
+                                "drop the `tdf` constraint; FIDELITY.md says why (TCG's icount is not a dilation factor)",
+                            ));
+                        }
                         let bin = plan::qemu_binary(&vm.arch);
                         if !which(&bin) {
                             errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (or qemu-system-arm for aarch64)"));
@@ -573,9 +579,14 @@ impl Runtime {
     /// Builds the default guest image if it is not there.
     pub fn ensure_default_image(&self) -> Result<PathBuf, String> {
         let dir = self.images.join(mx_materializer::DEFAULT_IMAGE);
-        if ["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
-            .iter()
-            .all(|f| dir.join(f).exists())
+        // Built, and by the script this mxc carries (a newer mxc may speak
+        // more of the command-line protocol).
+        let same_script =
+            std::fs::read_to_string(dir.join("build-guest.sh")).is_ok_and(|s| s == GUEST_SCRIPT);
+        if same_script
+            && ["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
+                .iter()
+                .all(|f| dir.join(f).exists())
         {
             return Ok(dir);
         }

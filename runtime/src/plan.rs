@@ -623,6 +623,18 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
     }
 }
 
+/// QEMU's name for the link speed of a PCIe generation (GT/s).
+pub fn pcie_speed(generation: u8) -> &'static str {
+    match generation {
+        1 => "2_5",
+        2 => "5",
+        3 => "8",
+        4 => "16",
+        5 => "32",
+        _ => "64",
+    }
+}
+
 /// The QEMU system emulator for an architecture.
 pub fn qemu_binary(arch: &str) -> String {
     format!("qemu-system-{arch}")
@@ -646,6 +658,7 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
     if !vm.neighbours.is_empty() {
         append.push(format!("mx.ping={}", vm.neighbours.join(",")));
     }
+    append.extend(vm.kernel_args.iter().cloned());
     let cpu = if paths.accel == "kvm" { "host" } else { "max" };
     let mut argv: Vec<String> = [
         qemu_binary(&vm.arch).as_str(),
@@ -691,6 +704,18 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
                 ));
                 let model = nic_device(&n.model).unwrap_or("virtio-net-pci");
                 let mut dev = format!("{model},netdev=n{i},mac={}", n.mac);
+                if let Some(p) = vm.pcie.filter(|_| vm.machine == "q35") {
+                    // Each NIC behind its own root port, whose link runs at
+                    // the generation and width the node asked for.
+                    argv.push("-device".into());
+                    argv.push(format!(
+                        "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},x-speed={},x-width={}",
+                        i + 1,
+                        pcie_speed(p.r#gen),
+                        p.lanes
+                    ));
+                    dev.push_str(&format!(",bus=rp{i}"));
+                }
                 if n.no_offload && model == "virtio-net-pci" {
                     // An XDP redirect hands frames on as they are; a guest
                     // that left the checksum to offload would send frames the

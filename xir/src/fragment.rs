@@ -178,6 +178,15 @@ pub struct VmSpec {
     /// Time dilation factor, if asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdf: Option<f64>,
+    /// The PCIe link speed and width the guest's NICs sit behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcie: Option<crate::Pcie>,
+    /// The memory bus the node asked for (recorded; not emulated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membus: Option<crate::Membus>,
+    /// Extra words for the guest kernel's command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_args: Vec<String>,
     /// Neighbour addresses the guest checks it can reach once up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<String>,

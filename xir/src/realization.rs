@@ -64,6 +64,17 @@ pub struct Profile {
     /// Time dilation factor (`tdf == 10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdf: Option<f64>,
+    /// PCIe link the VM's devices see (`pcie == gen3(16)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcie: Option<crate::Pcie>,
+    /// Memory bus asked for (`membus == ddr4(2400)`): matched against the
+    /// host and recorded; not emulated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membus: Option<crate::Membus>,
+    /// Extra words for the guest kernel's command line, from the node's
+    /// `kernel_args` property.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_args: Vec<String>,
 }
 
 impl Profile {
