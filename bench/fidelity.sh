@@ -59,6 +59,7 @@ for pair in "virtio virtio_net" "e1000 e1000" "e1000e e1000e" "rtl8139 8139cp" "
   line=$(grep "MX-NIC x .* driver=$2 " <<<"$x")
   slot=$(sed 's/.*slot=\([^ ]*\).*/\1/; s/_/ /g' <<<"$line")
   link=$(sed 's/.*speed=\([^ ]*\) width=\([^ ]*\).*/\1 x\2/; s/_/ /g' <<<"$line")
+  [ "$link" = "none xnone" ] && link="none (conventional PCI)"
   nicrows+=("| $1 | $2 | $px | $py | $slot | $link |")
   i=$((i + 1))
 done

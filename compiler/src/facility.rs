@@ -97,6 +97,51 @@ impl Eval<'_> {
                 let capacity = self
                     .quantity_kw(&mut a, "capacity", Unit::Bps)?
                     .unwrap_or(10_000_000_000);
+                // The ports' interface names on the host (`devices=['enp59s0f0',
+                // 'enp59s0f1']`): what the runtime programs VFs on and hands
+                // to VMs whole.
+                let devices = match self.kwarg(&mut a, "devices") {
+                    None => Vec::new(),
+                    Some(v) => {
+                        let items = self.iterate(&v, a.span)?;
+                        let mut out = Vec::new();
+                        for it in items {
+                            match it {
+                                Value::Str(s)
+                                    if !s.is_empty()
+                                        && s.len() <= 15
+                                        && s.bytes().all(|b| {
+                                            b.is_ascii_alphanumeric() || b"-_.".contains(&b)
+                                        }) =>
+                                {
+                                    out.push(Value::Str(s))
+                                }
+                                _ => {
+                                    return Err(Diagnostic::error(
+                                        "E0218",
+                                        "`devices` lists interface names",
+                                    )
+                                    .primary(a.span.range(), "this NIC")
+                                    .help("one name per port, such as devices=['enp59s0f0', 'enp59s0f1'] (at most 15 of a-z, 0-9, -, _ and .)")
+                                    .into());
+                                }
+                            }
+                        }
+                        if out.len() != ports as usize {
+                            return Err(Diagnostic::error(
+                                "E0218",
+                                format!(
+                                    "`devices` names {} interfaces for {ports} ports",
+                                    out.len()
+                                ),
+                            )
+                            .primary(a.span.range(), "this NIC")
+                            .help("name one interface per port")
+                            .into());
+                        }
+                        out
+                    }
+                };
                 self.no_more_kwargs(&a, name)?;
                 let mut m = IndexMap::new();
                 m.insert(Key::Str("model".into()), Value::Sym(def.name));
@@ -106,6 +151,7 @@ impl Eval<'_> {
                     Value::Quantity(capacity as i64, Unit::Bps),
                 );
                 m.insert(Key::Str("vfs".into()), Value::Int(vfs as i64));
+                m.insert(Key::Str("devices".into()), Value::list(devices));
                 Ok(Value::dict(m))
             }
             _ => {
@@ -551,6 +597,17 @@ impl Eval<'_> {
                                 ports: ports as u32,
                                 capacity: cap as u64,
                                 max_vfs: vfs as u32,
+                                devices: match get("devices") {
+                                    Some(Value::List(l)) => l
+                                        .borrow()
+                                        .iter()
+                                        .filter_map(|v| match v {
+                                            Value::Str(s) => Some(s.to_string()),
+                                            _ => None,
+                                        })
+                                        .collect(),
+                                    _ => Vec::new(),
+                                },
                             }),
                             _ => return Err(self.type_error(
                                 span,

@@ -101,6 +101,14 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
         .collect();
     let mut local: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
     let mut nic_count: u32 = 0;
+    let mut switch_vlans: BTreeSet<(String, u32, u16)> = BTreeSet::new();
+    let port_device = |host: &str, port: u32| -> String {
+        hosts
+            .get(host)
+            .and_then(|h| h.port_device(port))
+            .unwrap_or_default()
+            .to_string()
+    };
     for (li, link) in real.links.iter().enumerate() {
         let mut taps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for ep in &link.endpoints {
@@ -133,12 +141,28 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     (NicAttach::Tap { device }, model.clone())
                 }
                 Attachment::Vf { port, vf, vlan } => {
+                    let pf = port_device(&ep.host, *port);
+                    // The switch port carries the VF's VLAN (tagged: the NIC
+                    // tags on the way out), mapped to the VNI across leaves.
+                    if switch_vlans.insert((ep.host.clone(), *port, *vlan)) {
+                        out.entry(ep.host.clone()).or_default().push(frag(
+                            &ep.host,
+                            Scope::Global,
+                            format!("switch_vlan/{}-{port}-{vlan}", ep.host),
+                            Spec::SwitchVlan {
+                                port: *port,
+                                vlan: *vlan,
+                                vni: link.vni,
+                            },
+                        ));
+                    }
                     out.entry(ep.host.clone()).or_default().push(frag(
                         &ep.host,
                         Scope::Global,
                         format!("vf/{}-{port}-{vf}", ep.host),
                         Spec::Vf {
                             pf_port: *port,
+                            pf: pf.clone(),
                             vf: *vf,
                             vlan: *vlan,
                             mac: mac.clone(),
@@ -148,6 +172,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     (
                         NicAttach::Vf {
                             pf_port: *port,
+                            pf,
                             vf: *vf,
                         },
                         "vf".to_string(),
@@ -157,7 +182,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     out.entry(ep.host.clone()).or_default().push(frag(
                         &ep.host,
                         Scope::Global,
-                        format!("switch_vlan/{}-{port}", ep.host),
+                        format!("switch_vlan/{}-{port}-{vlan}", ep.host),
                         Spec::SwitchVlan {
                             port: *port,
                             vlan: *vlan,
@@ -165,7 +190,10 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                         },
                     ));
                     (
-                        NicAttach::Passthrough { port: *port },
+                        NicAttach::Passthrough {
+                            port: *port,
+                            device: port_device(&ep.host, *port),
+                        },
                         "passthrough".to_string(),
                     )
                 }

@@ -193,6 +193,16 @@ pub fn realize(
             clock: h.clock,
             underlay: h.underlay.clone(),
             netns: h.netns,
+            ports: if h.nics.iter().any(|n| !n.devices.is_empty()) {
+                h.nics
+                    .iter()
+                    .flat_map(|n| {
+                        (0..n.ports as usize).map(|i| n.devices.get(i).cloned().unwrap_or_default())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     Ok(Outcome {

@@ -276,9 +276,15 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     taps.insert(device.clone(), vm.clone());
                 }
                 Spec::Bridge { device, .. } => dev(device),
-                Spec::Vf { mac, vlan, .. } => {
+                Spec::Vf { mac, vlan, pf, .. } => {
                     if !mac_ok(mac) || *vlan == 0 || *vlan > 4094 {
                         errs.push(bad(format!("{at}: malformed MAC or VLAN"), REMATERIALIZE));
+                    }
+                    if !pf.is_empty() && !ifname_ok(pf) {
+                        errs.push(bad(
+                            format!("{at}: `{pf}` is not an interface name"),
+                            REMATERIALIZE,
+                        ));
                     }
                 }
                 Spec::SwitchVlan { vlan, .. } => {
@@ -326,6 +332,17 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                         if !mac_ok(&n.mac) || !n.addrs.iter().all(|a| cidr_ok(a)) {
                             errs.push(bad(
                                 format!("{at}: malformed MAC `{}` or address", n.mac),
+                                REMATERIALIZE,
+                            ));
+                        }
+                        let attached = match &n.attach {
+                            NicAttach::Vf { pf: d, .. }
+                            | NicAttach::Passthrough { device: d, .. } => d,
+                            NicAttach::Tap { device } => device,
+                        };
+                        if !attached.is_empty() && !ifname_ok(attached) {
+                            errs.push(bad(
+                                format!("{at}: `{attached}` is not an interface name"),
                                 REMATERIALIZE,
                             ));
                         }

@@ -199,6 +199,11 @@ fn has_sriov() -> bool {
         .unwrap_or(false)
 }
 
+fn has_vfio() -> bool {
+    Path::new("/dev/vfio/vfio").exists()
+        && std::fs::read_dir("/sys/kernel/iommu_groups").is_ok_and(|mut d| d.next().is_some())
+}
+
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
@@ -239,6 +244,10 @@ impl Runtime {
             }
             for t in &dag.tasks {
                 match &t.fragment.spec {
+                    Spec::Vf { pf, pf_port, .. } if pf.is_empty() => errs.push(unsupported(
+                        format!("fragment `{}` needs a VF on host {}'s port {pf_port}, whose interface the facility does not name", t.fragment.id, t.fragment.host),
+                        "name the ports' interfaces in the facility: nic(..., devices=['enp59s0f0', 'enp59s0f1'])",
+                    )),
                     Spec::Vf { .. } if !has_sriov() => errs.push(unsupported(
                         format!("fragment `{}` needs an SR-IOV NIC; this machine has none", t.fragment.id),
                         "realize onto a facility whose hosts have SR-IOV NICs, or use `nic == virtio`",
@@ -259,8 +268,13 @@ impl Runtime {
                             errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (or qemu-system-arm for aarch64)"));
                         }
                         for n in &vm.nics {
-                            if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) {
-                                errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none", vm.name, n.model), "use a virtual NIC model"));
+                            if let mx_xir::NicAttach::Passthrough { device, port } = &n.attach
+                                && device.is_empty()
+                            {
+                                errs.push(unsupported(format!("VM `{}` takes host {}'s port {port} whole, but the facility does not name its interface", vm.name, t.fragment.host), "name the ports' interfaces in the facility: nic(..., devices=[...])"));
+                            }
+                            if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) && !has_vfio() {
+                                errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none (no /dev/vfio/vfio or no IOMMU groups)", vm.name, n.model), "use a virtual NIC model, or a host with VFIO and an IOMMU"));
                             }
                         }
                         if !self.images.join(&vm.image).join("vmlinuz").exists() {

@@ -193,9 +193,18 @@ pub enum Op {
     CgroupDel { path: String },
     /// Remove a directory tree if present.
     RemoveDir { path: PathBuf },
+    /// Make sure a physical function has at least `count` VFs (sysfs
+    /// `sriov_numvfs`); a PF that already serves fewer is refused, since
+    /// changing the count would tear down VFs in use.
+    SriovVfs { pf: String, count: u32 },
+    /// Bind a PCI function to vfio-pci (driver_override, unbind, probe),
+    /// recording its address and former driver under `key`.
+    VfioBind { sysfs: PathBuf, key: String },
+    /// Give a function bound by [`Op::VfioBind`] back to its driver.
+    VfioRelease { key: String },
     /// Program a VF: VLAN tag, spoofcheck, MAC (needs SR-IOV).
     VfSet {
-        pf_port: u32,
+        pf: String,
         vf: u32,
         vlan: u16,
         mac: String,
@@ -337,20 +346,32 @@ impl fmt::Display for Op {
             }
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
+            Op::SriovVfs { pf, count } => write!(
+                f,
+                "sysfs: /sys/class/net/{pf}/device/sriov_numvfs at least {count}"
+            ),
+            Op::VfioBind { sysfs, key } => write!(
+                f,
+                "sysfs: bind {} to vfio-pci (driver_override, unbind, drivers_probe) as {key}",
+                sysfs.display()
+            ),
+            Op::VfioRelease { key } => {
+                write!(f, "sysfs: give {key} back to the driver it had")
+            }
             Op::VfSet {
-                pf_port,
+                pf,
                 vf,
                 vlan,
                 mac,
                 spoofcheck,
             } => write!(
                 f,
-                "link set <pf of port {pf_port}> vf {vf} vlan {vlan} mac {mac} spoofchk {}",
+                "link set {pf} vf {vf} vlan {vlan} mac {mac} spoofchk {}",
                 if *spoofcheck { "on" } else { "off" }
             ),
             Op::SwitchVlan { port, vlan, vni } => write!(
                 f,
-                "switch: access port of host port {port} in vlan {vlan}{}",
+                "switch: the port cabled to host port {port} carries vlan {vlan}{}",
                 vni.map(|v| format!(" mapped to vni {v}"))
                     .unwrap_or_default()
             ),
@@ -520,7 +541,19 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             let dir = paths.vm_dir(&vm.name);
             let cg = format!("{}/{}", paths.cgroup, vm.name);
             const PERIOD: u64 = 100_000;
-            vec![
+            // Whole ports handed to the VM are bound to vfio-pci first.
+            let mut ops: Vec<Op> = vm
+                .nics
+                .iter()
+                .filter_map(|n| match &n.attach {
+                    NicAttach::Passthrough { port, device } => Some(Op::VfioBind {
+                        sysfs: port_sysfs(device, *port),
+                        key: port_key(device, *port),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            ops.extend([
                 Op::CgroupAdd {
                     path: cg.clone(),
                     quota_us: vm
@@ -545,21 +578,42 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     marker: format!("MX-READY {}", vm.name),
                     timeout_s: 120,
                 },
-            ]
+            ]);
+            ops
         }
         Spec::Vf {
             pf_port,
+            pf,
             vf,
             vlan,
             mac,
             spoofcheck,
-        } => vec![Op::VfSet {
-            pf_port: *pf_port,
-            vf: *vf,
-            vlan: *vlan,
-            mac: mac.clone(),
-            spoofcheck: *spoofcheck,
-        }],
+        } => {
+            let dev = if pf.is_empty() {
+                format!("<port {pf_port}>")
+            } else {
+                pf.clone()
+            };
+            vec![
+                Op::SriovVfs {
+                    pf: dev.clone(),
+                    count: vf + 1,
+                },
+                // VLAN switch tagging: the NIC adds and strips the tag, and
+                // spoofcheck keeps the guest to its own MAC.
+                Op::VfSet {
+                    pf: dev.clone(),
+                    vf: *vf,
+                    vlan: *vlan,
+                    mac: mac.clone(),
+                    spoofcheck: *spoofcheck,
+                },
+                Op::VfioBind {
+                    sysfs: PathBuf::from(format!("/sys/class/net/{dev}/device/virtfn{vf}")),
+                    key: vf_key(pf, *pf_port, *vf),
+                },
+            ]
+        }
         Spec::SwitchVlan { port, vlan, vni } => vec![Op::SwitchVlan {
             port: *port,
             vlan: *vlan,
@@ -606,10 +660,15 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::XdpPair { a, b } => vec![Op::XdpUnpin {
             pin: paths.bpf.join(format!("{a}-{b}")),
         }],
-        Spec::Emulation { .. } | Spec::Vf { .. } | Spec::SwitchVlan { .. } => vec![],
+        Spec::Vf {
+            pf_port, pf, vf, ..
+        } => vec![Op::VfioRelease {
+            key: vf_key(pf, *pf_port, *vf),
+        }],
+        Spec::Emulation { .. } | Spec::SwitchVlan { .. } => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
-            vec![
+            let mut ops = vec![
                 Op::QemuStop {
                     socket: dir.join("qmp.sock"),
                     pidfile: dir.join("qemu.pid"),
@@ -618,8 +677,39 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     path: format!("{}/{}", paths.cgroup, vm.name),
                 },
                 Op::RemoveDir { path: dir },
-            ]
+            ];
+            ops.extend(vm.nics.iter().filter_map(|n| match &n.attach {
+                NicAttach::Passthrough { port, device } => Some(Op::VfioRelease {
+                    key: port_key(device, *port),
+                }),
+                _ => None,
+            }));
+            ops
         }
+    }
+}
+
+/// The name a VF's binding is recorded under.
+pub fn vf_key(pf: &str, port: u32, vf: u32) -> String {
+    format!("{}-vf{vf}", port_key(pf, port))
+}
+
+/// The name a whole port's binding is recorded under.
+pub fn port_key(device: &str, port: u32) -> String {
+    if device.is_empty() {
+        format!("port{port}")
+    } else {
+        device.to_string()
+    }
+}
+
+/// The sysfs directory of a port's PCI function (`<port N>` where the
+/// facility does not name the interface; the runtime refuses to run those).
+pub fn port_sysfs(device: &str, port: u32) -> PathBuf {
+    if device.is_empty() {
+        PathBuf::from(format!("/sys/class/net/<port {port}>/device"))
+    } else {
+        PathBuf::from(format!("/sys/class/net/{device}/device"))
     }
 }
 
@@ -727,13 +817,21 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
                 argv.push("-device".into());
                 argv.push(dev);
             }
-            NicAttach::Vf { pf_port, vf } => {
+            // The PCI address is the machine's business: the runtime records
+            // it when it binds the function to vfio-pci, and fills it in.
+            NicAttach::Vf { pf_port, pf, vf } => {
                 argv.push("-device".into());
-                argv.push(format!("vfio-pci,host=<vf {vf} of port {pf_port}>"));
+                argv.push(format!(
+                    "vfio-pci,host=@pci({}),id=nic{i}",
+                    vf_key(pf, *pf_port, *vf)
+                ));
             }
-            NicAttach::Passthrough { port } => {
+            NicAttach::Passthrough { port, device } => {
                 argv.push("-device".into());
-                argv.push(format!("vfio-pci,host=<nic of port {port}>"));
+                argv.push(format!(
+                    "vfio-pci,host=@pci({}),id=nic{i}",
+                    port_key(device, *port)
+                ));
             }
         }
     }

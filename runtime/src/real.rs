@@ -575,7 +575,10 @@ impl Executor for Real {
                 }
                 Ok(None)
             }
-            Op::QemuStart { ns, argv, dir } => qemu_start(ns.as_deref(), argv, dir),
+            Op::QemuStart { ns, argv, dir } => {
+                let argv = fill_pci(argv, &vfio_dir(ctx))?;
+                qemu_start(ns.as_deref(), &argv, dir)
+            }
             Op::QmpCont { socket } => {
                 let mut q = Qmp::connect(socket)?;
                 q.execute("cont")?;
@@ -592,7 +595,42 @@ impl Executor for Real {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(format!("{}: {e}", path.display())),
             },
-            Op::VfSet { .. } => Err(crate::unsupported_vf()),
+            Op::SriovVfs { pf, count } => sriov_vfs(pf, *count),
+            Op::VfioBind { sysfs, key } => vfio_bind(sysfs, &vfio_dir(ctx).join(key)),
+            Op::VfioRelease { key } => vfio_release(&vfio_dir(ctx).join(key)),
+            Op::VfSet {
+                pf,
+                vf,
+                vlan,
+                mac,
+                spoofcheck,
+            } => {
+                // netlink-packet-route can carry VF settings, but this path
+                // has run on no SR-IOV hardware yet; `ip` is the reference.
+                let out = Command::new("ip")
+                    .args([
+                        "link",
+                        "set",
+                        pf,
+                        "vf",
+                        &vf.to_string(),
+                        "vlan",
+                        &vlan.to_string(),
+                        "mac",
+                        mac,
+                        "spoofchk",
+                    ])
+                    .arg(if *spoofcheck { "on" } else { "off" })
+                    .output()
+                    .map_err(|e| format!("run ip: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "ip link set {pf} vf {vf}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(None)
+            }
             Op::SwitchVlan { .. } => Err(crate::unsupported_switch()),
         }
     }
@@ -829,6 +867,122 @@ fn qemu_alive(pid: i32) -> bool {
     let comm_ok =
         fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu"));
     comm_ok && !after.starts_with('Z')
+}
+
+/// Where an experiment records the PCI functions it bound to vfio-pci.
+fn vfio_dir(ctx: &Context) -> PathBuf {
+    ctx.root.join(&ctx.experiment).join("vfio")
+}
+
+/// Replaces `@pci(KEY)` in QEMU's arguments with the PCI address recorded
+/// when KEY was bound to vfio-pci.
+fn fill_pci(argv: &[String], dir: &Path) -> R<Vec<String>> {
+    argv.iter()
+        .map(|a| {
+            let Some(start) = a.find("@pci(") else {
+                return Ok(a.clone());
+            };
+            let end = a[start..]
+                .find(')')
+                .map(|e| start + e)
+                .ok_or("unterminated @pci(")?;
+            let key = &a[start + 5..end];
+            let record = fs::read_to_string(dir.join(key))
+                .map_err(|_| format!("{key} was not bound to vfio-pci"))?;
+            let addr = record.split_whitespace().next().unwrap_or_default();
+            Ok(format!("{}{addr}{}", &a[..start], &a[end + 1..]))
+        })
+        .collect()
+}
+
+/// At least `count` VFs on `pf`.
+fn sriov_vfs(pf: &str, count: u32) -> R<Option<String>> {
+    let dev = Path::new("/sys/class/net").join(pf).join("device");
+    let read = |f: &str| -> R<u32> {
+        fs::read_to_string(dev.join(f))
+            .map_err(|e| format!("{pf} has no SR-IOV ({}: {e})", dev.join(f).display()))?
+            .trim()
+            .parse()
+            .map_err(|_| format!("{pf}: unreadable {f}"))
+    };
+    let (now, total) = (read("sriov_numvfs")?, read("sriov_totalvfs")?);
+    if count > total {
+        return Err(format!(
+            "{pf} offers {total} VFs, VF {} does not exist",
+            count - 1
+        ));
+    }
+    if now >= count {
+        return Ok(None);
+    }
+    if now > 0 {
+        return Err(format!(
+            "{pf} serves {now} VFs and needs {count}; changing the count would remove VFs in use"
+        ));
+    }
+    write(&dev.join("sriov_numvfs"), &count.to_string())?;
+    Ok(None)
+}
+
+/// Binds the PCI function at `sysfs` to vfio-pci, recording its address
+/// and former driver in `record`.
+fn vfio_bind(sysfs: &Path, record: &Path) -> R<Option<String>> {
+    if record.exists() {
+        return Ok(None);
+    }
+    let dev = fs::canonicalize(sysfs).map_err(|e| format!("{}: {e}", sysfs.display()))?;
+    let addr = dev
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} is not a PCI function", dev.display()))?
+        .to_string();
+    let driver = fs::read_link(dev.join("driver"))
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if let Some(parent) = record.parent() {
+        fs::create_dir_all(parent).map_err(io_err)?;
+    }
+    write(
+        record,
+        &format!("{addr} {}\n", driver.as_deref().unwrap_or("-")),
+    )?;
+    if driver.as_deref() == Some("vfio-pci") {
+        return Ok(None);
+    }
+    write(&dev.join("driver_override"), "vfio-pci")?;
+    if driver.is_some() {
+        write(&dev.join("driver/unbind"), &addr)?;
+    }
+    write(Path::new("/sys/bus/pci/drivers_probe"), &addr)?;
+    let now = fs::read_link(dev.join("driver")).ok();
+    if !now.is_some_and(|d| d.ends_with("vfio-pci")) {
+        return Err(format!(
+            "{addr} did not bind to vfio-pci (is the vfio-pci driver available?)"
+        ));
+    }
+    Ok(None)
+}
+
+/// Gives a function bound by [`vfio_bind`] back to its former driver.
+fn vfio_release(record: &Path) -> R<Option<String>> {
+    let Ok(text) = fs::read_to_string(record) else {
+        return Ok(None);
+    };
+    let addr = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dev = Path::new("/sys/bus/pci/devices").join(&addr);
+    if dev.exists() {
+        if fs::read_link(dev.join("driver")).is_ok_and(|d| d.ends_with("vfio-pci")) {
+            write(&dev.join("driver/unbind"), &addr)?;
+        }
+        write(&dev.join("driver_override"), "\n")?;
+        write(Path::new("/sys/bus/pci/drivers_probe"), &addr)?;
+    }
+    let _ = fs::remove_file(record);
+    Ok(None)
 }
 
 fn qemu_start(ns: Option<&str>, argv: &[String], dir: &Path) -> R<Option<String>> {

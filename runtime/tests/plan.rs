@@ -203,3 +203,71 @@ fn teardown_reverses_the_dag() {
     assert!(pos("netns del mxh-ns0") < pos("netns del mxu-local"));
     std::fs::remove_dir_all(&rt.root).unwrap();
 }
+
+/// VFs and whole ports on a facility that has them: the exact sysfs,
+/// netlink and QEMU operations, and on a machine without SR-IOV or VFIO the
+/// refusal, before anything is touched.
+#[test]
+fn vf_and_passthrough_plans() {
+    let src = "net = topology('sriov')\n\
+               a = net.device('a', cores == 2, host == 'hv0')\n\
+               b = net.device('b', cores == 2, host == 'hv1')\n\
+               c = net.device('c', cores == 2, host == 'hv2')\n\
+               l = net.connect([a, b])\n\
+               l[a].spec(nic == vfio)\n\
+               l[b].spec(nic == vfio)\n\
+               m = net.connect([a, c])\n\
+               p = net.connect([c, b])\n\
+               p[c].spec(nic == passthrough)\n";
+    let exp = mx_compiler::compile("sriov.mx", src, &mx_compiler::Options::default())
+        .xir
+        .expect("experiment");
+    // Three hypervisors on one leaf, both ports of their SR-IOV NICs cabled.
+    let fsrc = "fac = facility('sriov')\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                for i in range(3):\n\
+                \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), underlay=f'10.0.0.{i + 1}',\n\
+                \x20                 nics=[nic(connectx5, ports=2, capacity=gbps(25), vfs=8, devices=['enp59s0f0', 'enp59s0f1'])])\n\
+                \x20   fac.cable(hv.port(0), leaf.port(2 * i))\n\
+                \x20   fac.cable(hv.port(1), leaf.port(2 * i + 1))\n";
+    let fac = mx_compiler::compile("sriov-fac.mx", fsrc, &mx_compiler::Options::default());
+    assert!(fac.diagnostics.is_empty(), "{:?}", fac.diagnostics);
+    let fac = fac.facility.expect("facility");
+    let real = mx_realizer::realize(&exp, &fac, &Default::default(), &Default::default())
+        .expect("realizes")
+        .realization;
+    let bundles = mx_materializer::materialize(&real).expect("materializes");
+    let (plan, _) = runtime().plan(&bundles, false).expect("plans");
+    let mut out = String::new();
+    for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+        if matches!(
+            t.fragment.spec,
+            mx_xir::Spec::Vf { .. } | mx_xir::Spec::SwitchVlan { .. } | mx_xir::Spec::Vm(_)
+        ) {
+            out.push_str(&format!("{}:\n", t.fragment.id));
+            for op in ops {
+                out.push_str(&format!("    {op}\n"));
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+    // a is hybrid: a virtio NIC on a tap and a VF.
+    assert!(out.contains("vfio-pci,host=@pci(enp59s0f0-vf0)"), "{out}");
+    assert!(
+        out.contains("bind /sys/class/net/enp59s0f1/device to vfio-pci"),
+        "{out}"
+    );
+    let sriov = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .any(|e| e.unwrap().path().join("device/sriov_totalvfs").exists());
+    if !sriov {
+        let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
+        let text: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert!(errs.iter().all(|e| e.code == "E0405"), "{text:?}");
+        assert!(
+            text.iter().any(|m| m.contains("needs an SR-IOV NIC")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|m| m.contains("needs VFIO")), "{text:?}");
+    }
+}

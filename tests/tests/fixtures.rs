@@ -403,7 +403,10 @@ fn examples_compile() {
         let xir = compile_clean(&name, &text, &[]);
         // Fidelity fixtures may be a lone VM (examples/fidelity/cpu.mx).
         let lone = path.starts_with(root.join("fidelity"));
-        assert!(!xir.nodes.is_empty() && (lone || !xir.links.is_empty()), "{name}");
+        assert!(
+            !xir.nodes.is_empty() && (lone || !xir.links.is_empty()),
+            "{name}"
+        );
     }
 
     let scale = read(&root.join("scale.mx"));

@@ -158,6 +158,9 @@ pub struct Nic {
     /// SR-IOV virtual functions the card can create (0: no SR-IOV).
     #[serde(default)]
     pub max_vfs: u32,
+    /// The ports' interface names on the host, one per port, if declared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A switch's place in the fabric.

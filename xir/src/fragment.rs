@@ -75,6 +75,9 @@ pub enum Spec {
     Vf {
         /// Host port of the physical function.
         pf_port: u32,
+        /// The physical function's interface, where the facility names it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pf: String,
         /// VF index.
         vf: u32,
         /// VLAN tag applied by the NIC.
@@ -225,6 +228,9 @@ pub enum NicAttach {
     Vf {
         /// Host port of the physical function.
         pf_port: u32,
+        /// The physical function's interface, where the facility names it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pf: String,
         /// VF index.
         vf: u32,
     },
@@ -232,6 +238,9 @@ pub enum NicAttach {
     Passthrough {
         /// Host port.
         port: u32,
+        /// Its interface, where the facility names it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        device: String,
     },
 }
 

@@ -49,6 +49,20 @@ pub struct HostPlan {
     /// A network namespace on the machine running mx (one-machine testbed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub netns: bool,
+    /// Interface names of the host's ports, by port number, where the
+    /// facility names them (`""` where it does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+impl HostPlan {
+    /// The interface name of port `port`, if the facility declares it.
+    pub fn port_device(&self, port: u32) -> Option<&str> {
+        self.ports
+            .get(port as usize)
+            .map(String::as_str)
+            .filter(|d| !d.is_empty())
+    }
 }
 
 /// The performance profile an experiment node asked for, carried to the
