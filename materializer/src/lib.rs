@@ -138,6 +138,28 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                             vm: ep.node.clone(),
                         },
                     ));
+                    if let Some(name) = &ep.emulation {
+                        let p = profile(name).ok_or_else(|| {
+                            unmaterializable(
+                                format!("`{name}` is not an emulation profile"),
+                                "one of wifi, optical, lte, satellite",
+                            )
+                        })?;
+                        local.entry(ep.host.clone()).or_default().push(frag(
+                            &ep.host,
+                            Scope::Local,
+                            format!("emulation/{device}-sender"),
+                            Spec::Emulation {
+                                device: device.clone(),
+                                rate: Some(p.rate),
+                                latency: Some(p.latency),
+                                loss: (p.loss > 0.0).then_some(p.loss),
+                                jitter: (p.jitter > 0).then_some(p.jitter),
+                                sender: true,
+                                profile: Some(name.clone()),
+                            },
+                        ));
+                    }
                     (NicAttach::Tap { device }, model.clone())
                 }
                 Attachment::Vf { port, vf, vlan } => {
@@ -304,6 +326,9 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                             rate: em.capacity,
                             latency: em.latency,
                             loss: em.loss,
+                            jitter: None,
+                            sender: false,
+                            profile: None,
                         },
                     ));
                 }
@@ -388,6 +413,37 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             Bundle { host, fragments }
         })
         .collect())
+}
+
+/// A named sender-side emulation profile.
+pub struct EmulationProfile {
+    /// Rate in bits per second.
+    pub rate: u64,
+    /// One-way delay in nanoseconds.
+    pub latency: u64,
+    /// Delay variation in nanoseconds.
+    pub jitter: u64,
+    /// Loss fraction.
+    pub loss: f64,
+}
+
+/// The profiles `emulation == ...` names on a vNIC: typical figures of the
+/// medium (802.11g-class WiFi, a metro fibre hop, LTE, geostationary
+/// satellite), documented in FIDELITY.md.
+pub fn profile(name: &str) -> Option<EmulationProfile> {
+    let (rate, latency, jitter, loss) = match name {
+        "wifi" => (54_000_000, 2_000_000, 1_000_000, 0.005),
+        "optical" => (10_000_000_000, 5_000, 0, 0.0),
+        "lte" => (50_000_000, 30_000_000, 10_000_000, 0.001),
+        "satellite" => (10_000_000, 300_000_000, 20_000_000, 0.005),
+        _ => return None,
+    };
+    Some(EmulationProfile {
+        rate,
+        latency,
+        jitter,
+        loss,
+    })
 }
 
 /// A locally administered MAC: the experiment tag, then the NIC's index.

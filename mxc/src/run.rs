@@ -80,6 +80,9 @@ pub struct ImageArgs {
     /// Build the default guest image (kernel and busybox initramfs) if absent.
     #[arg(long)]
     build: bool,
+    /// The guest architecture.
+    #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "aarch64"])]
+    arch: String,
 }
 
 fn show(diags: &[Diagnostic]) {
@@ -299,7 +302,7 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         }
         return crate::write_stdout(&out);
     }
-    if let Err(e) = rt.ensure_default_image() {
+    if let Err(e) = rt.ensure_images(&bundles) {
         eprintln!("error: {e}");
         return release(false, &args.db, &real.name, Status::Error);
     }
@@ -333,7 +336,7 @@ fn up_bundles(args: &UpArgs) -> Status {
             }
         };
     }
-    if let Err(e) = rt.ensure_default_image() {
+    if let Err(e) = rt.ensure_images(&bundles) {
         eprintln!("error: {e}");
         return Status::Error;
     }
@@ -531,9 +534,12 @@ pub fn status(args: &StatusArgs) -> Status {
 
 pub fn image(args: &ImageArgs) -> Status {
     let rt = Runtime::from_env();
-    let dir = rt.images.join(mx_materializer::DEFAULT_IMAGE);
+    let dir = rt.images.join(mx_runtime::plan::image_key(
+        mx_materializer::DEFAULT_IMAGE,
+        &args.arch,
+    ));
     if args.build {
-        match rt.ensure_default_image() {
+        match rt.ensure_default_image(&args.arch) {
             Ok(d) => {
                 eprintln!("{}: ready", d.display());
                 Status::Success
@@ -551,7 +557,7 @@ pub fn image(args: &ImageArgs) -> Status {
             if ready {
                 "built"
             } else {
-                "not built (mxc image --build)"
+                "not built (mxc image --build [--arch ARCH])"
             }
         );
         Status::Success

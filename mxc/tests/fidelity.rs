@@ -211,6 +211,19 @@ fn every_nic_model_carries_traffic_behind_the_pcie_link_asked_for() {
         let line = nic(&y, driver);
         assert!(line.ends_with("slot=none"), "{line}");
     }
+    // y's virtio NIC sends like WiFi: its tap's ingress goes to an IFB
+    // device shaped at 54 Mbit/s.
+    let qd = Command::new("tc")
+        .args(["-n", "mxh-ns0", "qdisc", "show"])
+        .output()
+        .unwrap();
+    let qd = String::from_utf8_lossy(&qd.stdout);
+    assert!(qd.contains("qdisc ingress ffff:"), "{qd}");
+    assert!(
+        qd.lines()
+            .any(|l| l.contains("dev i") && l.contains("rate 54Mbit")),
+        "{qd}"
+    );
     env.down("nics");
 }
 
@@ -236,4 +249,37 @@ fn time_dilation_is_refused_before_anything_is_touched() {
     );
     assert!(!Path::new("/run/netns/mxh-ns0").exists());
     assert!(!env.dir.join("run/tdf").exists());
+}
+
+#[test]
+fn an_aarch64_guest_boots_and_reaches_an_x86_guest() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    if Command::new("qemu-system-aarch64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("MX_REQUIRE_E2E").is_none(),
+            "MX_REQUIRE_E2E is set but qemu-system-aarch64 is not installed"
+        );
+        eprintln!("skipped: qemu-system-aarch64 is not installed");
+        return;
+    }
+    let mut env = Env::new("arm");
+    env.up("arm", &["examples/fidelity/arm.mx"]);
+    let a = env.console_until("arm", "a", "MX-PINGS-DONE");
+    let x = env.console_until("arm", "x", "MX-PINGS-DONE");
+    assert!(a.contains(&"MX-PING a 10.8.0.2 ok".to_string()), "{a:#?}");
+    assert!(x.contains(&"MX-PING x 10.8.0.1 ok".to_string()), "{x:#?}");
+    // It really is an aarch64 QEMU.
+    let cmd = std::fs::read_to_string(env.dir.join("run/arm/vm/a/qemu.pid"))
+        .ok()
+        .and_then(|p| std::fs::read(format!("/proc/{}/cmdline", p.trim())).ok())
+        .unwrap_or_default();
+    assert!(String::from_utf8_lossy(&cmd).starts_with("qemu-system-aarch64"));
+    env.down("arm");
 }

@@ -186,6 +186,12 @@ pub fn plan(
                 host: host.name.clone(),
                 attach,
                 addrs: ep.addrs.iter().map(|a| a.cidr.clone()).collect(),
+                emulation: ep.constraints.iter().find_map(|c| match (&c.op, &c.value) {
+                    (mx_xir::Op::Eq, mx_xir::Value::Text(t)) if c.property == "emulation" => {
+                        Some(t.clone())
+                    }
+                    _ => None,
+                }),
             });
         }
         out.push(LinkPlan {

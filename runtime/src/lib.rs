@@ -277,11 +277,12 @@ impl Runtime {
                                 errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none (no /dev/vfio/vfio or no IOMMU groups)", vm.name, n.model), "use a virtual NIC model, or a host with VFIO and an IOMMU"));
                             }
                         }
-                        if !self.images.join(&vm.image).join("vmlinuz").exists() {
+                        let key = plan::image_key(&vm.image, &vm.arch);
+                        if !self.images.join(&key).join("vmlinuz").exists() {
                             if vm.image == mx_materializer::DEFAULT_IMAGE {
-                                errs.push(unsupported(format!("the default image is not built ({})", self.images.join(&vm.image).display()), "run `mxc image build` (or let `mxc up` build it)"));
-                            } else if missing.insert(vm.image.clone()) {
-                                notes.push(format!("image `{}` is not installed here; its VMs boot `{}`", vm.image, mx_materializer::DEFAULT_IMAGE));
+                                errs.push(unsupported(format!("the default {} image is not built ({})", vm.arch, self.images.join(&key).display()), format!("run `mxc image --build --arch {}` (or let `mxc up` build it)", vm.arch).as_str()));
+                            } else if missing.insert(key.clone()) {
+                                notes.push(format!("image `{key}` is not installed here; its VMs boot `{}`", plan::image_key(mx_materializer::DEFAULT_IMAGE, &vm.arch)));
                             }
                         }
                     }
@@ -294,18 +295,18 @@ impl Runtime {
         }
         let mut paths = self.paths(&name, &accel, missing);
         if check_machine {
-            let images: BTreeSet<&str> = dag
+            let images: BTreeSet<String> = dag
                 .tasks
                 .iter()
                 .filter_map(|t| match &t.fragment.spec {
-                    Spec::Vm(vm) => Some(vm.image.as_str()),
+                    Spec::Vm(vm) => Some(plan::image_key(&vm.image, &vm.arch)),
                     _ => None,
                 })
-                .chain([mx_materializer::DEFAULT_IMAGE])
+                .chain([mx_materializer::DEFAULT_IMAGE.to_string()])
                 .collect();
             for i in images {
-                if self.images.join(i).join("vmlinux").is_file() {
-                    paths.vmlinux.insert(i.to_string());
+                if self.images.join(&i).join("vmlinux").is_file() {
+                    paths.vmlinux.insert(i);
                 }
             }
         }
@@ -590,35 +591,56 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    /// Builds the default guest image if it is not there.
-    pub fn ensure_default_image(&self) -> Result<PathBuf, String> {
-        let dir = self.images.join(mx_materializer::DEFAULT_IMAGE);
+    /// Builds the default guest image for `arch` if it is not there.
+    pub fn ensure_default_image(&self, arch: &str) -> Result<PathBuf, String> {
+        let dir = self
+            .images
+            .join(plan::image_key(mx_materializer::DEFAULT_IMAGE, arch));
+        let files: &[&str] = if arch == "x86_64" {
+            &["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
+        } else {
+            &["vmlinuz", "initramfs.cpio.gz"]
+        };
         // Built, and by the script this mxc carries (a newer mxc may speak
         // more of the command-line protocol).
         let same_script =
             std::fs::read_to_string(dir.join("build-guest.sh")).is_ok_and(|s| s == GUEST_SCRIPT);
-        if same_script
-            && ["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
-                .iter()
-                .all(|f| dir.join(f).exists())
-        {
+        if same_script && files.iter().all(|f| dir.join(f).exists()) {
             return Ok(dir);
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let script = dir.join("build-guest.sh");
         std::fs::write(&script, GUEST_SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
         let out = std::process::Command::new("bash")
-            .env("MX_GUEST_VMLINUX", "1")
+            .env("MX_GUEST_VMLINUX", if arch == "x86_64" { "1" } else { "0" })
+            .env("MX_GUEST_ARCH", arch)
             .arg(&script)
             .arg(&dir)
             .output()
             .map_err(|e| format!("run bash: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "building the guest image failed:\n{}",
+                "building the {arch} guest image failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         Ok(dir)
+    }
+
+    /// Builds the default images of every architecture the bundles' VMs use.
+    pub fn ensure_images(&self, bundles: &[Bundle]) -> Result<(), String> {
+        let arches: BTreeSet<&str> = bundles
+            .iter()
+            .flat_map(|b| &b.fragments)
+            .filter_map(|f| match &f.spec {
+                Spec::Vm(vm) => Some(vm.arch.as_str()),
+                _ => None,
+            })
+            .chain(["x86_64"])
+            .collect();
+        for a in arches {
+            self.ensure_default_image(a)?;
+        }
+        Ok(())
     }
 }

@@ -44,17 +44,18 @@ impl Paths {
         self.state.join("vm").join(vm)
     }
 
-    /// The kernel file of an image: `vmlinux` (uncompressed, booted through
-    /// its PVH entry, which spares TCG guests ~2.5 s of decompression) where
-    /// the image has one and the machine was checked, else `vmlinuz`.
-    pub fn kernel(&self, image: &str) -> PathBuf {
-        let dir = self.image_dir(image);
-        let effective = if self.missing_images.contains(image) {
-            mx_materializer::DEFAULT_IMAGE
+    /// The kernel file of an image (by [`image_key`]): `vmlinux`
+    /// (uncompressed, booted through its PVH entry, which spares TCG guests
+    /// ~2.5 s of decompression) where the image has one and the machine was
+    /// checked, else `vmlinuz`.
+    pub fn kernel(&self, key: &str, arch: &str) -> PathBuf {
+        let effective = if self.missing_images.contains(key) {
+            image_key(mx_materializer::DEFAULT_IMAGE, arch)
         } else {
-            image
+            key.to_string()
         };
-        if self.vmlinux.contains(effective) {
+        let dir = self.images.join(&effective);
+        if self.vmlinux.contains(&effective) {
             dir.join("vmlinux")
         } else {
             dir.join("vmlinuz")
@@ -62,12 +63,32 @@ impl Paths {
     }
 
     /// The directory holding an image's kernel and initramfs.
-    pub fn image_dir(&self, image: &str) -> PathBuf {
-        if self.missing_images.contains(image) {
-            self.images.join(mx_materializer::DEFAULT_IMAGE)
+    pub fn image_dir(&self, key: &str, arch: &str) -> PathBuf {
+        if self.missing_images.contains(key) {
+            self.images
+                .join(image_key(mx_materializer::DEFAULT_IMAGE, arch))
         } else {
-            self.images.join(image)
+            self.images.join(key)
         }
+    }
+}
+
+/// Where an image for an architecture lives under the image directory:
+/// `<image>` for x86_64, `<image>-<arch>` for the others.
+pub fn image_key(image: &str, arch: &str) -> String {
+    if arch == "x86_64" {
+        image.to_string()
+    } else {
+        format!("{image}-{arch}")
+    }
+}
+
+/// The serial console of a guest architecture's QEMU machine.
+pub fn console(arch: &str) -> &'static str {
+    if arch == "aarch64" {
+        "ttyAMA0"
+    } else {
+        "ttyS0"
     }
 }
 
@@ -164,6 +185,16 @@ pub enum Op {
         rate: Option<u64>,
         latency: Option<u64>,
         loss: Option<f64>,
+        jitter: Option<u64>,
+    },
+    /// Create an IFB device (in the experiment's group) and redirect a
+    /// device's ingress to it, so that what a VM sends can be shaped as the
+    /// IFB's egress.
+    IngressToIfb {
+        ns: Option<String>,
+        dev: String,
+        ifb: String,
+        group: u32,
     },
     /// Create a cgroup for a VM, with a CPU quota if asked for.
     CgroupAdd {
@@ -298,12 +329,23 @@ impl fmt::Display for Op {
                 )
             }
             Op::XdpUnpin { pin } => write!(f, "xdp unpin {}", pin.display()),
+            Op::IngressToIfb {
+                ns: n,
+                dev,
+                ifb,
+                group,
+            } => write!(
+                f,
+                "link add {ifb} group {group:#x} type ifb; qdisc add dev {dev} ingress; filter add dev {dev} ingress u32 match all action mirred egress redirect dev {ifb}{}",
+                ns(n)
+            ),
             Op::Shape {
                 ns: n,
                 dev,
                 rate,
                 latency,
                 loss,
+                jitter,
             } => {
                 write!(f, "qdisc replace dev {dev} root")?;
                 if let Some(r) = rate {
@@ -311,6 +353,9 @@ impl fmt::Display for Op {
                 }
                 if let Some(l) = latency {
                     write!(f, " delay {l}ns")?;
+                }
+                if let Some(j) = jitter {
+                    write!(f, " jitter {j}ns")?;
                 }
                 if let Some(l) = loss {
                     write!(f, " loss {}%", l * 100.0)?;
@@ -530,13 +575,33 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             rate,
             latency,
             loss,
-        } => vec![Op::Shape {
-            ns,
-            dev: device.clone(),
-            rate: *rate,
-            latency: *latency,
-            loss: *loss,
-        }],
+            jitter,
+            sender,
+            ..
+        } => {
+            let mut ops = Vec::new();
+            let mut dev = device.clone();
+            if *sender {
+                // The tap's name with an `i` for its first letter.
+                let ifb = format!("i{}", &device[1..]);
+                ops.push(Op::IngressToIfb {
+                    ns: ns.clone(),
+                    dev: device.clone(),
+                    ifb: ifb.clone(),
+                    group: paths.group,
+                });
+                dev = ifb;
+            }
+            ops.push(Op::Shape {
+                ns,
+                dev,
+                rate: *rate,
+                latency: *latency,
+                loss: *loss,
+                jitter: *jitter,
+            });
+            ops
+        }
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             let cg = format!("{}/{}", paths.cgroup, vm.name);
@@ -733,9 +798,10 @@ pub fn qemu_binary(arch: &str) -> String {
 /// QEMU's command line for a VM: started paused (`-S`) so it can be put in
 /// its cgroup before the guest runs, daemonized so it outlives `mxc up`.
 pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
-    let image = paths.image_dir(&vm.image);
+    let key = image_key(&vm.image, &vm.arch);
+    let image = paths.image_dir(&key, &vm.arch);
     let mut append = vec![
-        "console=ttyS0".to_string(),
+        format!("console={}", console(&vm.arch)),
         "quiet".into(),
         "panic=-1".into(),
         format!("mx.name={}", vm.name),
@@ -776,7 +842,7 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         "-daemonize",
         "-S",
         "-kernel",
-        &paths.kernel(&vm.image).display().to_string(),
+        &paths.kernel(&key, &vm.arch).display().to_string(),
         "-initrd",
         &image.join("initramfs.cpio.gz").display().to_string(),
         "-append",

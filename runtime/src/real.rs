@@ -529,7 +529,49 @@ impl Executor for Real {
                 rate,
                 latency,
                 loss,
-            } => shape(ns.as_deref(), dev, *rate, *latency, *loss),
+                jitter,
+            } => shape(ns.as_deref(), dev, *rate, *latency, *loss, *jitter),
+            Op::IngressToIfb {
+                ns,
+                dev,
+                ifb,
+                group,
+            } => {
+                let ns = ns.as_deref();
+                if self.index(ns, ifb)?.is_none() {
+                    tc_or_ip(
+                        "ip",
+                        ns,
+                        &[
+                            "link",
+                            "add",
+                            ifb,
+                            "group",
+                            &group.to_string(),
+                            "type",
+                            "ifb",
+                        ],
+                    )?;
+                }
+                tc_or_ip("ip", ns, &["link", "set", ifb, "up"])?;
+                // Replace whatever ingress setup is there (a re-run).
+                let _ = tc_or_ip("tc", ns, &["qdisc", "del", "dev", dev, "ingress"]);
+                tc_or_ip(
+                    "tc",
+                    ns,
+                    &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+                )?;
+                tc_or_ip(
+                    "tc",
+                    ns,
+                    &[
+                        "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio",
+                        "1", "u32", "match", "u32", "0", "0", "action", "mirred", "egress",
+                        "redirect", "dev", ifb,
+                    ],
+                )?;
+                Ok(None)
+            }
             Op::CgroupAdd {
                 path,
                 quota_us,
@@ -784,12 +826,33 @@ fn has_netem() -> bool {
     })
 }
 
+/// Runs `ip` or `tc` (in namespace `ns`), failing with its message.
+fn tc_or_ip(bin: &str, ns: Option<&str>, args: &[&str]) -> R<()> {
+    let mut cmd = Command::new(bin);
+    if let Some(n) = ns {
+        cmd.args(["-n", n]);
+    }
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| format!("run {bin}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{bin} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 fn shape(
     ns: Option<&str>,
     dev: &str,
     rate: Option<u64>,
     latency: Option<u64>,
     loss: Option<f64>,
+    jitter: Option<u64>,
 ) -> R<Option<String>> {
     let mut note = None;
     let mut args: Vec<String> = Vec::new();
@@ -802,6 +865,9 @@ fn shape(
         args.push("netem".into());
         if let Some(l) = latency {
             args.extend(["delay".into(), format!("{}us", l / 1000)]);
+            if let Some(j) = jitter {
+                args.push(format!("{}us", j / 1000));
+            }
         }
         if let Some(l) = loss {
             args.extend(["loss".into(), format!("{}%", l * 100.0)]);

@@ -136,6 +136,16 @@ pub enum Spec {
         /// Loss fraction.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         loss: Option<f64>,
+        /// Delay variation in nanoseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jitter: Option<u64>,
+        /// On the VM's sending side (the tap's ingress, through an IFB
+        /// device) rather than towards the VM.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sender: bool,
+        /// The named profile it comes from (`wifi`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
     },
 }
 

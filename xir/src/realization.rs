@@ -205,6 +205,10 @@ pub struct EndpointPlan {
     /// The endpoint's addresses (`10.0.0.1/24`), as the model gives them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addrs: Vec<String>,
+    /// Sender-side emulation profile of the endpoint's vNIC (`emulation ==
+    /// wifi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulation: Option<String>,
 }
 
 /// Link emulation settings taken from the link's constraints.
