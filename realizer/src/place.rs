@@ -674,14 +674,16 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
                 )
             ));
         } else if let Some(best) = best {
-            let (c, m, _) = usage.free(best);
+            let (c, m, disk) = usage.free(best);
             notes.push(format!(
-                "needs a VM of {} core{} and {}; the largest free slice is {c} core{} and {} on {}",
+                "needs a VM of {} core{}, {} and {} of disk; the largest free slice is {c} core{}, {} and {} of disk on {}",
                 n.cores,
                 if n.cores == 1 { "" } else { "s" },
                 size(n.memory),
+                size(n.disk),
                 if c == 1 { "" } else { "s" },
                 size(m),
+                size(disk),
                 best.name
             ));
         }
