@@ -11,7 +11,7 @@ cargo build --release -q -p mxc
 mxc=target/release/mxc
 tmp=$(mktemp -d)
 export MX_STATE_DIR=$tmp/run MX_DB=$tmp/alloc.db
-trap 'for n in cpu nics arm; do $mxc down $n >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
+trap 'for n in cpu nics arm tdf; do $mxc down $n >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
 $mxc image --build >/dev/null 2>&1
 
 console() { # console NAME VM MARKER: wait for MARKER, print the MX- lines
@@ -62,6 +62,33 @@ for pair in "virtio virtio_net" "e1000 e1000" "e1000e e1000e" "rtl8139 8139cp" "
   [ "$link" = "none xnone" ] && link="none (conventional PCI)"
   nicrows+=("| $1 | $2 | $px | $py | $slot | $link |")
   i=$((i + 1))
+done
+
+# Time dilation: the guest's own clock (MX-TICK every 0.5 s of guest time),
+# timed by the host as the lines appear, over a window of real time.
+tdfrows=()
+for tdf in 2 5 10; do
+  $mxc up examples/fidelity/tdf.mx --set TDF=$tdf >/dev/null 2>&1
+  console tdf v MX-TICK >/dev/null
+  tdfrows+=("$(python3 - "$MX_STATE_DIR/tdf/vm/v/serial.log" "$tdf" "$((secs * 2))" <<'PY'
+import re, sys, time
+log, tdf, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def ticks():
+    with open(log, 'rb') as f:
+        return [float(m) for m in re.findall(rb'MX-TICK \S+ ([0-9.]+)', f.read())]
+seen, pts, t0 = len(ticks()), [], time.time()
+while time.time() - t0 < secs:
+    t = ticks()
+    now = time.time() - t0
+    pts += [(now, g) for g in t[seen:]]
+    seen = len(t)
+    time.sleep(0.02)
+(h0, g0), (h1, g1) = pts[1], pts[-1]
+rate = (g1 - g0) / (h1 - h0)
+print(f'| {tdf:g} | {1 / tdf:.4f} | {g1 - g0:.1f} s in {h1 - h0:.1f} s | {rate:.4f} | {1 / rate:.2f} | {100 * (1 / rate - tdf) / tdf:+.1f}% |')
+PY
+)")
+  $mxc down tdf >/dev/null 2>&1
 done
 
 # aarch64: boot time to MX-READY under TCG and the ping to an x86 guest.
@@ -120,6 +147,27 @@ but have no link of their own.
 |---|---|---|---|---|---|
 MID
 printf '%s\n' "${nicrows[@]}"
+cat <<TDF
+
+## Time dilation
+
+\`examples/fidelity/tdf.mx\`: one VM with \`tdf == F\`. The guest prints its
+uptime every 0.5 s of guest time; the host times those lines as they appear
+on the console over $((secs * 2)) s and compares.
+
+How: QEMU counts guest time in instructions (\`-icount shift=6,sleep=off\`:
+each instruction is 64 ns of guest time), the guest kernel polls when idle
+(\`idle=poll\`) so idle time is counted rather than skipped, and the cgroup
+CPU quota sets how many instructions run per real second. \`mxc up\` measures
+the guest's instruction count through QMP (\`query-replay\`), sets the quota so
+that guest time runs at 1/F of real time, and leaves a small controller
+(\`mxc tdf-control\`, gone with the VM) correcting it every 2 s, because the
+instruction rate drifts with what the guest runs.
+
+| tdf | guest s per real s asked | guest time elapsed | guest s per real s | measured factor | error |
+|---|---|---|---|---|---|
+TDF
+printf '%s\n' "${tdfrows[@]}"
 cat <<ARM
 
 ## Non-x86 guests
@@ -157,11 +205,14 @@ cat <<'TAIL'
 
 - **CPU bandwidth**: enforced (cgroup CPU controller) and measured above.
   Pinning to host cores is not offered yet.
-- **Time dilation** (`tdf`): not implemented. Under TCG, `-icount shift=N`
-  makes each instruction 2^N ns of guest time, but idle time is skipped (or
-  runs in real time with `sleep=on`), so it is not a dilation factor, and
-  `-smp 2` with icount hangs at secondary-CPU bring-up here. `mxc up` refuses
-  a VM with `tdf` (E0405) before touching anything.
+- **Time dilation** (`tdf`): every clock the guest has (TSC, HPET, timers)
+  follows the instruction count, so all of guest time is dilated. Limits: one
+  vCPU (icount with `-smp 2` hangs at secondary-CPU bring-up here), TCG only
+  (KVM has no instruction counting; refused on a KVM host), factors 1 to 50,
+  and the guest burns its CPU share even when idle (`idle=poll`). The factor
+  holds on average over seconds: the quota is applied per 100 ms period, so
+  over short spans guest time advances in bursts. `mxc up` refuses anything
+  else with E0405 before touching the machine.
 - **PCIe link**: the slot's speed and width are set (QEMU root ports, up to
   gen4 in QEMU 7.2); the devices in it advertise gen1 x1, so that is the
   negotiated link, and the data path is a virtual device that runs at

@@ -549,7 +549,7 @@ echo "MX-PINGS-DONE $NAME"
 
 # --- mx.tick=S: the guest's own clock every S seconds of guest time (for
 # measuring time dilation against the host's) ---
-if [ "$TICK" -gt 0 ] 2>/dev/null; then
+if [ -n "$TICK" ] && [ "$TICK" != 0 ]; then
   ( while :; do echo "MX-TICK $NAME $(up)"; sleep "$TICK"; done ) &
 fi
 

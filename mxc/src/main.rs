@@ -67,6 +67,9 @@ enum Command {
     Status(run::StatusArgs),
     /// The guest image VMs boot by default.
     Image(run::ImageArgs),
+    /// (internal) Hold a time-dilated VM's clock; started by `mxc up`.
+    #[command(hide = true)]
+    TdfControl(run::TdfControlArgs),
 }
 
 #[derive(Args)]
@@ -272,6 +275,7 @@ fn main() -> ExitCode {
         Command::Down(args) => run::down(&args),
         Command::Status(args) => run::status(&args),
         Command::Image(args) => run::image(&args),
+        Command::TdfControl(args) => run::tdf_control(&args),
     }
     .into()
 }

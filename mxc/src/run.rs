@@ -563,3 +563,33 @@ pub fn image(args: &ImageArgs) -> Status {
         Status::Success
     }
 }
+
+#[derive(Args)]
+pub struct TdfControlArgs {
+    #[arg(long)]
+    socket: PathBuf,
+    #[arg(long)]
+    cgroup: String,
+    #[arg(long)]
+    tdf: f64,
+    #[arg(long)]
+    shift: u32,
+    #[arg(long)]
+    period: u64,
+    #[arg(long)]
+    share: f64,
+}
+
+/// Runs until the VM's QEMU goes away (its QMP socket closes).
+pub fn tdf_control(args: &TdfControlArgs) -> Status {
+    // It ends when QMP fails: that is the VM going, not an error.
+    let _ = mx_runtime::real::tdf_control(
+        &args.socket,
+        &args.cgroup,
+        args.tdf,
+        args.shift,
+        args.period,
+        args.share,
+    );
+    Status::Success
+}

@@ -227,28 +227,71 @@ fn every_nic_model_carries_traffic_behind_the_pcie_link_asked_for() {
     env.down("nics");
 }
 
+/// Guest seconds per host second, from the guest's `MX-TICK` lines as they
+/// appear on its console, timed by the host.
+fn guest_rate(log: &Path, secs: f64) -> f64 {
+    let ticks = || -> Vec<f64> {
+        String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default())
+            .lines()
+            .filter_map(|l| l.find("MX-TICK ").map(|i| l[i..].to_string()))
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .collect()
+    };
+    // Only ticks that appear from now on, timed as they appear.
+    let mut seen = ticks().len();
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let ticks = ticks();
+        let now = start.elapsed().as_secs_f64();
+        for &t in &ticks[seen.min(ticks.len())..] {
+            points.push((now, t));
+        }
+        seen = ticks.len();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(points.len() >= 3, "too few ticks: {points:?}");
+    let (h0, g0) = points[1];
+    let (h1, g1) = *points.last().unwrap();
+    (g1 - g0) / (h1 - h0)
+}
+
 #[test]
-fn time_dilation_is_refused_before_anything_is_touched() {
+fn time_dilation_holds_the_guest_clock() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !can_run() {
         return;
     }
-    let env = Env::new("tdf");
+    let mut env = Env::new("tdf");
+    for tdf in [2.0f64, 10.0] {
+        env.up(
+            "tdf",
+            &["examples/fidelity/tdf.mx", "--set", &format!("TDF={tdf}")],
+        );
+        let log = env.dir.join("run/tdf/vm/v/serial.log");
+        let rate = guest_rate(&log, 8.0 * tdf.sqrt() + 6.0);
+        assert!(
+            (rate * tdf - 1.0).abs() < 0.15,
+            "tdf {tdf}: the guest clock ran at {rate:.4} of real time (1/{:.2})",
+            1.0 / rate
+        );
+        env.down("tdf");
+    }
+    // More than one vCPU cannot be dilated (icount): refused up front.
     std::fs::write(
-        env.dir.join("tdf.mx"),
-        "net = topology('tdf')\nv = net.device('v', tdf == 10)\n",
+        env.dir.join("two.mx"),
+        "net = topology('two')\nv = net.device('v', cores == 2, tdf == 10)\n",
     )
     .unwrap();
-    let model = env.dir.join("tdf.mx");
+    let model = env.dir.join("two.mx");
     let out = env.mxc(&["up", model.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("E0405") && err.contains("time dilation"),
+        err.contains("E0405") && err.contains("time dilation with 2 vCPUs"),
         "{err}"
     );
-    assert!(!Path::new("/run/netns/mxh-ns0").exists());
-    assert!(!env.dir.join("run/tdf").exists());
+    assert!(!env.dir.join("run/two").exists());
 }
 
 #[test]

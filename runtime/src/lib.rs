@@ -258,10 +258,19 @@ impl Runtime {
                     )),
                     Spec::Vm(vm) => {
                         if let Some(tdf) = vm.tdf {
-                            errs.push(unsupported(
-                                format!("VM `{}` asks for time dilation (tdf == {tdf}); this runtime cannot dilate guest time yet", vm.name),
-                                "drop the `tdf` constraint; FIDELITY.md says why (TCG's icount is not a dilation factor)",
-                            ));
+                            // Dilation counts guest time in instructions
+                            // (TCG's icount): one vCPU (icount with several
+                            // hangs at secondary-CPU bring-up), no KVM, and
+                            // a factor the quota can reach.
+                            if vm.vcpus != 1 {
+                                errs.push(unsupported(format!("VM `{}` asks for time dilation with {} vCPUs; dilated VMs have one", vm.name, vm.vcpus), "ask for `cores == 1` together with `tdf`"));
+                            }
+                            if accel == "kvm" {
+                                errs.push(unsupported(format!("VM `{}` asks for time dilation, which needs TCG's instruction counting; this host runs KVM", vm.name), "set MX_ACCEL=tcg for this experiment"));
+                            }
+                            if !(1.0..=50.0).contains(&tdf) {
+                                errs.push(unsupported(format!("VM `{}` asks for tdf == {tdf}; this runtime dilates by 1 to 50", vm.name), "pick a factor from 1 to 50"));
+                            }
                         }
                         let bin = plan::qemu_binary(&vm.arch);
                         if !which(&bin) {

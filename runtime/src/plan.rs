@@ -220,6 +220,19 @@ pub enum Op {
     },
     /// Stop QEMU: QMP `quit`, then signals if it lingers.
     QemuStop { socket: PathBuf, pidfile: PathBuf },
+    /// Hold a time-dilated VM's guest clock at 1/tdf of real time: measure
+    /// the guest's instruction count through QMP (with icount, guest time is
+    /// instructions × 2^shift ns) and adjust the cgroup CPU quota until the
+    /// rate matches.
+    TdfCalibrate {
+        socket: PathBuf,
+        cgroup: String,
+        tdf: f64,
+        shift: u32,
+        period_us: u64,
+    },
+    /// Stop the process a pid file names, if it runs.
+    KillPidfile { pidfile: PathBuf },
     /// Remove a cgroup if present.
     CgroupDel { path: String },
     /// Remove a directory tree if present.
@@ -389,6 +402,11 @@ impl fmt::Display for Op {
             Op::QemuStop { socket, .. } => {
                 write!(f, "qmp quit {} (then SIGKILL)", socket.display())
             }
+            Op::TdfCalibrate { cgroup, tdf, .. } => write!(
+                f,
+                "calibrate cgroup {cgroup} cpu quota until guest time runs at 1/{tdf} of real time (qmp query-replay icount)"
+            ),
+            Op::KillPidfile { pidfile } => write!(f, "kill the process in {}", pidfile.display()),
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
             Op::SriovVfs { pf, count } => write!(
@@ -621,9 +639,14 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             ops.extend([
                 Op::CgroupAdd {
                     path: cg.clone(),
-                    quota_us: vm
-                        .cpu_share
-                        .map(|s| (s * PERIOD as f64 * vm.vcpus as f64).round() as u64),
+                    // A dilated VM boots at full speed; calibration sets
+                    // its quota once it is up.
+                    quota_us: match vm.tdf {
+                        Some(_) => None,
+                        None => vm
+                            .cpu_share
+                            .map(|s| (s * PERIOD as f64 * vm.vcpus as f64).round() as u64),
+                    },
                     period_us: PERIOD,
                 },
                 Op::QemuStart {
@@ -644,6 +667,15 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     timeout_s: 120,
                 },
             ]);
+            if let Some(tdf) = vm.tdf {
+                ops.push(Op::TdfCalibrate {
+                    socket: dir.join("qmp.sock"),
+                    cgroup: format!("{}/{}", paths.cgroup, vm.name),
+                    tdf,
+                    shift: TDF_SHIFT,
+                    period_us: PERIOD,
+                });
+            }
             ops
         }
         Spec::Vf {
@@ -738,6 +770,10 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     socket: dir.join("qmp.sock"),
                     pidfile: dir.join("qemu.pid"),
                 },
+                // A dilated VM's controller ends with its QEMU; make sure.
+                Op::KillPidfile {
+                    pidfile: dir.join("tdf.pid"),
+                },
                 Op::CgroupDel {
                     path: format!("{}/{}", paths.cgroup, vm.name),
                 },
@@ -753,6 +789,12 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         }
     }
 }
+
+/// Guest nanoseconds per instruction of a time-dilated VM, as a power of
+/// two: 2^6 = 64 ns, so a guest at full TCG speed here (~30 M instructions/s
+/// with icount) runs about twice as fast as real time, and the CPU quota
+/// slows it to 1/tdf.
+pub const TDF_SHIFT: u32 = 6;
 
 /// The name a VF's binding is recorded under.
 pub fn vf_key(pf: &str, port: u32, vf: u32) -> String {
@@ -814,8 +856,20 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
     if !vm.neighbours.is_empty() {
         append.push(format!("mx.ping={}", vm.neighbours.join(",")));
     }
+    if vm.tdf.is_some() {
+        // Guest time is counted in instructions: an idle guest must keep
+        // executing them, or idle time would be skipped.
+        append.push("idle=poll".into());
+    }
     append.extend(vm.kernel_args.iter().cloned());
-    let cpu = if paths.accel == "kvm" { "host" } else { "max" };
+    // Under TCG, aarch64's `max` emulates pointer authentication with the
+    // architected cipher, which makes guests ~4x slower to boot; the
+    // implementation-defined algorithm is much cheaper to emulate.
+    let cpu = match (paths.accel.as_str(), vm.arch.as_str()) {
+        ("kvm", _) => "host",
+        (_, "aarch64") => "max,pauth-impdef=on",
+        _ => "max",
+    };
     let mut argv: Vec<String> = [
         qemu_binary(&vm.arch).as_str(),
         "-name",
@@ -851,6 +905,10 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if vm.tdf.is_some() {
+        argv.push("-icount".into());
+        argv.push(format!("shift={TDF_SHIFT},sleep=off,align=off"));
+    }
     for (i, n) in vm.nics.iter().enumerate() {
         match &n.attach {
             NicAttach::Tap { device } => {

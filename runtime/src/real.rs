@@ -626,6 +626,25 @@ impl Executor for Real {
                 q.execute("cont")?;
                 Ok(None)
             }
+            Op::TdfCalibrate {
+                socket,
+                cgroup,
+                tdf,
+                shift,
+                period_us,
+            } => tdf_calibrate(socket, cgroup, *tdf, *shift, *period_us),
+            Op::KillPidfile { pidfile } => {
+                if let Ok(Some(pid)) = read_pid(pidfile)
+                    && fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("tdf-control"))
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                Ok(None)
+            }
             Op::WaitSerial {
                 log,
                 marker,
@@ -1144,6 +1163,132 @@ fn qemu_stop(socket: &Path, pidfile: &Path) -> R<Option<String>> {
         return Ok(Some(format!("QEMU {pid} did not quit through QMP; killed")));
     }
     Ok(None)
+}
+
+/// The guest's instruction count (icount mode), through QMP.
+fn icount(q: &mut Qmp) -> R<u64> {
+    q.execute("query-replay")?["icount"]
+        .as_u64()
+        .ok_or_else(|| "QMP query-replay gave no icount (is -icount on?)".to_string())
+}
+
+/// Writes a CPU quota (µs per period) to a cgroup, v1 or v2.
+fn set_quota(cgroup: &str, quota_us: u64, period_us: u64) -> R<()> {
+    match cgroup_version() {
+        2 => write(
+            &Path::new(CGROUP_ROOT).join(cgroup).join("cpu.max"),
+            &format!("{quota_us} {period_us}"),
+        ),
+        _ => write(
+            &Path::new(CGROUP_ROOT)
+                .join("cpu")
+                .join(cgroup)
+                .join("cpu.cfs_quota_us"),
+            &quota_us.to_string(),
+        ),
+    }
+}
+
+/// Guest seconds per real second over `window`, from QMP's icount.
+fn guest_rate(q: &mut Qmp, ns_per_instr: f64, window: Duration) -> R<f64> {
+    let (i0, t0) = (icount(q)?, Instant::now());
+    std::thread::sleep(window);
+    let (i1, dt) = (icount(q)?, t0.elapsed().as_secs_f64());
+    Ok(i1.saturating_sub(i0) as f64 * ns_per_instr / 1e9 / dt)
+}
+
+/// Steers the CPU quota until guest time advances at 1/tdf of real time,
+/// then leaves a controller (`mxc tdf-control`, see [`tdf_control`])
+/// holding it there: the guest's instruction rate drifts with what it runs.
+fn tdf_calibrate(
+    socket: &Path,
+    cgroup: &str,
+    tdf: f64,
+    shift: u32,
+    period_us: u64,
+) -> R<Option<String>> {
+    let mut q = Qmp::connect(socket)?;
+    let ns_per_instr = (1u64 << shift) as f64;
+    let target = 1.0 / tdf;
+    // The VM booted without a quota: the first round measures full speed.
+    let mut share = 1.0;
+    let mut rate = 0.0;
+    for round in 0..8 {
+        rate = guest_rate(&mut q, ns_per_instr, Duration::from_millis(1500))?;
+        if rate <= 0.0 {
+            return Err("the guest executed no instructions while calibrating".into());
+        }
+        if round > 0 && ((rate - target) / target).abs() < 0.02 {
+            break;
+        }
+        share = (share * target / rate).clamp(0.01, 1.0);
+        set_quota(
+            cgroup,
+            ((share * period_us as f64).round() as u64).max(1000),
+            period_us,
+        )?;
+    }
+    drop(q);
+    // The controller: this binary, detached, until QEMU goes.
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find mxc: {e}"))?;
+    let pidfile = socket.with_file_name("tdf.pid");
+    let child = Command::new("setsid")
+        .arg(exe)
+        .args(["tdf-control", "--socket"])
+        .arg(socket)
+        .args([
+            "--cgroup",
+            cgroup,
+            "--tdf",
+            &tdf.to_string(),
+            "--shift",
+            &shift.to_string(),
+        ])
+        .args([
+            "--period",
+            &period_us.to_string(),
+            "--share",
+            &share.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the time-dilation controller: {e}"))?;
+    write(&pidfile, &child.id().to_string())?;
+    Ok(Some(format!(
+        "time dilation {tdf}: guest clock at {rate:.4} of real time (1/{:.2}) with {share:.3} of a core; held by controller {}",
+        1.0 / rate,
+        child.id()
+    )))
+}
+
+/// Holds a dilated VM's guest clock at 1/tdf of real time for as long as
+/// its QEMU runs: every 2 s, measure the rate and correct the quota (half
+/// the correction each time, so noise does not make it oscillate).
+pub fn tdf_control(
+    socket: &Path,
+    cgroup: &str,
+    tdf: f64,
+    shift: u32,
+    period_us: u64,
+    mut share: f64,
+) -> R<()> {
+    let mut q = Qmp::connect(socket)?;
+    let ns_per_instr = (1u64 << shift) as f64;
+    let target = 1.0 / tdf;
+    loop {
+        // QEMU gone: the QMP connection fails and the controller ends.
+        let rate = guest_rate(&mut q, ns_per_instr, Duration::from_secs(2))?;
+        if rate > 0.0 {
+            share = (share * (target / rate).sqrt()).clamp(0.01, 1.0);
+            set_quota(
+                cgroup,
+                ((share * period_us as f64).round() as u64).max(1000),
+                period_us,
+            )?;
+        }
+    }
 }
 
 /// A minimal QMP client: the greeting, `qmp_capabilities`, then commands,
