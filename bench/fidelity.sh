@@ -101,7 +101,7 @@ if command -v qemu-system-aarch64 >/dev/null; then
   $mxc down arm >/dev/null 2>&1
   ping=$(grep -q "MX-PING a 10.8.0.2 ok" <<<"$a" && echo ok || echo FAIL)
   boot=$(grep -o "MX-BOOT a [0-9.]*" <<<"$a" | awk '{print $3}')
-  armrow="| aarch64 (qemu-system-aarch64, virt, cortex max, TCG) | $(python3 -c "print(f'{$t1 - $t0:.1f} s')") | $boot s | $ping |"
+  armrow="| aarch64 (qemu-system-aarch64, virt, max with pauth-impdef, TCG) | $(python3 -c "print(f'{$t1 - $t0:.1f} s')") | $boot s | $ping |"
 fi
 
 machine="$(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2 | xargs) MHz), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}'), TCG"

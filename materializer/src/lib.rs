@@ -383,6 +383,8 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 pcie: p.profile.pcie,
                 membus: p.profile.membus,
                 kernel_args: p.profile.kernel_args.clone(),
+                gpu: p.profile.gpu.clone(),
+                gpu_mode: p.profile.gpu_mode.clone(),
                 neighbours: neighbours
                     .remove(p.node.as_str())
                     .unwrap_or_default()

@@ -13,29 +13,10 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
+use common::can_run;
 
-fn can_run() -> bool {
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if is_root && qemu {
-        return true;
-    }
-    assert!(
-        std::env::var_os("MX_REQUIRE_E2E").is_none(),
-        "MX_REQUIRE_E2E is set but this machine cannot run VMs"
-    );
-    eprintln!("skipped: needs root and QEMU");
-    false
-}
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Env {
     dir: PathBuf,

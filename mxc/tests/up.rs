@@ -14,38 +14,13 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::can_run;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// False (and a note) when this machine cannot run the tests.
-fn can_run() -> bool {
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if is_root && qemu {
-        return true;
-    }
-    let why = if is_root {
-        "qemu-system-x86_64 is not installed"
-    } else {
-        "not root"
-    };
-    assert!(
-        std::env::var_os("MX_REQUIRE_E2E").is_none(),
-        "MX_REQUIRE_E2E is set but {why}"
-    );
-    eprintln!("skipped: {why}");
-    false
 }
 
 /// A private state root and allocation table for one test.

@@ -99,6 +99,8 @@ fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
             ("tdf", Value::Float(f)) if *f > 0.0 => p.tdf = Some(*f),
             ("pcie", Value::Pcie(x)) => p.pcie = Some(*x),
             ("membus", Value::Membus(m)) => p.membus = Some(*m),
+            ("gpu", Value::Text(t)) => p.gpu = Some(t.clone()),
+            ("gpu_mode", Value::Text(t)) => p.gpu_mode = Some(t.clone()),
             _ => {}
         }
     }

@@ -109,6 +109,20 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
+/// A fresh record of every task of `dag`, all in `status`.
+fn task_states(dag: &dag::Dag, status: Status) -> Vec<exec::TaskState> {
+    dag.tasks
+        .iter()
+        .map(|t| exec::TaskState {
+            id: t.fragment.id.clone(),
+            host: t.fragment.host.clone(),
+            status,
+            message: String::new(),
+            ms: 0,
+        })
+        .collect()
+}
+
 fn netns_hosts(bundles: &[Bundle]) -> Vec<String> {
     let mut v: Vec<String> = bundles
         .iter()
@@ -257,6 +271,16 @@ impl Runtime {
                         "use virtual NICs, or configure the switch by hand and drop the fragment",
                     )),
                     Spec::Vm(vm) => {
+                        if vm.gpu.is_some() || vm.gpu_mode.is_some() {
+                            errs.push(unsupported(
+                                format!(
+                                    "VM `{}` asks for a GPU ({}); this runtime cannot attach GPUs yet, and the VM would run without one",
+                                    vm.name,
+                                    [vm.gpu.as_deref(), vm.gpu_mode.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")
+                                ),
+                                "drop the gpu constraints, or realize without running (`mxc realize`)",
+                            ));
+                        }
                         if let Some(tdf) = vm.tdf {
                             // Dilation counts guest time in instructions
                             // (TCG's icount): one vCPU (icount with several
@@ -375,18 +399,7 @@ impl Runtime {
             netns_hosts: hosts.clone(),
             accel: paths.accel.clone(),
             phase: "starting".into(),
-            tasks: plan
-                .dag
-                .tasks
-                .iter()
-                .map(|t| exec::TaskState {
-                    id: t.fragment.id.clone(),
-                    host: t.fragment.host.clone(),
-                    status: Status::Pending,
-                    message: String::new(),
-                    ms: 0,
-                })
-                .collect(),
+            tasks: task_states(&plan.dag, Status::Pending),
         };
         state.save(&dir).map_err(fail)?;
         self.drive(plan, &paths, &hosts, state, progress)
@@ -407,18 +420,7 @@ impl Runtime {
         let hosts = netns_hosts(&bundles);
         let state = exec::State {
             phase: "starting".into(),
-            tasks: plan
-                .dag
-                .tasks
-                .iter()
-                .map(|t| exec::TaskState {
-                    id: t.fragment.id.clone(),
-                    host: t.fragment.host.clone(),
-                    status: Status::Pending,
-                    message: String::new(),
-                    ms: 0,
-                })
-                .collect(),
+            tasks: task_states(&plan.dag, Status::Pending),
             ..old
         };
         self.drive(plan, &paths, &hosts, state, progress)
@@ -499,17 +501,7 @@ impl Runtime {
         };
         // Tasks in the state may be fewer than in the DAG if the file is old.
         if state.tasks.len() != dag.tasks.len() {
-            state.tasks = dag
-                .tasks
-                .iter()
-                .map(|t| exec::TaskState {
-                    id: t.fragment.id.clone(),
-                    host: t.fragment.host.clone(),
-                    status: Status::Running,
-                    message: String::new(),
-                    ms: 0,
-                })
-                .collect();
+            state.tasks = task_states(&dag, Status::Running);
         }
         if dry_run {
             let dry = exec::DryRun::default();

@@ -197,6 +197,13 @@ pub struct VmSpec {
     /// The memory bus the node asked for (recorded; not emulated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membus: Option<crate::Membus>,
+    /// GPU model and mode asked for (`a100`, `passthrough`); the runtime
+    /// cannot attach GPUs yet and refuses such VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// How the GPU is given (`passthrough`, `virtual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mode: Option<String>,
     /// Extra words for the guest kernel's command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_args: Vec<String>,

@@ -85,6 +85,12 @@ pub struct Profile {
     /// host and recorded; not emulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membus: Option<crate::Membus>,
+    /// GPU model asked for (`gpu == 'a100'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// How the GPU is given (`passthrough`, `virtual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mode: Option<String>,
     /// Extra words for the guest kernel's command line, from the node's
     /// `kernel_args` property.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
