@@ -271,3 +271,43 @@ fn vf_and_passthrough_plans() {
         assert!(text.iter().any(|m| m.contains("needs VFIO")), "{text:?}");
     }
 }
+
+/// GPUs reach the VM fragment, and the runtime, which cannot attach them
+/// yet, refuses the VM rather than run it without one.
+#[test]
+fn gpu_vms_are_refused_not_run_without_their_gpu() {
+    let src = "net = topology('g')\nt = net.device('t', gpu == 'a100', gpu_mode == passthrough)\n";
+    let exp = mx_compiler::compile("g.mx", src, &mx_compiler::Options::default())
+        .xir
+        .expect("experiment");
+    let fsrc = "fac = facility('gpus')\nfac.host('hv0', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), gpus=[gpu('a100', count=2)])\n";
+    let fac = mx_compiler::compile("gpus.mx", fsrc, &mx_compiler::Options::default());
+    assert!(fac.diagnostics.is_empty(), "{:?}", fac.diagnostics);
+    let real = mx_realizer::realize(
+        &exp,
+        &fac.facility.unwrap(),
+        &Default::default(),
+        &Default::default(),
+    )
+    .expect("realizes")
+    .realization;
+    let bundles = mx_materializer::materialize(&real).expect("materializes");
+    let vm = bundles[0]
+        .fragments
+        .iter()
+        .find_map(|f| match &f.spec {
+            mx_xir::Spec::Vm(v) => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (vm.gpu.as_deref(), vm.gpu_mode.as_deref()),
+        (Some("a100"), Some("passthrough"))
+    );
+    let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.code == "E0405" && e.message.contains("cannot attach GPUs")),
+        "{errs:?}"
+    );
+}
