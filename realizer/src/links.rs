@@ -129,10 +129,15 @@ pub fn plan(
                         if nic.max_vfs == 0 || !nic_model_ok(&cs, &nic.model) {
                             continue;
                         }
+                        // A physical function handed to a VM whole cannot
+                        // serve VFs until it is given back.
+                        let pf = host.nics[..i].iter().map(|n| n.ports).sum::<u32>();
+                        if ports.get(&host.name).is_some_and(|t| t.contains(&pf)) {
+                            continue;
+                        }
                         let used = vfs.entry((host.name.clone(), i)).or_default();
                         if let Some(vf) = (0..nic.max_vfs).find(|v| !used.contains(v)) {
                             used.insert(vf);
-                            let pf = host.nics[..i].iter().map(|n| n.ports).sum::<u32>();
                             chosen = Some((pf, vf));
                             break;
                         }
@@ -152,12 +157,25 @@ pub fn plan(
                     }
                 }
                 (Mode::Vm, NicNeed::Port(cs)) => {
+                    // Physical functions serving VFs stay in that mode
+                    // until their VFs are released.
+                    let serving: BTreeSet<u32> = host
+                        .nics
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| {
+                            vfs.get(&(host.name.clone(), *i))
+                                .is_some_and(|u| !u.is_empty())
+                        })
+                        .map(|(i, _)| host.nics[..i].iter().map(|n| n.ports).sum::<u32>())
+                        .collect();
                     let taken = ports.entry(host.name.clone()).or_default();
                     let up = uplink(fac, &host.name).map(|(p, _)| p);
                     let port = (0..host.ports())
                         .find(|&port| {
                             Some(port) != up
                                 && !taken.contains(&port)
+                                && !serving.contains(&port)
                                 && host
                                     .nic_of_port(port)
                                     .is_some_and(|(n, _)| nic_model_ok(&cs, &host.nics[n].model))

@@ -196,8 +196,42 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             }
         }
     }
+    modes(usage, real, &mut bad);
     uplinks(fac, usage, real, &mut bad);
     bad
+}
+
+/// A physical function serves VFs or is handed to a VM whole, never both
+/// (counting what other experiments hold).
+fn modes(usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
+    let vms: BTreeSet<&str> = real
+        .nodes
+        .iter()
+        .filter(|p| p.mode == mx_xir::Mode::Vm)
+        .map(|p| p.node.as_str())
+        .collect();
+    let mut serving: BTreeSet<(String, u32)> = BTreeSet::new();
+    let mut whole: BTreeSet<(String, u32)> = usage
+        .hosts
+        .iter()
+        .flat_map(|(h, u)| u.ports.iter().map(move |p| (h.clone(), *p)))
+        .collect();
+    for e in real.links.iter().flat_map(|l| &l.endpoints) {
+        match &e.attach {
+            Attachment::Vf { port, .. } => {
+                serving.insert((e.host.clone(), *port));
+            }
+            Attachment::Port { port, .. } if vms.contains(e.node.as_str()) => {
+                whole.insert((e.host.clone(), *port));
+            }
+            _ => {}
+        }
+    }
+    for (h, p) in serving.intersection(&whole) {
+        bad.push(format!(
+            "`{h}` port {p} serves VFs and is passed through whole"
+        ));
+    }
 }
 
 /// Uplink capacity, checked apart from the planner's own check: for every

@@ -502,3 +502,46 @@ fn uplink_capacity_is_respected() {
     let ok = realize(&third, &fac, &usage, &opts(1)).expect("5 more Gb/s fits");
     assert!(verify(&third, &fac, &usage, &ok.realization).is_empty());
 }
+
+/// A physical function serves VFs or goes to a VM whole, never both, in one
+/// experiment or across experiments.
+#[test]
+fn a_pf_serving_vfs_is_not_passed_through() {
+    let fsrc = "fac = facility('modes')\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                for i in range(2):\n\
+                \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), underlay=f'10.0.0.{i + 1}',\n\
+                \x20                 nics=[nic(x710, ports=1), nic(connectx5, ports=1, vfs=8)])\n\
+                \x20   fac.cable(hv.port(0), leaf.port(2 * i))\n\
+                \x20   fac.cable(hv.port(1), leaf.port(2 * i + 1))\n";
+    let fac = compile("modes.mx", fsrc, &Options::default())
+        .facility
+        .expect("facility");
+    let exp = |src: &str| {
+        compile("e.mx", src, &Options::default())
+            .xir
+            .expect("experiment")
+    };
+    let vf = "a = topo.device('a', host == 'hv0')\nb = topo.device('b', host == 'hv1')\n\
+              l = topo.connect([a, b])\nl[a].spec(nic == vfio)\nl[b].spec(nic == vfio)\n";
+    let whole = "c = topo.device('c', host == 'hv0')\nd = topo.device('d', host == 'hv1')\n\
+                 p = topo.connect([c, d])\np[c].spec(nic == passthrough)\n";
+    // Both in one experiment: hv0's only passable port (1) serves a's VF.
+    let both = exp(&format!("{vf}{whole}"));
+    let err = realize(&both, &fac, &Usage::default(), &opts(1)).expect_err("conflict");
+    assert_eq!(err[0].code, "E0302", "{err:?}");
+    // The port passed through first: no VF on it for a later experiment.
+    let first = realize(&exp(whole), &fac, &Usage::default(), &opts(1))
+        .expect("fits")
+        .realization;
+    assert!(verify(&exp(whole), &fac, &Usage::default(), &first).is_empty());
+    let mut usage = Usage::default();
+    usage.add(&fac, &first);
+    let err = realize(&exp(vf), &fac, &usage, &opts(1)).expect_err("no VF");
+    assert_eq!(err[0].code, "E0302", "{err:?}");
+    // VFs alone are fine.
+    let alone = realize(&exp(vf), &fac, &Usage::default(), &opts(1))
+        .expect("fits")
+        .realization;
+    assert!(verify(&exp(vf), &fac, &Usage::default(), &alone).is_empty());
+}
