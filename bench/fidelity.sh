@@ -204,7 +204,10 @@ cat <<'TAIL'
 ## What is and is not emulated
 
 - **CPU bandwidth**: enforced (cgroup CPU controller) and measured above.
-  Pinning to host cores is not offered yet.
+  `v.properties['pin'] = True` also pins the VM to host cores (a cpuset
+  cgroup; consecutive cores per hypervisor in model order, modulo the
+  machine's cores), tested in mxc/tests/fidelity.rs
+  (`examples/fidelity/pin.mx`).
 - **Time dilation** (`tdf`): every clock the guest has (TSC, HPET, timers)
   follows the instruction count, so all of guest time is dilated. Limits: one
   vCPU (icount with `-smp 2` hangs at secondary-CPU bring-up here), TCG only

@@ -337,6 +337,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
     }
 
     // VMs, in experiment order.
+    let mut pinned: BTreeMap<&str, u32> = BTreeMap::new();
     for p in real.nodes.iter().filter(|p| p.mode == Mode::Vm) {
         let memory_mib = p.memory / (1 << 20);
         if p.cores == 0 || memory_mib < 64 {
@@ -383,6 +384,15 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 pcie: p.profile.pcie,
                 membus: p.profile.membus,
                 kernel_args: p.profile.kernel_args.clone(),
+                cpus: if p.profile.pin {
+                    // Consecutive cores per host, in experiment order.
+                    let next = pinned.entry(p.host.as_str()).or_insert(0);
+                    let cpus = (*next..*next + p.cores).collect();
+                    *next += p.cores;
+                    cpus
+                } else {
+                    Vec::new()
+                },
                 gpu: p.profile.gpu.clone(),
                 gpu_mode: p.profile.gpu_mode.clone(),
                 neighbours: neighbours

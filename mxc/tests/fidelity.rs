@@ -307,3 +307,28 @@ fn an_aarch64_guest_boots_and_reaches_an_x86_guest() {
     assert!(String::from_utf8_lossy(&cmd).starts_with("qemu-system-aarch64"));
     env.down("arm");
 }
+
+#[test]
+fn a_pinned_vm_runs_on_its_cores_only() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("pin");
+    env.up("pin", &["examples/fidelity/pin.mx"]);
+    env.console_until("pin", "v", "MX-BURN");
+    let pid = std::fs::read_to_string(env.dir.join("run/pin/vm/v/qemu.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(allowed, "0", "{status}");
+    // Pinned and still at its CPU share.
+    let used = cores_used("mx/pin/v", 4.0);
+    assert!((used - 0.5).abs() < 0.075, "used {used:.3} cores");
+    env.down("pin");
+    assert!(!Path::new("/sys/fs/cgroup/cpuset/mx/pin").exists());
+}

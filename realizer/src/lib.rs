@@ -104,6 +104,7 @@ fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
             _ => {}
         }
     }
+    p.pin = n.properties.get("pin").and_then(|v| v.as_bool()) == Some(true);
     if let Some(args) = n.properties.get("kernel_args").and_then(|v| v.as_str()) {
         p.kernel_args = args.split_whitespace().map(str::to_string).collect();
     }

@@ -196,6 +196,9 @@ pub enum Op {
         ifb: String,
         group: u32,
     },
+    /// Pin a VM to host cores: a cpuset cgroup (`cpus` taken modulo the
+    /// machine's cores).
+    CpusetAdd { path: String, cpus: Vec<u32> },
     /// Create a cgroup for a VM, with a CPU quota if asked for.
     CgroupAdd {
         path: String,
@@ -405,6 +408,14 @@ impl fmt::Display for Op {
             Op::TdfCalibrate { cgroup, tdf, .. } => write!(
                 f,
                 "calibrate cgroup {cgroup} cpu quota until guest time runs at 1/{tdf} of real time (qmp query-replay icount)"
+            ),
+            Op::CpusetAdd { path, cpus } => write!(
+                f,
+                "cgroup add {path} cpuset cpus {}",
+                cpus.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Op::KillPidfile { pidfile } => write!(f, "kill the process in {}", pidfile.display()),
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
@@ -636,6 +647,12 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     _ => None,
                 })
                 .collect();
+            if !vm.cpus.is_empty() {
+                ops.push(Op::CpusetAdd {
+                    path: cg.clone(),
+                    cpus: vm.cpus.clone(),
+                });
+            }
             ops.extend([
                 Op::CgroupAdd {
                     path: cg.clone(),

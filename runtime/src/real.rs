@@ -598,13 +598,14 @@ impl Executor for Real {
             Op::CgroupJoin { path, pidfile } => {
                 let pid = read_pid(pidfile)?
                     .ok_or_else(|| format!("no QEMU pid in {}", pidfile.display()))?;
-                for dir in cgroup_dirs(path) {
+                for dir in joined_dirs(path) {
                     write(&dir.join("cgroup.procs"), &pid.to_string())?;
                 }
                 Ok(None)
             }
+            Op::CpusetAdd { path, cpus } => cpuset_add(path, cpus).map(|()| None),
             Op::CgroupDel { path } => {
-                for dir in cgroup_dirs(path).into_iter().rev() {
+                for dir in joined_dirs(path).into_iter().rev() {
                     rmdir_retry(&dir)?;
                     // Remove the experiment's and mx's directories once empty.
                     let mut parent = dir.parent();
@@ -723,6 +724,54 @@ pub fn cgroup_version() -> u8 {
     } else {
         1
     }
+}
+
+/// [`cgroup_dirs`], plus the cpuset directory of a pinned VM.
+fn joined_dirs(path: &str) -> Vec<PathBuf> {
+    let mut dirs = cgroup_dirs(path);
+    let cpuset = Path::new(CGROUP_ROOT).join("cpuset").join(path);
+    if cgroup_version() == 1 && cpuset.is_dir() {
+        dirs.push(cpuset);
+    }
+    dirs
+}
+
+/// Creates the cpuset cgroup `path` holding `cpus` (modulo this machine's
+/// cores). On v1 every level needs cpus and mems before a task may join,
+/// so each new level starts with its parent's.
+fn cpuset_add(path: &str, cpus: &[u32]) -> R<()> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let mut set: Vec<u32> = cpus.iter().map(|c| c % n).collect();
+    set.sort_unstable();
+    set.dedup();
+    let list = set.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let base = match cgroup_version() {
+        2 => {
+            let root = Path::new(CGROUP_ROOT);
+            let mut dir = root.to_path_buf();
+            for part in path.split('/') {
+                let _ = fs::write(dir.join("cgroup.subtree_control"), "+cpuset");
+                dir = dir.join(part);
+                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            return write(&dir.join("cpuset.cpus"), &list);
+        }
+        _ => Path::new(CGROUP_ROOT).join("cpuset"),
+    };
+    let mut dir = base;
+    for part in path.split('/') {
+        let parent = dir.clone();
+        dir = dir.join(part);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = fs::read_to_string(dir.join(f)).unwrap_or_default();
+            if mine.trim().is_empty() {
+                let theirs = fs::read_to_string(parent.join(f)).map_err(io_err)?;
+                write(&dir.join(f), theirs.trim())?;
+            }
+        }
+    }
+    write(&dir.join("cpuset.cpus"), &list)
 }
 
 /// The directories of cgroup `path`: one on v2; one per controller mx uses

@@ -207,6 +207,10 @@ pub struct VmSpec {
     /// Extra words for the guest kernel's command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_args: Vec<String>,
+    /// Host cores (by index on the host) the VM is pinned to; empty: not
+    /// pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
     /// Neighbour addresses the guest checks it can reach once up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<String>,

@@ -95,6 +95,9 @@ pub struct Profile {
     /// `kernel_args` property.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_args: Vec<String>,
+    /// Pin the VM's vCPUs to host cores (the node's `pin` property).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin: bool,
 }
 
 impl Profile {
