@@ -125,6 +125,22 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             let vm = mode.get(ep.node.as_str()) == Some(&Mode::Vm);
             let mac = mac(tag_bytes, nic_count);
             nic_count += 1;
+            // A VF's or a whole port's switch port carries the link's VLAN
+            // (tagged by the NIC for VFs), mapped to the VNI across leaves.
+            if let Attachment::Vf { port, vlan, .. } | Attachment::Port { port, vlan } = &ep.attach
+                && switch_vlans.insert((ep.host.clone(), *port, *vlan))
+            {
+                out.entry(ep.host.clone()).or_default().push(frag(
+                    &ep.host,
+                    Scope::Global,
+                    format!("switch_vlan/{}-{port}-{vlan}", ep.host),
+                    Spec::SwitchVlan {
+                        port: *port,
+                        vlan: *vlan,
+                        vni: link.vni,
+                    },
+                ));
+            }
             let (attach, model) = match &ep.attach {
                 Attachment::Tap { model } => {
                     let device = format!("t{t}{:x}", nic_count - 1);
@@ -164,20 +180,6 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 }
                 Attachment::Vf { port, vf, vlan } => {
                     let pf = port_device(&ep.host, *port);
-                    // The switch port carries the VF's VLAN (tagged: the NIC
-                    // tags on the way out), mapped to the VNI across leaves.
-                    if switch_vlans.insert((ep.host.clone(), *port, *vlan)) {
-                        out.entry(ep.host.clone()).or_default().push(frag(
-                            &ep.host,
-                            Scope::Global,
-                            format!("switch_vlan/{}-{port}-{vlan}", ep.host),
-                            Spec::SwitchVlan {
-                                port: *port,
-                                vlan: *vlan,
-                                vni: link.vni,
-                            },
-                        ));
-                    }
                     out.entry(ep.host.clone()).or_default().push(frag(
                         &ep.host,
                         Scope::Global,
@@ -200,25 +202,13 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                         "vf".to_string(),
                     )
                 }
-                Attachment::Port { port, vlan } => {
-                    out.entry(ep.host.clone()).or_default().push(frag(
-                        &ep.host,
-                        Scope::Global,
-                        format!("switch_vlan/{}-{port}-{vlan}", ep.host),
-                        Spec::SwitchVlan {
-                            port: *port,
-                            vlan: *vlan,
-                            vni: link.vni,
-                        },
-                    ));
-                    (
-                        NicAttach::Passthrough {
-                            port: *port,
-                            device: port_device(&ep.host, *port),
-                        },
-                        "passthrough".to_string(),
-                    )
-                }
+                Attachment::Port { port, .. } => (
+                    NicAttach::Passthrough {
+                        port: *port,
+                        device: port_device(&ep.host, *port),
+                    },
+                    "passthrough".to_string(),
+                ),
             };
             if vm {
                 neighbours.entry(&ep.node).or_default().extend(ips);
