@@ -792,7 +792,7 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
 }
 
 fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
-    use aya::maps::{DevMapHash, Map};
+    use aya::maps::DevMapHash;
     use aya::programs::{Xdp, XdpMode, links::FdLink};
     if XDP_OBJECT.is_empty() {
         return Err(
@@ -841,7 +841,6 @@ fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
             fd.pin(pin.join(file))
                 .map_err(|e| format!("pin XDP link of {name}: {e}"))?;
         }
-        let _ = Map::DevMapHash; // the map type the C program declares
         Ok(())
     });
     if res.is_err() {
