@@ -257,6 +257,24 @@ fn time_dilation_holds_the_guest_clock() {
             1.0 / rate
         );
         env.down("tdf");
+        // The controller went with the VM.
+        let state = env.dir.join("run").display().to_string();
+        let start = Instant::now();
+        while std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                cmd.contains("tdf-control") && cmd.contains(&state)
+            })
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tdf-control outlived its VM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     // More than one vCPU cannot be dilated (icount): refused up front.
     std::fs::write(
