@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mx_xir::{Attachment, Facility, Mode, Realization};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
 
 use crate::usage::{Usage, leaf_of};
 
@@ -111,16 +111,13 @@ impl Table {
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // Reading the header is the first thing that fails on a non-SQLite file.
-        let app: i32 = conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| foreign(e.to_string()))?;
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| foreign(e.to_string()))?;
+        let (mut app, tables) = identity(&conn).map_err(|e| foreign(e.to_string()))?;
         if app == 0 && tables == 0 {
-            let mut t = Table { conn };
-            t.init()?;
-            return Ok(t);
+            // A new file, or one another `mxc` is creating right now: create
+            // the tables under the exclusive lock, where a racing creator is
+            // seen as finished rather than half-done.
+            init(&conn)?;
+            app = identity(&conn).map_err(|e| foreign(e.to_string()))?.0;
         }
         if app != APPLICATION_ID {
             return Err(foreign(format!(
@@ -134,34 +131,6 @@ impl Table {
             )));
         }
         Ok(Table { conn })
-    }
-
-    fn init(&mut self) -> Result<(), TableError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch(&format!(
-            "PRAGMA application_id = {APPLICATION_ID};
-             PRAGMA user_version = {SCHEMA_VERSION};
-             CREATE TABLE IF NOT EXISTS realizations (
-                 name TEXT PRIMARY KEY, facility TEXT NOT NULL, experiment TEXT NOT NULL, doc TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS allocations (
-                 realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL, node TEXT NOT NULL,
-                 mode TEXT NOT NULL, cores INTEGER NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL);
-             CREATE UNIQUE INDEX IF NOT EXISTS one_metal ON allocations(facility, host) WHERE mode = 'metal';
-             CREATE TABLE IF NOT EXISTS vfs (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
-                 nic INTEGER NOT NULL, vf INTEGER NOT NULL, UNIQUE(facility, host, nic, vf));
-             CREATE TABLE IF NOT EXISTS ports (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
-                 port INTEGER NOT NULL, UNIQUE(facility, host, port));
-             CREATE TABLE IF NOT EXISTS vnis (realization TEXT NOT NULL, facility TEXT NOT NULL, vni INTEGER NOT NULL,
-                 UNIQUE(facility, vni));
-             CREATE TABLE IF NOT EXISTS vlans (realization TEXT NOT NULL, facility TEXT NOT NULL, leaf TEXT NOT NULL,
-                 vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));
-             CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
-                 bps INTEGER NOT NULL);"
-        ))?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// The usage of `facility` as recorded.
@@ -417,5 +386,49 @@ fn each_row(
     while let Some(r) = rows.next()? {
         f(r)?;
     }
+    Ok(())
+}
+
+/// The file's application id and how many schema objects it holds, read in
+/// one transaction so a concurrent creator is seen before or after, never
+/// halfway.
+fn identity(conn: &Connection) -> rusqlite::Result<(i32, i64)> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
+    let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    tx.commit()?;
+    Ok((app, tables))
+}
+
+/// Creates the tables unless a racing `mxc` got there first (checked again
+/// under the exclusive lock); another program's database is left alone.
+fn init(conn: &Connection) -> Result<(), TableError> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Exclusive)?;
+    let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if app != 0 || tables != 0 {
+        return Ok(());
+    }
+    tx.execute_batch(&format!(
+        "PRAGMA application_id = {APPLICATION_ID};
+         PRAGMA user_version = {SCHEMA_VERSION};
+         CREATE TABLE IF NOT EXISTS realizations (
+             name TEXT PRIMARY KEY, facility TEXT NOT NULL, experiment TEXT NOT NULL, doc TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS allocations (
+             realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL, node TEXT NOT NULL,
+             mode TEXT NOT NULL, cores INTEGER NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL);
+         CREATE UNIQUE INDEX IF NOT EXISTS one_metal ON allocations(facility, host) WHERE mode = 'metal';
+         CREATE TABLE IF NOT EXISTS vfs (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+             nic INTEGER NOT NULL, vf INTEGER NOT NULL, UNIQUE(facility, host, nic, vf));
+         CREATE TABLE IF NOT EXISTS ports (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+             port INTEGER NOT NULL, UNIQUE(facility, host, port));
+         CREATE TABLE IF NOT EXISTS vnis (realization TEXT NOT NULL, facility TEXT NOT NULL, vni INTEGER NOT NULL,
+             UNIQUE(facility, vni));
+         CREATE TABLE IF NOT EXISTS vlans (realization TEXT NOT NULL, facility TEXT NOT NULL, leaf TEXT NOT NULL,
+             vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));
+         CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
+             bps INTEGER NOT NULL);"
+    ))?;
+    tx.commit()?;
     Ok(())
 }
