@@ -168,8 +168,8 @@ impl Eval<'_> {
                 };
                 let count = self.count_kw(&mut a, "count", 1, 1)?;
                 let virtualizable = match self.kwarg(&mut a, "virtualizable") {
-                    None => false,
-                    Some(Value::Bool(b)) => b,
+                    None => None,
+                    Some(Value::Bool(b)) => Some(b),
                     Some(other) => {
                         return Err(self.type_error(
                             a.span,
@@ -180,11 +180,116 @@ impl Eval<'_> {
                         ));
                     }
                 };
+                // The GPUs' PCI addresses, one per GPU: what the runtime
+                // binds to vfio-pci or creates virtual GPUs on.
+                let devices = match self.kwarg(&mut a, "devices") {
+                    None => Vec::new(),
+                    Some(v) => {
+                        let items = self.iterate(&v, a.span)?;
+                        let mut out = Vec::new();
+                        for it in items {
+                            match it {
+                                Value::Str(s) if is_pci_address(&s) => out.push(Value::Str(s)),
+                                _ => {
+                                    return Err(Diagnostic::error(
+                                        "E0218",
+                                        "`devices` lists the GPUs' PCI addresses",
+                                    )
+                                    .primary(a.span.range(), "this GPU")
+                                    .help("one address per GPU, as in `lspci -D`: devices=['0000:3b:00.0', '0000:d8:00.0']")
+                                    .into());
+                                }
+                            }
+                        }
+                        if out.len() != count as usize {
+                            return Err(Diagnostic::error(
+                                "E0218",
+                                format!(
+                                    "`devices` names {} PCI addresses for {count} GPUs",
+                                    out.len()
+                                ),
+                            )
+                            .primary(a.span.range(), "this GPU")
+                            .help("name one address per GPU")
+                            .into());
+                        }
+                        out
+                    }
+                };
+                let mdev = match self.kwarg(&mut a, "mdev") {
+                    None => None,
+                    Some(Value::Str(s))
+                        if !s.is_empty()
+                            && s.len() <= 64
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                    {
+                        Some(s.to_string())
+                    }
+                    Some(_) => {
+                        return Err(Diagnostic::error(
+                            "E0218",
+                            "`mdev` names a mediated-device type",
+                        )
+                        .primary(a.span.range(), "this GPU")
+                        .help("as listed under /sys/bus/pci/devices/<address>/mdev_supported_types, e.g. mdev='nvidia-472'")
+                        .into());
+                    }
+                };
+                let vfs = self.count_kw(&mut a, "vfs", 0, 0)?;
+                let slices = match self.kwarg(&mut a, "slices") {
+                    None => None,
+                    Some(Value::Int(i)) if (1..=1024).contains(&i) => Some(i as u32),
+                    Some(_) => {
+                        return Err(self.fail(
+                            "E0218",
+                            a.span,
+                            "`slices` is a whole number from 1 to 1024",
+                            "how many virtual GPUs each GPU can be cut into",
+                        ));
+                    }
+                };
+                let contradiction = |what: &str| -> Diagnostic {
+                    Diagnostic::error("E0218", format!("a GPU shared {what}"))
+                        .primary(a.span.range(), "this GPU")
+                        .help("`mdev` (mediated devices) or `vfs` (SR-IOV), not both; either makes the GPU virtualizable")
+                };
+                if mdev.is_some() && vfs > 0 {
+                    return Err(contradiction("both as mediated devices and as VFs").into());
+                }
+                if virtualizable == Some(false) && (mdev.is_some() || vfs > 0 || slices.is_some()) {
+                    return Err(
+                        contradiction("as virtual GPUs cannot be virtualizable=False").into(),
+                    );
+                }
+                if vfs > 0 && slices.is_some_and(|s| s > vfs) {
+                    return Err(self.fail(
+                        "E0218",
+                        a.span,
+                        format!("{} slices out of {vfs} VFs", slices.unwrap_or(0)),
+                        "each virtual GPU is one VF: slices is at most vfs",
+                    ));
+                }
+                let virtualizable =
+                    virtualizable.unwrap_or(false) || mdev.is_some() || vfs > 0 || slices.is_some();
+                let slices = match (virtualizable, slices) {
+                    (false, _) => 0,
+                    (true, Some(s)) => s,
+                    (true, None) if vfs > 0 => vfs,
+                    (true, None) => 1,
+                };
                 self.no_more_kwargs(&a, name)?;
                 let mut m = IndexMap::new();
                 m.insert(Key::Str("model".into()), Value::str(&model));
                 m.insert(Key::Str("count".into()), Value::Int(count as i64));
                 m.insert(Key::Str("virtualizable".into()), Value::Bool(virtualizable));
+                m.insert(Key::Str("devices".into()), Value::list(devices));
+                m.insert(
+                    Key::Str("mdev".into()),
+                    mdev.map_or(Value::None, |s| Value::str(&s)),
+                );
+                m.insert(Key::Str("vfs".into()), Value::Int(vfs as i64));
+                m.insert(Key::Str("slices".into()), Value::Int(slices as i64));
                 Ok(Value::dict(m))
             }
         }
@@ -255,7 +360,7 @@ impl Eval<'_> {
             let name = self.name(*k);
             let known: &[&str] = match what {
                 "nic" => &["ports", "capacity", "vfs"],
-                "gpu" => &["count", "virtualizable"],
+                "gpu" => &["count", "virtualizable", "devices", "mdev", "vfs", "slices"],
                 "host" => HOST_KEYS,
                 "switch" => &["role", "vxlan"],
                 "cable" => &["capacity"],
@@ -638,6 +743,29 @@ impl Eval<'_> {
                             model: model.to_string(),
                             count: count as u32,
                             virtualizable: v,
+                            devices: match get("devices") {
+                                Some(l) => self
+                                    .iterate(&l, span)?
+                                    .into_iter()
+                                    .filter_map(|x| match x {
+                                        Value::Str(s) => Some(s.to_string()),
+                                        _ => None,
+                                    })
+                                    .collect(),
+                                None => Vec::new(),
+                            },
+                            mdev: match get("mdev") {
+                                Some(Value::Str(s)) => Some(s.to_string()),
+                                _ => None,
+                            },
+                            vfs: match get("vfs") {
+                                Some(Value::Int(i)) => i as u32,
+                                _ => 0,
+                            },
+                            slices: match get("slices") {
+                                Some(Value::Int(i)) => i as u32,
+                                _ => u32::from(v),
+                            },
                         }),
                         _ => {
                             return Err(self.type_error(
@@ -846,4 +974,21 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
         );
     }
     Some(out)
+}
+
+/// `DDDD:BB:DD.F` in lower-case hex, as `lspci -D` prints it.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    b.len() == 12
+        && hex(0..4)
+        && b[4] == b':'
+        && hex(5..7)
+        && b[7] == b':'
+        && hex(8..10)
+        && b[10] == b'.'
+        && (b'0'..=b'7').contains(&b[11])
 }

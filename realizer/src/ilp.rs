@@ -28,9 +28,10 @@ pub fn fits(needs: &[Need], fac: &Facility) -> bool {
     needs.len() <= 30
         && needs.len() * fac.hosts.len() <= 300
         && needs.iter().all(|n| {
-            n.nics
-                .iter()
-                .all(|(_, _, x)| matches!(x, NicNeed::Any | NicNeed::Virtual(_)))
+            n.gpu.is_none()
+                && n.nics
+                    .iter()
+                    .all(|(_, _, x)| matches!(x, NicNeed::Any | NicNeed::Virtual(_)))
         })
 }
 

@@ -20,6 +20,7 @@
 //! assert!(result.is_ok()); // nothing to place
 //! ```
 
+pub mod gpus;
 pub mod ilp;
 pub mod links;
 pub mod matching;

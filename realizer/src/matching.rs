@@ -38,6 +38,8 @@ pub struct Need<'a> {
     pub disk: u64,
     /// One per link the node is on, in link order: (link index, endpoint index, need).
     pub nics: Vec<(usize, usize, NicNeed)>,
+    /// The GPU a VM must hold, if the node asks for one.
+    pub gpu: Option<crate::gpus::GpuNeed>,
 }
 
 /// Why a host cannot take a node: the constraint (if one) and a sentence.
@@ -76,10 +78,20 @@ pub fn needs(exp: &Experiment) -> Vec<Need<'_>> {
                         _ => {}
                     }
                 }
+                let asks = |p: &str| cs.iter().any(|c| c.property == p);
+                let gpu = (asks("gpu") || asks("gpu_mode")).then(|| crate::gpus::GpuNeed {
+                    model: cs.iter().filter(|c| c.property == "gpu").cloned().collect(),
+                    virtual_: cs.iter().any(|c| {
+                        c.property == "gpu_mode"
+                            && c.op == Op::Eq
+                            && matches!(&c.value, Value::Text(t) if t == "virtual")
+                    }),
+                });
                 Need {
                     index,
                     node,
                     mode,
+                    gpu,
                     cores: smallest(cs, "cores", DEFAULT_CORES as u64) as u32,
                     memory: smallest(cs, "memory", DEFAULT_MEMORY),
                     disk: smallest(cs, "disk", DEFAULT_DISK),
@@ -228,7 +240,7 @@ fn cmp(op: Op, ord: std::cmp::Ordering) -> bool {
     }
 }
 
-fn holds_text(c: &Constraint, have: &str) -> bool {
+pub(crate) fn holds_text(c: &Constraint, have: &str) -> bool {
     match (&c.op, &c.value) {
         (Op::Eq, Value::Text(t)) => t == have,
         (Op::Ne, Value::Text(t)) => t != have,
@@ -349,10 +361,18 @@ pub fn host_verdict(need: &Need, host: &Host, mode: Mode) -> Result<(), Verdict>
                 })
             }),
             "gpu" => host.gpus.iter().any(|g| holds_text(c, &g.model)),
-            "gpu_mode" => match text(&c.value) {
-                Some("virtual") => host.gpus.iter().any(|g| g.virtualizable),
-                _ => !host.gpus.is_empty(),
-            },
+            // The model and the mode together: a virtual GPU needs a
+            // virtualizable GPU of the model asked for.
+            "gpu_mode" => {
+                let virt = text(&c.value) == Some("virtual");
+                host.gpus.iter().any(|g| {
+                    (!virt || g.virtualizable)
+                        && need
+                            .gpu
+                            .as_ref()
+                            .is_none_or(|n| n.model.iter().all(|m| holds_text(m, &g.model)))
+                })
+            }
             "host" => holds_text(c, &host.name),
             // Settled by the mode; image and platform are for the materializer.
             _ => true,

@@ -10,6 +10,7 @@ use mx_diag::Diagnostic;
 use mx_xir::{Experiment, Facility, Mode, Placement};
 use rayon::prelude::*;
 
+use crate::gpus::{self, GpuUse};
 use crate::matching::{Need, NicNeed, Verdict, host_verdict, nic_model_ok};
 use crate::usage::{Usage, uplink};
 use crate::{Options, Solver};
@@ -165,12 +166,17 @@ pub fn place(
     let mut vfs_taken: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     let mut ports_taken: BTreeMap<usize, u32> = BTreeMap::new();
     let mut host_of: Vec<Option<(usize, Mode)>> = vec![None; needs.len()];
+    // GPUs taken per host (by index), and the GPU each VM was given.
+    let mut gpu_used: Vec<BTreeMap<u32, GpuUse>> =
+        fac.hosts.iter().map(|h| u.host(&h.name).gpus).collect();
+    let mut gpu_of: Vec<Option<mx_xir::GpuGrant>> = vec![None; needs.len()];
     let mut failed = Vec::new();
 
     // The exact engine, when asked for or when the instance is small.
     let use_ilp = match opts.solver {
         Solver::Heuristic => false,
-        Solver::Ilp => true,
+        // The program does not model GPUs: their VMs are placed greedily.
+        Solver::Ilp => needs.iter().all(|n| n.gpu.is_none()),
         Solver::Auto => crate::ilp::fits(needs, fac),
     };
     let mut engine = "heuristic";
@@ -233,6 +239,9 @@ pub fn place(
                             && d >= n.disk
                             && (!hw_endpoints
                                 || endpoint_room(n, h, hi, &u, &vfs_taken, &ports_taken))
+                            && n.gpu
+                                .as_ref()
+                                .is_none_or(|g| gpus::pick(h, &gpu_used[hi], g).is_some())
                     }
                 };
                 if !fits {
@@ -276,6 +285,13 @@ pub fn place(
                         free[hi].0 -= n.cores;
                         free[hi].1 -= n.memory;
                         free[hi].2 -= n.disk;
+                        if let Some(g) = &n.gpu
+                            && let Some(grant) = gpus::pick(h, &gpu_used[hi], g)
+                        {
+                            gpus::take(&mut gpu_used[hi], &grant);
+                            gpus::take(&mut e.gpus, &grant);
+                            gpu_of[ni] = Some(grant);
+                        }
                     }
                 }
                 reserve_endpoints(n, h, hi, &u, &mut vfs_taken, &mut ports_taken);
@@ -293,11 +309,12 @@ pub fn place(
                     continue;
                 };
                 let n = &needs[ni];
-                if n.nics
-                    .iter()
-                    .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+                if n.gpu.is_some()
+                    || n.nics
+                        .iter()
+                        .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
                 {
-                    continue; // VFs and ports were reserved on this host
+                    continue; // VFs, ports and GPUs were reserved on this host
                 }
                 let mut counts: BTreeMap<usize, i64> = BTreeMap::new();
                 for &m in &adj[ni] {
@@ -338,6 +355,7 @@ pub fn place(
             if needs.len() <= 300 {
                 let movable = |ni: usize, host_of: &Vec<Option<(usize, Mode)>>| {
                     matches!(host_of[ni], Some((_, Mode::Vm)))
+                        && needs[ni].gpu.is_none()
                         && !needs[ni]
                             .nics
                             .iter()
@@ -440,6 +458,7 @@ pub fn place(
                     disk: h.disk,
                     arch,
                     profile: Default::default(),
+                    gpu: None,
                     span: n.node.span,
                 },
                 Mode::Vm => Placement {
@@ -451,6 +470,7 @@ pub fn place(
                     disk: n.disk,
                     arch,
                     profile: Default::default(),
+                    gpu: gpu_of[n.index].clone(),
                     span: n.node.span,
                 },
             }
@@ -652,6 +672,25 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
         .filter(|((span, _), _)| span.is_none())
         .map(|((_, reason), hosts)| format!("{}: {reason}", group(hosts)))
         .collect();
+    if let Some(g) = &n.gpu {
+        let short: Vec<&str> = capacity_only
+            .iter()
+            .filter(|h| gpus::pick(h, &usage.host(&h.name).gpus, g).is_none())
+            .map(|h| h.name.as_str())
+            .collect();
+        if !short.is_empty() {
+            notes.push(format!(
+                "{} on {} {} held by other VMs",
+                if g.virtual_ {
+                    "every virtual GPU of the matching GPUs"
+                } else {
+                    "every matching GPU"
+                },
+                group(&short),
+                if short.len() == 1 { "is" } else { "are" }
+            ));
+        }
+    }
     if !capacity_only.is_empty() {
         // These would do, but are full: say how much is left on the roomiest hypervisor.
         let hypervisors: Vec<&&mx_xir::Host> = capacity_only

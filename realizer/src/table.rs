@@ -20,8 +20,12 @@ use crate::usage::{Usage, leaf_of};
 
 /// `mxal` in ASCII: marks the file as an mx allocation table.
 const APPLICATION_ID: i32 = 0x6d78_616c;
-/// Bumped when the tables change incompatibly.
-const SCHEMA_VERSION: i32 = 2;
+/// Bumped when the tables change; older tables are migrated on open.
+const SCHEMA_VERSION: i32 = 3;
+
+/// GPUs held by VMs (version 3): `slice` is -1 for a whole GPU.
+const GPUS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gpus (realization TEXT NOT NULL, facility TEXT NOT NULL,
+    host TEXT NOT NULL, gpu INTEGER NOT NULL, slice INTEGER NOT NULL, UNIQUE(facility, host, gpu, slice));";
 
 /// Why the table could not be used.
 #[derive(Debug)]
@@ -124,7 +128,16 @@ impl Table {
                 "it is an SQLite database of another program (application id {app:#x})"
             )));
         }
-        let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 2 {
+            // Version 2 lacked GPUs: add their table, under the lock.
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Exclusive)?;
+            tx.execute_batch(&format!(
+                "{GPUS_TABLE} PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+            tx.commit()?;
+            version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        }
         if version != SCHEMA_VERSION {
             return Err(foreign(format!(
                 "its schema version is {version}; this mxc reads version {SCHEMA_VERSION}"
@@ -187,6 +200,12 @@ impl Table {
                 "INSERT INTO allocations (realization, facility, host, node, mode, cores, memory, disk) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![real.name, fac.name, p.host, p.node, mode, c, m, d],
             )?;
+            if let Some(g) = &p.gpu {
+                tx.execute(
+                    "INSERT INTO gpus (realization, facility, host, gpu, slice) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![real.name, fac.name, p.host, g.index, g.slice.map_or(-1, i64::from)],
+                )?;
+            }
         }
         let mut vlans = std::collections::BTreeSet::new();
         for l in &real.links {
@@ -245,7 +264,15 @@ impl Table {
         if n == 0 {
             return Err(TableError::Missing(name.to_string()));
         }
-        for t in ["allocations", "vfs", "ports", "vnis", "vlans", "uplinks"] {
+        for t in [
+            "allocations",
+            "vfs",
+            "ports",
+            "vnis",
+            "vlans",
+            "uplinks",
+            "gpus",
+        ] {
             tx.execute(&format!("DELETE FROM {t} WHERE realization = ?1"), [name])?;
         }
         tx.commit()?;
@@ -341,6 +368,28 @@ fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
     )?;
     each_row(
         conn,
+        "SELECT host, gpu, slice FROM gpus WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            let g = u
+                .hosts
+                .entry(host)
+                .or_default()
+                .gpus
+                .entry(r.get::<_, i64>(1)? as u32)
+                .or_default();
+            match r.get::<_, i64>(2)? {
+                -1 => g.whole = true,
+                s => {
+                    g.slices.insert(s as u32);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
         "SELECT vni FROM vnis WHERE facility = ?1",
         &fac.name,
         |r| {
@@ -427,7 +476,8 @@ fn init(conn: &Connection) -> Result<(), TableError> {
          CREATE TABLE IF NOT EXISTS vlans (realization TEXT NOT NULL, facility TEXT NOT NULL, leaf TEXT NOT NULL,
              vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));
          CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
-             bps INTEGER NOT NULL);"
+             bps INTEGER NOT NULL);
+         {GPUS_TABLE}"
     ))?;
     tx.commit()?;
     Ok(())

@@ -20,6 +20,8 @@ pub struct HostUse {
     pub vfs: BTreeMap<usize, BTreeSet<u32>>,
     /// Ports in use (passthrough or metal access).
     pub ports: BTreeSet<u32>,
+    /// GPUs held by VMs, by index.
+    pub gpus: BTreeMap<u32, crate::gpus::GpuUse>,
 }
 
 /// Consumption of a whole facility.
@@ -69,6 +71,9 @@ impl Usage {
                     u.cores += p.cores;
                     u.memory += p.memory;
                     u.disk += p.disk;
+                    if let Some(g) = &p.gpu {
+                        crate::gpus::take(&mut u.gpus, g);
+                    }
                 }
             }
         }

@@ -120,6 +120,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             bad.push(format!("`{name}` over-committed on disk"));
         }
     }
+    gpus(exp, fac, usage, real, &mut bad);
     let mut vnis: BTreeSet<u32> = usage.vnis.clone();
     let mut tags: BTreeMap<(String, u16), &str> = BTreeMap::new();
     let mut vfs: BTreeSet<(String, u32, u32)> = BTreeSet::new();
@@ -203,6 +204,85 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
 
 /// A physical function serves VFs or is handed to a VM whole, never both
 /// (counting what other experiments hold).
+/// Every VM that asks for a GPU holds one that exists, is of its model and
+/// is free: a whole GPU alone, slices only of a virtualizable GPU, within its
+/// count, and none held twice (here or by earlier realizations).
+fn gpus(
+    exp: &Experiment,
+    fac: &Facility,
+    usage: &Usage,
+    real: &Realization,
+    bad: &mut Vec<String>,
+) {
+    let mut taken: BTreeMap<&str, BTreeMap<u32, crate::gpus::GpuUse>> = BTreeMap::new();
+    for (node, p) in exp.nodes.iter().zip(&real.nodes) {
+        let asks = node
+            .constraints
+            .iter()
+            .any(|c| c.property == "gpu" || c.property == "gpu_mode");
+        let Some(h) = fac.host(&p.host) else { continue };
+        let g = match (&p.gpu, p.mode) {
+            (None, Mode::Vm) if asks => {
+                bad.push(format!("`{}` asks for a GPU and holds none", p.node));
+                continue;
+            }
+            (Some(_), Mode::Metal) => {
+                bad.push(format!("`{}` is bare metal but holds a GPU grant", p.node));
+                continue;
+            }
+            (Some(g), _) => g,
+            (None, _) => continue,
+        };
+        let Some((_, decl, k)) = crate::gpus::units(h).find(|(i, _, _)| *i == g.index) else {
+            bad.push(format!(
+                "`{}` holds GPU {} of `{}`, which has no such GPU",
+                p.node, g.index, h.name
+            ));
+            continue;
+        };
+        if decl.model != g.model || decl.devices.get(k) != g.device.as_ref() {
+            bad.push(format!(
+                "`{}`: GPU {} of `{}` is not as recorded",
+                p.node, g.index, h.name
+            ));
+        }
+        for c in node.constraints.iter().filter(|c| c.property == "gpu") {
+            if !crate::matching::holds_text(c, &decl.model) {
+                bad.push(format!(
+                    "`{}` gets a {} GPU, violating its gpu constraint",
+                    p.node, decl.model
+                ));
+            }
+        }
+        let virtual_ = node.constraints.iter().any(|c| {
+            c.property == "gpu_mode" && matches!(&c.value, Value::Text(t) if t == "virtual")
+        });
+        if virtual_ != g.slice.is_some() {
+            bad.push(format!("`{}` holds a GPU in the wrong mode", p.node));
+        }
+        let host_taken = taken
+            .entry(&h.name)
+            .or_insert_with(|| usage.host(&h.name).gpus);
+        let u = host_taken.entry(g.index).or_default();
+        match g.slice {
+            None if !u.free() => bad.push(format!(
+                "GPU {} of `{}` is given whole while in use",
+                g.index, h.name
+            )),
+            None => u.whole = true,
+            Some(s) if !decl.virtualizable || s >= decl.slices => bad.push(format!(
+                "`{}` holds virtual GPU {s} of GPU {} of `{}`, which offers {}",
+                p.node, g.index, h.name, decl.slices
+            )),
+            Some(s) if u.whole || !u.slices.insert(s) => bad.push(format!(
+                "virtual GPU {s} of GPU {} of `{}` is held twice",
+                g.index, h.name
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
 fn modes(usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
     let vms: BTreeSet<&str> = real
         .nodes

@@ -545,3 +545,187 @@ fn a_pf_serving_vfs_is_not_passed_through() {
         .realization;
     assert!(verify(&exp(vf), &fac, &Usage::default(), &alone).is_empty());
 }
+
+const GPU_FACILITY: &str = "fac = facility('gpus')\n\
+    leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+    hv0 = fac.host('hv0', roles=[hypervisor], cores=32, memory=gb(128), disk=tb(1), underlay='10.0.0.1',\n\
+    \x20   nics=[nic(x710, ports=1)],\n\
+    \x20   gpus=[gpu('a100', devices=['0000:3b:00.0'], mdev='nvidia-472', slices=2), gpu('t4', devices=['0000:d8:00.0'])])\n\
+    hv1 = fac.host('hv1', roles=[hypervisor], cores=32, memory=gb(128), disk=tb(1), underlay='10.0.0.2',\n\
+    \x20   nics=[nic(x710, ports=1)])\n\
+    fac.cable(hv0.port(0), leaf.port(0))\n\
+    fac.cable(hv1.port(0), leaf.port(1))\n";
+
+fn named(name: &str) -> mx_realizer::Options {
+    mx_realizer::Options {
+        name: Some(name.to_string()),
+        ..opts(1)
+    }
+}
+
+fn gpu_case(src: &str) -> mx_xir::Experiment {
+    let out = compile("g.mx", src, &Options::default());
+    out.xir
+        .unwrap_or_else(|| panic!("compiles: {:?}", out.diagnostics))
+}
+
+/// GPUs are allocated, not just matched: a whole GPU goes to one VM, its
+/// virtual GPUs are counted out, and a GPU is whole or sliced, never both,
+/// within an experiment and across experiments.
+#[test]
+fn gpus_are_allocated_whole_or_in_slices() {
+    let fac = compile("gpus.mx", GPU_FACILITY, &Options::default())
+        .facility
+        .expect("facility");
+    let none = Usage::default();
+    // One a100 whole: the first VM has it, with its PCI address.
+    let one = gpu_case("a = topo.device('a', gpu == 'a100', gpu_mode == passthrough)\n");
+    let real = realize(&one, &fac, &none, &opts(1))
+        .expect("fits")
+        .realization;
+    assert!(verify(&one, &fac, &none, &real).is_empty());
+    let g = real.nodes[0].gpu.as_ref().expect("a GPU");
+    assert_eq!(
+        (
+            g.index,
+            g.device.as_deref(),
+            g.slice,
+            real.nodes[0].host.as_str()
+        ),
+        (0, Some("0000:3b:00.0"), None, "hv0")
+    );
+    // Two VMs for one a100: the second is refused, and told why.
+    let two =
+        gpu_case("a = topo.device('a', gpu == 'a100')\nb = topo.device('b', gpu == 'a100')\n");
+    let err = realize(&two, &fac, &none, &opts(1)).expect_err("one a100");
+    assert_eq!(err[0].code, "E0301", "{err:?}");
+    let help = err[0].help.clone().unwrap_or_default();
+    assert!(help.contains("every matching GPU on hv0 is held"), "{help}");
+    // The whole a100 held by an earlier experiment: no slices of it.
+    let mut usage = Usage::default();
+    usage.add(&fac, &real);
+    let virt = gpu_case("v = topo.device('v', gpu == 'a100', gpu_mode == virtual)\n");
+    let err = realize(&virt, &fac, &usage, &opts(1)).expect_err("a100 held whole");
+    assert_eq!(err[0].code, "E0301", "{err:?}");
+    // Slices: two fit on the a100 as mediated devices, a third does not.
+    let v2 = gpu_case(
+        "v = topo.device('v', gpu == 'a100', gpu_mode == virtual)\n\
+         w = topo.device('w', gpu_mode == virtual)\n",
+    );
+    let real2 = realize(&v2, &fac, &none, &opts(1))
+        .expect("two slices")
+        .realization;
+    assert!(verify(&v2, &fac, &none, &real2).is_empty());
+    let slices: Vec<_> = real2
+        .nodes
+        .iter()
+        .map(|p| {
+            let g = p.gpu.as_ref().expect("slice");
+            (g.index, g.slice, g.via.as_deref(), g.mdev.as_deref())
+        })
+        .collect();
+    assert_eq!(
+        slices,
+        [
+            (0, Some(0), Some("mdev"), Some("nvidia-472")),
+            (0, Some(1), Some("mdev"), Some("nvidia-472"))
+        ]
+    );
+    let mut usage = Usage::default();
+    usage.add(&fac, &real2);
+    let err = realize(&virt, &fac, &usage, &opts(1)).expect_err("slices out");
+    assert!(
+        err[0]
+            .help
+            .clone()
+            .unwrap_or_default()
+            .contains("every virtual GPU"),
+        "{err:?}"
+    );
+    // ... while the t4 is still free to pass through, and the a100 is not.
+    let t4 = gpu_case("t = topo.device('t', gpu == 't4')\n");
+    let real3 = realize(&t4, &fac, &usage, &opts(1))
+        .expect("t4 free")
+        .realization;
+    assert_eq!(real3.nodes[0].gpu.as_ref().map(|g| g.index), Some(1));
+    assert!(verify(&t4, &fac, &usage, &real3).is_empty());
+    assert!(realize(&one, &fac, &usage, &opts(1)).is_err());
+    // A t4 cannot be sliced: ruled out at its constraint, not for capacity.
+    let vt4 = gpu_case("t = topo.device('t', gpu == 't4', gpu_mode == virtual)\n");
+    let err = realize(&vt4, &fac, &none, &opts(1)).expect_err("t4 not virtualizable");
+    assert!(
+        err[0]
+            .labels
+            .iter()
+            .any(|l| l.text.contains("no matching GPU")),
+        "{err:?}"
+    );
+    // The checker catches a grant that double-books a GPU.
+    let mut forged = real2.clone();
+    forged.nodes[1].gpu = forged.nodes[0].gpu.clone();
+    assert!(
+        verify(&v2, &fac, &none, &forged)
+            .iter()
+            .any(|b| b.contains("held twice")),
+        "{:?}",
+        verify(&v2, &fac, &none, &forged)
+    );
+}
+
+/// GPU holdings survive in the allocation table, and a version-2 table
+/// (before GPUs) is migrated in place.
+#[test]
+fn gpu_holdings_persist_in_the_table() {
+    let fac = compile("gpus.mx", GPU_FACILITY, &Options::default())
+        .facility
+        .expect("facility");
+    let dir = std::env::temp_dir().join(format!("mx-gpu-table-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("alloc.db");
+    let one = gpu_case("a = topo.device('a', gpu == 'a100')\n");
+    {
+        let mut t = mx_realizer::table::Table::open(&db).expect("open");
+        t.commit("first", &fac, |u| {
+            realize(&one, &fac, u, &named("first")).map(|o| o.realization)
+        })
+        .expect("table")
+        .expect("realized");
+    }
+    let mut t = mx_realizer::table::Table::open(&db).expect("reopen");
+    let usage = t.usage(&fac).expect("usage");
+    assert!(
+        usage.host("hv0").gpus.get(&0).is_some_and(|g| g.whole),
+        "{usage:?}"
+    );
+    let again = t
+        .commit("second", &fac, |u| {
+            realize(&one, &fac, u, &named("second")).map(|o| o.realization)
+        })
+        .expect("table");
+    assert!(again.is_err(), "the a100 is held by `first`");
+    t.relinquish("first").expect("relinquish");
+    assert!(t.usage(&fac).expect("usage").host("hv0").gpus.is_empty());
+    drop(t);
+    // A version-2 file, as an older mxc left it (no GPU table), is migrated.
+    {
+        let c = rusqlite::Connection::open(&db).expect("sqlite");
+        c.execute_batch("DROP TABLE gpus; PRAGMA user_version = 2;")
+            .expect("downgrade");
+    }
+    let mut t = mx_realizer::table::Table::open(&db).expect("migrated");
+    t.commit("third", &fac, |u| {
+        realize(&one, &fac, u, &named("third")).map(|o| o.realization)
+    })
+    .expect("table")
+    .expect("realized");
+    assert!(
+        t.usage(&fac)
+            .expect("usage")
+            .host("hv0")
+            .gpus
+            .get(&0)
+            .is_some_and(|g| g.whole)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -144,6 +144,24 @@ pub struct Gpu {
     pub count: u32,
     /// Whether it can be shared as virtual GPUs (mediated devices or VFs).
     pub virtualizable: bool,
+    /// The GPUs' PCI addresses on the host (`0000:3b:00.0`), one per GPU, if
+    /// declared: what the runtime binds to vfio-pci or carves slices from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Mediated-device type virtual GPUs are created as (`nvidia-472`), if
+    /// the GPU is shared that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdev: Option<String>,
+    /// SR-IOV virtual functions per GPU, if the GPU is shared that way.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vfs: u32,
+    /// Virtual GPUs each GPU can be cut into (0 when not virtualizable).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slices: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A network interface card.

@@ -157,8 +157,34 @@ pub struct Placement {
     /// The performance profile the node asked for.
     #[serde(default, skip_serializing_if = "Profile::is_empty")]
     pub profile: Profile,
+    /// The GPU (or slice of one) a VM holds; bare metal has its host's GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuGrant>,
     /// The node's span in the experiment model.
     pub span: Span,
+}
+
+/// One GPU, or one virtual GPU cut from it, held by a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GpuGrant {
+    /// The GPU's index on its host, counting every declared GPU in order.
+    pub index: u32,
+    /// Its model.
+    pub model: String,
+    /// Its PCI address, when the facility names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The virtual GPU (mediated device or VF number) when the VM holds a
+    /// slice; absent when it holds the whole GPU (passthrough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u32>,
+    /// How a slice is made: `mdev` or `vf`; absent for a whole GPU, or when
+    /// the facility does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The mediated-device type of an `mdev` slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdev: Option<String>,
 }
 
 /// How a link is built.
