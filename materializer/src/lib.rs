@@ -18,7 +18,7 @@ use std::path::Path;
 use mx_diag::Diagnostic;
 use mx_xir::{
     Attachment, FRAGMENT_VERSION, Fragment, HostPlan, LinkKind, Manifest, ManifestEntry, Mode,
-    NicAttach, Realization, Scope, Spec, VmNic, VmSpec,
+    NicAttach, Realization, Scope, Spec, VmGpu, VmNic, VmSpec,
 };
 use sha2::{Digest, Sha256};
 
@@ -383,8 +383,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 } else {
                     Vec::new()
                 },
-                gpu: p.profile.gpu.clone(),
-                gpu_mode: p.profile.gpu_mode.clone(),
+                gpu: vm_gpu(p, tag_bytes)?,
                 neighbours: neighbours
                     .remove(p.node.as_str())
                     .unwrap_or_default()
@@ -415,6 +414,47 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             Bundle { host, fragments }
         })
         .collect())
+}
+
+/// How a VM's GPU grant is handed over, or why it cannot be.
+fn vm_gpu(p: &mx_xir::Placement, tag: u32) -> Result<Option<VmGpu>, Diagnostic> {
+    let Some(g) = &p.gpu else {
+        return Ok(None);
+    };
+    let Some(device) = g.device.clone() else {
+        return Err(unmaterializable(
+            format!(
+                "node `{}` holds GPU {} of host {}, whose PCI address the facility does not name",
+                p.node, g.index, p.host
+            ),
+            "name the GPUs' addresses in the facility: gpu(..., devices=['0000:3b:00.0'])",
+        ));
+    };
+    let model = g.model.clone();
+    Ok(Some(match (g.slice, g.via.as_deref(), &g.mdev) {
+        (None, ..) => VmGpu::Passthrough { model, device },
+        (Some(s), Some("mdev"), Some(t)) => VmGpu::Mdev {
+            model,
+            parent: device,
+            mdev_type: t.clone(),
+            // Deterministic: the experiment's tag and the slice's place.
+            uuid: format!("{tag:08x}-6d78-4000-8000-{:06x}{s:06x}", g.index),
+        },
+        (Some(s), Some("vf"), _) => VmGpu::Vf {
+            model,
+            parent: device,
+            vf: s,
+        },
+        (Some(_), ..) => {
+            return Err(unmaterializable(
+                format!(
+                    "node `{}` holds a virtual GPU of host {}'s GPU {}, and the facility does not say how it is shared",
+                    p.node, p.host, g.index
+                ),
+                "declare the sharing: gpu(..., mdev='nvidia-472', slices=4) or gpu(..., vfs=8)",
+            ));
+        }
+    }))
 }
 
 /// A named sender-side emulation profile.

@@ -738,9 +738,23 @@ fn realization_table(real: &mx_xir::Realization) -> String {
             mx_xir::Mode::Metal => "metal",
             mx_xir::Mode::Vm => "vm",
         };
+        // A GPU held: `gpu a100#0 0000:3b:00.0`, `... slice 1 (mdev)`.
+        let gpu = p.gpu.as_ref().map_or(String::new(), |g| {
+            let mut t = format!("  gpu {}#{}", g.model, g.index);
+            if let Some(d) = &g.device {
+                t.push_str(&format!(" {d}"));
+            }
+            if let Some(sl) = g.slice {
+                t.push_str(&format!(" slice {sl}"));
+                if let Some(via) = &g.via {
+                    t.push_str(&format!(" ({via})"));
+                }
+            }
+            t
+        });
         let _ = writeln!(
             s,
-            "{:<20} {:<12} {:<6} {:>6} {:>10} {:>10}",
+            "{:<20} {:<12} {:<6} {:>6} {:>10} {:>10}{gpu}",
             p.node,
             p.host,
             mode,

@@ -672,15 +672,18 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
         .filter(|((span, _), _)| span.is_none())
         .map(|((_, reason), hosts)| format!("{}: {reason}", group(hosts)))
         .collect();
+    let mut gpu_bound = false;
     if let Some(g) = &n.gpu {
         let short: Vec<&str> = capacity_only
             .iter()
             .filter(|h| gpus::pick(h, &usage.host(&h.name).gpus, g).is_none())
             .map(|h| h.name.as_str())
             .collect();
+        // When GPUs are all that is short, the slice sizes are beside the point.
+        gpu_bound = !short.is_empty() && short.len() == capacity_only.len();
         if !short.is_empty() {
             notes.push(format!(
-                "{} on {} {} held by other VMs",
+                "{} on {} {} taken",
                 if g.virtual_ {
                     "every virtual GPU of the matching GPUs"
                 } else {
@@ -691,7 +694,7 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
             ));
         }
     }
-    if !capacity_only.is_empty() {
+    if !capacity_only.is_empty() && !gpu_bound {
         // These would do, but are full: say how much is left on the roomiest hypervisor.
         let hypervisors: Vec<&&mx_xir::Host> = capacity_only
             .iter()

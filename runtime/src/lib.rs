@@ -218,6 +218,51 @@ fn has_vfio() -> bool {
         && std::fs::read_dir("/sys/kernel/iommu_groups").is_ok_and(|mut d| d.next().is_some())
 }
 
+/// Why a VM's GPU cannot be attached on this machine, checked before
+/// anything is touched: the device is missing, or VFIO or the mediated-device
+/// type is. Each as (message, help).
+fn gpu_check(vm: &str, host: &str, g: &mx_xir::VmGpu) -> Vec<(String, String)> {
+    use mx_xir::VmGpu;
+    let mut out = Vec::new();
+    let (model, dev) = match g {
+        VmGpu::Passthrough { model, device } => (model, device),
+        VmGpu::Mdev { model, parent, .. } | VmGpu::Vf { model, parent, .. } => (model, parent),
+    };
+    let sysfs = Path::new("/sys/bus/pci/devices").join(dev);
+    if !sysfs.exists() {
+        out.push((
+            format!("VM `{vm}` holds the {model} GPU at {dev} on host {host}, and this machine has no PCI device there"),
+            "check the facility's gpu(..., devices=[...]) against `lspci -D` on the host".into(),
+        ));
+        return out;
+    }
+    if !has_vfio() {
+        out.push((
+            format!("VM `{vm}` needs VFIO for its {model} GPU; this kernel has none (no /dev/vfio/vfio or no IOMMU groups)"),
+            "boot the host with the IOMMU on (intel_iommu=on or amd_iommu=on) and vfio-pci available".into(),
+        ));
+    }
+    match g {
+        VmGpu::Mdev { mdev_type, .. }
+            if !sysfs.join("mdev_supported_types").join(mdev_type).exists() =>
+        {
+            out.push((
+                format!("VM `{vm}` needs a {mdev_type} mediated device of the GPU at {dev}, which offers none"),
+                format!("load the vendor's mediated-device driver; `ls {}/mdev_supported_types` lists what the GPU offers", sysfs.display()),
+            ));
+        }
+        VmGpu::Vf { vf, .. } => match std::fs::read_to_string(sysfs.join("sriov_totalvfs")) {
+            Ok(t) if t.trim().parse::<u32>().is_ok_and(|n| n > *vf) => {}
+            _ => out.push((
+                format!("VM `{vm}` needs VF {vf} of the GPU at {dev}, which does not offer it"),
+                "check the facility's gpu(..., vfs=N) against the GPU's sriov_totalvfs".into(),
+            )),
+        },
+        _ => {}
+    }
+    out
+}
+
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
@@ -271,15 +316,8 @@ impl Runtime {
                         "use virtual NICs, or configure the switch by hand and drop the fragment",
                     )),
                     Spec::Vm(vm) => {
-                        if vm.gpu.is_some() || vm.gpu_mode.is_some() {
-                            errs.push(unsupported(
-                                format!(
-                                    "VM `{}` asks for a GPU ({}); this runtime cannot attach GPUs yet, and the VM would run without one",
-                                    vm.name,
-                                    [vm.gpu.as_deref(), vm.gpu_mode.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")
-                                ),
-                                "drop the gpu constraints, or realize without running (`mxc realize`)",
-                            ));
+                        if let Some(g) = &vm.gpu {
+                            errs.extend(gpu_check(&vm.name, &t.fragment.host, g).into_iter().map(|(m, h)| unsupported(m, &h)));
                         }
                         if let Some(tdf) = vm.tdf {
                             // Dilation counts guest time in instructions

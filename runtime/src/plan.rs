@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use mx_xir::{Fragment, NicAttach, Spec, VmSpec};
+use mx_xir::{Fragment, NicAttach, Spec, VmGpu, VmSpec};
 use serde::Serialize;
 
 /// Where the runtime keeps things for one experiment.
@@ -240,15 +240,25 @@ pub enum Op {
     CgroupDel { path: String },
     /// Remove a directory tree if present.
     RemoveDir { path: PathBuf },
-    /// Make sure a physical function has at least `count` VFs (sysfs
-    /// `sriov_numvfs`); a PF that already serves fewer is refused, since
-    /// changing the count would tear down VFs in use.
+    /// Make sure a physical function (an interface, or a GPU by PCI
+    /// address) has at least `count` VFs (sysfs `sriov_numvfs`): a PF serving
+    /// none gets all it offers; one serving fewer is refused, since changing
+    /// the count would tear down VFs in use.
     SriovVfs { pf: String, count: u32 },
     /// Bind a PCI function to vfio-pci (driver_override, unbind, probe),
     /// recording its address and former driver under `key`.
     VfioBind { sysfs: PathBuf, key: String },
     /// Give a function bound by [`Op::VfioBind`] back to its driver.
     VfioRelease { key: String },
+    /// Create a mediated device (a virtual GPU) of `mdev_type` on the PCI
+    /// function `parent`, under a fixed UUID.
+    MdevCreate {
+        parent: String,
+        mdev_type: String,
+        uuid: String,
+    },
+    /// Remove a mediated device, if present.
+    MdevRemove { uuid: String },
     /// Program a VF: VLAN tag, spoofcheck, MAC (needs SR-IOV).
     VfSet {
         pf: String,
@@ -422,8 +432,20 @@ impl fmt::Display for Op {
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
             Op::SriovVfs { pf, count } => write!(
                 f,
-                "sysfs: /sys/class/net/{pf}/device/sriov_numvfs at least {count}"
+                "sysfs: {}/sriov_numvfs at least {count}",
+                pf_sysfs(pf).display()
             ),
+            Op::MdevCreate {
+                parent,
+                mdev_type,
+                uuid,
+            } => write!(
+                f,
+                "sysfs: echo {uuid} > /sys/bus/pci/devices/{parent}/mdev_supported_types/{mdev_type}/create"
+            ),
+            Op::MdevRemove { uuid } => {
+                write!(f, "sysfs: echo 1 > /sys/bus/mdev/devices/{uuid}/remove")
+            }
             Op::VfioBind { sysfs, key } => write!(
                 f,
                 "sysfs: bind {} to vfio-pci (driver_override, unbind, drivers_probe) as {key}",
@@ -647,6 +669,35 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     _ => None,
                 })
                 .collect();
+            // A GPU: bound whole (or one of its VFs) to vfio-pci, or a
+            // mediated device created on it.
+            match &vm.gpu {
+                Some(g @ VmGpu::Passthrough { device, .. }) => ops.push(Op::VfioBind {
+                    sysfs: pf_sysfs(device),
+                    key: gpu_key(g).unwrap_or_default(),
+                }),
+                Some(g @ VmGpu::Vf { parent, vf, .. }) => ops.extend([
+                    Op::SriovVfs {
+                        pf: parent.clone(),
+                        count: vf + 1,
+                    },
+                    Op::VfioBind {
+                        sysfs: pf_sysfs(parent).join(format!("virtfn{vf}")),
+                        key: gpu_key(g).unwrap_or_default(),
+                    },
+                ]),
+                Some(VmGpu::Mdev {
+                    parent,
+                    mdev_type,
+                    uuid,
+                    ..
+                }) => ops.push(Op::MdevCreate {
+                    parent: parent.clone(),
+                    mdev_type: mdev_type.clone(),
+                    uuid: uuid.clone(),
+                }),
+                None => {}
+            }
             if !vm.cpus.is_empty() {
                 ops.push(Op::CpusetAdd {
                     path: cg.clone(),
@@ -802,6 +853,13 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 }),
                 _ => None,
             }));
+            match &vm.gpu {
+                Some(VmGpu::Mdev { uuid, .. }) => ops.push(Op::MdevRemove { uuid: uuid.clone() }),
+                Some(g) => ops.push(Op::VfioRelease {
+                    key: gpu_key(g).unwrap_or_default(),
+                }),
+                None => {}
+            }
             ops
         }
     }
@@ -816,6 +874,25 @@ pub const TDF_SHIFT: u32 = 6;
 /// The name a VF's binding is recorded under.
 pub fn vf_key(pf: &str, port: u32, vf: u32) -> String {
     format!("{}-vf{vf}", port_key(pf, port))
+}
+
+/// The sysfs directory of a physical function: a network interface's
+/// device, or a PCI function by address (GPUs).
+pub fn pf_sysfs(pf: &str) -> PathBuf {
+    if pf.contains(':') {
+        PathBuf::from(format!("/sys/bus/pci/devices/{pf}"))
+    } else {
+        PathBuf::from(format!("/sys/class/net/{pf}/device"))
+    }
+}
+
+/// The name a GPU's vfio-pci binding is recorded under.
+pub fn gpu_key(gpu: &VmGpu) -> Option<String> {
+    match gpu {
+        VmGpu::Passthrough { device, .. } => Some(format!("gpu-{device}")),
+        VmGpu::Vf { parent, vf, .. } => Some(format!("gpu-{parent}-vf{vf}")),
+        VmGpu::Mdev { .. } => None,
+    }
 }
 
 /// The name a whole port's binding is recorded under.
@@ -975,6 +1052,33 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
                 ));
             }
         }
+    }
+    if let Some(g) = &vm.gpu {
+        // The GPU sits behind a root port of its own, as on real PCIe; the
+        // link runs at what the node asked for, if it did.
+        argv.push("-device".into());
+        let mut port = format!(
+            "pcie-root-port,id=rpgpu,bus=pcie.0,chassis={}",
+            vm.nics.len() + 1
+        );
+        if let Some(p) = vm.pcie {
+            port.push_str(&format!(
+                ",x-speed={},x-width={}",
+                pcie_speed(p.r#gen),
+                p.lanes
+            ));
+        }
+        argv.push(port);
+        argv.push("-device".into());
+        argv.push(match g {
+            VmGpu::Mdev { uuid, .. } => {
+                format!("vfio-pci,sysfsdev=/sys/bus/mdev/devices/{uuid},bus=rpgpu,id=gpu0")
+            }
+            g => format!(
+                "vfio-pci,host=@pci({}),bus=rpgpu,id=gpu0",
+                gpu_key(g).unwrap_or_default()
+            ),
+        });
     }
     argv
 }

@@ -272,15 +272,25 @@ fn vf_and_passthrough_plans() {
     }
 }
 
-/// GPUs reach the VM fragment, and the runtime, which cannot attach them
-/// yet, refuses the VM rather than run it without one.
+/// GPUs on a facility that names them: a whole GPU bound to vfio-pci, a
+/// mediated device cut from another, a VF of a third; the exact sysfs and
+/// QEMU operations up and down, and on a machine without the devices or
+/// VFIO the refusal, before anything is touched.
 #[test]
-fn gpu_vms_are_refused_not_run_without_their_gpu() {
-    let src = "net = topology('g')\nt = net.device('t', gpu == 'a100', gpu_mode == passthrough)\n";
+fn gpu_plans_for_passthrough_mdev_and_vf() {
+    let src = "net = topology('g')\n\
+               w = net.device('w', gpu == 'a100', gpu_mode == passthrough, pcie == gen4(16))\n\
+               m = net.device('m', gpu == 'l40', gpu_mode == virtual)\n\
+               v = net.device('v', gpu == 'mi210', gpu_mode == virtual)\n\
+               net.connect([w, m, v])\n";
     let exp = mx_compiler::compile("g.mx", src, &mx_compiler::Options::default())
         .xir
         .expect("experiment");
-    let fsrc = "fac = facility('gpus')\nfac.host('hv0', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), gpus=[gpu('a100', count=2)])\n";
+    let fsrc = "fac = facility('gpus')\n\
+                fac.host('hv0', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), pcie=gen4(16),\n\
+                \x20        gpus=[gpu('a100', devices=['0000:3b:00.0']),\n\
+                \x20              gpu('l40', devices=['0000:5e:00.0'], mdev='nvidia-1155', slices=4),\n\
+                \x20              gpu('mi210', devices=['0000:af:00.0'], vfs=8)])\n";
     let fac = mx_compiler::compile("gpus.mx", fsrc, &mx_compiler::Options::default());
     assert!(fac.diagnostics.is_empty(), "{:?}", fac.diagnostics);
     let real = mx_realizer::realize(
@@ -292,22 +302,68 @@ fn gpu_vms_are_refused_not_run_without_their_gpu() {
     .expect("realizes")
     .realization;
     let bundles = mx_materializer::materialize(&real).expect("materializes");
-    let vm = bundles[0]
-        .fragments
-        .iter()
-        .find_map(|f| match &f.spec {
-            mx_xir::Spec::Vm(v) => Some(v.clone()),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(
-        (vm.gpu.as_deref(), vm.gpu_mode.as_deref()),
-        (Some("a100"), Some("passthrough"))
-    );
-    let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
-    assert!(
-        errs.iter()
-            .any(|e| e.code == "E0405" && e.message.contains("cannot attach GPUs")),
-        "{errs:?}"
-    );
+    let (plan, paths) = runtime().plan(&bundles, false).expect("plans");
+    let mut out = String::new();
+    for (t, up) in plan.dag.tasks.iter().zip(&plan.ops) {
+        let down = mx_runtime::plan::down(&t.fragment, None, &paths);
+        if let mx_xir::Spec::Vm(vm) = &t.fragment.spec {
+            out.push_str(&format!("{} ({:?}):\n", t.fragment.id, vm.gpu));
+            for op in up {
+                out.push_str(&format!("    {op}\n"));
+            }
+            out.push_str("  down:\n");
+            for op in &down {
+                out.push_str(&format!("    {op}\n"));
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+    for want in [
+        "bind /sys/bus/pci/devices/0000:3b:00.0 to vfio-pci",
+        "vfio-pci,host=@pci(gpu-0000:3b:00.0),bus=rpgpu,id=gpu0",
+        "x-speed=16,x-width=16",
+        "mdev_supported_types/nvidia-1155/create",
+        "vfio-pci,sysfsdev=/sys/bus/mdev/devices/",
+        "/sys/bus/pci/devices/0000:af:00.0/sriov_numvfs at least 1",
+        "bind /sys/bus/pci/devices/0000:af:00.0/virtfn0 to vfio-pci",
+        "give gpu-0000:3b:00.0 back",
+        "/remove",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    // Here: no such PCI devices (or no VFIO): refused, nothing touched.
+    if !Path::new("/sys/bus/pci/devices/0000:3b:00.0").exists() {
+        let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
+        let text: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert!(errs.iter().all(|e| e.code == "E0405"), "{text:?}");
+        for dev in ["0000:3b:00.0", "0000:5e:00.0", "0000:af:00.0"] {
+            assert!(
+                text.iter()
+                    .any(|m| m.contains(dev) && m.contains("no PCI device")),
+                "{dev}: {text:?}"
+            );
+        }
+    }
+}
+
+/// A GPU the facility does not locate cannot be materialized.
+#[test]
+fn a_gpu_without_an_address_is_not_materialized() {
+    let src = "net = topology('g')\nt = net.device('t', gpu == 'a100')\n";
+    let exp = mx_compiler::compile("g.mx", src, &mx_compiler::Options::default())
+        .xir
+        .expect("experiment");
+    let fsrc = "fac = facility('gpus')\nfac.host('hv0', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), gpus=[gpu('a100', count=2)])\n";
+    let fac = mx_compiler::compile("gpus.mx", fsrc, &mx_compiler::Options::default());
+    let real = mx_realizer::realize(
+        &exp,
+        &fac.facility.unwrap(),
+        &Default::default(),
+        &Default::default(),
+    )
+    .expect("realizes")
+    .realization;
+    let err = mx_materializer::materialize(&real).expect_err("no address");
+    assert_eq!(err.code, "E0401");
+    assert!(err.message.contains("PCI address"), "{}", err.message);
 }

@@ -600,7 +600,10 @@ fn gpus_are_allocated_whole_or_in_slices() {
     let err = realize(&two, &fac, &none, &opts(1)).expect_err("one a100");
     assert_eq!(err[0].code, "E0301", "{err:?}");
     let help = err[0].help.clone().unwrap_or_default();
-    assert!(help.contains("every matching GPU on hv0 is held"), "{help}");
+    assert!(
+        help.contains("every matching GPU on hv0 is taken"),
+        "{help}"
+    );
     // The whole a100 held by an earlier experiment: no slices of it.
     let mut usage = Usage::default();
     usage.add(&fac, &real);

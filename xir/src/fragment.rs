@@ -197,13 +197,9 @@ pub struct VmSpec {
     /// The memory bus the node asked for (recorded; not emulated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membus: Option<crate::Membus>,
-    /// GPU model and mode asked for (`a100`, `passthrough`); the runtime
-    /// cannot attach GPUs yet and refuses such VMs.
+    /// The GPU the VM holds, and how it is handed over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<String>,
-    /// How the GPU is given (`passthrough`, `virtual`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_mode: Option<String>,
+    pub gpu: Option<VmGpu>,
     /// Extra words for the guest kernel's command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_args: Vec<String>,
@@ -214,6 +210,40 @@ pub struct VmSpec {
     /// Neighbour addresses the guest checks it can reach once up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<String>,
+}
+
+/// A GPU handed to a VM: whole, as a mediated device cut from it, or as one
+/// of its SR-IOV VFs. Addresses are the host's PCI addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum VmGpu {
+    /// The whole GPU, bound to vfio-pci for the VM's lifetime.
+    Passthrough {
+        /// GPU model.
+        model: String,
+        /// Its PCI address.
+        device: String,
+    },
+    /// A mediated device cut from a GPU.
+    Mdev {
+        /// GPU model.
+        model: String,
+        /// The GPU's PCI address.
+        parent: String,
+        /// Mediated-device type (`nvidia-472`).
+        mdev_type: String,
+        /// The device's UUID, derived from the experiment and the slice.
+        uuid: String,
+    },
+    /// One of a GPU's SR-IOV VFs, bound to vfio-pci.
+    Vf {
+        /// GPU model.
+        model: String,
+        /// The GPU's (physical function's) PCI address.
+        parent: String,
+        /// VF number.
+        vf: u32,
+    },
 }
 
 /// One VM network interface.
