@@ -160,9 +160,11 @@ each instruction is 64 ns of guest time), the guest kernel polls when idle
 (\`idle=poll\`) so idle time is counted rather than skipped, and the cgroup
 CPU quota sets how many instructions run per real second. \`mxc up\` measures
 the guest's instruction count through QMP (\`query-replay\`), sets the quota so
-that guest time runs at 1/F of real time, and leaves a small controller
-(\`mxc tdf-control\`, gone with the VM) correcting it every 2 s, because the
-instruction rate drifts with what the guest runs.
+that guest time runs roughly at 1/F of real time, and leaves a small
+controller (\`mxc tdf-control\`, gone with the VM) that every second sets the
+quota which brings the guest's total time since it started back to 1/F of
+the host's within 5 s: one second's rate is noisy at small shares (±40%
+here), and integral action makes the factor hold on average.
 
 | tdf | guest s per real s asked | guest time elapsed | guest s per real s | measured factor | error |
 |---|---|---|---|---|---|
@@ -222,9 +224,13 @@ cat <<'TAIL'
   whatever rate TCG manages, not at the link's.
 - **Memory bus** (`membus`): matched against the facility and recorded in the
   VM fragment; not emulated.
-- **VFs, PCI passthrough, GPUs**: planned (fragments, dry-run operations) and
-  refused on this machine (no SR-IOV, no VFIO) with E0405 before anything is
-  touched.
+- **VFs, PCI passthrough, GPUs**: realized and allocated (VFs, ports, whole
+  GPUs and virtual-GPU slices are held in the allocation table), planned
+  (fragments, dry-run operations: vfio-pci binding of a function and its
+  IOMMU group, mediated-device creation, GPU VFs, each GPU behind its own
+  PCIe root port) and refused on this machine (no SR-IOV, no VFIO, no such
+  PCI devices) with E0405 before anything is touched. docs/SRIOV.md is the
+  procedure for hardware that has them.
 - **aarch64 guests**: run under `qemu-system-aarch64` (TCG on this x86 host;
   KVM would need an aarch64 host). riscv64 is accepted by the language and
   the runtime picks `qemu-system-riscv64`, but no riscv64 image is built.

@@ -251,6 +251,10 @@ fn time_dilation_holds_the_guest_clock() {
         );
         let log = env.dir.join("run/tdf/vm/v/serial.log");
         let rate = guest_rate(&log, 8.0 * tdf.sqrt() + 6.0);
+        eprintln!(
+            "tdf {tdf}: guest clock at {rate:.4} of real time (1/{:.2})",
+            1.0 / rate
+        );
         assert!(
             (rate * tdf - 1.0).abs() < 0.15,
             "tdf {tdf}: the guest clock ran at {rate:.4} of real time (1/{:.2})",

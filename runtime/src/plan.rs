@@ -834,13 +834,14 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             let mut ops = vec![
+                // A dilated VM's controller first: it holds QEMU's one QMP
+                // connection, which `quit` needs.
+                Op::KillPidfile {
+                    pidfile: dir.join("tdf.pid"),
+                },
                 Op::QemuStop {
                     socket: dir.join("qmp.sock"),
                     pidfile: dir.join("qemu.pid"),
-                },
-                // A dilated VM's controller ends with its QEMU; make sure.
-                Op::KillPidfile {
-                    pidfile: dir.join("tdf.pid"),
                 },
                 Op::CgroupDel {
                     path: format!("{}/{}", paths.cgroup, vm.name),
