@@ -327,7 +327,6 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
     }
 
     // VMs, in experiment order.
-    let mut pinned: BTreeMap<&str, u32> = BTreeMap::new();
     for p in real.nodes.iter().filter(|p| p.mode == Mode::Vm) {
         let memory_mib = p.memory / (1 << 20);
         if p.cores == 0 || memory_mib < 64 {
@@ -374,15 +373,9 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                 pcie: p.profile.pcie,
                 membus: p.profile.membus,
                 kernel_args: p.profile.kernel_args.clone(),
-                cpus: if p.profile.pin {
-                    // Consecutive cores per host, in experiment order.
-                    let next = pinned.entry(p.host.as_str()).or_insert(0);
-                    let cpus = (*next..*next + p.cores).collect();
-                    *next += p.cores;
-                    cpus
-                } else {
-                    Vec::new()
-                },
+                // Held in the allocation table, so pinned VMs of different
+                // experiments never share a core.
+                cpus: p.cpus.clone(),
                 gpu: vm_gpu(p, tag_bytes)?,
                 neighbours: neighbours
                     .remove(p.node.as_str())

@@ -29,6 +29,7 @@ pub fn fits(needs: &[Need], fac: &Facility) -> bool {
         && needs.len() * fac.hosts.len() <= 300
         && needs.iter().all(|n| {
             n.gpu.is_none()
+                && !n.pin
                 && n.nics
                     .iter()
                     .all(|(_, _, x)| matches!(x, NicNeed::Any | NicNeed::Virtual(_)))

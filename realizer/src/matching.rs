@@ -40,6 +40,8 @@ pub struct Need<'a> {
     pub nics: Vec<(usize, usize, NicNeed)>,
     /// The GPU a VM must hold, if the node asks for one.
     pub gpu: Option<crate::gpus::GpuNeed>,
+    /// A VM pinned to host cores of its own (the node's `pin` property).
+    pub pin: bool,
 }
 
 /// Why a host cannot take a node: the constraint (if one) and a sentence.
@@ -92,6 +94,7 @@ pub fn needs(exp: &Experiment) -> Vec<Need<'_>> {
                     node,
                     mode,
                     gpu,
+                    pin: node.properties.get("pin").and_then(|v| v.as_bool()) == Some(true),
                     cores: smallest(cs, "cores", DEFAULT_CORES as u64) as u32,
                     memory: smallest(cs, "memory", DEFAULT_MEMORY),
                     disk: smallest(cs, "disk", DEFAULT_DISK),

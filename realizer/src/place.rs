@@ -4,7 +4,7 @@
 //! best-fit. Ties break by a seeded order of hosts, so a seed reproduces a
 //! realization exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mx_diag::Diagnostic;
 use mx_xir::{Experiment, Facility, Mode, Placement};
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::gpus::{self, GpuUse};
 use crate::matching::{Need, NicNeed, Verdict, host_verdict, nic_model_ok};
-use crate::usage::{Usage, uplink};
+use crate::usage::{Usage, free_cores, uplink};
 use crate::{Options, Solver};
 
 pub struct Placed {
@@ -170,13 +170,17 @@ pub fn place(
     let mut gpu_used: Vec<BTreeMap<u32, GpuUse>> =
         fac.hosts.iter().map(|h| u.host(&h.name).gpus).collect();
     let mut gpu_of: Vec<Option<mx_xir::GpuGrant>> = vec![None; needs.len()];
+    // Cores held by pinned VMs per host, and each pinned VM's cores.
+    let mut pinned: Vec<BTreeSet<u32>> = fac.hosts.iter().map(|h| u.host(&h.name).pinned).collect();
+    let mut cpus_of: Vec<Vec<u32>> = vec![Vec::new(); needs.len()];
     let mut failed = Vec::new();
 
     // The exact engine, when asked for or when the instance is small.
     let use_ilp = match opts.solver {
         Solver::Heuristic => false,
-        // The program does not model GPUs: their VMs are placed greedily.
-        Solver::Ilp => needs.iter().all(|n| n.gpu.is_none()),
+        // The program does not model GPUs or pinned cores: their VMs are
+        // placed greedily.
+        Solver::Ilp => needs.iter().all(|n| n.gpu.is_none() && !n.pin),
         Solver::Auto => crate::ilp::fits(needs, fac),
     };
     let mut engine = "heuristic";
@@ -242,6 +246,7 @@ pub fn place(
                             && n.gpu
                                 .as_ref()
                                 .is_none_or(|g| gpus::pick(h, &gpu_used[hi], g).is_some())
+                            && (!n.pin || free_cores(h, &pinned[hi], n.cores).is_some())
                     }
                 };
                 if !fits {
@@ -292,6 +297,13 @@ pub fn place(
                             gpus::take(&mut e.gpus, &grant);
                             gpu_of[ni] = Some(grant);
                         }
+                        if n.pin
+                            && let Some(cores) = free_cores(h, &pinned[hi], n.cores)
+                        {
+                            pinned[hi].extend(cores.iter().copied());
+                            e.pinned.extend(cores.iter().copied());
+                            cpus_of[ni] = cores;
+                        }
                     }
                 }
                 reserve_endpoints(n, h, hi, &u, &mut vfs_taken, &mut ports_taken);
@@ -310,6 +322,7 @@ pub fn place(
                 };
                 let n = &needs[ni];
                 if n.gpu.is_some()
+                    || n.pin
                     || n.nics
                         .iter()
                         .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
@@ -356,6 +369,7 @@ pub fn place(
                 let movable = |ni: usize, host_of: &Vec<Option<(usize, Mode)>>| {
                     matches!(host_of[ni], Some((_, Mode::Vm)))
                         && needs[ni].gpu.is_none()
+                        && !needs[ni].pin
                         && !needs[ni]
                             .nics
                             .iter()
@@ -459,6 +473,7 @@ pub fn place(
                     arch,
                     profile: Default::default(),
                     gpu: None,
+                    cpus: Vec::new(),
                     span: n.node.span,
                 },
                 Mode::Vm => Placement {
@@ -471,6 +486,7 @@ pub fn place(
                     arch,
                     profile: Default::default(),
                     gpu: gpu_of[n.index].clone(),
+                    cpus: cpus_of[n.index].clone(),
                     span: n.node.span,
                 },
             }
@@ -672,7 +688,7 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
         .filter(|((span, _), _)| span.is_none())
         .map(|((_, reason), hosts)| format!("{}: {reason}", group(hosts)))
         .collect();
-    let mut gpu_bound = false;
+    let mut only_devices = false;
     if let Some(g) = &n.gpu {
         let short: Vec<&str> = capacity_only
             .iter()
@@ -680,7 +696,7 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
             .map(|h| h.name.as_str())
             .collect();
         // When GPUs are all that is short, the slice sizes are beside the point.
-        gpu_bound = !short.is_empty() && short.len() == capacity_only.len();
+        only_devices = !short.is_empty() && short.len() == capacity_only.len();
         if !short.is_empty() {
             notes.push(format!(
                 "{} on {} {} taken",
@@ -694,7 +710,7 @@ fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
             ));
         }
     }
-    if !capacity_only.is_empty() && !gpu_bound {
+    if !capacity_only.is_empty() && !only_devices {
         // These would do, but are full: say how much is left on the roomiest hypervisor.
         let hypervisors: Vec<&&mx_xir::Host> = capacity_only
             .iter()

@@ -21,11 +21,16 @@ use crate::usage::{Usage, leaf_of};
 /// `mxal` in ASCII: marks the file as an mx allocation table.
 const APPLICATION_ID: i32 = 0x6d78_616c;
 /// Bumped when the tables change; older tables are migrated on open.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// GPUs held by VMs (version 3): `slice` is -1 for a whole GPU.
 const GPUS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gpus (realization TEXT NOT NULL, facility TEXT NOT NULL,
     host TEXT NOT NULL, gpu INTEGER NOT NULL, slice INTEGER NOT NULL, UNIQUE(facility, host, gpu, slice));";
+
+/// Host cores held by pinned VMs (version 4).
+const PINS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS pins (realization TEXT NOT NULL, facility TEXT NOT NULL,
+    host TEXT NOT NULL, core INTEGER NOT NULL, UNIQUE(facility, host, core));";
 
 /// Why the table could not be used.
 #[derive(Debug)]
@@ -129,11 +134,12 @@ impl Table {
             )));
         }
         let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == 2 {
-            // Version 2 lacked GPUs: add their table, under the lock.
+        if (2..SCHEMA_VERSION).contains(&version) {
+            // Version 2 lacked GPUs and pinned cores, version 3 pinned
+            // cores: add their tables, under the lock.
             let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Exclusive)?;
             tx.execute_batch(&format!(
-                "{GPUS_TABLE} PRAGMA user_version = {SCHEMA_VERSION};"
+                "{GPUS_TABLE} {PINS_TABLE} PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
             tx.commit()?;
             version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -206,6 +212,12 @@ impl Table {
                     params![real.name, fac.name, p.host, g.index, g.slice.map_or(-1, i64::from)],
                 )?;
             }
+            for core in &p.cpus {
+                tx.execute(
+                    "INSERT INTO pins (realization, facility, host, core) VALUES (?1, ?2, ?3, ?4)",
+                    params![real.name, fac.name, p.host, core],
+                )?;
+            }
         }
         let mut vlans = std::collections::BTreeSet::new();
         for l in &real.links {
@@ -272,6 +284,7 @@ impl Table {
             "vlans",
             "uplinks",
             "gpus",
+            "pins",
         ] {
             tx.execute(&format!("DELETE FROM {t} WHERE realization = ?1"), [name])?;
         }
@@ -390,6 +403,20 @@ fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
     )?;
     each_row(
         conn,
+        "SELECT host, core FROM pins WHERE facility = ?1",
+        &fac.name,
+        |r| {
+            let host: String = r.get(0)?;
+            u.hosts
+                .entry(host)
+                .or_default()
+                .pinned
+                .insert(r.get::<_, i64>(1)? as u32);
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
         "SELECT vni FROM vnis WHERE facility = ?1",
         &fac.name,
         |r| {
@@ -477,7 +504,8 @@ fn init(conn: &Connection) -> Result<(), TableError> {
              vlan INTEGER NOT NULL, UNIQUE(facility, leaf, vlan));
          CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
              bps INTEGER NOT NULL);
-         {GPUS_TABLE}"
+         {GPUS_TABLE}
+         {PINS_TABLE}"
     ))?;
     tx.commit()?;
     Ok(())

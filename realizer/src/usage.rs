@@ -22,6 +22,8 @@ pub struct HostUse {
     pub ports: BTreeSet<u32>,
     /// GPUs held by VMs, by index.
     pub gpus: BTreeMap<u32, crate::gpus::GpuUse>,
+    /// Host cores held by pinned VMs.
+    pub pinned: BTreeSet<u32>,
 }
 
 /// Consumption of a whole facility.
@@ -74,6 +76,7 @@ impl Usage {
                     if let Some(g) = &p.gpu {
                         crate::gpus::take(&mut u.gpus, g);
                     }
+                    u.pinned.extend(p.cpus.iter().copied());
                 }
             }
         }
@@ -141,4 +144,14 @@ pub fn leaf_of(fac: &Facility, host: &str, port: u32) -> Option<String> {
 pub fn uplink(fac: &Facility, host: &str) -> Option<(u32, String)> {
     let h = fac.host(host)?;
     (0..h.ports()).find_map(|p| leaf_of(fac, host, p).map(|l| (p, l)))
+}
+
+/// The `want` lowest host cores a pinned VM can take on `host`: past the
+/// cores kept for the host itself, not held by another pinned VM.
+pub fn free_cores(host: &Host, pinned: &BTreeSet<u32>, want: u32) -> Option<Vec<u32>> {
+    let cores: Vec<u32> = (host.reserved_cores..host.cores)
+        .filter(|c| !pinned.contains(c))
+        .take(want as usize)
+        .collect();
+    (cores.len() == want as usize).then_some(cores)
 }

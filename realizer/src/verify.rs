@@ -121,6 +121,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
         }
     }
     gpus(exp, fac, usage, real, &mut bad);
+    pins(fac, usage, real, &mut bad);
     let mut vnis: BTreeSet<u32> = usage.vnis.clone();
     let mut tags: BTreeMap<(String, u16), &str> = BTreeMap::new();
     let mut vfs: BTreeSet<(String, u32, u32)> = BTreeSet::new();
@@ -279,6 +280,39 @@ fn gpus(
                 g.index, h.name
             )),
             Some(_) => {}
+        }
+    }
+}
+
+/// A pinned VM holds one host core per vCPU, past the host's reserved
+/// cores, and no core is held twice.
+fn pins(fac: &Facility, usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
+    let mut held: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
+    for p in real.nodes.iter().filter(|p| p.mode == Mode::Vm) {
+        if !p.profile.pin && p.cpus.is_empty() {
+            continue;
+        }
+        let Some(h) = fac.host(&p.host) else { continue };
+        if p.cpus.len() != p.cores as usize {
+            bad.push(format!(
+                "`{}` is pinned with {} cores for {} vCPUs",
+                p.node,
+                p.cpus.len(),
+                p.cores
+            ));
+        }
+        let taken = held
+            .entry(&h.name)
+            .or_insert_with(|| usage.host(&h.name).pinned);
+        for &c in &p.cpus {
+            if c < h.reserved_cores || c >= h.cores {
+                bad.push(format!(
+                    "`{}` is pinned to core {c} of `{}`, which VMs cannot have",
+                    p.node, h.name
+                ));
+            } else if !taken.insert(c) {
+                bad.push(format!("core {c} of `{}` is pinned twice", h.name));
+            }
         }
     }
 }

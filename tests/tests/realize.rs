@@ -675,8 +675,8 @@ fn gpus_are_allocated_whole_or_in_slices() {
     );
 }
 
-/// GPU holdings survive in the allocation table, and a version-2 table
-/// (before GPUs) is migrated in place.
+/// GPU and pinned-core holdings survive in the allocation table, and a
+/// version-2 table (before either) is migrated in place.
 #[test]
 fn gpu_holdings_persist_in_the_table() {
     let fac = compile("gpus.mx", GPU_FACILITY, &Options::default())
@@ -686,7 +686,7 @@ fn gpu_holdings_persist_in_the_table() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("alloc.db");
-    let one = gpu_case("a = topo.device('a', gpu == 'a100')\n");
+    let one = gpu_case("a = topo.device('a', gpu == 'a100')\na.properties['pin'] = True\n");
     {
         let mut t = mx_realizer::table::Table::open(&db).expect("open");
         t.commit("first", &fac, |u| {
@@ -701,6 +701,7 @@ fn gpu_holdings_persist_in_the_table() {
         usage.host("hv0").gpus.get(&0).is_some_and(|g| g.whole),
         "{usage:?}"
     );
+    assert!(usage.host("hv0").pinned.contains(&0), "{usage:?}");
     let again = t
         .commit("second", &fac, |u| {
             realize(&one, &fac, u, &named("second")).map(|o| o.realization)
@@ -708,12 +709,15 @@ fn gpu_holdings_persist_in_the_table() {
         .expect("table");
     assert!(again.is_err(), "the a100 is held by `first`");
     t.relinquish("first").expect("relinquish");
-    assert!(t.usage(&fac).expect("usage").host("hv0").gpus.is_empty());
+    assert_eq!(
+        t.usage(&fac).expect("usage").host("hv0"),
+        Default::default()
+    );
     drop(t);
     // A version-2 file, as an older mxc left it (no GPU table), is migrated.
     {
         let c = rusqlite::Connection::open(&db).expect("sqlite");
-        c.execute_batch("DROP TABLE gpus; PRAGMA user_version = 2;")
+        c.execute_batch("DROP TABLE gpus; DROP TABLE pins; PRAGMA user_version = 2;")
             .expect("downgrade");
     }
     let mut t = mx_realizer::table::Table::open(&db).expect("migrated");
@@ -731,4 +735,47 @@ fn gpu_holdings_persist_in_the_table() {
             .is_some_and(|g| g.whole)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pinned VMs hold host cores of their own, past the host's reserved ones,
+/// within an experiment and across experiments.
+#[test]
+fn pinned_cores_are_never_shared() {
+    let fsrc = "fac = facility('pins')\n\
+                fac.host('hv0', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), reserved_cores=2)\n";
+    let fac = compile("pins.mx", fsrc, &Options::default())
+        .facility
+        .expect("facility");
+    let exp = gpu_case(
+        "a = topo.device('a', cores == 2)\na.properties['pin'] = True\n\
+         b = topo.device('b', cores == 1)\nb.properties['pin'] = True\n\
+         c = topo.device('c', cores == 2)\n",
+    );
+    let none = Usage::default();
+    let real = realize(&exp, &fac, &none, &opts(1))
+        .expect("fits")
+        .realization;
+    assert!(verify(&exp, &fac, &none, &real).is_empty());
+    let cpus: Vec<Vec<u32>> = real.nodes.iter().map(|p| p.cpus.clone()).collect();
+    assert_eq!(cpus, [vec![2, 3], vec![4], vec![]]);
+    // A second experiment pins onto the next free core, not onto a's or b's
+    // (pinned VMs hold cores; floating VMs such as c float over all).
+    let mut usage = Usage::default();
+    usage.add(&fac, &real);
+    let three = gpu_case("d = topo.device('d', cores == 1)\nd.properties['pin'] = True\n");
+    let second = realize(&three, &fac, &usage, &opts(1))
+        .expect("fits")
+        .realization;
+    assert_eq!(second.nodes[0].cpus, [5]);
+    assert!(verify(&three, &fac, &usage, &second).is_empty());
+    // The checker catches a core pinned twice.
+    let mut forged = second.clone();
+    forged.nodes[0].cpus = vec![4];
+    assert!(
+        verify(&three, &fac, &usage, &forged)
+            .iter()
+            .any(|b| b.contains("pinned twice")),
+        "{:?}",
+        verify(&three, &fac, &usage, &forged)
+    );
 }

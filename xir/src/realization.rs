@@ -160,6 +160,10 @@ pub struct Placement {
     /// The GPU (or slice of one) a VM holds; bare metal has its host's GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuGrant>,
+    /// Host cores a pinned VM holds (by index), one per vCPU; empty when
+    /// the VM floats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
     /// The node's span in the experiment model.
     pub span: Span,
 }
