@@ -233,7 +233,9 @@ cat <<'TAIL'
   procedure for hardware that has them.
 - **aarch64 guests**: run under `qemu-system-aarch64` (TCG on this x86 host;
   KVM would need an aarch64 host). riscv64 is accepted by the language and
-  the runtime picks `qemu-system-riscv64`, but no riscv64 image is built.
+  the runtime picks `qemu-system-riscv64` (`virt`), but no riscv64 image is
+  built (Debian 12 packages no riscv64 kernel): `mxc up` refuses such a VM
+  with E0405 unless an image is installed by hand (images/README.md).
 - **Sender-side emulation**: the rate is applied; delay, jitter and loss need
   netem, which this kernel lacks.
 TAIL

@@ -263,6 +263,9 @@ fn gpu_check(vm: &str, host: &str, g: &mx_xir::VmGpu) -> Vec<(String, String)> {
     out
 }
 
+/// Architectures whose default guest image `mxc image --build` makes.
+pub const BUILDABLE: &[&str] = &["x86_64", "aarch64"];
+
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
@@ -336,7 +339,7 @@ impl Runtime {
                         }
                         let bin = plan::qemu_binary(&vm.arch);
                         if !which(&bin) {
-                            errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (or qemu-system-arm for aarch64)"));
+                            errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (qemu-system-arm for aarch64, qemu-system-misc for riscv64)"));
                         }
                         for n in &vm.nics {
                             if let mx_xir::NicAttach::Passthrough { device, port } = &n.attach
@@ -350,7 +353,9 @@ impl Runtime {
                         }
                         let key = plan::image_key(&vm.image, &vm.arch);
                         if !self.images.join(&key).join("vmlinuz").exists() {
-                            if vm.image == mx_materializer::DEFAULT_IMAGE {
+                            if vm.image == mx_materializer::DEFAULT_IMAGE && !BUILDABLE.contains(&vm.arch.as_str()) {
+                                errs.push(unsupported(format!("VM `{}` is {}, and mx builds no {} guest image (Debian 12 packages no kernel for it)", vm.name, vm.arch, vm.arch), format!("install a kernel and a busybox initramfs speaking the mx.* protocol (images/README.md) as {}/vmlinuz and initramfs.cpio.gz", self.images.join(&key).display()).as_str()));
+                            } else if vm.image == mx_materializer::DEFAULT_IMAGE {
                                 errs.push(unsupported(format!("the default {} image is not built ({})", vm.arch, self.images.join(&key).display()), format!("run `mxc image --build --arch {}` (or let `mxc up` build it)", vm.arch).as_str()));
                             } else if missing.insert(key.clone()) {
                                 notes.push(format!("image `{key}` is not installed here; its VMs boot `{}`", plan::image_key(mx_materializer::DEFAULT_IMAGE, &vm.arch)));
@@ -678,7 +683,12 @@ impl Runtime {
             .chain(["x86_64"])
             .collect();
         for a in arches {
-            self.ensure_default_image(a)?;
+            // Only x86_64 and aarch64 images can be built (see
+            // [`BUILDABLE`]); another architecture's image is installed by
+            // hand, and its absence is refused by the plan.
+            if BUILDABLE.contains(&a) {
+                self.ensure_default_image(a)?;
+            }
         }
         Ok(())
     }

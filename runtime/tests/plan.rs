@@ -367,3 +367,42 @@ fn a_gpu_without_an_address_is_not_materialized() {
     assert_eq!(err.code, "E0401");
     assert!(err.message.contains("PCI address"), "{}", err.message);
 }
+
+/// A riscv64 VM runs under qemu-system-riscv64 with an image installed by
+/// hand; without one it is refused before anything is touched, saying where
+/// the image goes.
+#[test]
+fn a_riscv64_vm_without_an_image_is_refused() {
+    let src = "net = topology('rv')\nr = net.device('r', arch == riscv64)\n";
+    let exp = mx_compiler::compile("rv.mx", src, &mx_compiler::Options::default())
+        .xir
+        .expect("experiment");
+    let fac = compile("examples/facilities/local.mx")
+        .facility
+        .expect("facility");
+    let real = mx_realizer::realize(&exp, &fac, &Default::default(), &Default::default())
+        .expect("realizes")
+        .realization;
+    let bundles = mx_materializer::materialize(&real).expect("materializes");
+    let (plan, _) = runtime().plan(&bundles, false).expect("plans");
+    let qemu = plan
+        .ops
+        .iter()
+        .flatten()
+        .map(|op| op.to_string())
+        .find(|op| op.contains("qemu-system-"))
+        .expect("a QEMU op");
+    assert!(
+        qemu.contains("qemu-system-riscv64 -name r -machine virt,"),
+        "{qemu}"
+    );
+    let images = Path::new("/var/lib/mx/images/mx-busybox-riscv64/vmlinuz");
+    if !images.exists() {
+        let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.code == "E0405" && e.message.contains("builds no riscv64 guest image")),
+            "{errs:?}"
+        );
+    }
+}
