@@ -36,6 +36,21 @@ pub fn fits(needs: &[Need], fac: &Facility) -> bool {
         })
 }
 
+/// The backend: HiGHS unless built without the `highs` feature. Named
+/// explicitly, since good_lp's `default_solver` prefers microlp whenever
+/// that is compiled in too.
+#[cfg(feature = "highs")]
+use good_lp::highs as SOLVER;
+#[cfg(not(feature = "highs"))]
+use good_lp::microlp as SOLVER;
+
+/// Which backend the exact engine uses.
+pub const BACKEND: &str = if cfg!(feature = "highs") {
+    "HiGHS"
+} else {
+    "microlp"
+};
+
 /// Seconds the solver may take before the heuristic answers instead. The
 /// realization records which engine produced it (`solver`).
 pub const TIME_LIMIT: f64 = 20.0;
@@ -89,7 +104,7 @@ pub fn solve(
     }
     let mut model = vars
         .minimise(objective)
-        .using(good_lp::default_solver)
+        .using(SOLVER)
         .with_time_limit(TIME_LIMIT);
     let p = |ni: usize, h: usize| -> Expression {
         let mut e = Expression::from(0.0);

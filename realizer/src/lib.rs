@@ -58,7 +58,7 @@ pub struct Options {
 /// The placement engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Solver {
-    /// The exact engine for small instances, the heuristic otherwise.
+    /// The heuristic; the exact engine where it fails on a small instance.
     #[default]
     Auto,
     /// The integer linear program (optimal; small instances).
@@ -120,7 +120,31 @@ pub fn realize(
     opts: &Options,
 ) -> Result<Outcome, Vec<Diagnostic>> {
     let needs = matching::needs(exp);
-    let mut placement = place::place(exp, fac, usage, &needs, opts)?;
+    // `auto`: the heuristic, which with its annealing pass matches the
+    // optimum on small instances in milliseconds; the exact engine where the
+    // heuristic fails and the instance is small enough for it, since packing
+    // that exactly fits (demand equals capacity) can defeat a greedy pass.
+    let heuristic = Options {
+        solver: Solver::Heuristic,
+        ..opts.clone()
+    };
+    let mut placement = match opts.solver {
+        Solver::Auto => match place::place(exp, fac, usage, &needs, &heuristic) {
+            Ok(p) => p,
+            Err(_) if ilp::fits(&needs, fac) => place::place(
+                exp,
+                fac,
+                usage,
+                &needs,
+                &Options {
+                    solver: Solver::Ilp,
+                    ..opts.clone()
+                },
+            )?,
+            Err(d) => return Err(d),
+        },
+        _ => place::place(exp, fac, usage, &needs, opts)?,
+    };
     // The heuristic depends on the order it walks the graph: on instances of
     // moderate size, try a few more walks (in parallel) and keep the one with
     // the fewest links crossing hosts; ties keep the earliest, so the result

@@ -432,6 +432,47 @@ pub fn place(
             }
         }
     }
+    // Small instances: anneal the local optimum (moves and swaps of movable
+    // VMs, crossing links as the cost), which the greedy pass and local
+    // search leave well above the optimum.
+    if failed.is_empty() && engine == "heuristic" && needs.len() <= ANNEAL_LIMIT {
+        let movable: Vec<bool> = needs
+            .iter()
+            .map(|n| {
+                matches!(host_of[n.index], Some((_, Mode::Vm)))
+                    && n.gpu.is_none()
+                    && !n.pin
+                    && !n
+                        .nics
+                        .iter()
+                        .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+            })
+            .collect();
+        let links: Vec<Vec<usize>> = exp
+            .links
+            .iter()
+            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
+            .collect();
+        let mut hosts: Vec<usize> = host_of
+            .iter()
+            .map(|h| h.map_or(usize::MAX, |(h, _)| h))
+            .collect();
+        let allowed = |ni: usize, h: usize| verdicts[ni][h] & 2 != 0 && !metal[h];
+        anneal(
+            needs,
+            &links,
+            &movable,
+            &allowed,
+            &mut hosts,
+            &mut free,
+            opts.seed ^ (u64::from(opts.restart) << 32),
+        );
+        for (ni, h) in hosts.into_iter().enumerate() {
+            if movable[ni] {
+                host_of[ni] = Some((h, Mode::Vm));
+            }
+        }
+    }
     if !failed.is_empty() {
         failed.sort_unstable();
         let mut diags: Vec<Diagnostic> = failed
@@ -497,6 +538,167 @@ pub fn place(
         explanation,
         engine,
     })
+}
+
+/// Instances the annealing pass runs on (it is quadratic-ish in effort).
+const ANNEAL_LIMIT: usize = 300;
+
+/// Simulated annealing over the hosts of movable VMs: a move sends one VM
+/// to another allowed host with room, a swap trades two VMs' hosts when both
+/// fit; the cost is the links' crossing endpoints (as the ILP counts them).
+/// Deterministic for a seed; keeps the best assignment seen.
+fn anneal(
+    needs: &[Need],
+    links: &[Vec<usize>],
+    movable: &[bool],
+    allowed: &dyn Fn(usize, usize) -> bool,
+    hosts: &mut [usize],
+    free: &mut [(u32, u64, u64)],
+    seed: u64,
+) {
+    let ids: Vec<usize> = (0..needs.len()).filter(|&i| movable[i]).collect();
+    if ids.len() < 2 || free.len() < 2 {
+        return;
+    }
+    let mut on: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
+    for (li, l) in links.iter().enumerate() {
+        for &n in l {
+            if !on[n].contains(&li) {
+                on[n].push(li);
+            }
+        }
+    }
+    let link_cost = |l: &[usize], hosts: &[usize]| -> i64 {
+        l.iter()
+            .skip(1)
+            .filter(|&&n| hosts[n] != hosts[l[0]])
+            .count() as i64
+    };
+    let cost_of = |touched: &[usize], hosts: &[usize]| -> i64 {
+        touched.iter().map(|&li| link_cost(&links[li], hosts)).sum()
+    };
+    let mut cost: i64 = links.iter().map(|l| link_cost(l, hosts)).sum();
+    let (mut best, mut best_hosts) = (cost, hosts.to_vec());
+    let mut state = seed ^ 0xA5A5_5A5A_DEAD_BEEF;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(state, 0)
+    };
+    let steps = 20_000 + 400 * ids.len() as u64;
+    let (t0, t1) = (1.5f64, 0.02f64);
+    let fits = |f: &(u32, u64, u64), n: &Need| f.0 >= n.cores && f.1 >= n.memory && f.2 >= n.disk;
+    let mut touched: Vec<usize> = Vec::new();
+    for step in 0..steps {
+        if cost == 0 {
+            break;
+        }
+        let t = t0 * (t1 / t0).powf(step as f64 / steps as f64);
+        let a = ids[(next() % ids.len() as u64) as usize];
+        let ha = hosts[a];
+        let swap = next() % 2 == 0;
+        touched.clear();
+        touched.extend(&on[a]);
+        if swap {
+            let b = ids[(next() % ids.len() as u64) as usize];
+            let hb = hosts[b];
+            if hb == ha || !allowed(a, hb) || !allowed(b, ha) {
+                continue;
+            }
+            let (na, nb) = (&needs[a], &needs[b]);
+            let room = |h: usize, gets: &Need, gives: &Need| {
+                let f = free[h];
+                fits(
+                    &(f.0 + gives.cores, f.1 + gives.memory, f.2 + gives.disk),
+                    gets,
+                )
+            };
+            if !room(hb, na, nb) || !room(ha, nb, na) {
+                continue;
+            }
+            for &li in &on[b] {
+                if !touched.contains(&li) {
+                    touched.push(li);
+                }
+            }
+            let before = cost_of(&touched, hosts);
+            hosts[a] = hb;
+            hosts[b] = ha;
+            let delta = cost_of(&touched, hosts) - before;
+            if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
+                free[ha] = (
+                    free[ha].0 + na.cores - nb.cores,
+                    free[ha].1 + na.memory - nb.memory,
+                    free[ha].2 + na.disk - nb.disk,
+                );
+                free[hb] = (
+                    free[hb].0 + nb.cores - na.cores,
+                    free[hb].1 + nb.memory - na.memory,
+                    free[hb].2 + nb.disk - na.disk,
+                );
+                cost += delta;
+            } else {
+                hosts[a] = ha;
+                hosts[b] = hb;
+            }
+        } else {
+            // Mostly towards a neighbour's host; sometimes anywhere.
+            let h = if next() % 4 != 0 && !touched.is_empty() {
+                let l = &links[touched[(next() % touched.len() as u64) as usize]];
+                hosts[l[(next() % l.len() as u64) as usize]]
+            } else {
+                (next() % free.len() as u64) as usize
+            };
+            let n = &needs[a];
+            if h == ha || !allowed(a, h) || !fits(&free[h], n) {
+                continue;
+            }
+            let before = cost_of(&touched, hosts);
+            hosts[a] = h;
+            let delta = cost_of(&touched, hosts) - before;
+            if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
+                free[ha] = (
+                    free[ha].0 + n.cores,
+                    free[ha].1 + n.memory,
+                    free[ha].2 + n.disk,
+                );
+                free[h] = (
+                    free[h].0 - n.cores,
+                    free[h].1 - n.memory,
+                    free[h].2 - n.disk,
+                );
+                cost += delta;
+            } else {
+                hosts[a] = ha;
+            }
+        }
+        if cost < best {
+            best = cost;
+            best_hosts.copy_from_slice(hosts);
+        }
+    }
+    // Back to the best seen, with the free capacity that goes with it
+    // (everything given back before anything is taken, so no host dips
+    // below what it will have).
+    let moved: Vec<usize> = (0..hosts.len())
+        .filter(|&i| hosts[i] != best_hosts[i])
+        .collect();
+    for &i in &moved {
+        let (n, h) = (&needs[i], hosts[i]);
+        free[h] = (
+            free[h].0 + n.cores,
+            free[h].1 + n.memory,
+            free[h].2 + n.disk,
+        );
+    }
+    for &i in &moved {
+        let (n, h) = (&needs[i], best_hosts[i]);
+        free[h] = (
+            free[h].0 - n.cores,
+            free[h].1 - n.memory,
+            free[h].2 - n.disk,
+        );
+    }
+    hosts.copy_from_slice(&best_hosts);
 }
 
 fn forced(mode: Mode) -> Verdict {

@@ -407,7 +407,12 @@ fn ilp_and_heuristic_agree_on_small_instances() {
                     "case {case}: the ILP is not optimal\n{fac}\n{exp}"
                 );
             }
-            (Ok(_), Err(_)) => only_ilp += 1,
+            (Ok(_), Err(_)) => {
+                only_ilp += 1;
+                // `auto` falls back on the exact engine when the heuristic fails.
+                let auto = run(mx_realizer::Solver::Auto).expect("auto finds what the ILP finds");
+                assert_eq!(auto.realization.solver, "ilp", "case {case}");
+            }
             (Err(_), Ok(_)) => panic!(
                 "case {case}: the heuristic found a placement the ILP says does not exist\n{fac}\n{exp}"
             ),
@@ -423,17 +428,17 @@ fn ilp_and_heuristic_agree_on_small_instances() {
         "the heuristic misses too many feasible instances: {only_ilp} of {}",
         both + only_ilp
     );
-    // Known gap (see BENCHMARKS.md): the heuristic keeps about 1.4 times the
-    // optimum's links crossing on these instances, which is why `--solver
-    // auto` uses the ILP for small ones. This bound only catches regressions.
+    // Issue 3's target: the heuristic within 5% of the optimum on small
+    // instances (its annealing pass matches it on these; BENCHMARKS.md).
     assert!(
-        h_cost <= i_cost * 5 / 2 + 5,
+        h_cost * 100 <= i_cost * 105,
         "heuristic {h_cost} vs optimum {i_cost}"
     );
 }
 
-/// Exact fit: demand equals capacity. Greedy packing can strand cores; the
-/// exact engine (chosen by `auto` for small instances) finds the packing.
+/// Exact fit: demand equals capacity. Greedy packing can strand cores; where
+/// it does, `auto` falls back on the exact engine (see
+/// `ilp_and_heuristic_agree_on_small_instances` for instances where it must).
 #[test]
 fn exact_fit_packing_is_realized() {
     let fac = "fac = facility('tight')\nsw = fac.switch('sw')\n\
@@ -449,7 +454,6 @@ fn exact_fit_packing_is_realized() {
         .expect("experiment");
     let out =
         realize(&exp_x, &fac_x, &Usage::default(), &opts(1)).expect("the exact packing exists");
-    assert_eq!(out.realization.solver, "ilp");
     assert!(verify(&exp_x, &fac_x, &Usage::default(), &out.realization).is_empty());
     let used: u32 = out.realization.nodes.iter().map(|p| p.cores).sum();
     assert_eq!(used, 30);
