@@ -100,48 +100,19 @@ impl Eval<'_> {
                 // The ports' interface names on the host (`devices=['enp59s0f0',
                 // 'enp59s0f1']`): what the runtime programs VFs on and hands
                 // to VMs whole.
-                let devices = match self.kwarg(&mut a, "devices") {
-                    None => Vec::new(),
-                    Some(v) => {
-                        let items = self.iterate(&v, a.span)?;
-                        let mut out = Vec::new();
-                        for it in items {
-                            match it {
-                                Value::Str(s)
-                                    if !s.is_empty()
-                                        && s.len() <= 15
-                                        && s.bytes().all(|b| {
-                                            b.is_ascii_alphanumeric() || b"-_.".contains(&b)
-                                        }) =>
-                                {
-                                    out.push(Value::Str(s))
-                                }
-                                _ => {
-                                    return Err(Diagnostic::error(
-                                        "E0218",
-                                        "`devices` lists interface names",
-                                    )
-                                    .primary(a.span.range(), "this NIC")
-                                    .help("one name per port, such as devices=['enp59s0f0', 'enp59s0f1'] (at most 15 of a-z, 0-9, -, _ and .)")
-                                    .into());
-                                }
-                            }
-                        }
-                        if out.len() != ports as usize {
-                            return Err(Diagnostic::error(
-                                "E0218",
-                                format!(
-                                    "`devices` names {} interfaces for {ports} ports",
-                                    out.len()
-                                ),
-                            )
-                            .primary(a.span.range(), "this NIC")
-                            .help("name one interface per port")
-                            .into());
-                        }
-                        out
-                    }
-                };
+                let devices = self.devices_kw(
+                    &mut a,
+                    ports,
+                    is_interface_name,
+                    DeviceList {
+                        lists: "interface names",
+                        label: "this NIC",
+                        example: "one name per port, such as devices=['enp59s0f0', 'enp59s0f1'] (at most 15 of a-z, 0-9, -, _ and .)",
+                        items: "interfaces",
+                        per: "ports",
+                        one: "name one interface per port",
+                    },
+                )?;
                 self.no_more_kwargs(&a, name)?;
                 let mut m = IndexMap::new();
                 m.insert(Key::Str("model".into()), Value::Sym(def.name));
@@ -182,40 +153,19 @@ impl Eval<'_> {
                 };
                 // The GPUs' PCI addresses, one per GPU: what the runtime
                 // binds to vfio-pci or creates virtual GPUs on.
-                let devices = match self.kwarg(&mut a, "devices") {
-                    None => Vec::new(),
-                    Some(v) => {
-                        let items = self.iterate(&v, a.span)?;
-                        let mut out = Vec::new();
-                        for it in items {
-                            match it {
-                                Value::Str(s) if is_pci_address(&s) => out.push(Value::Str(s)),
-                                _ => {
-                                    return Err(Diagnostic::error(
-                                        "E0218",
-                                        "`devices` lists the GPUs' PCI addresses",
-                                    )
-                                    .primary(a.span.range(), "this GPU")
-                                    .help("one address per GPU, as in `lspci -D`: devices=['0000:3b:00.0', '0000:d8:00.0']")
-                                    .into());
-                                }
-                            }
-                        }
-                        if out.len() != count as usize {
-                            return Err(Diagnostic::error(
-                                "E0218",
-                                format!(
-                                    "`devices` names {} PCI addresses for {count} GPUs",
-                                    out.len()
-                                ),
-                            )
-                            .primary(a.span.range(), "this GPU")
-                            .help("name one address per GPU")
-                            .into());
-                        }
-                        out
-                    }
-                };
+                let devices = self.devices_kw(
+                    &mut a,
+                    count,
+                    is_pci_address,
+                    DeviceList {
+                        lists: "the GPUs' PCI addresses",
+                        label: "this GPU",
+                        example: "one address per GPU, as in `lspci -D`: devices=['0000:3b:00.0', '0000:d8:00.0']",
+                        items: "PCI addresses",
+                        per: "GPUs",
+                        one: "name one address per GPU",
+                    },
+                )?;
                 let mdev = match self.kwarg(&mut a, "mdev") {
                     None => None,
                     Some(Value::Str(s))
@@ -295,6 +245,49 @@ impl Eval<'_> {
         }
     }
 
+    /// A `devices=[...]` keyword: one name per port or GPU, each `ok`.
+    fn devices_kw(
+        &mut self,
+        a: &mut Args,
+        want: u32,
+        ok: fn(&str) -> bool,
+        what: DeviceList,
+    ) -> R<Vec<Value>> {
+        let Some(v) = self.kwarg(a, "devices") else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for it in self.iterate(&v, a.span)? {
+            match it {
+                Value::Str(s) if ok(&s) => out.push(Value::Str(s)),
+                _ => {
+                    return Err(Diagnostic::error(
+                        "E0218",
+                        format!("`devices` lists {}", what.lists),
+                    )
+                    .primary(a.span.range(), what.label)
+                    .help(what.example)
+                    .into());
+                }
+            }
+        }
+        if out.len() != want as usize {
+            return Err(Diagnostic::error(
+                "E0218",
+                format!(
+                    "`devices` names {} {} for {want} {}",
+                    out.len(),
+                    what.items,
+                    what.per
+                ),
+            )
+            .primary(a.span.range(), what.label)
+            .help(what.one)
+            .into());
+        }
+        Ok(out)
+    }
+
     fn symbol_arg(&self, v: &Value, span: Span, what: &str) -> R<String> {
         match v {
             Value::Sym(s) => Ok(s.to_string()),
@@ -359,7 +352,7 @@ impl Eval<'_> {
         if let Some((k, _, span)) = a.kw.first() {
             let name = self.name(*k);
             let known: &[&str] = match what {
-                "nic" => &["ports", "capacity", "vfs"],
+                "nic" => &["ports", "capacity", "vfs", "devices"],
                 "gpu" => &["count", "virtualizable", "devices", "mdev", "vfs", "slices"],
                 "host" => HOST_KEYS,
                 "switch" => &["role", "vxlan"],
@@ -974,6 +967,24 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
         );
     }
     Some(out)
+}
+
+/// The wording of a `devices=[...]` keyword's errors.
+struct DeviceList {
+    lists: &'static str,
+    label: &'static str,
+    example: &'static str,
+    items: &'static str,
+    per: &'static str,
+    one: &'static str,
+}
+
+/// A network interface name: at most 15 of a-z, 0-9, `-`, `_` and `.`.
+fn is_interface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// `DDDD:BB:DD.F` in lower-case hex, as `lspci -D` prints it.

@@ -44,6 +44,20 @@ pub struct Need<'a> {
     pub pin: bool,
 }
 
+impl Need<'_> {
+    /// Whether the node, as a VM, holds devices of its host (VFs, whole
+    /// ports, a GPU, pinned cores): reserved where it was placed, so later
+    /// passes do not move it.
+    pub fn holds_host_devices(&self) -> bool {
+        self.gpu.is_some()
+            || self.pin
+            || self
+                .nics
+                .iter()
+                .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+    }
+}
+
 /// Why a host cannot take a node: the constraint (if one) and a sentence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {

@@ -321,13 +321,8 @@ pub fn place(
                     continue;
                 };
                 let n = &needs[ni];
-                if n.gpu.is_some()
-                    || n.pin
-                    || n.nics
-                        .iter()
-                        .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
-                {
-                    continue; // VFs, ports and GPUs were reserved on this host
+                if n.holds_host_devices() {
+                    continue; // VFs, ports, GPUs or cores were reserved on this host
                 }
                 let mut counts: BTreeMap<usize, i64> = BTreeMap::new();
                 for &m in &adj[ni] {
@@ -367,13 +362,7 @@ pub fn place(
             // and both fit.
             if needs.len() <= 300 {
                 let movable = |ni: usize, host_of: &Vec<Option<(usize, Mode)>>| {
-                    matches!(host_of[ni], Some((_, Mode::Vm)))
-                        && needs[ni].gpu.is_none()
-                        && !needs[ni].pin
-                        && !needs[ni]
-                            .nics
-                            .iter()
-                            .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+                    matches!(host_of[ni], Some((_, Mode::Vm))) && !needs[ni].holds_host_devices()
                 };
                 let on = |ni: usize, h: usize, host_of: &Vec<Option<(usize, Mode)>>| -> i64 {
                     adj[ni]
@@ -438,15 +427,7 @@ pub fn place(
     if failed.is_empty() && engine == "heuristic" && needs.len() <= ANNEAL_LIMIT {
         let movable: Vec<bool> = needs
             .iter()
-            .map(|n| {
-                matches!(host_of[n.index], Some((_, Mode::Vm)))
-                    && n.gpu.is_none()
-                    && !n.pin
-                    && !n
-                        .nics
-                        .iter()
-                        .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
-            })
+            .map(|n| matches!(host_of[n.index], Some((_, Mode::Vm))) && !n.holds_host_devices())
             .collect();
         let links: Vec<Vec<usize>> = exp
             .links
