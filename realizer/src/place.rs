@@ -400,16 +400,7 @@ pub fn place(
                         if !fits(hb, na, nb) || !fits(ha, nb, na) {
                             continue;
                         }
-                        free[ha] = (
-                            free[ha].0 + na.cores - nb.cores,
-                            free[ha].1 + na.memory - nb.memory,
-                            free[ha].2 + na.disk - nb.disk,
-                        );
-                        free[hb] = (
-                            free[hb].0 + nb.cores - na.cores,
-                            free[hb].1 + nb.memory - na.memory,
-                            free[hb].2 + nb.disk - na.disk,
-                        );
+                        swap_free(&mut free, (ha, na), (hb, nb));
                         host_of[a] = Some((hb, Mode::Vm));
                         host_of[b] = Some((ha, Mode::Vm));
                         moved += 1;
@@ -521,6 +512,21 @@ pub fn place(
     })
 }
 
+/// Free capacity after VM `a` on host `ha` and VM `b` on `hb` trade hosts
+/// (the caller checked both fit).
+fn swap_free(free: &mut [(u32, u64, u64)], (ha, a): (usize, &Need), (hb, b): (usize, &Need)) {
+    free[ha] = (
+        free[ha].0 + a.cores - b.cores,
+        free[ha].1 + a.memory - b.memory,
+        free[ha].2 + a.disk - b.disk,
+    );
+    free[hb] = (
+        free[hb].0 + b.cores - a.cores,
+        free[hb].1 + b.memory - a.memory,
+        free[hb].2 + b.disk - a.disk,
+    );
+}
+
 /// Instances the annealing pass runs on (it is quadratic-ish in effort).
 const ANNEAL_LIMIT: usize = 300;
 
@@ -606,16 +612,7 @@ fn anneal(
             hosts[b] = ha;
             let delta = cost_of(&touched, hosts) - before;
             if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
-                free[ha] = (
-                    free[ha].0 + na.cores - nb.cores,
-                    free[ha].1 + na.memory - nb.memory,
-                    free[ha].2 + na.disk - nb.disk,
-                );
-                free[hb] = (
-                    free[hb].0 + nb.cores - na.cores,
-                    free[hb].1 + nb.memory - na.memory,
-                    free[hb].2 + nb.disk - na.disk,
-                );
+                swap_free(free, (ha, na), (hb, nb));
                 cost += delta;
             } else {
                 hosts[a] = ha;
