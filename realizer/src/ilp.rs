@@ -18,6 +18,7 @@ use good_lp::{
 };
 use mx_xir::{Facility, Mode};
 
+use crate::fabric::Fabric;
 use crate::matching::{Need, NicNeed};
 
 /// Instances the exact engine takes under `--solver auto`.
@@ -55,52 +56,94 @@ pub const BACKEND: &str = if cfg!(feature = "highs") {
 /// realization records which engine produced it (`solver`).
 pub const TIME_LIMIT: f64 = 20.0;
 
+/// What the hosts have left, by host index.
+pub struct Room<'a> {
+    /// Free cores, memory and disk for VMs.
+    pub free: &'a [(u32, u64, u64)],
+    /// Nothing allocated at all (bare metal needs that).
+    pub idle: &'a [bool],
+    /// Held whole by a bare-metal node.
+    pub metal_taken: &'a [bool],
+}
+
 /// Per node, the chosen (host index, mode); `None` when the program is
-/// infeasible or the solver fails.
-#[allow(clippy::too_many_arguments)]
+/// infeasible, the solver fails, or it proves no optimum in time.
+///
+/// `links` lists each link's endpoint nodes. Hosts that no constraint can
+/// tell apart (same candidacy for every node, same room, same uplink, same
+/// leaf) are interchangeable, so the program breaks their symmetry: the
+/// i-th node may open the k-th such host only once the (k-1)-th holds an
+/// earlier node. Without that, branch and bound revisits every relabelling
+/// of the hosts and proves nothing on 30 nodes over 8 identical hosts.
 pub fn solve(
     needs: &[Need],
     fac: &Facility,
     flags: &[Vec<u8>],
-    free: &[(u32, u64, u64)],
-    idle: &[bool],
-    metal_taken: &[bool],
-    pairs: &[(usize, usize)],
+    room: &Room,
+    links: &[Vec<usize>],
+    fabric: &Fabric,
 ) -> Option<Vec<(usize, Mode)>> {
+    let (free, idle, metal_taken) = (room.free, room.idle, room.metal_taken);
     let hosts = fac.hosts.len();
     let mut vars = ProblemVariables::new();
     // x[n][h], y[n][h] where allowed.
     let mut x: Vec<Vec<Option<Variable>>> = vec![vec![None; hosts]; needs.len()];
     let mut y: Vec<Vec<Option<Variable>>> = vec![vec![None; hosts]; needs.len()];
     let mut objective = Expression::from(0.0);
-    for (ni, n) in needs.iter().enumerate() {
-        let exact =
+    let exact: Vec<bool> = needs
+        .iter()
+        .map(|n| {
             n.node.constraints.iter().any(|c| {
                 matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
-            });
+            })
+        })
+        .collect();
+    for (ni, n) in needs.iter().enumerate() {
         // A node that pins its size takes an exact bare-metal match when one
         // is free: that is a rule, not a preference, so no VM variables.
         let metal_first =
-            exact && n.mode.is_none() && (0..hosts).any(|h| flags[ni][h] & 1 != 0 && idle[h]);
+            exact[ni] && n.mode.is_none() && (0..hosts).any(|h| flags[ni][h] & 1 != 0 && idle[h]);
         for h in 0..hosts {
             if flags[ni][h] & 2 != 0 && !metal_taken[h] && !metal_first {
                 let v = vars.add(variable().binary());
                 let dual = fac.hosts[h].has_role(mx_xir::Role::Metal);
-                objective += v * (if exact { 0.01 } else { 0.0 } + if dual { 0.001 } else { 0.0 });
+                objective +=
+                    v * (if exact[ni] { 0.01 } else { 0.0 } + if dual { 0.001 } else { 0.0 });
                 x[ni][h] = Some(v);
             }
             if flags[ni][h] & 1 != 0 && idle[h] {
                 let v = vars.add(variable().binary());
-                objective += v * if exact { 0.0 } else { 0.01 };
+                objective += v * if exact[ni] { 0.0 } else { 0.01 };
                 y[ni][h] = Some(v);
             }
         }
     }
-    let mut z = Vec::with_capacity(pairs.len());
-    for _ in pairs {
-        let v = vars.add(variable().min(0.0).max(1.0));
-        objective += v;
-        z.push(v);
+    // One z per (first endpoint, other endpoint), weighted by the link.
+    let mut pairs = Vec::new();
+    for (li, l) in links.iter().enumerate() {
+        for &b in l.iter().skip(1) {
+            let v = vars.add(variable().min(0.0).max(1.0));
+            objective += v * fabric.weight[li] as f64;
+            pairs.push((l[0], b, v));
+        }
+    }
+    // Uplinks and trunks that the links could oversubscribe: per (link,
+    // device) a `t` that is 1 when the link has endpoints on both sides of
+    // the device, and the links' capacities times `t` within its room.
+    let total: u64 = fabric.demand.iter().flatten().sum();
+    let limited: Vec<(usize, u64)> = fabric
+        .room
+        .iter()
+        .enumerate()
+        .filter_map(|(d, r)| r.filter(|&r| r < total).map(|r| (d, r)))
+        .collect();
+    let mut t: Vec<(usize, usize, Variable)> = Vec::new();
+    for &(d, _) in &limited {
+        for (li, _) in links.iter().enumerate() {
+            if fabric.demand[li].is_some_and(|c| c > 0) {
+                t.push((li, d, vars.add(variable().min(0.0).max(1.0))));
+            }
+        }
     }
     let mut model = vars
         .minimise(objective)
@@ -115,6 +158,18 @@ pub fn solve(
             e += v;
         }
         e
+    };
+    // A device's side of a node: on the host, or on one of the leaf's hosts.
+    let side = |ni: usize, d: usize| -> Expression {
+        if d < hosts {
+            p(ni, d)
+        } else {
+            let mut e = Expression::from(0.0);
+            for h in (0..hosts).filter(|&h| fabric.leaf[h] == Some(d)) {
+                e += p(ni, h);
+            }
+            e
+        }
     };
     for ni in 0..needs.len() {
         let mut once = Expression::from(0.0);
@@ -162,12 +217,68 @@ pub fn solve(
         let big = count + 1.0;
         model = model.with((metals * big + vms).leq(big));
     }
-    for (k, &(a, b)) in pairs.iter().enumerate() {
+    for &(a, b, z) in &pairs {
         for h in 0..hosts {
             let (pa, pb) = (p(a, h), p(b, h));
             model = model
-                .with((pa.clone() - pb.clone()).leq(z[k]))
-                .with((pb - pa).leq(z[k]));
+                .with((pa.clone() - pb.clone()).leq(z))
+                .with((pb - pa).leq(z));
+        }
+    }
+    for &(d, r) in &limited {
+        let mut used = Expression::from(0.0);
+        for &(li, _, v) in t.iter().filter(|(_, dd, _)| *dd == d) {
+            let l = &links[li];
+            for &a in l {
+                for &b in l {
+                    if a != b {
+                        model = model.with((side(a, d) - side(b, d)).leq(v));
+                    }
+                }
+            }
+            // Megabits, so the coefficients stay well scaled.
+            used += v * (fabric.demand[li].unwrap_or(0) as f64 / 1e6);
+        }
+        model = model.with(used.leq((r / 1_000_000) as f64));
+    }
+    // Symmetry: hosts in one class are interchangeable.
+    let mut classes: std::collections::BTreeMap<Vec<u64>, Vec<usize>> = Default::default();
+    for h in 0..hosts {
+        let mut key: Vec<u64> = (0..needs.len())
+            .map(|ni| u64::from(x[ni][h].is_some()) | u64::from(y[ni][h].is_some()) << 1)
+            .collect();
+        key.extend([
+            u64::from(free[h].0),
+            free[h].1,
+            free[h].2,
+            u64::from(fac.hosts[h].has_role(mx_xir::Role::Metal)),
+            fabric.room[h].map_or(u64::MAX, |r| r.min(u64::MAX - 1)),
+            // Leaves matter only where a trunk is limited.
+            if limited.iter().any(|&(d, _)| d >= hosts) {
+                fabric.leaf[h].map_or(u64::MAX, |l| l as u64)
+            } else {
+                0
+            },
+        ]);
+        classes.entry(key).or_default().push(h);
+    }
+    for class in classes.values().filter(|c| c.len() > 1) {
+        let members: Vec<usize> = (0..needs.len())
+            .filter(|&ni| x[ni][class[0]].is_some() || y[ni][class[0]].is_some())
+            .collect();
+        for (i, &ni) in members.iter().enumerate() {
+            for (k, &h) in class.iter().enumerate().skip(1) {
+                if k > i {
+                    // The i-th node cannot open a host past the i-th.
+                    model = model.with(p(ni, h).eq(0.0));
+                } else {
+                    let mut earlier = Expression::from(0.0);
+                    for &nj in &members[..i] {
+                        earlier += p(nj, class[k - 1]);
+                    }
+                    model = model.with(p(ni, h).leq(earlier));
+                }
+            }
         }
     }
     // The solver runs on its own thread and is abandoned past the time

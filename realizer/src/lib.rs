@@ -20,6 +20,7 @@
 //! assert!(result.is_ok()); // nothing to place
 //! ```
 
+pub mod fabric;
 pub mod gpus;
 pub mod ilp;
 pub mod links;
@@ -120,6 +121,7 @@ pub fn realize(
     opts: &Options,
 ) -> Result<Outcome, Vec<Diagnostic>> {
     let needs = matching::needs(exp);
+    let fabric = fabric::Fabric::new(exp, fac, usage);
     // `auto`: the heuristic, which with its annealing pass matches the
     // optimum on small instances in milliseconds; the exact engine where the
     // heuristic fails and the instance is small enough for it, since packing
@@ -129,13 +131,14 @@ pub fn realize(
         ..opts.clone()
     };
     let mut placement = match opts.solver {
-        Solver::Auto => match place::place(exp, fac, usage, &needs, &heuristic) {
+        Solver::Auto => match place::place(exp, fac, usage, &needs, &fabric, &heuristic) {
             Ok(p) => p,
             Err(_) if ilp::fits(&needs, fac) => place::place(
                 exp,
                 fac,
                 usage,
                 &needs,
+                &fabric,
                 &Options {
                     solver: Solver::Ilp,
                     ..opts.clone()
@@ -143,7 +146,7 @@ pub fn realize(
             )?,
             Err(d) => return Err(d),
         },
-        _ => place::place(exp, fac, usage, &needs, opts)?,
+        _ => place::place(exp, fac, usage, &needs, &fabric, opts)?,
     };
     // The heuristic depends on the order it walks the graph: on instances of
     // moderate size, try a few more walks (in parallel) and keep the one with
@@ -151,21 +154,23 @@ pub fn realize(
     // is still a function of the seed.
     if placement.engine == "heuristic" && needs.len() <= RESTART_LIMIT {
         use rayon::prelude::*;
-        let crossing = |p: &[mx_xir::Placement]| -> usize {
-            let host: std::collections::HashMap<&str, &str> = p
-                .iter()
-                .map(|x| (x.node.as_str(), x.host.as_str()))
-                .collect();
-            exp.links
-                .iter()
-                .map(|l| {
-                    l.endpoints
-                        .iter()
-                        .skip(1)
-                        .filter(|e| host[e.node.as_str()] != host[l.endpoints[0].node.as_str()])
-                        .count()
-                })
-                .sum()
+        let index = matching::node_index(exp);
+        let links: Vec<Vec<usize>> = exp
+            .links
+            .iter()
+            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
+            .collect();
+        let host_index: std::collections::HashMap<&str, usize> = fac
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.as_str(), i))
+            .collect();
+        // The engines' own cost: weighted crossing links, plus the penalty
+        // for oversubscribed uplinks and trunks.
+        let crossing = |p: &[mx_xir::Placement]| -> i64 {
+            let hosts: Vec<usize> = p.iter().map(|x| host_index[x.host.as_str()]).collect();
+            fabric.crossing(&links, &hosts) + fabric.overflow(&fabric.load(&links, &hosts))
         };
         let tries: Vec<place::Placed> = (1..=RESTARTS)
             .into_par_iter()
@@ -175,6 +180,7 @@ pub fn realize(
                     fac,
                     usage,
                     &needs,
+                    &fabric,
                     &Options {
                         restart: k,
                         solver: Solver::Heuristic,

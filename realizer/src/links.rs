@@ -242,17 +242,32 @@ pub fn uplink_capacity(fac: &Facility, host: &str) -> Option<u64> {
     }
 }
 
-/// The capacity that links crossing hosts ask of each host's uplink: a link
-/// spanning several hosts takes its capacity once on each of them. Links
-/// without a capacity constraint are best effort and count for nothing.
-pub fn uplink_demand(plans: &[LinkPlan]) -> BTreeMap<&str, (u64, Vec<&LinkPlan>)> {
-    let mut demand: BTreeMap<&str, (u64, Vec<&LinkPlan>)> = BTreeMap::new();
+/// The capacity that links crossing hosts ask of each host's uplink and of
+/// each leaf switch's trunk to the spines: a link spanning several hosts
+/// takes its capacity once on each of them, and once on each of its leaves
+/// when it spans several leaves. Links without a capacity constraint are
+/// best effort and count for nothing. Keyed by device (host or switch) name.
+pub fn uplink_demand<'a>(
+    fac: &Facility,
+    plans: &'a [LinkPlan],
+) -> BTreeMap<String, (u64, Vec<&'a LinkPlan>)> {
+    let mut demand: BTreeMap<String, (u64, Vec<&LinkPlan>)> = BTreeMap::new();
     for p in plans.iter().filter(|p| p.hosts.len() > 1) {
         let Some(cap) = p.emulation.as_ref().and_then(|e| e.capacity) else {
             continue;
         };
-        for h in &p.hosts {
-            let e = demand.entry(h.as_str()).or_default();
+        let leaves: std::collections::BTreeSet<String> = p
+            .hosts
+            .iter()
+            .filter_map(|h| uplink(fac, h).map(|(_, l)| l))
+            .collect();
+        let spans = p.hosts.iter().cloned().chain(if leaves.len() > 1 {
+            leaves.into_iter().collect()
+        } else {
+            Vec::new()
+        });
+        for d in spans {
+            let e = demand.entry(d).or_default();
             e.0 += cap;
             e.1.push(p);
         }
@@ -260,25 +275,37 @@ pub fn uplink_demand(plans: &[LinkPlan]) -> BTreeMap<&str, (u64, Vec<&LinkPlan>)
     demand
 }
 
-/// Refuses a plan whose crossing links ask more of a host's uplink than it
-/// carries (E0305), naming the largest of them.
+/// Refuses a plan whose crossing links ask more of a host's uplink, or of a
+/// leaf's trunk, than it carries (E0305), naming the largest of them.
 fn uplinks_hold(fac: &Facility, plans: &[LinkPlan], usage: &Usage) -> Result<(), Diagnostic> {
-    for (host, (mine, links)) in uplink_demand(plans) {
-        let Some(have) = uplink_capacity(fac, host) else {
+    for (device, (mine, links)) in uplink_demand(fac, plans) {
+        let leaf = fac.host(&device).is_none();
+        let have = if leaf {
+            crate::fabric::trunk_capacity(fac, &device)
+        } else {
+            uplink_capacity(fac, &device)
+        };
+        let Some(have) = have else {
             continue;
         };
         // Other experiments' links already use part of it.
-        let want = mine + usage.uplink.get(host).copied().unwrap_or(0);
+        let want = mine + usage.uplink.get(&device).copied().unwrap_or(0);
         if want > have {
             let mut links = links;
             links.sort_by_key(|p| std::cmp::Reverse(p.emulation.as_ref().and_then(|e| e.capacity)));
             let mut d = Diagnostic::error(
                 "E0305",
                 format!(
-                    "links crossing `{host}` ask for {} and its uplink carries {}{}",
+                    "links crossing {} `{device}` ask for {} and its {} carries {}{}",
+                    if leaf { "leaf" } else { "host" },
                     rate(mine),
+                    if leaf {
+                        "trunk to the spines"
+                    } else {
+                        "uplink"
+                    },
                     rate(have),
-                    match usage.uplink.get(host) {
+                    match usage.uplink.get(&device) {
                         Some(&used) if used > 0 =>
                             format!(" of which {} is already allocated", rate(used)),
                         _ => String::new(),
@@ -289,7 +316,9 @@ fn uplinks_hold(fac: &Facility, plans: &[LinkPlan], usage: &Usage) -> Result<(),
             for l in links.iter().skip(1).take(3) {
                 d = d.secondary(l.span.range(), "also crosses it");
             }
-            return Err(d.help("lower the links' capacity, or keep their endpoints on one host (pin them with `host == ...`)"));
+            return Err(d.help(
+                "placement found no way to keep enough of these links off it; lower their capacity, keep their endpoints together (`host == ...`), or realize onto hosts with faster uplinks",
+            ));
         }
     }
     Ok(())
@@ -305,7 +334,7 @@ fn rate(bps: u64) -> String {
 
 /// Capacity, latency and loss asked of a link; the value to emulate is the
 /// one the constraint pins (`==`) or bounds (`<=`, `<`).
-fn emulation(link: &mx_xir::Link) -> Option<Emulation> {
+pub(crate) fn emulation(link: &mx_xir::Link) -> Option<Emulation> {
     let pick = |prop: &str| {
         link.constraints
             .iter()

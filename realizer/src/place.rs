@@ -10,6 +10,7 @@ use mx_diag::Diagnostic;
 use mx_xir::{Experiment, Facility, Mode, Placement};
 use rayon::prelude::*;
 
+use crate::fabric::Fabric;
 use crate::gpus::{self, GpuUse};
 use crate::matching::{Need, NicNeed, Verdict, host_verdict, nic_model_ok};
 use crate::usage::{Usage, free_cores, uplink};
@@ -46,6 +47,7 @@ pub fn place(
     fac: &Facility,
     usage: &Usage,
     needs: &[Need],
+    fabric: &Fabric,
     opts: &Options,
 ) -> Result<Placed, Vec<Diagnostic>> {
     // Candidate filtering, in parallel; collected in node order. Hosts with
@@ -185,16 +187,17 @@ pub fn place(
     };
     let mut engine = "heuristic";
     if use_ilp {
-        let pairs: Vec<(usize, usize)> = exp
+        let links: Vec<Vec<usize>> = exp
             .links
             .iter()
-            .flat_map(|l| {
-                let ids: Vec<usize> = l.endpoints.iter().map(|e| index[e.node.as_str()]).collect();
-                ids.iter().skip(1).map(|&b| (ids[0], b)).collect::<Vec<_>>()
-            })
+            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
             .collect();
-        if let Some(assign) = crate::ilp::solve(needs, fac, &verdicts, &free, &idle, &metal, &pairs)
-        {
+        let room = crate::ilp::Room {
+            free: &free,
+            idle: &idle,
+            metal_taken: &metal,
+        };
+        if let Some(assign) = crate::ilp::solve(needs, fac, &verdicts, &room, &links, fabric) {
             for (ni, a) in assign.into_iter().enumerate() {
                 host_of[ni] = Some(a);
             }
@@ -412,18 +415,24 @@ pub fn place(
             }
         }
     }
-    // Small instances: anneal the local optimum (moves and swaps of movable
-    // VMs, crossing links as the cost), which the greedy pass and local
-    // search leave well above the optimum.
-    if failed.is_empty() && engine == "heuristic" && needs.len() <= ANNEAL_LIMIT {
+    // Anneal the local optimum (moves and swaps of movable VMs, weighted
+    // crossing links plus oversubscribed uplinks and trunks as the cost):
+    // on small instances, which the greedy pass and local search leave well
+    // above the optimum, and on any instance whose links ask more of an
+    // uplink or trunk than it has, which the greedy pass does not look at.
+    let links: Vec<Vec<usize>> = exp
+        .links
+        .iter()
+        .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
+        .collect();
+    let over = || {
+        let hosts: Vec<usize> = host_of.iter().map(|h| h.map_or(0, |(h, _)| h)).collect();
+        fabric.binding() && fabric.overflow(&fabric.load(&links, &hosts)) > 0
+    };
+    if failed.is_empty() && engine == "heuristic" && (needs.len() <= ANNEAL_LIMIT || over()) {
         let movable: Vec<bool> = needs
             .iter()
             .map(|n| matches!(host_of[n.index], Some((_, Mode::Vm))) && !n.holds_host_devices())
-            .collect();
-        let links: Vec<Vec<usize>> = exp
-            .links
-            .iter()
-            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
             .collect();
         let mut hosts: Vec<usize> = host_of
             .iter()
@@ -433,6 +442,7 @@ pub fn place(
         anneal(
             needs,
             &links,
+            fabric,
             &movable,
             &allowed,
             &mut hosts,
@@ -532,11 +542,14 @@ const ANNEAL_LIMIT: usize = 300;
 
 /// Simulated annealing over the hosts of movable VMs: a move sends one VM
 /// to another allowed host with room, a swap trades two VMs' hosts when both
-/// fit; the cost is the links' crossing endpoints (as the ILP counts them).
-/// Deterministic for a seed; keeps the best assignment seen.
+/// fit; the cost is the links' weighted crossing endpoints (as the exact
+/// engine counts them) plus the fabric's penalty for oversubscribed uplinks
+/// and trunks. Deterministic for a seed; keeps the best assignment seen.
+#[allow(clippy::too_many_arguments)]
 fn anneal(
     needs: &[Need],
     links: &[Vec<usize>],
+    fabric: &Fabric,
     movable: &[bool],
     allowed: &dyn Fn(usize, usize) -> bool,
     hosts: &mut [usize],
@@ -555,16 +568,14 @@ fn anneal(
             }
         }
     }
-    let link_cost = |l: &[usize], hosts: &[usize]| -> i64 {
-        l.iter()
-            .skip(1)
-            .filter(|&&n| hosts[n] != hosts[l[0]])
-            .count() as i64
+    // Device loads are tracked only when some uplink or trunk could overflow.
+    let track = fabric.binding();
+    let mut load = if track {
+        fabric.load(links, hosts)
+    } else {
+        Vec::new()
     };
-    let cost_of = |touched: &[usize], hosts: &[usize]| -> i64 {
-        touched.iter().map(|&li| link_cost(&links[li], hosts)).sum()
-    };
-    let mut cost: i64 = links.iter().map(|l| link_cost(l, hosts)).sum();
+    let mut cost: i64 = fabric.crossing(links, hosts) + fabric.overflow(&load);
     let (mut best, mut best_hosts) = (cost, hosts.to_vec());
     let mut state = seed ^ 0xA5A5_5A5A_DEAD_BEEF;
     let mut next = || {
@@ -575,6 +586,41 @@ fn anneal(
     let (t0, t1) = (1.5f64, 0.02f64);
     let fits = |f: &(u32, u64, u64), n: &Need| f.0 >= n.cores && f.1 >= n.memory && f.2 >= n.disk;
     let mut touched: Vec<usize> = Vec::new();
+    let mut old: Vec<(usize, u64)> = Vec::new();
+    let mut devs: Vec<usize> = Vec::new();
+    // The cost of the touched links, taking (`sign` -1) or giving back (+1)
+    // their device loads and remembering each device's load before.
+    let mut part = |touched: &[usize],
+                    hosts: &[usize],
+                    load: &mut Vec<u64>,
+                    old: &mut Vec<(usize, u64)>,
+                    sign: i64|
+     -> i64 {
+        let mut c = 0;
+        for &li in touched {
+            let l = &links[li];
+            c += fabric.weight[li]
+                * l.iter()
+                    .skip(1)
+                    .filter(|&&n| hosts[n] != hosts[l[0]])
+                    .count() as i64;
+            if let (true, Some(d)) = (track, fabric.demand[li]) {
+                fabric.loads(l.iter().map(|&n| hosts[n]), &mut devs);
+                for &x in &devs {
+                    if !old.iter().any(|&(y, _)| y == x) {
+                        old.push((x, load[x]));
+                    }
+                    load[x] = if sign < 0 { load[x] - d } else { load[x] + d };
+                }
+            }
+        }
+        c
+    };
+    let penalty_delta = |load: &[u64], old: &[(usize, u64)]| -> i64 {
+        old.iter()
+            .map(|&(d, was)| fabric.penalty(d, load[d]) - fabric.penalty(d, was))
+            .sum()
+    };
     for step in 0..steps {
         if cost == 0 {
             break;
@@ -585,7 +631,8 @@ fn anneal(
         let swap = next() % 2 == 0;
         touched.clear();
         touched.extend(&on[a]);
-        if swap {
+        // The other VM of a swap, or the target host of a move.
+        let (b, h) = if swap {
             let b = ids[(next() % ids.len() as u64) as usize];
             let hb = hosts[b];
             if hb == ha || !allowed(a, hb) || !allowed(b, ha) {
@@ -607,17 +654,7 @@ fn anneal(
                     touched.push(li);
                 }
             }
-            let before = cost_of(&touched, hosts);
-            hosts[a] = hb;
-            hosts[b] = ha;
-            let delta = cost_of(&touched, hosts) - before;
-            if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
-                swap_free(free, (ha, na), (hb, nb));
-                cost += delta;
-            } else {
-                hosts[a] = ha;
-                hosts[b] = hb;
-            }
+            (Some(b), hb)
         } else {
             // Mostly towards a neighbour's host; sometimes anywhere.
             let h = if next() % 4 != 0 && !touched.is_empty() {
@@ -626,27 +663,44 @@ fn anneal(
             } else {
                 (next() % free.len() as u64) as usize
             };
-            let n = &needs[a];
-            if h == ha || !allowed(a, h) || !fits(&free[h], n) {
+            if h == ha || !allowed(a, h) || !fits(&free[h], &needs[a]) {
                 continue;
             }
-            let before = cost_of(&touched, hosts);
-            hosts[a] = h;
-            let delta = cost_of(&touched, hosts) - before;
-            if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
-                free[ha] = (
-                    free[ha].0 + n.cores,
-                    free[ha].1 + n.memory,
-                    free[ha].2 + n.disk,
-                );
-                free[h] = (
-                    free[h].0 - n.cores,
-                    free[h].1 - n.memory,
-                    free[h].2 - n.disk,
-                );
-                cost += delta;
-            } else {
-                hosts[a] = ha;
+            (None, h)
+        };
+        old.clear();
+        let before = part(&touched, hosts, &mut load, &mut old, -1);
+        hosts[a] = h;
+        if let Some(b) = b {
+            hosts[b] = ha;
+        }
+        let after = part(&touched, hosts, &mut load, &mut old, 1);
+        let delta = after - before + penalty_delta(&load, &old);
+        if delta <= 0 || (next() % 1_000_000) as f64 / 1e6 < (-(delta as f64) / t).exp() {
+            match b {
+                Some(b) => swap_free(free, (ha, &needs[a]), (h, &needs[b])),
+                None => {
+                    let n = &needs[a];
+                    free[ha] = (
+                        free[ha].0 + n.cores,
+                        free[ha].1 + n.memory,
+                        free[ha].2 + n.disk,
+                    );
+                    free[h] = (
+                        free[h].0 - n.cores,
+                        free[h].1 - n.memory,
+                        free[h].2 - n.disk,
+                    );
+                }
+            }
+            cost += delta;
+        } else {
+            hosts[a] = ha;
+            if let Some(b) = b {
+                hosts[b] = h;
+            }
+            for &(d, was) in &old {
+                load[d] = was;
             }
         }
         if cost < best {

@@ -257,7 +257,7 @@ impl Table {
                 }
             }
         }
-        for (host, (bps, _)) in crate::links::uplink_demand(&real.links) {
+        for (host, (bps, _)) in crate::links::uplink_demand(fac, &real.links) {
             tx.execute(
                 "INSERT INTO uplinks (realization, facility, host, bps) VALUES (?1, ?2, ?3, ?4)",
                 params![real.name, fac.name, host, bps as i64],

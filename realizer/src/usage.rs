@@ -33,7 +33,8 @@ pub struct Usage {
     pub vnis: BTreeSet<u32>,
     /// VLAN tags in use per leaf switch.
     pub vlans: BTreeMap<String, BTreeSet<u16>>,
-    /// Bits per second of link capacity crossing each host's uplink.
+    /// Bits per second of link capacity crossing each host's uplink and
+    /// each leaf switch's trunk, by device name.
     pub uplink: BTreeMap<String, u64>,
 }
 
@@ -62,7 +63,7 @@ impl Usage {
 
     /// Adds a realization's allocations.
     pub fn add(&mut self, fac: &Facility, real: &Realization) {
-        for (host, (bps, _)) in crate::links::uplink_demand(&real.links) {
+        for (host, (bps, _)) in crate::links::uplink_demand(fac, &real.links) {
             *self.uplink.entry(host.to_string()).or_default() += bps;
         }
         for p in &real.nodes {

@@ -348,23 +348,73 @@ fn modes(usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
     }
 }
 
-/// Uplink capacity, checked apart from the planner's own check: for every
-/// host, the capacity of the links that leave it fits its uplink port.
+/// Uplink and trunk capacity, checked apart from the planner's own check:
+/// for every host, the capacity of the links that leave it fits its uplink
+/// port; for every leaf switch, the capacity of the links that leave it
+/// fits its cables to the other switches.
 fn uplinks(fac: &Facility, usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
     let mut want: BTreeMap<&str, u64> =
         usage.uplink.iter().map(|(h, b)| (h.as_str(), *b)).collect();
+    // A host's leaf: the switch on its lowest-numbered cabled port.
+    let leaf_of = |h: &str| -> Option<&str> {
+        fac.cables
+            .iter()
+            .filter_map(|c| {
+                let [a, b] = &c.ends;
+                if a.device == h {
+                    Some((a.port, b.device.as_str()))
+                } else if b.device == h {
+                    Some((b.port, a.device.as_str()))
+                } else {
+                    None
+                }
+            })
+            .min()
+            .map(|(_, s)| s)
+    };
     for l in &real.links {
         let hosts: BTreeSet<&str> = l.endpoints.iter().map(|e| e.host.as_str()).collect();
         if hosts.len() < 2 {
             continue;
         }
         if let Some(c) = l.emulation.as_ref().and_then(|e| e.capacity) {
-            for h in hosts {
+            let leaves: BTreeSet<&str> = hosts.iter().filter_map(|h| leaf_of(h)).collect();
+            for h in &hosts {
                 *want.entry(h).or_default() += c;
+            }
+            if leaves.len() > 1 {
+                for s in leaves {
+                    *want.entry(s).or_default() += c;
+                }
             }
         }
     }
     for (h, w) in want {
+        if fac.switches.iter().any(|s| s.name == h) {
+            let trunk: Vec<u64> = fac
+                .cables
+                .iter()
+                .filter(|c| {
+                    let [a, b] = &c.ends;
+                    let other = if a.device == h {
+                        &b.device
+                    } else if b.device == h {
+                        &a.device
+                    } else {
+                        return false;
+                    };
+                    fac.switches.iter().any(|s| s.name == *other)
+                })
+                .map(|c| c.capacity)
+                .collect();
+            let cap: u64 = trunk.iter().sum();
+            if !trunk.is_empty() && w > cap {
+                bad.push(format!(
+                    "trunk of leaf `{h}` oversubscribed: {w} b/s for {cap} b/s"
+                ));
+            }
+            continue;
+        }
         let Some(host) = fac.host(h) else { continue };
         let port_caps: Vec<u64> = fac
             .cables

@@ -507,6 +507,163 @@ fn uplink_capacity_is_respected() {
     assert!(verify(&third, &fac, &usage, &ok.realization).is_empty());
 }
 
+/// Three 8-core hypervisors, hv0 with a 1 Gb/s uplink, and three pairs of
+/// 4-core VMs (exact fit: a pair per host). Pairs P and Q are joined by a
+/// 2 Gb/s link, R by best-effort links only. Every assignment of pairs to
+/// hosts crosses the same links, so only the uplink tells them apart: R
+/// must get hv0. Both engines, every seed.
+#[test]
+fn placement_steers_around_a_slow_uplink() {
+    let fsrc = "fac = facility('slow')\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                for i in range(3):\n\
+                \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay=f'10.0.0.{i + 1}',\n\
+                \x20                 nics=[nic(connectx5, ports=1, capacity=gbps(1 if i == 0 else 25))])\n\
+                \x20   fac.cable(hv.port(0), leaf.port(i))\n";
+    let fac = compile("slow.mx", fsrc, &Options::default())
+        .facility
+        .expect("facility");
+    let src = "n = {}\n\
+               for p in ['p', 'q', 'r']:\n\
+               \x20   n[p + '0'] = topo.device(p + '0', virt == true, cores == 4, memory == gb(4))\n\
+               \x20   n[p + '1'] = topo.device(p + '1', virt == true, cores == 4, memory == gb(4))\n\
+               \x20   topo.connect([n[p + '0'], n[p + '1']], capacity == gbps(10))\n\
+               topo.connect([n['p0'], n['q0']], capacity == gbps(2))\n\
+               topo.connect([n['p1'], n['r0']])\n\
+               topo.connect([n['q1'], n['r1']])\n";
+    let exp = compile("pairs.mx", src, &Options::default())
+        .xir
+        .unwrap_or_else(|| {
+            panic!(
+                "{:?}",
+                compile("pairs.mx", src, &Options::default()).diagnostics
+            )
+        });
+    for solver in [mx_realizer::Solver::Heuristic, mx_realizer::Solver::Ilp] {
+        for seed in 1..=12 {
+            let o = mx_realizer::Options {
+                seed,
+                solver,
+                ..Default::default()
+            };
+            let out = realize(&exp, &fac, &Usage::default(), &o)
+                .unwrap_or_else(|d| panic!("{solver:?} seed {seed}: {d:?}"));
+            let r = &out.realization;
+            assert!(verify(&exp, &fac, &Usage::default(), r).is_empty());
+            let on_hv0: Vec<&str> = r
+                .nodes
+                .iter()
+                .filter(|p| p.host == "hv0")
+                .map(|p| p.node.as_str())
+                .collect();
+            assert_eq!(on_hv0, ["r0", "r1"], "{solver:?} seed {seed}");
+            if solver == mx_realizer::Solver::Ilp {
+                break; // the exact engine does not depend on the seed
+            }
+        }
+    }
+}
+
+/// Two leaves of two 8-core hypervisors; leaf1's trunk to the spine carries
+/// 1 Gb/s. Four pairs of 4-core VMs (exact fit): P–Q and R–S are joined by
+/// 2 Gb/s links, P–R and Q–S by best-effort ones. Crossing is the same for
+/// every assignment; only {P, Q} | {R, S} keeps the 2 Gb/s links off the
+/// trunk. The checker counts trunk load on its own, and a link that must
+/// cross is refused (E0305) naming the leaf.
+#[test]
+fn leaf_trunks_are_respected() {
+    let fsrc = "fac = facility('trunks')\n\
+                spine = fac.switch('spine', role=spine, vxlan=True)\n\
+                for l in range(2):\n\
+                \x20   sw = fac.switch(f'leaf{l}', role=leaf, vxlan=True)\n\
+                \x20   fac.cable(sw.port(8), spine.port(l), capacity=gbps(1 if l == 1 else 100))\n\
+                \x20   for i in range(2):\n\
+                \x20       hv = fac.host(f'hv{l}{i}', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay=f'10.0.{l}.{i + 1}',\n\
+                \x20                     nics=[nic(connectx5, ports=1, capacity=gbps(25))])\n\
+                \x20       fac.cable(hv.port(0), sw.port(i))\n";
+    let fac = compile("trunks.mx", fsrc, &Options::default())
+        .facility
+        .expect("facility");
+    let src = "n = {}\n\
+               for p in ['p', 'q', 'r', 's']:\n\
+               \x20   n[p + '0'] = topo.device(p + '0', virt == true, cores == 4, memory == gb(4))\n\
+               \x20   n[p + '1'] = topo.device(p + '1', virt == true, cores == 4, memory == gb(4))\n\
+               \x20   topo.connect([n[p + '0'], n[p + '1']], capacity == gbps(10))\n\
+               topo.connect([n['p0'], n['q0']], capacity == gbps(2))\n\
+               topo.connect([n['r0'], n['s0']], capacity == gbps(2))\n\
+               topo.connect([n['p1'], n['r1']])\n\
+               topo.connect([n['q1'], n['s1']])\n";
+    let exp = compile("pairs.mx", src, &Options::default())
+        .xir
+        .expect("experiment");
+    let leaf = |h: &str| h.as_bytes()[2];
+    let together = |r: &mx_xir::Realization, a: &str, b: &str| {
+        let at = |n: &str| leaf(&r.nodes.iter().find(|p| p.node == n).expect("placed").host);
+        at(a) == at(b)
+    };
+    for solver in [mx_realizer::Solver::Heuristic, mx_realizer::Solver::Ilp] {
+        for seed in 1..=12 {
+            let o = mx_realizer::Options {
+                seed,
+                solver,
+                ..Default::default()
+            };
+            let out = realize(&exp, &fac, &Usage::default(), &o)
+                .unwrap_or_else(|d| panic!("{solver:?} seed {seed}: {d:?}"));
+            let r = &out.realization;
+            assert!(verify(&exp, &fac, &Usage::default(), r).is_empty());
+            assert!(
+                together(r, "p0", "q0") && together(r, "r0", "s0"),
+                "{solver:?} seed {seed}: a 2 Gb/s link crosses the trunk"
+            );
+            if solver == mx_realizer::Solver::Ilp {
+                break;
+            }
+        }
+    }
+    // The checker sees a trunk overflow on its own: swap q's pair with r's.
+    let mut r = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("fits")
+        .realization;
+    let host = |r: &mx_xir::Realization, n: &str| {
+        r.nodes
+            .iter()
+            .find(|p| p.node == n)
+            .expect("placed")
+            .host
+            .clone()
+    };
+    let (hq, hr) = (host(&r, "q0"), host(&r, "r0"));
+    for p in &mut r.nodes {
+        if p.node.starts_with('q') {
+            p.host = hr.clone();
+        } else if p.node.starts_with('r') {
+            p.host = hq.clone();
+        }
+    }
+    for l in &mut r.links {
+        for e in &mut l.endpoints {
+            if e.node.starts_with('q') {
+                e.host = hr.clone();
+            } else if e.node.starts_with('r') {
+                e.host = hq.clone();
+            }
+        }
+    }
+    let bad = verify(&exp, &fac, &Usage::default(), &r);
+    assert!(bad.iter().any(|b| b.contains("trunk of leaf")), "{bad:?}");
+    // A 2 Gb/s link pinned across the leaves cannot be realized.
+    let across = "a = topo.device('a', virt == true, host == 'hv00')\n\
+                  b = topo.device('b', virt == true, host == 'hv10')\n\
+                  topo.connect([a, b], capacity == gbps(2))\n";
+    let exp = compile("across.mx", across, &Options::default())
+        .xir
+        .expect("experiment");
+    let diags = realize(&exp, &fac, &Usage::default(), &opts(1)).expect_err("trunk too thin");
+    assert_eq!(diags[0].code, "E0305", "{diags:?}");
+    assert!(diags[0].message.contains("leaf `leaf1`"), "{diags:?}");
+}
+
 /// A physical function serves VFs or goes to a VM whole, never both, in one
 /// experiment or across experiments.
 #[test]
