@@ -283,6 +283,18 @@ Example:
     l = net.connect([a, b], capacity == gbps(100))   # a and b on hosts with 25 Gb/s uplinks
 
 Fix: lower the capacity, or keep the endpoints on one host (`host == 'hv0'` on both).";
+    "E0306" "capacity-conflict" "a set of nodes cannot be placed together" =>
+"Each of these nodes has hosts that match it, but not all of them fit at once. The set is the
+smallest the realizer could prove: either together they ask more (cores, memory, disk, or whole
+hosts for bare metal) than the hosts they can use have free, or the total would fit but the pieces
+do not, host by host (three 10-core VMs on two 16-core hosts).
+
+Example:
+    for i in range(3):
+        topo.device(f'big{i}', virt == true, cores == 10)   # two hypervisors of 16 free cores
+
+Fix: shrink or drop one of the nodes, use a larger facility, or relinquish experiments that hold
+its hosts (`mxc alloc show`).";
     "E0401" "unmaterializable" "a realization cannot be turned into fragments" =>
 "The materializer needs every host that carries a VXLAN segment to have an underlay address, and
 every node to have a shape QEMU can run (at least one vCPU and 64 MiB of memory).

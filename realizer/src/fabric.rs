@@ -117,6 +117,18 @@ impl Fabric {
         }
     }
 
+    /// A fabric that limits nothing, for placements without links.
+    pub fn none(hosts: usize) -> Fabric {
+        Fabric {
+            leaf: vec![None; hosts],
+            room: vec![None; hosts],
+            names: Vec::new(),
+            demand: Vec::new(),
+            weight: Vec::new(),
+            unit: 1,
+        }
+    }
+
     /// Whether any placement could oversubscribe a device: otherwise the
     /// capacities need no attention at all.
     pub fn binding(&self) -> bool {

@@ -56,6 +56,16 @@ pub const BACKEND: &str = if cfg!(feature = "highs") {
 /// realization records which engine produced it (`solver`).
 pub const TIME_LIMIT: f64 = 20.0;
 
+/// The time limit in force: [`TIME_LIMIT`], or `MX_ILP_SECONDS` where set,
+/// so a benchmark can let the solver run until it proves an optimum.
+pub fn time_limit() -> f64 {
+    std::env::var("MX_ILP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(TIME_LIMIT)
+}
+
 /// What the hosts have left, by host index.
 pub struct Room<'a> {
     /// Free cores, memory and disk for VMs.
@@ -66,8 +76,16 @@ pub struct Room<'a> {
     pub metal_taken: &'a [bool],
 }
 
-/// Per node, the chosen (host index, mode); `None` when the program is
-/// infeasible, the solver fails, or it proves no optimum in time.
+/// Why the exact engine gave no placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsolved {
+    /// Proven: no placement exists.
+    Infeasible,
+    /// No optimum proven in time, or the solver failed.
+    Unknown,
+}
+
+/// Per node, the chosen (host index, mode), or why there is none.
 ///
 /// `links` lists each link's endpoint nodes. Hosts that no constraint can
 /// tell apart (same candidacy for every node, same room, same uplink, same
@@ -82,7 +100,8 @@ pub fn solve(
     room: &Room,
     links: &[Vec<usize>],
     fabric: &Fabric,
-) -> Option<Vec<(usize, Mode)>> {
+    limit: f64,
+) -> Result<Vec<(usize, Mode)>, Unsolved> {
     let (free, idle, metal_taken) = (room.free, room.idle, room.metal_taken);
     let hosts = fac.hosts.len();
     let mut vars = ProblemVariables::new();
@@ -145,10 +164,17 @@ pub fn solve(
             }
         }
     }
+    #[allow(unused_mut)]
     let mut model = vars
         .minimise(objective)
         .using(SOLVER)
-        .with_time_limit(TIME_LIMIT);
+        .with_time_limit(limit);
+    // `MX_ILP_LOG=1`: the solver's own progress (bounds, gap) on stdout, for
+    // benchmarks of the instances it cannot close.
+    #[cfg(feature = "highs")]
+    if std::env::var_os("MX_ILP_LOG").is_some() {
+        model.set_verbose(true);
+    }
     let p = |ni: usize, h: usize| -> Expression {
         let mut e = Expression::from(0.0);
         if let Some(v) = x[ni][h] {
@@ -181,7 +207,7 @@ pub fn solve(
             }
         }
         if !any {
-            return None; // no candidate at all
+            return Err(Unsolved::Infeasible); // no candidate at all
         }
         model = model.with(once.eq(1.0));
     }
@@ -290,13 +316,15 @@ pub fn solve(
     std::thread::Builder::new()
         .name("mx-ilp".into())
         .spawn(move || {
-            let result = model.solve().ok().and_then(|sol| {
+            let result = match model.solve() {
+                Err(good_lp::ResolutionError::Infeasible) => Err(Unsolved::Infeasible),
+                Err(_) => Err(Unsolved::Unknown),
                 // Only a proven optimum counts; a time-limited incumbent
                 // would make the result depend on the machine's speed.
-                if !matches!(sol.status(), good_lp::SolutionStatus::Optimal) {
-                    return None;
+                Ok(sol) if !matches!(sol.status(), good_lp::SolutionStatus::Optimal) => {
+                    Err(Unsolved::Unknown)
                 }
-                (0..n)
+                Ok(sol) => (0..n)
                     .map(|ni| {
                         (0..hosts).find_map(|h| {
                             if x[ni][h].is_some_and(|v| sol.value(v) > 0.5) {
@@ -309,11 +337,11 @@ pub fn solve(
                         })
                     })
                     .collect::<Option<Vec<_>>>()
-            });
+                    .ok_or(Unsolved::Unknown),
+            };
             let _ = tx.send(result);
         })
-        .ok()?;
-    rx.recv_timeout(std::time::Duration::from_secs_f64(TIME_LIMIT + 1.0))
-        .ok()
-        .flatten()
+        .map_err(|_| Unsolved::Unknown)?;
+    rx.recv_timeout(std::time::Duration::from_secs_f64(limit + 1.0))
+        .unwrap_or(Err(Unsolved::Unknown))
 }

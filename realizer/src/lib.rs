@@ -20,6 +20,7 @@
 //! assert!(result.is_ok()); // nothing to place
 //! ```
 
+pub mod conflict;
 pub mod fabric;
 pub mod gpus;
 pub mod ilp;

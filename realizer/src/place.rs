@@ -197,7 +197,15 @@ pub fn place(
             idle: &idle,
             metal_taken: &metal,
         };
-        if let Some(assign) = crate::ilp::solve(needs, fac, &verdicts, &room, &links, fabric) {
+        if let Ok(assign) = crate::ilp::solve(
+            needs,
+            fac,
+            &verdicts,
+            &room,
+            &links,
+            fabric,
+            crate::ilp::time_limit(),
+        ) {
             for (ni, a) in assign.into_iter().enumerate() {
                 host_of[ni] = Some(a);
             }
@@ -457,6 +465,19 @@ pub fn place(
     }
     if !failed.is_empty() {
         failed.sort_unstable();
+        // Room, not constraints: the smallest set of nodes that cannot fit
+        // together says more than which nodes the greedy order left out.
+        if let Some(c) = crate::conflict::find(needs, fac, usage, &verdicts) {
+            let mut diags = vec![c];
+            diags.extend(
+                failed
+                    .iter()
+                    .filter(|&&ni| verdicts[ni].iter().all(|&f| f == 0))
+                    .take(3)
+                    .map(|&ni| explain_failure(&needs[ni], fac, &u)),
+            );
+            return Err(diags);
+        }
         let mut diags: Vec<Diagnostic> = failed
             .iter()
             .take(3)

@@ -707,6 +707,145 @@ fn a_pf_serving_vfs_is_not_passed_through() {
     assert!(verify(&exp(vf), &fac, &Usage::default(), &alone).is_empty());
 }
 
+/// A facility of hypervisors with the given cores (64 GiB each) on one leaf.
+fn hypervisors(cores: &[u32]) -> mx_xir::Facility {
+    let mut src =
+        String::from("fac = facility('hvs')\nsw = fac.switch('sw0', role=leaf, vxlan=True)\n");
+    for (i, c) in cores.iter().enumerate() {
+        src.push_str(&format!(
+            "h{i} = fac.host('hv{i}', roles=[hypervisor], cores={c}, memory=gb(64), disk=tb(1), underlay='10.0.0.{}', nics=[nic(x710, ports=1)])\nfac.cable(h{i}.port(0), sw.port({i}))\n",
+            i + 1
+        ));
+    }
+    compile("hvs.mx", &src, &Options::default())
+        .facility
+        .expect("facility")
+}
+
+/// VMs of the given cores (1 GiB each), unlinked.
+fn vms(cores: &[u32]) -> mx_xir::Experiment {
+    let src: String = cores
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("topo.device('v{i}', virt == true, cores == {c}, memory == gb(1))\n"))
+        .collect();
+    compile("vms.mx", &src, &Options::default())
+        .xir
+        .expect("experiment")
+}
+
+/// Nodes that fail for lack of room are reported as the smallest set that
+/// cannot fit together (E0306), by aggregate demand or by packing.
+#[test]
+fn capacity_conflicts_name_the_smallest_set() {
+    let fac = hypervisors(&[16, 16]);
+    // Packing: 34 cores would not fit 32 anyway, but three 10-core VMs
+    // already cannot share two 16-core hosts.
+    let diags = realize(&vms(&[10, 10, 10, 2, 2]), &fac, &Usage::default(), &opts(1))
+        .expect_err("does not pack");
+    assert_eq!(diags[0].code, "E0306", "{diags:?}");
+    assert_eq!(
+        diags[0].message,
+        "3 nodes cannot be placed together: `v0`, `v1`, `v2`"
+    );
+    assert!(
+        diags[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("not host by host")),
+        "{diags:?}"
+    );
+    // Aggregate: 12 + 12 + 12 > 32, and two fit.
+    let diags = realize(&vms(&[12, 12, 12, 1]), &fac, &Usage::default(), &opts(1))
+        .expect_err("too many cores");
+    assert_eq!(
+        diags[0].message,
+        "3 nodes cannot be placed together: `v0`, `v1`, `v2`"
+    );
+    assert!(
+        diags[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("36 cores") && h.contains("32 cores free")),
+        "{diags:?}"
+    );
+    // Bare metal: three nodes that must each have a whole host, two hosts.
+    let lab = facility("examples/facilities/lab.mx");
+    let src = "for i in range(3):\n    topo.device(f'm{i}', metal == true, cores >= 30)\n";
+    let exp = compile("m.mx", src, &Options::default())
+        .xir
+        .expect("experiment");
+    let diags = realize(&exp, &lab, &Usage::default(), &opts(1)).expect_err("two such hosts");
+    assert_eq!(diags[0].code, "E0306", "{diags:?}");
+    assert!(
+        diags[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("whole host")),
+        "{diags:?}"
+    );
+}
+
+/// Random small packing problems: every E0306 set is infeasible on its own,
+/// and dropping any one of its nodes makes it feasible (minimal).
+#[test]
+fn capacity_conflict_sets_are_minimal() {
+    let mut rng = Rng(0xc0ff_ee00_1234_5678);
+    let mut seen = 0;
+    for _ in 0..60 {
+        let hosts: Vec<u32> = (0..2 + rng.below(3))
+            .map(|_| 4 + rng.below(13) as u32)
+            .collect();
+        let cores: Vec<u32> = (0..3 + rng.below(6))
+            .map(|_| 1 + rng.below(12) as u32)
+            .collect();
+        let fac = hypervisors(&hosts);
+        let Err(diags) = realize(&vms(&cores), &fac, &Usage::default(), &opts(1)) else {
+            continue;
+        };
+        let Some(d) = diags.iter().find(|d| d.code == "E0306") else {
+            continue;
+        };
+        seen += 1;
+        // One label per node here (each is declared on a line of its own).
+        let members: Vec<usize> = d
+            .labels
+            .iter()
+            .map(|l| {
+                l.text[2..l.text[1..].find('`').expect("name") + 1]
+                    .parse()
+                    .expect("v<i>")
+            })
+            .collect();
+        assert!(
+            d.message.starts_with(&format!("{} nodes", members.len())),
+            "{d:?}"
+        );
+        let sub = |skip: Option<usize>| -> Vec<u32> {
+            members
+                .iter()
+                .filter(|&&m| Some(m) != skip)
+                .map(|&m| cores[m])
+                .collect()
+        };
+        assert!(
+            realize(&vms(&sub(None)), &fac, &Usage::default(), &opts(1)).is_err(),
+            "{hosts:?} {cores:?}: {d:?}"
+        );
+        for &m in &members {
+            assert!(
+                realize(&vms(&sub(Some(m))), &fac, &Usage::default(), &opts(1)).is_ok(),
+                "{hosts:?} {cores:?}: without v{m}, {:?} should fit",
+                sub(Some(m))
+            );
+        }
+    }
+    assert!(
+        seen >= 10,
+        "only {seen} conflicts among the random instances"
+    );
+}
+
 const GPU_FACILITY: &str = "fac = facility('gpus')\n\
     leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
     hv0 = fac.host('hv0', roles=[hypervisor], cores=32, memory=gb(128), disk=tb(1), underlay='10.0.0.1',\n\
