@@ -274,10 +274,13 @@ Fix: relinquish experiments on that leaf, or use virtual NICs.";
 "Every realization is checked, apart from the solver, before it is allocated: constraints hold,
 no host is over-committed, VNIs, VLAN tags and VFs are unique. This error means the realizer made
 a mistake; nothing was allocated. Please report it with the model and facility.";
-    "E0305" "uplink-oversubscribed" "links that cross a host ask more of its uplink than it carries" =>
-"A link between nodes on different hosts travels over each host's uplink (the cabled port). The
-capacity constraints of all links crossing a host must fit that port's capacity (the lower of the
-NIC port's and the cable's). Links without a capacity constraint are best effort and not counted.
+    "E0305" "uplink-oversubscribed" "links that cross a host or leaf ask more of its uplink than it carries" =>
+"A link between nodes on different hosts travels over each host's uplink (the cabled port), and a
+link between hosts on different leaf switches also over each leaf's trunk (its cables to the
+spines, summed). The capacity constraints of all links crossing a host must fit that port's
+capacity (the lower of the NIC port's and the cable's), and those crossing a leaf its trunk. Links
+without a capacity constraint are best effort and not counted. Placement already steers linked
+nodes away from thin uplinks; this error means it found no way to.
 
 Example:
     l = net.connect([a, b], capacity == gbps(100))   # a and b on hosts with 25 Gb/s uplinks

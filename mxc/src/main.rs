@@ -546,8 +546,18 @@ pub(crate) fn realize_model(
     // Realize (and check) against the recorded usage; commit unless dry-run.
     let attempt =
         |usage: &mx_realizer::Usage| -> Result<mx_realizer::Outcome, Vec<mx_diag::Diagnostic>> {
+            let t0 = std::time::Instant::now();
             let out = mx_realizer::realize(&exp, &fac, usage, &opts)?;
+            let t1 = std::time::Instant::now();
             let problems = mx_realizer::verify::verify(&exp, &fac, usage, &out.realization);
+            if args.model_options.timings {
+                eprintln!(
+                    "timings: realize {} ms ({}), check {} ms",
+                    (t1 - t0).as_millis(),
+                    out.realization.solver,
+                    t1.elapsed().as_millis()
+                );
+            }
             if !problems.is_empty() {
                 return Err(vec![
                     mx_diag::Diagnostic::error(

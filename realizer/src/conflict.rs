@@ -297,13 +297,34 @@ fn render(c: &Conflict, needs: &[Need], fac: &Facility, usage: &Usage) -> Diagno
             .iter()
             .map(|&i| format!("`{}`", needs[i].node.name))
             .collect();
+        let few = if who.len() <= 4 {
+            who.join(", ")
+        } else {
+            format!("{} and {} more", who[..3].join(", "), who.len() - 3)
+        };
         match (group.len(), each.len()) {
             (1, _) => format!("{} needs {}", who[0], amount_of(&needs[group[0]])),
             (_, 1) => format!(
-                "{} need {} each",
-                who.join(", "),
+                "{few} need {} each",
                 each.into_iter().next().unwrap_or_default()
             ),
+            (n, _) if n > 4 => {
+                let r = if c.free.is_some() {
+                    c.resource
+                } else {
+                    "cores"
+                };
+                let d: Vec<u64> = group.iter().map(|&i| demand(&needs[i], r)).collect();
+                let (lo, hi) = (
+                    d.iter().min().copied().unwrap_or(0),
+                    d.iter().max().copied().unwrap_or(0),
+                );
+                format!(
+                    "{few} need {} to {} each",
+                    amount(r, lo).split(' ').next().unwrap_or_default(),
+                    amount(r, hi)
+                )
+            }
             _ => group
                 .iter()
                 .map(|&i| format!("`{}` needs {}", needs[i].node.name, amount_of(&needs[i])))

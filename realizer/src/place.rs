@@ -147,6 +147,33 @@ pub fn place(
         }
     }
     let order = dfs_order(needs, &verdicts, &adj, opts.seed, opts.restart);
+    // Cores asked by each node's connected group of VMs (bare-metal nodes
+    // neither count nor join groups).
+    let mut group_cores = vec![0u64; needs.len()];
+    {
+        let vm = |i: usize| needs[i].mode != Some(Mode::Metal);
+        let mut seen = vec![false; needs.len()];
+        for s in 0..needs.len() {
+            if seen[s] || !vm(s) {
+                continue;
+            }
+            let (mut members, mut stack) = (Vec::new(), vec![s]);
+            seen[s] = true;
+            while let Some(x) = stack.pop() {
+                members.push(x);
+                for &y in &adj[x] {
+                    if !seen[y] && vm(y) {
+                        seen[y] = true;
+                        stack.push(y);
+                    }
+                }
+            }
+            let total: u64 = members.iter().map(|&i| u64::from(needs[i].cores)).sum();
+            for i in members {
+                group_cores[i] = total;
+            }
+        }
+    }
     let leaf: Vec<Option<String>> = fac
         .hosts
         .iter()
@@ -270,6 +297,17 @@ pub fn place(
                     .count() as i64;
                 let left = match mode {
                     Mode::Metal => 0,
+                    // The first node of a linked group: best fit for the
+                    // whole group where one host holds it, else the roomiest
+                    // host (localized abundance), so its neighbours follow.
+                    Mode::Vm if neighbours.is_empty() => {
+                        let f = u64::from(free[hi].0);
+                        if f >= group_cores[ni] {
+                            f - group_cores[ni]
+                        } else {
+                            (1 << 32) + u64::from(u32::MAX) - f
+                        }
+                    }
                     Mode::Vm => u64::from(free[hi].0 - n.cores),
                 };
                 // VMs stay off dual-personality hosts when they can, leaving those for bare metal.
@@ -437,7 +475,10 @@ pub fn place(
         let hosts: Vec<usize> = host_of.iter().map(|h| h.map_or(0, |(h, _)| h)).collect();
         fabric.binding() && fabric.overflow(&fabric.load(&links, &hosts)) > 0
     };
-    if failed.is_empty() && engine == "heuristic" && (needs.len() <= ANNEAL_LIMIT || over()) {
+    // (Restarts of a large instance that oversubscribe stay as they are: the
+    // penalty in their score keeps them from being chosen.)
+    let repair = || opts.restart == 0 && over();
+    if failed.is_empty() && engine == "heuristic" && (needs.len() <= ANNEAL_LIMIT || repair()) {
         let movable: Vec<bool> = needs
             .iter()
             .map(|n| matches!(host_of[n.index], Some((_, Mode::Vm))) && !n.holds_host_devices())

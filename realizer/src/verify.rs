@@ -125,6 +125,8 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
     let mut vnis: BTreeSet<u32> = usage.vnis.clone();
     let mut tags: BTreeMap<(String, u16), &str> = BTreeMap::new();
     let mut vfs: BTreeSet<(String, u32, u32)> = BTreeSet::new();
+    let placed_by_name: std::collections::HashMap<&str, &mx_xir::Placement> =
+        real.nodes.iter().map(|p| (p.node.as_str(), p)).collect();
     for (link, plan) in exp.links.iter().zip(&real.links) {
         if link.name != plan.link || plan.endpoints.len() != link.endpoints.len() {
             bad.push(format!("link `{}` planned as `{}`", link.name, plan.link));
@@ -153,7 +155,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             bad.push(format!("VNI {v} used twice"));
         }
         for (ep, e) in link.endpoints.iter().zip(&plan.endpoints) {
-            let placed = real.nodes.iter().find(|p| p.node == ep.node);
+            let placed = placed_by_name.get(ep.node.as_str());
             if placed.map(|p| p.host.as_str()) != Some(e.host.as_str()) {
                 bad.push(format!(
                     "`{}`: endpoint `{}` is not where its node is",

@@ -249,16 +249,32 @@ impl Rng {
 fn random_instances_pass_the_checker() {
     let mut rng = Rng(0x5eed_1234_9876_abcd);
     let (mut ok, mut failed) = (0, 0);
-    for case in 0..1000 {
+    for case in 0..2000 {
         let hosts = 1 + rng.below(6);
-        let mut fac = String::from("fac = facility('r')\nsw = fac.switch('sw')\n");
+        // One leaf, or two under a spine with trunks of random capacity.
+        let leaves = 1 + rng.below(2);
+        let mut fac = String::from("fac = facility('r')\n");
+        for l in 0..leaves {
+            fac.push_str(&format!("sw{l} = fac.switch('sw{l}', role=leaf)\n"));
+        }
+        if leaves == 2 {
+            fac.push_str("sp = fac.switch('sp', role=spine)\n");
+            for l in 0..2 {
+                let cap = [1, 10, 100][rng.below(3) as usize];
+                fac.push_str(&format!(
+                    "fac.cable(sw{l}.port(40), sp.port({l}), capacity=gbps({cap}))\n"
+                ));
+            }
+        }
         for h in 0..hosts {
             let roles = ["[hypervisor]", "[metal]", "[metal, hypervisor]"][rng.below(3) as usize];
             let cores = [2, 4, 8, 16, 32][rng.below(5) as usize];
             let mem = [4, 8, 16, 64][rng.below(4) as usize];
             let vfs = [0, 4][rng.below(2) as usize];
+            let nic_cap = [1, 10, 25][rng.below(3) as usize];
             fac.push_str(&format!(
-                "h{h} = fac.host('h{h}', roles={roles}, cores={cores}, memory=gb({mem}), disk=gb(100), nics=[nic(connectx5, ports=2, vfs={vfs})])\nfac.cable(h{h}.port(0), sw.port({h}))\n"
+                "h{h} = fac.host('h{h}', roles={roles}, cores={cores}, memory=gb({mem}), disk=gb(100), nics=[nic(connectx5, ports=2, vfs={vfs}, capacity=gbps({nic_cap}))])\nfac.cable(h{h}.port(0), sw{}.port({h}))\n",
+                h % leaves
             ));
         }
         let nodes = 1 + rng.below(8);
@@ -287,7 +303,11 @@ fn random_instances_pass_the_checker() {
         }
         for l in 0..nodes.saturating_sub(1) {
             let a = rng.below(l + 1);
-            exp.push_str(&format!("l{l} = topo.connect([n{a}, n{}])\n", l + 1));
+            let cap = match rng.below(4) {
+                0 => String::new(),
+                k => format!(", capacity == gbps({})", [1, 5, 10][k as usize - 1]),
+            };
+            exp.push_str(&format!("l{l} = topo.connect([n{a}, n{}]{cap})\n", l + 1));
             if rng.below(5) == 0 {
                 exp.push_str(&format!("l{l}[n{a}].spec(nic == vfio)\n"));
             }
@@ -507,6 +527,32 @@ fn uplink_capacity_is_respected() {
     assert!(verify(&third, &fac, &usage, &ok.realization).is_empty());
 }
 
+/// Localized abundance: a chain of 400 one-core VMs (past the annealing
+/// pass, so this is the greedy walk's doing) starts on the host that can
+/// hold all of it, not on the tight host best fit would pick for one VM.
+#[test]
+fn a_linked_group_starts_where_it_can_stay_together() {
+    let fsrc = "fac = facility('ab')\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                small = fac.host('small', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay='10.0.0.1', nics=[nic(x710, ports=1)])\n\
+                big = fac.host('big', roles=[hypervisor], cores=512, memory=gb(1024), disk=tb(8), underlay='10.0.0.2', nics=[nic(x710, ports=1)])\n\
+                fac.cable(small.port(0), leaf.port(0))\n\
+                fac.cable(big.port(0), leaf.port(1))\n";
+    let fac = compile("ab.mx", fsrc, &Options::default())
+        .facility
+        .expect("facility");
+    let src = "n = [topo.device(f'v{i}', virt == true, cores == 1, memory == gb(1), disk == gb(1)) for i in range(400)]\n\
+               for i in range(399):\n\
+               \x20   topo.connect([n[i], n[i + 1]])\n";
+    let exp = compile("chain.mx", src, &Options::default())
+        .xir
+        .expect("experiment");
+    let out = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("fits");
+    assert!(verify(&exp, &fac, &Usage::default(), &out.realization).is_empty());
+    assert_eq!(crossing(&out.realization), 0);
+    assert!(out.realization.nodes.iter().all(|p| p.host == "big"));
+}
+
 /// Three 8-core hypervisors, hv0 with a 1 Gb/s uplink, and three pairs of
 /// 4-core VMs (exact fit: a pair per host). Pairs P and Q are joined by a
 /// 2 Gb/s link, R by best-effort links only. Every assignment of pairs to
@@ -722,14 +768,17 @@ fn hypervisors(cores: &[u32]) -> mx_xir::Facility {
         .expect("facility")
 }
 
-/// VMs of the given cores (1 GiB each), unlinked.
-fn vms(cores: &[u32]) -> mx_xir::Experiment {
-    let src: String = cores
+/// The model of VMs of the given cores (1 GiB each), unlinked.
+fn vms_src(cores: &[u32]) -> String {
+    cores
         .iter()
         .enumerate()
         .map(|(i, c)| format!("topo.device('v{i}', virt == true, cores == {c}, memory == gb(1))\n"))
-        .collect();
-    compile("vms.mx", &src, &Options::default())
+        .collect()
+}
+
+fn vms(cores: &[u32]) -> mx_xir::Experiment {
+    compile("vms.mx", &vms_src(cores), &Options::default())
         .xir
         .expect("experiment")
 }
@@ -755,6 +804,17 @@ fn capacity_conflicts_name_the_smallest_set() {
             .is_some_and(|h| h.contains("not host by host")),
         "{diags:?}"
     );
+    let rendered = mx_diag::render_human(
+        &mx_diag::FileReport {
+            file: mx_diag::SourceFile::new("vms.mx", vms_src(&[10, 10, 10, 2, 2]).as_str()),
+            diagnostics: diags,
+        },
+        mx_diag::HumanStyle {
+            color: false,
+            width: 100,
+        },
+    );
+    insta::assert_snapshot!(rendered);
     // Aggregate: 12 + 12 + 12 > 32, and two fit.
     let diags = realize(&vms(&[12, 12, 12, 1]), &fac, &Usage::default(), &opts(1))
         .expect_err("too many cores");
