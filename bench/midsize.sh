@@ -5,12 +5,13 @@
 # exact engine cannot prove an optimum on these in minutes, so this reports
 # the best lower bound HiGHS proves in ILP_SECONDS (default 300) next to the
 # heuristic's crossing links: the gap is at most heuristic / bound - 1.
-# Usage: bench/midsize.sh [N ...]   (default: 30 40 50 60)
+# Usage: bench/midsize.sh [N[:H] ...]   (default: 16:3 20:4 24:4 30 40 50 60;
+# H, the hypervisors, defaults to 8, and 10 past 50 VMs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${ILP_SECONDS:-300}
 sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(30 40 50 60)
+[ ${#sizes[@]} -gt 0 ] || sizes=(16:3 20:4 24:4 30 40 50 60)
 cargo build --release -q -p mxc
 mxc=target/release/mxc
 tmp=$(mktemp -d)
@@ -18,8 +19,10 @@ trap 'rm -rf "$tmp"' EXIT
 cross() { awk '/"hosts": \[/ { if ($0 ~ /", "/) c++ } END { print c + 0 }' "$1"; }
 echo "| VMs | hosts | links | heuristic: crossing links (time) | ILP after ${LIMIT} s: best found, proven lower bound | heuristic over the bound at most |"
 echo "|---:|---:|---:|---:|---:|---:|"
-for n in "${sizes[@]}"; do
+for size in "${sizes[@]}"; do
+    n=${size%%:*}
     h=8; [ "$n" -le 50 ] || h=10
+    [ "$size" = "$n" ] || h=${size##*:}
     sed "s/param('H', 8)/$h/" bench/facility-mid.mx > "$tmp/fac.mx"
     start=$(date +%s%N)
     "$mxc" realize bench/vms.mx --set "N=$n" --facility "$tmp/fac.mx" --solver heuristic \

@@ -244,14 +244,10 @@ fn packing(
     })
 }
 
-/// Names a group of hosts compactly.
+/// Names a group of hosts compactly (see [`crate::place::group`]).
 fn group(fac: &Facility, hosts: &[usize]) -> String {
     let names: Vec<&str> = hosts.iter().map(|&h| fac.hosts[h].name.as_str()).collect();
-    match names.len() {
-        0 => String::new(),
-        1..=3 => names.join(", "),
-        n => format!("{}..{} ({n} hosts)", names[0], names[n - 1]),
-    }
+    crate::place::group(&names)
 }
 
 fn amount(resource: &str, v: u64) -> String {

@@ -922,7 +922,7 @@ fn dfs_order(
 }
 
 /// Names a group of hosts compactly: `hv0, hv1` or `hv0..hv63 (64 hosts)`.
-fn group(names: &[&str]) -> String {
+pub(crate) fn group(names: &[&str]) -> String {
     match names.len() {
         0 => String::new(),
         1..=3 => names.join(", "),
