@@ -214,3 +214,51 @@ fn foreign_files_are_reported_and_untouched() {
         "this is not a database\n"
     );
 }
+
+/// Room taken by an earlier experiment: the binary names the nodes that
+/// cannot fit together (E0306, exit 1), allocates nothing, and the same
+/// model fits once the earlier experiment is relinquished.
+#[test]
+fn a_capacity_conflict_names_the_nodes_and_allocates_nothing() {
+    let dir = Dir::new("conflict");
+    let db = dir.path("alloc.db").display().to_string();
+    let first = dir.path("first.mx");
+    std::fs::write(&first, TWO_CORES).expect("write");
+    let out = mxc(&[
+        "realize",
+        &first.display().to_string(),
+        "--facility",
+        &local(),
+        "--db",
+        &db,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = dir.path("second.mx");
+    std::fs::write(
+        &second,
+        "a = topo.device('a', virt == true, cores == 2, memory == gb(1))\nb = topo.device('b', virt == true, cores == 2, memory == gb(1))\ntopo.connect([a, b])\n",
+    )
+    .expect("write");
+    let args = [
+        "realize",
+        &second.display().to_string(),
+        "--facility",
+        &local(),
+        "--db",
+        &db,
+    ];
+    let out = mxc(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("E0306") && t.contains("2 nodes cannot be placed together: `a`, `b`"),
+        "{t}"
+    );
+    assert!(t.contains("mxc alloc show"), "{t}");
+    let show = mxc(&["alloc", "show", "--db", &db]);
+    assert!(!text(&show).contains("second"), "{}", text(&show));
+    let out = mxc(&["relinquish", "first", "--db", &db]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = mxc(&args);
+    assert!(out.status.success(), "{}", text(&out));
+}
