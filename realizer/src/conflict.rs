@@ -259,16 +259,19 @@ fn amount(resource: &str, v: u64) -> String {
 }
 
 fn render(c: &Conflict, needs: &[Need], fac: &Facility, usage: &Usage) -> Diagnostic {
-    let names: Vec<String> = c
-        .members
-        .iter()
-        .map(|&i| format!("`{}`", needs[i].node.name))
-        .collect();
-    let listed = if names.len() <= 4 {
-        names.join(", ")
-    } else {
-        format!("{} and {} more", names[..3].join(", "), names.len() - 3)
+    // Up to four names, else three and a count.
+    let names = |members: &[usize]| -> String {
+        let who: Vec<String> = members
+            .iter()
+            .map(|&i| format!("`{}`", needs[i].node.name))
+            .collect();
+        if who.len() <= 4 {
+            who.join(", ")
+        } else {
+            format!("{} and {} more", who[..3].join(", "), who.len() - 3)
+        }
     };
+    let listed = names(&c.members);
     let amount_of = |n: &Need| match c.resource {
         "hosts" => "a whole host".to_string(),
         r if c.free.is_some() => amount(r, demand(n, r)),
@@ -289,17 +292,9 @@ fn render(c: &Conflict, needs: &[Need], fac: &Facility, usage: &Usage) -> Diagno
     }
     let label = |group: &[usize]| -> String {
         let each: BTreeSet<String> = group.iter().map(|&i| amount_of(&needs[i])).collect();
-        let who: Vec<String> = group
-            .iter()
-            .map(|&i| format!("`{}`", needs[i].node.name))
-            .collect();
-        let few = if who.len() <= 4 {
-            who.join(", ")
-        } else {
-            format!("{} and {} more", who[..3].join(", "), who.len() - 3)
-        };
+        let few = names(group);
         match (group.len(), each.len()) {
-            (1, _) => format!("{} needs {}", who[0], amount_of(&needs[group[0]])),
+            (1, _) => format!("{few} needs {}", amount_of(&needs[group[0]])),
             (_, 1) => format!(
                 "{few} need {} each",
                 each.into_iter().next().unwrap_or_default()

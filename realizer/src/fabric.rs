@@ -73,6 +73,8 @@ pub struct Fabric {
     pub demand: Vec<Option<u64>>,
     /// Per link, its weight (see [`weights`]).
     pub weight: Vec<i64>,
+    /// Per link, its endpoints' node indices (in experiment order).
+    pub links: Vec<Vec<usize>>,
     /// The smallest capacity any link asks for: the unit of the overflow penalty.
     pub unit: u64,
 }
@@ -107,7 +109,13 @@ impl Fabric {
             })
             .collect();
         let demand: Vec<Option<u64>> = exp.links.iter().map(capacity).collect();
+        let index = crate::matching::node_index(exp);
         Fabric {
+            links: exp
+                .links
+                .iter()
+                .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
+                .collect(),
             leaf,
             room,
             names,
@@ -125,6 +133,7 @@ impl Fabric {
             names: Vec::new(),
             demand: Vec::new(),
             weight: Vec::new(),
+            links: Vec::new(),
             unit: 1,
         }
     }

@@ -132,10 +132,9 @@ pub fn realize(
         ..opts.clone()
     };
     let mut placement = match opts.solver {
-        Solver::Auto => match place::place(exp, fac, usage, &needs, &fabric, &heuristic) {
+        Solver::Auto => match place::place(fac, usage, &needs, &fabric, &heuristic) {
             Ok(p) => p,
             Err(_) if ilp::fits(&needs, fac) => place::place(
-                exp,
                 fac,
                 usage,
                 &needs,
@@ -147,20 +146,15 @@ pub fn realize(
             )?,
             Err(d) => return Err(d),
         },
-        _ => place::place(exp, fac, usage, &needs, &fabric, opts)?,
+        _ => place::place(fac, usage, &needs, &fabric, opts)?,
     };
     // The heuristic depends on the order it walks the graph: on instances of
-    // moderate size, try a few more walks (in parallel) and keep the one with
-    // the fewest links crossing hosts; ties keep the earliest, so the result
-    // is still a function of the seed.
+    // moderate size, try a few more walks (in parallel) and keep the one of
+    // lowest cost; ties keep the earliest, so the result is still a function
+    // of the seed.
     if placement.engine == "heuristic" && needs.len() <= RESTART_LIMIT {
         use rayon::prelude::*;
-        let index = matching::node_index(exp);
-        let links: Vec<Vec<usize>> = exp
-            .links
-            .iter()
-            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
-            .collect();
+        let links = &fabric.links;
         let host_index: std::collections::HashMap<&str, usize> = fac
             .hosts
             .iter()
@@ -171,13 +165,12 @@ pub fn realize(
         // for oversubscribed uplinks and trunks.
         let crossing = |p: &[mx_xir::Placement]| -> i64 {
             let hosts: Vec<usize> = p.iter().map(|x| host_index[x.host.as_str()]).collect();
-            fabric.crossing(&links, &hosts) + fabric.overflow(&fabric.load(&links, &hosts))
+            fabric.crossing(links, &hosts) + fabric.overflow(&fabric.load(links, &hosts))
         };
         let tries: Vec<place::Placed> = (1..=RESTARTS)
             .into_par_iter()
             .filter_map(|k| {
                 place::place(
-                    exp,
                     fac,
                     usage,
                     &needs,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mx_diag::Diagnostic;
-use mx_xir::{Experiment, Facility, Mode, Placement};
+use mx_xir::{Facility, Mode, Placement};
 use rayon::prelude::*;
 
 use crate::fabric::Fabric;
@@ -43,7 +43,6 @@ fn mix(seed: u64, i: u64) -> u64 {
 }
 
 pub fn place(
-    exp: &Experiment,
     fac: &Facility,
     usage: &Usage,
     needs: &[Need],
@@ -122,12 +121,10 @@ pub fn place(
     }
 
     // Experiment adjacency, for locality.
-    let index = crate::matching::node_index(exp);
     let mut adj: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
-    for l in &exp.links {
-        let ids: Vec<usize> = l.endpoints.iter().map(|e| index[e.node.as_str()]).collect();
-        for &a in &ids {
-            for &b in &ids {
+    for ids in &fabric.links {
+        for &a in ids {
+            for &b in ids {
                 if a != b {
                     adj[a].push(b);
                 }
@@ -214,11 +211,6 @@ pub fn place(
     };
     let mut engine = "heuristic";
     if use_ilp {
-        let links: Vec<Vec<usize>> = exp
-            .links
-            .iter()
-            .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
-            .collect();
         let room = crate::ilp::Room {
             free: &free,
             idle: &idle,
@@ -229,7 +221,7 @@ pub fn place(
             fac,
             &verdicts,
             &room,
-            &links,
+            &fabric.links,
             fabric,
             crate::ilp::time_limit(),
         ) {
@@ -466,14 +458,10 @@ pub fn place(
     // on small instances, which the greedy pass and local search leave well
     // above the optimum, and on any instance whose links ask more of an
     // uplink or trunk than it has, which the greedy pass does not look at.
-    let links: Vec<Vec<usize>> = exp
-        .links
-        .iter()
-        .map(|l| l.endpoints.iter().map(|e| index[e.node.as_str()]).collect())
-        .collect();
+    let links = &fabric.links;
     let over = || {
         let hosts: Vec<usize> = host_of.iter().map(|h| h.map_or(0, |(h, _)| h)).collect();
-        fabric.binding() && fabric.overflow(&fabric.load(&links, &hosts)) > 0
+        fabric.binding() && fabric.overflow(&fabric.load(links, &hosts)) > 0
     };
     // (Restarts of a large instance that oversubscribe stay as they are: the
     // penalty in their score keeps them from being chosen.)
@@ -490,7 +478,7 @@ pub fn place(
         let allowed = |ni: usize, h: usize| verdicts[ni][h] & 2 != 0 && !metal[h];
         anneal(
             needs,
-            &links,
+            links,
             fabric,
             &movable,
             &allowed,

@@ -553,6 +553,33 @@ fn a_linked_group_starts_where_it_can_stay_together() {
     assert!(out.realization.nodes.iter().all(|p| p.host == "big"));
 }
 
+/// Realizes `exp` on `fac` with the exact engine and with the heuristic
+/// under twelve seeds, checks each realization, and hands it to `check`
+/// with a name for messages.
+fn every_engine(
+    exp: &mx_xir::Experiment,
+    fac: &mx_xir::Facility,
+    check: impl Fn(&str, &mx_xir::Realization),
+) {
+    let runs = std::iter::once((mx_realizer::Solver::Ilp, 1))
+        .chain((1..=12).map(|seed| (mx_realizer::Solver::Heuristic, seed)));
+    for (solver, seed) in runs {
+        let o = mx_realizer::Options {
+            seed,
+            solver,
+            ..Default::default()
+        };
+        let who = format!("{solver:?} seed {seed}");
+        let out =
+            realize(exp, fac, &Usage::default(), &o).unwrap_or_else(|d| panic!("{who}: {d:?}"));
+        assert!(
+            verify(exp, fac, &Usage::default(), &out.realization).is_empty(),
+            "{who}"
+        );
+        check(&who, &out.realization);
+    }
+}
+
 /// Three 8-core hypervisors, hv0 with a 1 Gb/s uplink, and three pairs of
 /// 4-core VMs (exact fit: a pair per host). Pairs P and Q are joined by a
 /// 2 Gb/s link, R by best-effort links only. Every assignment of pairs to
@@ -585,29 +612,15 @@ fn placement_steers_around_a_slow_uplink() {
                 compile("pairs.mx", src, &Options::default()).diagnostics
             )
         });
-    for solver in [mx_realizer::Solver::Heuristic, mx_realizer::Solver::Ilp] {
-        for seed in 1..=12 {
-            let o = mx_realizer::Options {
-                seed,
-                solver,
-                ..Default::default()
-            };
-            let out = realize(&exp, &fac, &Usage::default(), &o)
-                .unwrap_or_else(|d| panic!("{solver:?} seed {seed}: {d:?}"));
-            let r = &out.realization;
-            assert!(verify(&exp, &fac, &Usage::default(), r).is_empty());
-            let on_hv0: Vec<&str> = r
-                .nodes
-                .iter()
-                .filter(|p| p.host == "hv0")
-                .map(|p| p.node.as_str())
-                .collect();
-            assert_eq!(on_hv0, ["r0", "r1"], "{solver:?} seed {seed}");
-            if solver == mx_realizer::Solver::Ilp {
-                break; // the exact engine does not depend on the seed
-            }
-        }
-    }
+    every_engine(&exp, &fac, |who, r| {
+        let on_hv0: Vec<&str> = r
+            .nodes
+            .iter()
+            .filter(|p| p.host == "hv0")
+            .map(|p| p.node.as_str())
+            .collect();
+        assert_eq!(on_hv0, ["r0", "r1"], "{who}");
+    });
 }
 
 /// Two leaves of two 8-core hypervisors; leaf1's trunk to the spine carries
@@ -647,26 +660,12 @@ fn leaf_trunks_are_respected() {
         let at = |n: &str| leaf(&r.nodes.iter().find(|p| p.node == n).expect("placed").host);
         at(a) == at(b)
     };
-    for solver in [mx_realizer::Solver::Heuristic, mx_realizer::Solver::Ilp] {
-        for seed in 1..=12 {
-            let o = mx_realizer::Options {
-                seed,
-                solver,
-                ..Default::default()
-            };
-            let out = realize(&exp, &fac, &Usage::default(), &o)
-                .unwrap_or_else(|d| panic!("{solver:?} seed {seed}: {d:?}"));
-            let r = &out.realization;
-            assert!(verify(&exp, &fac, &Usage::default(), r).is_empty());
-            assert!(
-                together(r, "p0", "q0") && together(r, "r0", "s0"),
-                "{solver:?} seed {seed}: a 2 Gb/s link crosses the trunk"
-            );
-            if solver == mx_realizer::Solver::Ilp {
-                break;
-            }
-        }
-    }
+    every_engine(&exp, &fac, |who, r| {
+        assert!(
+            together(r, "p0", "q0") && together(r, "r0", "s0"),
+            "{who}: a 2 Gb/s link crosses the trunk"
+        );
+    });
     // The checker sees a trunk overflow on its own: swap q's pair with r's.
     let mut r = realize(&exp, &fac, &Usage::default(), &opts(1))
         .expect("fits")
