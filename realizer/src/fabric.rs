@@ -67,7 +67,7 @@ pub struct Fabric {
     /// Per device, the capacity still free for this experiment; `None` for
     /// devices that are not limited (uncabled hosts, leaves without a trunk).
     pub room: Vec<Option<u64>>,
-    /// Device names, for messages.
+    /// Device names: the hosts, then the leaves found behind them.
     pub names: Vec<String>,
     /// Per link, the capacity it asks for (`None`: best effort, loads nothing).
     pub demand: Vec<Option<u64>>,
