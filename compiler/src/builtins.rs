@@ -345,29 +345,40 @@ impl Eval<'_> {
         Ok(Value::Bool(true))
     }
 
-    pub fn compare(&mut self, op: CmpOp, a: &Value, b: &Value, ls: Span, rs: Span) -> R<bool> {
-        Ok(match op {
-            CmpOp::Eq | CmpOp::Ne => match eq_at(a, b, 0) {
-                Some(eq) => eq == (op == CmpOp::Eq),
-                None => {
-                    return Err(Diagnostic::error(
-                        "E0216",
-                        "these values nest too deeply to compare",
-                    )
+    /// `a == b`, charging the budgets as it walks; E0216 past
+    /// [`MAX_COMPARE_DEPTH`] levels.
+    pub fn eq(&self, a: &Value, b: &Value, span: Span) -> R<bool> {
+        match eq_at(a, b, 0, &self.meter) {
+            Ok(Some(eq)) => Ok(eq),
+            Ok(None) => Err(
+                Diagnostic::error("E0216", "these values nest too deeply to compare")
                     .primary(
-                        ls.to(rs).range(),
+                        span.range(),
                         format!("more than {MAX_COMPARE_DEPTH} levels of containers"),
                     )
                     .help("compare smaller parts of the structures")
-                    .into());
-                }
-            },
+                    .into(),
+            ),
+            Err(e) => Err(self.exhausted(e, span)),
+        }
+    }
+
+    /// Python's ordering of `a` and `b`, charging the budgets as it walks;
+    /// `None` when they do not compare.
+    pub fn order(&self, a: &Value, b: &Value, span: Span) -> R<Option<Ordering>> {
+        cmp_at(a, b, 0, &self.meter).map_err(|e| self.exhausted(e, span))
+    }
+
+    pub fn compare(&mut self, op: CmpOp, a: &Value, b: &Value, ls: Span, rs: Span) -> R<bool> {
+        Ok(match op {
+            CmpOp::Eq => self.eq(a, b, ls.to(rs))?,
+            CmpOp::Ne => !self.eq(a, b, ls.to(rs))?,
             CmpOp::Is => is_same(a, b),
             CmpOp::IsNot => !is_same(a, b),
             CmpOp::In => self.contains(b, a, rs)?,
             CmpOp::NotIn => !self.contains(b, a, rs)?,
             _ => {
-                let Some(ord) = cmp_values(a, b) else {
+                let Some(ord) = self.order(a, b, ls.to(rs))? else {
                     return Err(Diagnostic::error(
                         "E0203",
                         format!(
@@ -391,10 +402,20 @@ impl Eval<'_> {
         })
     }
 
+    /// Whether `items` holds a value equal to `item`.
+    fn any_eq(&self, items: &[Value], item: &Value, span: Span) -> R<bool> {
+        for x in items {
+            if self.eq(x, item, span)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn contains(&mut self, container: &Value, item: &Value, span: Span) -> R<bool> {
         Ok(match container {
-            Value::List(l) => l.borrow().iter().any(|x| values_eq(x, item)),
-            Value::Tuple(t) => t.iter().any(|x| values_eq(x, item)),
+            Value::List(l) => self.any_eq(&l.borrow(), item, span)?,
+            Value::Tuple(t) => self.any_eq(t, item, span)?,
             Value::Str(s) => match item {
                 Value::Str(sub) => s.contains(&**sub),
                 other => {
@@ -407,7 +428,12 @@ impl Eval<'_> {
                     ));
                 }
             },
-            Value::Dict(d) => Key::of(item).is_some_and(|k| d.borrow().contains_key(&k)),
+            Value::Dict(d) => {
+                match Key::of(item, &self.meter).map_err(|e| self.exhausted(e, span))? {
+                    Some(k) => d.borrow().contains_key(&k),
+                    None => false,
+                }
+            }
             Value::Range(a, b, s) => match item {
                 Value::Int(i) => {
                     let n = range_len(*a, *b, *s);
@@ -420,7 +446,7 @@ impl Eval<'_> {
             },
             Value::Link(_) | Value::Topo(_) => {
                 let items = self.iterate(container, span)?;
-                items.iter().any(|x| values_eq(x, item))
+                self.any_eq(&items, item, span)?
             }
             other => {
                 return Err(
@@ -432,57 +458,95 @@ impl Eval<'_> {
 
     // ---- conversion to text ----------------------------------------------
 
-    pub fn to_str(&self, v: &Value) -> String {
+    /// `str(v)`, charging the budgets for every node walked and byte written.
+    pub fn to_str(&self, v: &Value, span: Span) -> R<String> {
         match v {
-            Value::Str(s) => s.to_string(),
-            Value::Node(n) => self.model.node_name(*n).to_string(),
-            _ => self.repr(v),
+            Value::Str(s) => Ok(s.to_string()),
+            Value::Node(n) => Ok(self.model.node_name(*n).to_string()),
+            _ => self.repr(v, span),
         }
     }
 
-    pub fn repr(&self, v: &Value) -> String {
+    /// `repr(v)`, charging the budgets for every node walked and byte written.
+    pub fn repr(&self, v: &Value, span: Span) -> R<String> {
         let mut out = String::new();
-        self.repr_into(v, &mut out, 0);
+        self.repr_into(v, &mut out, 0, &self.meter)
+            .map_err(|e| self.exhausted(e, span))?;
+        Ok(out)
+    }
+
+    /// A repr for messages: cut short (with `...`) past about 200 bytes, so
+    /// a diagnostic about a huge value costs little.
+    pub fn repr_brief(&self, v: &Value) -> String {
+        let mut out = String::new();
+        if self
+            .repr_into(v, &mut out, 0, &Meter::new(10_000, 200))
+            .is_err()
+        {
+            out.push_str("...");
+        }
         out
     }
 
-    fn repr_into(&self, v: &Value, out: &mut String, depth: usize) {
+    /// `str(v)` for messages, cut short like [`Eval::repr_brief`].
+    pub fn str_brief(&self, v: &Value) -> String {
+        match v {
+            Value::Str(s) if s.len() <= 200 => s.to_string(),
+            Value::Node(n) => self.model.node_name(*n).to_string(),
+            _ => self.repr_brief(v),
+        }
+    }
+
+    fn repr_into(
+        &self,
+        v: &Value,
+        out: &mut String,
+        depth: usize,
+        m: &Meter,
+    ) -> Result<(), Exhausted> {
         if depth > 50 {
             out.push_str("...");
-            return;
+            return m.charge(3);
         }
-        let seq = |out: &mut String, items: &[Value], open: &str, close: &str| {
-            out.push_str(open);
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
+        m.step()?;
+        let before = out.len();
+        let seq =
+            |out: &mut String, items: &[Value], open: &str, close: &str| -> Result<(), Exhausted> {
+                out.push_str(open);
+                for (i, x) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                        m.charge(2)?;
+                    }
+                    self.repr_into(x, out, depth + 1, m)?;
                 }
-                self.repr_into(x, out, depth + 1);
-            }
-            if open == "(" && items.len() == 1 {
-                out.push(',');
-            }
-            out.push_str(close);
-        };
+                if open == "(" && items.len() == 1 {
+                    out.push(',');
+                }
+                out.push_str(close);
+                m.charge(3)
+            };
         match v {
             Value::None => out.push_str("None"),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Float(f) => out.push_str(&fmt_float(*f)),
             Value::Str(s) => out.push_str(&py_repr_str(s)),
-            Value::List(l) => seq(out, &l.borrow(), "[", "]"),
-            Value::Tuple(t) => seq(out, t, "(", ")"),
+            Value::List(l) => return seq(out, &l.borrow(), "[", "]"),
+            Value::Tuple(t) => return seq(out, t, "(", ")"),
             Value::Dict(d) => {
                 out.push('{');
                 for (i, (k, v)) in d.borrow().iter().enumerate() {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    self.repr_into(&k.value(), out, depth + 1);
+                    self.repr_into(&k.value(), out, depth + 1, m)?;
                     out.push_str(": ");
-                    self.repr_into(v, out, depth + 1);
+                    m.charge(4)?;
+                    self.repr_into(v, out, depth + 1, m)?;
                 }
                 out.push('}');
+                return m.charge(2);
             }
             Value::Range(a, b, s) => {
                 if *s == 1 {
@@ -534,12 +598,13 @@ impl Eval<'_> {
                 py_repr_str(&self.fac.devices[*d as usize].name)
             )),
         }
+        m.charge((out.len() - before) as u64)
     }
 
     /// `format(v, spec)`: the format-spec mini-language for str, int and float.
     pub fn format_value(&self, v: &Value, spec: &str, span: Span) -> R<String> {
         if spec.is_empty() {
-            return Ok(self.to_str(v));
+            return self.to_str(v, span);
         }
         let bad = || -> Flow {
             Diagnostic::error("E0216", format!("invalid format spec `{spec}` for a {}", v.type_name()))
@@ -613,7 +678,7 @@ impl Eval<'_> {
             (Value::Str(_), Some(_)) | (Value::Int(_), Some(_)) | (Value::Float(_), Some(_)) => {
                 return Err(bad());
             }
-            (_, None) => (self.to_str(&v), false),
+            (_, None) => (self.to_str(&v, span)?, false),
             _ => return Err(bad()),
         };
         let negative = match &v {
@@ -756,8 +821,8 @@ impl Eval<'_> {
             }
             mini.push_str(rest);
             let (v, ty) = match conv {
-                's' => (Value::str(&self.to_str(&v)), ""),
-                'r' => (Value::str(&self.repr(&v)), ""),
+                's' => (Value::str(&self.to_str(&v, rs)?), ""),
+                'r' => (Value::str(&self.repr(&v, rs)?), ""),
                 'd' | 'i' | 'u' => match v {
                     Value::Float(f) => (Value::Int(f.trunc() as i64), "d"),
                     Value::Bool(b) => (Value::Int(b as i64), "d"),
@@ -882,8 +947,8 @@ impl Eval<'_> {
                         };
                     }
                     let v = match conv {
-                        Some('r') => Value::str(&self.repr(&v)),
-                        Some(_) => Value::str(&self.to_str(&v)),
+                        Some('r') => Value::str(&self.repr(&v, a.span)?),
+                        Some(_) => Value::str(&self.to_str(&v, a.span)?),
                         None => v,
                     };
                     out.push_str(&self.format_value(&v, &spec, a.span)?);
@@ -1055,16 +1120,20 @@ impl Eval<'_> {
         }
         let v = match b {
             B::Print => {
-                let sep = self
-                    .kwarg(&mut a, "sep")
-                    .map(|v| self.to_str(&v))
-                    .unwrap_or_else(|| " ".into());
-                let end = self
-                    .kwarg(&mut a, "end")
-                    .map(|v| self.to_str(&v))
-                    .unwrap_or_else(|| "\n".into());
+                let sep = match self.kwarg(&mut a, "sep") {
+                    Some(v) => self.to_str(&v, span)?,
+                    None => " ".into(),
+                };
+                let end = match self.kwarg(&mut a, "end") {
+                    Some(v) => self.to_str(&v, span)?,
+                    None => "\n".into(),
+                };
                 self.no_kwargs(&a, name)?;
-                let parts: Vec<String> = a.pos.iter().map(|v| self.to_str(v)).collect();
+                let parts = a
+                    .pos
+                    .iter()
+                    .map(|v| self.to_str(v, span))
+                    .collect::<R<Vec<String>>>()?;
                 let mut line = parts.join(&sep);
                 line.push_str(&end);
                 self.charge(line.len() as u64, span)?;
@@ -1153,13 +1222,13 @@ impl Eval<'_> {
             B::Str => {
                 self.arity(&a, name, 0, 1)?;
                 match a.pos.first() {
-                    Some(v) => Value::str(&self.to_str(v)),
+                    Some(v) => Value::str(&self.to_str(v, span)?),
                     None => Value::str(""),
                 }
             }
             B::Repr => {
                 self.arity(&a, name, 1, 1)?;
-                Value::str(&self.repr(&a.pos[0]))
+                Value::str(&self.repr(&a.pos[0], span)?)
             }
             B::Int => {
                 let base = self.kwarg(&mut a, "base");
@@ -1293,7 +1362,7 @@ impl Eval<'_> {
                 let keys = self.keys_of(&items, key, span)?;
                 let mut best = 0;
                 for i in 1..items.len() {
-                    let ord = cmp_values(&keys[i], &keys[best]).ok_or_else(|| {
+                    let ord = self.order(&keys[i], &keys[best], span)?.ok_or_else(|| {
                         self.type_error(
                             span,
                             format!(
@@ -1344,15 +1413,13 @@ impl Eval<'_> {
                 };
                 if b == B::Set {
                     // No set type: a deduplicated list, in first-seen order so output stays deterministic.
-                    let mut seen = Vec::new();
-                    items.retain(|v| {
-                        if seen.iter().any(|s| values_eq(s, v)) {
-                            false
-                        } else {
+                    let mut seen: Vec<Value> = Vec::new();
+                    for v in std::mem::take(&mut items) {
+                        if !self.any_eq(&seen, &v, span)? {
                             seen.push(v.clone());
-                            true
+                            items.push(v);
                         }
-                    });
+                    }
                 }
                 if b == B::Tuple {
                     Value::tuple(items)
@@ -1554,13 +1621,27 @@ impl Eval<'_> {
         let keys = self.keys_of(&items, key, span)?;
         let mut idx: Vec<usize> = (0..items.len()).collect();
         let mut err = None;
+        let mut out = None;
         idx.sort_by(|&i, &j| {
-            let o = cmp_values(&keys[i], &keys[j]).unwrap_or_else(|| {
-                err.get_or_insert((keys[i].type_name(), keys[j].type_name()));
-                Ordering::Equal
-            });
+            if out.is_some() {
+                return Ordering::Equal;
+            }
+            let o = match cmp_at(&keys[i], &keys[j], 0, &self.meter) {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    err.get_or_insert((keys[i].type_name(), keys[j].type_name()));
+                    Ordering::Equal
+                }
+                Err(e) => {
+                    out = Some(e);
+                    Ordering::Equal
+                }
+            };
             if rev { o.reverse() } else { o }
         });
+        if let Some(e) = out {
+            return Err(self.exhausted(e, span));
+        }
         if let Some((x, y)) = err {
             return Err(self.type_error(span, format!("cannot sort: {x} and {y} do not compare")));
         }
@@ -1846,20 +1927,26 @@ impl Eval<'_> {
             }
             "index" | "count" | "remove" => {
                 self.arity(a, m, 1, 1)?;
-                let pos = l.borrow().iter().position(|x| values_eq(x, &a.pos[0]));
+                let items = l.borrow().clone();
+                let mut pos = None;
+                let mut count = 0;
+                for (i, x) in items.iter().enumerate() {
+                    if self.eq(x, &a.pos[0], a.span_of(0))? {
+                        count += 1;
+                        pos.get_or_insert(i);
+                        if m != "count" {
+                            break;
+                        }
+                    }
+                }
                 match m {
-                    "count" => Value::Int(
-                        l.borrow()
-                            .iter()
-                            .filter(|x| values_eq(x, &a.pos[0]))
-                            .count() as i64,
-                    ),
+                    "count" => Value::Int(count),
                     _ => {
                         let Some(i) = pos else {
                             return Err(self.fail(
                                 "E0216",
                                 a.span_of(0),
-                                format!("{} is not in the list", self.repr(&a.pos[0])),
+                                format!("{} is not in the list", self.repr_brief(&a.pos[0])),
                                 "not found",
                             ));
                         };
@@ -2135,33 +2222,31 @@ pub fn fmt_quantity(q: i64, u: Unit) -> String {
     }
 }
 
-/// Equality, false when the values nest too deep to compare (see [`eq_at`]).
-pub fn values_eq(a: &Value, b: &Value) -> bool {
-    eq_at(a, b, 0).unwrap_or(false)
-}
-
 /// Containers nested deeper than this are not compared: recursion would
 /// otherwise be bounded only by the memory budget.
-const MAX_COMPARE_DEPTH: usize = 1000;
+pub const MAX_COMPARE_DEPTH: usize = 1000;
 
-/// Python's `==`; `None` when the values nest deeper than [`MAX_COMPARE_DEPTH`].
-pub fn eq_at(a: &Value, b: &Value, depth: usize) -> Option<bool> {
+/// Python's `==`; `None` when the values nest deeper than
+/// [`MAX_COMPARE_DEPTH`]. Every pair of nodes compared costs a step.
+pub fn eq_at(a: &Value, b: &Value, depth: usize, m: &Meter) -> Result<Option<bool>, Exhausted> {
     use Value as V;
     if depth > MAX_COMPARE_DEPTH {
-        return None;
+        return Ok(None);
     }
-    let seq_eq = |x: &[Value], y: &[Value]| -> Option<bool> {
+    m.step()?;
+    let seq_eq = |x: &[Value], y: &[Value]| -> Result<Option<bool>, Exhausted> {
         if x.len() != y.len() {
-            return Some(false);
+            return Ok(Some(false));
         }
         for (p, q) in x.iter().zip(y) {
-            if !eq_at(p, q, depth + 1)? {
-                return Some(false);
+            match eq_at(p, q, depth + 1, m)? {
+                Some(true) => {}
+                other => return Ok(other),
             }
         }
-        Some(true)
+        Ok(Some(true))
     };
-    Some(match (a, b) {
+    Ok(Some(match (a, b) {
         (V::None, V::None) => true,
         (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
             match (a, b) {
@@ -2170,18 +2255,36 @@ pub fn eq_at(a: &Value, b: &Value, depth: usize) -> Option<bool> {
             }
         }
         (V::Str(x), V::Str(y)) => x == y,
-        (V::List(x), V::List(y)) => Rc::ptr_eq(x, y) || seq_eq(&x.borrow(), &y.borrow())?,
-        (V::Tuple(x), V::Tuple(y)) => seq_eq(x, y)?,
+        (V::List(x), V::List(y)) => {
+            if Rc::ptr_eq(x, y) {
+                true
+            } else {
+                return seq_eq(&x.borrow(), &y.borrow());
+            }
+        }
+        (V::Tuple(x), V::Tuple(y)) => {
+            if Rc::ptr_eq(x, y) {
+                true
+            } else {
+                return seq_eq(x, y);
+            }
+        }
         (V::Dict(x), V::Dict(y)) => {
-            Rc::ptr_eq(x, y) || {
+            if Rc::ptr_eq(x, y) {
+                true
+            } else {
                 let (x, y) = (x.borrow(), y.borrow());
                 if x.len() != y.len() {
-                    return Some(false);
+                    return Ok(Some(false));
                 }
                 for (k, v) in x.iter() {
+                    m.step()?;
                     match y.get(k) {
-                        Some(w) if eq_at(v, w, depth + 1)? => {}
-                        _ => return Some(false),
+                        Some(w) => match eq_at(v, w, depth + 1, m)? {
+                            Some(true) => {}
+                            other => return Ok(other),
+                        },
+                        None => return Ok(Some(false)),
                     }
                 }
                 true
@@ -2203,7 +2306,24 @@ pub fn eq_at(a: &Value, b: &Value, depth: usize) -> Option<bool> {
         (V::Constraint(x), V::Constraint(y)) => Rc::ptr_eq(x, y),
         (V::Str(s), V::Sym(y)) | (V::Sym(y), V::Str(s)) => &**s == *y,
         _ => false,
-    })
+    }))
+}
+
+/// Python's `is`: identity for containers, functions and constraints,
+/// equality of the same type for everything else (which never nests).
+fn is_same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::List(x), Value::List(y)) => Rc::ptr_eq(x, y),
+        (Value::Dict(x), Value::Dict(y)) => Rc::ptr_eq(x, y),
+        (Value::Tuple(x), Value::Tuple(y)) => Rc::ptr_eq(x, y),
+        (Value::List(_) | Value::Dict(_) | Value::Tuple(_), _)
+        | (_, Value::List(_) | Value::Dict(_) | Value::Tuple(_)) => false,
+        (Value::Float(_), _) | (_, Value::Float(_)) => false,
+        _ => {
+            std::mem::discriminant(a) == std::mem::discriminant(b)
+                && eq_at(a, b, 0, &Meter::new(u64::MAX, u64::MAX)) == Ok(Some(true))
+        }
+    }
 }
 
 fn as_f64_int(v: &Value) -> i64 {
@@ -2214,47 +2334,42 @@ fn as_f64_int(v: &Value) -> i64 {
     }
 }
 
-fn is_same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::List(x), Value::List(y)) => Rc::ptr_eq(x, y),
-        (Value::Dict(x), Value::Dict(y)) => Rc::ptr_eq(x, y),
-        (Value::Float(_), _) | (_, Value::Float(_)) => false,
-        _ => values_eq(a, b) && std::mem::discriminant(a) == std::mem::discriminant(b),
-    }
-}
-
-/// Python's ordering; `None` when the values do not compare (or nest deeper
-/// than [`MAX_COMPARE_DEPTH`]).
-pub fn cmp_values(a: &Value, b: &Value) -> Option<Ordering> {
-    cmp_at(a, b, 0)
-}
-
-fn cmp_at(a: &Value, b: &Value, depth: usize) -> Option<Ordering> {
+/// Python's ordering; `None` when the values do not compare or nest deeper
+/// than [`MAX_COMPARE_DEPTH`]. Every pair of nodes compared costs a step.
+pub fn cmp_at(
+    a: &Value,
+    b: &Value,
+    depth: usize,
+    m: &Meter,
+) -> Result<Option<Ordering>, Exhausted> {
     use Value as V;
     if depth > MAX_COMPARE_DEPTH {
-        return None;
+        return Ok(None);
     }
-    let seq_cmp = |a: &[Value], b: &[Value]| -> Option<Ordering> {
+    m.step()?;
+    let seq_cmp = |a: &[Value], b: &[Value]| -> Result<Option<Ordering>, Exhausted> {
         for (x, y) in a.iter().zip(b) {
-            if !eq_at(x, y, depth + 1)? {
-                return cmp_at(x, y, depth + 1);
+            match eq_at(x, y, depth + 1, m)? {
+                Some(true) => {}
+                Some(false) => return cmp_at(x, y, depth + 1, m),
+                None => return Ok(None),
             }
         }
-        Some(a.len().cmp(&b.len()))
+        Ok(Some(a.len().cmp(&b.len())))
     };
-    match (a, b) {
+    Ok(match (a, b) {
         (V::Int(_) | V::Bool(_), V::Int(_) | V::Bool(_)) => Some(as_f64_int(a).cmp(&as_f64_int(b))),
         (V::Int(_) | V::Bool(_) | V::Float(_), V::Int(_) | V::Bool(_) | V::Float(_)) => {
             as_f64(a).partial_cmp(&as_f64(b))
         }
         (V::Str(x), V::Str(y)) => Some(x.cmp(y)),
-        (V::List(x), V::List(y)) => seq_cmp(&x.borrow(), &y.borrow()),
-        (V::Tuple(x), V::Tuple(y)) => seq_cmp(x, y),
+        (V::List(x), V::List(y)) => return seq_cmp(&x.borrow(), &y.borrow()),
+        (V::Tuple(x), V::Tuple(y)) => return seq_cmp(x, y),
         (V::Quantity(x, u), V::Quantity(y, w)) if u == w => Some(x.cmp(y)),
         (V::Membus(x), V::Membus(y)) => Some(x.cmp(y)),
         (V::Pcie(x), V::Pcie(y)) => Some(x.cmp(y)),
         _ => None,
-    }
+    })
 }
 
 /// Python's repr of a str: single quotes unless the text has one and no double.

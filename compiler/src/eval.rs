@@ -83,8 +83,9 @@ pub struct Eval<'a> {
     /// Comprehension variables, innermost last.
     comp: Vec<(Sym, Value)>,
     scope: Option<Rc<Scope>>,
-    steps: u64,
-    mem: u64,
+    /// The step and memory budgets, charged by statements and by every walk
+    /// over values.
+    pub meter: Meter,
     depth: u32,
     /// The innermost loop or function being run, blamed when a budget runs out.
     frame: Option<(Span, &'static str)>,
@@ -131,8 +132,7 @@ pub fn run(
         builtins,
         comp: Vec::new(),
         scope: None,
-        steps: 0,
-        mem: 0,
+        meter: Meter::new(opts.step_limit, opts.memory_limit),
         depth: 0,
         frame: None,
         model: Model::default(),
@@ -197,7 +197,7 @@ pub fn run(
         );
     }
     let topology = if ok && !has_facility {
-        ev.model.finish(diags, &ev.stem)
+        ev.model.finish(diags, &ev.stem, &ev.meter)
     } else {
         None
     };
@@ -243,24 +243,25 @@ impl<'a> Eval<'a> {
     /// Counts one step; past the limit, blames the innermost loop or function.
     #[inline]
     pub fn step(&mut self, at: Span) -> R<()> {
-        self.steps += 1;
-        if self.steps > self.opts.step_limit {
-            return Err(self.budget_error(
-                "E0212",
-                format!("the model ran for more than {} steps", self.opts.step_limit),
-                at,
-                "raise the limit with `--step-limit N` if the model is meant to be this large",
-            ));
-        }
-        Ok(())
+        self.meter.step().map_err(|e| self.exhausted(e, at))
     }
 
     /// Charges `bytes` of new values; past the limit, E0213.
     #[inline]
     pub fn charge(&mut self, bytes: u64, at: Span) -> R<()> {
-        self.mem = self.mem.saturating_add(bytes);
-        if self.mem > self.opts.memory_limit {
-            return Err(self.budget_error(
+        self.meter.charge(bytes).map_err(|e| self.exhausted(e, at))
+    }
+
+    /// The diagnostic for a budget that ran out while running `at`.
+    pub fn exhausted(&self, e: Exhausted, at: Span) -> Flow {
+        match e {
+            Exhausted::Steps => self.budget_error(
+                "E0212",
+                format!("the model ran for more than {} steps", self.opts.step_limit),
+                at,
+                "raise the limit with `--step-limit N` if the model is meant to be this large",
+            ),
+            Exhausted::Memory => self.budget_error(
                 "E0213",
                 format!(
                     "the model built more than {} MiB of values",
@@ -268,9 +269,8 @@ impl<'a> Eval<'a> {
                 ),
                 at,
                 "raise the limit with `--memory-limit MB` if the model is meant to be this large",
-            ));
+            ),
         }
-        Ok(())
     }
 
     /// Refuses one value larger than the whole budget before building it.
@@ -457,7 +457,7 @@ impl<'a> Eval<'a> {
                     let text = match msg {
                         Some(m) => {
                             let v = self.expr(m)?;
-                            format!("assertion failed: {}", self.to_str(&v))
+                            format!("assertion failed: {}", self.str_brief(&v))
                         }
                         None => format!("assertion failed: {}", self.text(cond.span)),
                     };
@@ -757,8 +757,8 @@ impl<'a> Eval<'a> {
                         FPart::Field { expr, conv, spec } => {
                             let v = self.expr(expr)?;
                             let v = match conv {
-                                Some('r') => Value::str(&self.repr(&v)),
-                                Some(_) => Value::str(&self.to_str(&v)),
+                                Some('r') => Value::str(&self.repr(&v, expr.span)?),
+                                Some(_) => Value::str(&self.to_str(&v, expr.span)?),
                                 None => v,
                             };
                             let s =
@@ -1211,16 +1211,18 @@ impl<'a> Eval<'a> {
     // ---- values ----------------------------------------------------------
 
     pub fn key(&self, v: &Value, span: Span) -> R<Key> {
-        Key::of(v).ok_or_else(|| {
-            self.type_error(span, format!("a {} cannot be a dict key", v.type_name()))
-        })
+        Key::of(v, &self.meter)
+            .map_err(|e| self.exhausted(e, span))?
+            .ok_or_else(|| {
+                self.type_error(span, format!("a {} cannot be a dict key", v.type_name()))
+            })
     }
 
     pub fn key_error(&self, k: &Value, span: Span) -> Flow {
         self.fail(
             "E0216",
             span,
-            format!("key {} is not in the dict", self.repr(k)),
+            format!("key {} is not in the dict", self.repr_brief(k)),
             "missing key",
         )
     }

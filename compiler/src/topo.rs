@@ -150,7 +150,12 @@ impl Model {
     }
 
     /// Picks the topology to compile and detaches it.
-    pub fn finish(&mut self, diags: &mut Vec<Diagnostic>, _stem: &str) -> Option<Topology> {
+    pub fn finish(
+        &mut self,
+        diags: &mut Vec<Diagnostic>,
+        _stem: &str,
+        meter: &Meter,
+    ) -> Option<Topology> {
         let chosen = match self.experiment {
             Some((t, _)) => t,
             None => {
@@ -198,7 +203,7 @@ impl Model {
                 name: nd.name.to_string(),
                 span: nd.span,
                 constraints: nd.constraints.clone(),
-                properties: self.props_json(&nd.properties, nd.span, diags),
+                properties: self.props_json(&nd.properties, nd.span, diags, meter),
                 ingress: nd
                     .ingress
                     .iter()
@@ -216,7 +221,7 @@ impl Model {
             links.push(LinkOut {
                 span: ld.span,
                 constraints: ld.constraints.clone(),
-                properties: self.props_json(&ld.properties, ld.span, diags),
+                properties: self.props_json(&ld.properties, ld.span, diags, meter),
                 endpoints: ld
                     .endpoints
                     .iter()
@@ -242,44 +247,86 @@ impl Model {
         d: &Dict,
         span: Span,
         diags: &mut Vec<Diagnostic>,
+        meter: &Meter,
     ) -> BTreeMap<String, serde_json::Value> {
         let mut out = BTreeMap::new();
         for (k, v) in d.borrow().iter() {
             let key = match k {
-                Key::Str(s) => s.to_string(),
-                other => self
-                    .json(&other.value(), 0)
-                    .map(|j| j.to_string())
-                    .unwrap_or_default(),
+                Key::Str(s) => Ok(s.to_string()),
+                other => self.json(&other.value(), 0, meter).map(|j| j.to_string()),
             };
-            match self.json(v, 0) {
-                Ok(j) => {
+            match key.and_then(|key| Ok((key, self.json(v, 0, meter)?))) {
+                Ok((key, j)) => {
                     out.insert(key, j);
                 }
-                Err(what) => diags.push(
+                Err(JsonError::Kind(what)) => diags.push(
                     Diagnostic::error(
                         "E0203",
-                        format!("property `{key}` holds a {what}, which XIR cannot store"),
+                        format!(
+                            "property `{}` holds a {what}, which XIR cannot store",
+                            self.key_text(k)
+                        ),
                     )
                     .primary(span.range(), "on this element")
                     .help("properties hold numbers, strings, booleans, lists and dicts of those"),
                 ),
+                Err(JsonError::Budget(e)) => {
+                    let (code, limit) = match e {
+                        Exhausted::Steps => (
+                            "E0212",
+                            format!("{} steps (`--step-limit N`)", meter.step_limit()),
+                        ),
+                        Exhausted::Memory => (
+                            "E0213",
+                            format!("{} MiB (`--memory-limit MB`)", meter.byte_limit() >> 20),
+                        ),
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            code,
+                            format!(
+                                "property `{}` is too large to store in XIR",
+                                self.key_text(k)
+                            ),
+                        )
+                        .primary(span.range(), "on this element")
+                        .help(format!("the model's budget is {limit}")),
+                    );
+                    // The budget is spent: later properties would fail too.
+                    break;
+                }
             }
         }
         out
     }
 
-    fn json(&self, v: &Value, depth: usize) -> Result<serde_json::Value, &'static str> {
+    /// A property key for messages.
+    fn key_text(&self, k: &Key) -> String {
+        match k {
+            Key::Str(s) if s.len() <= 64 => s.to_string(),
+            Key::Int(i) => i.to_string(),
+            _ => "...".to_string(),
+        }
+    }
+
+    /// A value as JSON, charging `m` for every node (shared structure is
+    /// written out in full, so its size is the walk's).
+    fn json(&self, v: &Value, depth: usize, m: &Meter) -> Result<serde_json::Value, JsonError> {
         use serde_json::Value as J;
         if depth > 64 {
-            return Err("value nested too deeply");
+            return Err(JsonError::Kind("value nested too deeply"));
         }
+        m.step().map_err(JsonError::Budget)?;
+        m.charge(16).map_err(JsonError::Budget)?;
         Ok(match v {
             Value::None => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::Str(s) => J::String(s.to_string()),
+            Value::Str(s) => {
+                m.charge(s.len() as u64).map_err(JsonError::Budget)?;
+                J::String(s.to_string())
+            }
             Value::Sym(s) => J::String(s.to_string()),
             Value::Quantity(q, _) => J::from(*q),
             Value::Node(n) => J::String(self.node_name(*n).to_string()),
@@ -287,33 +334,41 @@ impl Model {
             Value::List(l) => J::Array(
                 l.borrow()
                     .iter()
-                    .map(|x| self.json(x, depth + 1))
+                    .map(|x| self.json(x, depth + 1, m))
                     .collect::<Result<_, _>>()?,
             ),
             Value::Tuple(t) => J::Array(
                 t.iter()
-                    .map(|x| self.json(x, depth + 1))
+                    .map(|x| self.json(x, depth + 1, m))
                     .collect::<Result<_, _>>()?,
             ),
-            Value::Range(a, b, s) => J::Array(
-                (0..range_len(*a, *b, *s).min(1 << 16))
-                    .map(|k| J::from(a + k * s))
-                    .collect(),
-            ),
+            Value::Range(a, b, s) => {
+                let n = range_len(*a, *b, *s).min(1 << 16);
+                m.charge(16 * n as u64).map_err(JsonError::Budget)?;
+                J::Array((0..n).map(|k| J::from(a + k * s)).collect())
+            }
             Value::Dict(d) => {
-                let mut m = serde_json::Map::new();
+                let mut map = serde_json::Map::new();
                 for (k, v) in d.borrow().iter() {
                     let key = match k {
                         Key::Str(s) => s.to_string(),
-                        other => self.json(&other.value(), depth + 1)?.to_string(),
+                        other => self.json(&other.value(), depth + 1, m)?.to_string(),
                     };
-                    m.insert(key, self.json(v, depth + 1)?);
+                    map.insert(key, self.json(v, depth + 1, m)?);
                 }
-                J::Object(m)
+                J::Object(map)
             }
-            other => return Err(other.type_name()),
+            other => return Err(JsonError::Kind(other.type_name())),
         })
     }
+}
+
+/// Why a value could not be written as JSON.
+enum JsonError {
+    /// A value of this type has no JSON form.
+    Kind(&'static str),
+    /// The walk ran out of budget.
+    Budget(Exhausted),
 }
 
 /// Parses `a.b.c.d/len`; the error says what is wrong.
@@ -472,12 +527,12 @@ impl Eval<'_> {
                         a.span.range(),
                         format!(
                             "`{name}` is a {ty} parameter (default {})",
-                            self.repr(&default)
+                            self.repr_brief(&default)
                         ),
                     )
                     .help(format!(
                         "pass a {ty}, e.g. `--set {name}={}`",
-                        self.to_str(&default)
+                        self.str_brief(&default)
                     ))
                     .into()
                 };
@@ -1120,7 +1175,7 @@ impl Eval<'_> {
                     other => {
                         return Err(Diagnostic::error(
                             "E0218",
-                            format!("{} is not an ingress protocol", self.repr(other)),
+                            format!("{} is not an ingress protocol", self.repr_brief(other)),
                         )
                         .primary(a.span_of(0).range(), "protocol")
                         .help(format!("one of: {}", props::PROTOCOLS.join(", ")))

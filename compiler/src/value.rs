@@ -1,6 +1,6 @@
 //! Runtime values of the sandboxed evaluator.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use indexmap::IndexMap;
@@ -92,6 +92,66 @@ impl<T: Drain> Drop for Shared<T> {
 impl Drop for Frozen {
     fn drop(&mut self) {
         drop_iteratively(std::mem::take(&mut self.0));
+    }
+}
+
+/// The step and memory budgets of one evaluation. Every walk over values
+/// (equality, ordering, hashing, membership, text and JSON) charges it node
+/// by node: a list built as `l = [l, l]` sixty times is small in memory but
+/// has 2^60 nodes to visit, so only a per-node charge bounds the walk.
+#[derive(Debug)]
+pub struct Meter {
+    steps: Cell<u64>,
+    step_limit: u64,
+    bytes: Cell<u64>,
+    byte_limit: u64,
+}
+
+/// Which budget ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    Steps,
+    Memory,
+}
+
+impl Meter {
+    pub fn new(step_limit: u64, byte_limit: u64) -> Meter {
+        Meter {
+            steps: Cell::new(0),
+            step_limit,
+            bytes: Cell::new(0),
+            byte_limit,
+        }
+    }
+
+    /// Counts one step (a statement, an iteration, a call, a node walked).
+    #[inline]
+    pub fn step(&self) -> Result<(), Exhausted> {
+        let s = self.steps.get() + 1;
+        self.steps.set(s);
+        if s > self.step_limit {
+            return Err(Exhausted::Steps);
+        }
+        Ok(())
+    }
+
+    /// Charges `n` bytes of values or text built.
+    #[inline]
+    pub fn charge(&self, n: u64) -> Result<(), Exhausted> {
+        let b = self.bytes.get().saturating_add(n);
+        self.bytes.set(b);
+        if b > self.byte_limit {
+            return Err(Exhausted::Memory);
+        }
+        Ok(())
+    }
+
+    pub fn byte_limit(&self) -> u64 {
+        self.byte_limit
+    }
+
+    pub fn step_limit(&self) -> u64 {
+        self.step_limit
     }
 }
 
@@ -214,17 +274,20 @@ pub enum Key {
 }
 
 impl Key {
-    pub fn of(v: &Value) -> Option<Key> {
-        Key::of_at(v, 0)
+    /// The key of `v`; `None` when `v` is not hashable (lists, dicts) or
+    /// nests tuples deeper than 100. Charges `m` per node.
+    pub fn of(v: &Value, m: &Meter) -> Result<Option<Key>, Exhausted> {
+        Key::of_at(v, 0, m)
     }
 
     /// Tuples nested deeper than this are not hashable (they would make
     /// hashing and dropping keys recursive without bound).
-    fn of_at(v: &Value, depth: usize) -> Option<Key> {
+    fn of_at(v: &Value, depth: usize, m: &Meter) -> Result<Option<Key>, Exhausted> {
         if depth > 100 {
-            return None;
+            return Ok(None);
         }
-        Some(match v {
+        m.step()?;
+        Ok(Some(match v {
             Value::None => Key::None,
             Value::Bool(b) => Key::Int(*b as i64),
             Value::Int(i) => Key::Int(*i),
@@ -232,7 +295,15 @@ impl Key {
             Value::Float(f) => Key::Float(f.to_bits()),
             Value::Str(s) => Key::Str(s.clone()),
             Value::Tuple(t) => {
-                Key::Tuple(t.iter().map(Key::of).collect::<Option<Vec<_>>>()?.into())
+                m.charge(16 * t.len() as u64 + 16)?;
+                let mut keys = Vec::with_capacity(t.len());
+                for x in t.iter() {
+                    match Key::of_at(x, depth + 1, m)? {
+                        Some(k) => keys.push(k),
+                        None => return Ok(None),
+                    }
+                }
+                Key::Tuple(keys.into())
             }
             Value::Node(n) => Key::Obj(0, *n, 0),
             Value::Link(l) => Key::Obj(1, *l, 0),
@@ -240,8 +311,8 @@ impl Key {
             Value::Endpoint(l, e) => Key::Obj(3, *l, *e),
             Value::Sym(s) => Key::Sym(s),
             Value::Prop(p) => Key::Obj(4, *p as u32, 0),
-            _ => return None,
-        })
+            _ => return Ok(None),
+        }))
     }
 
     pub fn value(&self) -> Value {
