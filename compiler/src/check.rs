@@ -22,7 +22,14 @@ pub fn lower(
     params: &BTreeMap<String, serde_json::Value>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<mx_xir::Experiment> {
-    duplicate_names(&topo, diags);
+    // Names that devices, paths and command lines cannot carry are mapped
+    // to safe ones; the original stays as the label.
+    let names: Vec<mx_xir::Name> = topo
+        .nodes
+        .iter()
+        .map(|n| mx_xir::safe_name(&n.name))
+        .collect();
+    duplicate_names(&topo, &names, diags);
     addresses(&topo, diags);
     contradictions(&topo, diags);
     connectivity(&topo, diags);
@@ -33,8 +40,10 @@ pub fn lower(
     xir.nodes = topo
         .nodes
         .iter()
-        .map(|n| mx_xir::Node {
-            name: n.name.clone(),
+        .zip(&names)
+        .map(|(n, safe)| mx_xir::Node {
+            name: safe.clone(),
+            label: (*safe != n.name).then(|| n.name.clone()),
             constraints: n.constraints.iter().map(|c| constraint(c)).collect(),
             properties: n.properties.clone(),
             ingress: n.ingress.clone(),
@@ -48,14 +57,14 @@ pub fn lower(
             name: l
                 .endpoints
                 .iter()
-                .map(|e| format!("{}.{}", topo.nodes[e.node].name, e.socket))
+                .map(|e| format!("{}.{}", names[e.node], e.socket))
                 .collect::<Vec<_>>()
                 .join("~"),
             endpoints: l
                 .endpoints
                 .iter()
                 .map(|e| mx_xir::Endpoint {
-                    node: topo.nodes[e.node].name.clone(),
+                    node: names[e.node].clone(),
                     socket: e.socket,
                     addrs: e
                         .addrs
@@ -86,20 +95,31 @@ fn constraint(c: &Cons) -> mx_xir::Constraint {
     }
 }
 
-fn duplicate_names(topo: &Topology, diags: &mut Vec<Diagnostic>) {
-    let mut seen: HashMap<&str, Span> = HashMap::with_capacity(topo.nodes.len());
-    for n in &topo.nodes {
-        if let Some(first) = seen.get(n.name.as_str()) {
-            diags.push(
+fn duplicate_names(topo: &Topology, names: &[mx_xir::Name], diags: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(topo.nodes.len());
+    for (i, (n, safe)) in topo.nodes.iter().zip(names).enumerate() {
+        if let Some(&first) = seen.get(safe.as_str()) {
+            let other = &topo.nodes[first];
+            let d = if other.name == n.name {
                 Diagnostic::error("E0206", format!("two nodes are named `{}`", n.name))
                     .primary(n.span.range(), "second node with this name")
-                    .secondary(first.range(), "first defined here")
-                    .help(
-                        "node names must be unique; in loops, build them from the index: f'n{i}'",
+                    .secondary(other.span.range(), "first defined here")
+                    .help("node names must be unique; in loops, build them from the index: f'n{i}'")
+            } else {
+                Diagnostic::error(
+                    "E0206",
+                    format!(
+                        "nodes `{}` and `{}` both become `{safe}` on the testbed",
+                        other.name, n.name
                     ),
-            );
+                )
+                .primary(n.span.range(), format!("becomes `{safe}`"))
+                .secondary(other.span.range(), format!("also becomes `{safe}`"))
+                .help("characters other than A-Z, a-z, 0-9, _, . and - become `-`; rename one of them")
+            };
+            diags.push(d);
         } else {
-            seen.insert(&n.name, n.span);
+            seen.insert(safe, i);
         }
     }
 }
@@ -134,10 +154,10 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                     None => subnet = Some((net, len, *span, cidr)),
                     Some((n0, l0, s0, c0)) if n0 != net || l0 != len => {
                         diags.push(
-                            Diagnostic::error("E0211", format!("addresses on one link are in different subnets: {c0} and {cidr}"))
+                            Diagnostic::warning("W0207", format!("addresses on one link are in different subnets: {c0} and {cidr}"))
                                 .primary(span.range(), format!("in {}", crate::topo::fmt_cidr(net, len)))
                                 .secondary(s0.range(), format!("in {}", crate::topo::fmt_cidr(n0, l0)))
-                                .help("endpoints of one link share a subnet; use the same prefix and prefix length"),
+                                .help("endpoints of one link usually share a subnet (same prefix and prefix length); without one, add routes for the other"),
                         );
                     }
                     Some(_) => {}

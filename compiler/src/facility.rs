@@ -22,7 +22,6 @@ use mx_xir::{Membus, Pcie, Role, Span, SwitchRole, Unit};
 use crate::ast::Sym;
 use crate::eval::{Args, Eval, Flow, R, did_you_mean};
 use crate::props;
-use crate::topo::parse_cidr;
 use crate::value::*;
 
 #[derive(Default)]
@@ -70,6 +69,18 @@ impl Eval<'_> {
             Builtin::Facility => {
                 self.arity(&a, name, 1, 1)?;
                 let fname = self.str_arg(&a, 0, name)?;
+                if !mx_xir::domain::is_name(&fname) {
+                    return Err(Diagnostic::error(
+                        "E0218",
+                        format!(
+                            "{} is not a usable facility name",
+                            crate::builtins::py_repr_str(&fname)
+                        ),
+                    )
+                    .primary(a.span_of(0).range(), "bad name")
+                    .help(NAME_HELP)
+                    .into());
+                }
                 self.fac.facilities.push((fname.to_string(), a.span));
                 Ok(Value::Facility(self.fac.facilities.len() as u32 - 1))
             }
@@ -103,11 +114,11 @@ impl Eval<'_> {
                 let devices = self.devices_kw(
                     &mut a,
                     ports,
-                    is_interface_name,
+                    mx_xir::domain::is_ifname,
                     DeviceList {
                         lists: "interface names",
                         label: "this NIC",
-                        example: "one name per port, such as devices=['enp59s0f0', 'enp59s0f1'] (at most 15 of a-z, 0-9, -, _ and .)",
+                        example: "one name per port, such as devices=['enp59s0f0', 'enp59s0f1'] (1 to 15 printable characters, no space, / or :)",
                         items: "interfaces",
                         per: "ports",
                         one: "name one interface per port",
@@ -156,7 +167,7 @@ impl Eval<'_> {
                 let devices = self.devices_kw(
                     &mut a,
                     count,
-                    is_pci_address,
+                    mx_xir::domain::is_pci_addr,
                     DeviceList {
                         lists: "the GPUs' PCI addresses",
                         label: "this GPU",
@@ -168,14 +179,7 @@ impl Eval<'_> {
                 )?;
                 let mdev = match self.kwarg(&mut a, "mdev") {
                     None => None,
-                    Some(Value::Str(s))
-                        if !s.is_empty()
-                            && s.len() <= 64
-                            && s.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-                    {
-                        Some(s.to_string())
-                    }
+                    Some(Value::Str(s)) if mx_xir::domain::is_mdev_type(&s) => Some(s.to_string()),
                     Some(_) => {
                         return Err(Diagnostic::error(
                             "E0218",
@@ -355,7 +359,7 @@ impl Eval<'_> {
                 "nic" => &["ports", "capacity", "vfs", "devices"],
                 "gpu" => &["count", "virtualizable", "devices", "mdev", "vfs", "slices"],
                 "host" => HOST_KEYS,
-                "switch" => &["role", "vxlan"],
+                "switch" => &["role", "vxlan", "underlay"],
                 "cable" => &["capacity"],
                 _ => &[],
             };
@@ -372,20 +376,19 @@ impl Eval<'_> {
 
     fn new_device(&mut self, fac: u32, a: &Args, kind: DeviceKind) -> R<Value> {
         let name = self.str_arg(a, 0, "host")?;
-        if name.is_empty()
-            || name
-                .chars()
-                .any(|c| c.is_whitespace() || c == '/' || c.is_control())
-        {
-            return Err(self.fail(
+        // Host names become namespace, bundle and state directory names on
+        // machines mx runs on as root: plain names only.
+        if !mx_xir::domain::is_name(&name) {
+            return Err(Diagnostic::error(
                 "E0218",
-                a.span_of(0),
                 format!(
                     "{} is not a usable device name",
                     crate::builtins::py_repr_str(&name)
                 ),
-                "bad name",
-            ));
+            )
+            .primary(a.span_of(0).range(), "bad name")
+            .help(NAME_HELP)
+            .into());
         }
         self.charge(512, a.span)?;
         self.fac.devices.push(DeviceData {
@@ -442,11 +445,13 @@ impl Eval<'_> {
                         ));
                     }
                 };
+                let underlay = self.underlay_kw(&mut a)?;
                 self.no_more_kwargs(&a, "switch")?;
                 let sw = mx_xir::Switch {
-                    name: String::new(),
+                    name: mx_xir::safe_name(""),
                     role,
                     vxlan,
+                    underlay,
                     span,
                 };
                 self.new_device(f, &a, DeviceKind::Switch(sw))
@@ -529,6 +534,27 @@ impl Eval<'_> {
             }
             (Value::Port(_, p), "index") => Ok(Value::Int(*p as i64)),
             _ => Err(self.no_attr(&o, n, nspan, &["name"])),
+        }
+    }
+
+    /// `underlay='192.0.2.1'`: a device's VXLAN tunnel endpoint address.
+    fn underlay_kw(&mut self, a: &mut Args) -> R<Option<std::net::Ipv4Addr>> {
+        let span = a.span;
+        match self.kwarg(a, "underlay") {
+            None => Ok(None),
+            Some(Value::Str(s)) => match mx_xir::Ipv4Cidr::parse(&format!("{s}/32")) {
+                Ok(c) => Ok(Some(c.addr)),
+                Err(why) => Err(self.fail(
+                    "E0209",
+                    span,
+                    format!("`{s}` is not an IPv4 address: {why}"),
+                    "underlay address",
+                )),
+            },
+            Some(other) => Err(self.type_error(
+                span,
+                format!("underlay is an address string, not a {}", other.type_name()),
+            )),
         }
     }
 
@@ -700,7 +726,7 @@ impl Eval<'_> {
                                         .borrow()
                                         .iter()
                                         .filter_map(|v| match v {
-                                            Value::Str(s) => Some(s.to_string()),
+                                            Value::Str(s) => mx_xir::IfName::new(&**s).ok(),
                                             _ => None,
                                         })
                                         .collect(),
@@ -741,14 +767,14 @@ impl Eval<'_> {
                                     .iterate(&l, span)?
                                     .into_iter()
                                     .filter_map(|x| match x {
-                                        Value::Str(s) => Some(s.to_string()),
+                                        Value::Str(s) => mx_xir::PciAddr::new(&*s).ok(),
                                         _ => None,
                                     })
                                     .collect(),
                                 None => Vec::new(),
                             },
                             mdev: match get("mdev") {
-                                Some(Value::Str(s)) => Some(s.to_string()),
+                                Some(Value::Str(s)) => mx_xir::MdevType::new(&*s).ok(),
                                 _ => None,
                             },
                             vfs: match get("vfs") {
@@ -794,28 +820,9 @@ impl Eval<'_> {
                 "reserve less than `memory`",
             ));
         }
-        let underlay = match self.kwarg(a, "underlay") {
-            None => None,
-            Some(Value::Str(s)) => {
-                if parse_cidr(&format!("{s}/32")).is_err() {
-                    return Err(self.fail(
-                        "E0209",
-                        span,
-                        format!("`{s}` is not an IPv4 address"),
-                        "underlay address",
-                    ));
-                }
-                Some(s.to_string())
-            }
-            Some(other) => {
-                return Err(self.type_error(
-                    span,
-                    format!("underlay is an address string, not a {}", other.type_name()),
-                ));
-            }
-        };
+        let underlay = self.underlay_kw(a)?;
         Ok(mx_xir::Host {
-            name: String::new(),
+            name: mx_xir::safe_name(""),
             roles,
             virt_alloc,
             cores,
@@ -873,12 +880,12 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
         match &d.kind {
             DeviceKind::Host(h) => {
                 let mut h = (**h).clone();
-                h.name = d.name.to_string();
+                h.name = mx_xir::safe_name(&d.name);
                 out.hosts.push(h);
             }
             DeviceKind::Switch(s) => {
                 let mut s = s.clone();
-                s.name = d.name.to_string();
+                s.name = mx_xir::safe_name(&d.name);
                 out.switches.push(s);
             }
         }
@@ -980,26 +987,5 @@ struct DeviceList {
 }
 
 /// A network interface name: at most 15 of a-z, 0-9, `-`, `_` and `.`.
-fn is_interface_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// `DDDD:BB:DD.F` in lower-case hex, as `lspci -D` prints it.
-fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    let hex = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-    };
-    b.len() == 12
-        && hex(0..4)
-        && b[4] == b':'
-        && hex(5..7)
-        && b[7] == b':'
-        && hex(8..10)
-        && b[10] == b'.'
-        && (b'0'..=b'7').contains(&b[11])
-}
+/// What a host, switch or facility name may be.
+const NAME_HELP: &str = "names are 1 to 64 of A-Z, a-z, 0-9, _, . and -, not starting with . or -";

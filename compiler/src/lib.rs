@@ -89,6 +89,61 @@ pub struct Timings {
 /// committed.
 const COMPILE_STACK: usize = 256 << 20;
 
+/// Compiles the bytes of a model file: [`decode`]s them, then [`compile`]s
+/// the text. Returns the text (with any undecodable bytes replaced, for
+/// rendering diagnostics) and the output.
+pub fn compile_source(path: &str, bytes: Vec<u8>, opts: &Options) -> (String, Output) {
+    match decode(bytes) {
+        Ok(text) => {
+            let out = compile(path, &text, opts);
+            (text, out)
+        }
+        Err((text, d)) => (
+            text,
+            Output {
+                xir: None,
+                facility: None,
+                diagnostics: vec![d],
+                printed: Vec::new(),
+                timings: Timings::default(),
+            },
+        ),
+    }
+}
+
+/// A model's bytes as text. Bytes that are not UTF-8 are a mistake in the
+/// model (E0108 at the first offending byte), not a failure of mx: the error
+/// comes with the text lossily decoded, where the label points at the
+/// replacement character.
+pub fn decode(bytes: Vec<u8>) -> Result<String, (String, Diagnostic)> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bad = e
+                .utf8_error()
+                .error_len()
+                .unwrap_or(e.as_bytes().len() - at);
+            let shown: Vec<String> = e.as_bytes()[at..at + bad.min(4)]
+                .iter()
+                .map(|b| format!("0x{b:02x}"))
+                .collect();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let line = text[..at].matches('\n').count() + 1;
+            let d = Diagnostic::error(
+                "E0108",
+                format!(
+                    "the model is not valid UTF-8: byte {at} (line {line}) is {}",
+                    shown.join(" ")
+                ),
+            )
+            .primary(at..at + '\u{fffd}'.len_utf8(), "not UTF-8")
+            .help("save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`); models may use any Unicode text in strings and comments");
+            Err((text, d))
+        }
+    }
+}
+
 /// Compiles `text`, read from `path`, to XIR. Runs on its own thread with a
 /// large stack, so it is safe to call from any thread.
 pub fn compile(path: &str, text: &str, opts: &Options) -> Output {

@@ -1934,7 +1934,10 @@ mod fast_path_tests {
         files.sort();
         let (mut taken, mut total) = (0, 0);
         for f in files {
-            let src = std::fs::read_to_string(&f).expect("read fixture");
+            // Fixtures that are not UTF-8 (E0108) have no lines to parse.
+            let Ok(src) = std::fs::read_to_string(&f) else {
+                continue;
+            };
             let mut diags = Vec::new();
             for line in crate::lexer::lines(&src, &mut diags) {
                 if line.broken {

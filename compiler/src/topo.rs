@@ -371,30 +371,10 @@ enum JsonError {
     Budget(Exhausted),
 }
 
-/// Parses `a.b.c.d/len`; the error says what is wrong.
+/// Parses `a.b.c.d/len` with XIR's one definition of a prefix; the error
+/// says what is wrong.
 pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
-    let (ip, len) = s
-        .split_once('/')
-        .ok_or_else(|| "it has no prefix length, e.g. `/24`".to_string())?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("`/{len}` is not a prefix length (0 to 32)"))?;
-    let parts: Vec<&str> = ip.split('.').collect();
-    if parts.len() != 4 {
-        return Err(format!("`{ip}` does not have four dotted parts"));
-    }
-    let mut addr = 0u32;
-    for p in parts {
-        let octet: u8 = p
-            .parse()
-            .ok()
-            .filter(|_| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
-            .ok_or_else(|| format!("`{p}` is not a number from 0 to 255"))?;
-        addr = addr << 8 | octet as u32;
-    }
-    Ok((addr, len))
+    mx_xir::Ipv4Cidr::parse(s).map(|c| (u32::from(c.addr), c.len))
 }
 
 pub fn fmt_cidr(addr: u32, len: u8) -> String {
@@ -495,16 +475,16 @@ impl Eval<'_> {
                 .into());
             }
         };
-        if s.is_empty()
-            || s.chars()
-                .any(|c| c.is_whitespace() || c == '~' || c.is_control())
-        {
+        // Any printable name works, as in MergeTB; names that devices and
+        // paths cannot carry are mapped to safe ones when the model is
+        // lowered. Empty names and control characters name nothing.
+        if s.is_empty() || s.chars().any(char::is_control) {
             return Err(Diagnostic::error(
                 "E0218",
                 format!("{} is not a usable name", crate::builtins::py_repr_str(&s)),
             )
             .primary(a.span_of(i).range(), "bad name")
-            .help("names must be non-empty, without spaces or `~`")
+            .help("names must be non-empty and printable")
             .into());
         }
         Ok(s)

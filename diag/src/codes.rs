@@ -100,6 +100,13 @@ Example:
 
 Fix: use a value that fits in a signed 64-bit integer.";
 
+    "E0108" "not-utf8" "the model file is not valid UTF-8" =>
+"Models are UTF-8 text. A byte sequence that is not UTF-8 (often a file saved
+as Latin-1 or Windows-1252, or a binary file passed by mistake) is reported at
+the first offending byte; the rest of the file is not compiled.
+
+Fix: convert the file, e.g. `iconv -f latin1 -t utf-8 model.mx > fixed.mx`.";
+
     "E0201" "undefined-name" "a name is used that is not defined" =>
 "The name is not a variable of the model, a parameter of the function, a
 builtin or a mergexp name. The help suggests the closest known name.
@@ -182,13 +189,10 @@ subnet cannot be assigned to an interface.";
 "Two endpoints of the same link (the same layer-2 segment) cannot share an
 address. (The same address on different links is a warning, W0204.)";
 
-    "E0211" "mixed-subnets" "endpoints of one link have addresses in different subnets" =>
-"All addresses on one link should share a subnet, or the nodes cannot reach
-each other directly. The check compares each address against the link's first
-address with the first address's prefix length.
-
-Example:
-    l[a].socket.addrs = ip4('10.0.0.1/24'); l[b].socket.addrs = ip4('10.0.1.2/24')";
+    "E0211" "mixed-subnets-error" "(retired) endpoints of one link in different subnets" =>
+"Retired: no longer reported. MergeTB accepts a link whose endpoints' addresses
+sit in different subnets, and such a link can run (a static route or a /32
+with a peer route makes it work), so mx now warns with W0207 instead.";
 
     "E0212" "step-limit" "the model ran for too many steps" =>
 "Models run in a sandbox with a step budget, so a runaway loop ends with this
@@ -298,6 +302,26 @@ Example:
 
 Fix: shrink or drop one of the nodes, use a larger facility, or relinquish experiments that hold
 its hosts (`mxc alloc show`).";
+    "E0307" "no-tunnel-endpoint" "a link needs a VXLAN tunnel endpoint the facility does not give" =>
+"A link whose endpoints are on several hosts, or that joins virtual NICs (taps)
+to VFs or whole ports, is a VXLAN segment. Every hypervisor with a tap on it
+needs an underlay address for its VTEP, and every leaf switch with a VF or port
+on it must map VLANs to VNIs (vxlan=True) at an underlay address of its own.
+
+Example (facility):
+    sw = fac.switch('sw0', role=leaf)                  # no underlay
+    link[x].spec(nic == virtio); link[y].spec(nic >= connectx4)
+
+Fix: fac.switch('sw0', role=leaf, vxlan=True, underlay='10.99.0.1'), and
+underlay='...' on every hypervisor.";
+
+    "E0308" "no-free-tag" "every experiment tag is in use" =>
+"Each realization holds a 24-bit tag in the allocation table; the names of its
+devices, its MACs and its device group derive from it, so experiments on one
+machine never touch each other's devices. All 16 million are held.
+
+Fix: relinquish realizations that are no longer up.";
+
     "E0401" "unmaterializable" "a realization cannot be turned into fragments" =>
 "The materializer needs every host that carries a VXLAN segment to have an underlay address, and
 every node to have a shape QEMU can run (at least one vCPU and 64 MiB of memory).
@@ -348,6 +372,15 @@ so the value was ignored. Check the spelling.";
     "W0206" "network-address" "an interface is given its subnet's network or broadcast address" =>
 "`10.0.0.0/24` is the network address and `10.0.0.255/24` the broadcast address
 of that subnet; hosts usually cannot use them.";
+
+    "W0207" "mixed-subnets" "endpoints of one link have addresses in different subnets" =>
+"Addresses on one link usually share a subnet, or the nodes cannot reach each
+other directly without extra routes. The check compares each address against
+the link's first address with the first address's prefix length. It is a
+warning, as MergeTB accepts such links: a model may add the routes itself.
+
+Example:
+    l[a].socket.addrs = ip4('10.0.0.1/24'); l[b].socket.addrs = ip4('10.0.1.2/24')";
 }
 
 #[cfg(test)]

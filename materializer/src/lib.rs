@@ -2,12 +2,15 @@
 //! fragments per host out.
 //!
 //! Everything here is a pure function of the realization: device names, MACs
-//! and file names are derived from the realization's name and the order of
-//! its nodes and links, so the same realization gives byte-identical bundles
-//! (and a second experiment on the same host gets different names).
+//! and file names are derived from the realization's tag (held in the
+//! allocation table, so no two experiments share one) and the order of its
+//! nodes and links, so the same realization gives byte-identical bundles and
+//! a second experiment on the same host gets different names.
 //!
 //! ```
-//! let real = mx_xir::Realization::new("e", "e.mx", "f", "heuristic", 1);
+//! let (e, f) = ("e".parse().unwrap(), "f".parse().unwrap());
+//! let mut real = mx_xir::Realization::new(&e, "e.mx", &f, "heuristic", 1);
+//! real.tag = 0x00ab_cdef; // held in the allocation table
 //! let bundles = mx_materializer::materialize(&real).unwrap();
 //! assert!(bundles.is_empty()); // nothing placed, nothing to do
 //! ```
@@ -15,10 +18,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use std::net::Ipv4Addr;
+
 use mx_diag::Diagnostic;
 use mx_xir::{
-    Attachment, FRAGMENT_VERSION, Fragment, HostPlan, LinkKind, Manifest, ManifestEntry, Mode,
-    NicAttach, Realization, Scope, Spec, VmGpu, VmNic, VmSpec,
+    Attachment, FRAGMENT_VERSION, Fragment, HostPlan, IfName, Ipv4Cidr, LinkKind, Mac, Machine,
+    Manifest, ManifestEntry, Mode, Name, NetnsName, NicAttach, Realization, Scope, Spec,
+    SwitchPlan, Uuid, VmGpu, VmNic, VmSpec,
 };
 use sha2::{Digest, Sha256};
 
@@ -30,48 +36,76 @@ pub const VXLAN_PORT: u16 = 4789;
 /// The fragments for one host, in the order the runtime's DAG would run them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bundle {
-    /// The host.
-    pub host: String,
+    /// The experiment.
+    pub experiment: Name,
+    /// The host (or switch).
+    pub host: Name,
     /// Its fragments.
     pub fragments: Vec<Fragment>,
 }
 
-/// A short tag derived from `name`, used to keep device names of different
-/// experiments (and hosts) apart on one machine.
-pub fn tag(name: &str) -> String {
+/// The tag as it appears in device names: six hex digits.
+pub fn tag_hex(tag: u32) -> String {
+    format!("{tag:06x}")
+}
+
+/// A short tag derived from a host's name, for the host-side name of its
+/// underlay veth (shared by every experiment on the host).
+fn host_tag(name: &str) -> String {
     let d = Sha256::digest(name.as_bytes());
     format!("{:02x}{:02x}{:02x}", d[0], d[1], d[2])
 }
 
 /// The namespace a `netns` host lives in.
-pub fn host_netns(host: &str) -> String {
-    format!("mxh-{host}")
+pub fn host_netns(host: &str) -> Result<NetnsName, Diagnostic> {
+    NetnsName::new(format!("mxh-{host}"))
+        .map_err(|e| unmaterializable(e.to_string(), "rename the host"))
 }
 
 /// The namespace holding a one-machine facility's underlay bridge.
-pub fn underlay_netns(facility: &str) -> String {
-    format!("mxu-{facility}")
+pub fn underlay_netns(facility: &str) -> Result<NetnsName, Diagnostic> {
+    NetnsName::new(format!("mxu-{facility}"))
+        .map_err(|e| unmaterializable(e.to_string(), "rename the facility"))
 }
 
-/// Turns a realization into bundles, one per host, sorted by host name.
+/// A device name mx derives; refused (never truncated) if the kernel would
+/// not take it.
+fn ifname(name: String) -> Result<IfName, Diagnostic> {
+    IfName::new(name).map_err(|e| unmaterializable(e.to_string(), "realize it again"))
+}
+
+/// Turns a realization into bundles, one per host (and per leaf switch with
+/// VLANs to set), sorted by name.
 pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
-    let t = tag(&real.name);
-    let tag_bytes = u32::from_str_radix(&t, 16).expect("hex tag");
+    if real.tag == 0 || real.tag >= 1 << 24 {
+        return Err(unmaterializable(
+            format!(
+                "realization `{}` holds no experiment tag (it was made before tags were allocated)",
+                real.name
+            ),
+            "realize it again with this mxc",
+        ));
+    }
+    let t = tag_hex(real.tag);
+    let tag_bytes = real.tag;
     let hosts: BTreeMap<&str, &HostPlan> =
         real.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let mut out: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
-    let frag = |host: &str, scope: Scope, id: String, spec: Spec| Fragment {
+    let switches: BTreeMap<&str, &SwitchPlan> =
+        real.switches.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut out: BTreeMap<Name, Vec<Fragment>> = BTreeMap::new();
+    let frag = |host: &Name, scope: Scope, id: String, spec: Spec| Fragment {
         version: FRAGMENT_VERSION.to_string(),
         id,
         experiment: real.name.clone(),
-        host: host.to_string(),
+        tag: real.tag,
+        host: host.clone(),
         scope,
         spec,
     };
 
     // One-machine hosts: their namespace and underlay attachment.
     for h in real.hosts.iter().filter(|h| h.netns) {
-        let Some(addr) = &h.underlay else {
+        let Some(addr) = h.underlay else {
             return Err(unmaterializable(
                 format!("netns host `{}` has no underlay address", h.name),
                 "give it `underlay='192.0.2.N'` in the facility model",
@@ -82,68 +116,123 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             Scope::Global,
             format!("netns/{}", h.name),
             Spec::Netns {
-                netns: host_netns(&h.name),
-                underlay_netns: underlay_netns(&real.facility),
-                underlay_addr: format!("{addr}/24"),
-                device: "mxul".to_string(),
-                peer: format!("u{}", tag(&h.name)),
+                netns: host_netns(&h.name)?,
+                underlay_netns: underlay_netns(&real.facility)?,
+                underlay_addr: Ipv4Cidr { addr, len: 24 },
+                device: ifname("mxul".to_string())?,
+                peer: ifname(format!("u{}", host_tag(&h.name)))?,
             },
         ));
     }
 
     // VM NICs, built link by link, then attached to their VMs in socket order.
     let mut nics: BTreeMap<&str, Vec<(u32, VmNic)>> = BTreeMap::new();
-    let mut neighbours: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut neighbours: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     let mode: BTreeMap<&str, Mode> = real
         .nodes
         .iter()
         .map(|p| (p.node.as_str(), p.mode))
         .collect();
-    let mut local: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
+    let mut local: BTreeMap<Name, Vec<Fragment>> = BTreeMap::new();
     let mut nic_count: u32 = 0;
-    let mut switch_vlans: BTreeSet<(String, u32, u16)> = BTreeSet::new();
-    let port_device = |host: &str, port: u32| -> String {
-        hosts
-            .get(host)
-            .and_then(|h| h.port_device(port))
-            .unwrap_or_default()
-            .to_string()
+    let mut switch_vlans: BTreeSet<(Name, u32, u16)> = BTreeSet::new();
+    let port_device = |host: &str, port: u32| -> Option<IfName> {
+        hosts.get(host).and_then(|h| h.port_device(port)).cloned()
+    };
+    let underlay = |h: &str| -> Result<Ipv4Addr, Diagnostic> {
+        hosts.get(h).and_then(|p| p.underlay).ok_or_else(|| {
+            unmaterializable(
+                format!("host `{h}` carries a VXLAN segment but has no underlay address"),
+                "give the host `underlay='...'` in the facility model",
+            )
+        })
+    };
+    let leaf_underlay = |sw: &str| -> Result<Ipv4Addr, Diagnostic> {
+        switches.get(sw).and_then(|p| p.underlay).ok_or_else(|| {
+            unmaterializable(
+                format!("leaf `{sw}` carries a VXLAN segment but has no underlay address"),
+                "give the leaf `vxlan=True, underlay='...'` in the facility model",
+            )
+        })
     };
     for (li, link) in real.links.iter().enumerate() {
-        let mut taps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        // The segment's tunnel endpoints: hosts with taps on it, and the
+        // leaves its VFs and ports hang off.
+        let mut tap_hosts: BTreeSet<&str> = BTreeSet::new();
+        let mut leaves: BTreeSet<&str> = BTreeSet::new();
         for ep in &link.endpoints {
-            let ips: Vec<String> = link
+            match ep.attach.switch() {
+                None => tap_hosts.insert(ep.host.as_str()),
+                Some(sw) => leaves.insert(sw.as_str()),
+            };
+        }
+        let mut vteps: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+        if link.kind == LinkKind::Vxlan {
+            for h in &tap_hosts {
+                vteps.insert(h, underlay(h)?);
+            }
+            for sw in &leaves {
+                vteps.insert(sw, leaf_underlay(sw)?);
+            }
+        }
+        let others = |me: &str| -> Vec<Ipv4Addr> {
+            let mut v: Vec<Ipv4Addr> = vteps
+                .iter()
+                .filter(|(d, _)| **d != me)
+                .map(|(_, a)| *a)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut taps: BTreeMap<&str, Vec<IfName>> = BTreeMap::new();
+        for ep in &link.endpoints {
+            let ips: Vec<Ipv4Addr> = link
                 .endpoints
                 .iter()
                 .filter(|o| o.node != ep.node)
-                .flat_map(|o| {
-                    o.addrs
-                        .iter()
-                        .map(|a| a.split('/').next().unwrap_or(a).to_string())
-                })
+                .flat_map(|o| o.addrs.iter().map(|a| a.addr))
                 .collect();
             let vm = mode.get(ep.node.as_str()) == Some(&Mode::Vm);
-            let mac = mac(tag_bytes, nic_count);
+            let mac = mac(tag_bytes, nic_count)?;
             nic_count += 1;
-            // A VF's or a whole port's switch port carries the link's VLAN
-            // (tagged by the NIC for VFs), mapped to the VNI across leaves.
-            if let Attachment::Vf { port, vlan, .. } | Attachment::Port { port, vlan } = &ep.attach
-                && switch_vlans.insert((ep.host.clone(), *port, *vlan))
+            // A VF's or a whole port's leaf port carries the link's VLAN
+            // (tagged by the NIC for VFs), mapped to the VNI where the
+            // segment reaches beyond the leaf.
+            if let Attachment::Vf {
+                port,
+                vlan,
+                switch,
+                switch_port,
+                ..
+            }
+            | Attachment::Port {
+                port,
+                vlan,
+                switch,
+                switch_port,
+            } = &ep.attach
+                && switch_vlans.insert((switch.clone(), *switch_port, *vlan))
             {
-                out.entry(ep.host.clone()).or_default().push(frag(
-                    &ep.host,
+                let vxlan = link.kind == LinkKind::Vxlan;
+                out.entry(switch.clone()).or_default().push(frag(
+                    switch,
                     Scope::Global,
-                    format!("switch_vlan/{}-{port}-{vlan}", ep.host),
+                    format!("switch_vlan/{switch}-{switch_port}-{vlan}"),
                     Spec::SwitchVlan {
+                        switch_port: *switch_port,
+                        peer: ep.host.clone(),
                         port: *port,
                         vlan: *vlan,
-                        vni: link.vni,
+                        vni: link.vni.filter(|_| vxlan),
+                        local: vteps.get(switch.as_str()).copied(),
+                        remotes: if vxlan { others(switch) } else { Vec::new() },
                     },
                 ));
             }
             let (attach, model) = match &ep.attach {
                 Attachment::Tap { model } => {
-                    let device = format!("t{t}{:x}", nic_count - 1);
+                    let device = ifname(format!("t{t}{:x}", nic_count - 1))?;
                     taps.entry(&ep.host).or_default().push(device.clone());
                     local.entry(ep.host.clone()).or_default().push(frag(
                         &ep.host,
@@ -178,7 +267,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     }
                     (NicAttach::Tap { device }, model.clone())
                 }
-                Attachment::Vf { port, vf, vlan } => {
+                Attachment::Vf { port, vf, vlan, .. } => {
                     let pf = port_device(&ep.host, *port);
                     out.entry(ep.host.clone()).or_default().push(frag(
                         &ep.host,
@@ -228,20 +317,27 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
         }
         match link.kind {
             LinkKind::XdpPair => {
-                let (host, pair) = taps.iter().next().ok_or_else(|| {
+                let pair = match taps.iter().next() {
+                    Some((host, pair)) if taps.len() == 1 && pair.len() == 2 => (host, pair),
+                    _ => {
+                        return Err(unmaterializable(
+                            format!(
+                                "XDP link `{}` does not join two taps on one host",
+                                link.link
+                            ),
+                            "an XDP pair joins two VMs' virtual NICs on one hypervisor; realize it again",
+                        ));
+                    }
+                };
+                let (host, pair) = pair;
+                let host = hosts.get(host).map(|h| h.name.clone()).ok_or_else(|| {
                     unmaterializable(
-                        format!("XDP link `{}` has no taps", link.link),
-                        "an XDP pair joins two VMs on one hypervisor",
+                        format!("host `{host}` is not in the realization"),
+                        "realize it again",
                     )
                 })?;
-                if pair.len() != 2 {
-                    return Err(unmaterializable(
-                        format!("XDP link `{}` has {} taps, not 2", link.link, pair.len()),
-                        "an XDP pair joins two VMs on one hypervisor",
-                    ));
-                }
-                local.entry(host.to_string()).or_default().push(frag(
-                    host,
+                local.entry(host.clone()).or_default().push(frag(
+                    &host,
                     Scope::Local,
                     format!("xdp_pair/{}-{}", pair[0], pair[1]),
                     Spec::XdpPair {
@@ -250,8 +346,24 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     },
                 ));
             }
+            LinkKind::Switched => {}
             LinkKind::Bridge | LinkKind::Vxlan => {
+                if link.kind == LinkKind::Bridge && (taps.len() != 1 || !leaves.is_empty()) {
+                    return Err(unmaterializable(
+                        format!(
+                            "bridged link `{}` does not join taps on one host",
+                            link.link
+                        ),
+                        "realize it again",
+                    ));
+                }
                 for (host, ports) in &taps {
+                    let hname = hosts.get(host).map(|h| h.name.clone()).ok_or_else(|| {
+                        unmaterializable(
+                            format!("host `{host}` is not in the realization"),
+                            "realize it again",
+                        )
+                    })?;
                     let mut ports = ports.clone();
                     if link.kind == LinkKind::Vxlan {
                         let vni = link.vni.ok_or_else(|| {
@@ -260,43 +372,24 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                                 "realize it again",
                             )
                         })?;
-                        let underlay = |h: &str| hosts.get(h).and_then(|p| p.underlay.clone());
-                        let Some(local_ip) = underlay(host) else {
-                            return Err(unmaterializable(
-                                format!(
-                                    "host `{host}` carries VXLAN link `{}` but has no underlay address",
-                                    link.link
-                                ),
-                                "give the host `underlay='...'` in the facility model",
-                            ));
-                        };
-                        let mut remotes = Vec::new();
-                        for h in link.hosts.iter().filter(|h| h.as_str() != *host) {
-                            remotes.push(underlay(h).ok_or_else(|| {
-                                unmaterializable(
-                                    format!("host `{h}` has no underlay address"),
-                                    "give the host `underlay='...'` in the facility model",
-                                )
-                            })?);
-                        }
-                        let device = format!("v{t}{li:x}");
-                        out.entry(host.to_string()).or_default().push(frag(
-                            host,
+                        let device = ifname(format!("v{t}{li:x}"))?;
+                        out.entry(hname.clone()).or_default().push(frag(
+                            &hname,
                             Scope::Global,
                             format!("vtep/{host}/{device}"),
                             Spec::Vtep {
                                 device: device.clone(),
                                 vni,
-                                local: local_ip,
-                                remotes,
+                                local: underlay(host)?,
+                                remotes: others(host),
                                 port: VXLAN_PORT,
                             },
                         ));
                         ports.push(device);
                     }
-                    let device = format!("b{t}{li:x}");
-                    local.entry(host.to_string()).or_default().push(frag(
-                        host,
+                    let device = ifname(format!("b{t}{li:x}"))?;
+                    local.entry(hname.clone()).or_default().push(frag(
+                        &hname,
                         Scope::Local,
                         format!("bridge/{host}/{device}"),
                         Spec::Bridge { device, ports },
@@ -306,9 +399,10 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
         }
         if let Some(em) = &link.emulation {
             for (host, devs) in &taps {
+                let Some(h) = hosts.get(host) else { continue };
                 for d in devs {
-                    local.entry(host.to_string()).or_default().push(frag(
-                        host,
+                    local.entry(h.name.clone()).or_default().push(frag(
+                        &h.name,
                         Scope::Local,
                         format!("emulation/{d}"),
                         Spec::Emulation {
@@ -348,8 +442,17 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             _ => None,
         };
         let machine = match p.arch.as_str() {
-            "x86_64" => "q35",
-            _ => "virt",
+            "x86_64" => Machine::Q35,
+            _ => Machine::Virt,
+        };
+        let image = match &p.profile.image {
+            None => Name::new(DEFAULT_IMAGE).expect("a plain name"),
+            Some(i) => Name::new(i.as_str()).map_err(|e| {
+                unmaterializable(
+                    format!("node `{}`: image {e}", p.node),
+                    "images are named like `bookworm` or `mx-busybox`",
+                )
+            })?,
         };
         local.entry(p.host.clone()).or_default().push(frag(
             &p.host,
@@ -358,15 +461,11 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             Spec::Vm(Box::new(VmSpec {
                 name: p.node.clone(),
                 arch: p.arch.clone(),
-                machine: machine.to_string(),
+                machine,
                 vcpus: p.cores,
                 memory_mib,
                 disk: p.disk,
-                image: p
-                    .profile
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_IMAGE.to_string()),
+                image,
                 nics: vm_nics.into_iter().map(|(_, n)| n).collect(),
                 cpu_share,
                 tdf: p.profile.tdf,
@@ -404,7 +503,11 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
         .into_iter()
         .map(|(host, mut fragments)| {
             fragments.sort_by_key(|f| rank(f)); // stable: creation order within a kind
-            Bundle { host, fragments }
+            Bundle {
+                experiment: real.name.clone(),
+                host,
+                fragments,
+            }
         })
         .collect())
 }
@@ -431,7 +534,12 @@ fn vm_gpu(p: &mx_xir::Placement, tag: u32) -> Result<Option<VmGpu>, Diagnostic> 
             parent: device,
             mdev_type: t.clone(),
             // Deterministic: the experiment's tag and the slice's place.
-            uuid: format!("{tag:08x}-6d78-4000-8000-{:06x}{s:06x}", g.index),
+            uuid: Uuid::new(format!(
+                "{tag:08x}-6d78-4000-8000-{:06x}{:06x}",
+                g.index & 0xff_ffff,
+                s & 0xff_ffff
+            ))
+            .map_err(|e| unmaterializable(e.to_string(), "realize it again"))?,
         },
         (Some(s), Some("vf"), _) => VmGpu::Vf {
             model,
@@ -482,15 +590,24 @@ pub fn profile(name: &str) -> Option<EmulationProfile> {
 }
 
 /// A locally administered MAC: the experiment tag, then the NIC's index.
-fn mac(tag: u32, index: u32) -> String {
-    format!(
+/// An experiment has at most 65,536 NICs, so MACs never wrap into another
+/// NIC's.
+fn mac(tag: u32, index: u32) -> Result<Mac, Diagnostic> {
+    if index > 0xffff {
+        return Err(unmaterializable(
+            "the experiment has more than 65,536 NICs".to_string(),
+            "split it into several experiments",
+        ));
+    }
+    Mac::new(format!(
         "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         (tag >> 16) & 0xff,
         (tag >> 8) & 0xff,
         tag & 0xff,
         (index >> 8) & 0xff,
         index & 0xff
-    )
+    ))
+    .map_err(|e| unmaterializable(e.to_string(), "realize it again"))
 }
 
 fn unmaterializable(message: String, help: &str) -> Diagnostic {
@@ -503,7 +620,8 @@ pub fn file_name(index: usize, f: &Fragment) -> String {
 }
 
 /// Writes each bundle to `dir/<host>/`: the fragments, then `manifest.json`
-/// with their digests. Existing bundle directories are replaced.
+/// with their digests. Existing bundle directories are replaced; a host is
+/// a [`Name`], so `dir/<host>` is always a directory inside `dir`.
 pub fn write(dir: &Path, bundles: &[Bundle]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for b in bundles {
@@ -525,11 +643,7 @@ pub fn write(dir: &Path, bundles: &[Bundle]) -> std::io::Result<()> {
         }
         let manifest = Manifest {
             version: FRAGMENT_VERSION.to_string(),
-            experiment: b
-                .fragments
-                .first()
-                .map(|f| f.experiment.clone())
-                .unwrap_or_default(),
+            experiment: b.experiment.clone(),
             host: b.host.clone(),
             fragments: entries,
         };

@@ -48,8 +48,8 @@ fn local_example_bundles() {
 #[test]
 fn bundles_are_byte_identical() {
     let real = realize("examples/local.mx", "examples/facilities/local.mx");
-    let tmp = std::env::temp_dir().join(format!("mx-mat-{}", std::process::id()));
-    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     mx_materializer::write(&a, &mx_materializer::materialize(&real).unwrap()).unwrap();
     let again = realize("examples/local.mx", "examples/facilities/local.mx");
     mx_materializer::write(&b, &mx_materializer::materialize(&again).unwrap()).unwrap();
@@ -63,27 +63,43 @@ fn bundles_are_byte_identical() {
         }
     }
     assert!(files > 10);
-    std::fs::remove_dir_all(tmp).unwrap();
 }
 
 #[test]
 fn experiments_get_distinct_devices_and_macs() {
-    let mut one = realize("examples/local.mx", "examples/facilities/local.mx");
-    let a = mx_materializer::materialize(&one).unwrap();
-    one.name = "other".into();
-    let b = mx_materializer::materialize(&one).unwrap();
+    let exp = compile("examples/local.mx").xir.expect("experiment");
+    let fac = compile("examples/facilities/local.mx")
+        .facility
+        .expect("facility");
+    let one = mx_realizer::realize(&exp, &fac, &Default::default(), &Default::default())
+        .unwrap()
+        .realization;
+    // A second experiment whose name would give it the same tag (here: the
+    // same name) gets another from the table, and with it other devices.
+    let mut usage = mx_realizer::Usage::default();
+    usage.tags.insert(one.tag);
+    let two = mx_realizer::realize(&exp, &fac, &usage, &Default::default())
+        .unwrap()
+        .realization;
+    assert_ne!(one.tag, two.tag);
+    let (a, b) = (
+        mx_materializer::materialize(&one).unwrap(),
+        mx_materializer::materialize(&two).unwrap(),
+    );
     let devices = |bs: &[mx_materializer::Bundle]| -> std::collections::BTreeSet<String> {
         bs.iter()
             .flat_map(|b| &b.fragments)
-            .filter_map(|f| match &f.spec {
-                mx_xir::Spec::Tap { device, .. } | mx_xir::Spec::Bridge { device, .. } => {
-                    Some(device.clone())
-                }
-                _ => None,
+            .flat_map(|f| match &f.spec {
+                mx_xir::Spec::Tap { device, .. }
+                | mx_xir::Spec::Bridge { device, .. }
+                | mx_xir::Spec::Vtep { device, .. } => vec![device.to_string()],
+                mx_xir::Spec::Vm(vm) => vm.nics.iter().map(|n| n.mac.to_string()).collect(),
+                _ => Vec::new(),
             })
             .collect()
     };
     assert!(devices(&a).is_disjoint(&devices(&b)));
+    assert!(devices(&a).len() > 10);
 }
 
 #[test]

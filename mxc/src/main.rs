@@ -148,8 +148,8 @@ struct RealizeArgs {
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Name of the realization (default: the experiment's name).
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    name: Option<mx_xir::Name>,
     /// Seed for tie-breaking; the same inputs and seed give the same realization.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -159,7 +159,7 @@ struct RealizeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = RealizeFormat::Text)]
     format: RealizeFormat,
-    /// Write the realization XIR (JSON) here.
+    /// Write the realization XIR (JSON) here instead of printing it.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// List every host and its verdict for every node.
@@ -435,19 +435,19 @@ fn check_summary(
 /// A file that cannot be read is reported here and gives `Err`.
 fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Option<Document>), ()> {
     let name = path.display().to_string();
-    let text: Arc<str> = match std::fs::read_to_string(path) {
-        Ok(text) => text.into(),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(err) => {
             eprintln!("error: cannot read {name}: {err}");
             return Err(());
         }
     };
     let opts = options.compiler_options();
-    let output = thread::scope(|scope| {
+    let (text, output) = thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("mxc-compile".to_owned())
             .stack_size(COMPILE_STACK)
-            .spawn_scoped(scope, || mx_compiler::compile(&name, &text, &opts));
+            .spawn_scoped(scope, || mx_compiler::compile_source(&name, bytes, &opts));
         match worker {
             Ok(handle) => handle.join().map_err(|_| {
                 eprintln!("error: the compiler crashed on {name}; this is a bug in mxc");
@@ -473,7 +473,7 @@ fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Opti
         let _ = writeln!(stderr, "{line}");
     }
     let report = FileReport {
-        file: SourceFile::new(name, text),
+        file: SourceFile::new(name, Arc::<str>::from(text)),
         diagnostics: output.diagnostics,
     };
     let doc = match (output.xir, output.facility) {
@@ -504,9 +504,9 @@ pub(crate) fn realize_model(
         return Err(Status::Error);
     };
     // The facility: a file, or the built-in default.
-    let (fac_path, fac_text): (String, Arc<str>) = match &args.facility {
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => (p.display().to_string(), t.into()),
+    let (fac_path, fac_bytes): (String, Vec<u8>) = match &args.facility {
+        Some(p) => match std::fs::read(p) {
+            Ok(t) => (p.display().to_string(), t),
             Err(err) => {
                 eprintln!("error: cannot read {}: {err}", p.display());
                 return Err(Status::Error);
@@ -514,9 +514,10 @@ pub(crate) fn realize_model(
         },
         None => (default_facility.0.to_string(), default_facility.1.into()),
     };
-    let out = mx_compiler::compile(&fac_path, &fac_text, &mx_compiler::Options::default());
+    let (fac_text, out) =
+        mx_compiler::compile_source(&fac_path, fac_bytes, &mx_compiler::Options::default());
     let fac_report = FileReport {
-        file: SourceFile::new(fac_path.clone(), fac_text),
+        file: SourceFile::new(fac_path.clone(), Arc::<str>::from(fac_text)),
         diagnostics: out.diagnostics,
     };
     eprint!("{}", mx_diag::render_human(&fac_report, style));
@@ -645,11 +646,20 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
         Ok(r) => r,
         Err(status) => return status,
     };
-    if let Some(path) = &args.output
-        && let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real))
-    {
-        eprintln!("error: cannot write {}: {err}", path.display());
-        return Status::Error;
+    // `-o FILE` takes the document: stdout stays quiet, as with `compile -o`.
+    if let Some(path) = &args.output {
+        if let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real)) {
+            eprintln!("error: cannot write {}: {err}", path.display());
+            return Status::Error;
+        }
+        eprintln!(
+            "wrote realization `{}` ({} nodes, {} links) to {}",
+            real.name,
+            real.nodes.len(),
+            real.links.len(),
+            path.display()
+        );
+        return Status::Success;
     }
     let text = match args.format {
         RealizeFormat::Json => mx_xir::to_json_pretty(&real),
@@ -783,15 +793,16 @@ fn realization_table(real: &mx_xir::Realization) -> String {
             mx_xir::LinkKind::XdpPair => "xdp-pair",
             mx_xir::LinkKind::Bridge => "bridge",
             mx_xir::LinkKind::Vxlan => "vxlan",
+            mx_xir::LinkKind::Switched => "switched",
         };
         let mut extra: Vec<String> = l.vni.map(|v| format!("vni {v}")).into_iter().collect();
         for e in &l.endpoints {
             match &e.attach {
                 mx_xir::Attachment::Tap { model } => extra.push(format!("{}: tap {model}", e.node)),
-                mx_xir::Attachment::Vf { port, vf, vlan } => {
+                mx_xir::Attachment::Vf { port, vf, vlan, .. } => {
                     extra.push(format!("{}: vf {vf} of port {port}, vlan {vlan}", e.node))
                 }
-                mx_xir::Attachment::Port { port, vlan } => {
+                mx_xir::Attachment::Port { port, vlan, .. } => {
                     extra.push(format!("{}: port {port}, vlan {vlan}", e.node))
                 }
             }
@@ -871,6 +882,12 @@ fn explain(args: &ExplainArgs) -> Status {
             Status::Error
         }
     }
+}
+
+/// Parses an experiment or realization name (exit 2 on a bad one): names
+/// become directory names, so `..` or `/etc` must never pass.
+pub(crate) fn parse_name(arg: &str) -> Result<mx_xir::Name, String> {
+    mx_xir::Name::new(arg).map_err(|e| e.to_string())
 }
 
 /// Parses `--set K=V`; clap turns the `Err` into a usage error (exit 2).

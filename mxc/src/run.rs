@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use mx_diag::Diagnostic;
 use mx_runtime::{Event, Runtime, Status as TaskStatus};
+use mx_xir::Name;
 
 use crate::{ModelOptions, RealizeArgs, RealizeFormat, SolverArg, Status};
 use mx_diag::HumanStyle;
@@ -41,8 +42,8 @@ pub struct UpArgs {
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Name of the experiment (default: the model's).
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = crate::parse_name)]
+    name: Option<Name>,
     /// Seed for the realizer.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -57,7 +58,8 @@ pub struct UpArgs {
 #[derive(Args)]
 pub struct DownArgs {
     /// The experiment.
-    name: String,
+    #[arg(value_parser = crate::parse_name)]
+    name: Name,
     /// Print the teardown operations; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -69,7 +71,8 @@ pub struct DownArgs {
 #[derive(Args)]
 pub struct StatusArgs {
     /// The experiment (default: list them all).
-    name: Option<String>,
+    #[arg(value_parser = crate::parse_name)]
+    name: Option<Name>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -320,12 +323,7 @@ fn up_bundles(args: &UpArgs) -> Status {
             return Status::Failure;
         }
     };
-    let name = bundles
-        .iter()
-        .flat_map(|b| &b.fragments)
-        .map(|f| f.experiment.clone())
-        .next()
-        .unwrap_or_default();
+    let name = bundles[0].experiment.clone();
     let rt = Runtime::from_env();
     if args.dry_run {
         return match rt.plan(&bundles, false) {
@@ -346,7 +344,7 @@ fn up_bundles(args: &UpArgs) -> Status {
 fn run_up(
     rt: &Runtime,
     bundles: &[mx_materializer::Bundle],
-    name: &str,
+    name: &Name,
     db: &Option<PathBuf>,
 ) -> Status {
     let started = Instant::now();
@@ -384,14 +382,15 @@ fn run_up(
 }
 
 /// The experiment name a model compiles to, if it compiles.
-fn model_name(path: &std::path::Path, opts: &ModelOptions) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let out = mx_compiler::compile(&path.display().to_string(), &text, &opts.compiler_options());
+fn model_name(path: &std::path::Path, opts: &ModelOptions) -> Option<Name> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, out) =
+        mx_compiler::compile_source(&path.display().to_string(), bytes, &opts.compiler_options());
     out.xir.map(|x| x.name)
 }
 
 /// Gives back an allocation made by `up` when nothing came of it.
-fn release(dry_run: bool, db: &Option<PathBuf>, name: &str, status: Status) -> Status {
+fn release(dry_run: bool, db: &Option<PathBuf>, name: &Name, status: Status) -> Status {
     if !dry_run {
         let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
         let _ = mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(name));
@@ -476,17 +475,18 @@ pub fn status(args: &StatusArgs) -> Status {
             return Status::Failure;
         }
     };
-    let vms: Vec<String> = state
+    let vms: Vec<Name> = state
         .tasks
         .iter()
-        .filter_map(|t| t.id.strip_prefix("vm/").map(str::to_string))
+        .filter_map(|t| t.id.strip_prefix("vm/"))
+        .filter_map(|v| Name::new(v).ok())
         .collect();
     if args.json {
         let guests: serde_json::Map<String, serde_json::Value> = vms
             .iter()
             .map(|v| {
                 (
-                    v.clone(),
+                    v.to_string(),
                     serde_json::json!({ "running": rt.vm_alive(name, v), "console": rt.guest_report(name, v) }),
                 )
             })

@@ -304,3 +304,63 @@ fn color_always_colors_and_never_does_not() {
     let plain = mxc(&dir, &["check", "err.mx"]);
     assert!(!plain.stderr.contains('\x1b'), "{}", plain.stderr);
 }
+
+#[test]
+fn output_files_take_the_document_and_leave_stdout_quiet() {
+    let dir = TempDir::new("output_quiet");
+    dir.write("ok.mx", VALID);
+    for format in ["json", "text"] {
+        let run = mxc(
+            &dir,
+            &[
+                "realize",
+                "ok.mx",
+                "--dry-run",
+                "--format",
+                format,
+                "-o",
+                "r.json",
+            ],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            run.stdout, "",
+            "realize -o --format {format} wrote to stdout"
+        );
+        assert!(
+            run.stderr.contains("wrote realization `ok`"),
+            "{}",
+            run.stderr
+        );
+        let real: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+        assert_eq!(real["kind"], "realization");
+    }
+    let run = mxc(&dir, &["materialize", "r.json", "-o", "bundles"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    let run = mxc(&dir, &["compile", "ok.mx", "-o", "x.json"]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+}
+
+#[test]
+fn undecodable_source_is_a_model_error_at_the_byte() {
+    let dir = TempDir::new("not_utf8");
+    std::fs::write(
+        dir.path().join("latin1.mx"),
+        b"net = Network('caf\xe9')\na = net.node('a')\n",
+    )
+    .unwrap();
+    insta::assert_snapshot!(mxc(&dir, &["check", "latin1.mx"]).snapshot(&dir));
+    let run = mxc(&dir, &["compile", "latin1.mx"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    // A facility is read the same way.
+    dir.write("ok.mx", VALID);
+    let run = mxc(
+        &dir,
+        &["realize", "ok.mx", "--dry-run", "--facility", "latin1.mx"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("E0108"), "{}", run.stderr);
+}

@@ -384,7 +384,7 @@ fn tampered_bundles_are_refused_before_anything_is_touched() {
     assert!(!env.dir.join("run/local").exists());
 }
 
-/// The device-name tag of an experiment (as the materializer derives it).
+/// The device-name tag an experiment gets from an empty allocation table.
 fn mx_tag(name: &str) -> String {
-    mx_materializer::tag(name)
+    mx_materializer::tag_hex(mx_realizer::preferred_tag(name))
 }

@@ -82,7 +82,7 @@ pub struct Fabric {
 impl Fabric {
     pub fn new(exp: &Experiment, fac: &Facility, usage: &Usage) -> Fabric {
         let hosts = fac.hosts.len();
-        let mut names: Vec<String> = fac.hosts.iter().map(|h| h.name.clone()).collect();
+        let mut names: Vec<String> = fac.hosts.iter().map(|h| h.name.to_string()).collect();
         let mut leaf = Vec::with_capacity(hosts);
         for h in &fac.hosts {
             leaf.push(uplink(fac, &h.name).map(|(_, l)| {

@@ -45,7 +45,7 @@ const RESTART_LIMIT: usize = 2000;
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Name of the realization (defaults to the experiment's).
-    pub name: Option<String>,
+    pub name: Option<mx_xir::Name>,
     /// Seed for tie-breaking; the same inputs and seed give the same result.
     pub seed: u64,
     /// Record every candidate's verdict (for `--explain`).
@@ -112,6 +112,23 @@ fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
         p.kernel_args = args.split_whitespace().map(str::to_string).collect();
     }
     p
+}
+
+/// The tag a realization named `name` prefers: 24 bits of its name's
+/// SHA-256, so a name keeps its tag (and device names) while it is free.
+pub fn preferred_tag(name: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(name.as_bytes());
+    u32::from_be_bytes([0, d[0], d[1], d[2]])
+}
+
+/// The first tag at or after the preferred one (wrapping in 24 bits, never
+/// 0) that no other realization in the table holds.
+pub fn free_tag(name: &str, used: &std::collections::BTreeSet<u32>) -> Option<u32> {
+    let start = preferred_tag(name);
+    (0..1u32 << 24)
+        .map(|i| (start + i) & 0x00ff_ffff)
+        .find(|t| *t != 0 && !used.contains(t))
 }
 
 /// Realizes `exp` on `fac` given `usage`, or explains why it cannot be done.
@@ -197,6 +214,13 @@ pub fn realize(
         }
     }
     let name = opts.name.clone().unwrap_or_else(|| exp.name.clone());
+    let tag = free_tag(&name, &usage.tags).ok_or_else(|| {
+        vec![
+            Diagnostic::error("E0308", "every experiment tag is held by a realization").help(
+                "relinquish realizations that are no longer up (`mxc alloc show` lists them)",
+            ),
+        ]
+    })?;
     let mut real = Realization::new(
         &name,
         &exp.source.path,
@@ -204,6 +228,7 @@ pub fn realize(
         placement.engine,
         opts.seed,
     );
+    real.tag = tag;
     real.nodes = placement.placements;
     for (p, n) in real.nodes.iter_mut().zip(&exp.nodes) {
         p.profile = profile(n);
@@ -219,18 +244,32 @@ pub fn realize(
             name: h.name.clone(),
             arch: h.arch.clone(),
             clock: h.clock,
-            underlay: h.underlay.clone(),
+            underlay: h.underlay,
             netns: h.netns,
             ports: if h.nics.iter().any(|n| !n.devices.is_empty()) {
                 h.nics
                     .iter()
-                    .flat_map(|n| {
-                        (0..n.ports as usize).map(|i| n.devices.get(i).cloned().unwrap_or_default())
-                    })
+                    .flat_map(|n| (0..n.ports as usize).map(|i| n.devices.get(i).cloned()))
                     .collect()
             } else {
                 Vec::new()
             },
+        })
+        .collect();
+    // The leaves that VFs and ports reach the experiment through.
+    let leaves: std::collections::BTreeSet<&str> = real
+        .links
+        .iter()
+        .flat_map(|l| &l.endpoints)
+        .filter_map(|e| e.attach.switch().map(|s| s.as_str()))
+        .collect();
+    real.switches = fac
+        .switches
+        .iter()
+        .filter(|s| leaves.contains(s.name.as_str()))
+        .map(|s| mx_xir::SwitchPlan {
+            name: s.name.clone(),
+            underlay: s.underlay,
         })
         .collect();
     Ok(Outcome {

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mx_diag::Diagnostic;
 use mx_xir::{
-    Attachment, Emulation, EndpointPlan, Experiment, Facility, LinkKind, LinkPlan, Mode, Op,
+    Attachment, Emulation, EndpointPlan, Experiment, Facility, LinkKind, LinkPlan, Mode, Name, Op,
     Placement, Value,
 };
 
 use crate::matching::{Need, NicNeed, nic_model_ok};
-use crate::usage::{Usage, leaf_of, uplink};
+use crate::usage::{Usage, cabled_to, leaf_of, uplink};
 
 /// VNIs handed out from here up.
 pub const VNI_BASE: u32 = 10_000;
@@ -53,26 +53,13 @@ pub fn plan(
         .map(|(i, h)| (h.name.as_str(), i))
         .collect();
     for (li, link) in exp.links.iter().enumerate() {
-        let mut hosts: Vec<String> = link
+        let mut hosts: Vec<Name> = link
             .endpoints
             .iter()
             .map(|e| placements[index[e.node.as_str()]].host.clone())
             .collect();
         hosts.sort();
         hosts.dedup();
-        let kind = match (hosts.len(), link.endpoints.len()) {
-            (1, 2) => LinkKind::XdpPair,
-            (1, _) => LinkKind::Bridge,
-            _ => LinkKind::Vxlan,
-        };
-        let vni = (kind == LinkKind::Vxlan).then(|| {
-            // A cursor, not a scan from the start: VNIs are handed out in order.
-            while vnis.contains(&next_vni) {
-                next_vni += 1;
-            }
-            vnis.insert(next_vni);
-            next_vni
-        });
         // One VLAN tag per leaf this link touches through a VF or port.
         let mut link_vlan: BTreeMap<String, u16> = BTreeMap::new();
         let mut tag_on =
@@ -118,6 +105,11 @@ pub fn plan(
                 .primary(link.span.range(), "on this link")
                 .help("the host's ports are cabled to no switch, or all in use")
             };
+            // The leaf behind a host port, as the attachment records it.
+            let leaf = |port: u32| -> Result<(Name, u32), Diagnostic> {
+                let (sw, sp) = cabled_to(fac, &host.name, port).ok_or_else(no_port)?;
+                Ok((mx_xir::safe_name(&sw), sp))
+            };
             let attach = match (p.mode, need) {
                 (Mode::Vm, NicNeed::Virtual(model)) => Attachment::Tap { model },
                 (Mode::Vm, NicNeed::Any) => Attachment::Tap {
@@ -132,10 +124,13 @@ pub fn plan(
                         // A physical function handed to a VM whole cannot
                         // serve VFs until it is given back.
                         let pf = host.nics[..i].iter().map(|n| n.ports).sum::<u32>();
-                        if ports.get(&host.name).is_some_and(|t| t.contains(&pf)) {
+                        if ports
+                            .get(host.name.as_str())
+                            .is_some_and(|t| t.contains(&pf))
+                        {
                             continue;
                         }
-                        let used = vfs.entry((host.name.clone(), i)).or_default();
+                        let used = vfs.entry((host.name.to_string(), i)).or_default();
                         if let Some(vf) = (0..nic.max_vfs).find(|v| !used.contains(v)) {
                             used.insert(vf);
                             chosen = Some((pf, vf));
@@ -147,13 +142,18 @@ pub fn plan(
                             .primary(link.span.range(), "on this link")
                             .help("fewer vfio endpoints per host, or a facility with more SR-IOV capacity")
                     })?;
-                    let leaf = leaf_of(fac, &host.name, port)
-                        .or_else(|| uplink(fac, &host.name).map(|(_, l)| l))
-                        .ok_or_else(no_port)?;
+                    // A PF that is not cabled itself reaches the fabric
+                    // through the host's uplink.
+                    let (switch, switch_port) = leaf(port).or_else(|_| {
+                        let (up, _) = uplink(fac, &host.name).ok_or_else(no_port)?;
+                        leaf(up)
+                    })?;
                     Attachment::Vf {
                         port,
                         vf,
-                        vlan: tag_on(&leaf, &mut vlans)?,
+                        vlan: tag_on(&switch, &mut vlans)?,
+                        switch,
+                        switch_port,
                     }
                 }
                 (Mode::Vm, NicNeed::Port(cs)) => {
@@ -164,12 +164,12 @@ pub fn plan(
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| {
-                            vfs.get(&(host.name.clone(), *i))
+                            vfs.get(&(host.name.to_string(), *i))
                                 .is_some_and(|u| !u.is_empty())
                         })
                         .map(|(i, _)| host.nics[..i].iter().map(|n| n.ports).sum::<u32>())
                         .collect();
-                    let taken = ports.entry(host.name.clone()).or_default();
+                    let taken = ports.entry(host.name.to_string()).or_default();
                     let up = uplink(fac, &host.name).map(|(p, _)| p);
                     let port = (0..host.ports())
                         .find(|&port| {
@@ -183,18 +183,23 @@ pub fn plan(
                         })
                         .ok_or_else(no_port)?;
                     taken.insert(port);
-                    let leaf = leaf_of(fac, &host.name, port).ok_or_else(no_port)?;
+                    let (switch, switch_port) = leaf(port)?;
                     Attachment::Port {
                         port,
-                        vlan: tag_on(&leaf, &mut vlans)?,
+                        vlan: tag_on(&switch, &mut vlans)?,
+                        switch,
+                        switch_port,
                     }
                 }
                 // Bare metal: the host's uplink, VLAN-tagged per link (a trunk).
                 (Mode::Metal, _) => {
-                    let (port, leaf) = uplink(fac, &host.name).ok_or_else(no_port)?;
+                    let (port, _) = uplink(fac, &host.name).ok_or_else(no_port)?;
+                    let (switch, switch_port) = leaf(port)?;
                     Attachment::Port {
                         port,
-                        vlan: tag_on(&leaf, &mut vlans)?,
+                        vlan: tag_on(&switch, &mut vlans)?,
+                        switch,
+                        switch_port,
                     }
                 }
             };
@@ -203,7 +208,11 @@ pub fn plan(
                 socket: ep.socket,
                 host: host.name.clone(),
                 attach,
-                addrs: ep.addrs.iter().map(|a| a.cidr.clone()).collect(),
+                addrs: ep
+                    .addrs
+                    .iter()
+                    .filter_map(|a| a.cidr.parse().ok())
+                    .collect(),
                 emulation: ep.constraints.iter().find_map(|c| match (&c.op, &c.value) {
                     (mx_xir::Op::Eq, mx_xir::Value::Text(t)) if c.property == "emulation" => {
                         Some(t.clone())
@@ -212,6 +221,18 @@ pub fn plan(
                 }),
             });
         }
+        let kind = link_kind(&hosts, &endpoints);
+        if kind == LinkKind::Vxlan {
+            tunnel_endpoints(fac, link, &endpoints)?;
+        }
+        let vni = (kind == LinkKind::Vxlan).then(|| {
+            // A cursor, not a scan from the start: VNIs are handed out in order.
+            while vnis.contains(&next_vni) {
+                next_vni += 1;
+            }
+            vnis.insert(next_vni);
+            next_vni
+        });
         out.push(LinkPlan {
             link: link.name.clone(),
             kind,
@@ -224,6 +245,63 @@ pub fn plan(
     }
     uplinks_hold(fac, &out, usage)?;
     Ok(out)
+}
+
+/// How a link is built, from where its endpoints are and how they attach:
+/// taps on one host are joined there (an XDP pair, a bridge); VFs and ports
+/// behind one leaf are joined by the leaf's VLAN; anything else is a VXLAN
+/// segment, which hypervisors with taps join through their own VTEPs and
+/// leaves with VFs or ports through theirs (the seed's hybrid virtio + vfio
+/// case: the global/local boundary spread over two mechanisms).
+pub fn link_kind(hosts: &[Name], endpoints: &[EndpointPlan]) -> LinkKind {
+    let taps = endpoints
+        .iter()
+        .filter(|e| matches!(e.attach, Attachment::Tap { .. }))
+        .count();
+    let leaves: BTreeSet<&Name> = endpoints.iter().filter_map(|e| e.attach.switch()).collect();
+    match (taps == endpoints.len(), leaves.len()) {
+        (true, _) if hosts.len() == 1 && endpoints.len() == 2 => LinkKind::XdpPair,
+        (true, _) if hosts.len() == 1 => LinkKind::Bridge,
+        (false, 1) if taps == 0 => LinkKind::Switched,
+        _ => LinkKind::Vxlan,
+    }
+}
+
+/// A VXLAN segment needs a tunnel endpoint wherever it is joined: on every
+/// host with a tap on the link, and on every leaf with a VF or port on it.
+fn tunnel_endpoints(
+    fac: &Facility,
+    link: &mx_xir::Link,
+    endpoints: &[EndpointPlan],
+) -> Result<(), Diagnostic> {
+    for e in endpoints {
+        let missing = match e.attach.switch() {
+            None => fac
+                .host(&e.host)
+                .is_some_and(|h| h.underlay.is_none())
+                .then(|| (format!("host `{}`", e.host), "has no underlay address")),
+            Some(sw) => match fac.switches.iter().find(|s| s.name == *sw) {
+                Some(s) if !s.vxlan => Some((
+                    format!("leaf `{sw}`"),
+                    "cannot map VLANs to VNIs (vxlan=False)",
+                )),
+                Some(s) if s.underlay.is_none() => {
+                    Some((format!("leaf `{sw}`"), "has no underlay address"))
+                }
+                Some(_) => None,
+                None => Some((format!("`{sw}`"), "is not a switch of the facility")),
+            },
+        };
+        if let Some((what, why)) = missing {
+            return Err(Diagnostic::error(
+                "E0307",
+                format!("link `{}` needs a VXLAN tunnel endpoint on {what}, which {why}", link.name),
+            )
+            .primary(link.span.range(), format!("node `{}` joins it there", e.node))
+            .help("give hosts and leaf switches `underlay='...'` (leaves also vxlan=True) in the facility, or keep the link's endpoints on one host with virtual NICs"));
+        }
+    }
+    Ok(())
 }
 
 /// What a host's uplink carries: the cable's capacity, or the NIC port's if lower.
@@ -261,11 +339,15 @@ pub fn uplink_demand<'a>(
             .iter()
             .filter_map(|h| uplink(fac, h).map(|(_, l)| l))
             .collect();
-        let spans = p.hosts.iter().cloned().chain(if leaves.len() > 1 {
-            leaves.into_iter().collect()
-        } else {
-            Vec::new()
-        });
+        let spans = p
+            .hosts
+            .iter()
+            .map(|h| h.to_string())
+            .chain(if leaves.len() > 1 {
+                leaves.into_iter().collect()
+            } else {
+                Vec::new()
+            });
         for d in spans {
             let e = demand.entry(d).or_default();
             e.0 += cap;

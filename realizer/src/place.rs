@@ -186,7 +186,7 @@ pub fn place(
     let mut metal: Vec<bool> = fac
         .hosts
         .iter()
-        .map(|h| u.hosts.get(&h.name).is_some_and(|x| x.metal))
+        .map(|h| u.hosts.get(h.name.as_str()).is_some_and(|x| x.metal))
         .collect();
     let mut idle: Vec<bool> = fac.hosts.iter().map(|h| u.idle(&h.name)).collect();
     let mut vfs_taken: BTreeMap<(usize, usize), u32> = BTreeMap::new();
@@ -317,7 +317,7 @@ pub fn place(
             Some((_, hi, mode)) => {
                 host_of[ni] = Some((hi, mode));
                 let h = &fac.hosts[hi];
-                let e = u.hosts.entry(h.name.clone()).or_default();
+                let e = u.hosts.entry(h.name.to_string()).or_default();
                 idle[hi] = false;
                 match mode {
                     Mode::Metal => {

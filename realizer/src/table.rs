@@ -21,7 +21,7 @@ use crate::usage::{Usage, leaf_of};
 /// `mxal` in ASCII: marks the file as an mx allocation table.
 const APPLICATION_ID: i32 = 0x6d78_616c;
 /// Bumped when the tables change; older tables are migrated on open.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// GPUs held by VMs (version 3): `slice` is -1 for a whole GPU.
 const GPUS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gpus (realization TEXT NOT NULL, facility TEXT NOT NULL,
@@ -31,6 +31,11 @@ const GPUS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gpus (realization TEXT NOT 
 const PINS_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS pins (realization TEXT NOT NULL, facility TEXT NOT NULL,
     host TEXT NOT NULL, core INTEGER NOT NULL, UNIQUE(facility, host, core));";
+
+/// Experiment tags (version 5): unique across the table, since a tag names
+/// an experiment's devices on every machine it runs on.
+const TAGS_TABLE: &str = "CREATE TABLE IF NOT EXISTS tags (realization TEXT NOT NULL UNIQUE,
+    tag INTEGER NOT NULL UNIQUE);";
 
 /// Why the table could not be used.
 #[derive(Debug)]
@@ -136,11 +141,26 @@ impl Table {
         let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if (2..SCHEMA_VERSION).contains(&version) {
             // Version 2 lacked GPUs and pinned cores, version 3 pinned
-            // cores: add their tables, under the lock.
+            // cores, version 4 tags: add their tables, under the lock, and
+            // give existing realizations their tags.
             let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Exclusive)?;
             tx.execute_batch(&format!(
-                "{GPUS_TABLE} {PINS_TABLE} PRAGMA user_version = {SCHEMA_VERSION};"
+                "{GPUS_TABLE} {PINS_TABLE} {TAGS_TABLE} PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
+            let names: Vec<String> = tx
+                .prepare("SELECT name FROM realizations ORDER BY name")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut used = std::collections::BTreeSet::new();
+            for n in names {
+                if let Some(t) = crate::free_tag(&n, &used) {
+                    used.insert(t);
+                    tx.execute(
+                        "INSERT OR IGNORE INTO tags (realization, tag) VALUES (?1, ?2)",
+                        params![n, t],
+                    )?;
+                }
+            }
             tx.commit()?;
             version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         }
@@ -190,7 +210,16 @@ impl Table {
         let doc = mx_xir::to_json_pretty(&real);
         tx.execute(
             "INSERT INTO realizations (name, facility, experiment, doc) VALUES (?1, ?2, ?3, ?4)",
-            params![real.name, fac.name, real.experiment.path, doc],
+            params![
+                real.name.as_str(),
+                fac.name.as_str(),
+                real.experiment.path,
+                doc
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO tags (realization, tag) VALUES (?1, ?2)",
+            params![real.name.as_str(), real.tag],
         )?;
         for p in &real.nodes {
             let mode = match p.mode {
@@ -204,18 +233,18 @@ impl Table {
             };
             tx.execute(
                 "INSERT INTO allocations (realization, facility, host, node, mode, cores, memory, disk) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![real.name, fac.name, p.host, p.node, mode, c, m, d],
+                params![real.name.as_str(), fac.name.as_str(), p.host.as_str(), p.node.as_str(), mode, c, m, d],
             )?;
             if let Some(g) = &p.gpu {
                 tx.execute(
                     "INSERT INTO gpus (realization, facility, host, gpu, slice) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![real.name, fac.name, p.host, g.index, g.slice.map_or(-1, i64::from)],
+                    params![real.name.as_str(), fac.name.as_str(), p.host.as_str(), g.index, g.slice.map_or(-1, i64::from)],
                 )?;
             }
             for core in &p.cpus {
                 tx.execute(
                     "INSERT INTO pins (realization, facility, host, core) VALUES (?1, ?2, ?3, ?4)",
-                    params![real.name, fac.name, p.host, core],
+                    params![real.name.as_str(), fac.name.as_str(), p.host.as_str(), core],
                 )?;
             }
         }
@@ -224,28 +253,28 @@ impl Table {
             if let Some(v) = l.vni {
                 tx.execute(
                     "INSERT INTO vnis (realization, facility, vni) VALUES (?1, ?2, ?3)",
-                    params![real.name, fac.name, v],
+                    params![real.name.as_str(), fac.name.as_str(), v],
                 )?;
             }
             for e in &l.endpoints {
                 let (port, vlan) = match &e.attach {
                     Attachment::Tap { .. } => continue,
-                    Attachment::Vf { port, vf, vlan } => {
+                    Attachment::Vf { port, vf, vlan, .. } => {
                         let nic = fac
                             .host(&e.host)
                             .and_then(|h| h.nic_of_port(*port))
                             .map_or(0, |(n, _)| n);
-                        tx.execute("INSERT INTO vfs (realization, facility, host, nic, vf) VALUES (?1, ?2, ?3, ?4, ?5)", params![real.name, fac.name, e.host, nic as i64, vf])?;
+                        tx.execute("INSERT INTO vfs (realization, facility, host, nic, vf) VALUES (?1, ?2, ?3, ?4, ?5)", params![real.name.as_str(), fac.name.as_str(), e.host.as_str(), nic as i64, vf])?;
                         (*port, *vlan)
                     }
-                    Attachment::Port { port, vlan } => {
+                    Attachment::Port { port, vlan, .. } => {
                         // A bare-metal node's own uplink is part of its host, not a port taken.
                         let metal = real
                             .nodes
                             .iter()
                             .any(|p| p.node == e.node && p.mode == Mode::Metal);
                         if !metal {
-                            tx.execute("INSERT INTO ports (realization, facility, host, port) VALUES (?1, ?2, ?3, ?4)", params![real.name, fac.name, e.host, port])?;
+                            tx.execute("INSERT INTO ports (realization, facility, host, port) VALUES (?1, ?2, ?3, ?4)", params![real.name.as_str(), fac.name.as_str(), e.host.as_str(), port])?;
                         }
                         (*port, *vlan)
                     }
@@ -253,14 +282,14 @@ impl Table {
                 if let Some(leaf) = leaf_of(fac, &e.host, port)
                     && vlans.insert((leaf.clone(), vlan))
                 {
-                    tx.execute("INSERT INTO vlans (realization, facility, leaf, vlan) VALUES (?1, ?2, ?3, ?4)", params![real.name, fac.name, leaf, vlan])?;
+                    tx.execute("INSERT INTO vlans (realization, facility, leaf, vlan) VALUES (?1, ?2, ?3, ?4)", params![real.name.as_str(), fac.name.as_str(), leaf, vlan])?;
                 }
             }
         }
         for (host, (bps, _)) in crate::links::uplink_demand(fac, &real.links) {
             tx.execute(
                 "INSERT INTO uplinks (realization, facility, host, bps) VALUES (?1, ?2, ?3, ?4)",
-                params![real.name, fac.name, host, bps as i64],
+                params![real.name.as_str(), fac.name.as_str(), host, bps as i64],
             )?;
         }
         tx.commit()?;
@@ -285,6 +314,7 @@ impl Table {
             "uplinks",
             "gpus",
             "pins",
+            "tags",
         ] {
             tx.execute(&format!("DELETE FROM {t} WHERE realization = ?1"), [name])?;
         }
@@ -434,6 +464,12 @@ fn read_usage(conn: &Connection, fac: &Facility) -> Result<Usage, TableError> {
             Ok(())
         },
     )?;
+    // Tags in every facility: they name devices on the machines.
+    let mut st = conn.prepare("SELECT tag FROM tags")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        u.tags.insert(r.get::<_, i64>(0)? as u32);
+    }
     each_row(
         conn,
         "SELECT leaf, vlan FROM vlans WHERE facility = ?1",
@@ -505,7 +541,8 @@ fn init(conn: &Connection) -> Result<(), TableError> {
          CREATE TABLE IF NOT EXISTS uplinks (realization TEXT NOT NULL, facility TEXT NOT NULL, host TEXT NOT NULL,
              bps INTEGER NOT NULL);
          {GPUS_TABLE}
-         {PINS_TABLE}"
+         {PINS_TABLE}
+         {TAGS_TABLE}"
     ))?;
     tx.commit()?;
     Ok(())

@@ -36,6 +36,9 @@ pub struct Usage {
     /// Bits per second of link capacity crossing each host's uplink and
     /// each leaf switch's trunk, by device name.
     pub uplink: BTreeMap<String, u64>,
+    /// Experiment tags in use (in every facility: a tag names devices on
+    /// the machines an experiment runs on).
+    pub tags: BTreeSet<u32>,
 }
 
 impl Usage {
@@ -45,7 +48,7 @@ impl Usage {
 
     /// Free cores, memory and disk on `host` for VMs.
     pub fn free(&self, host: &Host) -> (u32, u64, u64) {
-        let u = self.hosts.get(&host.name);
+        let u = self.hosts.get(host.name.as_str());
         let (c, m, d) = u.map_or((0, 0, 0), |u| (u.cores, u.memory, u.disk));
         (
             (host.cores - host.reserved_cores).saturating_sub(c),
@@ -63,11 +66,12 @@ impl Usage {
 
     /// Adds a realization's allocations.
     pub fn add(&mut self, fac: &Facility, real: &Realization) {
+        self.tags.insert(real.tag);
         for (host, (bps, _)) in crate::links::uplink_demand(fac, &real.links) {
             *self.uplink.entry(host.to_string()).or_default() += bps;
         }
         for p in &real.nodes {
-            let u = self.hosts.entry(p.host.clone()).or_default();
+            let u = self.hosts.entry(p.host.to_string()).or_default();
             match p.mode {
                 Mode::Metal => u.metal = true,
                 Mode::Vm => {
@@ -88,12 +92,12 @@ impl Usage {
             for e in &l.endpoints {
                 let host = fac.host(&e.host);
                 match &e.attach {
-                    Attachment::Vf { port, vf, vlan } => {
+                    Attachment::Vf { port, vf, vlan, .. } => {
                         let nic = host
                             .and_then(|h| h.nic_of_port(*port))
                             .map_or(0, |(n, _)| n);
                         self.hosts
-                            .entry(e.host.clone())
+                            .entry(e.host.to_string())
                             .or_default()
                             .vfs
                             .entry(nic)
@@ -103,7 +107,7 @@ impl Usage {
                             self.vlans.entry(leaf).or_default().insert(*vlan);
                         }
                     }
-                    Attachment::Port { port, vlan } => {
+                    Attachment::Port { port, vlan, .. } => {
                         // A bare-metal node's own uplink is part of its host, not a port taken.
                         let metal = real
                             .nodes
@@ -111,7 +115,7 @@ impl Usage {
                             .any(|p| p.node == e.node && p.mode == Mode::Metal);
                         if !metal {
                             self.hosts
-                                .entry(e.host.clone())
+                                .entry(e.host.to_string())
                                 .or_default()
                                 .ports
                                 .insert(*port);
@@ -129,12 +133,17 @@ impl Usage {
 
 /// The switch a host port is cabled to.
 pub fn leaf_of(fac: &Facility, host: &str, port: u32) -> Option<String> {
+    cabled_to(fac, host, port).map(|(s, _)| s)
+}
+
+/// The device and port at the other end of a host port's cable.
+pub fn cabled_to(fac: &Facility, host: &str, port: u32) -> Option<(String, u32)> {
     fac.cables.iter().find_map(|c| {
         let [a, b] = &c.ends;
         if a.device == host && a.port == port {
-            Some(b.device.clone())
+            Some((b.device.clone(), b.port))
         } else if b.device == host && b.port == port {
-            Some(a.device.clone())
+            Some((a.device.clone(), a.port))
         } else {
             None
         }

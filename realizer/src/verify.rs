@@ -132,23 +132,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             bad.push(format!("link `{}` planned as `{}`", link.name, plan.link));
             continue;
         }
-        let hosts: BTreeSet<&str> = plan.endpoints.iter().map(|e| e.host.as_str()).collect();
-        match plan.kind {
-            LinkKind::XdpPair if hosts.len() != 1 || plan.endpoints.len() != 2 => {
-                bad.push(format!(
-                    "`{}`: an XDP pair must join two endpoints on one host",
-                    plan.link
-                ))
-            }
-            LinkKind::Bridge if hosts.len() != 1 => bad.push(format!(
-                "`{}`: a local bridge spans several hosts",
-                plan.link
-            )),
-            LinkKind::Vxlan if hosts.len() < 2 || plan.vni.is_none() => {
-                bad.push(format!("`{}`: VXLAN needs two hosts and a VNI", plan.link))
-            }
-            _ => {}
-        }
+        shape(fac, real, plan, &mut bad);
         if let Some(v) = plan.vni
             && !vnis.insert(v)
         {
@@ -164,8 +148,8 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             }
             let (port, vlan) = match &e.attach {
                 Attachment::Tap { .. } => continue,
-                Attachment::Vf { port, vf, vlan } => {
-                    if !vfs.insert((e.host.clone(), *port, *vf)) {
+                Attachment::Vf { port, vf, vlan, .. } => {
+                    if !vfs.insert((e.host.to_string(), *port, *vf)) {
                         bad.push(format!("VF {vf} of port {port} on `{}` used twice", e.host));
                     }
                     let max = fac
@@ -180,7 +164,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
                     }
                     (*port, *vlan)
                 }
-                Attachment::Port { port, vlan } => (*port, *vlan),
+                Attachment::Port { port, vlan, .. } => (*port, *vlan),
             };
             let Some(leaf) = leaf_of(fac, &e.host, port) else {
                 bad.push(format!("`{}` port {port} is not cabled", e.host));
@@ -202,7 +186,112 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
     }
     modes(usage, real, &mut bad);
     uplinks(fac, usage, real, &mut bad);
+    if real.tag == 0 || real.tag >= 1 << 24 || usage.tags.contains(&real.tag) {
+        bad.push(format!("tag {:#x} is not free", real.tag));
+    }
+    for h in &real.hosts {
+        if h.netns && h.underlay.is_none() {
+            bad.push(format!("netns host `{}` has no underlay address", h.name));
+        }
+    }
     bad
+}
+
+/// Whether the materializer can build `plan` as planned: the kind fits the
+/// endpoints (an XDP pair is two taps on one host, a bridge taps on one
+/// host, a switched link VFs and ports behind one leaf, anything else VXLAN
+/// with a VNI), every VF and port names the switch port its cable reaches,
+/// and every VXLAN segment has a tunnel endpoint wherever it is joined.
+fn shape(fac: &Facility, real: &Realization, plan: &mx_xir::LinkPlan, bad: &mut Vec<String>) {
+    let hosts: BTreeSet<&str> = plan.endpoints.iter().map(|e| e.host.as_str()).collect();
+    let mut taps = 0;
+    let mut leaves: BTreeSet<&str> = BTreeSet::new();
+    for e in &plan.endpoints {
+        match &e.attach {
+            Attachment::Tap { .. } => taps += 1,
+            Attachment::Vf {
+                port,
+                switch,
+                switch_port,
+                ..
+            }
+            | Attachment::Port {
+                port,
+                switch,
+                switch_port,
+                ..
+            } => {
+                leaves.insert(switch);
+                // A PF without a cable of its own reaches the leaf through
+                // the host's uplink.
+                let reached = [Some(*port), crate::usage::uplink(fac, &e.host).map(|u| u.0)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| crate::usage::cabled_to(fac, &e.host, p))
+                    .any(|(s, sp)| s == switch.as_str() && sp == *switch_port);
+                if !reached {
+                    bad.push(format!(
+                        "`{}`: `{}` port {port} is not cabled to `{switch}` port {switch_port}",
+                        plan.link, e.host
+                    ));
+                }
+            }
+        }
+    }
+    let all_taps = taps == plan.endpoints.len();
+    let ok = match plan.kind {
+        LinkKind::XdpPair => all_taps && taps == 2 && hosts.len() == 1 && plan.vni.is_none(),
+        LinkKind::Bridge => all_taps && hosts.len() == 1 && plan.vni.is_none(),
+        LinkKind::Switched => taps == 0 && leaves.len() == 1 && plan.vni.is_none(),
+        LinkKind::Vxlan => plan.vni.is_some() && (hosts.len() > 1 || !all_taps),
+    };
+    if !ok {
+        bad.push(format!(
+            "`{}`: a {:?} link cannot join {} taps and {} VFs or ports on {} hosts{}",
+            plan.link,
+            plan.kind,
+            taps,
+            plan.endpoints.len() - taps,
+            hosts.len(),
+            if plan.vni.is_some() {
+                " with a VNI"
+            } else {
+                ""
+            }
+        ));
+    }
+    if plan.kind != LinkKind::Vxlan {
+        return;
+    }
+    for e in plan
+        .endpoints
+        .iter()
+        .filter(|e| e.attach.switch().is_none())
+    {
+        if !real
+            .hosts
+            .iter()
+            .any(|h| h.name == e.host && h.underlay.is_some())
+        {
+            bad.push(format!(
+                "`{}`: host `{}` joins a VXLAN segment without an underlay address",
+                plan.link, e.host
+            ));
+        }
+    }
+    for leaf in leaves {
+        let capable = fac.switches.iter().any(|s| s.name == leaf && s.vxlan);
+        let planned = real
+            .switches
+            .iter()
+            .any(|s| s.name == leaf && s.underlay.is_some());
+        if !(capable && planned) {
+            bad.push(format!(
+                "`{}`: leaf `{leaf}` joins a VXLAN segment without a tunnel endpoint",
+                plan.link
+            ));
+        }
+    }
 }
 
 /// A physical function serves VFs or is handed to a VM whole, never both
@@ -335,10 +424,10 @@ fn modes(usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
     for e in real.links.iter().flat_map(|l| &l.endpoints) {
         match &e.attach {
             Attachment::Vf { port, .. } => {
-                serving.insert((e.host.clone(), *port));
+                serving.insert((e.host.to_string(), *port));
             }
             Attachment::Port { port, .. } if vms.contains(e.node.as_str()) => {
-                whole.insert((e.host.clone(), *port));
+                whole.insert((e.host.to_string(), *port));
             }
             _ => {}
         }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use mx_materializer::Bundle;
 use mx_runtime::exec::{self, Context, Direction, State, Status, TaskState};
-use mx_xir::{FRAGMENT_VERSION, Fragment, Scope, Spec};
+use mx_xir::{FRAGMENT_VERSION, Fragment, IfName, Name, Scope, Spec};
 
 /// Times every operation (with MX_BENCH_DEBUG) to show where time goes.
 struct Timed<'a>(
@@ -31,15 +31,29 @@ impl exec::Executor for Timed<'_> {
     }
 }
 
+/// The benchmark's experiment tag: its devices are named after it.
+const TAG: u32 = 0x0b0b0b;
+
 fn frag(id: String, scope: Scope, spec: Spec) -> Fragment {
     Fragment {
         version: FRAGMENT_VERSION.into(),
         id,
-        experiment: "plumbing".into(),
-        host: "bench".into(),
+        experiment: name("plumbing"),
+        tag: TAG,
+        host: name("bench"),
         scope,
         spec,
     }
+}
+
+fn name(s: &str) -> Name {
+    s.parse().expect("a name")
+}
+
+fn dev(kind: char, n: usize) -> IfName {
+    format!("{kind}{TAG:06x}{n:x}")
+        .parse()
+        .expect("an interface name")
 }
 
 fn main() {
@@ -55,11 +69,11 @@ fn main() {
         "netns/bench".into(),
         Scope::Global,
         Spec::Netns {
-            netns: "mxh-bench".into(),
-            underlay_netns: "mxu-bench".into(),
-            underlay_addr: "198.51.100.1/24".into(),
-            device: "mxul".into(),
-            peer: "ubench".into(),
+            netns: "mxh-bench".parse().expect("a namespace"),
+            underlay_netns: "mxu-bench".parse().expect("a namespace"),
+            underlay_addr: "198.51.100.1/24".parse().expect("a prefix"),
+            device: "mxul".parse().expect("an interface name"),
+            peer: "u0b0b0b".parse().expect("an interface name"),
         },
     )];
     let per: usize = std::env::args()
@@ -68,55 +82,54 @@ fn main() {
         .unwrap_or(10);
     if per == 0 {
         for t in 0..n {
-            let dev = format!("tb{t}");
+            let dev = dev('t', t);
             fragments.push(frag(
                 format!("tap/{dev}"),
                 Scope::Local,
                 Spec::Tap {
                     device: dev,
-                    vm: "none".into(),
+                    vm: name("none"),
                 },
             ));
         }
     }
     let bridges = if per == 0 { 0 } else { n.div_ceil(per) };
     for b in 0..bridges {
-        let vx = format!("vb{b}");
+        let vx = dev('v', b);
         fragments.push(frag(
             format!("vtep/{vx}"),
             Scope::Global,
             Spec::Vtep {
                 device: vx.clone(),
                 vni: 20000 + b as u32,
-                local: "198.51.100.1".into(),
-                remotes: vec!["198.51.100.2".into()],
+                local: "198.51.100.1".parse().expect("an address"),
+                remotes: vec!["198.51.100.2".parse().expect("an address")],
                 port: 4789,
             },
         ));
         let mut ports = vec![vx];
         for t in (b * per)..((b + 1) * per).min(n) {
-            let dev = format!("tb{t}");
+            let tap = dev('t', t);
             fragments.push(frag(
-                format!("tap/{dev}"),
+                format!("tap/{tap}"),
                 Scope::Local,
                 Spec::Tap {
-                    device: dev.clone(),
-                    vm: "none".into(),
+                    device: tap.clone(),
+                    vm: name("none"),
                 },
             ));
-            ports.push(dev);
+            ports.push(tap);
         }
+        let br = dev('b', b);
         fragments.push(frag(
-            format!("bridge/bb{b}"),
+            format!("bridge/{br}"),
             Scope::Local,
-            Spec::Bridge {
-                device: format!("bb{b}"),
-                ports,
-            },
+            Spec::Bridge { device: br, ports },
         ));
     }
     let bundles = vec![Bundle {
-        host: "bench".into(),
+        experiment: name("plumbing"),
+        host: name("bench"),
         fragments,
     }];
     mx_runtime::bundle::validate(&bundles).expect("valid bundle");
@@ -135,7 +148,8 @@ fn main() {
         root: root.clone(),
     };
     let mut state = State {
-        experiment: "plumbing".into(),
+        experiment: name("plumbing"),
+        tag: TAG,
         netns_hosts: hosts.clone(),
         accel: "tcg".into(),
         phase: "bench".into(),
@@ -144,7 +158,7 @@ fn main() {
             .iter()
             .map(|t| TaskState {
                 id: t.fragment.id.clone(),
-                host: t.fragment.host.clone(),
+                host: t.fragment.host.to_string(),
                 status: Status::Pending,
                 message: String::new(),
                 ms: 0,

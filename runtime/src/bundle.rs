@@ -7,7 +7,7 @@ use std::path::Path;
 
 use mx_diag::Diagnostic;
 use mx_materializer::Bundle;
-use mx_xir::{FRAGMENT_VERSION, Fragment, Manifest, NicAttach, Spec};
+use mx_xir::{FRAGMENT_VERSION, Fragment, IfName, Manifest, NicAttach, Spec, VmGpu};
 use sha2::{Digest, Sha256};
 
 fn bad(message: impl Into<String>, help: &str) -> Diagnostic {
@@ -18,7 +18,9 @@ const REMATERIALIZE: &str =
     "materialize the realization again (`mxc materialize REALIZATION -o DIR`)";
 
 /// Reads every `<host>/manifest.json` under `dir`, checking each fragment
-/// file against its digest. Hosts come back sorted by name.
+/// file against its digest. Hosts come back sorted by name. Every value is
+/// validated as it is read (names, interface names, addresses: the types of
+/// [`mx_xir::domain`]); [`validate`] checks how they fit together.
 pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         bad(
@@ -44,7 +46,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
     hosts.iter().map(|h| load_bundle(h)).collect()
 }
 
-/// Reads one host's bundle directory.
+/// Reads one host's bundle directory. The manifest names its host, and the
+/// directory must be named after it.
 pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
     let mpath = hdir.join("manifest.json");
     let text = std::fs::read_to_string(&mpath).map_err(|e| {
@@ -69,19 +72,36 @@ pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
             format!(
                 "{}: bundle version `{}`, this runtime reads `{FRAGMENT_VERSION}`",
                 mpath.display(),
-                manifest.version
+                printable(&manifest.version)
             ),
             "materialize with the same mx version as the runtime",
         ));
     }
+    if hdir.file_name().and_then(|n| n.to_str()) != Some(manifest.host.as_str()) {
+        return Err(bad(
+            format!(
+                "{}: the manifest is for host `{}`, but sits in {}",
+                mpath.display(),
+                manifest.host,
+                hdir.display()
+            ),
+            REMATERIALIZE,
+        ));
+    }
+    if manifest.fragments.is_empty() {
+        return Err(bad(
+            format!("{}: the bundle lists no fragment", mpath.display()),
+            REMATERIALIZE,
+        ));
+    }
     let mut fragments = Vec::new();
     for e in &manifest.fragments {
-        if e.file.contains('/') || e.file.starts_with('.') {
+        if !file_ok(&e.file) {
             return Err(bad(
                 format!(
-                    "{}: fragment file `{}` is outside the bundle",
+                    "{}: fragment file `{}` is not a file of the bundle",
                     mpath.display(),
-                    e.file
+                    printable(&e.file)
                 ),
                 REMATERIALIZE,
             ));
@@ -119,8 +139,8 @@ pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
                 format!(
                     "{}: fragment id `{}`, the manifest says `{}`",
                     fpath.display(),
-                    f.id,
-                    e.id
+                    printable(&f.id),
+                    printable(&e.id)
                 ),
                 REMATERIALIZE,
             ));
@@ -128,64 +148,90 @@ pub fn load_bundle(hdir: &Path) -> Result<Bundle, Diagnostic> {
         fragments.push(f);
     }
     Ok(Bundle {
+        experiment: manifest.experiment,
         host: manifest.host,
         fragments,
     })
 }
 
-/// Whether the kernel will take `name` as an interface name.
-fn ifname_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name
+/// A fragment file's name: `NNN-<id with - for />.json`, nothing that
+/// leaves the directory.
+fn file_ok(f: &str) -> bool {
+    f.len() <= 200
+        && f.ends_with(".json")
+        && f != "manifest.json"
+        && !f.starts_with('.')
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// A fragment id: `kind/name`, printable, short.
+fn id_ok(id: &str, kind: &str) -> bool {
+    id.len() <= 200
+        && id
+            .strip_prefix(kind)
+            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
 }
 
-fn mac_ok(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-        && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
+/// `s` with control characters shown as `?`, for messages: a bundle's text
+/// never reaches the terminal raw.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(120)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
-fn cidr_ok(c: &str) -> bool {
-    let Some((ip, len)) = c.split_once('/') else {
-        return false;
-    };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
-}
-
-fn ip_ok(c: &str) -> bool {
-    c.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
-/// Names that end up in paths and command lines: no separators, no options.
-fn name_ok(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && !n.starts_with(['-', '.'])
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// Checks a set of bundles for one experiment; every problem is reported.
+/// Checks a set of bundles for one experiment before anything is touched;
+/// every problem is reported. Bundles are untrusted (they may come from
+/// another machine): besides the types' own validation, this ties every name
+/// the runtime acts on to the experiment, so nothing of another experiment
+/// or of the host can be adopted, changed or deleted.
 pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
     let mut errs = Vec::new();
-    let mut experiment: Option<&str> = None;
+    let Some(first) = bundles.first() else {
+        return Err(vec![bad("there is no bundle", REMATERIALIZE)]);
+    };
+    let experiment = &first.experiment;
+    let tag = first.fragments.first().map_or(0, |f| f.tag);
+    if tag == 0 || tag >= 1 << 24 {
+        errs.push(bad(
+            format!("experiment `{experiment}` has no valid tag ({tag:#x})"),
+            REMATERIALIZE,
+        ));
+    }
+    let t = mx_materializer::tag_hex(tag);
     let mut ids = BTreeSet::new();
+    let mut vms = BTreeSet::new();
+    let mut hosts = BTreeSet::new();
     for b in bundles {
+        if !hosts.insert(b.host.as_str()) {
+            errs.push(bad(
+                format!("host `{}` has two bundles", b.host),
+                REMATERIALIZE,
+            ));
+        }
+        if b.experiment != *experiment {
+            errs.push(bad(
+                format!(
+                    "the bundle of host `{}` belongs to experiment `{}`, not `{experiment}`",
+                    b.host, b.experiment
+                ),
+                "bundles of one experiment only",
+            ));
+        }
         let mut devices = BTreeSet::new();
         let mut taps = BTreeMap::new();
         for f in &b.fragments {
-            let at = format!("fragment `{}` (host {})", f.id, b.host);
+            let at = format!("fragment `{}` (host {})", printable(&f.id), b.host);
             if f.version != FRAGMENT_VERSION {
                 errs.push(bad(
                     format!(
                         "{at}: version `{}`, expected `{FRAGMENT_VERSION}`",
-                        f.version
+                        printable(&f.version)
                     ),
                     REMATERIALIZE,
                 ));
@@ -199,27 +245,35 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     REMATERIALIZE,
                 ));
             }
-            match experiment {
-                None => experiment = Some(&f.experiment),
-                Some(e) if e != f.experiment => errs.push(bad(
-                    format!("{at}: belongs to experiment `{}`, not `{e}`", f.experiment),
-                    "bundles of one experiment only",
-                )),
-                _ => {}
-            }
-            if !name_ok(&f.experiment) || !name_ok(&f.host) {
+            if f.experiment != *experiment || f.tag != tag {
                 errs.push(bad(
-                    format!("{at}: experiment and host names must be plain words"),
+                    format!(
+                        "{at}: belongs to experiment `{}` (tag {:#x}), not `{experiment}` (tag {tag:#x})",
+                        f.experiment, f.tag
+                    ),
+                    "bundles of one experiment only",
+                ));
+            }
+            if !id_ok(&f.id, f.spec.kind()) {
+                errs.push(bad(
+                    format!(
+                        "{at}: the id does not read `{}/<name>` in letters, digits and _.:/-",
+                        f.spec.kind()
+                    ),
                     REMATERIALIZE,
                 ));
             }
             if !ids.insert(f.id.clone()) {
                 errs.push(bad(format!("{at}: duplicate fragment id"), REMATERIALIZE));
             }
-            let mut dev = |d: &str| {
-                if !ifname_ok(d) {
+            // A device the experiment creates carries its tag in its name,
+            // after a letter saying what it is: two experiments (distinct
+            // tags) never name the same device, and nothing else is named so.
+            let mut own = |d: &IfName, kind: char| {
+                let prefix = format!("{kind}{t}");
+                if !d.starts_with(&prefix) || d.len() == prefix.len() {
                     errs.push(bad(
-                        format!("{at}: `{d}` is not a valid interface name (1 to 15 of a-z, 0-9, - and _)"),
+                        format!("{at}: device `{d}` is not named `{prefix}...` after the experiment's tag"),
                         REMATERIALIZE,
                     ));
                 }
@@ -233,61 +287,42 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
             match &f.spec {
                 Spec::Netns {
                     netns,
-                    underlay_netns,
-                    underlay_addr,
                     device,
                     peer,
+                    underlay_addr,
+                    ..
                 } => {
-                    dev(device);
-                    if !ifname_ok(peer)
-                        || !name_ok(netns)
-                        || !name_ok(underlay_netns)
-                        || !cidr_ok(underlay_addr)
+                    // Only the host's own namespace, with the shared
+                    // underlay's device names.
+                    if netns.as_str() != format!("mxh-{}", b.host)
+                        || device.as_str() != "mxul"
+                        || !(peer.len() == 7
+                            && peer.starts_with('u')
+                            && peer[1..].bytes().all(|c| c.is_ascii_hexdigit()))
+                        || underlay_addr.len != 24
                     {
                         errs.push(bad(
-                            format!("{at}: malformed namespace, peer or underlay address"),
+                            format!("{at}: a host's namespace is `mxh-<host>`, joined by `mxul` and `u<6 hex>` on a /24 underlay"),
                             REMATERIALIZE,
                         ));
                     }
+                    devices.insert(device.to_string());
                 }
-                Spec::Vtep {
-                    device,
-                    vni,
-                    local,
-                    remotes,
-                    ..
-                } => {
-                    dev(device);
+                Spec::Vtep { device, vni, .. } => {
+                    own(device, 'v');
                     if *vni == 0 || *vni >= 1 << 24 {
                         errs.push(bad(
                             format!("{at}: VNI {vni} is outside 1..16777215"),
                             REMATERIALIZE,
                         ));
                     }
-                    if !ip_ok(local) || !remotes.iter().all(|r| ip_ok(r)) {
-                        errs.push(bad(
-                            format!("{at}: malformed underlay address"),
-                            REMATERIALIZE,
-                        ));
-                    }
                 }
                 Spec::Tap { device, vm } => {
-                    dev(device);
-                    taps.insert(device.clone(), vm.clone());
+                    own(device, 't');
+                    taps.insert(device.to_string(), vm.clone());
                 }
-                Spec::Bridge { device, .. } => dev(device),
-                Spec::Vf { mac, vlan, pf, .. } => {
-                    if !mac_ok(mac) || *vlan == 0 || *vlan > 4094 {
-                        errs.push(bad(format!("{at}: malformed MAC or VLAN"), REMATERIALIZE));
-                    }
-                    if !pf.is_empty() && !ifname_ok(pf) {
-                        errs.push(bad(
-                            format!("{at}: `{pf}` is not an interface name"),
-                            REMATERIALIZE,
-                        ));
-                    }
-                }
-                Spec::SwitchVlan { vlan, .. } => {
+                Spec::Bridge { device, .. } => own(device, 'b'),
+                Spec::Vf { vlan, .. } | Spec::SwitchVlan { vlan, .. } => {
                     if *vlan == 0 || *vlan > 4094 {
                         errs.push(bad(
                             format!("{at}: VLAN {vlan} is outside 1..4094"),
@@ -295,11 +330,39 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                         ));
                     }
                 }
-                Spec::XdpPair { .. } | Spec::Emulation { .. } => {}
-                Spec::Vm(vm) => {
-                    if !name_ok(&vm.name) || !name_ok(&vm.image) {
+                Spec::XdpPair { .. } => {}
+                Spec::Emulation {
+                    rate,
+                    latency,
+                    loss,
+                    jitter,
+                    profile,
+                    ..
+                } => {
+                    let bounded = rate.is_none_or(|r| r > 0 && r <= 1 << 50)
+                        && latency.is_none_or(|l| l <= 3_600_000_000_000)
+                        && jitter.is_none_or(|j| j <= 3_600_000_000_000)
+                        && loss.is_none_or(|l| (0.0..=1.0).contains(&l))
+                        && profile
+                            .as_deref()
+                            .is_none_or(|p| mx_materializer::profile(p).is_some());
+                    if !bounded {
                         errs.push(bad(
-                            format!("{at}: VM and image names must be plain words"),
+                            format!("{at}: rate, delay, loss or profile out of range"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                }
+                Spec::Vm(vm) => {
+                    if !vms.insert(vm.name.clone()) {
+                        errs.push(bad(
+                            format!("{at}: VM `{}` is defined twice", vm.name),
+                            REMATERIALIZE,
+                        ));
+                    }
+                    if f.id != format!("vm/{}", vm.name) {
+                        errs.push(bad(
+                            format!("{at}: a VM's fragment is `vm/<its name>`"),
                             REMATERIALIZE,
                         ));
                     }
@@ -316,50 +379,74 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                             REMATERIALIZE,
                         ));
                     }
-                    if !["x86_64", "aarch64", "riscv64"].contains(&vm.arch.as_str()) {
+                    let machine = match vm.arch.as_str() {
+                        "x86_64" => Some(mx_xir::Machine::Q35),
+                        "aarch64" | "riscv64" => Some(mx_xir::Machine::Virt),
+                        _ => None,
+                    };
+                    if machine != Some(vm.machine) {
                         errs.push(bad(
-                            format!("{at}: unknown architecture `{}`", vm.arch),
+                            format!(
+                                "{at}: architecture `{}` on machine `{}` is not one mx runs",
+                                printable(&vm.arch),
+                                vm.machine.as_str()
+                            ),
                             REMATERIALIZE,
                         ));
                     }
-                    if vm.cpu_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+                    if vm.cpu_share.is_some_and(|s| !(s > 0.0 && s <= 1.0))
+                        || vm.tdf.is_some_and(|t| !(t > 0.0 && t <= 1000.0))
+                    {
                         errs.push(bad(
-                            format!("{at}: CPU share must be in (0, 1]"),
+                            format!("{at}: CPU share must be in (0, 1], tdf in (0, 1000]"),
                             REMATERIALIZE,
                         ));
+                    }
+                    if vm.cpus.len() > vm.vcpus as usize || vm.cpus.iter().any(|c| *c >= 4096) {
+                        errs.push(bad(
+                            format!("{at}: pinned cores do not fit the VM"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                    if let Some(g) = &vm.gpu {
+                        let model = match g {
+                            VmGpu::Passthrough { model, .. }
+                            | VmGpu::Mdev { model, .. }
+                            | VmGpu::Vf { model, .. } => model,
+                        };
+                        if !mx_xir::domain::is_name(model) {
+                            errs.push(bad(
+                                format!(
+                                    "{at}: GPU model `{}` is not a plain name",
+                                    printable(model)
+                                ),
+                                REMATERIALIZE,
+                            ));
+                        }
                     }
                     for n in &vm.nics {
-                        if !mac_ok(&n.mac) || !n.addrs.iter().all(|a| cidr_ok(a)) {
-                            errs.push(bad(
-                                format!("{at}: malformed MAC `{}` or address", n.mac),
-                                REMATERIALIZE,
-                            ));
-                        }
-                        let attached = match &n.attach {
-                            NicAttach::Vf { pf: d, .. }
-                            | NicAttach::Passthrough { device: d, .. } => d,
-                            NicAttach::Tap { device } => device,
+                        let model_ok = match n.attach {
+                            NicAttach::Tap { .. } => crate::plan::nic_device(&n.model).is_some(),
+                            NicAttach::Vf { .. } => n.model == "vf",
+                            NicAttach::Passthrough { .. } => n.model == "passthrough",
                         };
-                        if !attached.is_empty() && !ifname_ok(attached) {
+                        if !model_ok {
                             errs.push(bad(
-                                format!("{at}: `{attached}` is not an interface name"),
+                                format!(
+                                    "{at}: NIC model `{}` does not fit its attachment",
+                                    printable(&n.model)
+                                ),
                                 REMATERIALIZE,
                             ));
                         }
-                        if crate::plan::nic_device(&n.model).is_none()
-                            && !matches!(
-                                n.attach,
-                                NicAttach::Vf { .. } | NicAttach::Passthrough { .. }
-                            )
+                        if !mx_xir::domain::is_name(&n.link.replace('~', "-")) && n.link.len() > 200
                         {
-                            errs.push(bad(
-                                format!("{at}: unknown NIC model `{}`", n.model),
-                                REMATERIALIZE,
-                            ));
+                            errs.push(bad(format!("{at}: link name is too long"), REMATERIALIZE));
                         }
                     }
                     if !vm.kernel_args.iter().all(|w| {
                         !w.is_empty()
+                            && w.len() <= 256
                             && w.bytes()
                                 .all(|b| b.is_ascii_alphanumeric() || b"._=,:/-+".contains(&b))
                     }) {
@@ -370,18 +457,13 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                             REMATERIALIZE,
                         ));
                     }
-                    if !vm.neighbours.iter().all(|a| ip_ok(a)) {
-                        errs.push(bad(
-                            format!("{at}: malformed neighbour address"),
-                            REMATERIALIZE,
-                        ));
-                    }
                 }
             }
         }
-        // References stay within the host's bundle.
+        // References stay within the host's bundle, and to the experiment's
+        // own devices.
         for f in &b.fragments {
-            let at = format!("fragment `{}` (host {})", f.id, b.host);
+            let at = format!("fragment `{}` (host {})", printable(&f.id), b.host);
             let mut missing = Vec::new();
             let mut misowned = Vec::new();
             let mut need = |d: &str, what: &str| {
@@ -397,19 +479,27 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 Spec::XdpPair { a, b: bb } => {
                     need(a, "tap");
                     need(bb, "tap");
+                    if !taps.contains_key(a.as_str()) || !taps.contains_key(bb.as_str()) {
+                        misowned.push(format!("{at}: an XDP pair joins two taps"));
+                    }
                 }
-                Spec::Emulation { device, .. } => need(device, "device"),
+                Spec::Emulation { device, .. } => {
+                    need(device, "device");
+                    if !taps.contains_key(device.as_str()) {
+                        misowned.push(format!("{at}: only taps are shaped"));
+                    }
+                }
                 Spec::Vm(vm) => {
                     for n in &vm.nics {
                         if let NicAttach::Tap { device } = &n.attach {
                             need(device, "tap");
-                        }
-                    }
-                    for n in &vm.nics {
-                        if let NicAttach::Tap { device } = &n.attach
-                            && taps.get(device).is_some_and(|owner| owner != &vm.name)
-                        {
-                            misowned.push(format!("{at}: tap `{device}` belongs to another VM"));
+                            if taps
+                                .get(device.as_str())
+                                .is_some_and(|owner| *owner != vm.name)
+                            {
+                                misowned
+                                    .push(format!("{at}: tap `{device}` belongs to another VM"));
+                            }
                         }
                     }
                 }

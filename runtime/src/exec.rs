@@ -66,7 +66,10 @@ pub struct TaskState {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
     /// The experiment.
-    pub experiment: String,
+    pub experiment: mx_xir::Name,
+    /// Its tag on this machine (0 in state written before tags).
+    #[serde(default)]
+    pub tag: u32,
     /// Hosts that are namespaces on this machine.
     pub netns_hosts: Vec<String>,
     /// The accelerator the VMs run with.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use mx_diag::Diagnostic;
 use mx_materializer::Bundle;
-use mx_xir::Spec;
+use mx_xir::{Name, Spec};
 
 pub use exec::{Event, State, Status};
 
@@ -66,36 +66,106 @@ impl Runtime {
         }
     }
 
-    /// An experiment's state directory.
-    pub fn state_dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+    /// An experiment's state directory. Taking a [`Name`] (never a path)
+    /// keeps it inside the state root.
+    pub fn state_dir(&self, name: &Name) -> PathBuf {
+        self.root.join(name.as_str())
     }
 
-    fn paths(&self, name: &str, accel: &str, missing: BTreeSet<String>) -> plan::Paths {
+    fn paths(&self, name: &Name, tag: u32, accel: &str, missing: BTreeSet<String>) -> plan::Paths {
         plan::Paths {
             state: self.state_dir(name),
-            bpf: self.bpf.join(name),
+            bpf: self.bpf.join(name.as_str()),
             cgroup: format!("{}/{name}", self.cgroup),
             images: self.images.clone(),
             accel: accel.to_string(),
             missing_images: missing,
-            group: plan::device_group(name),
+            group: plan::device_group(tag),
             vmlinux: BTreeSet::new(),
         }
     }
 
     /// Experiments with a state directory here.
-    pub fn list(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.root)
+    pub fn list(&self) -> Vec<Name> {
+        let mut v: Vec<Name> = std::fs::read_dir(&self.root)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter(|e| e.path().join("state.json").exists())
                     .filter_map(|e| e.file_name().into_string().ok())
+                    .filter_map(|n| Name::new(n).ok())
                     .collect()
             })
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// Where experiments' tags are claimed on this machine.
+    fn tags_dir(&self) -> PathBuf {
+        self.root.join(".tags")
+    }
+
+    /// Claims `tag` for `name` on this machine: a file created only if
+    /// absent, so two experiments (realized against different allocation
+    /// tables, or from forged bundles) never run with one tag, and with it
+    /// one set of device names and one device group. A claim whose holder
+    /// has no state any more is stale and taken over.
+    fn claim_tag(&self, tag: u32, name: &Name) -> Result<(), Diagnostic> {
+        let dir = self.tags_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let file = dir.join(mx_materializer::tag_hex(tag));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    return f.write_all(name.as_bytes()).map_err(|e| {
+                        Diagnostic::error("E0404", format!("cannot write {}: {e}", file.display()))
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&file).unwrap_or_default();
+                    match Name::new(holder.trim()) {
+                        Ok(h) if h == *name => return Ok(()),
+                        Ok(h) if self.state_dir(&h).join("state.json").exists() => {
+                            return Err(Diagnostic::error(
+                                "E0403",
+                                format!(
+                                    "experiment `{name}` has tag {tag:#08x}, which experiment `{h}` running on this machine holds"
+                                ),
+                            )
+                            .help("realize it again against the allocation table `{h}` was realized with, so that it gets a free tag"));
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&file);
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Diagnostic::error(
+                        "E0404",
+                        format!("cannot create {}: {e}", file.display()),
+                    ));
+                }
+            }
+        }
+        Err(Diagnostic::error(
+            "E0404",
+            format!("cannot claim tag {tag:#08x} in {}", dir.display()),
+        ))
+    }
+
+    /// Gives a tag back once its experiment is down.
+    fn release_tag(&self, tag: u32, name: &Name) {
+        let file = self.tags_dir().join(mx_materializer::tag_hex(tag));
+        if std::fs::read_to_string(&file).is_ok_and(|h| h.trim() == name.as_str()) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -115,7 +185,7 @@ fn task_states(dag: &dag::Dag, status: Status) -> Vec<exec::TaskState> {
         .iter()
         .map(|t| exec::TaskState {
             id: t.fragment.id.clone(),
-            host: t.fragment.host.clone(),
+            host: t.fragment.host.to_string(),
             status,
             message: String::new(),
             ms: 0,
@@ -128,18 +198,19 @@ fn netns_hosts(bundles: &[Bundle]) -> Vec<String> {
         .iter()
         .flat_map(|b| &b.fragments)
         .filter(|f| matches!(f.spec, Spec::Netns { .. }))
-        .map(|f| f.host.clone())
+        .map(|f| f.host.to_string())
         .collect();
     v.sort();
     v.dedup();
     v
 }
 
-fn experiment_of(bundles: &[Bundle]) -> Option<String> {
+/// The experiment and its tag (the bundles are validated to agree).
+fn experiment_of(bundles: &[Bundle]) -> Option<(Name, u32)> {
     bundles
         .iter()
         .flat_map(|b| &b.fragments)
-        .map(|f| f.experiment.clone())
+        .map(|f| (f.experiment.clone(), f.tag))
         .next()
 }
 
@@ -178,12 +249,12 @@ pub fn probe_accel() -> (String, String) {
 
 /// Another experiment (than `me`) whose state uses host `host` (any
 /// one-machine host when `host` is empty), if any.
-pub fn others_using(root: &Path, me: &str, host: &str) -> Option<String> {
+pub fn others_using(root: &Path, me: &str, host: &str) -> Option<Name> {
     let rt = Runtime {
         root: root.to_path_buf(),
         ..Runtime::from_env()
     };
-    rt.list().into_iter().filter(|n| n != me).find(|n| {
+    rt.list().into_iter().filter(|n| *n != me).find(|n| {
         exec::State::load(&rt.state_dir(n)).is_ok_and(|s| {
             if host.is_empty() {
                 !s.netns_hosts.is_empty()
@@ -282,7 +353,7 @@ impl Runtime {
         check_machine: bool,
     ) -> Result<(Plan, plan::Paths), Vec<Diagnostic>> {
         bundle::validate(bundles)?;
-        let name = experiment_of(bundles).ok_or_else(|| {
+        let (name, tag) = experiment_of(bundles).ok_or_else(|| {
             vec![
                 Diagnostic::error("E0402", "the bundles hold no fragment")
                     .help("materialize a realization with at least one node"),
@@ -306,7 +377,7 @@ impl Runtime {
             }
             for t in &dag.tasks {
                 match &t.fragment.spec {
-                    Spec::Vf { pf, pf_port, .. } if pf.is_empty() => errs.push(unsupported(
+                    Spec::Vf { pf: None, pf_port, .. } => errs.push(unsupported(
                         format!("fragment `{}` needs a VF on host {}'s port {pf_port}, whose interface the facility does not name", t.fragment.id, t.fragment.host),
                         "name the ports' interfaces in the facility: nic(..., devices=['enp59s0f0', 'enp59s0f1'])",
                     )),
@@ -342,9 +413,7 @@ impl Runtime {
                             errs.push(unsupported(format!("VM `{}` needs {bin}, which is not installed", vm.name), "apt-get install qemu-system-x86 (qemu-system-arm for aarch64, qemu-system-misc for riscv64)"));
                         }
                         for n in &vm.nics {
-                            if let mx_xir::NicAttach::Passthrough { device, port } = &n.attach
-                                && device.is_empty()
-                            {
+                            if let mx_xir::NicAttach::Passthrough { device: None, port } = &n.attach {
                                 errs.push(unsupported(format!("VM `{}` takes host {}'s port {port} whole, but the facility does not name its interface", vm.name, t.fragment.host), "name the ports' interfaces in the facility: nic(..., devices=[...])"));
                             }
                             if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) && !has_vfio() {
@@ -369,7 +438,7 @@ impl Runtime {
         if !errs.is_empty() {
             return Err(errs);
         }
-        let mut paths = self.paths(&name, &accel, missing);
+        let mut paths = self.paths(&name, tag, &accel, missing);
         if check_machine {
             let images: BTreeSet<String> = dag
                 .tasks
@@ -404,7 +473,12 @@ impl Runtime {
         progress: &mut dyn FnMut(Event),
     ) -> Result<Plan, Vec<Diagnostic>> {
         let (plan, paths) = self.plan(bundles, true)?;
-        let name = experiment_of(bundles).unwrap_or_default();
+        let Some((name, tag)) = experiment_of(bundles) else {
+            return Err(vec![Diagnostic::error(
+                "E0402",
+                "the bundles hold no fragment",
+            )]);
+        };
         let dir = self.state_dir(&name);
         std::fs::create_dir_all(&self.root).map_err(|e| {
             vec![Diagnostic::error(
@@ -412,6 +486,7 @@ impl Runtime {
                 format!("cannot create {}: {e}", self.root.display()),
             )]
         })?;
+        self.claim_tag(tag, &name).map_err(|d| vec![d])?;
         if let Err(e) = std::fs::create_dir(&dir) {
             return Err(vec![if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Diagnostic::error(
@@ -439,6 +514,7 @@ impl Runtime {
         let hosts = netns_hosts(bundles);
         let state = exec::State {
             experiment: name.clone(),
+            tag,
             netns_hosts: hosts.clone(),
             accel: paths.accel.clone(),
             phase: "starting".into(),
@@ -453,13 +529,16 @@ impl Runtime {
     /// idempotent, so what is done is verified and the rest created.
     pub fn resume(
         &self,
-        name: &str,
+        name: &Name,
         progress: &mut dyn FnMut(Event),
     ) -> Result<Plan, Vec<Diagnostic>> {
-        let bundles = self.bundles(name).map_err(|d| vec![d])?;
+        let bundles = self.bundles(name)?;
         let (plan, paths) = self.plan(&bundles, true)?;
         let dir = self.state_dir(name);
         let old = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
+        if let Some((_, tag)) = experiment_of(&bundles) {
+            self.claim_tag(tag, name).map_err(|d| vec![d])?;
+        }
         let hosts = netns_hosts(&bundles);
         let state = exec::State {
             phase: "starting".into(),
@@ -480,7 +559,7 @@ impl Runtime {
         let name = state.experiment.clone();
         let dir = self.state_dir(&name);
         let ctx = exec::Context {
-            experiment: name.clone(),
+            experiment: name.to_string(),
             root: self.root.clone(),
         };
         let real = real::Real::default();
@@ -508,36 +587,52 @@ impl Runtime {
         }
     }
 
-    /// The bundles an experiment was brought up with.
-    pub fn bundles(&self, name: &str) -> Result<Vec<Bundle>, Diagnostic> {
+    /// The bundles an experiment was brought up with, checked again as
+    /// they are read: what `down` and `--resume` act on is as untrusted as
+    /// what `up` was given.
+    pub fn bundles(&self, name: &Name) -> Result<Vec<Bundle>, Vec<Diagnostic>> {
         let dir = self.state_dir(name);
         if !dir.exists() {
-            return Err(Diagnostic::error(
+            return Err(vec![
+                Diagnostic::error(
+                    "E0402",
+                    format!(
+                        "experiment `{name}` is not up on this machine (no {})",
+                        dir.display()
+                    ),
+                )
+                .help("`mxc status` lists the experiments that are up"),
+            ]);
+        }
+        let bundles = bundle::load_dir(&dir.join("bundles")).map_err(|d| vec![d])?;
+        bundle::validate(&bundles)?;
+        match experiment_of(&bundles) {
+            Some((n, _)) if n == *name => Ok(bundles),
+            _ => Err(vec![Diagnostic::error(
                 "E0402",
                 format!(
-                    "experiment `{name}` is not up on this machine (no {})",
+                    "the bundles in {} are not experiment `{name}`'s",
                     dir.display()
                 ),
-            )
-            .help("`mxc status` lists the experiments that are up"));
+            )]),
         }
-        bundle::load_dir(&dir.join("bundles"))
     }
 
     /// Takes an experiment down, dependents first, carrying on past errors;
     /// safe to repeat. Removes the state when everything is gone.
     pub fn down(
         &self,
-        name: &str,
+        name: &Name,
         dry_run: bool,
         progress: &mut dyn FnMut(Event),
     ) -> Result<Vec<String>, Vec<Diagnostic>> {
         let dir = self.state_dir(name);
-        let bundles = self.bundles(name).map_err(|d| vec![d])?;
+        let bundles = self.bundles(name)?;
         let mut state = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
         let dag = dag::build(&bundles);
         let hosts = netns_hosts(&bundles);
-        let paths = self.paths(name, &state.accel, BTreeSet::new());
+        let tag = experiment_of(&bundles).map_or(0, |(_, t)| t);
+        let paths = self.paths(name, tag, &state.accel, BTreeSet::new());
         let ctx = exec::Context {
             experiment: name.to_string(),
             root: self.root.clone(),
@@ -586,6 +681,8 @@ impl Runtime {
                         format!("cannot remove {}: {e}", dir.display()),
                     )]
                 })?;
+                self.release_tag(tag, name);
+                let _ = std::fs::remove_dir(self.tags_dir()); // only when empty
                 Ok(Vec::new())
             }
             Err(e) => {
@@ -603,7 +700,7 @@ impl Runtime {
     }
 
     /// An experiment's state.
-    pub fn status(&self, name: &str) -> Result<exec::State, Diagnostic> {
+    pub fn status(&self, name: &Name) -> Result<exec::State, Diagnostic> {
         let dir = self.state_dir(name);
         if !dir.exists() {
             return Err(Diagnostic::error(
@@ -616,20 +713,30 @@ impl Runtime {
     }
 
     /// Whether a VM's QEMU is running.
-    pub fn vm_alive(&self, name: &str, vm: &str) -> bool {
-        let pidfile = self.state_dir(name).join("vm").join(vm).join("qemu.pid");
+    pub fn vm_alive(&self, name: &Name, vm: &Name) -> bool {
+        let pidfile = self
+            .state_dir(name)
+            .join("vm")
+            .join(vm.as_str())
+            .join("qemu.pid");
         real::pid_alive(&pidfile)
     }
 
-    /// What a VM's guest reported on its console: `MX-` lines.
-    pub fn guest_report(&self, name: &str, vm: &str) -> Vec<String> {
-        let log = self.state_dir(name).join("vm").join(vm).join("serial.log");
+    /// What a VM's guest reported on its console: `MX-` lines, with control
+    /// characters (a guest's escape sequences) shown as `?`, so a guest
+    /// cannot drive the operator's terminal.
+    pub fn guest_report(&self, name: &Name, vm: &Name) -> Vec<String> {
+        let log = self
+            .state_dir(name)
+            .join("vm")
+            .join(vm.as_str())
+            .join("serial.log");
         std::fs::read(log)
             .map(|t| {
                 String::from_utf8_lossy(&t)
                     .lines()
                     .filter_map(|l| l.find("MX-").map(|i| &l[i..]))
-                    .map(|l| l.trim_end().to_string())
+                    .map(|l| bundle::printable(l.trim_end()))
                     .collect()
             })
             .unwrap_or_default()

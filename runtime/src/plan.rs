@@ -32,10 +32,12 @@ pub struct Paths {
     pub vmlinux: std::collections::BTreeSet<String>,
 }
 
-/// The device group of an experiment: its tag, with a high byte that keeps
-/// it clear of the default group 0 and of small hand-made groups.
-pub fn device_group(experiment: &str) -> u32 {
-    0x6d00_0000 | u32::from_str_radix(&mx_materializer::tag(experiment), 16).unwrap_or(1)
+/// The device group of an experiment: its tag (held in the allocation
+/// table, so unique), with a high byte that keeps it clear of the default
+/// group 0 and of small hand-made groups. A device is the experiment's only
+/// if it is in this group: nothing else is adopted or deleted.
+pub fn device_group(tag: u32) -> u32 {
+    0x6d00_0000 | (tag & 0x00ff_ffff)
 }
 
 impl Paths {
@@ -162,8 +164,13 @@ pub enum Op {
         name: String,
         cidr: String,
     },
-    /// Delete a device if present.
-    LinkDel { ns: Option<String>, name: String },
+    /// Delete a device if present; with `group`, only if it is in that
+    /// group (the experiment's).
+    LinkDel {
+        ns: Option<String>,
+        name: String,
+        group: Option<u32>,
+    },
     /// Delete every device of a group at once. The kernel unregisters them
     /// as one batch, waiting for one RCU grace period instead of one per
     /// device: 1,000 taps go in milliseconds rather than seconds.
@@ -267,11 +274,17 @@ pub enum Op {
         mac: String,
         spoofcheck: bool,
     },
-    /// Put a switch port into a VLAN (needs a switch driver).
+    /// Put a leaf switch's port into a VLAN and, for a segment that leaves
+    /// the switch, map the VLAN to a VNI on the switch's VTEP with a flood
+    /// list (needs a switch driver).
     SwitchVlan {
-        port: u32,
+        switch: String,
+        switch_port: u32,
+        peer: String,
         vlan: u16,
         vni: Option<u32>,
+        local: Option<String>,
+        remotes: Vec<String>,
     },
 }
 
@@ -344,7 +357,7 @@ impl fmt::Display for Op {
             Op::SetMtu { ns: n, name, mtu } => write!(f, "link set {name} mtu {mtu}{}", ns(n)),
             Op::SetUp { ns: n, name } => write!(f, "link set {name} up{}", ns(n)),
             Op::AddrAdd { ns: n, name, cidr } => write!(f, "addr add {cidr} dev {name}{}", ns(n)),
-            Op::LinkDel { ns: n, name } => write!(f, "link del {name}{}", ns(n)),
+            Op::LinkDel { ns: n, name, .. } => write!(f, "link del {name}{}", ns(n)),
             Op::LinkGroupDel { ns: n, group } => write!(f, "link del group {group:#x}{}", ns(n)),
             Op::XdpPair { ns: n, a, b, pin } => {
                 write!(
@@ -465,12 +478,28 @@ impl fmt::Display for Op {
                 "link set {pf} vf {vf} vlan {vlan} mac {mac} spoofchk {}",
                 if *spoofcheck { "on" } else { "off" }
             ),
-            Op::SwitchVlan { port, vlan, vni } => write!(
-                f,
-                "switch: the port cabled to host port {port} carries vlan {vlan}{}",
-                vni.map(|v| format!(" mapped to vni {v}"))
-                    .unwrap_or_default()
-            ),
+            Op::SwitchVlan {
+                switch,
+                switch_port,
+                peer,
+                vlan,
+                vni,
+                local,
+                remotes,
+            } => {
+                write!(
+                    f,
+                    "switch {switch}: port {switch_port} (to {peer}) in vlan {vlan}"
+                )?;
+                if let (Some(v), Some(l)) = (vni, local) {
+                    write!(
+                        f,
+                        ", vlan {vlan} mapped to vni {v} at {l}, flooding to {}",
+                        remotes.join(",")
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -489,9 +518,12 @@ pub fn nic_device(model: &str) -> Option<&'static str> {
 
 /// The namespace a fragment's host lives in, if it is a one-machine host.
 pub fn host_ns(f: &Fragment, netns_hosts: &[String]) -> Option<String> {
-    netns_hosts
-        .contains(&f.host)
-        .then(|| mx_materializer::host_netns(&f.host))
+    if !netns_hosts.iter().any(|h| *h == f.host) {
+        return None;
+    }
+    mx_materializer::host_netns(&f.host)
+        .ok()
+        .map(|n| n.to_string())
 }
 
 /// Operations that bring a fragment up.
@@ -504,11 +536,12 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             device,
             peer,
         } => {
-            let ul = Some(underlay_netns.clone());
-            let hn = Some(netns.clone());
+            let ul = Some(underlay_netns.to_string());
+            let hn = Some(netns.to_string());
+            let (peer, device) = (peer.to_string(), device.to_string());
             vec![
                 Op::NetnsAdd {
-                    name: underlay_netns.clone(),
+                    name: underlay_netns.to_string(),
                 },
                 Op::Bridge {
                     ns: ul.clone(),
@@ -520,7 +553,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     name: UNDERLAY_BRIDGE.into(),
                 },
                 Op::NetnsAdd {
-                    name: netns.clone(),
+                    name: netns.to_string(),
                 },
                 Op::SetUp {
                     ns: hn.clone(),
@@ -545,11 +578,11 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 Op::AddrAdd {
                     ns: hn.clone(),
                     name: device.clone(),
-                    cidr: underlay_addr.clone(),
+                    cidr: underlay_addr.to_string(),
                 },
                 Op::SetUp {
                     ns: hn,
-                    name: device.clone(),
+                    name: device,
                 },
             ]
         }
@@ -560,11 +593,12 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             remotes,
             port,
         } => {
+            let device = device.to_string();
             let mut ops = vec![Op::Vxlan {
                 ns: ns.clone(),
                 name: device.clone(),
                 vni: *vni,
-                local: local.clone(),
+                local: local.to_string(),
                 port: *port,
                 dev: ns.as_ref().map(|_| "mxul".to_string()),
                 group: paths.group,
@@ -572,53 +606,50 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             ops.extend(remotes.iter().map(|r| Op::FloodAdd {
                 ns: ns.clone(),
                 dev: device.clone(),
-                remote: r.clone(),
+                remote: r.to_string(),
             }));
             ops.push(Op::SetMtu {
                 ns: ns.clone(),
                 name: device.clone(),
                 mtu: 1500,
             });
-            ops.push(Op::SetUp {
-                ns,
-                name: device.clone(),
-            });
+            ops.push(Op::SetUp { ns, name: device });
             ops
         }
         Spec::Tap { device, .. } => vec![
             Op::Tap {
                 ns: ns.clone(),
-                name: device.clone(),
+                name: device.to_string(),
                 group: paths.group,
             },
             Op::SetUp {
                 ns,
-                name: device.clone(),
+                name: device.to_string(),
             },
         ],
         Spec::Bridge { device, ports } => {
             let mut ops = vec![Op::Bridge {
                 ns: ns.clone(),
-                name: device.clone(),
+                name: device.to_string(),
                 group: paths.group,
             }];
             for p in ports {
                 ops.push(Op::SetMaster {
                     ns: ns.clone(),
-                    name: p.clone(),
-                    master: device.clone(),
+                    name: p.to_string(),
+                    master: device.to_string(),
                 });
             }
             ops.push(Op::SetUp {
                 ns,
-                name: device.clone(),
+                name: device.to_string(),
             });
             ops
         }
         Spec::XdpPair { a, b } => vec![Op::XdpPair {
             ns,
-            a: a.clone(),
-            b: b.clone(),
+            a: a.to_string(),
+            b: b.to_string(),
             pin: paths.bpf.join(format!("{a}-{b}")),
         }],
         Spec::Emulation {
@@ -631,13 +662,13 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             ..
         } => {
             let mut ops = Vec::new();
-            let mut dev = device.clone();
+            let mut dev = device.to_string();
             if *sender {
                 // The tap's name with an `i` for its first letter.
                 let ifb = format!("i{}", &device[1..]);
                 ops.push(Op::IngressToIfb {
                     ns: ns.clone(),
-                    dev: device.clone(),
+                    dev: device.to_string(),
                     ifb: ifb.clone(),
                     group: paths.group,
                 });
@@ -663,8 +694,8 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 .iter()
                 .filter_map(|n| match &n.attach {
                     NicAttach::Passthrough { port, device } => Some(Op::VfioBind {
-                        sysfs: port_sysfs(device, *port),
-                        key: port_key(device, *port),
+                        sysfs: port_sysfs(device.as_deref(), *port),
+                        key: port_key(device.as_deref(), *port),
                     }),
                     _ => None,
                 })
@@ -678,7 +709,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 }),
                 Some(g @ VmGpu::Vf { parent, vf, .. }) => ops.extend([
                     Op::SriovVfs {
-                        pf: parent.clone(),
+                        pf: parent.to_string(),
                         count: vf + 1,
                     },
                     Op::VfioBind {
@@ -692,9 +723,9 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     uuid,
                     ..
                 }) => ops.push(Op::MdevCreate {
-                    parent: parent.clone(),
-                    mdev_type: mdev_type.clone(),
-                    uuid: uuid.clone(),
+                    parent: parent.to_string(),
+                    mdev_type: mdev_type.to_string(),
+                    uuid: uuid.to_string(),
                 }),
                 None => {}
             }
@@ -754,10 +785,9 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             mac,
             spoofcheck,
         } => {
-            let dev = if pf.is_empty() {
-                format!("<port {pf_port}>")
-            } else {
-                pf.clone()
+            let dev = match pf {
+                None => format!("<port {pf_port}>"),
+                Some(pf) => pf.to_string(),
             };
             vec![
                 Op::SriovVfs {
@@ -770,19 +800,31 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     pf: dev.clone(),
                     vf: *vf,
                     vlan: *vlan,
-                    mac: mac.clone(),
+                    mac: mac.to_string(),
                     spoofcheck: *spoofcheck,
                 },
                 Op::VfioBind {
                     sysfs: PathBuf::from(format!("/sys/class/net/{dev}/device/virtfn{vf}")),
-                    key: vf_key(pf, *pf_port, *vf),
+                    key: vf_key(pf.as_deref(), *pf_port, *vf),
                 },
             ]
         }
-        Spec::SwitchVlan { port, vlan, vni } => vec![Op::SwitchVlan {
-            port: *port,
+        Spec::SwitchVlan {
+            switch_port,
+            peer,
+            port,
+            vlan,
+            vni,
+            local,
+            remotes,
+        } => vec![Op::SwitchVlan {
+            switch: f.host.to_string(),
+            switch_port: *switch_port,
+            peer: format!("{peer} port {port}"),
             vlan: *vlan,
             vni: *vni,
+            local: local.map(|a| a.to_string()),
+            remotes: remotes.iter().map(|r| r.to_string()).collect(),
         }],
     }
 }
@@ -798,15 +840,16 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             ..
         } => vec![
             Op::NetnsRelease {
-                name: netns.clone(),
-                shared_by: f.host.clone(),
+                name: netns.to_string(),
+                shared_by: f.host.to_string(),
             },
             Op::LinkDel {
-                ns: Some(underlay_netns.clone()),
-                name: peer.clone(),
+                ns: Some(underlay_netns.to_string()),
+                name: peer.to_string(),
+                group: None,
             },
             Op::NetnsRelease {
-                name: underlay_netns.clone(),
+                name: underlay_netns.to_string(),
                 shared_by: String::new(),
             },
         ],
@@ -819,7 +862,8 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             },
             Op::LinkDel {
                 ns,
-                name: device.clone(),
+                name: device.to_string(),
+                group: Some(paths.group),
             },
         ],
         Spec::XdpPair { a, b } => vec![Op::XdpUnpin {
@@ -828,7 +872,7 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vf {
             pf_port, pf, vf, ..
         } => vec![Op::VfioRelease {
-            key: vf_key(pf, *pf_port, *vf),
+            key: vf_key(pf.as_deref(), *pf_port, *vf),
         }],
         Spec::Emulation { .. } | Spec::SwitchVlan { .. } => vec![],
         Spec::Vm(vm) => {
@@ -850,12 +894,14 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             ];
             ops.extend(vm.nics.iter().filter_map(|n| match &n.attach {
                 NicAttach::Passthrough { port, device } => Some(Op::VfioRelease {
-                    key: port_key(device, *port),
+                    key: port_key(device.as_deref(), *port),
                 }),
                 _ => None,
             }));
             match &vm.gpu {
-                Some(VmGpu::Mdev { uuid, .. }) => ops.push(Op::MdevRemove { uuid: uuid.clone() }),
+                Some(VmGpu::Mdev { uuid, .. }) => ops.push(Op::MdevRemove {
+                    uuid: uuid.to_string(),
+                }),
                 Some(g) => ops.push(Op::VfioRelease {
                     key: gpu_key(g).unwrap_or_default(),
                 }),
@@ -873,7 +919,7 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
 pub const TDF_SHIFT: u32 = 6;
 
 /// The name a VF's binding is recorded under.
-pub fn vf_key(pf: &str, port: u32, vf: u32) -> String {
+pub fn vf_key(pf: Option<&str>, port: u32, vf: u32) -> String {
     format!("{}-vf{vf}", port_key(pf, port))
 }
 
@@ -897,21 +943,19 @@ pub fn gpu_key(gpu: &VmGpu) -> Option<String> {
 }
 
 /// The name a whole port's binding is recorded under.
-pub fn port_key(device: &str, port: u32) -> String {
-    if device.is_empty() {
-        format!("port{port}")
-    } else {
-        device.to_string()
+pub fn port_key(device: Option<&str>, port: u32) -> String {
+    match device {
+        None => format!("port{port}"),
+        Some(d) => d.to_string(),
     }
 }
 
 /// The sysfs directory of a port's PCI function (`<port N>` where the
 /// facility does not name the interface; the runtime refuses to run those).
-pub fn port_sysfs(device: &str, port: u32) -> PathBuf {
-    if device.is_empty() {
-        PathBuf::from(format!("/sys/class/net/<port {port}>/device"))
-    } else {
-        PathBuf::from(format!("/sys/class/net/{device}/device"))
+pub fn port_sysfs(device: Option<&str>, port: u32) -> PathBuf {
+    match device {
+        None => PathBuf::from(format!("/sys/class/net/<port {port}>/device")),
+        Some(d) => PathBuf::from(format!("/sys/class/net/{d}/device")),
     }
 }
 
@@ -949,7 +993,8 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         }
     }
     if !vm.neighbours.is_empty() {
-        append.push(format!("mx.ping={}", vm.neighbours.join(",")));
+        let ips: Vec<String> = vm.neighbours.iter().map(|a| a.to_string()).collect();
+        append.push(format!("mx.ping={}", ips.join(",")));
     }
     if vm.tdf.is_some() {
         // Guest time is counted in instructions: an idle guest must keep
@@ -970,7 +1015,7 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         "-name",
         &vm.name,
         "-machine",
-        &format!("{},accel={}", vm.machine, paths.accel),
+        &format!("{},accel={}", vm.machine.as_str(), paths.accel),
         "-cpu",
         cpu,
         "-smp",
@@ -1013,7 +1058,7 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
                 ));
                 let model = nic_device(&n.model).unwrap_or("virtio-net-pci");
                 let mut dev = format!("{model},netdev=n{i},mac={}", n.mac);
-                if let Some(p) = vm.pcie.filter(|_| vm.machine == "q35") {
+                if let Some(p) = vm.pcie.filter(|_| vm.machine == mx_xir::Machine::Q35) {
                     // Each NIC behind its own root port, whose link runs at
                     // the generation and width the node asked for.
                     argv.push("-device".into());
@@ -1042,14 +1087,14 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
                 argv.push("-device".into());
                 argv.push(format!(
                     "vfio-pci,host=@pci({}),id=nic{i}",
-                    vf_key(pf, *pf_port, *vf)
+                    vf_key(pf.as_deref(), *pf_port, *vf)
                 ));
             }
             NicAttach::Passthrough { port, device } => {
                 argv.push("-device".into());
                 argv.push(format!(
                     "vfio-pci,host=@pci({}),id=nic{i}",
-                    port_key(device, *port)
+                    port_key(device.as_deref(), *port)
                 ));
             }
         }

@@ -243,19 +243,38 @@ impl Real {
         self.nl(ns, |h| async move { h.link().set(msg).execute().await })
     }
 
-    /// Adds a link unless one of that name exists.
+    /// Whether the experiment whose device group is `group` has a device
+    /// `name`: `Some(index)` if so, `None` if no device has that name, and
+    /// an error if one does that is not in the group: a device mx did not
+    /// create for this experiment is never adopted, changed or deleted.
+    fn owned(&self, ns: Option<&str>, name: &str, group: u32) -> R<Option<u32>> {
+        match self.nl(ns, |h| async move { link_group(&h, name).await })? {
+            None => Ok(None),
+            Some((idx, g)) if g == group => Ok(Some(idx)),
+            Some((_, g)) => Err(format!(
+                "device `{name}`{} exists and is not this experiment's (device group {g:#x}, not {group:#x}); it was left alone",
+                ns.map(|n| format!(" in {n}")).unwrap_or_default()
+            )),
+        }
+    }
+
+    /// Adds a link unless the experiment has it already (see
+    /// [`Real::owned`]). `msg` must set `group`, so that creation and
+    /// ownership are one atomic step.
     fn add_link(
         &self,
         ns: Option<&str>,
         name: &str,
+        group: u32,
         msg: rtnetlink::packet_route::link::LinkMessage,
     ) -> R<()> {
-        if self.index(ns, name)?.is_some() {
+        if self.owned(ns, name, group)?.is_some() {
             return Ok(());
         }
         let r = self.nl(ns, |h| async move { h.link().add(msg).execute().await });
         match r {
-            Err(e) if e.contains("File exists") => Ok(()),
+            // Made meanwhile: by a concurrent task of ours, or by someone else.
+            Err(e) if e.contains("File exists") => self.owned(ns, name, group).map(|_| ()),
             other => other,
         }
     }
@@ -269,6 +288,27 @@ fn link_name(m: &rtnetlink::packet_route::link::LinkMessage) -> String {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// The index and device group of the link named `name`, if there is one.
+async fn link_group(h: &Handle, name: &str) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => {
+            let group = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    rtnetlink::packet_route::link::LinkAttribute::Group(g) => Some(*g),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            Ok(Some((msg.header.index, group)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
@@ -376,7 +416,7 @@ impl Executor for Real {
                 if *group != 0 {
                     b = b.link_group(*group);
                 }
-                self.add_link(ns.as_deref(), name, b.build())?;
+                self.add_link(ns.as_deref(), name, *group, b.build())?;
                 Ok(None)
             }
             Op::Veth {
@@ -411,7 +451,7 @@ impl Executor for Real {
                             }
                         }
                     }
-                    self.add_link(ns, name, msg)?;
+                    self.add_link(ns, name, 0, msg)?;
                 }
                 Ok(None)
             }
@@ -436,7 +476,7 @@ impl Executor for Real {
                 if let Some(d) = dev {
                     b = b.dev(self.need_index(ns, d)?);
                 }
-                self.add_link(ns, name, b.build())?;
+                self.add_link(ns, name, *group, b.build())?;
                 Ok(None)
             }
             Op::FloodAdd { ns, dev, remote } => {
@@ -448,12 +488,14 @@ impl Executor for Real {
             }
             Op::Tap { ns, name, group } => {
                 let ns = ns.as_deref();
-                if self.index(ns, name)?.is_none() {
+                if self.owned(ns, name, *group)?.is_none() {
+                    // Exclusive: an existing device of that name (made since
+                    // the check) makes this fail rather than be attached to.
                     in_ns(ns, || {
                         crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}"))
                     })?;
+                    self.set(ns, name, |l| l.link_group(*group))?;
                 }
-                self.set(ns, name, |l| l.link_group(*group))?;
                 Ok(None)
             }
             Op::SetMaster { ns, name, master } => {
@@ -480,14 +522,18 @@ impl Executor for Real {
                     other => other.map(|()| None),
                 }
             }
-            Op::LinkDel { ns, name } => {
+            Op::LinkDel { ns, name, group } => {
                 if let Some(n) = ns
                     && !ns_exists(n)
                 {
                     return Ok(None);
                 }
                 let ns = nsr(ns);
-                let idx = match self.index(ns.as_deref(), name) {
+                let found = match group {
+                    Some(g) => self.owned(ns.as_deref(), name, *g),
+                    None => self.index(ns.as_deref(), name),
+                };
+                let idx = match found {
                     Ok(Some(i)) => i,
                     Ok(None) => return Ok(None),
                     // The namespace went meanwhile, and the device with it.
@@ -538,7 +584,7 @@ impl Executor for Real {
                 group,
             } => {
                 let ns = ns.as_deref();
-                if self.index(ns, ifb)?.is_none() {
+                if self.owned(ns, ifb, *group)?.is_none() {
                     tc_or_ip(
                         "ip",
                         ns,

@@ -28,8 +28,11 @@ pub fn create(name: &str) -> std::io::Result<()> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
+    // IFF_TUN_EXCL: fail if a device of that name exists, rather than
+    // attach to it (it may be another experiment's, or not mx's at all).
     ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_TUN_EXCL)
+            as libc::c_short;
     // SAFETY: the fd is open on /dev/net/tun and `ifr` outlives the call.
     unsafe { tun_set_iff(f.as_raw_fd(), &ifr) }?;
     // SAFETY: as above; the argument is a plain integer.

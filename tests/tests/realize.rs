@@ -244,18 +244,31 @@ impl Rng {
 }
 
 /// Random facilities and experiments, written as models and compiled: every
-/// realization the realizer returns must pass the checker.
+/// realization the realizer returns must pass the checker, and every one the
+/// checker accepts must materialize into bundles the runtime accepts and
+/// plans. The models mix virtual NICs, VFs and whole ports (passthrough),
+/// bare metal and VMs, point-to-point links and LANs, on one host and across
+/// hosts and leaves; facilities sometimes lack tunnel endpoints, where the
+/// realizer must refuse (E0307) rather than plan what cannot be built.
 #[test]
-fn random_instances_pass_the_checker() {
+fn random_instances_pass_the_checker_and_materialize() {
     let mut rng = Rng(0x5eed_1234_9876_abcd);
     let (mut ok, mut failed) = (0, 0);
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut hybrid = 0;
     for case in 0..2000 {
         let hosts = 1 + rng.below(6);
         // One leaf, or two under a spine with trunks of random capacity.
         let leaves = 1 + rng.below(2);
         let mut fac = String::from("fac = facility('r')\n");
         for l in 0..leaves {
-            fac.push_str(&format!("sw{l} = fac.switch('sw{l}', role=leaf)\n"));
+            // Most leaves are VTEPs; some are VLAN-only.
+            let vtep = if rng.below(6) == 0 {
+                String::new()
+            } else {
+                format!(", vxlan=True, underlay='10.9.{l}.254'")
+            };
+            fac.push_str(&format!("sw{l} = fac.switch('sw{l}', role=leaf{vtep})\n"));
         }
         if leaves == 2 {
             fac.push_str("sp = fac.switch('sp', role=spine)\n");
@@ -272,10 +285,27 @@ fn random_instances_pass_the_checker() {
             let mem = [4, 8, 16, 64][rng.below(4) as usize];
             let vfs = [0, 4][rng.below(2) as usize];
             let nic_cap = [1, 10, 25][rng.below(3) as usize];
+            let underlay = if rng.below(8) == 0 {
+                String::new()
+            } else {
+                format!(", underlay='10.9.{}.{}'", h % leaves, h + 1)
+            };
+            let devices = if rng.below(4) == 0 {
+                String::new()
+            } else {
+                ", devices=['enp1s0f0', 'enp1s0f1']".to_string()
+            };
             fac.push_str(&format!(
-                "h{h} = fac.host('h{h}', roles={roles}, cores={cores}, memory=gb({mem}), disk=gb(100), nics=[nic(connectx5, ports=2, vfs={vfs}, capacity=gbps({nic_cap}))])\nfac.cable(h{h}.port(0), sw{}.port({h}))\n",
+                "h{h} = fac.host('h{h}', roles={roles}, cores={cores}, memory=gb({mem}), disk=gb(100){underlay}, nics=[nic(connectx5, ports=2, vfs={vfs}, capacity=gbps({nic_cap}){devices})])\nfac.cable(h{h}.port(0), sw{}.port({h}))\n",
                 h % leaves
             ));
+            if rng.below(2) == 0 {
+                fac.push_str(&format!(
+                    "fac.cable(h{h}.port(1), sw{}.port({}))\n",
+                    h % leaves,
+                    20 + h
+                ));
+            }
         }
         let nodes = 1 + rng.below(8);
         let mut exp = String::new();
@@ -307,9 +337,28 @@ fn random_instances_pass_the_checker() {
                 0 => String::new(),
                 k => format!(", capacity == gbps({})", [1, 5, 10][k as usize - 1]),
             };
-            exp.push_str(&format!("l{l} = topo.connect([n{a}, n{}]{cap})\n", l + 1));
-            if rng.below(5) == 0 {
-                exp.push_str(&format!("l{l}[n{a}].spec(nic == vfio)\n"));
+            // Point-to-point, or a LAN with a third node.
+            let mut members = vec![a, l + 1];
+            if l > 0 && rng.below(4) == 0 {
+                let c = rng.below(l + 1);
+                if !members.contains(&c) {
+                    members.push(c);
+                }
+            }
+            let list: Vec<String> = members.iter().map(|m| format!("n{m}")).collect();
+            exp.push_str(&format!(
+                "l{l} = topo.connect([{}]{cap})\n",
+                list.join(", ")
+            ));
+            for m in members {
+                let nic = match rng.below(8) {
+                    0 => "vfio",
+                    1 => "passthrough",
+                    2 => "e1000",
+                    3 => "virtio",
+                    _ => continue,
+                };
+                exp.push_str(&format!("l{l}[n{m}].spec(nic == {nic})\n"));
             }
         }
         let f = compile("f.mx", &fac, &Options::default());
@@ -322,11 +371,38 @@ fn random_instances_pass_the_checker() {
         };
         match realize(&exp_x, &fac_x, &Usage::default(), &opts(case)) {
             Ok(out) => {
-                let problems = verify(&exp_x, &fac_x, &Usage::default(), &out.realization);
+                let real = &out.realization;
+                let problems = verify(&exp_x, &fac_x, &Usage::default(), real);
                 assert!(
                     problems.is_empty(),
                     "case {case}: {problems:?}\n{fac}\n{exp}"
                 );
+                // Accepted by the checker: it must materialize, and the
+                // runtime must accept and plan what comes out.
+                let bundles = mx_materializer::materialize(real).unwrap_or_else(|d| {
+                    panic!("case {case}: checked but not materialized: {d:?}\n{fac}\n{exp}")
+                });
+                if !bundles.is_empty() {
+                    mx_runtime::bundle::validate(&bundles).unwrap_or_else(|d| {
+                        panic!("case {case}: bundles refused: {d:?}\n{fac}\n{exp}")
+                    });
+                    runtime_for_plans()
+                        .plan(&bundles, false)
+                        .unwrap_or_else(|d| {
+                            panic!("case {case}: not planned: {d:?}\n{fac}\n{exp}")
+                        });
+                }
+                for l in &real.links {
+                    *kinds.entry(format!("{:?}", l.kind)).or_insert(0) += 1;
+                    let taps = l
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.attach.switch().is_none())
+                        .count();
+                    if taps > 0 && taps < l.endpoints.len() {
+                        hybrid += 1;
+                    }
+                }
                 ok += 1;
             }
             Err(diags) => {
@@ -338,10 +414,83 @@ fn random_instances_pass_the_checker() {
             }
         }
     }
+    eprintln!("{ok} realized, {failed} refused; link kinds {kinds:?}; {hybrid} hybrid links");
     assert!(
         ok > 300 && failed > 20,
         "too one-sided: {ok} realized, {failed} infeasible"
     );
+    // Every kind of link, and links joining taps to VFs or ports, occur.
+    assert!(
+        kinds.len() == 4 && kinds.values().all(|n| *n > 10),
+        "{kinds:?}"
+    );
+    assert!(hybrid > 20, "{hybrid} hybrid links");
+}
+
+/// A runtime that only plans (nothing here touches the machine).
+fn runtime_for_plans() -> mx_runtime::Runtime {
+    mx_runtime::Runtime {
+        root: "/nonexistent/mx-run".into(),
+        images: "/nonexistent/mx-images".into(),
+        bpf: "/sys/fs/bpf/mx".into(),
+        cgroup: "mx".into(),
+        workers: 1,
+    }
+}
+
+/// The seed's central example: `x` on a virtio NIC and `y` on a ConnectX-4
+/// or newer, on one link. On the lab and the spine-leaf facility this is the
+/// hybrid virtio + vfio case: x's tap joins a VXLAN segment at its
+/// hypervisor's VTEP, y's VF joins it through its VLAN at the leaf's VTEP.
+#[test]
+fn the_seed_nic_example_materializes_as_a_hybrid_link() {
+    for facility_file in [
+        "examples/facilities/lab.mx",
+        "examples/facilities/spine-leaf.mx",
+    ] {
+        let fac = facility(facility_file);
+        let (exp, _) = experiment("examples/seed/nics.mx");
+        let out = realize(&exp, &fac, &Usage::default(), &opts(1)).expect("realizes");
+        let real = &out.realization;
+        assert!(verify(&exp, &fac, &Usage::default(), real).is_empty());
+        let link = &real.links[0];
+        assert_eq!(link.kind, mx_xir::LinkKind::Vxlan, "{facility_file}");
+        assert!(matches!(
+            link.endpoints[0].attach,
+            mx_xir::Attachment::Tap { .. }
+        ));
+        assert!(matches!(
+            link.endpoints[1].attach,
+            mx_xir::Attachment::Vf { .. }
+        ));
+        let bundles = mx_materializer::materialize(real).expect("materializes");
+        mx_runtime::bundle::validate(&bundles).expect("the runtime accepts it");
+        let frags: Vec<&mx_xir::Fragment> = bundles.iter().flat_map(|b| &b.fragments).collect();
+        // The hypervisor's VTEP floods to the leaf's, and the leaf maps the
+        // VF's VLAN to the same VNI and floods back.
+        let vtep = frags
+            .iter()
+            .find_map(|f| match &f.spec {
+                mx_xir::Spec::Vtep { vni, remotes, .. } => Some((*vni, remotes.clone())),
+                _ => None,
+            })
+            .expect("a VTEP for the tap");
+        let switch = frags
+            .iter()
+            .find_map(|f| match &f.spec {
+                mx_xir::Spec::SwitchVlan {
+                    vni,
+                    local,
+                    remotes,
+                    ..
+                } => Some((*vni, *local, remotes.clone())),
+                _ => None,
+            })
+            .expect("the leaf's VLAN");
+        assert_eq!(Some(vtep.0), switch.0, "{facility_file}");
+        assert_eq!(vtep.1, vec![switch.1.expect("the leaf's VTEP")]);
+        assert_eq!(switch.2.len(), 1);
+    }
 }
 
 /// Crossing links of a realization (pairs of endpoints on different hosts,
@@ -371,7 +520,7 @@ fn ilp_and_heuristic_agree_on_small_instances() {
         let mut fac = String::from("fac = facility('r')\nsw = fac.switch('sw')\n");
         for h in 0..hosts {
             let cores = [4, 8, 16][rng.below(3) as usize];
-            fac.push_str(&format!("h{h} = fac.host('h{h}', roles=[hypervisor], cores={cores}, memory=gb(32), disk=gb(200), nics=[nic(x710)])\nfac.cable(h{h}.port(0), sw.port({h}))\n"));
+            fac.push_str(&format!("h{h} = fac.host('h{h}', roles=[hypervisor], cores={cores}, memory=gb(32), disk=gb(200), underlay='10.9.0.{}', nics=[nic(x710)])\nfac.cable(h{h}.port(0), sw.port({h}))\n", h + 1));
         }
         let nodes = 3 + rng.below(10);
         let mut exp = String::new();
@@ -462,7 +611,7 @@ fn ilp_and_heuristic_agree_on_small_instances() {
 #[test]
 fn exact_fit_packing_is_realized() {
     let fac = "fac = facility('tight')\nsw = fac.switch('sw')\n\
-               for i in range(3):\n    h = fac.host(f'h{i}', roles=[hypervisor], cores=10, memory=gb(30), disk=gb(30), nics=[nic(x710)])\n    fac.cable(h.port(0), sw.port(i))\n";
+               for i in range(3):\n    h = fac.host(f'h{i}', roles=[hypervisor], cores=10, memory=gb(30), disk=gb(30), underlay=f'10.9.0.{i + 1}', nics=[nic(x710)])\n    fac.cable(h.port(0), sw.port(i))\n";
     // 30 cores of VMs for 30 cores: 6+4, 7+3, 5+5, in an order that misleads first-fit.
     let exp = "sizes = [6, 7, 5, 5, 3, 4]\nn = [topo.device(f'n{i}', virt == true, cores == c, memory == gb(c), disk == gb(c)) for i, c in enumerate(sizes)]\n\
                for i in range(5):\n    topo.connect([n[i], n[i + 1]])\n";
@@ -533,7 +682,7 @@ fn uplink_capacity_is_respected() {
 #[test]
 fn a_linked_group_starts_where_it_can_stay_together() {
     let fsrc = "fac = facility('ab')\n\
-                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True, underlay='10.0.0.254')\n\
                 small = fac.host('small', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay='10.0.0.1', nics=[nic(x710, ports=1)])\n\
                 big = fac.host('big', roles=[hypervisor], cores=512, memory=gb(1024), disk=tb(8), underlay='10.0.0.2', nics=[nic(x710, ports=1)])\n\
                 fac.cable(small.port(0), leaf.port(0))\n\
@@ -588,7 +737,7 @@ fn every_engine(
 #[test]
 fn placement_steers_around_a_slow_uplink() {
     let fsrc = "fac = facility('slow')\n\
-                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True, underlay='10.0.0.254')\n\
                 for i in range(3):\n\
                 \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay=f'10.0.0.{i + 1}',\n\
                 \x20                 nics=[nic(connectx5, ports=1, capacity=gbps(1 if i == 0 else 25))])\n\
@@ -634,7 +783,7 @@ fn leaf_trunks_are_respected() {
     let fsrc = "fac = facility('trunks')\n\
                 spine = fac.switch('spine', role=spine, vxlan=True)\n\
                 for l in range(2):\n\
-                \x20   sw = fac.switch(f'leaf{l}', role=leaf, vxlan=True)\n\
+                \x20   sw = fac.switch(f'leaf{l}', role=leaf, vxlan=True, underlay=f'10.0.{l}.254')\n\
                 \x20   fac.cable(sw.port(8), spine.port(l), capacity=gbps(1 if l == 1 else 100))\n\
                 \x20   for i in range(2):\n\
                 \x20       hv = fac.host(f'hv{l}{i}', roles=[hypervisor], cores=8, memory=gb(64), disk=tb(1), underlay=f'10.0.{l}.{i + 1}',\n\
@@ -714,7 +863,7 @@ fn leaf_trunks_are_respected() {
 #[test]
 fn a_pf_serving_vfs_is_not_passed_through() {
     let fsrc = "fac = facility('modes')\n\
-                leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+                leaf = fac.switch('leaf', role=leaf, vxlan=True, underlay='10.0.0.254')\n\
                 for i in range(2):\n\
                 \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=16, memory=gb(64), disk=tb(1), underlay=f'10.0.0.{i + 1}',\n\
                 \x20                 nics=[nic(x710, ports=1), nic(connectx5, ports=1, vfs=8)])\n\
@@ -754,8 +903,9 @@ fn a_pf_serving_vfs_is_not_passed_through() {
 
 /// A facility of hypervisors with the given cores (64 GiB each) on one leaf.
 fn hypervisors(cores: &[u32]) -> mx_xir::Facility {
-    let mut src =
-        String::from("fac = facility('hvs')\nsw = fac.switch('sw0', role=leaf, vxlan=True)\n");
+    let mut src = String::from(
+        "fac = facility('hvs')\nsw = fac.switch('sw0', role=leaf, vxlan=True, underlay='10.0.0.254')\n",
+    );
     for (i, c) in cores.iter().enumerate() {
         src.push_str(&format!(
             "h{i} = fac.host('hv{i}', roles=[hypervisor], cores={c}, memory=gb(64), disk=tb(1), underlay='10.0.0.{}', nics=[nic(x710, ports=1)])\nfac.cable(h{i}.port(0), sw.port({i}))\n",
@@ -888,7 +1038,7 @@ fn capacity_conflict_sets_are_minimal() {
 }
 
 const GPU_FACILITY: &str = "fac = facility('gpus')\n\
-    leaf = fac.switch('leaf', role=leaf, vxlan=True)\n\
+    leaf = fac.switch('leaf', role=leaf, vxlan=True, underlay='10.0.0.254')\n\
     hv0 = fac.host('hv0', roles=[hypervisor], cores=32, memory=gb(128), disk=tb(1), underlay='10.0.0.1',\n\
     \x20   nics=[nic(x710, ports=1)],\n\
     \x20   gpus=[gpu('a100', devices=['0000:3b:00.0'], mdev='nvidia-472', slices=2), gpu('t4', devices=['0000:d8:00.0'])])\n\
@@ -899,7 +1049,7 @@ const GPU_FACILITY: &str = "fac = facility('gpus')\n\
 
 fn named(name: &str) -> mx_realizer::Options {
     mx_realizer::Options {
-        name: Some(name.to_string()),
+        name: Some(mx_xir::Name::new(name).expect("a name")),
         ..opts(1)
     }
 }

@@ -6,7 +6,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{DocKind, Membus, Pcie, SCHEMA_VERSION, Source, Span};
+use std::net::Ipv4Addr;
+
+use crate::{DocKind, IfName, MdevType, Membus, Name, PciAddr, Pcie, SCHEMA_VERSION, Source, Span};
 
 /// A facility: hosts, switches and the cables between them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -16,7 +18,7 @@ pub struct Facility {
     /// Always [`DocKind::Facility`].
     pub kind: DocKind,
     /// The facility name (`facility('name')`).
-    pub name: String,
+    pub name: Name,
     /// Where the model came from; spans index into this file.
     pub source: Source,
     /// Hosts in creation order.
@@ -30,12 +32,13 @@ pub struct Facility {
 }
 
 impl Facility {
-    /// An empty facility named `name`, compiled from `path`.
+    /// An empty facility named `name` (mapped to a [`Name`] by
+    /// [`crate::safe_name`]), compiled from `path`.
     pub fn new(name: &str, path: &str) -> Self {
         Facility {
             xir: SCHEMA_VERSION.to_string(),
             kind: DocKind::Facility,
-            name: name.to_string(),
+            name: crate::safe_name(name),
             source: Source {
                 path: path.to_string(),
             },
@@ -67,7 +70,7 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Host {
     /// Unique name.
-    pub name: String,
+    pub name: Name,
     /// Bare metal, hypervisor, or both ("dual personality").
     pub roles: Vec<Role>,
     /// Marked for virtual allocation: the realizer may slice it into VMs.
@@ -102,7 +105,7 @@ pub struct Host {
     pub reserved_memory: u64,
     /// Underlay address (the VXLAN tunnel endpoint), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub underlay: Option<String>,
+    pub underlay: Option<Ipv4Addr>,
     /// The host is a network namespace on the machine running mx (the
     /// one-machine testbed): the runtime creates it and its underlay.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -147,11 +150,11 @@ pub struct Gpu {
     /// The GPUs' PCI addresses on the host (`0000:3b:00.0`), one per GPU, if
     /// declared: what the runtime binds to vfio-pci or carves slices from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<String>,
+    pub devices: Vec<PciAddr>,
     /// Mediated-device type virtual GPUs are created as (`nvidia-472`), if
     /// the GPU is shared that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mdev: Option<String>,
+    pub mdev: Option<MdevType>,
     /// SR-IOV virtual functions per GPU, if the GPU is shared that way.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub vfs: u32,
@@ -178,7 +181,7 @@ pub struct Nic {
     pub max_vfs: u32,
     /// The ports' interface names on the host, one per port, if declared.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<String>,
+    pub devices: Vec<IfName>,
 }
 
 /// A switch's place in the fabric.
@@ -195,11 +198,15 @@ pub enum SwitchRole {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Switch {
     /// Unique name (shared namespace with hosts).
-    pub name: String,
+    pub name: Name,
     /// Leaf or spine.
     pub role: SwitchRole,
     /// Whether it can map VLANs to VXLAN VNIs; VLAN-only otherwise.
     pub vxlan: bool,
+    /// Its VXLAN tunnel endpoint on the underlay, where it maps VLANs to
+    /// VNIs: hypervisors' VTEPs reach the VFs and ports behind it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Ipv4Addr>,
     /// Where the switch was declared.
     pub span: Span,
 }

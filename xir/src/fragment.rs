@@ -4,11 +4,15 @@
 //! runtime checks `version` and the bundle manifest's digests before it
 //! touches anything.
 
+use std::net::Ipv4Addr;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::{IfName, Ipv4Cidr, Mac, MdevType, Name, NetnsName, PciAddr, Uuid};
+
 /// The fragment schema version this crate writes and accepts.
-pub const FRAGMENT_VERSION: &str = "mx-fragment/0.1";
+pub const FRAGMENT_VERSION: &str = "mx-fragment/0.2";
 
 /// Who sets a fragment up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -28,9 +32,12 @@ pub struct Fragment {
     /// Unique within the experiment, `kind/name` (`tap/tab12cd0`).
     pub id: String,
     /// The realization it belongs to.
-    pub experiment: String,
-    /// The host it is for.
-    pub host: String,
+    pub experiment: Name,
+    /// The experiment's tag (held in the allocation table): its devices'
+    /// names embed it and its device group is derived from it.
+    pub tag: u32,
+    /// The host (or switch) it is for.
+    pub host: Name,
     /// Global or local.
     pub scope: Scope,
     /// What to set up.
@@ -48,26 +55,27 @@ pub enum Spec {
     /// experiment on the host: created if absent, removed with the last one.
     Netns {
         /// The namespace (`mxh-ns0`).
-        netns: String,
+        netns: NetnsName,
         /// The namespace holding the underlay bridge.
-        underlay_netns: String,
+        underlay_netns: NetnsName,
         /// The underlay address with prefix (`192.0.2.1/24`).
-        underlay_addr: String,
+        underlay_addr: Ipv4Cidr,
         /// The host side of the veth pair (inside `netns`).
-        device: String,
+        device: IfName,
         /// The bridge side of the veth pair (inside `underlay_netns`).
-        peer: String,
+        peer: IfName,
     },
     /// A VXLAN tunnel endpoint with a static flood list.
     Vtep {
         /// The device.
-        device: String,
+        device: IfName,
         /// VXLAN network identifier.
         vni: u32,
         /// This host's underlay address.
-        local: String,
-        /// The other hosts' underlay addresses (the flood list).
-        remotes: Vec<String>,
+        local: Ipv4Addr,
+        /// The other tunnel endpoints of the segment (hosts with taps on the
+        /// link, leaves with its VFs and ports): the flood list.
+        remotes: Vec<Ipv4Addr>,
         /// UDP port.
         port: u16,
     },
@@ -76,57 +84,68 @@ pub enum Spec {
         /// Host port of the physical function.
         pf_port: u32,
         /// The physical function's interface, where the facility names it.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pf: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pf: Option<IfName>,
         /// VF index.
         vf: u32,
         /// VLAN tag applied by the NIC.
         vlan: u16,
         /// The VF's fixed MAC.
-        mac: String,
+        mac: Mac,
         /// Spoof checking (always on for experiment VFs).
         spoofcheck: bool,
     },
-    /// A switch access port placed in a VLAN (and, on VXLAN leaves, the
-    /// VLAN mapped to the link's VNI).
+    /// A leaf switch's port placed in a VLAN (and, where the link reaches
+    /// other leaves or hypervisors' VTEPs, the VLAN mapped to the link's
+    /// VNI on the leaf's own VTEP). Goes to the switch's bundle.
     SwitchVlan {
-        /// The host port cabled to the switch.
+        /// The switch port cabled to the host.
+        switch_port: u32,
+        /// The host behind that port.
+        peer: Name,
+        /// The host's port.
         port: u32,
         /// VLAN tag.
         vlan: u16,
-        /// VNI the VLAN maps to, when the link crosses leaves.
+        /// VNI the VLAN maps to, when the link leaves this switch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vni: Option<u32>,
+        /// The leaf's tunnel endpoint, when mapped to a VNI.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<Ipv4Addr>,
+        /// The segment's other tunnel endpoints (the flood list).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remotes: Vec<Ipv4Addr>,
     },
     /// A tap for one VM NIC.
     Tap {
         /// The device.
-        device: String,
+        device: IfName,
         /// The VM it belongs to.
-        vm: String,
+        vm: Name,
     },
     /// A bridge joining the taps (and VTEP) of one link segment on a host:
     /// one bridge per link, so links are isolated by construction, and ports
     /// are isolated from each other unless the link joins them.
     Bridge {
         /// The device.
-        device: String,
+        device: IfName,
         /// Member devices (taps, VTEP).
-        ports: Vec<String>,
+        ports: Vec<IfName>,
     },
     /// Two taps joined by an XDP devmap redirect, without a bridge.
     XdpPair {
         /// One tap.
-        a: String,
+        a: IfName,
         /// The other tap.
-        b: String,
+        b: IfName,
     },
     /// A virtual machine.
     Vm(Box<VmSpec>),
     /// Rate, delay and loss on a tap (towards the VM).
     Emulation {
         /// The device shaped.
-        device: String,
+        device: IfName,
         /// Rate limit in bits per second.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate: Option<u64>,
@@ -170,11 +189,11 @@ impl Spec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VmSpec {
     /// The experiment node.
-    pub name: String,
+    pub name: Name,
     /// Guest architecture (`x86_64`, `aarch64`).
     pub arch: String,
-    /// QEMU machine type (`q35`, `virt`).
-    pub machine: String,
+    /// QEMU machine type.
+    pub machine: Machine,
     /// Virtual CPUs.
     pub vcpus: u32,
     /// Memory in MiB.
@@ -182,7 +201,7 @@ pub struct VmSpec {
     /// Disk in bytes (recorded; the bundled guest runs from its initramfs).
     pub disk: u64,
     /// Image name; the runtime resolves it to a kernel and initramfs.
-    pub image: String,
+    pub image: Name,
     /// Network interfaces in socket order.
     pub nics: Vec<VmNic>,
     /// Fraction of a host core each vCPU may use (CPU bandwidth), if limited.
@@ -209,7 +228,27 @@ pub struct VmSpec {
     pub cpus: Vec<u32>,
     /// Neighbour addresses the guest checks it can reach once up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub neighbours: Vec<String>,
+    pub neighbours: Vec<Ipv4Addr>,
+}
+
+/// A QEMU machine type mx starts guests as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Machine {
+    /// x86_64: Q35 with PCIe.
+    Q35,
+    /// aarch64 and riscv64: the generic virtual board.
+    Virt,
+}
+
+impl Machine {
+    /// The name QEMU knows it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Q35 => "q35",
+            Machine::Virt => "virt",
+        }
+    }
 }
 
 /// A GPU handed to a VM: whole, as a mediated device cut from it, or as one
@@ -222,25 +261,25 @@ pub enum VmGpu {
         /// GPU model.
         model: String,
         /// Its PCI address.
-        device: String,
+        device: PciAddr,
     },
     /// A mediated device cut from a GPU.
     Mdev {
         /// GPU model.
         model: String,
         /// The GPU's PCI address.
-        parent: String,
+        parent: PciAddr,
         /// Mediated-device type (`nvidia-472`).
-        mdev_type: String,
+        mdev_type: MdevType,
         /// The device's UUID, derived from the experiment and the slice.
-        uuid: String,
+        uuid: Uuid,
     },
     /// One of a GPU's SR-IOV VFs, bound to vfio-pci.
     Vf {
         /// GPU model.
         model: String,
         /// The GPU's (physical function's) PCI address.
-        parent: String,
+        parent: PciAddr,
         /// VF number.
         vf: u32,
     },
@@ -254,10 +293,10 @@ pub struct VmNic {
     /// Guest NIC model (`virtio`, `e1000`, ...; `vf`, `passthrough`).
     pub model: String,
     /// Deterministic MAC.
-    pub mac: String,
+    pub mac: Mac,
     /// Addresses configured in the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addrs: Vec<String>,
+    pub addrs: Vec<Ipv4Cidr>,
     /// How it attaches.
     pub attach: NicAttach,
     /// Turn checksum and segmentation offloads off (needed on an XDP
@@ -273,15 +312,15 @@ pub enum NicAttach {
     /// A tap on the hypervisor.
     Tap {
         /// The tap device.
-        device: String,
+        device: IfName,
     },
     /// An SR-IOV virtual function.
     Vf {
         /// Host port of the physical function.
         pf_port: u32,
         /// The physical function's interface, where the facility names it.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pf: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pf: Option<IfName>,
         /// VF index.
         vf: u32,
     },
@@ -290,8 +329,8 @@ pub enum NicAttach {
         /// Host port.
         port: u32,
         /// Its interface, where the facility names it.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        device: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<IfName>,
     },
 }
 
@@ -302,9 +341,9 @@ pub struct Manifest {
     /// [`FRAGMENT_VERSION`].
     pub version: String,
     /// The realization.
-    pub experiment: String,
+    pub experiment: Name,
     /// The host.
-    pub host: String,
+    pub host: Name,
     /// Fragment files in DAG-friendly order.
     pub fragments: Vec<ManifestEntry>,
 }

@@ -19,10 +19,14 @@
 
 use std::collections::BTreeMap;
 
+pub mod domain;
 mod facility;
 mod fragment;
 mod realization;
 
+pub use domain::{
+    IfName, Invalid, Ipv4Cidr, Mac, MdevType, Name, NetnsName, PciAddr, Uuid, safe_name,
+};
 pub use facility::*;
 pub use fragment::*;
 pub use realization::*;
@@ -125,8 +129,13 @@ pub struct Experiment {
     pub xir: String,
     /// Always [`DocKind::Experiment`].
     pub kind: DocKind,
-    /// The topology name (`Network('name')`, `topology('name')` or the file stem).
-    pub name: String,
+    /// The topology name (`Network('name')`, `topology('name')` or the file
+    /// stem), mapped to a [`Name`] by [`safe_name`].
+    pub name: Name,
+    /// The name as the model wrote it, when that is not a [`Name`]
+    /// (`Network('example network')`): for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Where the model came from; spans index into this file.
     pub source: Source,
     /// Parameters the model read with `param()`, with the values used.
@@ -142,12 +151,14 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// An empty experiment named `name`, compiled from `path`.
+    /// An empty experiment named `name` (mapped by [`safe_name`], the
+    /// original kept as its label), compiled from `path`.
     pub fn new(name: &str, path: &str) -> Self {
         Experiment {
             xir: SCHEMA_VERSION.to_string(),
             kind: DocKind::Experiment,
-            name: name.to_string(),
+            name: safe_name(name),
+            label: (safe_name(name) != name).then(|| name.to_string()),
             source: Source {
                 path: path.to_string(),
             },
@@ -162,8 +173,12 @@ impl Experiment {
 /// An experiment node: a name plus the constraints a resource must satisfy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
-    /// Unique node name.
-    pub name: String,
+    /// Unique node name, mapped to a [`Name`] by [`safe_name`].
+    pub name: Name,
+    /// The name as the model wrote it, when that is not a [`Name`]: for
+    /// display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Constraints in source order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
@@ -209,7 +224,7 @@ pub struct Link {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Endpoint {
     /// The node's name.
-    pub node: String,
+    pub node: Name,
     /// The socket index on that node (0 for its first link, 1 for the next, ...).
     pub socket: u32,
     /// Interface addresses in CIDR form (`10.0.0.1/24`).

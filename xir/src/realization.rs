@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{DocKind, SCHEMA_VERSION, Source, Span};
+use std::net::Ipv4Addr;
+
+use crate::{DocKind, IfName, Ipv4Cidr, MdevType, Name, PciAddr, SCHEMA_VERSION, Source, Span};
 
 /// An experiment mapped onto a facility.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -14,11 +16,17 @@ pub struct Realization {
     /// Always [`DocKind::Realization`].
     pub kind: DocKind,
     /// The realization's name (the experiment's unless `--name` says otherwise).
-    pub name: String,
+    pub name: Name,
+    /// The experiment's tag on the machines it runs on, held in the
+    /// allocation table so no two experiments share one: device names, MACs
+    /// and the device group derive from it. 0 in realizations written before
+    /// tags were allocated; those must be realized again.
+    #[serde(default)]
+    pub tag: u32,
     /// The experiment model; node and link spans index into it.
     pub experiment: Source,
     /// The facility's name.
-    pub facility: String,
+    pub facility: Name,
     /// Which engine found it (`heuristic`, `ilp`).
     pub solver: String,
     /// The seed it was found with; the same inputs and seed give the same realization.
@@ -31,13 +39,16 @@ pub struct Realization {
     /// materializer needs of them (so a realization is self-contained).
     #[serde(default)]
     pub hosts: Vec<HostPlan>,
+    /// The leaf switches its VFs and ports hang off, in facility order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchPlan>,
 }
 
 /// What the materializer needs to know about one host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostPlan {
     /// The host.
-    pub name: String,
+    pub name: Name,
     /// Its CPU architecture.
     pub arch: String,
     /// Core clock in Hz, if the facility declares it.
@@ -45,24 +56,32 @@ pub struct HostPlan {
     pub clock: Option<u64>,
     /// Underlay address (VXLAN tunnel endpoint), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub underlay: Option<String>,
+    pub underlay: Option<Ipv4Addr>,
     /// A network namespace on the machine running mx (one-machine testbed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub netns: bool,
     /// Interface names of the host's ports, by port number, where the
-    /// facility names them (`""` where it does not).
+    /// facility names them (`null` where it does not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
+    pub ports: Vec<Option<IfName>>,
 }
 
 impl HostPlan {
     /// The interface name of port `port`, if the facility declares it.
-    pub fn port_device(&self, port: u32) -> Option<&str> {
-        self.ports
-            .get(port as usize)
-            .map(String::as_str)
-            .filter(|d| !d.is_empty())
+    pub fn port_device(&self, port: u32) -> Option<&IfName> {
+        self.ports.get(port as usize).and_then(Option::as_ref)
     }
+}
+
+/// A leaf switch a realization reaches through VFs or whole ports, with what
+/// the materializer needs to map its VLANs to VNIs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SwitchPlan {
+    /// The switch.
+    pub name: Name,
+    /// Its VXLAN tunnel endpoint, if it maps VLANs to VNIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Ipv4Addr>,
 }
 
 /// The performance profile an experiment node asked for, carried to the
@@ -109,20 +128,22 @@ impl Profile {
 
 impl Realization {
     /// An empty realization.
-    pub fn new(name: &str, experiment: &str, facility: &str, solver: &str, seed: u64) -> Self {
+    pub fn new(name: &Name, experiment: &str, facility: &Name, solver: &str, seed: u64) -> Self {
         Realization {
             xir: SCHEMA_VERSION.to_string(),
             kind: DocKind::Realization,
-            name: name.to_string(),
+            name: name.clone(),
+            tag: 0,
             experiment: Source {
                 path: experiment.to_string(),
             },
-            facility: facility.to_string(),
+            facility: facility.clone(),
             solver: solver.to_string(),
             seed,
             nodes: Vec::new(),
             links: Vec::new(),
             hosts: Vec::new(),
+            switches: Vec::new(),
         }
     }
 }
@@ -141,9 +162,9 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Placement {
     /// The experiment node.
-    pub node: String,
+    pub node: Name,
     /// The host it runs on.
-    pub host: String,
+    pub host: Name,
     /// Whole host or VM slice.
     pub mode: Mode,
     /// Cores it gets (the host's for metal, the slice's for a VM).
@@ -177,7 +198,7 @@ pub struct GpuGrant {
     pub model: String,
     /// Its PCI address, when the facility names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<PciAddr>,
     /// The virtual GPU (mediated device or VF number) when the VM holds a
     /// slice; absent when it holds the whole GPU (passthrough).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +209,7 @@ pub struct GpuGrant {
     pub via: Option<String>,
     /// The mediated-device type of an `mdev` slice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mdev: Option<String>,
+    pub mdev: Option<MdevType>,
 }
 
 /// How a link is built.
@@ -199,8 +220,13 @@ pub enum LinkKind {
     XdpPair,
     /// Several VMs on one hypervisor: a local filtering bridge.
     Bridge,
-    /// Endpoints on several hosts: a VXLAN segment with one VNI.
+    /// A VXLAN segment with one VNI: endpoints on several hosts, or taps
+    /// joined to VFs or ports (hypervisors' VTEPs meet the leaves' VTEPs,
+    /// where the VFs' and ports' VLANs map to the VNI).
     Vxlan,
+    /// VFs and ports behind one leaf switch only: the leaf joins their
+    /// VLAN; no hypervisor plumbing.
+    Switched,
 }
 
 /// How one endpoint attaches to the link.
@@ -220,6 +246,10 @@ pub enum Attachment {
         vf: u32,
         /// VLAN tag (VLAN switch tagging), unique on the leaf switch.
         vlan: u16,
+        /// The leaf switch the port is cabled to.
+        switch: Name,
+        /// The leaf's port at the other end of the cable.
+        switch_port: u32,
     },
     /// A whole physical port: passthrough to a VM, or a bare-metal host's port.
     Port {
@@ -227,23 +257,37 @@ pub enum Attachment {
         port: u32,
         /// VLAN tag on the switch access port, unique on the leaf switch.
         vlan: u16,
+        /// The leaf switch the port is cabled to.
+        switch: Name,
+        /// The leaf's port at the other end of the cable.
+        switch_port: u32,
     },
+}
+
+impl Attachment {
+    /// The leaf switch a VF or port attaches through; `None` for a tap.
+    pub fn switch(&self) -> Option<&Name> {
+        match self {
+            Attachment::Tap { .. } => None,
+            Attachment::Vf { switch, .. } | Attachment::Port { switch, .. } => Some(switch),
+        }
+    }
 }
 
 /// One endpoint of a planned link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointPlan {
     /// The node.
-    pub node: String,
+    pub node: Name,
     /// The node's socket index on this link.
     pub socket: u32,
     /// The host the node runs on.
-    pub host: String,
+    pub host: Name,
     /// How the endpoint attaches.
     pub attach: Attachment,
     /// The endpoint's addresses (`10.0.0.1/24`), as the model gives them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addrs: Vec<String>,
+    pub addrs: Vec<Ipv4Cidr>,
     /// Sender-side emulation profile of the endpoint's vNIC (`emulation ==
     /// wifi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,7 +319,7 @@ pub struct LinkPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
     /// The hosts the link spans, sorted.
-    pub hosts: Vec<String>,
+    pub hosts: Vec<Name>,
     /// Endpoints in link order.
     pub endpoints: Vec<EndpointPlan>,
     /// Present when the link asks for capacity, latency or loss.
