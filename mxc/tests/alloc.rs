@@ -11,9 +11,12 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mx-alloc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
+        // Random and private (0700), never a predictable path in /tmp.
+        let d = tempfile::Builder::new()
+            .prefix(&format!("mx-alloc-{name}-"))
+            .tempdir()
+            .expect("temp dir")
+            .keep();
         Dir(d)
     }
     fn path(&self, f: &str) -> PathBuf {

@@ -21,9 +21,12 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mxc-cli-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        // Random and private (0700), never a predictable path in /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mxc-cli-{test}-"))
+            .tempdir()
+            .expect("create temp dir")
+            .keep();
         TempDir(dir)
     }
 
@@ -363,4 +366,71 @@ fn undecodable_source_is_a_model_error_at_the_byte() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("E0108"), "{}", run.stderr);
+}
+
+#[test]
+fn experiment_names_are_never_paths() {
+    let dir = TempDir::new("names_not_paths");
+    for args in [
+        &["down", "../x"][..],
+        &["down", "/etc"],
+        &["status", ".."],
+        &["up", "ok.mx", "--name", "../../tmp/x", "--dry-run"],
+        &["realize", "ok.mx", "--name", "a/b", "--dry-run"],
+    ] {
+        let run = mxc(&dir, args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("is not a valid name"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn materialize_refuses_a_realization_naming_a_path_as_host() {
+    let dir = TempDir::new("materialize_path_host");
+    dir.write("ok.mx", VALID);
+    let run = mxc(&dir, &["realize", "ok.mx", "--dry-run", "-o", "r.json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(dir.path().join("r.json")).unwrap();
+    let first_host = serde_json::from_str::<serde_json::Value>(&text).unwrap()["hosts"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        dir.path().join("bad.json"),
+        text.replace(&format!("\"{first_host}\""), "\"..\""),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let run = mxc(&dir, &["materialize", "bad.json", "-o", "out/bundles"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not a realization"), "{}", run.stderr);
+    assert!(dir.path().join("ok.mx").exists());
+    assert!(!dir.path().join("out/bundles").exists());
+}
+
+/// The seed's central example (a virtio NIC and a ConnectX-4-or-newer on
+/// one link) plans through to the runtime on the lab and the spine-leaf
+/// facility: a hypervisor VTEP for the tap, the leaf's VLAN mapped to the
+/// same VNI for the VF.
+#[test]
+fn the_seed_nic_example_plans_on_real_facilities() {
+    let dir = TempDir::new("seed_nics");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for fac in ["lab", "spine-leaf"] {
+        let run = mxc(
+            &dir,
+            &[
+                "up",
+                root.join("examples/seed/nics.mx").to_str().unwrap(),
+                "--facility",
+                root.join(format!("examples/facilities/{fac}.mx"))
+                    .to_str()
+                    .unwrap(),
+                "--dry-run",
+            ],
+        );
+        assert_eq!(run.code, 0, "{fac}: {}", run.stderr);
+        assert!(run.stdout.contains("type vxlan id 10000"), "{}", run.stdout);
+        assert!(run.stdout.contains("mapped to vni 10000"), "{}", run.stdout);
+    }
 }

@@ -25,9 +25,7 @@ struct Env {
 
 impl Env {
     fn new(test: &str) -> Env {
-        let dir = std::env::temp_dir().join(format!("mx-fid-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::private_dir(&format!("mx-fid-{test}-"));
         Env {
             dir,
             names: Vec::new(),

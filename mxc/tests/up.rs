@@ -30,9 +30,7 @@ struct Env {
 
 impl Env {
     fn new(test: &str) -> Env {
-        let dir = std::env::temp_dir().join(format!("mx-e2e-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::private_dir(&format!("mx-e2e-{test}-"));
         Env { dir }
     }
 
@@ -216,6 +214,45 @@ fn up_pings_and_down_leaves_nothing() {
             .unwrap()
     );
 
+    // Another experiment whose bundles carry `local`'s tag (realized
+    // against another allocation table, then renamed) would name the same
+    // devices and group: it is refused before anything is touched.
+    let real = env.dir.join("other.json");
+    let realized = Command::new(env!("CARGO_BIN_EXE_mxc"))
+        .args(["realize", "examples/local.mx", "--facility"])
+        .arg("examples/facilities/local.mx")
+        .args(["--dry-run", "-o"])
+        .arg(&real)
+        .current_dir(root())
+        .env("MX_DB", env.dir.join("another.db"))
+        .output()
+        .unwrap();
+    assert!(realized.status.success(), "{}", stderr(&realized));
+    let text = std::fs::read_to_string(&real).unwrap().replacen(
+        "\"name\": \"local\"",
+        "\"name\": \"other\"",
+        1,
+    );
+    std::fs::write(&real, text).unwrap();
+    let bundles = env.dir.join("other-bundles");
+    let mat = env.mxc(&[
+        "materialize",
+        real.to_str().unwrap(),
+        "-o",
+        bundles.to_str().unwrap(),
+    ]);
+    assert!(mat.status.success(), "{}", stderr(&mat));
+    let other = env.mxc(&["up", bundles.to_str().unwrap()]);
+    assert_eq!(other.status.code(), Some(1), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("E0403") && stderr(&other).contains("which experiment `local`"),
+        "{}",
+        stderr(&other)
+    );
+    assert!(!env.dir.join("run/other").exists());
+    let guests = env.pings("local");
+    assert!(guests["a"]["running"].as_bool().unwrap());
+
     let down = env.mxc(&["down", "local"]);
     assert!(down.status.success(), "mxc down failed:\n{}", stderr(&down));
     env.assert_clean("local");
@@ -329,6 +366,52 @@ fn a_task_that_fails_stops_the_run_resume_finishes_it_and_down_cleans_up() {
     assert!(a.contains(&"MX-PING a 10.0.2.3 ok"), "{a:?}");
     let down = env.mxc(&["down", "local"]);
     assert!(down.status.success(), "{}", stderr(&down));
+    env.assert_clean("local");
+}
+
+/// A device that is not the experiment's (here: a veth squatting on the name
+/// of one of its taps) is neither adopted by `up` nor deleted by `down`'s
+/// device tasks. (The namespace is mx's: when the last experiment on the
+/// host leaves, it goes, with whatever was put into it.)
+#[test]
+fn a_device_that_is_not_the_experiments_is_never_adopted_or_deleted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let env = Env::new("foreign");
+    let tap = format!("t{}0", mx_tag("local"));
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+    };
+    ip(&["netns", "add", "mxh-ns0"]);
+    ip(&[
+        "-n", "mxh-ns0", "link", "add", &tap, "type", "veth", "peer", "name", "squat1",
+    ]);
+    let up = env.mxc(&["up", "examples/local.mx"]);
+    assert_eq!(up.status.code(), Some(1), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("is not this experiment's"),
+        "{}",
+        stderr(&up)
+    );
+    // Still there, and still not a tap: up did not touch it.
+    let show = Command::new("ip")
+        .args(["-n", "mxh-ns0", "-d", "link", "show", &tap])
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{tap} was deleted");
+    assert!(String::from_utf8_lossy(&show.stdout).contains("veth"));
+    let down = env.mxc(&["down", "local"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains(&format!(
+            "device `{tap}` in mxh-ns0 exists and is not this experiment's"
+        )) && stderr(&down).contains("left alone"),
+        "{}",
+        stderr(&down)
+    );
     env.assert_clean("local");
 }
 

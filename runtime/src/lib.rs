@@ -110,7 +110,7 @@ impl Runtime {
     /// tables, or from forged bundles) never run with one tag, and with it
     /// one set of device names and one device group. A claim whose holder
     /// has no state any more is stale and taken over.
-    fn claim_tag(&self, tag: u32, name: &Name) -> Result<(), Diagnostic> {
+    pub fn claim_tag(&self, tag: u32, name: &Name) -> Result<(), Diagnostic> {
         let dir = self.tags_dir();
         std::fs::create_dir_all(&dir).map_err(|e| {
             Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))

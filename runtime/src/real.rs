@@ -536,6 +536,8 @@ impl Executor for Real {
                 let idx = match found {
                     Ok(Some(i)) => i,
                     Ok(None) => return Ok(None),
+                    // Someone else's device of that name: ours is gone.
+                    Err(e) if e.contains("is not this experiment's") => return Ok(Some(e)),
                     // The namespace went meanwhile, and the device with it.
                     Err(_) if ns.as_deref().is_some_and(|n| !ns_exists(n)) => return Ok(None),
                     Err(e) => return Err(e),

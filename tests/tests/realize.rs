@@ -1173,8 +1173,7 @@ fn gpu_holdings_persist_in_the_table() {
     let fac = compile("gpus.mx", GPU_FACILITY, &Options::default())
         .facility
         .expect("facility");
-    let dir = std::env::temp_dir().join(format!("mx-gpu-table-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempfile::tempdir().unwrap().keep();
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("alloc.db");
     let one = gpu_case("a = topo.device('a', gpu == 'a100')\na.properties['pin'] = True\n");

@@ -1,6 +1,18 @@
 //! What the end-to-end tests (up.rs, fidelity.rs) share.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// A fresh directory with a random name, private to root (0700): tests run
+/// as root, so a predictable path in /tmp would let another user plant a
+/// symlink or files there first. The caller removes it.
+pub fn private_dir(prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a private directory")
+        .keep()
+}
 
 /// Whether this machine can run VMs (root and QEMU). When it cannot, the
 /// caller skips, unless `MX_REQUIRE_E2E` (set by `.ci/run`) makes that a
