@@ -148,6 +148,9 @@ pub fn realize(
         solver: Solver::Heuristic,
         ..opts.clone()
     };
+    // Conflict analysis (which can take seconds) runs only once every
+    // engine has failed.
+    let explain = |u: place::Unplaced| u.explain(&needs, fac, usage, true);
     let mut placement = match opts.solver {
         Solver::Auto => match place::place(fac, usage, &needs, &fabric, &heuristic) {
             Ok(p) => p,
@@ -160,10 +163,11 @@ pub fn realize(
                     solver: Solver::Ilp,
                     ..opts.clone()
                 },
-            )?,
-            Err(d) => return Err(d),
+            )
+            .map_err(explain)?,
+            Err(u) => return Err(explain(u)),
         },
-        _ => place::place(fac, usage, &needs, &fabric, opts)?,
+        _ => place::place(fac, usage, &needs, &fabric, opts).map_err(explain)?,
     };
     // The heuristic depends on the order it walks the graph: on instances of
     // moderate size, try a few more walks (in parallel) and keep the one of

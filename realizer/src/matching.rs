@@ -45,6 +45,13 @@ pub struct Need<'a> {
 }
 
 impl Need<'_> {
+    /// Whether some endpoint takes a VF or a whole port of its host.
+    pub fn holds_endpoints(&self) -> bool {
+        self.nics
+            .iter()
+            .any(|(_, _, x)| matches!(x, NicNeed::Vf(_) | NicNeed::Port(_)))
+    }
+
     /// Whether the node, as a VM, holds devices of its host (VFs, whole
     /// ports, a GPU, pinned cores): reserved where it was placed, so later
     /// passes do not move it.

@@ -1,0 +1,1 @@
+//! Host-by-host construction, for placements the greedy pass cannot pack.

@@ -1,0 +1,179 @@
+//! The greedy construction: nodes depth first over the experiment graph
+//! (most constrained first), each onto the candidate that keeps it next to
+//! its already placed neighbours (same host, then same leaf), then packs
+//! best fit.
+
+use mx_xir::Mode;
+
+use super::{Ctx, State, Verdicts, mix};
+use crate::matching::Need;
+use crate::usage::uplink;
+
+/// Lower is better: (-links kept on one host, VM on a dual host, -neighbours on the leaf, cores left, seeded rank).
+type Score = (i64, i64, i64, u64, u64);
+
+/// Places what it can; returns the nodes it could not place, sorted.
+pub(crate) fn run(ctx: &Ctx, state: &mut State) -> Vec<usize> {
+    let (needs, fac, adj, opts) = (ctx.needs, ctx.fac, &ctx.adj, ctx.opts);
+    let verdicts = &ctx.cand.flags;
+    let order = dfs_order(needs, &verdicts, &adj, opts.seed, opts.restart);
+    // Cores asked by each node's connected group of VMs (bare-metal nodes
+    // neither count nor join groups).
+    let mut group_cores = vec![0u64; needs.len()];
+    {
+        let vm = |i: usize| needs[i].mode != Some(Mode::Metal);
+        let mut seen = vec![false; needs.len()];
+        for s in 0..needs.len() {
+            if seen[s] || !vm(s) {
+                continue;
+            }
+            let (mut members, mut stack) = (Vec::new(), vec![s]);
+            seen[s] = true;
+            while let Some(x) = stack.pop() {
+                members.push(x);
+                for &y in &adj[x] {
+                    if !seen[y] && vm(y) {
+                        seen[y] = true;
+                        stack.push(y);
+                    }
+                }
+            }
+            let total: u64 = members.iter().map(|&i| u64::from(needs[i].cores)).sum();
+            for i in members {
+                group_cores[i] = total;
+            }
+        }
+    }
+    let leaf: Vec<Option<String>> = fac
+        .hosts
+        .iter()
+        .map(|h| uplink(fac, &h.name).map(|(_, l)| l))
+        .collect();
+    let rank: Vec<u64> = (0..fac.hosts.len() as u64)
+        .map(|i| mix(opts.seed, i))
+        .collect();
+
+    let mut failed = Vec::new();
+    for &ni in &order {
+        let n = &needs[ni];
+        let neighbours: Vec<usize> = adj[ni]
+            .iter()
+            .filter_map(|&m| state.host_of[m].map(|(h, _)| h))
+            .collect();
+        let mut best: Option<(Score, usize, Mode)> = None;
+        // Unset mode: a node that pins its size (`cores == 4`) takes an exact
+        // bare-metal match first, else a VM slice; a node that does not is a
+        // VM first, so it does not take a whole machine it has not asked for.
+        let exact =
+            n.node.constraints.iter().any(|c| {
+                matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
+            });
+        let modes = match (n.mode, exact) {
+            (Some(Mode::Metal), _) | (None, true) => [Mode::Metal, Mode::Vm],
+            _ => [Mode::Vm, Mode::Metal],
+        };
+        for mode in modes {
+            for (hi, h) in fac.hosts.iter().enumerate() {
+                let ok = match mode {
+                    Mode::Metal => verdicts[ni][hi] & 1 != 0,
+                    Mode::Vm => verdicts[ni][hi] & 2 != 0,
+                };
+                if !ok {
+                    continue;
+                }
+                if !state.fits(n, hi, mode) {
+                    continue;
+                }
+                let together = neighbours.iter().filter(|&&x| x == hi).count() as i64;
+                let near = neighbours
+                    .iter()
+                    .filter(|&&x| leaf[x].is_some() && leaf[x] == leaf[hi])
+                    .count() as i64;
+                let left = match mode {
+                    Mode::Metal => 0,
+                    // The first node of a linked group: best fit for the
+                    // whole group where one host holds it, else the roomiest
+                    // host (localized abundance), so its neighbours follow.
+                    Mode::Vm if neighbours.is_empty() => {
+                        let f = u64::from(state.free[hi].0);
+                        if f >= group_cores[ni] {
+                            f - group_cores[ni]
+                        } else {
+                            (1 << 32) + u64::from(u32::MAX) - f
+                        }
+                    }
+                    Mode::Vm => u64::from(state.free[hi].0 - n.cores),
+                };
+                // VMs stay off dual-personality hosts when they can, leaving those for bare metal.
+                let dual = i64::from(mode == Mode::Vm && h.has_role(mx_xir::Role::Metal));
+                let key = (-together, dual, -near, left, rank[hi]);
+                if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
+                    best = Some((key, hi, mode));
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        match best {
+            Some((_, hi, mode)) => state.assign(n, hi, mode),
+            None => failed.push(ni),
+        }
+    }
+    failed.sort_unstable();
+    failed
+}
+
+/// Depth-first over each connected component, starting from its node with
+/// the fewest candidate hosts, so constrained nodes choose first and
+/// neighbours follow them.
+fn dfs_order(
+    needs: &[Need],
+    verdicts: &[Verdicts],
+    adj: &[Vec<usize>],
+    seed: u64,
+    restart: u32,
+) -> Vec<usize> {
+    let choices: Vec<usize> = verdicts
+        .iter()
+        .map(|v| v.iter().filter(|&&f| f != 0).count())
+        .collect();
+    // Bare-metal nodes go first: they need whole hosts, which VMs would otherwise fragment.
+    let mut seeds: Vec<usize> = (0..needs.len()).collect();
+    let tie = |i: usize| {
+        if restart == 0 {
+            i as u64
+        } else {
+            mix(seed ^ u64::from(restart), i as u64)
+        }
+    };
+    seeds.sort_by_key(|&i| (needs[i].mode != Some(Mode::Metal), choices[i], tie(i)));
+    let mut seen = vec![false; needs.len()];
+    let mut order = Vec::with_capacity(needs.len());
+    for s in seeds {
+        if seen[s] {
+            continue;
+        }
+        seen[s] = true;
+        if needs[s].mode == Some(Mode::Metal) {
+            order.push(s);
+            continue;
+        }
+        // Depth first: a path through the graph fills one host with nodes
+        // that are linked to each other, where breadth first would fill it
+        // with a frontier of nodes far apart.
+        let mut stack = vec![(s, 0usize)];
+        order.push(s);
+        while let Some((x, k)) = stack.pop() {
+            if let Some(&y) = adj[x].get(k) {
+                stack.push((x, k + 1));
+                if !seen[y] {
+                    seen[y] = true;
+                    order.push(y);
+                    stack.push((y, 0));
+                }
+            }
+        }
+    }
+    order
+}

@@ -1,0 +1,484 @@
+//! Placement: which host (and as what) every node runs on.
+//!
+//! Passes over one [`State`], each in its own module:
+//! 1. [`Candidates`]: which hosts can take each node, as bare metal or as a
+//!    VM (constraints only, filtered in parallel, shared between hosts
+//!    nothing tells apart);
+//! 2. a construction: the exact engine ([`crate::ilp`]) where asked for, or
+//!    [`greedy`]: nodes depth first over the experiment graph (most
+//!    constrained first), each onto the candidate that keeps it next to its
+//!    placed neighbours, then best fit; where that leaves nodes out (hosts
+//!    filled exactly), [`fill`] builds again host by host;
+//! 3. [`local`]: moves and swaps that keep more links on one host;
+//! 4. [`anneal`]: simulated annealing of the local optimum on small
+//!    instances, and wherever an uplink or trunk is oversubscribed;
+//! 5. on failure, [`Unplaced`] says which nodes did not fit, and
+//!    [`failure`] explains them.
+//!
+//! Ties break by a seeded order of hosts, so a seed reproduces a
+//! realization exactly.
+
+mod anneal;
+mod devices;
+pub(crate) mod failure;
+mod fill;
+mod greedy;
+mod local;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mx_diag::Diagnostic;
+use mx_xir::{Facility, GpuGrant, Mode, Placement};
+use rayon::prelude::*;
+
+use crate::fabric::Fabric;
+use crate::gpus::{self, GpuUse};
+use crate::matching::{Need, host_verdict};
+use crate::usage::{Usage, free_cores};
+use crate::{Options, Solver};
+
+pub use failure::{group, size};
+
+/// A placement.
+pub struct Placed {
+    pub placements: Vec<Placement>,
+    pub explanation: Vec<String>,
+    /// `ilp` or `heuristic`.
+    pub engine: &'static str,
+}
+
+/// Nodes no pass could place, with what the facility had left: the
+/// caller decides how hard to look for the reason (see
+/// [`Unplaced::explain`]).
+pub struct Unplaced {
+    /// The nodes left out, by index.
+    pub failed: Vec<usize>,
+    /// The usage after what was placed.
+    usage: Usage,
+    /// Candidate bits per node and host (see [`Candidates`]).
+    pub flags: Vec<Vec<u8>>,
+}
+
+impl Unplaced {
+    /// Diagnostics for the failure: the smallest set of nodes that cannot
+    /// fit together where room is what ran out (only when `conflicts`: the
+    /// analysis can take seconds, so it runs once every engine has failed),
+    /// else E0301 per node at the constraints that rule hosts out.
+    pub fn explain(
+        &self,
+        needs: &[Need],
+        fac: &Facility,
+        usage: &Usage,
+        conflicts: bool,
+    ) -> Vec<Diagnostic> {
+        let failed = &self.failed;
+        if conflicts && let Some(c) = crate::conflict::find(needs, fac, usage, &self.flags) {
+            let mut diags = vec![c];
+            diags.extend(
+                failed
+                    .iter()
+                    .filter(|&&ni| self.flags[ni].iter().all(|&f| f == 0))
+                    .take(3)
+                    .map(|&ni| failure::explain_failure(&needs[ni], fac, &self.usage)),
+            );
+            return diags;
+        }
+        let mut diags: Vec<Diagnostic> = failed
+            .iter()
+            .take(3)
+            .map(|&ni| failure::explain_failure(&needs[ni], fac, &self.usage))
+            .collect();
+        if failed.len() > 3 {
+            diags.push(failure::capacity_summary(needs, fac, usage, failed));
+        }
+        diags
+    }
+}
+
+/// Per host: bit 0 set if the node can be bare metal there, bit 1 if a VM.
+type Verdicts = Vec<u8>;
+
+/// Which hosts can take each node, by its constraints alone (not by what is
+/// free): bit 0 of `flags[node][host]` for bare metal, bit 1 for a VM.
+pub(crate) struct Candidates {
+    pub flags: Vec<Verdicts>,
+}
+
+impl Candidates {
+    /// Filters in parallel, collected in node order. Hosts with identical
+    /// declarations share a verdict (a facility has a few kinds of host,
+    /// many times over), unless the node pins a host by name.
+    fn new(fac: &Facility, needs: &[Need]) -> Candidates {
+        let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+        let class_of: Vec<usize> = fac
+            .hosts
+            .iter()
+            .map(|h| {
+                let key = format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?}",
+                    (&h.roles, h.virt_alloc, h.cores, h.memory, h.disk, h.clock),
+                    &h.arch,
+                    (h.membus, h.pcie),
+                    &h.gpus,
+                    &h.nics,
+                    (h.reserved_cores, h.reserved_memory)
+                );
+                let next = classes.len();
+                *classes.entry(key).or_insert(next)
+            })
+            .collect();
+        let flags = needs
+            .par_iter()
+            .map(|n| {
+                let pinned = n.node.constraints.iter().any(|c| c.property == "host");
+                let mut memo: Vec<Option<u8>> = vec![None; classes.len()];
+                fac.hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(hi, h)| {
+                        let compute = || {
+                            let metal =
+                                n.mode != Some(Mode::Vm) && host_verdict(n, h, Mode::Metal).is_ok();
+                            let vm =
+                                n.mode != Some(Mode::Metal) && host_verdict(n, h, Mode::Vm).is_ok();
+                            u8::from(metal) | (u8::from(vm) << 1)
+                        };
+                        if pinned {
+                            compute()
+                        } else {
+                            *memo[class_of[hi]].get_or_insert_with(compute)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Candidates { flags }
+    }
+
+    /// Whether host `hi` can take node `ni` in `mode`.
+    pub fn ok(&self, ni: usize, hi: usize, mode: Mode) -> bool {
+        self.flags[ni][hi]
+            & match mode {
+                Mode::Metal => 1,
+                Mode::Vm => 2,
+            }
+            != 0
+    }
+}
+
+/// What placement has decided so far, by node and host index: the state
+/// every pass reads and changes.
+pub(crate) struct State<'f> {
+    fac: &'f Facility,
+    /// The usage, plus what this placement took (device picks and failure
+    /// explanations read it).
+    pub u: Usage,
+    /// Free cores, memory and disk for VMs, per host.
+    pub free: Vec<(u32, u64, u64)>,
+    /// Held whole by a bare-metal node, per host.
+    pub metal: Vec<bool>,
+    /// Nothing allocated at all (bare metal needs that), per host.
+    pub idle: Vec<bool>,
+    /// VFs taken by this placement, per (host, NIC), and whole ports per host.
+    vfs_taken: BTreeMap<(usize, usize), u32>,
+    ports_taken: BTreeMap<usize, u32>,
+    /// GPUs taken per host (by index), and cores held by pinned VMs.
+    gpu_used: Vec<BTreeMap<u32, GpuUse>>,
+    pinned: Vec<BTreeSet<u32>>,
+    /// Where each node is, and the GPU and cores it holds.
+    pub host_of: Vec<Option<(usize, Mode)>>,
+    gpu_of: Vec<Option<GpuGrant>>,
+    cpus_of: Vec<Vec<u32>>,
+}
+
+impl<'f> State<'f> {
+    fn new(fac: &'f Facility, usage: &Usage, nodes: usize) -> State<'f> {
+        let u = usage.clone();
+        State {
+            fac,
+            free: fac.hosts.iter().map(|h| u.free(h)).collect(),
+            metal: fac
+                .hosts
+                .iter()
+                .map(|h| u.hosts.get(h.name.as_str()).is_some_and(|x| x.metal))
+                .collect(),
+            idle: fac.hosts.iter().map(|h| u.idle(&h.name)).collect(),
+            vfs_taken: BTreeMap::new(),
+            ports_taken: BTreeMap::new(),
+            gpu_used: fac.hosts.iter().map(|h| u.host(&h.name).gpus).collect(),
+            pinned: fac.hosts.iter().map(|h| u.host(&h.name).pinned).collect(),
+            host_of: vec![None; nodes],
+            gpu_of: vec![None; nodes],
+            cpus_of: vec![Vec::new(); nodes],
+            u,
+        }
+    }
+
+    /// Whether host `hi` has room for node `n` in `mode` now (its
+    /// candidacy is the caller's business).
+    pub fn fits(&self, n: &Need, hi: usize, mode: Mode) -> bool {
+        let h = &self.fac.hosts[hi];
+        match mode {
+            Mode::Metal => self.idle[hi],
+            Mode::Vm => {
+                let (c, m, d) = self.free[hi];
+                !self.metal[hi]
+                    && c >= n.cores
+                    && m >= n.memory
+                    && d >= n.disk
+                    && (!n.holds_endpoints()
+                        || devices::endpoint_room(
+                            n,
+                            h,
+                            hi,
+                            &self.u,
+                            &self.vfs_taken,
+                            &self.ports_taken,
+                        ))
+                    && n.gpu
+                        .as_ref()
+                        .is_none_or(|g| gpus::pick(h, &self.gpu_used[hi], g).is_some())
+                    && (!n.pin || free_cores(h, &self.pinned[hi], n.cores).is_some())
+            }
+        }
+    }
+
+    /// Places node `n` on host `hi` in `mode`, taking its room and devices.
+    pub fn assign(&mut self, n: &Need, hi: usize, mode: Mode) {
+        let ni = n.index;
+        self.host_of[ni] = Some((hi, mode));
+        let h = &self.fac.hosts[hi];
+        let e = self.u.hosts.entry(h.name.to_string()).or_default();
+        self.idle[hi] = false;
+        match mode {
+            Mode::Metal => {
+                e.metal = true;
+                self.metal[hi] = true;
+            }
+            Mode::Vm => {
+                e.cores += n.cores;
+                e.memory += n.memory;
+                e.disk += n.disk;
+                self.free[hi].0 -= n.cores;
+                self.free[hi].1 -= n.memory;
+                self.free[hi].2 -= n.disk;
+                if let Some(g) = &n.gpu
+                    && let Some(grant) = gpus::pick(h, &self.gpu_used[hi], g)
+                {
+                    gpus::take(&mut self.gpu_used[hi], &grant);
+                    gpus::take(&mut e.gpus, &grant);
+                    self.gpu_of[ni] = Some(grant);
+                }
+                if n.pin
+                    && let Some(cores) = free_cores(h, &self.pinned[hi], n.cores)
+                {
+                    self.pinned[hi].extend(cores.iter().copied());
+                    e.pinned.extend(cores.iter().copied());
+                    self.cpus_of[ni] = cores;
+                }
+            }
+        }
+        devices::reserve_endpoints(
+            n,
+            h,
+            hi,
+            &self.u,
+            &mut self.vfs_taken,
+            &mut self.ports_taken,
+        );
+    }
+
+    /// Moves a VM that holds no host devices to host `to` (which has room).
+    /// Only room is tracked: `u` is not updated (it serves failures, and a
+    /// placement that moves VMs has none).
+    pub fn move_vm(&mut self, n: &Need, to: usize) {
+        let Some((from, Mode::Vm)) = self.host_of[n.index] else {
+            return;
+        };
+        self.free[from].0 += n.cores;
+        self.free[from].1 += n.memory;
+        self.free[from].2 += n.disk;
+        self.free[to].0 -= n.cores;
+        self.free[to].1 -= n.memory;
+        self.free[to].2 -= n.disk;
+        self.idle[to] = false;
+        self.host_of[n.index] = Some((to, Mode::Vm));
+    }
+
+    /// The placements, in node order (every node must be placed).
+    fn placements(&self, needs: &[Need]) -> Vec<Placement> {
+        needs
+            .iter()
+            .map(|n| {
+                let (hi, mode) = self.host_of[n.index].expect("every node placed");
+                let h = &self.fac.hosts[hi];
+                let arch = n
+                    .node
+                    .constraints
+                    .iter()
+                    .find(|c| c.property == "arch" && c.op == mx_xir::Op::Eq)
+                    .and_then(|c| {
+                        if let mx_xir::Value::Text(t) = &c.value {
+                            Some(t.clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .unwrap_or_else(|| h.arch.clone());
+                let (cores, memory, disk) = match mode {
+                    Mode::Metal => (h.cores, h.memory, h.disk),
+                    Mode::Vm => (n.cores, n.memory, n.disk),
+                };
+                Placement {
+                    node: n.node.name.clone(),
+                    host: h.name.clone(),
+                    mode,
+                    cores,
+                    memory,
+                    disk,
+                    arch,
+                    profile: Default::default(),
+                    gpu: self.gpu_of[n.index].clone(),
+                    cpus: self.cpus_of[n.index].clone(),
+                    span: n.node.span,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What every pass shares: the nodes, their candidates and links.
+pub(crate) struct Ctx<'a, 'n> {
+    pub fac: &'a Facility,
+    pub needs: &'a [Need<'n>],
+    pub fabric: &'a Fabric,
+    pub cand: &'a Candidates,
+    /// Per node, the nodes it shares a link with (once per shared link).
+    pub adj: Vec<Vec<usize>>,
+    pub opts: &'a Options,
+}
+
+pub(crate) fn mix(seed: u64, i: u64) -> u64 {
+    // splitmix64: a fixed, portable hash for seeded tie-breaking.
+    let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Places every node, or says which could not be placed.
+pub fn place(
+    fac: &Facility,
+    usage: &Usage,
+    needs: &[Need],
+    fabric: &Fabric,
+    opts: &Options,
+) -> Result<Placed, Unplaced> {
+    let cand = Candidates::new(fac, needs);
+    let explanation = if opts.explain {
+        failure::verdict_lines(needs, fac)
+    } else {
+        Vec::new()
+    };
+    // Experiment adjacency, for locality.
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
+    for ids in &fabric.links {
+        for &a in ids {
+            for &b in ids {
+                if a != b {
+                    adj[a].push(b);
+                }
+            }
+        }
+    }
+    // Restarts (see `realize`) walk the graph differently: neighbours in a
+    // seeded order, components from a seeded node among equals.
+    if opts.restart > 0 {
+        for (i, list) in adj.iter_mut().enumerate() {
+            let k = list.len();
+            if k > 1 {
+                list.rotate_left(
+                    (mix(opts.seed ^ u64::from(opts.restart), i as u64) % k as u64) as usize,
+                );
+            }
+        }
+    }
+    let ctx = Ctx {
+        fac,
+        needs,
+        fabric,
+        cand: &cand,
+        adj,
+        opts,
+    };
+    let mut state = State::new(fac, usage, needs.len());
+
+    // The exact engine, when asked for or when the instance is small.
+    let use_ilp = match opts.solver {
+        Solver::Heuristic => false,
+        // The program does not model GPUs or pinned cores: their VMs are
+        // placed greedily.
+        Solver::Ilp => needs.iter().all(|n| n.gpu.is_none() && !n.pin),
+        Solver::Auto => crate::ilp::fits(needs, fac),
+    };
+    if use_ilp {
+        let room = crate::ilp::Room {
+            free: &state.free,
+            idle: &state.idle,
+            metal_taken: &state.metal,
+        };
+        if let Ok(assign) = crate::ilp::solve(
+            needs,
+            fac,
+            &cand.flags,
+            &room,
+            &fabric.links,
+            fabric,
+            crate::ilp::time_limit(),
+        ) {
+            for (ni, a) in assign.into_iter().enumerate() {
+                state.host_of[ni] = Some(a);
+            }
+            return Ok(Placed {
+                placements: state.placements(needs),
+                explanation,
+                engine: "ilp",
+            });
+        }
+    }
+
+    let failed = greedy::run(&ctx, &mut state);
+    if !failed.is_empty() {
+        return Err(Unplaced {
+            failed,
+            usage: state.u,
+            flags: cand.flags,
+        });
+    }
+    local::run(&ctx, &mut state);
+    anneal::run(&ctx, &mut state);
+    Ok(Placed {
+        placements: state.placements(needs),
+        explanation,
+        engine: "heuristic",
+    })
+}
+
+/// Free capacity after VM `a` on host `ha` and VM `b` on `hb` trade hosts
+/// (the caller checked both fit).
+pub(crate) fn swap_free(
+    free: &mut [(u32, u64, u64)],
+    (ha, a): (usize, &Need),
+    (hb, b): (usize, &Need),
+) {
+    free[ha] = (
+        free[ha].0 + a.cores - b.cores,
+        free[ha].1 + a.memory - b.memory,
+        free[ha].2 + a.disk - b.disk,
+    );
+    free[hb] = (
+        free[hb].0 + b.cores - a.cores,
+        free[hb].1 + b.memory - a.memory,
+        free[hb].2 + b.disk - a.disk,
+    );
+}
