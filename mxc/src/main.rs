@@ -648,7 +648,13 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
     };
     // `-o FILE` takes the document: stdout stays quiet, as with `compile -o`.
     if let Some(path) = &args.output {
-        if let Err(err) = std::fs::write(path, mx_xir::to_json_pretty(&real)) {
+        // Streamed: a realization of 100,000 VMs is 130 MB of JSON.
+        let written = std::fs::File::create(path).and_then(|file| {
+            let mut w = io::BufWriter::with_capacity(1 << 20, file);
+            mx_xir::write_json_pretty(&real, &mut w)?;
+            w.flush()
+        });
+        if let Err(err) = written {
             eprintln!("error: cannot write {}: {err}", path.display());
             return Status::Error;
         }

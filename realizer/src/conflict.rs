@@ -26,9 +26,10 @@ use crate::usage::Usage;
 
 /// Largest instance the packing certificate runs the exact engine on.
 const PACKING_LIMIT: usize = 30;
-/// Time for each exact feasibility check, and for all of them.
-const CHECK: f64 = 3.0;
-const BUDGET: Duration = Duration::from_secs(20);
+/// Time for each exact feasibility check, and for all of them: the
+/// analysis runs after every engine has failed, and a user waits for it.
+const CHECK: f64 = 2.0;
+const BUDGET: Duration = Duration::from_secs(6);
 
 /// A set of nodes that cannot be placed together, and why.
 struct Conflict {
@@ -47,7 +48,7 @@ pub fn find(
     needs: &[Need],
     fac: &Facility,
     usage: &Usage,
-    flags: &[Vec<u8>],
+    flags: &[crate::place::Verdicts],
 ) -> Option<Diagnostic> {
     let agg = aggregate(needs, fac, usage, flags);
     // The exact engine shrinks the aggregate set where the pieces already
@@ -83,7 +84,12 @@ fn free_of(usage: &Usage, h: &mx_xir::Host, resource: &str) -> u64 {
     }
 }
 
-fn aggregate(needs: &[Need], fac: &Facility, usage: &Usage, flags: &[Vec<u8>]) -> Option<Conflict> {
+fn aggregate(
+    needs: &[Need],
+    fac: &Facility,
+    usage: &Usage,
+    flags: &[crate::place::Verdicts],
+) -> Option<Conflict> {
     let hosts = fac.hosts.len();
     let only = |ni: usize, bit: u8| (0..hosts).all(|h| flags[ni][h] & (3 ^ bit) == 0);
     // Per node: the hosts it could use in its only mode (None: flexible or unplaceable).
@@ -172,7 +178,7 @@ fn packing(
     needs: &[Need],
     fac: &Facility,
     usage: &Usage,
-    flags: &[Vec<u8>],
+    flags: &[crate::place::Verdicts],
     start: Option<&[usize]>,
 ) -> Option<Conflict> {
     if needs.len() > PACKING_LIMIT
@@ -204,7 +210,7 @@ fn packing(
     let fabric = Fabric::none(fac.hosts.len());
     let proven_infeasible = |set: &[usize]| {
         let sub: Vec<Need> = set.iter().map(|&i| needs[i].clone()).collect();
-        let fl: Vec<Vec<u8>> = set.iter().map(|&i| flags[i].clone()).collect();
+        let fl: Vec<crate::place::Verdicts> = set.iter().map(|&i| flags[i].clone()).collect();
         ilp::solve(&sub, fac, &fl, &room, &[], &fabric, CHECK) == Err(Unsolved::Infeasible)
     };
     let begun = Instant::now();

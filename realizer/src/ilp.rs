@@ -96,7 +96,7 @@ pub enum Unsolved {
 pub fn solve(
     needs: &[Need],
     fac: &Facility,
-    flags: &[Vec<u8>],
+    flags: &[crate::place::Verdicts],
     room: &Room,
     links: &[Vec<usize>],
     fabric: &Fabric,

@@ -309,11 +309,7 @@ pub fn uplink_capacity(fac: &Facility, host: &str) -> Option<u64> {
     let (port, _) = uplink(fac, host)?;
     let h = fac.host(host)?;
     let nic = h.nic_of_port(port).map(|(n, _)| h.nics[n].capacity);
-    let cable = fac
-        .cables
-        .iter()
-        .find(|c| c.ends.iter().any(|e| e.device == host && e.port == port))
-        .map(|c| c.capacity);
+    let cable = fac.cable_at(host, port).map(|c| c.capacity);
     match (nic, cable) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

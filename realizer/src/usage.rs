@@ -138,16 +138,7 @@ pub fn leaf_of(fac: &Facility, host: &str, port: u32) -> Option<String> {
 
 /// The device and port at the other end of a host port's cable.
 pub fn cabled_to(fac: &Facility, host: &str, port: u32) -> Option<(String, u32)> {
-    fac.cables.iter().find_map(|c| {
-        let [a, b] = &c.ends;
-        if a.device == host && a.port == port {
-            Some((b.device.clone(), b.port))
-        } else if b.device == host && b.port == port {
-            Some((a.device.clone(), a.port))
-        } else {
-            None
-        }
-    })
+    fac.cabled_to(host, port).map(|(d, p)| (d.to_string(), p))
 }
 
 /// The first cabled port of a host, used as its uplink.

@@ -127,12 +127,19 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
     let mut vfs: BTreeSet<(String, u32, u32)> = BTreeSet::new();
     let placed_by_name: std::collections::HashMap<&str, &mx_xir::Placement> =
         real.nodes.iter().map(|p| (p.node.as_str(), p)).collect();
+    // Hosts the realization gives a tunnel endpoint.
+    let tunnels: BTreeSet<&str> = real
+        .hosts
+        .iter()
+        .filter(|h| h.underlay.is_some())
+        .map(|h| h.name.as_str())
+        .collect();
     for (link, plan) in exp.links.iter().zip(&real.links) {
         if link.name != plan.link || plan.endpoints.len() != link.endpoints.len() {
             bad.push(format!("link `{}` planned as `{}`", link.name, plan.link));
             continue;
         }
-        shape(fac, real, plan, &mut bad);
+        shape(fac, real, &tunnels, plan, &mut bad);
         if let Some(v) = plan.vni
             && !vnis.insert(v)
         {
@@ -202,7 +209,13 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
 /// host, a switched link VFs and ports behind one leaf, anything else VXLAN
 /// with a VNI), every VF and port names the switch port its cable reaches,
 /// and every VXLAN segment has a tunnel endpoint wherever it is joined.
-fn shape(fac: &Facility, real: &Realization, plan: &mx_xir::LinkPlan, bad: &mut Vec<String>) {
+fn shape(
+    fac: &Facility,
+    real: &Realization,
+    tunnels: &BTreeSet<&str>,
+    plan: &mx_xir::LinkPlan,
+    bad: &mut Vec<String>,
+) {
     let hosts: BTreeSet<&str> = plan.endpoints.iter().map(|e| e.host.as_str()).collect();
     let mut taps = 0;
     let mut leaves: BTreeSet<&str> = BTreeSet::new();
@@ -268,11 +281,7 @@ fn shape(fac: &Facility, real: &Realization, plan: &mx_xir::LinkPlan, bad: &mut 
         .iter()
         .filter(|e| e.attach.switch().is_none())
     {
-        if !real
-            .hosts
-            .iter()
-            .any(|h| h.name == e.host && h.underlay.is_some())
-        {
+        if !tunnels.contains(e.host.as_str()) {
             bad.push(format!(
                 "`{}`: host `{}` joins a VXLAN segment without an underlay address",
                 plan.link, e.host
@@ -446,23 +455,30 @@ fn modes(usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
 fn uplinks(fac: &Facility, usage: &Usage, real: &Realization, bad: &mut Vec<String>) {
     let mut want: BTreeMap<&str, u64> =
         usage.uplink.iter().map(|(h, b)| (h.as_str(), *b)).collect();
-    // A host's leaf: the switch on its lowest-numbered cabled port.
-    let leaf_of = |h: &str| -> Option<&str> {
-        fac.cables
-            .iter()
-            .filter_map(|c| {
-                let [a, b] = &c.ends;
-                if a.device == h {
-                    Some((a.port, b.device.as_str()))
-                } else if b.device == h {
-                    Some((b.port, a.device.as_str()))
-                } else {
-                    None
-                }
-            })
-            .min()
-            .map(|(_, s)| s)
-    };
+    // A host's leaf: the switch on its lowest-numbered cabled port (one
+    // pass over the cables, remembered per device).
+    let mut lowest: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
+    for c in &fac.cables {
+        let [a, b] = &c.ends;
+        for (me, other) in [(a, b), (b, a)] {
+            let e = lowest
+                .entry(me.device.as_str())
+                .or_insert((me.port, other.device.as_str()));
+            if (me.port, other.device.as_str()) < *e {
+                *e = (me.port, other.device.as_str());
+            }
+        }
+    }
+    let leaf_of = |h: &str| -> Option<&str> { lowest.get(h).map(|(_, s)| *s) };
+    // Each device's first cable in facility order: (its port, capacity).
+    let mut first_cable: BTreeMap<&str, (u32, u64)> = BTreeMap::new();
+    for c in &fac.cables {
+        for e in &c.ends {
+            first_cable
+                .entry(e.device.as_str())
+                .or_insert((e.port, c.capacity));
+        }
+    }
     for l in &real.links {
         let hosts: BTreeSet<&str> = l.endpoints.iter().map(|e| e.host.as_str()).collect();
         if hosts.len() < 2 {
@@ -507,21 +523,13 @@ fn uplinks(fac: &Facility, usage: &Usage, real: &Realization, bad: &mut Vec<Stri
             continue;
         }
         let Some(host) = fac.host(h) else { continue };
-        let port_caps: Vec<u64> = fac
-            .cables
-            .iter()
-            .filter_map(|c| {
-                c.ends
-                    .iter()
-                    .find(|e| e.device == h)
-                    .map(|e| (e.port, c.capacity))
-            })
-            .map(|(p, cable)| {
-                host.nic_of_port(p)
-                    .map_or(cable, |(n, _)| cable.min(host.nics[n].capacity))
-            })
-            .collect();
-        if let Some(&cap) = port_caps.first()
+        // The first cable listing the host: its port's capacity, or the
+        // NIC's if lower.
+        let cap = first_cable.get(h).map(|&(p, cable)| {
+            host.nic_of_port(p)
+                .map_or(cable, |(n, _)| cable.min(host.nics[n].capacity))
+        });
+        if let Some(cap) = cap
             && w > cap
         {
             bad.push(format!(

@@ -605,6 +605,88 @@ fn ilp_and_heuristic_agree_on_small_instances() {
     );
 }
 
+/// bench/exactfit.mx: clusters of VMs that fill identical hosts exactly,
+/// cores and memory, joined in a ring. The optimum is one cluster per host
+/// (as many crossing links as hosts); both engines of `auto` must reach it
+/// (the greedy walk alone strands cores on these and used to hand over to
+/// seconds of conflict analysis; BENCHMARKS.md has the times).
+#[test]
+fn exact_fit_clusters_are_placed_at_the_optimum() {
+    for (h, c) in [(5, 12), (5, 14), (20, 16), (60, 32)] {
+        let params = Options {
+            params: [
+                ("H".to_string(), h.to_string()),
+                ("C".to_string(), c.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Options::default()
+        };
+        let read = |f: &str| std::fs::read_to_string(Path::new(ROOT).join(f)).unwrap();
+        let fac = compile("f.mx", &read("bench/exactfit-facility.mx"), &params)
+            .facility
+            .expect("facility");
+        let exp = compile("e.mx", &read("bench/exactfit.mx"), &params)
+            .xir
+            .expect("experiment");
+        let used: u64 = exp
+            .nodes
+            .iter()
+            .flat_map(|n| &n.constraints)
+            .filter(|k| k.property == "cores")
+            .map(|k| match k.value {
+                mx_xir::Value::Int(v) => v as u64,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(used, h * c, "the instance fills the hosts exactly");
+        for solver in [mx_realizer::Solver::Auto, mx_realizer::Solver::Heuristic] {
+            let out = realize(
+                &exp,
+                &fac,
+                &Usage::default(),
+                &mx_realizer::Options { solver, ..opts(1) },
+            )
+            .unwrap_or_else(|d| panic!("{h}x{c} {solver:?}: {d:?}"));
+            assert!(verify(&exp, &fac, &Usage::default(), &out.realization).is_empty());
+            assert_eq!(
+                crossing(&out.realization),
+                h as usize,
+                "{h}x{c} {solver:?}: not the optimum"
+            );
+        }
+    }
+}
+
+/// Sixteen cores of VMs for two 8-core hosts: the greedy walk fills h0 with
+/// n0's neighbours and strands n3's four cores; the host-by-host pass packs
+/// them (3+3+2 and 4+3+1) without the exact engine.
+#[test]
+fn the_fill_pass_packs_what_the_greedy_walk_strands() {
+    let fac = "fac = facility('r')\nsw = fac.switch('sw')\n\
+               for i in range(2):\n    h = fac.host(f'h{i}', roles=[hypervisor], cores=8, memory=gb(32), disk=gb(200), underlay=f'10.9.0.{i + 1}', nics=[nic(x710)])\n    fac.cable(h.port(0), sw.port(i))\n";
+    let exp = "sizes = [3, 3, 1, 4, 2, 3]\nn = [topo.device(f'n{i}', virt == true, cores == c) for i, c in enumerate(sizes)]\n\
+               for a, b in [(0, 1), (0, 2), (1, 3), (0, 4), (1, 5), (3, 1)]:\n    topo.connect([n[a], n[b]])\n";
+    let fac_x = compile("f.mx", fac, &Options::default())
+        .facility
+        .expect("facility");
+    let exp_x = compile("e.mx", exp, &Options::default())
+        .xir
+        .expect("experiment");
+    let out = realize(
+        &exp_x,
+        &fac_x,
+        &Usage::default(),
+        &mx_realizer::Options {
+            solver: mx_realizer::Solver::Heuristic,
+            ..opts(2)
+        },
+    )
+    .expect("the heuristic packs it");
+    assert_eq!(out.realization.solver, "heuristic");
+    assert!(verify(&exp_x, &fac_x, &Usage::default(), &out.realization).is_empty());
+}
+
 /// Exact fit: demand equals capacity. Greedy packing can strand cores; where
 /// it does, `auto` falls back on the exact engine (see
 /// `ilp_and_heuristic_agree_on_small_instances` for instances where it must).

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use crate::{DocKind, IfName, MdevType, Membus, Name, PciAddr, Pcie, SCHEMA_VERSION, Source, Span};
 
 /// A facility: hosts, switches and the cables between them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Facility {
     /// Schema version, [`SCHEMA_VERSION`] when written by this crate.
     pub xir: String,
@@ -29,9 +29,93 @@ pub struct Facility {
     /// Cables in creation order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cables: Vec<Cable>,
+    /// Lookups by name and port, built on first use: a realization of
+    /// 100,000 VMs on 5,000 hosts asks for hosts and cables millions of
+    /// times. Derived from the fields above, which must not change once a
+    /// lookup has been made.
+    #[serde(skip)]
+    #[schemars(skip)]
+    index: std::sync::OnceLock<FacilityIndex>,
+}
+
+/// See [`Facility::index`].
+#[derive(Clone, Debug, Default)]
+struct FacilityIndex {
+    hosts: std::collections::HashMap<String, usize>,
+    /// Per device, per port: the cable plugged in there (its index).
+    cables: std::collections::HashMap<String, std::collections::HashMap<u32, usize>>,
+}
+
+impl PartialEq for Facility {
+    fn eq(&self, o: &Facility) -> bool {
+        (
+            &self.xir,
+            &self.kind,
+            &self.name,
+            &self.source,
+            &self.hosts,
+            &self.switches,
+            &self.cables,
+        ) == (
+            &o.xir,
+            &o.kind,
+            &o.name,
+            &o.source,
+            &o.hosts,
+            &o.switches,
+            &o.cables,
+        )
+    }
 }
 
 impl Facility {
+    fn index(&self) -> &FacilityIndex {
+        self.index.get_or_init(|| {
+            let mut cables: std::collections::HashMap<
+                String,
+                std::collections::HashMap<u32, usize>,
+            > = std::collections::HashMap::new();
+            for (i, c) in self.cables.iter().enumerate() {
+                for e in &c.ends {
+                    // The first cable on a port wins, as a scan would find it.
+                    cables
+                        .entry(e.device.clone())
+                        .or_default()
+                        .entry(e.port)
+                        .or_insert(i);
+                }
+            }
+            let mut hosts = std::collections::HashMap::new();
+            for (i, h) in self.hosts.iter().enumerate() {
+                hosts.entry(h.name.to_string()).or_insert(i);
+            }
+            FacilityIndex { hosts, cables }
+        })
+    }
+
+    /// The index of the host named `name` in [`Facility::hosts`].
+    pub fn host_index(&self, name: &str) -> Option<usize> {
+        self.index().hosts.get(name).copied()
+    }
+
+    /// The cable on `device`'s port `port`.
+    pub fn cable_at(&self, device: &str, port: u32) -> Option<&Cable> {
+        let i = *self.index().cables.get(device)?.get(&port)?;
+        Some(&self.cables[i])
+    }
+
+    /// The device and port at the other end of the cable on `device`'s
+    /// port `port`.
+    pub fn cabled_to(&self, device: &str, port: u32) -> Option<(&str, u32)> {
+        let [a, b] = &self.cable_at(device, port)?.ends;
+        let other = if a.device == device && a.port == port {
+            b
+        } else {
+            a
+        };
+        Some((other.device.as_str(), other.port))
+    }
+
     /// An empty facility named `name` (mapped to a [`Name`] by
     /// [`crate::safe_name`]), compiled from `path`.
     pub fn new(name: &str, path: &str) -> Self {
@@ -45,12 +129,13 @@ impl Facility {
             hosts: Vec::new(),
             switches: Vec::new(),
             cables: Vec::new(),
+            index: std::sync::OnceLock::new(),
         }
     }
 
     /// The host named `name`.
     pub fn host(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.host_index(name).map(|i| &self.hosts[i])
     }
 }
 

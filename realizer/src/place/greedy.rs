@@ -3,6 +3,8 @@
 //! its already placed neighbours (same host, then same leaf), then packs
 //! best fit.
 
+use std::collections::BTreeMap;
+
 use mx_xir::Mode;
 
 use super::{Ctx, State, Verdicts, mix};
@@ -14,9 +16,19 @@ type Score = (i64, i64, i64, u64, u64);
 
 /// Places what it can; returns the nodes it could not place, sorted.
 pub(crate) fn run(ctx: &Ctx, state: &mut State) -> Vec<usize> {
+    place(ctx, state, None)
+}
+
+/// Places only the nodes in `subset` (sorted), in the order the whole
+/// graph's walk would reach them.
+pub(crate) fn run_subset(ctx: &Ctx, state: &mut State, subset: &[usize]) -> Vec<usize> {
+    place(ctx, state, Some(subset))
+}
+
+fn place(ctx: &Ctx, state: &mut State, subset: Option<&[usize]>) -> Vec<usize> {
     let (needs, fac, adj, opts) = (ctx.needs, ctx.fac, &ctx.adj, ctx.opts);
     let verdicts = &ctx.cand.flags;
-    let order = dfs_order(needs, &verdicts, &adj, opts.seed, opts.restart);
+    let order = dfs_order(needs, verdicts, adj, opts.seed, opts.restart);
     // Cores asked by each node's connected group of VMs (bare-metal nodes
     // neither count nor join groups).
     let mut group_cores = vec![0u64; needs.len()];
@@ -44,17 +56,33 @@ pub(crate) fn run(ctx: &Ctx, state: &mut State) -> Vec<usize> {
             }
         }
     }
-    let leaf: Vec<Option<String>> = fac
+    // Each host's leaf switch, as a number, and the hosts on each leaf.
+    let mut leaves: BTreeMap<String, usize> = BTreeMap::new();
+    let leaf: Vec<Option<usize>> = fac
         .hosts
         .iter()
-        .map(|h| uplink(fac, &h.name).map(|(_, l)| l))
+        .map(|h| {
+            uplink(fac, &h.name).map(|(_, l)| {
+                let next = leaves.len();
+                *leaves.entry(l).or_insert(next)
+            })
+        })
         .collect();
+    let mut on_leaf: Vec<Vec<usize>> = vec![Vec::new(); leaves.len()];
+    for (hi, l) in leaf.iter().enumerate() {
+        if let Some(l) = l {
+            on_leaf[*l].push(hi);
+        }
+    }
     let rank: Vec<u64> = (0..fac.hosts.len() as u64)
         .map(|i| mix(opts.seed, i))
         .collect();
 
     let mut failed = Vec::new();
-    for &ni in &order {
+    for &ni in order
+        .iter()
+        .filter(|ni| subset.is_none_or(|s| s.binary_search(ni).is_ok()))
+    {
         let n = &needs[ni];
         let neighbours: Vec<usize> = adj[ni]
             .iter()
@@ -72,45 +100,74 @@ pub(crate) fn run(ctx: &Ctx, state: &mut State) -> Vec<usize> {
             (Some(Mode::Metal), _) | (None, true) => [Mode::Metal, Mode::Vm],
             _ => [Mode::Vm, Mode::Metal],
         };
-        for mode in modes {
-            for (hi, h) in fac.hosts.iter().enumerate() {
-                let ok = match mode {
-                    Mode::Metal => verdicts[ni][hi] & 1 != 0,
-                    Mode::Vm => verdicts[ni][hi] & 2 != 0,
-                };
-                if !ok {
-                    continue;
-                }
-                if !state.fits(n, hi, mode) {
-                    continue;
-                }
-                let together = neighbours.iter().filter(|&&x| x == hi).count() as i64;
-                let near = neighbours
-                    .iter()
-                    .filter(|&&x| leaf[x].is_some() && leaf[x] == leaf[hi])
-                    .count() as i64;
-                let left = match mode {
-                    Mode::Metal => 0,
-                    // The first node of a linked group: best fit for the
-                    // whole group where one host holds it, else the roomiest
-                    // host (localized abundance), so its neighbours follow.
-                    Mode::Vm if neighbours.is_empty() => {
-                        let f = u64::from(state.free[hi].0);
-                        if f >= group_cores[ni] {
-                            f - group_cores[ni]
-                        } else {
-                            (1 << 32) + u64::from(u32::MAX) - f
-                        }
+        // The score of host `hi` for the node, if it can take it now.
+        let score = |hi: usize, mode: Mode, state: &State| -> Option<Score> {
+            if !ctx.cand.ok(ni, hi, mode) || !state.fits(n, hi, mode) {
+                return None;
+            }
+            let together = neighbours.iter().filter(|&&x| x == hi).count() as i64;
+            let near = neighbours
+                .iter()
+                .filter(|&&x| leaf[x].is_some() && leaf[x] == leaf[hi])
+                .count() as i64;
+            let left = match mode {
+                Mode::Metal => 0,
+                // The first node of a linked group: best fit for the whole
+                // group where one host holds it, else the roomiest host
+                // (localized abundance), so its neighbours follow.
+                Mode::Vm if neighbours.is_empty() => {
+                    let f = u64::from(state.free[hi].0);
+                    if f >= group_cores[ni] {
+                        f - group_cores[ni]
+                    } else {
+                        (1 << 32) + u64::from(u32::MAX) - f
                     }
-                    Mode::Vm => u64::from(state.free[hi].0 - n.cores),
-                };
-                // VMs stay off dual-personality hosts when they can, leaving those for bare metal.
-                let dual = i64::from(mode == Mode::Vm && h.has_role(mx_xir::Role::Metal));
-                let key = (-together, dual, -near, left, rank[hi]);
-                if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
-                    best = Some((key, hi, mode));
+                }
+                Mode::Vm => u64::from(state.free[hi].0 - n.cores),
+            };
+            // VMs stay off dual-personality hosts when they can, leaving
+            // those for bare metal.
+            let dual = i64::from(mode == Mode::Vm && fac.hosts[hi].has_role(mx_xir::Role::Metal));
+            Some((-together, dual, -near, left, rank[hi]))
+        };
+        let consider = |best: &mut Option<(Score, usize, Mode)>,
+                        hosts: &mut dyn Iterator<Item = usize>,
+                        mode: Mode| {
+            for hi in hosts {
+                if let Some(key) = score(hi, mode, state)
+                    && best.as_ref().is_none_or(|(k, _, _)| key < *k)
+                {
+                    *best = Some((key, hi, mode));
                 }
             }
+        };
+        for mode in modes {
+            // The best host is where a neighbour is, if one has room (the
+            // score puts links kept on one host first); else, if a host on
+            // a neighbour's leaf that is not dual-personality has room, it
+            // is one of those; else any host. Looking in that order gives
+            // what a scan of every host gives, without the scan.
+            if mode == Mode::Vm && !neighbours.is_empty() {
+                let mut mine = neighbours.clone();
+                mine.sort_unstable();
+                mine.dedup();
+                consider(&mut best, &mut mine.iter().copied(), mode);
+                if best.is_some() {
+                    break;
+                }
+                let mut near: Vec<usize> = mine.iter().filter_map(|&h| leaf[h]).collect();
+                near.sort_unstable();
+                near.dedup();
+                consider(
+                    &mut best,
+                    &mut near.iter().flat_map(|&l| on_leaf[l].iter().copied()),
+                    mode,
+                );
+                if best.is_some_and(|((_, dual, ..), _, _)| dual == 0) {
+                    break;
+                }
+            }
+            consider(&mut best, &mut (0..fac.hosts.len()), mode);
             if best.is_some() {
                 break;
             }
@@ -134,9 +191,15 @@ fn dfs_order(
     seed: u64,
     restart: u32,
 ) -> Vec<usize> {
+    // Counted once per shared verdict.
+    let mut counted: std::collections::HashMap<*const u8, usize> = Default::default();
     let choices: Vec<usize> = verdicts
         .iter()
-        .map(|v| v.iter().filter(|&&f| f != 0).count())
+        .map(|v| {
+            *counted
+                .entry(v.as_ptr())
+                .or_insert_with(|| v.iter().filter(|&&f| f != 0).count())
+        })
         .collect();
     // Bare-metal nodes go first: they need whole hosts, which VMs would otherwise fragment.
     let mut seeds: Vec<usize> = (0..needs.len()).collect();

@@ -53,10 +53,11 @@ pub struct Placed {
 pub struct Unplaced {
     /// The nodes left out, by index.
     pub failed: Vec<usize>,
-    /// The usage after what was placed.
-    usage: Usage,
+    /// The usage after what was placed (boxed: it is large, and failures
+    /// are rare).
+    usage: Box<Usage>,
     /// Candidate bits per node and host (see [`Candidates`]).
-    pub flags: Vec<Vec<u8>>,
+    pub flags: Vec<Verdicts>,
 }
 
 impl Unplaced {
@@ -96,7 +97,8 @@ impl Unplaced {
 }
 
 /// Per host: bit 0 set if the node can be bare metal there, bit 1 if a VM.
-type Verdicts = Vec<u8>;
+/// Shared between nodes that ask the same of a host.
+pub type Verdicts = std::sync::Arc<[u8]>;
 
 /// Which hosts can take each node, by its constraints alone (not by what is
 /// free): bit 0 of `flags[node][host]` for bare metal, bit 1 for a VM.
@@ -105,7 +107,9 @@ pub(crate) struct Candidates {
 }
 
 impl Candidates {
-    /// Filters in parallel, collected in node order. Hosts with identical
+    /// Filters in parallel. Nodes that ask the same of a host (same mode,
+    /// slice, constraints and NIC needs: most nodes of a large experiment
+    /// are alike) share one verdict per host, and hosts with identical
     /// declarations share a verdict (a facility has a few kinds of host,
     /// many times over), unless the node pins a host by name.
     fn new(fac: &Facility, needs: &[Need]) -> Candidates {
@@ -127,9 +131,24 @@ impl Candidates {
                 *classes.entry(key).or_insert(next)
             })
             .collect();
-        let flags = needs
-            .par_iter()
+        // Nodes by what they ask of a host.
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        let mut first: Vec<usize> = Vec::new();
+        let kind_of: Vec<usize> = needs
+            .iter()
             .map(|n| {
+                let next = kinds.len();
+                let k = *kinds.entry(need_key(n)).or_insert(next);
+                if k == next {
+                    first.push(n.index);
+                }
+                k
+            })
+            .collect();
+        let per_kind: Vec<Verdicts> = first
+            .par_iter()
+            .map(|&ni| {
+                let n = &needs[ni];
                 let pinned = n.node.constraints.iter().any(|c| c.property == "host");
                 let mut memo: Vec<Option<u8>> = vec![None; classes.len()];
                 fac.hosts
@@ -152,7 +171,9 @@ impl Candidates {
                     .collect()
             })
             .collect();
-        Candidates { flags }
+        Candidates {
+            flags: kind_of.iter().map(|&k| per_kind[k].clone()).collect(),
+        }
     }
 
     /// Whether host `hi` can take node `ni` in `mode`.
@@ -164,6 +185,25 @@ impl Candidates {
             }
             != 0
     }
+}
+
+/// What a node asks of a host, as a key: everything [`host_verdict`]
+/// reads (its mode, slice, constraints without their spans, GPU and NIC
+/// needs), nothing of where in the model it was written.
+fn need_key(n: &Need) -> String {
+    use std::fmt::Write;
+    let mut k = format!(
+        "{:?} {} {} {} {:?} {}",
+        n.mode, n.cores, n.memory, n.disk, n.gpu, n.pin
+    );
+    for c in &n.node.constraints {
+        let _ = write!(k, "|{} {:?} {:?} {:?}", c.property, c.op, c.value, c.unit);
+    }
+    let mut nics: Vec<String> = n.nics.iter().map(|(_, _, x)| format!("{x:?}")).collect();
+    nics.sort();
+    nics.dedup();
+    let _ = write!(k, "|{nics:?}");
+    k
 }
 
 /// What placement has decided so far, by node and host index: the state
@@ -449,11 +489,18 @@ pub fn place(
 
     let failed = greedy::run(&ctx, &mut state);
     if !failed.is_empty() {
-        return Err(Unplaced {
-            failed,
-            usage: state.u,
-            flags: cand.flags,
-        });
+        // Where the greedy walk strands room (hosts filled exactly), build
+        // again host by host.
+        let mut again = State::new(fac, usage, needs.len());
+        if fill::run(&ctx, &mut again).is_empty() {
+            state = again;
+        } else {
+            return Err(Unplaced {
+                failed,
+                usage: Box::new(state.u),
+                flags: cand.flags,
+            });
+        }
     }
     local::run(&ctx, &mut state);
     anneal::run(&ctx, &mut state);
