@@ -1297,8 +1297,15 @@ fn wait_serial(log: &Path, marker: &str, timeout_s: u64) -> R<Option<String>> {
             let text = fs::read(log)
                 .map(|t| String::from_utf8_lossy(&t).into_owned())
                 .unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(8).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            // Shown on the operator's terminal: a guest's escape
+            // sequences are not passed on.
+            let tail: Vec<String> = text
+                .lines()
+                .rev()
+                .take(8)
+                .map(crate::bundle::printable)
+                .collect();
+            let tail: Vec<String> = tail.into_iter().rev().collect();
             return Err(format!(
                 "{} before the guest said `{marker}`; the console's last lines:\n    {}",
                 if alive {

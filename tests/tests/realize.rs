@@ -1351,3 +1351,37 @@ fn pinned_cores_are_never_shared() {
         verify(&three, &fac, &usage, &forged)
     );
 }
+
+/// One definition of an interface name for every phase: a VLAN
+/// sub-interface (`eth0.100`) that the facility names compiles, realizes,
+/// materializes and is accepted by the runtime (the bundle validator once
+/// refused what the compiler accepted).
+#[test]
+fn interface_names_mean_the_same_to_every_phase() {
+    let fac = "fac = facility('vlans')\n\
+               sw = fac.switch('sw', role=leaf, vxlan=True, underlay='10.9.0.254')\n\
+               for i in range(2):\n\
+               \x20   h = fac.host(f'hv{i}', roles=[hypervisor], cores=8, memory=gb(32), disk=gb(200), underlay=f'10.9.0.{i + 1}',\n\
+               \x20                nics=[nic(connectx5, ports=2, vfs=4, devices=['eth0.100', 'eth1'])])\n\
+               \x20   fac.cable(h.port(0), sw.port(i))\n";
+    let exp = "a = topo.device('a', host == 'hv0')\nb = topo.device('b', host == 'hv1')\n\
+               l = topo.connect([a, b])\nl[a].spec(nic == vfio)\nl[b].spec(nic == vfio)\n";
+    let f = compile("f.mx", fac, &Options::default());
+    assert!(f.diagnostics.is_empty(), "{:?}", f.diagnostics);
+    let fac_x = f.facility.expect("facility");
+    let exp_x = compile("e.mx", exp, &Options::default())
+        .xir
+        .expect("experiment");
+    let real = realize(&exp_x, &fac_x, &Usage::default(), &opts(1))
+        .expect("realizes")
+        .realization;
+    let bundles = mx_materializer::materialize(&real).expect("materializes");
+    mx_runtime::bundle::validate(&bundles).expect("the runtime accepts it");
+    let (plan, _) = runtime_for_plans().plan(&bundles, false).expect("plans");
+    let ops: Vec<String> = plan.ops.iter().flatten().map(|o| o.to_string()).collect();
+    assert!(
+        ops.iter()
+            .any(|o| o.contains("link set eth0.100 vf 0 vlan")),
+        "{ops:#?}"
+    );
+}
