@@ -68,19 +68,7 @@ impl Eval<'_> {
         match b {
             Builtin::Facility => {
                 self.arity(&a, name, 1, 1)?;
-                let fname = self.str_arg(&a, 0, name)?;
-                if !mx_xir::domain::is_name(&fname) {
-                    return Err(Diagnostic::error(
-                        "E0218",
-                        format!(
-                            "{} is not a usable facility name",
-                            crate::builtins::py_repr_str(&fname)
-                        ),
-                    )
-                    .primary(a.span_of(0).range(), "bad name")
-                    .help(NAME_HELP)
-                    .into());
-                }
+                let fname = self.plain_name(&a, "facility")?;
                 self.fac.facilities.push((fname.to_string(), a.span));
                 Ok(Value::Facility(self.fac.facilities.len() as u32 - 1))
             }
@@ -374,15 +362,16 @@ impl Eval<'_> {
         Ok(())
     }
 
-    fn new_device(&mut self, fac: u32, a: &Args, kind: DeviceKind) -> R<Value> {
-        let name = self.str_arg(a, 0, "host")?;
-        // Host names become namespace, bundle and state directory names on
-        // machines mx runs on as root: plain names only.
+    /// The first argument as a plain name (E0218 otherwise): facility and
+    /// device names become namespace, bundle and state directory names on
+    /// machines mx runs on as root.
+    fn plain_name(&self, a: &Args, what: &str) -> R<std::rc::Rc<str>> {
+        let name = self.str_arg(a, 0, what)?;
         if !mx_xir::domain::is_name(&name) {
             return Err(Diagnostic::error(
                 "E0218",
                 format!(
-                    "{} is not a usable device name",
+                    "{} is not a usable {what} name",
                     crate::builtins::py_repr_str(&name)
                 ),
             )
@@ -390,6 +379,11 @@ impl Eval<'_> {
             .help(NAME_HELP)
             .into());
         }
+        Ok(name)
+    }
+
+    fn new_device(&mut self, fac: u32, a: &Args, kind: DeviceKind) -> R<Value> {
+        let name = self.plain_name(a, "device")?;
         self.charge(512, a.span)?;
         self.fac.devices.push(DeviceData {
             fac,

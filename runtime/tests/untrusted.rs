@@ -8,22 +8,8 @@ use mx_runtime::Runtime;
 use serde_json::Value;
 use sha2::Digest;
 
-fn compile(path: &str) -> mx_compiler::Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join(path)).expect("read model");
-    mx_compiler::compile(path, &text, &mx_compiler::Options::default())
-}
-
-fn bundles() -> Vec<mx_materializer::Bundle> {
-    let exp = compile("examples/local.mx").xir.expect("experiment");
-    let fac = compile("examples/facilities/local.mx")
-        .facility
-        .expect("facility");
-    let real = mx_realizer::realize(&exp, &fac, &Default::default(), &Default::default())
-        .expect("realizes")
-        .realization;
-    mx_materializer::materialize(&real).expect("materializes")
-}
+mod common;
+use common::bundles;
 
 fn name(s: &str) -> mx_xir::Name {
     s.parse().unwrap()
