@@ -50,6 +50,13 @@ die() { log "error: $*"; exit 1; }
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 OUTDIR=$1
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+# The guest's own scripts (configuration from fw_cfg, the agent), shared
+# with the Debian images.
+GUEST=${MX_GUEST_SCRIPTS:-$(dirname "$SCRIPT")/guest}
+for f in mx-setup mx-agent; do
+  [ -r "$GUEST/$f" ] || die "$GUEST/$f is missing (set MX_GUEST_SCRIPTS to the images/guest directory)"
+done
+GUEST_SHA=$(cat "$GUEST/mx-setup" "$GUEST/mx-agent" | sha256sum | cut -d' ' -f1)
 FLAVOUR=${MX_GUEST_KERNEL:-generic}
 WANT_VMLINUX=${MX_GUEST_VMLINUX:-0}
 EPOCH=${SOURCE_DATE_EPOCH:-0}
@@ -66,6 +73,7 @@ WANTED_MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
   failover net_failover virtio_net
   e1000 e1000e 8139cp 8139too vmxnet3
+  qemu_fw_cfg virtio_console
 )
 # aarch64 (-machine virt, whose PCIe host bridge pci-host-generic is built
 # in): the same, plus virtio_mmio for the virtio-*-device models on the
@@ -75,6 +83,7 @@ if [ "$ARCH" = aarch64 ]; then
     virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
     virtio_mmio failover net_failover virtio_net
     e1000 e1000e 8139cp 8139too vmxnet3
+    qemu_fw_cfg virtio_console
   )
 fi
 MODPROBE_ROOT=() # modprobe -d DIR: where the module tree is, when not /
@@ -254,12 +263,12 @@ OUT_I=$OUTDIR/initramfs.cpio.gz
 STAMP=$OUTDIR/.build-guest.stamp
 OUT_X=$OUTDIR/vmlinux
 if [ "$ARCH" = x86_64 ]; then
-  stamp_text=$(printf 'kernel %s\nkernel-sha %s\nbusybox %s\nepoch %s\nvmlinux %s\n' \
-    "$KVER" "$(sha256sum "$KIMG" | cut -d' ' -f1)" "$BBVER" "$EPOCH" "$WANT_VMLINUX")
+  stamp_text=$(printf 'kernel %s\nkernel-sha %s\nbusybox %s\nepoch %s\nvmlinux %s\nguest %s\n' \
+    "$KVER" "$(sha256sum "$KIMG" | cut -d' ' -f1)" "$BBVER" "$EPOCH" "$WANT_VMLINUX" "$GUEST_SHA")
 else
-  stamp_text=$(printf 'arch %s\nkernel %s\nkernel-deb %s %s\nbusybox-deb %s %s\nepoch %s\n' \
+  stamp_text=$(printf 'arch %s\nkernel %s\nkernel-deb %s %s\nbusybox-deb %s %s\nepoch %s\nguest %s\n' \
     "$ARCH" "$KVER" "${KDEB##*/}" "$(sha256sum "$KDEB" | cut -d' ' -f1)" \
-    "${BBDEB##*/}" "$(sha256sum "$BBDEB" | cut -d' ' -f1)" "$EPOCH")
+    "${BBDEB##*/}" "$(sha256sum "$BBDEB" | cut -d' ' -f1)" "$EPOCH" "$GUEST_SHA")
 fi
 print_outputs() {
   printf '%s\n%s\n' "$OUT_K" "$OUT_I"
@@ -424,21 +433,14 @@ mount -t tmpfs tmpfs /tmp
 
 up() { cut -d' ' -f1 /proc/uptime; }
 
-# --- kernel command line ---
+# --- kernel command line: the knobs for measurements ---
 NAME=mx
-IFS_SPECS=
-ROUTES=
-PINGS=
 BURN=0
 TICK=0
 set -f
 # shellcheck disable=SC2013 # the command line is words
 for w in $(cat /proc/cmdline); do
   case "$w" in
-    mx.name=*)  NAME=${w#mx.name=} ;;
-    mx.if=*)    IFS_SPECS="$IFS_SPECS ${w#mx.if=}" ;;
-    mx.route=*) ROUTES="$ROUTES ${w#mx.route=}" ;;
-    mx.ping=*)  PINGS="$PINGS $(echo "${w#mx.ping=}" | tr ',' ' ')" ;;
     mx.burn=*)  BURN=${w#mx.burn=} ;;
     mx.tick=*)  TICK=${w#mx.tick=} ;;
   esac
@@ -447,105 +449,22 @@ set +f
 # Firmware/kernel may leave terminal escapes without a newline on the
 # console: start on a fresh line so every MX- line begins a line.
 echo
-echo "MX-BOOT $NAME $(up)"
-hostname "$NAME"
-echo "$NAME" >/etc/hostname
+BOOT=$(up)
 
 # --- modules ---
 KVER=$(uname -r)
 while read -r m; do
   [ -n "$m" ] || continue
-  insmod "/lib/modules/$KVER/$m" 2>/dev/null || echo "MX-WARN $NAME insmod ${m##*/} failed"
+  insmod "/lib/modules/$KVER/$m" 2>/dev/null || echo "MX-WARN insmod ${m##*/} failed"
 done <"/lib/modules/$KVER/modules.load"
+NAME=$(awk '$1 == "name" { print $2; exit }' /sys/firmware/qemu_fw_cfg/by_name/opt/mx/config/raw 2>/dev/null)
+echo "MX-BOOT ${NAME:-mx} $BOOT"
 
-ip link set lo up
-
-# --- interfaces: mx.if=MAC,ADDR/PREFIX ---
-ifname_for_mac() { # lower-case MAC -> interface name
-  for a in /sys/class/net/*/address; do
-    [ -r "$a" ] || continue
-    if [ "$(tr 'A-F' 'a-f' <"$a")" = "$1" ]; then
-      a=${a%/address}; echo "${a##*/}"; return 0
-    fi
-  done
-  return 1
-}
-deadline=$(( $(up | cut -d. -f1) + 10 ))
-CONFIGURED=
-for spec in $IFS_SPECS; do
-  mac=$(echo "${spec%%,*}" | tr 'A-F' 'a-f')
-  addr=${spec#*,}
-  while ! dev=$(ifname_for_mac "$mac"); do
-    if [ "$(up | cut -d. -f1)" -ge "$deadline" ]; then dev=; break; fi
-    usleep 100000
-  done
-  if [ -z "$dev" ]; then
-    echo "MX-ERROR $NAME no interface with MAC $mac"
-    continue
-  fi
-  if [ "$addr" != "$spec" ] && [ -n "$addr" ]; then
-    ip addr add "$addr" dev "$dev" || echo "MX-ERROR $NAME cannot add $addr to $dev"
-  fi
-  ip link set "$dev" up
-  CONFIGURED="$CONFIGURED $dev"
-  echo "MX-IF $NAME $dev $mac $addr"
-  # What the NIC is: its driver, and its PCIe link where it has one.
-  drv=$(basename "$(readlink "/sys/class/net/$dev/device/driver" 2>/dev/null)" 2>/dev/null)
-  pdev=$(readlink -f "/sys/class/net/$dev/device" 2>/dev/null)
-  speed=; width=; slot=
-  # The link is the NIC's own (behind a root port); a virtio NIC's netdev
-  # hangs off the virtio device, one level below the PCI function. The slot
-  # is the root port above it: the link it offers.
-  for d in "$pdev" "${pdev%/*}"; do
-    [ -r "$d/class" ] || continue # not the PCI function yet
-    if [ -r "$d/current_link_speed" ]; then
-      speed=$(tr ' ' '_' <"$d/current_link_speed"); width=$(cat "$d/current_link_width")
-    fi
-    port=${d%/*}
-    if [ -r "$port/max_link_speed" ]; then
-      slot="$(tr ' ' '_' <"$port/max_link_speed")_x$(cat "$port/max_link_width")"
-    fi
-    break
-  done
-  echo "MX-NIC $NAME $dev driver=${drv:-none} speed=${speed:-none} width=${width:-none} slot=${slot:-none}"
-done
-
-# Wait (at most 5 s in all) for carrier, so that the first packets are not
-# dropped (e1000/e1000e take ~2 s to negotiate under TCG). Carrier, not
-# operstate: the kernel starts the queue as soon as carrier is on, while
-# operstate may lag by up to a second.
-deadline=$(( $(up | cut -d. -f1) + 5 ))
-for dev in $CONFIGURED; do
-  while :; do
-    [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" = 1 ] && break
-    if [ "$(up | cut -d. -f1)" -ge "$deadline" ]; then
-      echo "MX-WARN $NAME $dev has no link"; break
-    fi
-    usleep 50000
-  done
-done
-
-# --- routes: mx.route=CIDR,VIA ---
-for r in $ROUTES; do
-  ip route add "${r%%,*}" via "${r#*,}" || echo "MX-ERROR $NAME cannot add route $r"
-done
-
-echo "MX-READY $NAME"
-
-# --- pings: mx.ping=IP,IP,... (in parallel, ~20 attempts each) ---
-for ip in $PINGS; do
-  (
-    i=0; res=fail
-    while [ $i -lt 20 ]; do
-      if ping -c 1 -W 1 "$ip" >/dev/null 2>&1; then res=ok; break; fi
-      i=$((i + 1))
-      usleep 200000
-    done
-    echo "MX-PING $NAME $ip $res"
-  ) &
-done
-wait
-echo "MX-PINGS-DONE $NAME"
+# --- the agent mxc exec and cp speak to, then the experiment's
+# configuration (fw_cfg), up to MX-READY and the neighbours' pings ---
+setsid /bin/mx-agent </dev/null >/dev/null 2>&1 &
+/bin/mx-setup
+NAME=$(hostname)
 
 # --- mx.tick=S: the guest's own clock every S seconds of guest time (for
 # measuring time dilation against the host's) ---
@@ -560,14 +479,17 @@ if [ "$BURN" -gt 0 ] 2>/dev/null; then
   echo "MX-BURN $NAME $BURN"
 fi
 
-# --- operator shell on the console; power off when it exits ---
+# --- a shell on the console for `mxc console`, started again when it
+# exits (poweroff -f stops the guest) ---
 export PS1="$NAME:\w# "
-setsid cttyhack sh
-echo "MX-POWEROFF $NAME"
-poweroff -f
-sleep 5
+while :; do
+  setsid cttyhack sh
+  echo
+done
 INIT
 chmod 0755 "$ROOT/init"
+install -m 0755 "$GUEST/mx-setup" "$ROOT/bin/mx-setup"
+install -m 0755 "$GUEST/mx-agent" "$ROOT/bin/mx-agent"
 
 # --- archive ---------------------------------------------------------------------
 find "$ROOT" -exec touch -h -d "@$EPOCH" {} +

@@ -322,6 +322,17 @@ machine never touch each other's devices. All 16 million are held.
 
 Fix: relinquish realizations that are no longer up.";
 
+    "E0309" "no-address" "automatic addressing found no free address or subnet" =>
+"`addressing == ipv4` gives every endpoint without an address one: a link
+where no endpoint wrote an address gets the next free subnet of 10.0.0.0/8
+(a /24, or larger for a LAN of more than 253), skipping every subnet the
+model writes; on a link where some endpoints wrote addresses, the others get
+free addresses of the first written one's subnet. This error says that subnet
+is full, or that the pool has no free subnet left.
+
+Fix: write all of a link's addresses or none; write addresses outside
+10.0.0.0/8 where the model takes much of it.";
+
     "E0401" "unmaterializable" "a realization cannot be turned into fragments" =>
 "The materializer needs every host that carries a VXLAN segment to have an underlay address, and
 every node to have a shape QEMU can run (at least one vCPU and 64 MiB of memory).
@@ -349,6 +360,15 @@ Fix: read the task's message, then `mxc down NAME` removes everything that was c
 whose feature the kernel lacks, before anything is touched.
 
 Fix: realize onto a facility whose hosts have the feature, or drop the constraint that needs it.";
+    "E0406" "no-guest" "a node's guest cannot be reached" =>
+"`mxc exec`, `cp`, `console` and `ssh` reach a VM of an experiment that is
+up on this machine, over its management path (virtio-serial ports and the
+serial console, never the experiment network). The node is not a VM of the
+experiment, its QEMU is not running, or its guest agent does not answer
+(still booting, or the image has none).
+
+Fix: `mxc status NAME` lists the nodes and whether each is up; `mxc up
+--resume NAME` starts what failed.";
     "W0201" "unknown-import" "a module other than mergexp is imported" =>
 "Only mergexp names exist in the sandbox. The import is ignored; using a name
 from it is an error (E0214).";

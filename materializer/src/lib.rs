@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use mx_diag::Diagnostic;
 use mx_xir::{
     Attachment, FRAGMENT_VERSION, Fragment, HostPlan, IfName, Ipv4Cidr, LinkKind, Mac, Machine,
-    Manifest, ManifestEntry, Mode, Name, NetnsName, NicAttach, Realization, Scope, Spec,
+    Manifest, ManifestEntry, Mode, Name, NameEntry, NetnsName, NicAttach, Realization, Scope, Spec,
     SwitchPlan, Uuid, VmGpu, VmNic, VmSpec,
 };
 use sha2::{Digest, Sha256};
@@ -421,6 +421,11 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
     }
 
     // VMs, in experiment order.
+    let mut neighbour_names = if real.resolve_names {
+        neighbour_names(real)
+    } else {
+        BTreeMap::new()
+    };
     for p in real.nodes.iter().filter(|p| p.mode == Mode::Vm) {
         let memory_mib = p.memory / (1 << 20);
         if p.cores == 0 || memory_mib < 64 {
@@ -481,20 +486,49 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
+                routes: p.routes.clone(),
+                forward: p.forward,
+                hosts: neighbour_names.remove(p.node.as_str()).unwrap_or_default(),
             })),
         ));
     }
 
+    // Names: every node's experiment address (the first address of its
+    // lowest-numbered interface that has one), for the guests of every host
+    // with VMs to resolve.
+    if real.resolve_names {
+        let entries = names(real);
+        let vm_hosts: BTreeSet<&Name> = real
+            .nodes
+            .iter()
+            .filter(|p| p.mode == Mode::Vm)
+            .map(|p| &p.host)
+            .collect();
+        if !entries.is_empty() {
+            for h in vm_hosts {
+                local.entry(h.clone()).or_default().push(frag(
+                    h,
+                    Scope::Local,
+                    format!("names/{h}"),
+                    Spec::Names {
+                        entries: entries.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
     // Global fragments first, then local ones by kind (taps, bridges, XDP,
-    // VMs, emulation): the order the runtime's DAG runs them in.
+    // names, VMs, emulation): the order the runtime's DAG runs them in.
     let rank = |f: &Fragment| match f.spec {
         Spec::Netns { .. } => 0,
         Spec::Vtep { .. } | Spec::Vf { .. } | Spec::SwitchVlan { .. } => 1,
         Spec::Tap { .. } => 2,
         Spec::Bridge { .. } => 3,
         Spec::XdpPair { .. } => 4,
-        Spec::Vm(_) => 5,
-        Spec::Emulation { .. } => 6,
+        Spec::Names { .. } => 5,
+        Spec::Vm(_) => 6,
+        Spec::Emulation { .. } => 7,
     };
     for (host, frags) in local {
         out.entry(host).or_default().extend(frags);
@@ -510,6 +544,87 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             }
         })
         .collect())
+}
+
+/// Every node's experiment address, in node order: the first address of
+/// its lowest-numbered interface (socket) that has one. Nodes without an
+/// address do not resolve.
+pub fn names(real: &Realization) -> Vec<NameEntry> {
+    let first = first_addresses(real);
+    real.nodes
+        .iter()
+        .filter_map(|p| {
+            first.get(p.node.as_str()).map(|&(_, addr, _)| NameEntry {
+                name: p.node.clone(),
+                addr,
+            })
+        })
+        .collect()
+}
+
+/// Each node's experiment address: (socket, address, link index).
+fn first_addresses(real: &Realization) -> BTreeMap<&str, (u32, Ipv4Addr, usize)> {
+    let mut first: BTreeMap<&str, (u32, Ipv4Addr, usize)> = BTreeMap::new();
+    for (li, l) in real.links.iter().enumerate() {
+        for e in &l.endpoints {
+            if let Some(a) = e.addrs.first() {
+                let best = first
+                    .entry(e.node.as_str())
+                    .or_insert((e.socket, a.addr, li));
+                if e.socket < best.0 {
+                    *best = (e.socket, a.addr, li);
+                }
+            }
+        }
+    }
+    first
+}
+
+/// Where a node's neighbour resolves to another address than its
+/// experiment address: when that address is on no link the two share, the
+/// neighbour's name means its address on the first link they do share (in
+/// the node's socket order), so `ping NAME` reaches a neighbour without
+/// routes. By node, then neighbour.
+pub fn neighbour_names(real: &Realization) -> BTreeMap<&str, Vec<NameEntry>> {
+    let first = first_addresses(real);
+    // The links each node is on, to ask whether two nodes share one.
+    let mut on: std::collections::HashSet<(&str, usize)> = Default::default();
+    for (li, l) in real.links.iter().enumerate() {
+        for e in &l.endpoints {
+            on.insert((e.node.as_str(), li));
+        }
+    }
+    let mut best: BTreeMap<(&str, &str), (u32, Ipv4Addr, &Name)> = BTreeMap::new();
+    for (li, l) in real.links.iter().enumerate() {
+        for m in &l.endpoints {
+            let (Some(a), Some(&(_, _, home))) = (m.addrs.first(), first.get(m.node.as_str()))
+            else {
+                continue;
+            };
+            if home == li {
+                continue;
+            }
+            for n in &l.endpoints {
+                if n.node == m.node || on.contains(&(n.node.as_str(), home)) {
+                    continue;
+                }
+                let e = best
+                    .entry((n.node.as_str(), m.node.as_str()))
+                    .or_insert((n.socket, a.addr, &m.node));
+                if n.socket < e.0 {
+                    *e = (n.socket, a.addr, &m.node);
+                }
+            }
+        }
+    }
+    let mut out: BTreeMap<&str, Vec<NameEntry>> = BTreeMap::new();
+    for ((n, _), (_, addr, m)) in best {
+        out.entry(n).or_default().push(NameEntry {
+            name: m.clone(),
+            addr,
+        });
+    }
+    out
 }
 
 /// How a VM's GPU grant is handed over, or why it cannot be.

@@ -8,6 +8,8 @@
 //! 1 the models have diagnostics, 2 `mxc` itself failed (bad arguments, an
 //! unreadable file); clap already exits 2 on usage errors.
 
+mod access;
+mod image;
 mod run;
 
 use std::collections::BTreeMap;
@@ -65,8 +67,21 @@ enum Command {
     Down(run::DownArgs),
     /// Show the experiments that are up, or one experiment's tasks and guests.
     Status(run::StatusArgs),
-    /// The guest image VMs boot by default.
-    Image(run::ImageArgs),
+    /// Run a command in a node's guest; exits with its status (255 when mxc
+    /// cannot reach the guest).
+    Exec(access::ExecArgs),
+    /// Copy a file into a guest (LOCAL NODE:PATH) or out of one (NODE:PATH LOCAL).
+    Cp(access::CpArgs),
+    /// Attach to a node's serial console; Ctrl-] detaches.
+    Console(access::ConsoleArgs),
+    /// Log in to a node with ssh (images with sshd), over the management path.
+    Ssh(access::SshArgs),
+    /// (internal) ssh's ProxyCommand for `mxc ssh`.
+    #[command(hide = true)]
+    Proxy(access::ProxyArgs),
+    /// Guest images: list them, build them from Debian packages, import
+    /// cloud images.
+    Image(image::ImageArgs),
     /// (internal) Hold a time-dilated VM's clock; started by `mxc up`.
     #[command(hide = true)]
     TdfControl(run::TdfControlArgs),
@@ -243,6 +258,8 @@ enum Status {
     Success,
     Failure,
     Error,
+    /// A guest command's own exit status (`mxc exec`).
+    Code(u8),
 }
 
 impl From<Status> for ExitCode {
@@ -251,6 +268,7 @@ impl From<Status> for ExitCode {
             Status::Success => 0,
             Status::Failure => 1,
             Status::Error => 2,
+            Status::Code(c) => c,
         })
     }
 }
@@ -274,7 +292,12 @@ fn main() -> ExitCode {
         Command::Up(args) => run::up(&args, style),
         Command::Down(args) => run::down(&args),
         Command::Status(args) => run::status(&args),
-        Command::Image(args) => run::image(&args),
+        Command::Exec(args) => access::exec(&args),
+        Command::Cp(args) => access::cp(&args),
+        Command::Console(args) => access::console(&args),
+        Command::Ssh(args) => access::ssh(&args),
+        Command::Proxy(args) => access::proxy(&args),
+        Command::Image(args) => image::image(&args),
         Command::TdfControl(args) => run::tdf_control(&args),
     }
     .into()
@@ -427,7 +450,7 @@ fn check_summary(
             if denied { " (warnings are denied)" } else { "" }
         ),
         Status::Failure if denied => "error: warnings are denied\n".to_owned(),
-        Status::Failure | Status::Error => String::new(),
+        Status::Failure | Status::Error | Status::Code(_) => String::new(),
     }
 }
 

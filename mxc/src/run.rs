@@ -78,17 +78,7 @@ pub struct StatusArgs {
     json: bool,
 }
 
-#[derive(Args)]
-pub struct ImageArgs {
-    /// Build the default guest image (kernel and busybox initramfs) if absent.
-    #[arg(long)]
-    build: bool,
-    /// The guest architecture.
-    #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "aarch64"])]
-    arch: String,
-}
-
-fn show(diags: &[Diagnostic]) {
+pub(crate) fn show(diags: &[Diagnostic]) {
     let mut err = std::io::stderr().lock();
     for d in diags {
         let _ = writeln!(err, "error[{}]: {}", d.code, d.message);
@@ -530,38 +520,6 @@ pub fn status(args: &StatusArgs) -> Status {
         }
     }
     crate::write_stdout(&out)
-}
-
-pub fn image(args: &ImageArgs) -> Status {
-    let rt = Runtime::from_env();
-    let dir = rt.images.join(mx_runtime::plan::image_key(
-        mx_materializer::DEFAULT_IMAGE,
-        &args.arch,
-    ));
-    if args.build {
-        match rt.ensure_default_image(&args.arch) {
-            Ok(d) => {
-                eprintln!("{}: ready", d.display());
-                Status::Success
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Status::Error
-            }
-        }
-    } else {
-        let ready = dir.join("vmlinuz").exists();
-        eprintln!(
-            "{}: {}",
-            dir.display(),
-            if ready {
-                "built"
-            } else {
-                "not built (mxc image --build [--arch ARCH])"
-            }
-        );
-        Status::Success
-    }
 }
 
 #[derive(Args)]

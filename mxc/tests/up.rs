@@ -159,7 +159,7 @@ fn up_pings_and_down_leaves_nothing() {
     let up = env.mxc(&["up", "examples/local.mx"]);
     assert!(up.status.success(), "mxc up failed:\n{}", stderr(&up));
     assert!(
-        stderr(&up).contains("`local` is up: 21 tasks, 4 VMs ready"),
+        stderr(&up).contains("`local` is up: 23 tasks, 4 VMs ready"),
         "{}",
         stderr(&up)
     );

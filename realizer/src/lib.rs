@@ -26,6 +26,7 @@ pub mod gpus;
 pub mod ilp;
 pub mod links;
 pub mod matching;
+pub mod network;
 pub mod place;
 pub mod table;
 pub mod usage;
@@ -238,6 +239,23 @@ pub fn realize(
         p.profile = profile(n);
     }
     real.links = links::plan(exp, fac, usage, &real.nodes, &needs).map_err(|d| vec![d])?;
+    // The experiment's own IP network: addresses, routes, names.
+    let asks = network::Asks::of(exp);
+    if asks.addressing {
+        network::assign(exp, &mut real.links).map_err(|d| vec![d])?;
+    }
+    if asks.routing {
+        let index = matching::node_index(exp);
+        for (p, r) in
+            real.nodes
+                .iter_mut()
+                .zip(network::routes(exp.nodes.len(), &real.links, &index))
+        {
+            p.routes = r.routes;
+            p.forward = r.forward;
+        }
+    }
+    real.resolve_names = asks.resolution;
     let used: std::collections::BTreeSet<&str> =
         real.nodes.iter().map(|p| p.host.as_str()).collect();
     real.hosts = fac

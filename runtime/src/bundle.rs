@@ -14,6 +14,13 @@ fn bad(message: impl Into<String>, help: &str) -> Diagnostic {
     Diagnostic::error("E0402", message).help(help)
 }
 
+/// Names a host's guests resolve: the largest realization mx plans.
+const MAX_NAMES: usize = 1_000_000;
+/// A VM's overlay: more than any disk the facility model can describe.
+const MAX_DISK: u64 = 64 << 40;
+/// Routes a guest installs (the 10,000-node benchmark needs under 100).
+const MAX_ROUTES: usize = 100_000;
+
 const REMATERIALIZE: &str =
     "materialize the realization again (`mxc materialize REALIZATION -o DIR`)";
 
@@ -331,6 +338,19 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     }
                 }
                 Spec::XdpPair { .. } => {}
+                Spec::Names { entries } => {
+                    // One file a host, written to the state directory.
+                    let mut seen = BTreeSet::new();
+                    if f.id != format!("names/{}", b.host)
+                        || entries.len() > MAX_NAMES
+                        || !entries.iter().all(|e| seen.insert(e.name.as_str()))
+                    {
+                        errs.push(bad(
+                            format!("{at}: a names fragment is `names/<host>`, with at most {MAX_NAMES} distinct names"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                }
                 Spec::Emulation {
                     rate,
                     latency,
@@ -399,6 +419,15 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     {
                         errs.push(bad(
                             format!("{at}: CPU share must be in (0, 1], tdf in (0, 1000]"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                    if vm.disk > MAX_DISK || vm.routes.len() > MAX_ROUTES {
+                        errs.push(bad(
+                            format!(
+                                "{at}: at most {} TiB of disk and {MAX_ROUTES} routes",
+                                MAX_DISK >> 40
+                            ),
                             REMATERIALIZE,
                         ));
                     }

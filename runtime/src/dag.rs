@@ -1,7 +1,8 @@
 //! Fragments to a task DAG. Dependencies come from the fragments
 //! themselves: a bridge needs its ports, an XDP pair its taps, a VM the
 //! local network its taps are part of plus every global piece (so a guest
-//! that pings at boot finds its tunnels), emulation the VM behind the tap;
+//! that pings at boot finds its tunnels) and its host's names file,
+//! emulation the VM behind the tap;
 //! everything on a one-machine host needs the host's namespace.
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ pub fn build(bundles: &[Bundle]) -> Dag {
     let mut device: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let mut netns: BTreeMap<&str, usize> = BTreeMap::new();
     let mut vm: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut tap_users: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     let mut globals = Vec::new();
     for (i, f) in frags.iter().enumerate() {
@@ -61,6 +63,9 @@ pub fn build(bundles: &[Bundle]) -> Dag {
             }
             Spec::Vm(v) => {
                 vm.insert((h, v.name.as_str()), i);
+            }
+            Spec::Names { .. } => {
+                names.insert(h, i);
             }
             _ => {}
         }
@@ -93,6 +98,8 @@ pub fn build(bundles: &[Bundle]) -> Dag {
             Spec::XdpPair { a, b } => deps.extend([dev(a), dev(b)].into_iter().flatten()),
             Spec::Vm(v) => {
                 deps.extend(&globals);
+                // The guest reads the names file at boot.
+                deps.extend(names.get(h));
                 for n in &v.nics {
                     if let NicAttach::Tap { device: d } = &n.attach {
                         deps.extend(dev(d));

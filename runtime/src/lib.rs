@@ -11,11 +11,15 @@
 //! 5. [`real`]: the operations on the machine (netlink, taps, XDP, QEMU and
 //!    QMP, cgroups, tc).
 
+pub mod agent;
 pub mod bundle;
+pub mod console;
 pub mod dag;
 pub mod exec;
+pub mod images;
 pub mod plan;
 pub mod real;
+pub mod ssh;
 mod tap;
 
 use std::collections::BTreeSet;
@@ -30,6 +34,38 @@ pub use exec::{Event, State, Status};
 /// The guest image build script, carried in the binary so `mxc up` can
 /// build the default image on a machine that has only `mxc`.
 pub const GUEST_SCRIPT: &str = include_str!("../../images/build-guest.sh");
+/// The Debian image build script (`bookworm`, `bullseye`), carried the
+/// same way.
+pub const DEBIAN_SCRIPT: &str = include_str!("../../images/build-debian.sh");
+/// The scripts every guest runs (`images/guest/`): configuration from
+/// fw_cfg, and the busybox guest's agent.
+pub const GUEST_FILES: &[(&str, &str)] = &[
+    ("mx-setup", include_str!("../../images/guest/mx-setup")),
+    ("mx-agent", include_str!("../../images/guest/mx-agent")),
+    ("mx-sshd", include_str!("../../images/guest/mx-sshd")),
+];
+
+/// A running VM, as `mxc exec`, `cp`, `console` and `ssh` reach it.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// The node.
+    pub name: Name,
+    /// The host it runs on.
+    pub host: String,
+    /// Its directory: sockets, FIFOs, console log, disk.
+    pub dir: PathBuf,
+    /// The image it booted, as installed now.
+    pub image: Option<images::ImageInfo>,
+}
+
+impl Guest {
+    /// Its agent channel.
+    pub fn agent(&self) -> Result<agent::Agent, Diagnostic> {
+        agent::Agent::open(&self.dir, self.name.as_str()).map_err(|e| {
+            Diagnostic::error("E0406", e).help("`mxc status` shows whether the node is up")
+        })
+    }
+}
 
 /// Where the runtime keeps its state, images and pins.
 #[derive(Clone, Debug)]
@@ -72,16 +108,17 @@ impl Runtime {
         self.root.join(name.as_str())
     }
 
-    fn paths(&self, name: &Name, tag: u32, accel: &str, missing: BTreeSet<String>) -> plan::Paths {
+    fn paths(&self, name: &Name, tag: u32, accel: &str) -> plan::Paths {
         plan::Paths {
             state: self.state_dir(name),
             bpf: self.bpf.join(name.as_str()),
             cgroup: format!("{}/{name}", self.cgroup),
             images: self.images.clone(),
             accel: accel.to_string(),
-            missing_images: missing,
+            images_info: Default::default(),
             group: plan::device_group(tag),
-            vmlinux: BTreeSet::new(),
+            names: Default::default(),
+            ssh_key: None,
         }
     }
 
@@ -362,7 +399,6 @@ impl Runtime {
         let dag = dag::build(bundles);
         let mut errs = Vec::new();
         let mut notes = Vec::new();
-        let mut missing = BTreeSet::new();
         let mut accel = "tcg".to_string();
         if check_machine {
             let (a, why) = probe_accel();
@@ -420,40 +456,87 @@ impl Runtime {
                                 errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none (no /dev/vfio/vfio or no IOMMU groups)", vm.name, n.model), "use a virtual NIC model, or a host with VFIO and an IOMMU"));
                             }
                         }
-                        let key = plan::image_key(&vm.image, &vm.arch);
-                        if !self.images.join(&key).join("vmlinuz").exists() {
-                            if vm.image == mx_materializer::DEFAULT_IMAGE && !BUILDABLE.contains(&vm.arch.as_str()) {
-                                errs.push(unsupported(format!("VM `{}` is {}, and mx builds no {} guest image (Debian 12 packages no kernel for it)", vm.name, vm.arch, vm.arch), format!("install a kernel and a busybox initramfs speaking the mx.* protocol (images/README.md) as {}/vmlinuz and initramfs.cpio.gz", self.images.join(&key).display()).as_str()));
-                            } else if vm.image == mx_materializer::DEFAULT_IMAGE {
-                                errs.push(unsupported(format!("the default {} image is not built ({})", vm.arch, self.images.join(&key).display()), format!("run `mxc image --build --arch {}` (or let `mxc up` build it)", vm.arch).as_str()));
-                            } else if missing.insert(key.clone()) {
-                                notes.push(format!("image `{key}` is not installed here; its VMs boot `{}`", plan::image_key(mx_materializer::DEFAULT_IMAGE, &vm.arch)));
-                            }
-                        }
                     }
                     _ => {}
                 }
             }
         }
+        let mut paths = self.paths(&name, tag, &accel);
+        // Every VM's image is installed (a dry run says so too): a model
+        // that asks for an OS gets that OS or an error, never another.
+        for t in &dag.tasks {
+            match &t.fragment.spec {
+                Spec::Vm(vm) => {
+                    let key = images::key(&vm.image, &vm.arch);
+                    if paths.images_info.contains_key(&key) {
+                        continue;
+                    }
+                    let dir = self.images.join(&key);
+                    match images::read(&dir, &key) {
+                        Some(info) => {
+                            paths.images_info.insert(key, info);
+                        }
+                        None if images::canonical(&vm.image) == mx_materializer::DEFAULT_IMAGE
+                            && BUILDABLE.contains(&vm.arch.as_str()) =>
+                        {
+                            // `mxc up` builds it before it plans.
+                            if check_machine {
+                                errs.push(
+                                    Diagnostic::error(
+                                        "E0405",
+                                        format!(
+                                            "the default {} image is not built ({})",
+                                            vm.arch,
+                                            dir.display()
+                                        ),
+                                    )
+                                    .help(format!(
+                                        "run `mxc image --build {} --arch {}` (`mxc up` builds it)",
+                                        mx_materializer::DEFAULT_IMAGE,
+                                        vm.arch
+                                    )),
+                                );
+                            } else {
+                                notes.push(format!(
+                                    "image `{key}` is not built yet: `mxc up` builds it"
+                                ));
+                            }
+                            paths
+                                .images_info
+                                .insert(key, images::busybox_info(&vm.arch, &dir));
+                        }
+                        None => {
+                            let (m, h) = images::missing(&self.images, &vm.image, &vm.arch);
+                            errs.push(
+                                Diagnostic::error("E0405", format!("VM `{}`: {m}", vm.name))
+                                    .help(h),
+                            );
+                            paths
+                                .images_info
+                                .insert(key, images::busybox_info(&vm.arch, &dir));
+                        }
+                    }
+                    // Unix socket paths are short: the state directory must
+                    // leave room for the VM's.
+                    let vm_dir = paths.vm_dir(&vm.name);
+                    if let Some(long) = plan::vm_sockets(&vm_dir)
+                        .iter()
+                        .find(|p| p.as_os_str().len() > plan::SOCKET_PATH_MAX)
+                    {
+                        errs.push(Diagnostic::error("E0405", format!("VM `{}`'s socket {} is longer than the {} bytes a unix socket path may have", vm.name, long.display(), plan::SOCKET_PATH_MAX))
+                            .help("set MX_STATE_DIR to a shorter directory, or give the experiment a shorter name"));
+                    }
+                }
+                Spec::Names { .. } => {
+                    let host = t.fragment.host.to_string();
+                    let file = paths.state.join(format!("names-{host}"));
+                    paths.names.insert(host, file);
+                }
+                _ => {}
+            }
+        }
         if !errs.is_empty() {
             return Err(errs);
-        }
-        let mut paths = self.paths(&name, tag, &accel, missing);
-        if check_machine {
-            let images: BTreeSet<String> = dag
-                .tasks
-                .iter()
-                .filter_map(|t| match &t.fragment.spec {
-                    Spec::Vm(vm) => Some(plan::image_key(&vm.image, &vm.arch)),
-                    _ => None,
-                })
-                .chain([mx_materializer::DEFAULT_IMAGE.to_string()])
-                .collect();
-            for i in images {
-                if self.images.join(&i).join("vmlinux").is_file() {
-                    paths.vmlinux.insert(i);
-                }
-            }
         }
         let hosts = netns_hosts(bundles);
         let ops = dag
@@ -511,6 +594,17 @@ impl Runtime {
             )]
         };
         mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
+        let mut paths = paths;
+        let mut plan = plan;
+        if paths.images_info.values().any(|i| i.ssh) {
+            // The experiment's own key: its guests' sshd take it at boot.
+            match ssh::make_key(&dir) {
+                Ok(k) => paths.ssh_key = Some(k),
+                Err(e) => plan.notes.push(format!(
+                    "no ssh key ({e}): `mxc ssh` will not work, `mxc exec` and `mxc cp` will"
+                )),
+            }
+        }
         let hosts = netns_hosts(bundles);
         let state = exec::State {
             experiment: name.clone(),
@@ -533,8 +627,9 @@ impl Runtime {
         progress: &mut dyn FnMut(Event),
     ) -> Result<Plan, Vec<Diagnostic>> {
         let bundles = self.bundles(name)?;
-        let (plan, paths) = self.plan(&bundles, true)?;
+        let (plan, mut paths) = self.plan(&bundles, true)?;
         let dir = self.state_dir(name);
+        paths.ssh_key = ssh::public_key(&dir);
         let old = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
         if let Some((_, tag)) = experiment_of(&bundles) {
             self.claim_tag(tag, name).map_err(|d| vec![d])?;
@@ -632,7 +727,7 @@ impl Runtime {
         let dag = dag::build(&bundles);
         let hosts = netns_hosts(&bundles);
         let tag = experiment_of(&bundles).map_or(0, |(_, t)| t);
-        let paths = self.paths(name, tag, &state.accel, BTreeSet::new());
+        let paths = self.paths(name, tag, &state.accel);
         let ctx = exec::Context {
             experiment: name.to_string(),
             root: self.root.clone(),
@@ -712,6 +807,64 @@ impl Runtime {
         exec::State::load(&dir).map_err(|e| Diagnostic::error("E0402", e))
     }
 
+    /// A running VM of an experiment, to reach its guest: the experiment is
+    /// up here, `node` is one of its VMs, and its QEMU runs.
+    pub fn guest(&self, name: &Name, node: &str) -> Result<Guest, Diagnostic> {
+        let bundles = self.bundles(name).map_err(|d| {
+            d.into_iter()
+                .next()
+                .unwrap_or_else(|| Diagnostic::error("E0402", "no bundles"))
+        })?;
+        let vms: Vec<(&mx_xir::VmSpec, &Name)> = bundles
+            .iter()
+            .flat_map(|b| &b.fragments)
+            .filter_map(|f| match &f.spec {
+                Spec::Vm(vm) => Some((vm.as_ref(), &f.host)),
+                _ => None,
+            })
+            .collect();
+        let Some((vm, host)) = vms.iter().find(|(vm, _)| vm.name.as_str() == node) else {
+            let mut names: Vec<&str> = vms.iter().map(|(vm, _)| vm.name.as_str()).collect();
+            names.sort_unstable();
+            let shown = names
+                .iter()
+                .take(12)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if names.len() > 12 {
+                format!(" and {} more", names.len() - 12)
+            } else {
+                String::new()
+            };
+            return Err(Diagnostic::error(
+                "E0406",
+                format!(
+                    "experiment `{name}` has no node `{}`",
+                    bundle::printable(node)
+                ),
+            )
+            .help(format!("its nodes: {shown}{more}")));
+        };
+        let dir = self.state_dir(name).join("vm").join(vm.name.as_str());
+        if !real::pid_alive(&dir.join("qemu.pid")) {
+            return Err(Diagnostic::error(
+                "E0406",
+                format!("node `{node}` of `{name}` is not running"),
+            )
+            .help(format!(
+                "`mxc status {name}` shows its tasks; `mxc up --resume {name}` starts what failed"
+            )));
+        }
+        let key = images::key(&vm.image, &vm.arch);
+        Ok(Guest {
+            name: vm.name.clone(),
+            host: host.to_string(),
+            image: images::read(&self.images.join(&key), &key),
+            dir,
+        })
+    }
+
     /// Whether a VM's QEMU is running.
     pub fn vm_alive(&self, name: &Name, vm: &Name) -> bool {
         let pidfile = self
@@ -744,38 +897,13 @@ impl Runtime {
 
     /// Builds the default guest image for `arch` if it is not there.
     pub fn ensure_default_image(&self, arch: &str) -> Result<PathBuf, String> {
-        let dir = self
-            .images
-            .join(plan::image_key(mx_materializer::DEFAULT_IMAGE, arch));
-        let files: &[&str] = if arch == "x86_64" {
-            &["vmlinuz", "vmlinux", "initramfs.cpio.gz"]
-        } else {
-            &["vmlinuz", "initramfs.cpio.gz"]
-        };
-        // Built, and by the script this mxc carries (a newer mxc may speak
-        // more of the command-line protocol).
-        let same_script =
-            std::fs::read_to_string(dir.join("build-guest.sh")).is_ok_and(|s| s == GUEST_SCRIPT);
-        if same_script && files.iter().all(|f| dir.join(f).exists()) {
-            return Ok(dir);
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let script = dir.join("build-guest.sh");
-        std::fs::write(&script, GUEST_SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
-        let out = std::process::Command::new("bash")
-            .env("MX_GUEST_VMLINUX", if arch == "x86_64" { "1" } else { "0" })
-            .env("MX_GUEST_ARCH", arch)
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("run bash: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "building the {arch} guest image failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(dir)
+        images::build(
+            &self.images,
+            mx_materializer::DEFAULT_IMAGE,
+            arch,
+            false,
+            &mut |_| {},
+        )
     }
 
     /// Builds the default images of every architecture the bundles' VMs use.

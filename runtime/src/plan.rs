@@ -22,14 +22,19 @@ pub struct Paths {
     pub images: PathBuf,
     /// The accelerator QEMU uses (`kvm` or `tcg`), probed once per run.
     pub accel: String,
-    /// Images the models name that are not installed here; VMs asking for
-    /// them boot the default image instead (and the run says so).
-    pub missing_images: std::collections::BTreeSet<String>,
+    /// The images the VMs boot, by key ([`crate::images::key`]): what is
+    /// installed (checked before anything runs: a missing image is an
+    /// error, never replaced by another).
+    pub images_info: std::collections::BTreeMap<String, crate::images::ImageInfo>,
     /// The device group every interface of the experiment joins, so that
     /// teardown removes them in one batch (see [`Op::LinkGroupDel`]).
     pub group: u32,
-    /// Images that have an uncompressed `vmlinux` (see [`Paths::kernel`]).
-    pub vmlinux: std::collections::BTreeSet<String>,
+    /// Hosts whose guests resolve the experiment's names (a `names`
+    /// fragment), and the file they read them from.
+    pub names: std::collections::BTreeMap<String, PathBuf>,
+    /// The public key sshd in the guests accepts (the experiment's own,
+    /// made by the runtime), if there is one.
+    pub ssh_key: Option<String>,
 }
 
 /// The device group of an experiment: its tag (held in the allocation
@@ -46,43 +51,75 @@ impl Paths {
         self.state.join("vm").join(vm)
     }
 
-    /// The kernel file of an image (by [`image_key`]): `vmlinux`
-    /// (uncompressed, booted through its PVH entry, which spares TCG guests
-    /// ~2.5 s of decompression) where the image has one and the machine was
-    /// checked, else `vmlinuz`.
-    pub fn kernel(&self, key: &str, arch: &str) -> PathBuf {
-        let effective = if self.missing_images.contains(key) {
-            image_key(mx_materializer::DEFAULT_IMAGE, arch)
-        } else {
-            key.to_string()
-        };
-        let dir = self.images.join(&effective);
-        if self.vmlinux.contains(&effective) {
-            dir.join("vmlinux")
-        } else {
-            dir.join("vmlinuz")
-        }
-    }
-
-    /// The directory holding an image's kernel and initramfs.
-    pub fn image_dir(&self, key: &str, arch: &str) -> PathBuf {
-        if self.missing_images.contains(key) {
-            self.images
-                .join(image_key(mx_materializer::DEFAULT_IMAGE, arch))
-        } else {
-            self.images.join(key)
-        }
+    /// The image a VM boots, and its directory (the caller checked it is
+    /// known: [`crate::Runtime::plan`] refuses VMs whose image is not).
+    pub fn image(&self, vm: &VmSpec) -> Option<(&crate::images::ImageInfo, PathBuf)> {
+        let key = image_key(&vm.image, &vm.arch);
+        let info = self.images_info.get(&key)?;
+        Some((info, self.images.join(&key)))
     }
 }
 
 /// Where an image for an architecture lives under the image directory:
-/// `<image>` for x86_64, `<image>-<arch>` for the others.
+/// `<image>` for x86_64, `<image>-<arch>` for the others (aliases resolved).
 pub fn image_key(image: &str, arch: &str) -> String {
-    if arch == "x86_64" {
-        image.to_string()
-    } else {
-        format!("{image}-{arch}")
+    crate::images::key(image, arch)
+}
+
+/// What the guest reads at boot (QEMU fw_cfg `opt/mx/config`), one item a
+/// line: its name, each interface (by MAC) with its address, routes,
+/// whether it forwards, the neighbours it checks it can reach, names it
+/// resolves its own way, and the public key sshd accepts. Everything was decided by the realizer and the
+/// materializer; the guest only carries it out.
+pub fn guest_config(vm: &VmSpec, ssh_key: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("name {}\n", vm.name);
+    for n in &vm.nics {
+        if n.addrs.is_empty() {
+            let _ = writeln!(s, "if {} -", n.mac);
+        }
+        for a in &n.addrs {
+            let _ = writeln!(s, "if {} {a}", n.mac);
+        }
     }
+    for r in &vm.routes {
+        let _ = writeln!(s, "route {} {}", r.dst, r.via);
+    }
+    if vm.forward {
+        s.push_str("forward 1\n");
+    }
+    for ip in &vm.neighbours {
+        let _ = writeln!(s, "ping {ip}");
+    }
+    for h in &vm.hosts {
+        let _ = writeln!(s, "host {} {}", h.addr, h.name);
+    }
+    if let Some(k) = ssh_key {
+        let _ = writeln!(s, "key {k}");
+    }
+    s
+}
+
+/// The `/etc/hosts` lines of the experiment's names.
+pub fn hosts_file(entries: &[mx_xir::NameEntry]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{}\t{}\n", e.addr, e.name))
+        .collect()
+}
+
+/// The longest path a unix socket may have (`sun_path`, less the NUL).
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// The sockets of a VM's QEMU: QMP, the serial console, the guest agent and
+/// sshd's serial port.
+pub fn vm_sockets(dir: &Path) -> [PathBuf; 4] {
+    [
+        dir.join("qmp.sock"),
+        dir.join("console.sock"),
+        dir.join("qga.sock"),
+        dir.join("ssh.sock"),
+    ]
 }
 
 /// The serial console of a guest architecture's QEMU machine.
@@ -212,11 +249,14 @@ pub enum Op {
         quota_us: Option<u64>,
         period_us: u64,
     },
-    /// Start QEMU paused, daemonized, with a QMP socket and a pid file.
+    /// Start QEMU paused, daemonized, with a QMP socket and a pid file,
+    /// after making the FIFO pairs (`<path>.in`, `<path>.out`) its pipe
+    /// chardevs use.
     QemuStart {
         ns: Option<String>,
         argv: Vec<String>,
         dir: PathBuf,
+        fifos: Vec<PathBuf>,
     },
     /// Move the QEMU process into its cgroup.
     CgroupJoin { path: String, pidfile: PathBuf },
@@ -247,6 +287,16 @@ pub enum Op {
     CgroupDel { path: String },
     /// Remove a directory tree if present.
     RemoveDir { path: PathBuf },
+    /// Write a file (creating its directory), replacing what was there.
+    WriteFile { path: PathBuf, content: String },
+    /// Make a copy-on-write qcow2 overlay on a base image, of `size` bytes
+    /// at least (the base's size where that is larger): the base is never
+    /// written.
+    DiskOverlay {
+        base: PathBuf,
+        path: PathBuf,
+        size: u64,
+    },
     /// Make sure a physical function (an interface, or a GPU by PCI
     /// address) has at least `count` VFs (sysfs `sriov_numvfs`): a PF serving
     /// none gets all it offers; one serving fewer is refused, since changing
@@ -409,7 +459,14 @@ impl fmt::Display for Op {
                 Some(q) => write!(f, "cgroup add {path} cpu quota {q}us per {period_us}us"),
                 None => write!(f, "cgroup add {path}"),
             },
-            Op::QemuStart { ns: n, argv, .. } => write!(f, "exec {}{}", argv.join(" "), ns(n)),
+            Op::QemuStart {
+                ns: n, argv, fifos, ..
+            } => {
+                for p in fifos {
+                    write!(f, "mkfifo {}.in {}.out; ", p.display(), p.display())?;
+                }
+                write!(f, "exec {}{}", argv.join(" "), ns(n))
+            }
             Op::CgroupJoin { path, pidfile } => {
                 write!(f, "cgroup join {path} pid from {}", pidfile.display())
             }
@@ -443,6 +500,18 @@ impl fmt::Display for Op {
             Op::KillPidfile { pidfile } => write!(f, "kill the process in {}", pidfile.display()),
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
+            Op::WriteFile { path, content } => write!(
+                f,
+                "write {} ({} lines)",
+                path.display(),
+                content.lines().count()
+            ),
+            Op::DiskOverlay { base, path, size } => write!(
+                f,
+                "qemu-img create -f qcow2 -b {} -F qcow2 {} {size}",
+                base.display(),
+                path.display()
+            ),
             Op::SriovVfs { pf, count } => write!(
                 f,
                 "sysfs: {}/sriov_numvfs at least {count}",
@@ -735,6 +804,20 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     cpus: vm.cpus.clone(),
                 });
             }
+            // What the guest reads at boot, and its disk.
+            ops.push(Op::WriteFile {
+                path: dir.join("config"),
+                content: guest_config(vm, paths.ssh_key.as_deref()),
+            });
+            if let Some((info, idir)) = paths.image(vm)
+                && let Some(disk) = &info.disk
+            {
+                ops.push(Op::DiskOverlay {
+                    base: idir.join(disk),
+                    path: dir.join("disk.qcow2"),
+                    size: vm.disk,
+                });
+            }
             ops.extend([
                 Op::CgroupAdd {
                     path: cg.clone(),
@@ -750,8 +833,9 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 },
                 Op::QemuStart {
                     ns,
-                    argv: qemu_argv(vm, &dir, paths),
+                    argv: qemu_argv(vm, &f.host, &dir, paths),
                     dir: dir.clone(),
+                    fifos: vec![dir.join("qga"), dir.join("ssh")],
                 },
                 Op::CgroupJoin {
                     path: cg,
@@ -809,6 +893,10 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 },
             ]
         }
+        Spec::Names { entries } => vec![Op::WriteFile {
+            path: paths.state.join(format!("names-{}", f.host)),
+            content: hosts_file(entries),
+        }],
         Spec::SwitchVlan {
             switch_port,
             peer,
@@ -874,7 +962,7 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         } => vec![Op::VfioRelease {
             key: vf_key(pf.as_deref(), *pf_port, *vf),
         }],
-        Spec::Emulation { .. } | Spec::SwitchVlan { .. } => vec![],
+        Spec::Emulation { .. } | Spec::SwitchVlan { .. } | Spec::Names { .. } => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             let mut ops = vec![
@@ -978,24 +1066,18 @@ pub fn qemu_binary(arch: &str) -> String {
 
 /// QEMU's command line for a VM: started paused (`-S`) so it can be put in
 /// its cgroup before the guest runs, daemonized so it outlives `mxc up`.
-pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
-    let key = image_key(&vm.image, &vm.arch);
-    let image = paths.image_dir(&key, &vm.arch);
+pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<String> {
+    // The plan refused VMs whose image is not installed: without one there
+    // is nothing to boot, and an empty command fails where it runs.
+    let Some((info, image)) = paths.image(vm) else {
+        return Vec::new();
+    };
     let mut append = vec![
         format!("console={}", console(&vm.arch)),
         "quiet".into(),
         "panic=-1".into(),
-        format!("mx.name={}", vm.name),
     ];
-    for n in &vm.nics {
-        for a in &n.addrs {
-            append.push(format!("mx.if={},{a}", n.mac));
-        }
-    }
-    if !vm.neighbours.is_empty() {
-        let ips: Vec<String> = vm.neighbours.iter().map(|a| a.to_string()).collect();
-        append.push(format!("mx.ping={}", ips.join(",")));
-    }
+    append.extend(info.append.iter().cloned());
     if vm.tdf.is_some() {
         // Guest time is counted in instructions: an idle guest must keep
         // executing them, or idle time would be skipped.
@@ -1010,6 +1092,7 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         (_, "aarch64") => "max,pauth-impdef=on",
         _ => "max",
     };
+    let d = |f: &str| dir.join(f).display().to_string();
     let mut argv: Vec<String> = [
         qemu_binary(&vm.arch).as_str(),
         "-name",
@@ -1027,24 +1110,81 @@ pub fn qemu_argv(vm: &VmSpec, dir: &Path, paths: &Paths) -> Vec<String> {
         "-display",
         "none",
         "-no-reboot",
+        // The serial console: a socket `mxc console` attaches to, logged
+        // whole to serial.log whether or not anyone is attached.
+        "-chardev",
+        &format!(
+            "socket,id=con,path={},server=on,wait=off,logfile={}",
+            d("console.sock"),
+            d("serial.log")
+        ),
         "-serial",
-        &format!("file:{}", dir.join("serial.log").display()),
+        "chardev:con",
         "-qmp",
-        &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        &format!("unix:{},server=on,wait=off", d("qmp.sock")),
         "-pidfile",
-        &dir.join("qemu.pid").display().to_string(),
+        &d("qemu.pid"),
         "-daemonize",
         "-S",
-        "-kernel",
-        &paths.kernel(&key, &vm.arch).display().to_string(),
-        "-initrd",
-        &image.join("initramfs.cpio.gz").display().to_string(),
-        "-append",
-        &append.join(" "),
+        // The management path: virtio-serial ports, never a network
+        // interface, so experiment traffic and management never share a
+        // link. Pipes (FIFO pairs), not sockets: the guest sees its ports
+        // always connected, so its agent blocks reading instead of polling
+        // for a client.
+        "-device",
+        "virtio-serial-pci,id=mgmt",
+        "-chardev",
+        &format!("pipe,id=qga,path={}", d("qga")),
+        "-device",
+        "virtserialport,bus=mgmt.0,chardev=qga,name=org.qemu.guest_agent.0",
+        // What the guest configures itself from (see [`guest_config`]).
+        "-fw_cfg",
+        &format!("name=opt/mx/config,file={}", d("config")),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if info.ssh {
+        argv.extend([
+            "-chardev".into(),
+            format!("pipe,id=ssh,path={}", d("ssh")),
+            "-device".into(),
+            "virtserialport,bus=mgmt.0,chardev=ssh,name=org.mx.ssh.0".into(),
+        ]);
+    }
+    if let Some(names) = paths.names.get(host) {
+        argv.extend([
+            "-fw_cfg".into(),
+            format!("name=opt/mx/hosts,file={}", names.display()),
+        ]);
+    }
+    if let Some(k) = &info.kernel {
+        argv.extend(["-kernel".into(), image.join(k).display().to_string()]);
+    }
+    if let Some(i) = &info.initrd {
+        argv.extend(["-initrd".into(), image.join(i).display().to_string()]);
+    }
+    if info.kernel.is_some() {
+        argv.extend(["-append".into(), append.join(" ")]);
+    }
+    if info.disk.is_some() {
+        argv.extend([
+            "-drive".into(),
+            format!(
+                "if=none,id=disk,file={},format=qcow2,discard=unmap",
+                d("disk.qcow2")
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=disk".into(),
+        ]);
+    }
+    if info.kind == crate::images::ImageKind::Cloud {
+        // cloud-init's NoCloud seed, labelled `cidata`.
+        argv.extend([
+            "-drive".into(),
+            format!("if=virtio,format=raw,readonly=on,file={}", d("seed.img")),
+        ]);
+    }
     if vm.tdf.is_some() {
         argv.push("-icount".into());
         argv.push(format!("shift={TDF_SHIFT},sleep=off,align=off"));

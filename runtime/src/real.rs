@@ -666,10 +666,17 @@ impl Executor for Real {
                 }
                 Ok(None)
             }
-            Op::QemuStart { ns, argv, dir } => {
+            Op::QemuStart {
+                ns,
+                argv,
+                dir,
+                fifos,
+            } => {
                 let argv = fill_pci(argv, &vfio_dir(ctx))?;
-                qemu_start(ns.as_deref(), &argv, dir)
+                qemu_start(ns.as_deref(), &argv, dir, fifos)
             }
+            Op::WriteFile { path, content } => write_file(path, content),
+            Op::DiskOverlay { base, path, size } => disk_overlay(base, path, *size),
             Op::QmpCont { socket } => {
                 let mut q = Qmp::connect(socket)?;
                 q.execute("cont")?;
@@ -1246,15 +1253,92 @@ fn vfio_release(record: &Path) -> R<Option<String>> {
     Ok(None)
 }
 
-fn qemu_start(ns: Option<&str>, argv: &[String], dir: &Path) -> R<Option<String>> {
+/// Writes a file whole (a new file renamed over the old), its directory
+/// made private to root where it is new.
+fn write_file(path: &Path, content: &str) -> R<Option<String>> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, content)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(None)
+}
+
+fn private_dir(dir: &Path) -> R<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The virtual size of a qcow2 image, from its header (bytes 24..32, big
+/// endian), or None if it is not one.
+pub fn qcow2_size(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut h = [0u8; 32];
+    fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    (h[..4] == *b"QFI\xfb").then(|| u64::from_be_bytes(h[24..32].try_into().unwrap_or_default()))
+}
+
+/// A VM's copy-on-write disk over its image's base: kept if it is there
+/// (a VM started again keeps its disk until `down`).
+fn disk_overlay(base: &Path, path: &Path, size: u64) -> R<Option<String>> {
+    if qcow2_size(path).is_some() {
+        return Ok(None);
+    }
+    let base_size = qcow2_size(base)
+        .ok_or_else(|| format!("{}: not a qcow2 image; rebuild the image", base.display()))?;
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(base)
+        .arg(path)
+        .arg(size.max(base_size).to_string())
+        .output()
+        .map_err(|e| format!("qemu-img: {e} (install qemu-utils)"))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(path);
+        return Err(format!(
+            "qemu-img create {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(None)
+}
+
+fn qemu_start(
+    ns: Option<&str>,
+    argv: &[String],
+    dir: &Path,
+    fifos: &[PathBuf],
+) -> R<Option<String>> {
     if let Some(pid) = read_pid(&dir.join("qemu.pid"))?
         && qemu_alive(pid)
     {
         return Ok(None);
     }
-    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for f in ["qmp.sock", "serial.log", "qemu.pid"] {
+    if argv.is_empty() {
+        return Err("no image to boot (the plan checks images: plan again)".into());
+    }
+    private_dir(dir)?;
+    for f in ["qmp.sock", "console.sock", "serial.log", "qemu.pid"] {
         let _ = fs::remove_file(dir.join(f));
+    }
+    for base in fifos {
+        for end in ["in", "out"] {
+            let p = base.with_extension(end);
+            // Whatever a previous QEMU left in them is stale.
+            let _ = fs::remove_file(&p);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| format!("mkfifo {}: {e}", p.display()))?;
+        }
     }
     let mut cmd = match ns {
         Some(n) => {

@@ -8,10 +8,41 @@ use mx_runtime::Runtime;
 mod common;
 use common::{bundles, compile};
 
+/// Installed images the plans see, the same on every machine: the busybox
+/// guest and a Debian disk image, as `image.json` and empty files.
+const IMAGES: &str = "/tmp/mx-plan-test-images";
+
+fn install_images() {
+    let images: [(&str, &str, &[&str]); 2] = [
+        (
+            "mx-busybox",
+            r#"{"name":"mx-busybox","arch":"x86_64","kind":"initramfs","description":"test","kernel":"vmlinuz","initrd":"initramfs.cpio.gz","agent":"qga","os":"busybox"}"#,
+            &["vmlinuz", "initramfs.cpio.gz"],
+        ),
+        (
+            "bookworm",
+            r#"{"name":"bookworm","arch":"x86_64","kind":"disk","description":"test","kernel":"vmlinuz","initrd":"initrd.img","disk":"base.qcow2","append":["root=/dev/vda","rw"],"agent":"qga","ssh":true,"os":"Debian 12"}"#,
+            &["vmlinuz", "initrd.img", "base.qcow2"],
+        ),
+    ];
+    for (key, info, files) in images {
+        let dir = Path::new(IMAGES).join(key);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        // Written whole and renamed, for tests running side by side.
+        let tmp = dir.join(format!("image.json.{:?}", std::thread::current().id()));
+        std::fs::write(&tmp, info).unwrap();
+        std::fs::rename(&tmp, dir.join("image.json")).unwrap();
+    }
+}
+
 fn runtime() -> Runtime {
+    install_images();
     Runtime {
         root: "/var/lib/mx/run".into(),
-        images: "/var/lib/mx/images".into(),
+        images: IMAGES.into(),
         bpf: "/sys/fs/bpf/mx".into(),
         cgroup: "mx".into(),
         workers: 4,
@@ -371,7 +402,38 @@ fn a_riscv64_vm_without_an_image_is_refused() {
         .expect("realizes")
         .realization;
     let bundles = mx_materializer::materialize(&real).expect("materializes");
-    let (plan, _) = runtime().plan(&bundles, false).expect("plans");
+    let rt = runtime();
+    // A dry run says so too.
+    for check_machine in [false, true] {
+        let errs = rt.plan(&bundles, check_machine).map(|_| ()).unwrap_err();
+        let e = errs
+            .iter()
+            .find(|e| e.code == "E0405" && e.message.contains("image `mx-busybox` for riscv64"))
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(
+            e.help
+                .as_deref()
+                .is_some_and(|h| h.contains("for x86_64 and aarch64 only")
+                    && h.contains("mx-busybox-riscv64")),
+            "{e:?}"
+        );
+    }
+    // Installed by hand, it runs under qemu-system-riscv64.
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = Runtime {
+        images: tmp.path().to_path_buf(),
+        ..rt
+    };
+    let dir = rt.images.join("mx-busybox-riscv64");
+    std::fs::create_dir_all(&dir).expect("image dir");
+    std::fs::write(dir.join("Image"), b"kernel").expect("kernel");
+    std::fs::write(dir.join("initramfs.cpio.gz"), b"initramfs").expect("initramfs");
+    std::fs::write(
+        dir.join("image.json"),
+        r#"{"name":"mx-busybox","arch":"riscv64","kind":"initramfs","description":"by hand","kernel":"Image","initrd":"initramfs.cpio.gz","agent":"qga"}"#,
+    )
+    .expect("image.json");
+    let (plan, _) = rt.plan(&bundles, false).expect("plans");
     let qemu = plan
         .ops
         .iter()
@@ -380,16 +442,7 @@ fn a_riscv64_vm_without_an_image_is_refused() {
         .find(|op| op.contains("qemu-system-"))
         .expect("a QEMU op");
     assert!(
-        qemu.contains("qemu-system-riscv64 -name r -machine virt,"),
+        qemu.contains("qemu-system-riscv64 -name r -machine virt,") && qemu.contains("/Image "),
         "{qemu}"
     );
-    let images = Path::new("/var/lib/mx/images/mx-busybox-riscv64/vmlinuz");
-    if !images.exists() {
-        let errs = runtime().plan(&bundles, true).map(|_| ()).unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.code == "E0405" && e.message.contains("builds no riscv64 guest image")),
-            "{errs:?}"
-        );
-    }
 }

@@ -140,6 +140,12 @@ pub enum Spec {
         /// The other tap.
         b: IfName,
     },
+    /// The experiment's names and addresses, for the guests of one host to
+    /// resolve (`/etc/hosts`); absent when the model turns resolution off.
+    Names {
+        /// Node names and their experiment addresses, in node order.
+        entries: Vec<NameEntry>,
+    },
     /// A virtual machine.
     Vm(Box<VmSpec>),
     /// Rate, delay and loss on a tap (towards the VM).
@@ -179,6 +185,7 @@ impl Spec {
             Spec::Tap { .. } => "tap",
             Spec::Bridge { .. } => "bridge",
             Spec::XdpPair { .. } => "xdp_pair",
+            Spec::Names { .. } => "names",
             Spec::Vm(_) => "vm",
             Spec::Emulation { .. } => "emulation",
         }
@@ -229,6 +236,26 @@ pub struct VmSpec {
     /// Neighbour addresses the guest checks it can reach once up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<Ipv4Addr>,
+    /// Static routes the guest installs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<crate::Route>,
+    /// The guest forwards packets between its interfaces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
+    /// Names that resolve differently in this guest than in the host's
+    /// names file: neighbours whose experiment address is on no link they
+    /// share with this node resolve to their address on a shared one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<NameEntry>,
+}
+
+/// A node name and the address it resolves to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NameEntry {
+    /// The node.
+    pub name: Name,
+    /// Its experiment address.
+    pub addr: Ipv4Addr,
 }
 
 /// A QEMU machine type mx starts guests as.

@@ -42,6 +42,27 @@ pub struct Realization {
     /// The leaf switches its VFs and ports hang off, in facility order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<SwitchPlan>,
+    /// Whether node names resolve to experiment addresses in the guests
+    /// (false when the model says `experimentnetresolution == false`).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub resolve_names: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
+}
+
+/// A static route in a guest: `dst` through the neighbour at `via`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Route {
+    /// The destination prefix.
+    pub dst: Ipv4Cidr,
+    /// The next hop, a neighbour's address on a shared link.
+    pub via: Ipv4Addr,
 }
 
 /// What the materializer needs to know about one host.
@@ -144,6 +165,7 @@ impl Realization {
             links: Vec::new(),
             hosts: Vec::new(),
             switches: Vec::new(),
+            resolve_names: true,
         }
     }
 }
@@ -185,6 +207,12 @@ pub struct Placement {
     /// the VM floats.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpus: Vec<u32>,
+    /// Static routes (`routing == static`), merged into the fewest prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// The node forwards packets between its links (it routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
     /// The node's span in the experiment model.
     pub span: Span,
 }

@@ -380,6 +380,8 @@ impl<'f> State<'f> {
                     profile: Default::default(),
                     gpu: self.gpu_of[n.index].clone(),
                     cpus: self.cpus_of[n.index].clone(),
+                    routes: Vec::new(),
+                    forward: false,
                     span: n.node.span,
                 }
             })
