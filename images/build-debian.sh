@@ -77,7 +77,7 @@ OUTDIR=$(readlink -f "$OUTDIR")
 STAMP=$OUTDIR/.build-debian.stamp
 stamp_text=$(printf 'name %s\nscript %s\nguest %s\nextra %s\nmirror %s\n' "$NAME" \
   "$(sha256sum "$SCRIPT" | cut -d' ' -f1)" \
-  "$(cat "$GUEST/mx-setup" "$GUEST/mx-sshd" | sha256sum | cut -d' ' -f1)" "$EXTRA" "$MIRROR")
+  "$(cat "$GUEST/mx-sshd" | sha256sum | cut -d' ' -f1)" "$EXTRA" "$MIRROR")
 if [ "${MX_GUEST_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$stamp_text" ] \
    && [ -f "$OUTDIR/base.qcow2" ] && [ -f "$OUTDIR/image.json" ]; then
   log "up to date ($NAME)"
@@ -193,6 +193,17 @@ ln -sf /etc/systemd/system/mx-qga.service "$R/etc/systemd/system/sysinit.target.
 
 # --- mx-setup: the experiment's names, addresses, routes; MX-READY -----------
 install -m 0755 "$FILES/mx-setup" "$R/usr/local/sbin/mx-setup"
+cat >"$R/usr/local/sbin/mx-boot" <<'SH'
+#!/bin/sh
+# Runs the set-up script the runtime hands over through fw_cfg (the one
+# that speaks its protocol), else the image's own copy; MX- lines go to the
+# serial console, where mx waits for MX-READY.
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe -q qemu_fw_cfg
+SETUP=/sys/firmware/qemu_fw_cfg/by_name/opt/mx/setup/raw
+if [ -r "$SETUP" ]; then cat "$SETUP" >/run/mx-setup; else cp /usr/local/sbin/mx-setup /run/mx-setup; fi
+exec sh /run/mx-setup >/dev/console 2>&1
+SH
+chmod 0755 "$R/usr/local/sbin/mx-boot"
 install -m 0755 "$FILES/mx-sshd" "$R/usr/local/sbin/mx-sshd"
 cat >"$R/etc/systemd/system/mx-setup.service" <<'UNIT'
 [Unit]
@@ -205,7 +216,7 @@ Before=network.target ssh.service mx-sshd.service
 [Service]
 Type=exec
 # Its MX- lines go to the serial console, where mx waits for MX-READY.
-ExecStart=/bin/sh -c 'exec /usr/local/sbin/mx-setup >/dev/console 2>&1'
+ExecStart=/usr/local/sbin/mx-boot
 
 [Install]
 WantedBy=sysinit.target

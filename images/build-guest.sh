@@ -463,7 +463,11 @@ echo "MX-BOOT ${NAME:-mx} $BOOT"
 # --- the agent mxc exec and cp speak to, then the experiment's
 # configuration (fw_cfg), up to MX-READY and the neighbours' pings ---
 setsid /bin/mx-agent </dev/null >/dev/null 2>&1 &
-/bin/mx-setup
+# The runtime hands over the set-up script it speaks to (the copy in the
+# image is for a guest booted by hand, from the kernel command line).
+SETUP=/sys/firmware/qemu_fw_cfg/by_name/opt/mx/setup/raw
+if [ -r "$SETUP" ]; then cat "$SETUP" >/run/mx-setup; else cp /bin/mx-setup /run/mx-setup; fi
+sh /run/mx-setup
 NAME=$(hostname)
 
 # --- mx.tick=S: the guest's own clock every S seconds of guest time (for

@@ -40,7 +40,7 @@ pub const DEBIAN_SCRIPT: &str = include_str!("../../images/build-debian.sh");
 /// The scripts every guest runs (`images/guest/`): configuration from
 /// fw_cfg, and the busybox guest's agent.
 pub const GUEST_FILES: &[(&str, &str)] = &[
-    ("mx-setup", include_str!("../../images/guest/mx-setup")),
+    ("mx-setup", plan::GUEST_SETUP),
     ("mx-agent", include_str!("../../images/guest/mx-agent")),
     ("mx-sshd", include_str!("../../images/guest/mx-sshd")),
 ];

@@ -108,6 +108,10 @@ pub fn hosts_file(entries: &[mx_xir::NameEntry]) -> String {
         .collect()
 }
 
+/// The script every guest runs at boot to apply its configuration
+/// (`images/guest/mx-setup`), handed over through fw_cfg.
+pub const GUEST_SETUP: &str = include_str!("../../images/guest/mx-setup");
+
 /// The longest path a unix socket may have (`sun_path`, less the NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
 
@@ -804,10 +808,16 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     cpus: vm.cpus.clone(),
                 });
             }
-            // What the guest reads at boot, and its disk.
+            // What the guest reads at boot (its configuration, and the
+            // script that applies it: the runtime's own, so an image never
+            // has to be rebuilt when the protocol changes), and its disk.
             ops.push(Op::WriteFile {
                 path: dir.join("config"),
                 content: guest_config(vm, paths.ssh_key.as_deref()),
+            });
+            ops.push(Op::WriteFile {
+                path: dir.join("setup"),
+                content: GUEST_SETUP.to_string(),
             });
             if let Some((info, idir)) = paths.image(vm)
                 && let Some(disk) = &info.disk
@@ -1137,9 +1147,12 @@ pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<Stri
         &format!("pipe,id=qga,path={}", d("qga")),
         "-device",
         "virtserialport,bus=mgmt.0,chardev=qga,name=org.qemu.guest_agent.0",
-        // What the guest configures itself from (see [`guest_config`]).
+        // What the guest configures itself from (see [`guest_config`]),
+        // and the script that does it.
         "-fw_cfg",
         &format!("name=opt/mx/config,file={}", d("config")),
+        "-fw_cfg",
+        &format!("name=opt/mx/setup,file={}", d("setup")),
     ]
     .iter()
     .map(|s| s.to_string())
