@@ -245,19 +245,43 @@ pub fn routes(nodes: usize, plans: &[LinkPlan], index: &HashMap<&str, usize>) ->
             let cands = &mut scratch.cands;
             cands.clear();
             cands.resize(spans.len() * words, 0);
-            for i in 0..spans.len() {
-                let on = &on_node[on_off[i] as usize..on_off[i + 1] as usize];
-                let mut d = u32::MAX;
-                for &n in on {
-                    d = d.min(dist[n as usize]);
+            // One pass per subnet: the nearest of its nodes, and the union
+            // of their first hops (one word a node: the usual case, kept
+            // scalar, as it runs nodes x subnets times).
+            if words == 1 {
+                for (i, c) in cands.iter_mut().enumerate() {
+                    let on = &on_node[on_off[i] as usize..on_off[i + 1] as usize];
+                    let (mut d, mut u) = (u32::MAX, 0u64);
+                    for &n in on {
+                        let dn = dist[n as usize];
+                        if dn < d {
+                            (d, u) = (dn, firsts[n as usize]);
+                        } else if dn == d {
+                            u |= firsts[n as usize];
+                        }
+                    }
+                    *c = if d == 0 || d == u32::MAX { 0 } else { u };
                 }
-                if d == 0 || d == u32::MAX {
-                    continue; // its own subnet, or out of reach
-                }
-                for &n in on.iter().filter(|&&n| dist[n as usize] == d) {
-                    let n = n as usize;
-                    for w in 0..words {
-                        cands[i * words + w] |= firsts[n * words + w];
+            } else {
+                for (i, c) in cands.chunks_exact_mut(words).enumerate() {
+                    let on = &on_node[on_off[i] as usize..on_off[i + 1] as usize];
+                    let mut d = u32::MAX;
+                    for &n in on {
+                        let n = n as usize;
+                        let dn = dist[n];
+                        let f = &firsts[n * words..(n + 1) * words];
+                        if dn < d {
+                            d = dn;
+                            c.copy_from_slice(f);
+                        } else if dn == d {
+                            for (a, b) in c.iter_mut().zip(f) {
+                                *a |= b;
+                            }
+                        }
+                    }
+                    if d == 0 || d == u32::MAX {
+                        // Its own subnet, or out of reach.
+                        c.fill(0);
                     }
                 }
             }
@@ -314,6 +338,26 @@ fn bfs(s: usize, g: &Graph, words: usize, sc: &mut Scratch) {
         sc.queue.push(y as u32);
     }
     let mut head = 0;
+    if words == 1 {
+        // The usual case (fewer than 65 neighbours): one word a node.
+        while head < sc.queue.len() {
+            let x = sc.queue[head] as usize;
+            head += 1;
+            let (next, fx) = (sc.dist[x] + 1, sc.firsts[x]);
+            for &y in g.neighbours(x) {
+                let y = y as usize;
+                let dy = sc.dist[y];
+                if dy == u32::MAX {
+                    sc.dist[y] = next;
+                    sc.firsts[y] = fx;
+                    sc.queue.push(y as u32);
+                } else if dy == next {
+                    sc.firsts[y] |= fx;
+                }
+            }
+        }
+        return;
+    }
     while head < sc.queue.len() {
         let x = sc.queue[head] as usize;
         head += 1;
@@ -341,8 +385,34 @@ fn bfs(s: usize, g: &Graph, words: usize, sc: &mut Scratch) {
 /// prefixes covering exactly its span, which never reaches into another run
 /// (runs are consecutive).
 fn merge(spans: &[(u32, u32)], cands: &[u64], words: usize, hops: &[Ipv4Addr]) -> Vec<Route> {
-    let set = |i: usize| &cands[i * words..(i + 1) * words];
     let mut out = Vec::new();
+    if words == 1 {
+        // The usual case, scalar: it runs once a node over every subnet.
+        let mut i = 0;
+        while i < spans.len() {
+            let mut common = cands[i];
+            if common == 0 {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < spans.len() && common & cands[j] != 0 {
+                common &= cands[j];
+                j += 1;
+            }
+            let best = common.trailing_zeros() as usize;
+            let end = spans[i..j].iter().map(|s| s.1).max().unwrap_or(spans[i].1);
+            for (net, len) in range_to_prefixes(spans[i].0, end) {
+                out.push(Route {
+                    dst: cidr(net, len),
+                    via: hops[best],
+                });
+            }
+            i = j;
+        }
+        return out;
+    }
+    let set = |i: usize| &cands[i * words..(i + 1) * words];
     let mut common = vec![0u64; words];
     let mut i = 0;
     while i < spans.len() {
