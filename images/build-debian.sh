@@ -217,16 +217,31 @@ Before=network.target ssh.service mx-sshd.service
 Type=exec
 # Its MX- lines go to the serial console, where mx waits for MX-READY.
 ExecStart=/usr/local/sbin/mx-boot
+# Ahead of the rest of boot on one vCPU (udev's coldplug, journald): the
+# experiment's network is what `up` waits for.
+Nice=-15
 
 [Install]
 WantedBy=sysinit.target
 UNIT
 ln -sf /etc/systemd/system/mx-setup.service "$R/etc/systemd/system/sysinit.target.wants/mx-setup.service"
+# What can wait until the guest is ready (MX-READY: /run/mx-ready) waits,
+# rather than compete with the set-up for the one vCPU.
+cat >"$R/etc/systemd/system/mx-ready.service" <<'UNIT'
+[Unit]
+Description=mx: the experiment network is configured (MX-READY)
+After=mx-setup.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'i=0; while [ ! -e /run/mx-ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done'
+UNIT
 cat >"$R/etc/systemd/system/mx-sshd.service" <<'UNIT'
 [Unit]
 Description=mx: sshd for mxc ssh on the virtio-serial port org.mx.ssh.0
 Wants=mx-hostkey.service
-After=mx-setup.service mx-hostkey.service
+After=mx-ready.service mx-hostkey.service
 
 [Service]
 ExecStart=/usr/local/sbin/mx-sshd
@@ -242,7 +257,8 @@ cat >"$R/etc/systemd/system/mx-hostkey.service" <<'UNIT'
 [Unit]
 Description=mx: this VM's own ssh host key
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
-After=mx-setup.service
+Wants=mx-ready.service
+After=mx-ready.service
 Before=ssh.service mx-sshd.service
 
 [Service]
@@ -262,7 +278,7 @@ printf 'HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\nUseDNS
 # --- a root shell on the serial console (mxc console; only root on the host
 # reaches it), after the agent and the experiment's set-up ---------------------
 mkdir -p "$R/etc/systemd/system/serial-getty@ttyS0.service.d"
-printf '[Unit]\nAfter=mx-setup.service\n[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,38400,9600 %%I $TERM\n' \
+printf '[Unit]\nWants=mx-ready.service\nAfter=mx-ready.service\n[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,38400,9600 %%I $TERM\n' \
   >"$R/etc/systemd/system/serial-getty@ttyS0.service.d/mx.conf"
 mkdir -p "$R/etc/systemd/system/getty.target.wants"
 ln -sf /lib/systemd/system/serial-getty@.service "$R/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"

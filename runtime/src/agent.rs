@@ -103,8 +103,26 @@ impl Agent {
         })
     }
 
-    /// One request and its reply, alone on the channel.
+    /// One request and its reply, alone on the channel: a sync first, and
+    /// the request once the guest has answered it, so a request never
+    /// waits in the channel to run long after its caller gave up (what
+    /// starts commands goes this way).
     pub fn call(&mut self, execute: &str, arguments: Value) -> Result<Value, String> {
+        self.transact(execute, arguments, false)
+    }
+
+    /// Like [`Agent::call`], with the sync and the request sent together:
+    /// one round trip, for requests that are harmless if late (reads).
+    pub fn query(&mut self, execute: &str, arguments: Value) -> Result<Value, String> {
+        self.transact(execute, arguments, true)
+    }
+
+    fn transact(
+        &mut self,
+        execute: &str,
+        arguments: Value,
+        pipelined: bool,
+    ) -> Result<Value, String> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -114,12 +132,20 @@ impl Agent {
             .map_err(|e| format!("{}: {e}", self.lock.display()))?;
         let _held = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| format!("{}: {e}", self.lock.display()))?;
-        self.sync()?;
         let mut req = json!({ "execute": execute });
         if !arguments.is_null() {
             req["arguments"] = arguments;
         }
-        self.send(&req)?;
+        let id = sync_id();
+        let sync = json!({"execute": "guest-sync", "arguments": {"id": id}});
+        if pipelined {
+            self.send(&[&sync, &req])?;
+            self.synced(id)?;
+        } else {
+            self.send(&[&sync])?;
+            self.synced(id)?;
+            self.send(&[&req])?;
+        }
         let reply = self.recv(Instant::now() + REPLY_TIMEOUT)?;
         if let Some(r) = reply.get("return") {
             return Ok(r.clone());
@@ -135,11 +161,9 @@ impl Agent {
         ))
     }
 
-    /// Says `guest-sync` with a fresh id and reads until the guest echoes
-    /// it: whatever an interrupted client left on the channel is skipped.
-    fn sync(&mut self) -> Result<(), String> {
-        let id = sync_id();
-        self.send(&json!({"execute": "guest-sync", "arguments": {"id": id}}))?;
+    /// Reads until the guest echoes sync `id`: whatever an interrupted
+    /// client left on the channel is skipped.
+    fn synced(&mut self, id: u64) -> Result<(), String> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             let v = self.recv(deadline).map_err(|e| {
@@ -151,11 +175,14 @@ impl Agent {
         }
     }
 
-    fn send(&mut self, v: &Value) -> Result<(), String> {
-        let mut line = serde_json::to_vec(v).map_err(|e| e.to_string())?;
-        line.push(b'\n');
+    fn send(&mut self, requests: &[&Value]) -> Result<(), String> {
+        let mut lines = Vec::new();
+        for v in requests {
+            serde_json::to_writer(&mut lines, v).map_err(|e| e.to_string())?;
+            lines.push(b'\n');
+        }
         self.tx
-            .write_all(&line)
+            .write_all(&lines)
             .map_err(|e| format!("writing to {}'s agent: {e}", self.name))
     }
 
@@ -204,7 +231,7 @@ impl Agent {
 
     /// Checks the agent answers.
     pub fn ping(&mut self) -> Result<(), String> {
-        self.call("guest-ping", Value::Null).map(|_| ())
+        self.query("guest-ping", Value::Null).map(|_| ())
     }
 
     /// Runs `script` with `sh` in the guest (as root, in /root, a usual
@@ -226,7 +253,7 @@ impl Agent {
         // Only base64's alphabet and these characters: no quote, no
         // backslash (see the module's documentation).
         let wrapper = format!(
-            "f=/tmp/.mx-exec.$$;printf %s {}|base64 -d>$f;{run};r=$?;rm -f $f;exit $r",
+            "f=/run/.mx-exec.$$;printf %s {}|base64 -d>$f;{run};r=$?;rm -f $f;exit $r",
             B64.encode(body)
         );
         let mut args = json!({
@@ -242,9 +269,12 @@ impl Agent {
             .get("pid")
             .and_then(Value::as_i64)
             .ok_or_else(|| format!("{}'s agent gave no pid for guest-exec", self.name))?;
-        let mut wait = Duration::from_millis(2);
+        // Short commands end within tens of milliseconds: look often at
+        // first, then less and less.
+        let mut wait = Duration::from_millis(1);
+        let started = Instant::now();
         loop {
-            let st = self.call("guest-exec-status", json!({ "pid": pid }))?;
+            let st = self.query("guest-exec-status", json!({ "pid": pid }))?;
             if st.get("exited").and_then(Value::as_bool) == Some(true) {
                 let data = |k: &str| -> Result<Vec<u8>, String> {
                     match st.get(k).and_then(Value::as_str) {
@@ -271,7 +301,11 @@ impl Agent {
                 });
             }
             std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_millis(100));
+            wait = if started.elapsed() < Duration::from_millis(100) {
+                Duration::from_millis(3)
+            } else {
+                (wait * 3 / 2).min(Duration::from_millis(100))
+            };
         }
     }
 
@@ -327,7 +361,7 @@ impl Agent {
             &[],
             None,
         )?;
-        check(&o, &format!("{path}"))?;
+        check(&o, path)?;
         let text = String::from_utf8_lossy(&o.stdout);
         let mut lines = text.lines();
         let size: usize = lines

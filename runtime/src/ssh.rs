@@ -105,23 +105,6 @@ pub fn command(mxc: &Path, experiment: &str, state: &Path, vm: &str, extra: &[St
     c
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_public_keys_reach_a_guest() {
-        assert!(valid_public_key(
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx mx-a"
-        ));
-        assert!(!valid_public_key(
-            "ssh-ed25519 AAAA\nroute 0.0.0.0/0 1.2.3.4"
-        ));
-        assert!(!valid_public_key("ecdsa AAAA"));
-        assert!(!valid_public_key("ssh-ed25519 AAA\"A"));
-    }
-}
-
 /// ssh's ProxyCommand: joins stdin and stdout to the guest's sshd port
 /// (the FIFO pair `ssh.in`, `ssh.out` in the VM's directory) until ssh
 /// closes stdin. One connection at a time holds the port (ssh's
@@ -193,5 +176,22 @@ pub fn proxy(vm_dir: &Path) -> Result<(), String> {
             }
             tx.write_all(&buf[..n]).map_err(|e| e.to_string())?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_public_keys_reach_a_guest() {
+        assert!(valid_public_key(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx mx-a"
+        ));
+        assert!(!valid_public_key(
+            "ssh-ed25519 AAAA\nroute 0.0.0.0/0 1.2.3.4"
+        ));
+        assert!(!valid_public_key("ecdsa AAAA"));
+        assert!(!valid_public_key("ssh-ed25519 AAA\"A"));
     }
 }
