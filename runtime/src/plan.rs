@@ -504,6 +504,11 @@ impl fmt::Display for Op {
             Op::KillPidfile { pidfile } => write!(f, "kill the process in {}", pidfile.display()),
             Op::CgroupDel { path } => write!(f, "cgroup del {path}"),
             Op::RemoveDir { path } => write!(f, "rm -r {}", path.display()),
+            // The set-up script is named rather than counted, so editing
+            // it does not change every plan.
+            Op::WriteFile { path, content } if content == GUEST_SETUP => {
+                write!(f, "write {} (images/guest/mx-setup)", path.display())
+            }
             Op::WriteFile { path, content } => write!(
                 f,
                 "write {} ({} lines)",

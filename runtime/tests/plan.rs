@@ -6,7 +6,7 @@ use std::path::Path;
 use mx_runtime::Runtime;
 
 mod common;
-use common::{bundles, compile};
+use common::{bundles, bundles_of, compile};
 
 /// Installed images the plans see, the same on every machine: the busybox
 /// guest and a Debian disk image, as `image.json` and empty files.
@@ -71,6 +71,47 @@ fn dry_run_plan_snapshot() {
         }
     }
     insta::assert_snapshot!(out);
+}
+
+/// Two LANs and a router with a Debian node: names tables, routes and
+/// forwarding in the guests' configuration, a copy-on-write overlay, sshd's
+/// port and the agent's for the disk image.
+#[test]
+fn guest_plan_snapshot() {
+    let (plan, _) = runtime()
+        .plan(&bundles_of("examples/lans.py"), false)
+        .expect("plans");
+    let mut out = String::new();
+    for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+        out.push_str(&format!("{}:\n", t.fragment.id));
+        for op in ops {
+            out.push_str(&format!("    {op}\n"));
+            if let mx_runtime::plan::Op::WriteFile { path, content } = op {
+                if !path.ends_with("setup") {
+                    for line in content.lines() {
+                        out.push_str(&format!("        | {line}\n"));
+                    }
+                }
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+}
+
+/// An image that is not installed stops the plan, dry run or not, naming
+/// what is installed and how to get the missing one.
+#[test]
+fn a_missing_image_is_refused_with_the_fix() {
+    let mut rt = runtime();
+    let empty = tempfile::tempdir().unwrap();
+    rt.images = empty.path().into();
+    let err = rt
+        .plan(&bundles_of("examples/lans.py"), false)
+        .err()
+        .expect("refused");
+    let text = format!("{err:?}");
+    assert!(text.contains("bookworm"), "{text}");
+    assert!(text.contains("mxc image --build bookworm"), "{text}");
 }
 
 #[test]

@@ -11,7 +11,12 @@ pub fn compile(path: &str) -> mx_compiler::Output {
 /// examples/local.mx realized on examples/facilities/local.mx and
 /// materialized.
 pub fn bundles() -> Vec<mx_materializer::Bundle> {
-    let exp = compile("examples/local.mx").xir.expect("experiment");
+    bundles_of("examples/local.mx")
+}
+
+/// A model realized on the one-machine facility and materialized.
+pub fn bundles_of(model: &str) -> Vec<mx_materializer::Bundle> {
+    let exp = compile(model).xir.expect("experiment");
     let fac = compile("examples/facilities/local.mx")
         .facility
         .expect("facility");
