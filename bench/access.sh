@@ -33,7 +33,11 @@ for img in "${images[@]}"; do
         ups+=("$vm_ms")
         setups+=("$setup")
         readies+=("$(awk -v t="$vm_ms" -v s="$setup" 'BEGIN { printf "%.2f", t / 1000 - s }')")
-        sleep 2 # let the guest settle (its pings, sshd)
+        # An idle guest: its pings done, and on systemd images the rest of
+        # the boot finished.
+        sleep 2
+        "$mxc" exec --timeout 120 boot a -- sh -c \
+            'if command -v systemctl >/dev/null; then systemctl is-system-running --wait >/dev/null; fi; true'
         for _ in $(seq 20); do
             a=$(date +%s%N)
             "$mxc" exec boot a -- true

@@ -9,7 +9,8 @@
 #                       LZ4, ext4 built in, virtio drivers as modules)
 #   OUTDIR/vmlinux      the same kernel uncompressed (QEMU boots it through
 #                       its PVH entry, ~0.3 s sooner under TCG)
-#   OUTDIR/initrd.img   an initramfs with only the virtio drivers, no udev
+#   (no initrd: the root is on NVMe, which the cloud kernel has built in, so
+#   the kernel mounts it itself; the virtio modules load from the disk)
 #   OUTDIR/image.json   what mx reads to boot it (runtime/src/images.rs)
 # All logging goes to stderr.
 #
@@ -105,7 +106,8 @@ printf '# the root disk is given on the kernel command line (root=... rw)\n' >"$
 # each VM makes its own host key (mx-sshd, at first boot)
 rm -f "$R"/etc/ssh/ssh_host_*
 
-# --- initramfs: the drivers to reach the root disk, no udev ------------------
+# --- initramfs (unused by mx, which boots the root from NVMe; kept small for
+# anyone booting the disk on virtio-blk): the drivers, no udev --------------
 mkdir -p "$R/etc/initramfs-tools/conf.d" "$R/etc/initramfs-tools/hooks"
 printf 'MODULES=list\nCOMPRESS=gzip\nRESUME=none\n' >"$R/etc/initramfs-tools/conf.d/mx.conf"
 printf 'virtio_pci\nvirtio_blk\nvirtio_console\nvirtio_net\nqemu_fw_cfg\n' >>"$R/etc/initramfs-tools/modules"
@@ -179,6 +181,8 @@ Conflicts=shutdown.target
 
 [Service]
 ExecStart=/usr/local/sbin/mx-qga
+# what `mxc exec` runs starts in root's home, as an ssh login would
+WorkingDirectory=/root
 Restart=always
 RestartSec=0
 # ahead of the rest of early boot on one vCPU; what it runs gets nice 0
@@ -198,7 +202,9 @@ cat >"$R/usr/local/sbin/mx-boot" <<'SH'
 # Runs the set-up script the runtime hands over through fw_cfg (the one
 # that speaks its protocol), else the image's own copy; MX- lines go to the
 # serial console, where mx waits for MX-READY.
-[ -d /sys/firmware/qemu_fw_cfg ] || modprobe -q qemu_fw_cfg
+# No initramfs loaded anything (the root is on NVMe, built into the
+# kernel): the NIC drivers and fw_cfg, now rather than when udev gets there.
+modprobe -qa virtio_pci virtio_net vmxnet3 qemu_fw_cfg
 SETUP=/sys/firmware/qemu_fw_cfg/by_name/opt/mx/setup/raw
 if [ -r "$SETUP" ]; then cat "$SETUP" >/run/mx-setup; else cp /usr/local/sbin/mx-setup /run/mx-setup; fi
 exec sh /run/mx-setup >/dev/console 2>&1
@@ -209,7 +215,7 @@ cat >"$R/etc/systemd/system/mx-setup.service" <<'UNIT'
 [Unit]
 Description=mx: configure the experiment network from fw_cfg
 DefaultDependencies=no
-After=mx-qga.service systemd-modules-load.service
+After=mx-qga.service
 Wants=mx-qga.service
 Before=network.target ssh.service mx-sshd.service
 
@@ -350,7 +356,6 @@ kernel=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' -printf '%f
 [ -n "$kernel" ] || die "the image has no cloud kernel in /boot"
 kver=${kernel#vmlinuz-}
 cp "$ROOT/boot/$kernel" "$WORK/vmlinuz"
-cp "$ROOT/boot/initrd.img-$kver" "$WORK/initrd.img"
 # The cloud kernel is LZ4-compressed: the ELF inside boots through PVH.
 for off in $(grep -aboP '\x02\x21\x4c\x18' "$WORK/vmlinuz" | cut -d: -f1); do
   tail -c "+$((off + 1))" "$WORK/vmlinuz" | lz4 -dc >"$WORK/vmlinux" 2>/dev/null || true
@@ -371,9 +376,9 @@ cat >"$WORK/image.json" <<JSON
   "kind": "disk",
   "description": "$OS on a disk (systemd, qemu-ga, sshd, iperf3; kernel $kver)",
   "kernel": "$kernel_file",
-  "initrd": "initrd.img",
   "disk": "base.qcow2",
-  "append": ["root=/dev/vda", "rootfstype=ext4", "rw", "systemd.show_status=false", "net.ifnames=0",
+  "disk_bus": "nvme",
+  "append": ["root=/dev/nvme0n1", "rootwait", "rootfstype=ext4", "rw", "systemd.show_status=false", "net.ifnames=0",
              "mitigations=off", "8250.nr_uarts=1", "tsc=reliable", "random.trust_cpu=on",
              "cryptomgr.notests=1", "initcall_blacklist=crypto_kdf108_init,init_kprobe_trace,init_encrypted"],
   "agent": "qga",
@@ -383,7 +388,8 @@ cat >"$WORK/image.json" <<JSON
 JSON
 # Replace whole files: a running VM keeps the base it booted (its overlay
 # names the file, which is renamed over, not written).
-for f in vmlinuz vmlinux initrd.img base.qcow2 image.json; do
+rm -f "$OUTDIR/initrd.img"
+for f in vmlinuz vmlinux base.qcow2 image.json; do
   [ -f "$WORK/$f" ] || continue
   mv -f "$WORK/$f" "$OUTDIR/$f"
 done

@@ -117,8 +117,7 @@ pub fn exec(args: &ExecArgs) -> Status {
             return Status::Code(255);
         }
     };
-    let script = agent::argv_script(&args.command);
-    match a.exec(&script, &input, args.timeout.map(Duration::from_secs)) {
+    match a.run(&args.command, &input, args.timeout.map(Duration::from_secs)) {
         Ok(out) => {
             let _ = std::io::stdout().write_all(&out.stdout);
             let _ = std::io::stdout().flush();

@@ -47,8 +47,8 @@ fn list(rt: &Runtime) -> Status {
     }
     for (key, i) in &installed {
         let access = match (i.agent, i.ssh) {
-            (images::AgentKind::Qga, true) => "exec, cp, console, ssh",
-            (images::AgentKind::Qga, false) => "exec, cp, console",
+            (images::AgentKind::Qga | images::AgentKind::MxAgent, true) => "exec, cp, console, ssh",
+            (images::AgentKind::Qga | images::AgentKind::MxAgent, false) => "exec, cp, console",
             (images::AgentKind::None, true) => "console, ssh",
             (images::AgentKind::None, false) => "console",
         };

@@ -61,9 +61,14 @@ pub struct Guest {
 impl Guest {
     /// Its agent channel.
     pub fn agent(&self) -> Result<agent::Agent, Diagnostic> {
-        agent::Agent::open(&self.dir, self.name.as_str()).map_err(|e| {
+        let mut a = agent::Agent::open(&self.dir, self.name.as_str()).map_err(|e| {
             Diagnostic::error("E0406", e).help("`mxc status` shows whether the node is up")
-        })
+        })?;
+        a.full_json = self
+            .image
+            .as_ref()
+            .is_none_or(|i| i.agent != images::AgentKind::MxAgent);
+        Ok(a)
     }
 }
 

@@ -1193,7 +1193,10 @@ pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<Stri
                 d("disk.qcow2")
             ),
             "-device".into(),
-            "virtio-blk-pci,drive=disk".into(),
+            match info.disk_bus {
+                crate::images::DiskBus::Virtio => "virtio-blk-pci,drive=disk".into(),
+                crate::images::DiskBus::Nvme => "nvme,drive=disk,serial=mx-root".into(),
+            },
         ]);
     }
     if info.kind == crate::images::ImageKind::Cloud {

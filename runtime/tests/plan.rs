@@ -16,13 +16,13 @@ fn install_images() {
     let images: [(&str, &str, &[&str]); 2] = [
         (
             "mx-busybox",
-            r#"{"name":"mx-busybox","arch":"x86_64","kind":"initramfs","description":"test","kernel":"vmlinuz","initrd":"initramfs.cpio.gz","agent":"qga","os":"busybox"}"#,
+            r#"{"name":"mx-busybox","arch":"x86_64","kind":"initramfs","description":"test","kernel":"vmlinuz","initrd":"initramfs.cpio.gz","agent":"mx_agent","os":"busybox"}"#,
             &["vmlinuz", "initramfs.cpio.gz"],
         ),
         (
             "bookworm",
-            r#"{"name":"bookworm","arch":"x86_64","kind":"disk","description":"test","kernel":"vmlinuz","initrd":"initrd.img","disk":"base.qcow2","append":["root=/dev/vda","rw"],"agent":"qga","ssh":true,"os":"Debian 12"}"#,
-            &["vmlinuz", "initrd.img", "base.qcow2"],
+            r#"{"name":"bookworm","arch":"x86_64","kind":"disk","description":"test","kernel":"vmlinux","disk":"base.qcow2","disk_bus":"nvme","append":["root=/dev/nvme0n1","rootwait","rw"],"agent":"qga","ssh":true,"os":"Debian 12"}"#,
+            &["vmlinux", "base.qcow2"],
         ),
     ];
     for (key, info, files) in images {
@@ -86,11 +86,11 @@ fn guest_plan_snapshot() {
         out.push_str(&format!("{}:\n", t.fragment.id));
         for op in ops {
             out.push_str(&format!("    {op}\n"));
-            if let mx_runtime::plan::Op::WriteFile { path, content } = op {
-                if !path.ends_with("setup") {
-                    for line in content.lines() {
-                        out.push_str(&format!("        | {line}\n"));
-                    }
+            if let mx_runtime::plan::Op::WriteFile { path, content } = op
+                && !path.ends_with("setup")
+            {
+                for line in content.lines() {
+                    out.push_str(&format!("        | {line}\n"));
                 }
             }
         }
