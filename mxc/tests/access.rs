@@ -113,6 +113,48 @@ fn a_routed_experiment_is_usable_from_up_to_down() {
     let wc = child.wait_with_output().unwrap();
     assert_eq!(ok(&wc).trim(), "5000");
 
+    // Words reach the program as they are (quotes, backslashes, spaces),
+    // in root's home, on both kinds of guest; a missing program is 127.
+    for node in ["a1", "b1"] {
+        let words = env.mxc(&[
+            "exec",
+            "lans",
+            node,
+            "--",
+            "printf",
+            "%s|",
+            "a b",
+            "it's",
+            "\"q\"",
+            "back\\slash",
+        ]);
+        assert_eq!(ok(&words), "a b|it's|\"q\"|back\\slash|", "{node}");
+        assert_eq!(
+            ok(&env.mxc(&["exec", "lans", node, "--", "pwd"])).trim(),
+            "/root"
+        );
+        let missing = env.mxc(&["exec", "lans", node, "--", "no-such-program"]);
+        assert_eq!(missing.status.code(), Some(127), "{node}");
+    }
+
+    // The Debian node's root filesystem grows to its overlay's size (the
+    // realizer's default 10 GiB slice; the base is 2 GiB), in the
+    // background after boot.
+    let mut size_kib = 0u64;
+    for _ in 0..60 {
+        let df = env.mxc(&["exec", "lans", "b1", "--", "df", "-k", "--output=size", "/"]);
+        size_kib = ok(&df)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        if size_kib > 8 << 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(size_kib > 8 << 20, "b1's root is {size_kib} KiB");
+
     // The Debian node is Debian 12.
     let os = env.mxc(&["exec", "lans", "b1", "--", "cat", "/etc/os-release"]);
     assert!(
