@@ -11,7 +11,7 @@ cargo build --release -q -p mxc
 mxc=target/release/mxc
 tmp=$(mktemp -d)
 export MX_STATE_DIR=$tmp/run MX_DB=$tmp/alloc.db
-trap 'for n in cpu nics arm tdf; do $mxc down $n >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
+trap 'for n in cpu nics arm tdf capacity; do $mxc down $n >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
 $mxc image --build >/dev/null 2>&1
 
 console() { # console NAME VM MARKER: wait for MARKER, print the MX- lines
@@ -104,6 +104,39 @@ if command -v qemu-system-aarch64 >/dev/null; then
   armrow="| aarch64 (qemu-system-aarch64, virt, max with pauth-impdef, TCG) | $(python3 -c "print(f'{$t1 - $t0:.1f} s')") | $boot s | $ping |"
 fi
 
+# Link capacity: iperf3 between two Debian guests over a link with
+# `capacity == mbps(N)` (a token bucket on each tap, toward its VM), and
+# over an unshaped link for what TCG manages at all.
+$mxc image --build bookworm >/dev/null 2>&1
+caprows=()
+for n in 0 5 10 20 30; do
+  $mxc up examples/fidelity/capacity.mx --set MBPS=$n >/dev/null 2>&1
+  # Both guests done booting, the server up, and a first short run to warm
+  # up (the first TCP connection after boot is slow under TCG).
+  for v in a b; do
+    $mxc exec --timeout 120 capacity $v -- systemctl is-system-running --wait >/dev/null || true
+  done
+  $mxc exec capacity b -- iperf3 -s -D >/dev/null
+  sleep 1
+  $mxc exec capacity a -- iperf3 -c b -t 2 >/dev/null
+  res=$($mxc exec capacity a -- iperf3 -c b -t $((secs / 2)) -O 1 -J)
+  $mxc down capacity >/dev/null 2>&1
+  caprows+=("$(python3 -c "
+import json, sys
+r = json.loads(sys.argv[1])['end']
+got = r['sum_received']['bits_per_second'] / 1e6
+sent = r['sum_sent']['bits_per_second'] / 1e6
+asked = $n
+# The bucket counts Ethernet frames (1514 bytes for 1448 of TCP payload
+# with timestamps): the payload the link can carry is 1448/1514 of it.
+if asked == 0:
+    print(f'| none (unshaped) | | {sent:.2f} | {got:.2f} | | |')
+else:
+    payload = asked * 1448 / 1514
+    print(f'| {asked} Mbit/s | {payload:.2f} | {sent:.2f} | {got:.2f} | {got * 1514 / 1448:.2f} | {100 * (got - payload) / payload:+.1f}% |')
+" "$res")")
+done
+
 machine="$(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2 | xargs) MHz), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}'), TCG"
 {
 cat <<HEAD
@@ -147,6 +180,25 @@ but have no link of their own.
 |---|---|---|---|---|---|
 MID
 printf '%s\n' "${nicrows[@]}"
+cat <<CAP
+
+## Link capacity
+
+\`examples/fidelity/capacity.mx\`: two Debian 12 VMs (\`image == 'bookworm'\`)
+on one hypervisor, joined by a link with \`capacity == mbps(N)\`. The link
+is a bridge with a token bucket (tc \`tbf\`) on each tap, toward its VM; a
+shaped link is never an XDP pair, since the redirect would carry packets
+below the bucket. iperf3 runs $((secs / 2)) s of TCP (the first second
+omitted) from a to b. The bucket counts Ethernet frames, so the TCP payload
+a link of N Mbit/s carries is 1448/1514 of N; the error compares the
+payload received with that. The first row is the same pair on an unshaped
+link: under TCG two guests on this 2-core machine move about that much, so
+capacities near it cannot be reached.
+
+| capacity asked | payload expected (Mbit/s) | iperf3 sent | iperf3 received | on the wire | error |
+|---|---|---|---|---|---|
+CAP
+printf '%s\n' "${caprows[@]}"
 cat <<TDF
 
 ## Time dilation

@@ -221,7 +221,8 @@ pub fn plan(
                 }),
             });
         }
-        let kind = link_kind(&hosts, &endpoints);
+        let shaped = emulation(link).is_some();
+        let kind = link_kind(&hosts, &endpoints, shaped);
         if kind == LinkKind::Vxlan {
             tunnel_endpoints(fac, link, &endpoints)?;
         }
@@ -253,14 +254,19 @@ pub fn plan(
 /// segment, which hypervisors with taps join through their own VTEPs and
 /// leaves with VFs or ports through theirs (the seed's hybrid virtio + vfio
 /// case: the global/local boundary spread over two mechanisms).
-pub fn link_kind(hosts: &[Name], endpoints: &[EndpointPlan]) -> LinkKind {
+///
+/// A link that is shaped (capacity, latency or loss, or an endpoint's
+/// emulation profile) is never an XDP pair: the redirect hands packets from
+/// tap to tap below the traffic control layer, where the shaping lives.
+pub fn link_kind(hosts: &[Name], endpoints: &[EndpointPlan], shaped: bool) -> LinkKind {
     let taps = endpoints
         .iter()
         .filter(|e| matches!(e.attach, Attachment::Tap { .. }))
         .count();
     let leaves: BTreeSet<&Name> = endpoints.iter().filter_map(|e| e.attach.switch()).collect();
+    let shaped = shaped || endpoints.iter().any(|e| e.emulation.is_some());
     match (taps == endpoints.len(), leaves.len()) {
-        (true, _) if hosts.len() == 1 && endpoints.len() == 2 => LinkKind::XdpPair,
+        (true, _) if hosts.len() == 1 && endpoints.len() == 2 && !shaped => LinkKind::XdpPair,
         (true, _) if hosts.len() == 1 => LinkKind::Bridge,
         (false, 1) if taps == 0 => LinkKind::Switched,
         _ => LinkKind::Vxlan,

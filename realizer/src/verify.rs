@@ -253,7 +253,14 @@ fn shape(
     }
     let all_taps = taps == plan.endpoints.len();
     let ok = match plan.kind {
-        LinkKind::XdpPair => all_taps && taps == 2 && hosts.len() == 1 && plan.vni.is_none(),
+        LinkKind::XdpPair => {
+            all_taps
+                && taps == 2
+                && hosts.len() == 1
+                && plan.vni.is_none()
+                && plan.emulation.is_none()
+                && plan.endpoints.iter().all(|e| e.emulation.is_none())
+        }
         LinkKind::Bridge => all_taps && hosts.len() == 1 && plan.vni.is_none(),
         LinkKind::Switched => taps == 0 && leaves.len() == 1 && plan.vni.is_none(),
         LinkKind::Vxlan => plan.vni.is_some() && (hosts.len() > 1 || !all_taps),

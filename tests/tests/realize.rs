@@ -142,6 +142,27 @@ fn links_are_planned_by_locality() {
     assert_eq!(real.links[2].vni, Some(mx_realizer::links::VNI_BASE));
 }
 
+/// A shaped link (capacity, latency, loss, or an endpoint's emulation
+/// profile) between two VMs on one host is a bridge: an XDP redirect would
+/// carry packets below the token bucket that shapes them.
+#[test]
+fn shaped_links_are_never_xdp_pairs() {
+    let src = "a = topo.device('a', virt == true, host == 'hv0')\nb = topo.device('b', virt == true, host == 'hv0')\n\
+               topo.connect([a, b])\ntopo.connect([a, b], capacity == mbps(10))\n\
+               l = topo.connect([a, b])\nl[a].spec(emulation == wifi)\ntopo.connect([a, b], latency == ms(5))\n";
+    let exp = compile("t.mx", src, &Options::default())
+        .xir
+        .expect("compiles");
+    let fac = facility("examples/facilities/lab.mx");
+    let real = realize(&exp, &fac, &Usage::default(), &opts(1))
+        .expect("realizes")
+        .realization;
+    assert!(verify(&exp, &fac, &Usage::default(), &real).is_empty());
+    let kinds: Vec<mx_xir::LinkKind> = real.links.iter().map(|l| l.kind).collect();
+    use mx_xir::LinkKind::{Bridge, XdpPair};
+    assert_eq!(kinds, [XdpPair, Bridge, Bridge, Bridge], "{real:#?}");
+}
+
 #[test]
 fn vfio_endpoints_get_vfs_with_unique_vlans_per_leaf() {
     let src = "a = topo.device('a', virt == true)\nb = topo.device('b', virt == true)\nc = topo.device('c', virt == true)\n\
