@@ -109,7 +109,7 @@ fi
 # over an unshaped link for what TCG manages at all.
 $mxc image --build bookworm >/dev/null 2>&1
 caprows=()
-for n in 0 5 10 20 30; do
+for n in 0 10 50 100 200; do
   $mxc up examples/fidelity/capacity.mx --set MBPS=$n >/dev/null 2>&1
   # Both guests done booting, the server up, and a first short run to warm
   # up (the first TCP connection after boot is slow under TCG).
