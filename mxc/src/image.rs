@@ -1,11 +1,14 @@
 //! `mxc image`: the guest images VMs boot.
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
 use mx_runtime::{Runtime, images};
 
 use crate::Status;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ImageArgs {
     /// Build this image from Debian packages (see `mxc image list`), or
     /// rebuild it if it is installed.
@@ -14,29 +17,71 @@ pub struct ImageArgs {
     /// The guest architecture.
     #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "aarch64"])]
     arch: String,
-    /// What to do: `list` (the default) shows what is installed and what
-    /// can be built.
-    #[arg(value_parser = ["list"])]
-    action: Option<String>,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Show what is installed and what can be built (the default).
+    List,
+    /// Import a bootable qcow2 cloud image (Debian's genericcloud, Ubuntu's
+    /// cloud images): VMs boot it through the firmware and cloud-init
+    /// configures them from a NoCloud seed mx writes. It must stand alone
+    /// (no backing or data file) and have cloud-init and sshd.
+    Import {
+        /// The name models give it (`image == 'NAME'`).
+        name: String,
+        /// The qcow2 file; it is copied, never used in place.
+        file: PathBuf,
+        /// The OS, for `mxc image list` (`Ubuntu 22.04`).
+        #[arg(long, default_value = "")]
+        os: String,
+        /// The guest architecture.
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "aarch64"])]
+        arch: String,
+    },
+    /// Remove an installed image (VMs running on it keep it until they stop).
+    Remove {
+        name: String,
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "aarch64"])]
+        arch: String,
+    },
 }
 
 pub fn image(args: &ImageArgs) -> Status {
     let rt = Runtime::from_env();
+    let done = |r: Result<PathBuf, String>, what: &str| match r {
+        Ok(d) => {
+            eprintln!("{}: {what}", d.display());
+            Status::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Status::Error
+        }
+    };
     if let Some(name) = &args.build {
-        return match images::build(&rt.images, name, &args.arch, true, &mut |l| {
+        let r = images::build(&rt.images, name, &args.arch, true, &mut |l| {
             eprintln!("{l}")
-        }) {
-            Ok(d) => {
-                eprintln!("{}: ready", d.display());
-                Status::Success
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Status::Error
-            }
-        };
+        });
+        return done(r, "ready");
     }
-    list(&rt)
+    match &args.action {
+        None | Some(Action::List) => list(&rt),
+        Some(Action::Import {
+            name,
+            file,
+            os,
+            arch,
+        }) => {
+            let r = images::import(&rt.images, name, file, arch, os, &mut |l| eprintln!("{l}"));
+            done(r, "imported")
+        }
+        Some(Action::Remove { name, arch }) => {
+            done(images::remove(&rt.images, name, arch), "removed")
+        }
+    }
 }
 
 fn list(rt: &Runtime) -> Status {

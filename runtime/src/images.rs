@@ -91,7 +91,24 @@ pub struct ImageInfo {
     /// The OS, for `mxc image list` (`Debian 12`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub os: String,
+    /// How long `up` waits for a VM of this image to report ready, in
+    /// seconds (120 when absent): a cloud image boots through firmware,
+    /// a boot loader, an initramfs and cloud-init, minutes under TCG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout_s: Option<u64>,
 }
+
+impl ImageInfo {
+    /// How long `up` waits for a VM of this image to report ready.
+    pub fn ready_timeout(&self) -> u64 {
+        self.ready_timeout_s.unwrap_or(DEFAULT_READY_TIMEOUT_S)
+    }
+}
+
+/// How long `up` waits for a guest that says nothing else.
+pub const DEFAULT_READY_TIMEOUT_S: u64 = 120;
+/// How long it waits for an imported cloud image.
+pub const CLOUD_READY_TIMEOUT_S: u64 = 600;
 
 /// An image mx can build from Debian packages.
 #[derive(Clone, Copy, Debug)]
@@ -215,6 +232,7 @@ pub fn busybox_info(arch: &str, dir: &Path) -> ImageInfo {
         agent: AgentKind::MxAgent,
         ssh: false,
         os: "busybox".into(),
+        ready_timeout_s: None,
     }
 }
 
@@ -377,4 +395,202 @@ pub fn build(
 
 fn is_virtio(b: &DiskBus) -> bool {
     *b == DiskBus::Virtio
+}
+
+/// What the header of a qcow2 file says, read before anything else opens
+/// it: a qcow2 can name other files (a backing file, an external data
+/// file) that QEMU would open as root, so an imported image that names any
+/// is refused before `qemu-img` sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Qcow2Header {
+    /// 2 or 3.
+    pub version: u32,
+    /// The disk's virtual size in bytes.
+    pub size: u64,
+}
+
+/// Reads and checks the header of an image to import (see [`Qcow2Header`]).
+pub fn qcow2_header(path: &Path) -> Result<Qcow2Header, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut h = [0u8; 104];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let n = f.read(&mut h).map_err(|e| format!("{shown}: {e}"))?;
+    let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let be64 = |o: usize| (u64::from(be32(o)) << 32) | u64::from(be32(o + 4));
+    if n < 72 || h[..4] != *b"QFI\xfb" {
+        let what = match &h[..n.min(6)] {
+            [0xfd, b'7', b'z', b'X', b'Z', 0] => "an xz archive (unpack it with `xz -d`)",
+            [0x1f, 0x8b, ..] => "a gzip archive (unpack it with `gunzip`)",
+            _ => {
+                "a raw disk or another format (make a qcow2 of it with `qemu-img convert -O qcow2 FILE OUT.qcow2`)"
+            }
+        };
+        return Err(format!(
+            "{shown} is not a qcow2 image: it looks like {what}"
+        ));
+    }
+    let version = be32(4);
+    if !(2..=3).contains(&version) || (version == 3 && n < 104) {
+        return Err(format!(
+            "{shown}: qcow2 version {version} is not one QEMU reads (2 or 3)"
+        ));
+    }
+    if be64(8) != 0 {
+        return Err(format!(
+            "{shown} has a backing file: an image to import must stand alone \
+             (flatten it with `qemu-img convert -O qcow2 FILE OUT.qcow2`)"
+        ));
+    }
+    if be32(32) != 0 {
+        return Err(format!(
+            "{shown} is encrypted: mx boots unattended, so it takes unencrypted images"
+        ));
+    }
+    if version == 3 {
+        let incompatible = be64(72);
+        if incompatible & 0b10 != 0 {
+            return Err(format!(
+                "{shown} is marked corrupt: repair it with `qemu-img check -r all FILE`"
+            ));
+        }
+        if incompatible & 0b100 != 0 {
+            return Err(format!(
+                "{shown} keeps its data in an external data file: an image to import must \
+                 stand alone (flatten it with `qemu-img convert -O qcow2 FILE OUT.qcow2`)"
+            ));
+        }
+        if incompatible & !0b11111 != 0 {
+            return Err(format!(
+                "{shown} uses qcow2 features this QEMU does not know ({incompatible:#x})"
+            ));
+        }
+    }
+    Ok(Qcow2Header {
+        version,
+        size: be64(24),
+    })
+}
+
+/// Imports `file`, a bootable qcow2 cloud image, as image `name` under
+/// `root`: checked ([`qcow2_header`]), copied whole (`qemu-img convert`,
+/// which also unpacks a compressed image so guests do not pay for it on
+/// every read), and described as [`ImageKind::Cloud`]. Each VM boots it
+/// through its own overlay and is configured by cloud-init from a NoCloud
+/// seed mx writes ([`crate::plan::cloud_seed`]). Importing a name again
+/// replaces the image; VMs running on the old one keep it until they stop.
+pub fn import(
+    root: &Path,
+    name: &str,
+    file: &Path,
+    arch: &str,
+    os: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf, String> {
+    if !mx_xir::domain::is_name(name) {
+        return Err(format!(
+            "`{name}` cannot name an image: use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    if BUILDABLE.iter().any(|b| b.name == canonical(name)) {
+        return Err(format!(
+            "`{name}` is an image mx builds (`mxc image --build {}`): import under another name",
+            canonical(name)
+        ));
+    }
+    if arch != "x86_64" {
+        return Err(format!(
+            "cloud images boot through firmware, and mx has firmware for x86_64 only (asked: {arch})"
+        ));
+    }
+    if os.chars().any(|c| c.is_control()) || os.len() > 64 {
+        return Err("--os: one short line, please".into());
+    }
+    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", file.display()));
+    }
+    // An absolute path: QEMU reads `name:rest` as a protocol (`nbd:`,
+    // `json:`), never a path that starts with `/`.
+    let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let header = qcow2_header(&file)?;
+    let key = key(name, arch);
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let tmp = root.join(format!(".import-{key}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let result = (|| {
+        log(&format!(
+            "copying {} ({:.1} GiB virtual) into {}",
+            file.display(),
+            header.size as f64 / f64::from(1u32 << 30),
+            root.join(&key).display()
+        ));
+        let base = tmp.join("base.qcow2");
+        let out = std::process::Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "qcow2", "-O", "qcow2"])
+            .arg(&file)
+            .arg(&base)
+            .output()
+            .map_err(|e| format!("qemu-img: {e} (apt-get install qemu-utils)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} could not be read as a qcow2 image: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // What was written is checked like what was read.
+        qcow2_header(&base)?;
+        let info = ImageInfo {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            kind: ImageKind::Cloud,
+            description: format!(
+                "imported from {} (cloud-init, NoCloud)",
+                file.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            kernel: None,
+            initrd: None,
+            disk: Some("base.qcow2".into()),
+            disk_bus: DiskBus::Virtio,
+            append: Vec::new(),
+            agent: AgentKind::MxAgent,
+            ssh: true,
+            os: os.to_string(),
+            ready_timeout_s: Some(CLOUD_READY_TIMEOUT_S),
+        };
+        let text = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
+        std::fs::write(tmp.join("image.json"), text + "\n")
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        read(&tmp, &key).ok_or_else(|| format!("{}: the import is incomplete", tmp.display()))?;
+        // Swap the directory in whole: a half-copied image is never seen.
+        let dir = root.join(&key);
+        let old = root.join(format!(".old-{key}-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::rename(&dir, &old).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Removes an installed image. VMs running on it keep their base until
+/// they stop.
+pub fn remove(root: &Path, name: &str, arch: &str) -> Result<PathBuf, String> {
+    let key = key(name, arch);
+    let dir = root.join(&key);
+    if !mx_xir::domain::is_name(&key) || read(&dir, &key).is_none() {
+        let (m, _) = missing(root, name, arch);
+        return Err(m);
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
 }

@@ -473,16 +473,16 @@ impl Runtime {
             match &t.fragment.spec {
                 Spec::Vm(vm) => {
                     let key = images::key(&vm.image, &vm.arch);
-                    if paths.images_info.contains_key(&key) {
-                        continue;
-                    }
                     let dir = self.images.join(&key);
-                    match images::read(&dir, &key) {
-                        Some(info) => {
-                            paths.images_info.insert(key, info);
+                    let known = paths.images_info.contains_key(&key);
+                    match (!known).then(|| images::read(&dir, &key)) {
+                        None => {}
+                        Some(Some(info)) => {
+                            paths.images_info.insert(key.clone(), info);
                         }
-                        None if images::canonical(&vm.image) == mx_materializer::DEFAULT_IMAGE
-                            && BUILDABLE.contains(&vm.arch.as_str()) =>
+                        Some(None)
+                            if images::canonical(&vm.image) == mx_materializer::DEFAULT_IMAGE
+                                && BUILDABLE.contains(&vm.arch.as_str()) =>
                         {
                             // `mxc up` builds it before it plans.
                             if check_machine {
@@ -508,9 +508,9 @@ impl Runtime {
                             }
                             paths
                                 .images_info
-                                .insert(key, images::busybox_info(&vm.arch, &dir));
+                                .insert(key.clone(), images::busybox_info(&vm.arch, &dir));
                         }
-                        None => {
+                        Some(None) => {
                             let (m, h) = images::missing(&self.images, &vm.image, &vm.arch);
                             errs.push(
                                 Diagnostic::error("E0405", format!("VM `{}`: {m}", vm.name))
@@ -518,7 +518,27 @@ impl Runtime {
                             );
                             paths
                                 .images_info
-                                .insert(key, images::busybox_info(&vm.arch, &dir));
+                                .insert(key.clone(), images::busybox_info(&vm.arch, &dir));
+                        }
+                    }
+                    // A cloud image boots its own kernel through its own boot
+                    // loader: what mx would put on the command line cannot
+                    // reach it.
+                    if paths
+                        .images_info
+                        .get(&key)
+                        .is_some_and(|i| i.kind == images::ImageKind::Cloud)
+                    {
+                        let what = match (vm.tdf.is_some(), vm.kernel_args.first()) {
+                            (true, _) => Some("time dilation (`tdf`) needs `idle=poll` on the kernel command line".to_string()),
+                            (false, Some(a)) => Some(format!("the kernel argument `{a}` has no command line to go on")),
+                            (false, None) => None,
+                        };
+                        if let Some(what) = what {
+                            errs.push(
+                                Diagnostic::error("E0405", format!("VM `{}` boots the cloud image `{}`, which boots its own kernel: {what}", vm.name, vm.image))
+                                    .help("use an image mx boots the kernel of (`mxc image list`: bookworm, the busybox guest), or drop the constraint"),
+                            );
                         }
                     }
                     // Unix socket paths are short: the state directory must

@@ -111,6 +111,64 @@ pub fn hosts_file(entries: &[mx_xir::NameEntry]) -> String {
 /// The script every guest runs at boot to apply its configuration
 /// (`images/guest/mx-setup`), handed over through fw_cfg.
 pub const GUEST_SETUP: &str = include_str!("../../images/guest/mx-setup");
+/// The busybox guest's agent, which a cloud image gets through fw_cfg.
+pub const GUEST_AGENT: &str = include_str!("../../images/guest/mx-agent");
+/// sshd on the management port, which a cloud image gets the same way.
+pub const GUEST_SSHD: &str = include_str!("../../images/guest/mx-sshd");
+
+/// The cloud-init NoCloud seed of a VM booting a cloud image: `meta-data`
+/// (an instance id unique to the experiment, so cloud-init treats every
+/// `up` as a new instance, and the node's name), `user-data` (cloud-init
+/// starts mx's agent and sshd and runs mx-setup, which configures the
+/// experiment's network, names and root's key from fw_cfg as on every mx
+/// image), and `network-config` (disabled: cloud-init's default, DHCP on
+/// the first NIC, would wait on an experiment link and fight mx-setup).
+pub fn cloud_seed(vm: &VmSpec, group: u32) -> Vec<(String, String)> {
+    let meta = format!(
+        "instance-id: mx-{group:08x}-{name}\nlocal-hostname: {name}\n",
+        name = vm.name
+    );
+    vec![
+        ("meta-data".into(), meta),
+        ("network-config".into(), "config: disabled\n".into()),
+        ("user-data".into(), CLOUD_USER_DATA.into()),
+    ]
+}
+
+/// What cloud-init does in a VM booting a cloud image (see [`cloud_seed`]).
+/// `bootcmd` runs early in cloud-init's first stage with networking, on
+/// every boot; mx-setup's MX- lines go to the first serial port, where
+/// `up` waits for MX-READY.
+pub const CLOUD_USER_DATA: &str = r#"#cloud-config
+# Written by mx. The experiment's addresses, routes, names and root's ssh
+# key come from mx-setup (QEMU fw_cfg opt/mx/*), as on every mx image;
+# cloud-init starts mx's agent (mxc exec, cp) and sshd (mxc ssh) on their
+# virtio-serial ports, and leaves root's key, the hosts file and the
+# network alone.
+disable_root: false
+ssh_pwauth: false
+ssh_deletekeys: false
+manage_etc_hosts: false
+bootcmd:
+  - |
+    modprobe -qa qemu_fw_cfg virtio_console 2>/dev/null
+    fw=/sys/firmware/qemu_fw_cfg/by_name/opt/mx
+    mkdir -p -m 0700 /run/mx-cloud
+    for f in agent sshd setup; do
+      cat "$fw/$f/raw" >"/run/mx-cloud/$f"
+    done
+    for f in agent sshd; do
+      if command -v systemd-run >/dev/null; then
+        # No default dependencies, no waiting: cloud-init runs before
+        # sysinit.target, which a default unit would wait for.
+        systemd-run --quiet --no-block --unit="mx-$f" -p DefaultDependencies=no \
+          -p Restart=always -p WorkingDirectory=/root /bin/sh "/run/mx-cloud/$f"
+      else
+        (cd /root && setsid /bin/sh "/run/mx-cloud/$f" </dev/null >/dev/null 2>&1 &)
+      fi
+    done
+    (setsid /bin/sh /run/mx-cloud/setup </dev/null >/dev/ttyS0 2>&1 &)
+"#;
 
 /// The longest path a unix socket may have (`sun_path`, less the NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
@@ -293,6 +351,12 @@ pub enum Op {
     RemoveDir { path: PathBuf },
     /// Write a file (creating its directory), replacing what was there.
     WriteFile { path: PathBuf, content: String },
+    /// Write a cloud-init NoCloud seed: a small FAT filesystem labelled
+    /// `CIDATA` holding `files` (name, content).
+    WriteSeed {
+        path: PathBuf,
+        files: Vec<(String, String)>,
+    },
     /// Make a copy-on-write qcow2 overlay on a base image, of `size` bytes
     /// at least (the base's size where that is larger): the base is never
     /// written.
@@ -509,11 +573,27 @@ impl fmt::Display for Op {
             Op::WriteFile { path, content } if content == GUEST_SETUP => {
                 write!(f, "write {} (images/guest/mx-setup)", path.display())
             }
+            Op::WriteFile { path, content } if content == GUEST_AGENT => {
+                write!(f, "write {} (images/guest/mx-agent)", path.display())
+            }
+            Op::WriteFile { path, content } if content == GUEST_SSHD => {
+                write!(f, "write {} (images/guest/mx-sshd)", path.display())
+            }
             Op::WriteFile { path, content } => write!(
                 f,
                 "write {} ({} lines)",
                 path.display(),
                 content.lines().count()
+            ),
+            Op::WriteSeed { path, files } => write!(
+                f,
+                "write {} (cloud-init NoCloud seed: {})",
+                path.display(),
+                files
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Op::DiskOverlay { base, path, size } => write!(
                 f,
@@ -833,6 +913,23 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     size: vm.disk,
                 });
             }
+            let cloud = paths
+                .image(vm)
+                .is_some_and(|(i, _)| i.kind == crate::images::ImageKind::Cloud);
+            if cloud {
+                // A cloud image has none of mx's scripts: they come with the
+                // set-up through fw_cfg, and cloud-init starts them.
+                for (file, text) in [("agent", GUEST_AGENT), ("sshd", GUEST_SSHD)] {
+                    ops.push(Op::WriteFile {
+                        path: dir.join(file),
+                        content: text.to_string(),
+                    });
+                }
+                ops.push(Op::WriteSeed {
+                    path: dir.join("seed.img"),
+                    files: cloud_seed(vm, paths.group),
+                });
+            }
             ops.extend([
                 Op::CgroupAdd {
                     path: cg.clone(),
@@ -862,7 +959,11 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 Op::WaitSerial {
                     log: dir.join("serial.log"),
                     marker: format!("MX-READY {}", vm.name),
-                    timeout_s: 120,
+                    timeout_s: paths
+                        .image(vm)
+                        .map_or(crate::images::DEFAULT_READY_TIMEOUT_S, |(i, _)| {
+                            i.ready_timeout()
+                        }),
                 },
             ]);
             if let Some(tdf) = vm.tdf {
@@ -1194,16 +1295,29 @@ pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<Stri
             ),
             "-device".into(),
             match info.disk_bus {
+                // The firmware boots a cloud image from its disk.
+                crate::images::DiskBus::Virtio if info.kind == crate::images::ImageKind::Cloud => {
+                    "virtio-blk-pci,drive=disk,bootindex=0".into()
+                }
                 crate::images::DiskBus::Virtio => "virtio-blk-pci,drive=disk".into(),
                 crate::images::DiskBus::Nvme => "nvme,drive=disk,serial=mx-root".into(),
             },
         ]);
     }
     if info.kind == crate::images::ImageKind::Cloud {
-        // cloud-init's NoCloud seed, labelled `cidata`.
+        // cloud-init's NoCloud seed, labelled `cidata`, and mx's scripts.
         argv.extend([
             "-drive".into(),
-            format!("if=virtio,format=raw,readonly=on,file={}", d("seed.img")),
+            format!(
+                "if=none,id=seed,format=raw,readonly=on,file={}",
+                d("seed.img")
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=seed".into(),
+            "-fw_cfg".into(),
+            format!("name=opt/mx/agent,file={}", d("agent")),
+            "-fw_cfg".into(),
+            format!("name=opt/mx/sshd,file={}", d("sshd")),
         ]);
     }
     if vm.tdf.is_some() {

@@ -676,6 +676,7 @@ impl Executor for Real {
                 qemu_start(ns.as_deref(), &argv, dir, fifos)
             }
             Op::WriteFile { path, content } => write_file(path, content),
+            Op::WriteSeed { path, files } => write_seed(path, files),
             Op::DiskOverlay { base, path, size } => disk_overlay(base, path, *size),
             Op::QmpCont { socket } => {
                 let mut q = Qmp::connect(socket)?;
@@ -1264,6 +1265,54 @@ fn write_file(path: &Path, content: &str) -> R<Option<String>> {
         .and_then(|()| fs::rename(&tmp, path))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(None)
+}
+
+/// A cloud-init NoCloud seed ([`Op::WriteSeed`]): FAT, labelled
+/// `CIDATA`, written whole to a temporary file and renamed into place.
+fn write_seed(path: &Path, files: &[(String, String)]) -> R<Option<String>> {
+    let image = seed_image(files).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, image)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(None)
+}
+
+/// The bytes of a seed filesystem holding `files`: the same files give
+/// the same bytes (a fixed volume id, no timestamps).
+pub fn seed_image(files: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let size = 1024 * 1024
+        + files
+            .iter()
+            .map(|(_, c)| c.len())
+            .sum::<usize>()
+            .next_multiple_of(4096);
+    let mut disk = std::io::Cursor::new(vec![0u8; size]);
+    fatfs::format_volume(
+        &mut disk,
+        fatfs::FormatVolumeOptions::new()
+            .volume_label(*b"CIDATA     ")
+            .volume_id(0x6d78_0001),
+    )?;
+    disk.set_position(0);
+    {
+        let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new())?;
+        {
+            let root = fs.root_dir();
+            for (name, content) in files {
+                let mut f = root.create_file(name)?;
+                f.truncate()?;
+                f.write_all(content.as_bytes())?;
+                f.flush()?;
+            }
+        }
+        fs.unmount()?;
+    }
+    Ok(disk.into_inner())
 }
 
 fn private_dir(dir: &Path) -> R<()> {

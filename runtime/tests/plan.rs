@@ -13,7 +13,7 @@ use common::{bundles, bundles_of, compile};
 const IMAGES: &str = "/tmp/mx-plan-test-images";
 
 fn install_images() {
-    let images: [(&str, &str, &[&str]); 2] = [
+    let images: [(&str, &str, &[&str]); 3] = [
         (
             "mx-busybox",
             r#"{"name":"mx-busybox","arch":"x86_64","kind":"initramfs","description":"test","kernel":"vmlinuz","initrd":"initramfs.cpio.gz","agent":"mx_agent","os":"busybox"}"#,
@@ -23,6 +23,11 @@ fn install_images() {
             "bookworm",
             r#"{"name":"bookworm","arch":"x86_64","kind":"disk","description":"test","kernel":"vmlinux","disk":"base.qcow2","disk_bus":"nvme","append":["root=/dev/nvme0n1","rootwait","rw"],"agent":"qga","ssh":true,"os":"Debian 12"}"#,
             &["vmlinux", "base.qcow2"],
+        ),
+        (
+            "2204",
+            r#"{"name":"2204","arch":"x86_64","kind":"cloud","description":"test","disk":"base.qcow2","agent":"mx_agent","ssh":true,"os":"Ubuntu 22.04","ready_timeout_s":600}"#,
+            &["base.qcow2"],
         ),
     ];
     for (key, info, files) in images {
@@ -96,6 +101,59 @@ fn guest_plan_snapshot() {
         }
     }
     insta::assert_snapshot!(out);
+}
+
+/// A node on an imported cloud image: the firmware boots its overlay, a
+/// NoCloud seed (whose files are shown) and mx's scripts through fw_cfg, a
+/// longer wait for ready.
+#[test]
+fn cloud_plan_snapshot() {
+    let (plan, _) = runtime()
+        .plan(&bundles_of("examples/cloud.py"), false)
+        .expect("plans");
+    let mut out = String::new();
+    for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+        if !t.fragment.id.to_string().starts_with("vm/") {
+            continue;
+        }
+        out.push_str(&format!("{}:\n", t.fragment.id));
+        for op in ops {
+            out.push_str(&format!("    {op}\n"));
+            if let mx_runtime::plan::Op::WriteSeed { files, .. } = op {
+                for (file, content) in files {
+                    out.push_str(&format!("      {file}:\n"));
+                    for line in content.lines() {
+                        out.push_str(&format!("        | {line}\n"));
+                    }
+                }
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+}
+
+/// The seed is a FAT filesystem labelled CIDATA holding the files, the
+/// same bytes for the same files.
+#[test]
+fn the_cloud_seed_is_a_cidata_filesystem() {
+    use std::io::Read;
+    let files = vec![
+        ("meta-data".to_string(), "instance-id: x\n".to_string()),
+        ("user-data".to_string(), "#cloud-config\n".repeat(1000)),
+    ];
+    let image = mx_runtime::real::seed_image(&files).unwrap();
+    assert_eq!(image, mx_runtime::real::seed_image(&files).unwrap());
+    let fs = fatfs::FileSystem::new(std::io::Cursor::new(image), fatfs::FsOptions::new()).unwrap();
+    assert_eq!(fs.volume_label().trim_end(), "CIDATA");
+    for (name, content) in &files {
+        let mut text = String::new();
+        fs.root_dir()
+            .open_file(name)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(&text, content);
+    }
 }
 
 /// An image that is not installed stops the plan, dry run or not, naming
