@@ -3,6 +3,7 @@
 //! modulo signs, float repr, dict order) and 64-bit integers that report
 //! overflow instead of wrapping.
 
+use mx_diag::code;
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::rc::Rc;
@@ -59,14 +60,14 @@ impl Eval<'_> {
     // ---- operators -------------------------------------------------------
 
     fn overflow(&self, span: Span) -> Flow {
-        Diagnostic::error("E0216", "integer overflow")
+        Diagnostic::error(code::E0216, "integer overflow")
             .primary(span.range(), "result does not fit in 64 bits")
             .help(".mx integers are 64-bit; use smaller values or floats")
             .into()
     }
 
     fn div_zero(&self, span: Span) -> Flow {
-        self.fail("E0216", span, "division by zero", "divisor is zero")
+        self.fail(code::E0216, span, "division by zero", "divisor is zero")
     }
 
     pub fn unary(&mut self, op: UnOp, v: Value, vspan: Span, span: Span) -> R<Value> {
@@ -158,7 +159,12 @@ impl Eval<'_> {
                     BitAnd => V::Int(x & y),
                     Shl => {
                         if y < 0 {
-                            return Err(self.fail("E0216", rs, "negative shift count", "negative"));
+                            return Err(self.fail(
+                                code::E0216,
+                                rs,
+                                "negative shift count",
+                                "negative",
+                            ));
                         }
                         if y >= 64 || (x << y) >> y != x {
                             return Err(self.overflow(span));
@@ -167,7 +173,12 @@ impl Eval<'_> {
                     }
                     Shr => {
                         if y < 0 {
-                            return Err(self.fail("E0216", rs, "negative shift count", "negative"));
+                            return Err(self.fail(
+                                code::E0216,
+                                rs,
+                                "negative shift count",
+                                "negative",
+                            ));
                         }
                         V::Int(x >> y.min(63))
                     }
@@ -285,7 +296,7 @@ impl Eval<'_> {
 
     fn operand_error(&self, op: BinOp, a: &Value, b: &Value, ls: Span, rs: Span) -> Flow {
         let mut d = Diagnostic::error(
-            "E0203",
+            code::E0203,
             format!(
                 "`{}` does not apply to {} and {}",
                 op.symbol(),
@@ -316,7 +327,7 @@ impl Eval<'_> {
                 Ok(b) => b,
                 // `arch == sparc`: an unknown bare word compared with a
                 // property is a bad value for it, not just an unknown name.
-                Err(Flow::Err(d)) if d.code == "E0201" && matches!(a, Value::Prop(_)) => {
+                Err(Flow::Err(d)) if d.code == code::E0201 && matches!(a, Value::Prop(_)) => {
                     if let (ExprKind::Name(s), Value::Prop(p)) = (&rhs.kind, &a) {
                         return Err(self.unknown_symbol(*p, self.name(*s), rhs.span, *d));
                     }
@@ -327,7 +338,7 @@ impl Eval<'_> {
             if matches!(a, Value::Prop(_)) || matches!(b, Value::Prop(_)) {
                 if rest.len() > 1 {
                     return Err(Diagnostic::error(
-                        "E0203",
+                        code::E0203,
                         "a property cannot be compared in a chain",
                     )
                     .primary(span.range(), "chained comparison")
@@ -350,15 +361,16 @@ impl Eval<'_> {
     pub fn eq(&self, a: &Value, b: &Value, span: Span) -> R<bool> {
         match eq_at(a, b, 0, &self.meter) {
             Ok(Some(eq)) => Ok(eq),
-            Ok(None) => Err(
-                Diagnostic::error("E0216", "these values nest too deeply to compare")
-                    .primary(
-                        span.range(),
-                        format!("more than {MAX_COMPARE_DEPTH} levels of containers"),
-                    )
-                    .help("compare smaller parts of the structures")
-                    .into(),
-            ),
+            Ok(None) => Err(Diagnostic::error(
+                code::E0216,
+                "these values nest too deeply to compare",
+            )
+            .primary(
+                span.range(),
+                format!("more than {MAX_COMPARE_DEPTH} levels of containers"),
+            )
+            .help("compare smaller parts of the structures")
+            .into()),
             Err(e) => Err(self.exhausted(e, span)),
         }
     }
@@ -380,7 +392,7 @@ impl Eval<'_> {
             _ => {
                 let Some(ord) = self.order(a, b, ls.to(rs))? else {
                     return Err(Diagnostic::error(
-                        "E0203",
+                        code::E0203,
                         format!(
                             "`{}` cannot compare {} with {}",
                             op.symbol(),
@@ -607,7 +619,7 @@ impl Eval<'_> {
             return self.to_str(v, span);
         }
         let bad = || -> Flow {
-            Diagnostic::error("E0216", format!("invalid format spec `{spec}` for a {}", v.type_name()))
+            Diagnostic::error(code::E0216, format!("invalid format spec `{spec}` for a {}", v.type_name()))
                 .primary(span.range(), "formatted here")
                 .help("supported: [[fill]align][sign][0][width][,][.precision][type] with types s d x X o b f e g %")
                 .into()
@@ -745,7 +757,7 @@ impl Eval<'_> {
         let mut out = String::new();
         let mut chars = fmt.chars().peekable();
         let bad = |msg: &str| -> Flow {
-            Diagnostic::error("E0216", format!("bad `%` format: {msg}"))
+            Diagnostic::error(code::E0216, format!("bad `%` format: {msg}"))
                 .primary(ls.range(), "this format")
                 .secondary(rs.range(), "these arguments")
                 .into()
@@ -871,7 +883,7 @@ impl Eval<'_> {
         let mut auto = 0;
         let mut chars = fmt.chars().peekable();
         let bad = |msg: String| -> Flow {
-            Diagnostic::error("E0216", format!("bad format string: {msg}"))
+            Diagnostic::error(code::E0216, format!("bad format string: {msg}"))
                 .primary(a.span.range(), "in this call")
                 .into()
         };
@@ -989,7 +1001,7 @@ impl Eval<'_> {
     fn no_kwargs(&self, a: &Args, what: &str) -> R<()> {
         if let Some((k, _, span)) = a.kw.first() {
             return Err(self.fail(
-                "E0215",
+                code::E0215,
                 *span,
                 format!("`{what}` takes no keyword argument `{}`", self.name(*k)),
                 "unexpected keyword",
@@ -1009,7 +1021,7 @@ impl Eval<'_> {
                 format!("{min} to {max}")
             };
             return Err(Diagnostic::error(
-                "E0215",
+                code::E0215,
                 format!(
                     "`{what}` takes {want} argument{} but {n} {} given",
                     if want == "1" { "" } else { "s" },
@@ -1085,7 +1097,7 @@ impl Eval<'_> {
                 let rate = self.int_arg(&a, 0, name)?;
                 let rate = u32::try_from(rate).ok().filter(|r| *r > 0).ok_or_else(|| {
                     self.fail(
-                        "E0218",
+                        code::E0218,
                         a.span_of(0),
                         format!("`{rate}` is not a memory transfer rate"),
                         "expected MT/s, e.g. 2400",
@@ -1103,7 +1115,7 @@ impl Eval<'_> {
                 let lanes = self.int_arg(&a, 0, name)?;
                 if ![1, 2, 4, 8, 12, 16, 32].contains(&lanes) {
                     return Err(Diagnostic::error(
-                        "E0218",
+                        code::E0218,
                         format!("a PCIe link cannot have {lanes} lanes"),
                     )
                     .primary(a.span_of(0).range(), "lane count")
@@ -1155,7 +1167,7 @@ impl Eval<'_> {
                 };
                 if step == 0 {
                     return Err(self.fail(
-                        "E0216",
+                        code::E0216,
                         a.span_of(2),
                         "range() step must not be zero",
                         "zero step",
@@ -1264,7 +1276,7 @@ impl Eval<'_> {
                             Ok(v) if !digits.is_empty() => Value::Int(if neg { -v } else { v }),
                             _ => {
                                 return Err(self.fail(
-                                    "E0216",
+                                    code::E0216,
                                     a.span_of(0),
                                     format!("invalid literal for int(): {}", py_repr_str(s)),
                                     "not an integer",
@@ -1291,7 +1303,7 @@ impl Eval<'_> {
                         Ok(f) => Value::Float(f),
                         Err(_) => {
                             return Err(self.fail(
-                                "E0216",
+                                code::E0216,
                                 a.span_of(0),
                                 format!("could not convert {} to float", py_repr_str(s)),
                                 "not a number",
@@ -1318,7 +1330,7 @@ impl Eval<'_> {
                     .and_then(char::from_u32)
                     .ok_or_else(|| {
                         self.fail(
-                            "E0216",
+                            code::E0216,
                             a.span_of(0),
                             format!("chr() arg {i} is not a character"),
                             "out of range",
@@ -1352,7 +1364,7 @@ impl Eval<'_> {
                 if items.is_empty() {
                     return default.ok_or_else(|| {
                         self.fail(
-                            "E0216",
+                            code::E0216,
                             span,
                             format!("{name}() of an empty sequence"),
                             "empty",
@@ -1692,7 +1704,7 @@ impl Eval<'_> {
 
     pub fn no_attr(&self, recv: &Value, name: &str, span: Span, known: &[&str]) -> Flow {
         let mut d = Diagnostic::error(
-            "E0202",
+            code::E0202,
             format!("a {} has no attribute `{name}`", recv.type_name()),
         )
         .primary(span.range(), "unknown attribute");
@@ -1747,7 +1759,7 @@ impl Eval<'_> {
                     _ => -1,
                 };
                 if sep.as_deref() == Some("") {
-                    return Err(self.fail("E0216", a.span_of(0), "empty separator", "empty"));
+                    return Err(self.fail(code::E0216, a.span_of(0), "empty separator", "empty"));
                 }
                 let parts: Vec<String> = match (&sep, max < 0, m == "rsplit") {
                     (Some(p), true, _) => s.split(&**p).map(str::to_string).collect(),
@@ -1861,7 +1873,7 @@ impl Eval<'_> {
                         None if m == "find" => Value::Int(-1),
                         None => {
                             return Err(self.fail(
-                                "E0216",
+                                code::E0216,
                                 a.span_of(0),
                                 "substring not found",
                                 "not in the string",
@@ -1917,7 +1929,7 @@ impl Eval<'_> {
                 self.arity(a, m, 0, 1)?;
                 let n = l.borrow().len();
                 if n == 0 {
-                    return Err(self.fail("E0216", span, "pop from an empty list", "empty"));
+                    return Err(self.fail(code::E0216, span, "pop from an empty list", "empty"));
                 }
                 let i = match a.pos.first() {
                     Some(k) => self.index(k, n, a.span_of(0))?,
@@ -1944,7 +1956,7 @@ impl Eval<'_> {
                     _ => {
                         let Some(i) = pos else {
                             return Err(self.fail(
-                                "E0216",
+                                code::E0216,
                                 a.span_of(0),
                                 format!("{} is not in the list", self.repr_brief(&a.pos[0])),
                                 "not found",
@@ -2069,7 +2081,7 @@ impl Eval<'_> {
                 match (pname, n) {
                     ("memory" | "disk", "capacity" | "size") => Ok(o.clone()),
                     _ => Err(Diagnostic::error(
-                        "E0202",
+                        code::E0202,
                         format!("property `{pname}` has no attribute `{n}`"),
                     )
                     .primary(nspan.range(), "unknown attribute")

@@ -5,6 +5,7 @@
 //! element, and the shape of the graph. Every check is linear (or linear
 //! after sorting) in the size of the model, so 100,000-node models stay fast.
 
+use mx_diag::code;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -101,13 +102,13 @@ fn duplicate_names(topo: &Topology, names: &[mx_xir::Name], diags: &mut Vec<Diag
         if let Some(&first) = seen.get(safe.as_str()) {
             let other = &topo.nodes[first];
             let d = if other.name == n.name {
-                Diagnostic::error("E0206", format!("two nodes are named `{}`", n.name))
+                Diagnostic::error(code::E0206, format!("two nodes are named `{}`", n.name))
                     .primary(n.span.range(), "second node with this name")
                     .secondary(other.span.range(), "first defined here")
                     .help("node names must be unique; in loops, build them from the index: f'n{i}'")
             } else {
                 Diagnostic::error(
-                    "E0206",
+                    code::E0206,
                     format!(
                         "nodes `{}` and `{}` both become `{safe}` on the testbed",
                         other.name, n.name
@@ -140,7 +141,7 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                 if let Some(first) = on_link.get(&addr) {
                     diags.push(
                         Diagnostic::error(
-                            "E0210",
+                            code::E0210,
                             format!("address {} is assigned twice on one link", ip(addr)),
                         )
                         .primary(span.range(), "assigned again here")
@@ -154,7 +155,7 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                     None => subnet = Some((net, len, *span, cidr)),
                     Some((n0, l0, s0, c0)) if n0 != net || l0 != len => {
                         diags.push(
-                            Diagnostic::warning("W0207", format!("addresses on one link are in different subnets: {c0} and {cidr}"))
+                            Diagnostic::warning(code::W0207, format!("addresses on one link are in different subnets: {c0} and {cidr}"))
                                 .primary(span.range(), format!("in {}", crate::topo::fmt_cidr(net, len)))
                                 .secondary(s0.range(), format!("in {}", crate::topo::fmt_cidr(n0, l0)))
                                 .help("endpoints of one link usually share a subnet (same prefix and prefix length); without one, add routes for the other"),
@@ -165,7 +166,7 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                 if len <= 30 && (addr == net || addr == net | !mask) {
                     let what = if addr == net { "network" } else { "broadcast" };
                     diags.push(
-                        Diagnostic::warning("W0206", format!("{} is the {what} address of {}", ip(addr), crate::topo::fmt_cidr(net, len)))
+                        Diagnostic::warning(code::W0206, format!("{} is the {what} address of {}", ip(addr), crate::topo::fmt_cidr(net, len)))
                             .primary(span.range(), format!("{what} address"))
                             .help("hosts cannot use a subnet's first or last address; pick one in between"),
                     );
@@ -184,7 +185,7 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     reused.sort_by_key(|(_, v)| v[1].1);
     for (addr, v) in reused {
         let mut d = Diagnostic::warning(
-            "W0204",
+            code::W0204,
             format!(
                 "address {} is assigned on {} different links",
                 ip(addr),
@@ -260,7 +261,7 @@ fn check_element(cons: &[Rc<Cons>], what: &str, diags: &mut Vec<Diagnostic>) {
                 if !domain.satisfiable(&[cs[i], cs[j]]) {
                     diags.push(
                         Diagnostic::error(
-                            "E0205",
+                            code::E0205,
                             format!(
                                 "`{}` and `{}` cannot both hold for {what}",
                                 describe(cs[i]),
@@ -278,7 +279,7 @@ fn check_element(cons: &[Rc<Cons>], what: &str, diags: &mut Vec<Diagnostic>) {
         }
         if !found && !domain.satisfiable(&cs) {
             let mut d = Diagnostic::error(
-                "E0205",
+                code::E0205,
                 format!("the `{}` constraints on {what} cannot all hold", def.name),
             )
             .primary(
@@ -579,7 +580,7 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         let cs = &n.constraints;
         let pair = |d: &mut Vec<Diagnostic>, a: Span, b: Span, msg: String, help: &str| {
             d.push(
-                Diagnostic::error("E0205", msg)
+                Diagnostic::error(code::E0205, msg)
                     .primary(b.range(), "needs a virtual machine")
                     .secondary(a.range(), "rules one out")
                     .help(help.to_string()),
@@ -620,7 +621,7 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         if let (Some(m), Some(v)) = (metal, find(cs, "virt", &is_true)) {
             diags.push(
                 Diagnostic::error(
-                    "E0205",
+                    code::E0205,
                     format!("node `{}` cannot be both bare metal and virtual", n.name),
                 )
                 .primary(v.range(), "asks for a VM")
@@ -648,7 +649,7 @@ fn connectivity(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     for (i, node) in topo.nodes.iter().enumerate() {
         if degree[i] == 0 && n > 1 {
             diags.push(
-                Diagnostic::warning("W0203", format!("node `{}` has no links", node.name))
+                Diagnostic::warning(code::W0203, format!("node `{}` has no links", node.name))
                     .primary(node.span.range(), "unconnected node")
                     .help("connect it with net.connect([...]) or remove it"),
             );
@@ -668,7 +669,7 @@ fn connectivity(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     }
     if islands.len() > 1 {
         let mut d = Diagnostic::warning(
-            "W0202",
+            code::W0202,
             format!("the topology falls apart into {} islands", islands.len()),
         )
         .primary(

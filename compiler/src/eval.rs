@@ -9,6 +9,7 @@
 //! The first runtime error stops evaluation, as in Python: later statements
 //! may depend on what failed, so reporting them would be noise.
 
+use mx_diag::code;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -164,7 +165,7 @@ pub fn run(
         if !ev.params_read.contains(key) {
             diags.push(
                 Diagnostic::warning(
-                    "W0205",
+                    code::W0205,
                     format!("`--set {key}=...` names a parameter the model never reads"),
                 )
                 .help(match ev.params_read.iter().next() {
@@ -189,7 +190,7 @@ pub fn run(
     if ok && has_facility && has_topology {
         diags.push(
             Diagnostic::error(
-                "E0217",
+                code::E0217,
                 "the model defines both a facility and an experiment topology",
             )
             .primary(ev.fac.facilities[0].1.range(), "facility")
@@ -256,13 +257,13 @@ impl<'a> Eval<'a> {
     pub fn exhausted(&self, e: Exhausted, at: Span) -> Flow {
         match e {
             Exhausted::Steps => self.budget_error(
-                "E0212",
+                code::E0212,
                 format!("the model ran for more than {} steps", self.opts.step_limit),
                 at,
                 "raise the limit with `--step-limit N` if the model is meant to be this large",
             ),
             Exhausted::Memory => self.budget_error(
-                "E0213",
+                code::E0213,
                 format!(
                     "the model built more than {} MiB of values",
                     self.opts.memory_limit >> 20
@@ -277,7 +278,7 @@ impl<'a> Eval<'a> {
     pub fn check_size(&mut self, bytes: u128, at: Span) -> R<()> {
         if bytes > self.opts.memory_limit as u128 {
             return Err(Diagnostic::error(
-                "E0213",
+                code::E0213,
                 format!("this value would take about {} MiB", bytes >> 20),
             )
             .primary(at.range(), "too large")
@@ -290,7 +291,7 @@ impl<'a> Eval<'a> {
         self.charge(bytes as u64, at)
     }
 
-    fn budget_error(&self, code: &'static str, msg: String, at: Span, help: &str) -> Flow {
+    fn budget_error(&self, code: mx_diag::Code, msg: String, at: Span, help: &str) -> Flow {
         let mut d = Diagnostic::error(code, msg);
         match self.frame {
             Some((span, what)) => {
@@ -307,7 +308,7 @@ impl<'a> Eval<'a> {
 
     pub fn fail(
         &self,
-        code: &'static str,
+        code: mx_diag::Code,
         span: Span,
         msg: impl Into<String>,
         label: impl Into<String>,
@@ -319,7 +320,7 @@ impl<'a> Eval<'a> {
 
     pub fn type_error(&self, span: Span, msg: impl Into<String>) -> Flow {
         let msg = msg.into();
-        Diagnostic::error("E0203", msg.clone())
+        Diagnostic::error(code::E0203, msg.clone())
             .primary(span.range(), "wrong type here")
             .into()
     }
@@ -402,7 +403,7 @@ impl<'a> Eval<'a> {
                 };
                 if self.scope.is_none() {
                     return Err(self.fail(
-                        "E0101",
+                        code::E0101,
                         s.span,
                         "`return` outside a function",
                         "not in a `def`",
@@ -439,7 +440,7 @@ impl<'a> Eval<'a> {
                             Some(v) => v,
                             None => {
                                 return Err(self.fail(
-                                    "E0201",
+                                    code::E0201,
                                     *span,
                                     format!("`{module}` has no name `{}`", self.name(*name)),
                                     "not provided",
@@ -461,7 +462,7 @@ impl<'a> Eval<'a> {
                         }
                         None => format!("assertion failed: {}", self.text(cond.span)),
                     };
-                    return Err(self.fail("E0216", s.span, text, "this assertion is false"));
+                    return Err(self.fail(code::E0216, s.span, text, "this assertion is false"));
                 }
             }
             StmtKind::Del(target) => self.delete(target)?,
@@ -471,7 +472,7 @@ impl<'a> Eval<'a> {
 
     fn warn_import(&mut self, module: &str, span: Span) {
         self.warnings.push(
-            Diagnostic::warning("W0201", format!("module `{module}` is not available in .mx models"))
+            Diagnostic::warning(code::W0201, format!("module `{module}` is not available in .mx models"))
                 .primary(span.range(), "ignored import")
                 .help("mergexp's names are built in; anything used from other modules is an error (E0214)"),
         );
@@ -545,7 +546,7 @@ impl<'a> Eval<'a> {
                     return Ok(v.clone());
                 }
                 return Err(self.fail(
-                    "E0201",
+                    code::E0201,
                     span,
                     format!(
                         "local variable `{}` is used before it is assigned",
@@ -589,7 +590,7 @@ impl<'a> Eval<'a> {
         candidates.extend(Builtin::ALL.iter().map(|b| b.name()));
         candidates.extend(props::PROPS.iter().map(|p| p.name));
         candidates.extend(props::symbols().map(|s| -> &'a str { s }));
-        let mut d = Diagnostic::error("E0201", format!("`{name}` is not defined"))
+        let mut d = Diagnostic::error(code::E0201, format!("`{name}` is not defined"))
             .primary(span.range(), "not defined");
         let help = match did_you_mean(name, candidates) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -624,7 +625,7 @@ impl<'a> Eval<'a> {
                 self.set_attr(&o, *name, v, *nspan, vspan)
             }
             _ => Err(self.fail(
-                "E0101",
+                code::E0101,
                 target.span,
                 "cannot assign to this expression",
                 "not a name, item or attribute",
@@ -647,7 +648,7 @@ impl<'a> Eval<'a> {
             None => {
                 if vals.len() != items.len() {
                     return Err(Diagnostic::error(
-                        "E0216",
+                        code::E0216,
                         format!(
                             "cannot unpack {} values into {} names",
                             vals.len(),
@@ -666,7 +667,7 @@ impl<'a> Eval<'a> {
                 let after = items.len() - si - 1;
                 if vals.len() < items.len() - 1 {
                     return Err(self.fail(
-                        "E0216",
+                        code::E0216,
                         vspan,
                         format!(
                             "cannot unpack {} values into at least {} names",
@@ -732,7 +733,7 @@ impl<'a> Eval<'a> {
                 }
             }
             _ => Err(self.fail(
-                "E0101",
+                code::E0101,
                 target.span,
                 "cannot delete this expression",
                 "not a name or item",
@@ -887,7 +888,7 @@ impl<'a> Eval<'a> {
             ExprKind::Lambda(def) => self.closure(def)?,
             ExprKind::Star(_) => {
                 return Err(self.fail(
-                    "E0101",
+                    code::E0101,
                     e.span,
                     "`*` is only allowed inside a list, tuple or call",
                     "unexpected `*`",
@@ -968,7 +969,7 @@ impl<'a> Eval<'a> {
                 })
             }
             _ => Err(self.fail(
-                "E0101",
+                code::E0101,
                 target.span,
                 "a comprehension variable must be a name or tuple of names",
                 "not a name",
@@ -1035,7 +1036,7 @@ impl<'a> Eval<'a> {
                         };
                         let Some(sym) = self.prog.names.lookup(s) else {
                             return Err(self.fail(
-                                "E0215",
+                                code::E0215,
                                 e.span,
                                 format!("unexpected keyword argument `{s}`"),
                                 "passed here",
@@ -1073,7 +1074,7 @@ impl<'a> Eval<'a> {
 
     pub fn unknown_module(&self, m: &str, span: Span) -> Flow {
         Diagnostic::error(
-            "E0214",
+            code::E0214,
             format!("`{m}` comes from a module .mx models cannot use"),
         )
         .primary(span.range(), "not available in the sandbox")
@@ -1085,7 +1086,7 @@ impl<'a> Eval<'a> {
         let def = &c.def;
         if self.depth >= MAX_CALL_DEPTH {
             return Err(Diagnostic::error(
-                "E0219",
+                code::E0219,
                 format!("calls nest more than {MAX_CALL_DEPTH} deep"),
             )
             .primary(
@@ -1114,7 +1115,7 @@ impl<'a> Eval<'a> {
                 extra.push(v);
             } else {
                 return Err(Diagnostic::error(
-                    "E0215",
+                    code::E0215,
                     format!(
                         "`{fname}` takes {npos} positional argument{} but more were given",
                         if npos == 1 { "" } else { "s" }
@@ -1136,7 +1137,7 @@ impl<'a> Eval<'a> {
                 let k = slot(name).expect("params are locals");
                 if vars[k].is_some() {
                     return Err(self.fail(
-                        "E0215",
+                        code::E0215,
                         span,
                         format!("`{fname}` got two values for `{}`", self.name(name)),
                         "given again here",
@@ -1148,7 +1149,7 @@ impl<'a> Eval<'a> {
             } else {
                 let cands = def.params.iter().map(|p| self.name(p.name));
                 let mut d = Diagnostic::error(
-                    "E0215",
+                    code::E0215,
                     format!("`{fname}` has no parameter `{}`", self.name(name)),
                 )
                 .primary(span.range(), "unknown keyword")
@@ -1171,7 +1172,7 @@ impl<'a> Eval<'a> {
                     Some(d) => vars[k] = Some(d.clone()),
                     None => {
                         return Err(Diagnostic::error(
-                            "E0215",
+                            code::E0215,
                             format!("`{fname}` is missing the argument `{}`", self.name(p.name)),
                         )
                         .primary(a.span.range(), "in this call")
@@ -1199,7 +1200,7 @@ impl<'a> Eval<'a> {
             Ok(()) => Ok(Value::None),
             Err(Flow::Return(v)) => Ok(v),
             Err(Flow::Break) | Err(Flow::Continue) => Err(self.fail(
-                "E0101",
+                code::E0101,
                 def.span,
                 "`break` or `continue` outside a loop",
                 "in this function",
@@ -1220,7 +1221,7 @@ impl<'a> Eval<'a> {
 
     pub fn key_error(&self, k: &Value, span: Span) -> Flow {
         self.fail(
-            "E0216",
+            code::E0216,
             span,
             format!("key {} is not in the dict", self.repr_brief(k)),
             "missing key",
@@ -1270,7 +1271,7 @@ impl<'a> Eval<'a> {
         let j = if i < 0 { i + n as i64 } else { i };
         if j < 0 || j >= n as i64 {
             return Err(self.fail(
-                "E0216",
+                code::E0216,
                 span,
                 format!("index {i} is out of range for length {n}"),
                 "out of range",
@@ -1339,7 +1340,7 @@ impl<'a> Eval<'a> {
     fn slice(&mut self, o: &Value, p: [Option<i64>; 3], ospan: Span, span: Span) -> R<Value> {
         let step = p[2].unwrap_or(1);
         if step == 0 {
-            return Err(self.fail("E0216", span, "slice step cannot be zero", "zero step"));
+            return Err(self.fail(code::E0216, span, "slice step cannot be zero", "zero step"));
         }
         let pick = |n: usize| -> Vec<usize> {
             let n = n as i64;

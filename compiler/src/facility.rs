@@ -12,6 +12,7 @@
 //! constraints (a node *needs* `cores >= 4`). Values are checked where they
 //! are written; the whole facility (names, ports, cables) in [`lower`].
 
+use mx_diag::code;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -84,7 +85,7 @@ impl Eval<'_> {
                         .map(|n| n.name)
                         .collect();
                     return Err(Diagnostic::error(
-                        "E0218",
+                        code::E0218,
                         format!("`{model}` is not a physical NIC model"),
                     )
                     .primary(a.span_of(0).range(), "NIC model")
@@ -170,7 +171,7 @@ impl Eval<'_> {
                     Some(Value::Str(s)) if mx_xir::domain::is_mdev_type(&s) => Some(s.to_string()),
                     Some(_) => {
                         return Err(Diagnostic::error(
-                            "E0218",
+                            code::E0218,
                             "`mdev` names a mediated-device type",
                         )
                         .primary(a.span.range(), "this GPU")
@@ -184,7 +185,7 @@ impl Eval<'_> {
                     Some(Value::Int(i)) if (1..=1024).contains(&i) => Some(i as u32),
                     Some(_) => {
                         return Err(self.fail(
-                            "E0218",
+                            code::E0218,
                             a.span,
                             "`slices` is a whole number from 1 to 1024",
                             "how many virtual GPUs each GPU can be cut into",
@@ -192,7 +193,7 @@ impl Eval<'_> {
                     }
                 };
                 let contradiction = |what: &str| -> Diagnostic {
-                    Diagnostic::error("E0218", format!("a GPU shared {what}"))
+                    Diagnostic::error(code::E0218, format!("a GPU shared {what}"))
                         .primary(a.span.range(), "this GPU")
                         .help("`mdev` (mediated devices) or `vfs` (SR-IOV), not both; either makes the GPU virtualizable")
                 };
@@ -206,7 +207,7 @@ impl Eval<'_> {
                 }
                 if vfs > 0 && slices.is_some_and(|s| s > vfs) {
                     return Err(self.fail(
-                        "E0218",
+                        code::E0218,
                         a.span,
                         format!("{} slices out of {vfs} VFs", slices.unwrap_or(0)),
                         "each virtual GPU is one VF: slices is at most vfs",
@@ -254,7 +255,7 @@ impl Eval<'_> {
                 Value::Str(s) if ok(&s) => out.push(Value::Str(s)),
                 _ => {
                     return Err(Diagnostic::error(
-                        "E0218",
+                        code::E0218,
                         format!("`devices` lists {}", what.lists),
                     )
                     .primary(a.span.range(), what.label)
@@ -265,7 +266,7 @@ impl Eval<'_> {
         }
         if out.len() != want as usize {
             return Err(Diagnostic::error(
-                "E0218",
+                code::E0218,
                 format!(
                     "`devices` names {} {} for {want} {}",
                     out.len(),
@@ -298,7 +299,7 @@ impl Eval<'_> {
             None => Ok(default),
             Some(Value::Int(i)) if i >= min as i64 && i <= u32::MAX as i64 => Ok(i as u32),
             Some(Value::Int(i)) => Err(self.fail(
-                "E0218",
+                code::E0218,
                 span,
                 format!("`{key}` cannot be {i}"),
                 format!("`{key}` is at least {min}"),
@@ -317,7 +318,7 @@ impl Eval<'_> {
             Some(Value::Quantity(q, u)) if u == unit && q >= 0 => Ok(Some(q as u64)),
             Some(Value::Quantity(..)) | Some(Value::Int(_)) | Some(Value::Float(_)) => {
                 Err(Diagnostic::error(
-                    "E0204",
+                    code::E0204,
                     format!("`{key}` needs a {} with its unit", unit_word(unit)),
                 )
                 .primary(span.range(), "in this declaration")
@@ -351,7 +352,7 @@ impl Eval<'_> {
                 "cable" => &["capacity"],
                 _ => &[],
             };
-            let mut d = Diagnostic::error("E0215", format!("`{what}` has no keyword `{name}`"))
+            let mut d = Diagnostic::error(code::E0215, format!("`{what}` has no keyword `{name}`"))
                 .primary(span.range(), "unknown keyword");
             d = match did_you_mean(name, known.iter().copied()) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
@@ -369,7 +370,7 @@ impl Eval<'_> {
         let name = self.str_arg(a, 0, what)?;
         if !mx_xir::domain::is_name(&name) {
             return Err(Diagnostic::error(
-                "E0218",
+                code::E0218,
                 format!(
                     "{} is not a usable {what} name",
                     crate::builtins::py_repr_str(&name)
@@ -421,7 +422,7 @@ impl Eval<'_> {
                         "spine" => SwitchRole::Spine,
                         other => {
                             return Err(self.fail(
-                                "E0218",
+                                code::E0218,
                                 span,
                                 format!("`{other}` is not a switch role"),
                                 "role is leaf or spine",
@@ -459,7 +460,7 @@ impl Eval<'_> {
                 for (i, end) in ends.iter_mut().enumerate() {
                     let Value::Port(d, p) = a.pos[i] else {
                         return Err(Diagnostic::error(
-                            "E0203",
+                            code::E0203,
                             format!("cable() connects ports, not a {}", a.pos[i].type_name()),
                         )
                         .primary(a.span_of(i).range(), "not a port")
@@ -468,7 +469,7 @@ impl Eval<'_> {
                     };
                     if self.fac.devices[d as usize].fac != f {
                         return Err(self.fail(
-                            "E0216",
+                            code::E0216,
                             a.span_of(i),
                             "this port belongs to another facility",
                             "other facility",
@@ -498,7 +499,7 @@ impl Eval<'_> {
                 let p = self.int_arg(&a, 0, m)?;
                 let p = u32::try_from(p).map_err(|_| {
                     self.fail(
-                        "E0218",
+                        code::E0218,
                         a.span_of(0),
                         format!("{p} is not a port number"),
                         "ports count from 0",
@@ -539,7 +540,7 @@ impl Eval<'_> {
             Some(Value::Str(s)) => match mx_xir::Ipv4Cidr::parse(&format!("{s}/32")) {
                 Ok(c) => Ok(Some(c.addr)),
                 Err(why) => Err(self.fail(
-                    "E0209",
+                    code::E0209,
                     span,
                     format!("`{s}` is not an IPv4 address: {why}"),
                     "underlay address",
@@ -571,7 +572,7 @@ impl Eval<'_> {
                         "hypervisor" => Role::Hypervisor,
                         other => {
                             return Err(self.fail(
-                                "E0218",
+                                code::E0218,
                                 span,
                                 format!("`{other}` is not a host role"),
                                 "roles are metal and hypervisor",
@@ -584,7 +585,7 @@ impl Eval<'_> {
                 }
                 if roles.is_empty() {
                     return Err(self.fail(
-                        "E0218",
+                        code::E0218,
                         span,
                         "a host needs at least one role",
                         "empty roles",
@@ -616,7 +617,7 @@ impl Eval<'_> {
         };
         if netns && !roles.contains(&Role::Hypervisor) {
             return Err(
-                Diagnostic::error("E0218", "a netns host must be a hypervisor")
+                Diagnostic::error(code::E0218, "a netns host must be a hypervisor")
                     .primary(span.range(), "this host")
                     .help("a namespace on this machine can only run VMs: add roles=[hypervisor]")
                     .into(),
@@ -624,7 +625,7 @@ impl Eval<'_> {
         }
         if virt_alloc && !roles.contains(&Role::Hypervisor) {
             return Err(
-                Diagnostic::error("E0218", "virt_alloc needs the hypervisor role")
+                Diagnostic::error(code::E0218, "virt_alloc needs the hypervisor role")
                     .primary(span.range(), "this host")
                     .help("add roles=[hypervisor] (or [metal, hypervisor] for dual personality)")
                     .into(),
@@ -634,14 +635,14 @@ impl Eval<'_> {
             Some(Value::Int(i)) if i > 0 && i <= u32::MAX as i64 => i as u32,
             Some(_) => {
                 return Err(self.fail(
-                    "E0218",
+                    code::E0218,
                     span,
                     "`cores` is a positive whole number",
                     "in this host",
                 ));
             }
             None => {
-                return Err(Diagnostic::error("E0215", "a host needs `cores`")
+                return Err(Diagnostic::error(code::E0215, "a host needs `cores`")
                     .primary(span.range(), "this host")
                     .help("e.g. cores=32")
                     .into());
@@ -650,7 +651,7 @@ impl Eval<'_> {
         let memory = self
             .quantity_kw(a, "memory", Unit::Bytes)?
             .ok_or_else(|| -> Flow {
-                Diagnostic::error("E0215", "a host needs `memory`")
+                Diagnostic::error(code::E0215, "a host needs `memory`")
                     .primary(span.range(), "this host")
                     .help("e.g. memory=gb(128)")
                     .into()
@@ -663,7 +664,7 @@ impl Eval<'_> {
                 let s = self.symbol_arg(&v, span, "an architecture")?;
                 if !props::ARCHES.contains(&s.as_str()) {
                     return Err(self.fail(
-                        "E0218",
+                        code::E0218,
                         span,
                         format!("`{s}` is not an architecture"),
                         format!("one of {}", props::ARCHES.join(", ")),
@@ -796,7 +797,7 @@ impl Eval<'_> {
             Some(Value::Int(i)) if i >= 0 && i < cores as i64 => i as u32,
             Some(_) => {
                 return Err(self.fail(
-                    "E0218",
+                    code::E0218,
                     span,
                     format!("`reserved_cores` must be from 0 to {}", cores - 1),
                     "leave the host at least one core for VMs",
@@ -808,7 +809,7 @@ impl Eval<'_> {
             .unwrap_or(0);
         if reserved_memory >= memory {
             return Err(self.fail(
-                "E0218",
+                code::E0218,
                 span,
                 "`reserved_memory` is all of the host's memory",
                 "reserve less than `memory`",
@@ -851,7 +852,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
     let (name, fspan) = fac.facilities.last()?;
     if fac.facilities.len() > 1 {
         diags.push(
-            Diagnostic::error("E0217", "the model defines several facilities")
+            Diagnostic::error(code::E0217, "the model defines several facilities")
                 .primary(fspan.range(), "second facility")
                 .secondary(fac.facilities[0].1.range(), "first facility")
                 .help("describe one facility per file"),
@@ -864,7 +865,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
     for d in &fac.devices {
         if let Some(first) = seen.get(&*d.name) {
             diags.push(
-                Diagnostic::error("E0206", format!("two devices are named `{}`", d.name))
+                Diagnostic::error(code::E0206, format!("two devices are named `{}`", d.name))
                     .primary(d.span.range(), "second device with this name")
                     .secondary(first.range(), "first defined here")
                     .help("hosts and switches share one namespace; give each a unique name"),
@@ -893,7 +894,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
             {
                 ok = false;
                 diags.push(
-                    Diagnostic::error("E0222", format!("host `{}` has no port {p}", dev.name))
+                    Diagnostic::error(code::E0222, format!("host `{}` has no port {p}", dev.name))
                         .primary(span.range(), format!("port {p}"))
                         .secondary(
                             dev.span.range(),
@@ -910,7 +911,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
                 ok = false;
                 diags.push(
                     Diagnostic::error(
-                        "E0221",
+                        code::E0221,
                         format!("port {p} of `{}` is cabled twice", dev.name),
                     )
                     .primary(span.range(), "second cable")
@@ -924,7 +925,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
         if d0 == d1 {
             ok = false;
             diags.push(
-                Diagnostic::error("E0221", "a cable connects a device to itself")
+                Diagnostic::error(code::E0221, "a cable connects a device to itself")
                     .primary(span.range(), "loop")
                     .help("cable a host to a switch, or two switches"),
             );
@@ -953,7 +954,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
                 && !cabled.keys().any(|(dev, _)| *dev == i as u32)
             {
                 diags.push(
-                    Diagnostic::warning("W0203", format!("host `{}` has no cables", d.name))
+                    Diagnostic::warning(code::W0203, format!("host `{}` has no cables", d.name))
                         .primary(d.span.range(), "unconnected host")
                         .help("cable it to a leaf switch, or experiments placed on it cannot reach other hosts"),
                 );
@@ -962,7 +963,7 @@ pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<
     }
     if out.hosts.is_empty() {
         diags.push(
-            Diagnostic::error("E0217", format!("facility `{name}` has no hosts"))
+            Diagnostic::error(code::E0217, format!("facility `{name}` has no hosts"))
                 .primary(fspan.range(), "empty facility")
                 .help("declare hosts with fac.host('hv0', cores=32, memory=gb(128), ...)"),
         );

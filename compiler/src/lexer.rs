@@ -7,6 +7,7 @@
 //! position is known, rather than as a confusing parse error lines later.
 
 use mx_diag::Diagnostic;
+use mx_diag::code;
 
 /// Brackets deeper than this are refused (E0106), so no input can exhaust
 /// the parser's stack.
@@ -70,7 +71,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                 Some((s, at)) if s != c => {
                     let (line, _) = line_col(src, at);
                     diags.push(
-                        Diagnostic::error("E0105", "indentation mixes tabs and spaces")
+                        Diagnostic::error(code::E0105, "indentation mixes tabs and spaces")
                             .primary(indent.clone(), "this indentation")
                             .help(format!(
                                 "line {line} indents with {}; use one kind throughout \
@@ -111,7 +112,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                         deep_reported = true;
                         broken = true;
                         diags.push(
-                            Diagnostic::error("E0106", "brackets nest too deeply")
+                            Diagnostic::error(code::E0106, "brackets nest too deeply")
                                 .primary(
                                     i..i + 1,
                                     format!("more than {MAX_BRACKET_DEPTH} open brackets here"),
@@ -133,7 +134,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                             broken = true;
                             diags.push(
                                 Diagnostic::error(
-                                    "E0104",
+                                    code::E0104,
                                     format!("`{}` closes `{}`", c as char, open as char),
                                 )
                                 .primary(i..i + 1, "mismatched closing bracket")
@@ -145,7 +146,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                             broken = true;
                             diags.push(
                                 Diagnostic::error(
-                                    "E0104",
+                                    code::E0104,
                                     format!("unmatched closing `{}`", c as char),
                                 )
                                 .primary(i..i + 1, "nothing to close here")
@@ -162,7 +163,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
                         unterminated = true;
                         let triple = b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&c);
                         diags.push(
-                            Diagnostic::error("E0103", "unterminated string")
+                            Diagnostic::error(code::E0103, "unterminated string")
                                 .primary(
                                     i..(i + if triple { 3 } else { 1 }),
                                     "this string is never closed",
@@ -195,7 +196,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
             // The innermost unclosed bracket is the likely culprit.
             let (open, at) = stack.last().copied().unwrap_or((open, at));
             diags.push(
-                Diagnostic::error("E0104", format!("`{}` is never closed", open as char))
+                Diagnostic::error(code::E0104, format!("`{}` is never closed", open as char))
                     .primary(at..at + 1, "this bracket is never closed")
                     .help(format!(
                         "add `{}` where the expression ends",

@@ -30,6 +30,7 @@ mod props;
 mod topo;
 mod value;
 
+use mx_diag::code;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -131,7 +132,7 @@ pub fn decode(bytes: Vec<u8>) -> Result<String, (String, Diagnostic)> {
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
             let line = text[..at].matches('\n').count() + 1;
             let d = Diagnostic::error(
-                "E0108",
+                code::E0108,
                 format!(
                     "the model is not valid UTF-8: byte {at} (line {line}) is {}",
                     shown.join(" ")

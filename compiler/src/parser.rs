@@ -5,6 +5,7 @@
 //! line that fails to parse is reported and skipped (a broken block header
 //! still swallows its indented body), so one run reports every bad line.
 
+use mx_diag::code;
 use std::rc::Rc;
 
 use mx_diag::Diagnostic;
@@ -357,7 +358,7 @@ impl LineParser<'_> {
             "only names, attributes (`a.b`), subscripts (`a[i]`) and tuples of them can be assigned"
         };
         Fail(
-            Diagnostic::error("E0101", "cannot assign to this expression")
+            Diagnostic::error(code::E0101, "cannot assign to this expression")
                 .primary(e.span.range(), "not assignable")
                 .help(help),
         )
@@ -445,7 +446,7 @@ impl LineParser<'_> {
                     let name = self.names.intern(it.next().expect("name").as_str());
                     if params.iter().any(|q| q.name == name) {
                         return Err(Fail(
-                            Diagnostic::error("E0101", "duplicate parameter name")
+                            Diagnostic::error(code::E0101, "duplicate parameter name")
                                 .primary(sp.range(), "this parameter is already declared")
                                 .help("give each parameter its own name"),
                         ));
@@ -465,7 +466,7 @@ impl LineParser<'_> {
                     } else if seen_default && !kw_only {
                         return Err(Fail(
                             Diagnostic::error(
-                                "E0101",
+                                code::E0101,
                                 "a parameter without a default follows one with a default",
                             )
                             .primary(sp.range(), "needs a default")
@@ -533,7 +534,7 @@ impl LineParser<'_> {
 
     fn too_deep(&self, span: Span) -> Fail {
         Fail(
-            Diagnostic::error("E0106", "expression nests too deeply")
+            Diagnostic::error(code::E0106, "expression nests too deeply")
                 .primary(
                     span.range(),
                     format!("more than {MAX_EXPR_DEPTH} levels of nesting"),
@@ -750,7 +751,7 @@ impl LineParser<'_> {
                             Arg::Pos(_) if kw_seen => {
                                 return Err(Fail(
                                     Diagnostic::error(
-                                        "E0101",
+                                        code::E0101,
                                         "positional argument follows keyword argument",
                                     )
                                     .primary(asp.range(), "positional argument")
@@ -839,7 +840,7 @@ impl LineParser<'_> {
                     if several {
                         return Err(Fail(
                             Diagnostic::error(
-                                "E0101",
+                                code::E0101,
                                 "a comprehension has one element before `for`",
                             )
                             .primary(elt.span.range(), "several elements")
@@ -901,7 +902,7 @@ impl LineParser<'_> {
                         }),
                         _ => Err(Fail(
                             Diagnostic::error(
-                                "E0101",
+                                code::E0101,
                                 "a dict comprehension has one `key: value` before `for`",
                             )
                             .primary(span.range(), "not a single pair")
@@ -1009,7 +1010,7 @@ impl LineParser<'_> {
         let text: String = inner.as_str().chars().filter(|&c| c != '_').collect();
         let bad = |what: &str| {
             Fail(
-                Diagnostic::error("E0107", format!("{what} literal out of range"))
+                Diagnostic::error(code::E0107, format!("{what} literal out of range"))
                     .primary(span.range(), "this literal")
                     .help("integers are signed 64-bit (at most 9223372036854775807)"),
             )
@@ -1030,7 +1031,7 @@ impl LineParser<'_> {
             } else {
                 if lower.len() > 1 && lower.starts_with('0') && lower.bytes().any(|b| b != b'0') {
                     return Err(Fail(
-                        Diagnostic::error("E0107", "leading zeros in a decimal integer")
+                        Diagnostic::error(code::E0107, "leading zeros in a decimal integer")
                             .primary(span.range(), "this literal")
                             .help("write it without leading zeros, or use 0o for octal"),
                     ));
@@ -1111,7 +1112,7 @@ impl LineParser<'_> {
         let mut i = 0;
         let bad = |at: usize, msg: &str, help: &str| {
             Fail(
-                Diagnostic::error("E0107", msg.to_string())
+                Diagnostic::error(code::E0107, msg.to_string())
                     .primary(start + at..start + at + 1, "here")
                     .help(help.to_string()),
             )
@@ -1265,7 +1266,7 @@ impl LineParser<'_> {
                 let end = base + strip_comment(text).trim_end().len();
                 let keyword = &text[..kw_len];
                 return Diagnostic::error(
-                    "E0102",
+                    code::E0102,
                     format!("expected `:` at the end of a `{keyword}` header"),
                 )
                 .primary(end..end, "expected `:` here")
@@ -1293,7 +1294,7 @@ impl LineParser<'_> {
                 | "await"
                 | "nonlocal"
         ) {
-            return Diagnostic::error("E0101", format!("`{first_word}` is not supported in .mx models"))
+            return Diagnostic::error(code::E0101, format!("`{first_word}` is not supported in .mx models"))
                 .primary(base..base + first_word.len(), "unsupported statement")
                 .help("models run in a deterministic Python subset: functions, loops, conditionals, lists and dicts; no classes, exceptions, `with` or generators");
         }
@@ -1304,7 +1305,7 @@ impl LineParser<'_> {
         };
         let at = base + pos;
         let label_end = at + token.len().max(if token.is_empty() { 0 } else { 1 });
-        let mut d = Diagnostic::error("E0101", format!("unexpected {found}"))
+        let mut d = Diagnostic::error(code::E0101, format!("unexpected {found}"))
             .primary(at..label_end, format!("expected {expected}"));
         // Two expressions side by side usually mean a missing comma.
         let before = text[..pos].trim_end();
@@ -1498,7 +1499,7 @@ fn unescape(s: &str, raw: bool, at: usize) -> PResult<String> {
                     Some(ch) if hex.len() == n => out.push(ch),
                     _ => {
                         return Err(Fail(
-                            Diagnostic::error("E0107", format!("invalid `\\{e}` escape"))
+                            Diagnostic::error(code::E0107, format!("invalid `\\{e}` escape"))
                                 .primary(at + i..at + i + 2 + hex.len(), "this escape")
                                 .help(format!("`\\{e}` takes exactly {n} hex digits")),
                         ));
@@ -1568,7 +1569,7 @@ impl Blocks<'_> {
                         // Dedented out of a block, but not to any enclosing level.
                         self.parser.diags.push(
                             Diagnostic::error(
-                                "E0105",
+                                code::E0105,
                                 "indentation does not match any enclosing block",
                             )
                             .primary(l.indent.start..at, "dedented to here")
@@ -1576,7 +1577,7 @@ impl Blocks<'_> {
                         );
                     } else if !prev_broken {
                         self.parser.diags.push(
-                            Diagnostic::error("E0105", "unexpected indentation")
+                            Diagnostic::error(code::E0105, "unexpected indentation")
                                 .primary(l.indent.start..at, "this line is indented more than the block it is in")
                                 .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
                         );
@@ -1589,7 +1590,7 @@ impl Blocks<'_> {
                     let l = &self.lines[self.pos];
                     self.parser.diags.push(
                         Diagnostic::error(
-                            "E0105",
+                            code::E0105,
                             "indentation does not match any enclosing block",
                         )
                         .primary(l.indent.start..l.start, "this indentation")
@@ -1641,7 +1642,7 @@ impl Blocks<'_> {
             if !skip {
                 let l = &self.lines[self.pos - 1];
                 self.parser.diags.push(
-                    Diagnostic::error("E0105", "expected an indented block")
+                    Diagnostic::error(code::E0105, "expected an indented block")
                         .primary(l.end..l.end, "the block after this header is empty")
                         .help("indent the block's statements below the header, or write `pass`"),
                 );
@@ -1651,7 +1652,7 @@ impl Blocks<'_> {
         if depth + 1 > MAX_BLOCK_DEPTH {
             let l = &self.lines[self.pos];
             self.parser.diags.push(
-                Diagnostic::error("E0106", "blocks nest too deeply")
+                Diagnostic::error(code::E0106, "blocks nest too deeply")
                     .primary(
                         l.start..l.end,
                         format!("more than {MAX_BLOCK_DEPTH} nested blocks"),
@@ -1765,7 +1766,7 @@ impl Blocks<'_> {
 
     fn orphan(&mut self, span: Span, keyword: &str) {
         self.parser.diags.push(
-            Diagnostic::error("E0101", format!("`{keyword}` without a matching `if`"))
+            Diagnostic::error(code::E0101, format!("`{keyword}` without a matching `if`"))
                 .primary(
                     span.range(),
                     format!("this `{keyword}` follows no `if` block"),

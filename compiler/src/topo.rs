@@ -5,6 +5,7 @@
 //! Constraints are validated where they are written, so a wrong unit or an
 //! impossible value is reported at the comparison, not at the node.
 
+use mx_diag::code;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -165,7 +166,7 @@ impl Model {
                 match used.len() {
                     1 => used[0],
                     0 => {
-                        let mut d = Diagnostic::error("E0217", "the model defines no topology");
+                        let mut d = Diagnostic::error(code::E0217, "the model defines no topology");
                         if let Some(span) = self.topos.iter().find_map(|t| t.span) {
                             d = d.primary(span.range(), "this topology has no nodes");
                         }
@@ -174,7 +175,7 @@ impl Model {
                     }
                     _ => {
                         let mut d = Diagnostic::error(
-                            "E0217",
+                            code::E0217,
                             "the model defines several topologies and does not say which to compile",
                         );
                         for (i, t) in used.iter().enumerate() {
@@ -261,7 +262,7 @@ impl Model {
                 }
                 Err(JsonError::Kind(what)) => diags.push(
                     Diagnostic::error(
-                        "E0203",
+                        code::E0203,
                         format!(
                             "property `{}` holds a {what}, which XIR cannot store",
                             self.key_text(k)
@@ -273,11 +274,11 @@ impl Model {
                 Err(JsonError::Budget(e)) => {
                     let (code, limit) = match e {
                         Exhausted::Steps => (
-                            "E0212",
+                            code::E0212,
                             format!("{} steps (`--step-limit N`)", meter.step_limit()),
                         ),
                         Exhausted::Memory => (
-                            "E0213",
+                            code::E0213,
                             format!("{} MiB (`--memory-limit MB`)", meter.byte_limit() >> 20),
                         ),
                     };
@@ -425,7 +426,7 @@ impl Eval<'_> {
                     && prev != t
                 {
                     return Err(Diagnostic::error(
-                        "E0216",
+                        code::E0216,
                         "experiment() is called for two different topologies",
                     )
                     .primary(a.span.range(), "second experiment")
@@ -454,7 +455,7 @@ impl Eval<'_> {
 
     fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
         Diagnostic::error(
-            "E0209",
+            code::E0209,
             format!("`{s}` is not an IPv4 address with a prefix length"),
         )
         .primary(span.range(), why)
@@ -467,7 +468,7 @@ impl Eval<'_> {
             Value::Str(s) => s.clone(),
             other => {
                 return Err(Diagnostic::error(
-                    "E0203",
+                    code::E0203,
                     format!("`{what}` needs a name string, not a {}", other.type_name()),
                 )
                 .primary(a.span_of(i).range(), "not a string")
@@ -480,7 +481,7 @@ impl Eval<'_> {
         // lowered. Empty names and control characters name nothing.
         if s.is_empty() || s.chars().any(char::is_control) {
             return Err(Diagnostic::error(
-                "E0218",
+                code::E0218,
                 format!("{} is not a usable name", crate::builtins::py_repr_str(&s)),
             )
             .primary(a.span_of(i).range(), "bad name")
@@ -500,7 +501,7 @@ impl Eval<'_> {
             Some(text) => {
                 let bad = |ty: &str| -> Flow {
                     Diagnostic::error(
-                        "E0220",
+                        code::E0220,
                         format!("`--set {name}={text}` is not a valid {ty}"),
                     )
                     .primary(
@@ -598,7 +599,7 @@ impl Eval<'_> {
             let kname = self.name(*k);
             let Some(p) = props::prop(kname) else {
                 let mut d =
-                    Diagnostic::error("E0215", format!("`{what}` has no keyword `{kname}`"))
+                    Diagnostic::error(code::E0215, format!("`{what}` has no keyword `{kname}`"))
                         .primary(span.range(), "unknown keyword");
                 if let Some(s) = did_you_mean(kname, PROPS.iter().map(|p| p.name)) {
                     d = d.help(format!("did you mean the property `{s}`?"));
@@ -614,7 +615,7 @@ impl Eval<'_> {
 
     fn not_constraint(&self, v: &Value, span: Span, what: &str) -> Flow {
         let mut d = Diagnostic::error(
-            "E0203",
+            code::E0203,
             format!(
                 "`{what}` expects constraints such as `cores == 4`, not a {}",
                 v.type_name()
@@ -633,7 +634,7 @@ impl Eval<'_> {
         let def = &PROPS[c.prop as usize];
         if !def.targets.contains(&target) {
             let on: Vec<&str> = def.targets.iter().map(|t| t.noun()).collect();
-            return Err(Diagnostic::error("E0218", format!("`{}` cannot constrain a {}", def.name, target.noun()))
+            return Err(Diagnostic::error(code::E0218, format!("`{}` cannot constrain a {}", def.name, target.noun()))
                 .primary(c.span.range(), format!("a {} property", on.join(" or ")))
                 .help(match target {
                     Target::Node => "node properties: cores, memory, disk, image, virt, metal, arch, clock, tdf, membus, pcie, gpu, gpu_mode, host, platform",
@@ -648,7 +649,7 @@ impl Eval<'_> {
             && !allowed.contains(&t.as_str())
         {
             return Err(Diagnostic::error(
-                "E0218",
+                code::E0218,
                 format!("`{t}` is not a {} `{}`", target.noun(), def.name),
             )
             .primary(c.value_span.range(), "not allowed here")
@@ -667,7 +668,7 @@ impl Eval<'_> {
             Kind::Enum(vals) => vals.to_vec(),
             Kind::Nic => props::NICS.iter().map(|n| n.name).collect(),
             Kind::Text => {
-                return Diagnostic::error("E0201", format!("`{word}` is not defined"))
+                return Diagnostic::error(code::E0201, format!("`{word}` is not defined"))
                     .primary(span.range(), "not defined")
                     .help(format!(
                         "`{}` takes a string: quote it, `{} == '{word}'`",
@@ -681,10 +682,13 @@ impl Eval<'_> {
         if let Some(s) = did_you_mean(word, allowed.iter().copied()) {
             help = format!("did you mean `{s}`? {help}");
         }
-        Diagnostic::error("E0218", format!("`{word}` is not a valid `{}`", def.name))
-            .primary(span.range(), "unknown value")
-            .help(help)
-            .into()
+        Diagnostic::error(
+            code::E0218,
+            format!("`{word}` is not a valid `{}`", def.name),
+        )
+        .primary(span.range(), "unknown value")
+        .help(help)
+        .into()
     }
 
     /// A comparison with a property becomes a constraint.
@@ -700,7 +704,7 @@ impl Eval<'_> {
         let (prop, op, value, vspan) = match (&a, &b) {
             (Value::Prop(_), Value::Prop(_)) => {
                 return Err(
-                    Diagnostic::error("E0203", "two properties cannot be compared")
+                    Diagnostic::error(code::E0203, "two properties cannot be compared")
                         .primary(span.range(), "compare a property with a value")
                         .help("write e.g. `cores >= 4`")
                         .into(),
@@ -735,7 +739,7 @@ impl Eval<'_> {
             CmpOp::In => Op::In,
             other => {
                 return Err(Diagnostic::error(
-                    "E0203",
+                    code::E0203,
                     format!("`{}` cannot make a constraint", other.symbol()),
                 )
                 .primary(span.range(), "not a constraint operator")
@@ -764,7 +768,7 @@ impl Eval<'_> {
         };
         if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && !kind.ordered() {
             return Err(Diagnostic::error(
-                "E0203",
+                code::E0203,
                 format!(
                     "`{}` is not ordered, so `{}` does not apply",
                     def.name,
@@ -781,7 +785,7 @@ impl Eval<'_> {
                 Value::Tuple(t) => t.to_vec(),
                 other => {
                     return Err(Diagnostic::error(
-                        "E0203",
+                        code::E0203,
                         format!("`in` needs a list of values, not a {}", other.type_name()),
                     )
                     .primary(vspan.range(), "not a list")
@@ -791,7 +795,7 @@ impl Eval<'_> {
             };
             if items.is_empty() {
                 return Err(Diagnostic::error(
-                    "E0218",
+                    code::E0218,
                     format!("`{} in []` can never hold", def.name),
                 )
                 .primary(vspan.range(), "empty set")
@@ -830,14 +834,14 @@ impl Eval<'_> {
         use mx_xir::Value as X;
         let pname = def.name;
         let bad_value = |msg: String, help: String| -> Flow {
-            Diagnostic::error("E0218", msg)
+            Diagnostic::error(code::E0218, msg)
                 .primary(vspan.range(), "this value")
                 .help(help)
                 .into()
         };
         let wrong_type = |want: &str| -> Flow {
             Diagnostic::error(
-                "E0203",
+                code::E0203,
                 format!("`{pname}` takes {want}, not a {}", v.type_name()),
             )
             .primary(vspan.range(), format!("a {}", v.type_name()))
@@ -862,7 +866,7 @@ impl Eval<'_> {
                 }
                 Value::Quantity(..) => {
                     return Err(Diagnostic::error(
-                        "E0204",
+                        code::E0204,
                         format!("`{pname}` is a plain count and takes no unit"),
                     )
                     .primary(vspan.range(), "has a unit")
@@ -893,7 +897,7 @@ impl Eval<'_> {
                 }
                 Value::Quantity(_, u) => {
                     return Err(Diagnostic::error(
-                        "E0204",
+                        code::E0204,
                         format!("`{pname}` takes {}, not {}", unit_noun(unit), unit_noun(*u)),
                     )
                     .primary(vspan.range(), format!("{} here", unit_noun(*u)))
@@ -902,7 +906,7 @@ impl Eval<'_> {
                 }
                 Value::Int(_) | Value::Float(_) => {
                     return Err(
-                        Diagnostic::error("E0204", format!("`{pname}` needs a unit"))
+                        Diagnostic::error(code::E0204, format!("`{pname}` needs a unit"))
                             .primary(vspan.range(), "bare number")
                             .help(format!(
                                 "say which unit with {}, e.g. `{}`",
@@ -946,7 +950,7 @@ impl Eval<'_> {
                         if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
                             && n.class != NicClass::Physical
                         {
-                            return Err(Diagnostic::error("E0203", format!("`{t}` has no order, so `{}` does not apply", op.as_str()))
+                            return Err(Diagnostic::error(code::E0203, format!("`{t}` has no order, so `{}` does not apply", op.as_str()))
                                 .primary(vspan.range(), "not an ordered NIC model")
                                 .help("only physical NIC models are ordered: connectx3 < connectx4 < connectx5 < connectx6 < connectx6dx < connectx7; x520 < x710 < e810")
                                 .into());
@@ -1056,7 +1060,7 @@ impl Eval<'_> {
                 for v in &members {
                     let Value::Node(n) = v else {
                         return Err(Diagnostic::error(
-                            "E0203",
+                            code::E0203,
                             format!("connect() needs a list of nodes, found a {}", v.type_name()),
                         )
                         .primary(a.span_of(0).range(), "not all nodes")
@@ -1065,7 +1069,7 @@ impl Eval<'_> {
                     };
                     if self.model.nodes[*n as usize].topo != t {
                         return Err(Diagnostic::error(
-                            "E0216",
+                            code::E0216,
                             format!(
                                 "node `{}` belongs to another topology",
                                 self.model.node_name(*n)
@@ -1077,7 +1081,7 @@ impl Eval<'_> {
                     }
                     if let Some(dup) = nodes.iter().find(|x| **x == *n) {
                         return Err(Diagnostic::error(
-                            "E0207",
+                            code::E0207,
                             format!(
                                 "node `{}` appears twice on one link",
                                 self.model.node_name(*dup)
@@ -1091,7 +1095,7 @@ impl Eval<'_> {
                 }
                 if nodes.len() < 2 {
                     return Err(Diagnostic::error(
-                        "E0207",
+                        code::E0207,
                         format!(
                             "a link needs at least two nodes, this one has {}",
                             nodes.len()
@@ -1154,7 +1158,7 @@ impl Eval<'_> {
                     }
                     other => {
                         return Err(Diagnostic::error(
-                            "E0218",
+                            code::E0218,
                             format!("{} is not an ingress protocol", self.repr_brief(other)),
                         )
                         .primary(a.span_of(0).range(), "protocol")
@@ -1165,7 +1169,7 @@ impl Eval<'_> {
                 let port = self.int_arg(&a, 1, m)?;
                 let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
                     self.fail(
-                        "E0218",
+                        code::E0218,
                         a.span_of(1),
                         format!("{port} is not a port number"),
                         "ports are 1 to 65535",
@@ -1309,7 +1313,7 @@ impl Eval<'_> {
                 | Value::Socket(..),
                 _,
             ) => Err(Diagnostic::error(
-                "E0202",
+                code::E0202,
                 format!("cannot set `{n}` on a {}", o.type_name()),
             )
             .primary(nspan.range(), "not settable")
@@ -1332,7 +1336,7 @@ impl Eval<'_> {
     pub fn endpoint_of(&mut self, l: u32, k: &Value, kspan: Span, _span: Span) -> R<Value> {
         let Value::Node(n) = k else {
             return Err(Diagnostic::error(
-                "E0203",
+                code::E0203,
                 format!("a link is indexed by a node, not a {}", k.type_name()),
             )
             .primary(kspan.range(), "not a node")
@@ -1349,7 +1353,7 @@ impl Eval<'_> {
                     .map(|e| format!("`{}`", self.model.node_name(e.node)))
                     .collect();
                 Err(Diagnostic::error(
-                    "E0208",
+                    code::E0208,
                     format!("node `{}` is not on this link", self.model.node_name(*n)),
                 )
                 .primary(kspan.range(), "not an endpoint of the link")

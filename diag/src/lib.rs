@@ -10,6 +10,7 @@
 //! `mxc explain CODE` prints; a test checks codes are unique and documented.
 
 pub mod codes;
+pub use codes::{Code, code};
 mod render;
 
 use std::sync::Arc;
@@ -58,9 +59,9 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error with `code` and `message`, with no spans yet.
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
         Diagnostic {
-            code,
+            code: code.as_str(),
             severity: Severity::Error,
             message: message.into(),
             labels: Vec::new(),
@@ -69,7 +70,7 @@ impl Diagnostic {
     }
 
     /// A warning with `code` and `message`.
-    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, message)

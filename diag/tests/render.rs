@@ -1,6 +1,7 @@
 //! Renderer tests on hand-made diagnostics, so they pin the output formats
 //! without depending on what the compiler reports.
 
+use mx_diag::code;
 use mx_diag::codes::CODES;
 use mx_diag::{
     Diagnostic, FileReport, HumanStyle, SourceFile, render_human, render_json, render_sarif,
@@ -27,10 +28,10 @@ fn report_at(path: &str) -> FileReport {
     FileReport {
         file: SourceFile::new(path, MODEL),
         diagnostics: vec![
-            Diagnostic::error("E0201", "undefined name `b`")
+            Diagnostic::error(code::E0201, "undefined name `b`")
                 .primary(b.start + 1..b.end - 1, "not defined")
                 .help("quote it to make a name: `net.node('b')`"),
-            Diagnostic::warning("W0203", "node `é` has no links")
+            Diagnostic::warning(code::W0203, "node `é` has no links")
                 .primary(at("'é'"), "this node")
                 .secondary(at("Network('lab')"), "in this network"),
         ],
@@ -102,7 +103,7 @@ fn human_summary_counts_and_leads_with_worst_severity() {
     );
     report.diagnostics.remove(0);
     assert_eq!(last_line(&report), "warning: 1 warning in examples/lab.mx");
-    let error = Diagnostic::error("E0201", "undefined name `b`");
+    let error = Diagnostic::error(code::E0201, "undefined name `b`");
     report.diagnostics = vec![error.clone(), error];
     assert_eq!(last_line(&report), "error: 2 errors in examples/lab.mx");
 }
@@ -125,7 +126,7 @@ fn human_report_survives_spans_past_the_end() {
     let report = FileReport {
         file: SourceFile::new("short.mx", "é\n"),
         diagnostics: vec![
-            Diagnostic::error("E0101", "unexpected end of file").primary(1..99, "here"),
+            Diagnostic::error(code::E0101, "unexpected end of file").primary(1..99, "here"),
         ],
     };
     let out = render_human(&report, PLAIN);
@@ -195,7 +196,10 @@ fn sarif_is_valid_against_the_official_schema() {
     // The same file twice, a path that needs escaping, a file-level finding.
     let file_level = FileReport {
         file: SourceFile::new("my models/empty.mx", ""),
-        diagnostics: vec![Diagnostic::error("E0217", "the model defines no topology")],
+        diagnostics: vec![Diagnostic::error(
+            code::E0217,
+            "the model defines no topology",
+        )],
     };
     assert_valid_sarif(&render_sarif(&[report(), report(), file_level], "0.1.0"));
 }

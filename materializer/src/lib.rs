@@ -15,6 +15,7 @@
 //! assert!(bundles.is_empty()); // nothing placed, nothing to do
 //! ```
 
+use mx_diag::code;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -726,7 +727,7 @@ fn mac(tag: u32, index: u32) -> Result<Mac, Diagnostic> {
 }
 
 fn unmaterializable(message: String, help: &str) -> Diagnostic {
-    Diagnostic::error("E0401", message).help(help)
+    Diagnostic::error(code::E0401, message).help(help)
 }
 
 /// The file name of a fragment inside its bundle.

@@ -3,6 +3,7 @@
 //! guest agent's and sshd's virtio-serial ports, the serial console), never
 //! the experiment network.
 
+use mx_diag::code;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,7 +131,7 @@ pub fn exec(args: &ExecArgs) -> Status {
             Status::Code(out.status.clamp(0, 255) as u8)
         }
         Err(e) => {
-            fail(Diagnostic::error("E0406", e));
+            fail(Diagnostic::error(code::E0406, e));
             Status::Code(255)
         }
     }
@@ -184,7 +185,7 @@ pub fn cp(args: &CpArgs) -> Status {
             };
             match a.put(&data, path, &base, mode) {
                 Ok(_) => Status::Success,
-                Err(e) => fail(Diagnostic::error("E0406", format!("{node}: {e}"))),
+                Err(e) => fail(Diagnostic::error(code::E0406, format!("{node}: {e}"))),
             }
         }
         (Some((node, path)), None) => {
@@ -198,7 +199,7 @@ pub fn cp(args: &CpArgs) -> Status {
             };
             let (data, mode) = match a.get(path) {
                 Ok(x) => x,
-                Err(e) => return fail(Diagnostic::error("E0406", format!("{node}:{e}"))),
+                Err(e) => return fail(Diagnostic::error(code::E0406, format!("{node}:{e}"))),
             };
             let mut dest = PathBuf::from(&args.to);
             if dest.is_dir() {
@@ -253,7 +254,7 @@ pub fn console(args: &ConsoleArgs) -> Status {
             Status::Success
         }
         Err(e) => fail(
-            Diagnostic::error("E0406", format!("{}: {e}", args.node))
+            Diagnostic::error(code::E0406, format!("{}: {e}", args.node))
                 .help("one `mxc console` at a time; `mxc exec` and `mxc ssh` work alongside"),
         ),
     }
@@ -268,7 +269,7 @@ pub fn ssh(args: &SshArgs) -> Status {
     if !g.image.as_ref().is_some_and(|i| i.ssh) {
         return fail(
             Diagnostic::error(
-                "E0406",
+                code::E0406,
                 format!(
                     "{}'s image ({}) runs no sshd",
                     args.node,
@@ -284,7 +285,7 @@ pub fn ssh(args: &SshArgs) -> Status {
     let state = rt.state_dir(&args.name);
     if mx_runtime::ssh::public_key(&state).is_none() {
         return fail(
-            Diagnostic::error("E0406", format!("experiment `{}` has no ssh key", args.name))
+            Diagnostic::error(code::E0406, format!("experiment `{}` has no ssh key", args.name))
                 .help("ssh-keygen was missing when it came up: install openssh-client, then take it down and up again"),
         );
     }

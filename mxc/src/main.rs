@@ -12,6 +12,7 @@ mod access;
 mod image;
 mod run;
 
+use mx_diag::code;
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -585,7 +586,7 @@ pub(crate) fn realize_model(
             if !problems.is_empty() {
                 return Err(vec![
                     mx_diag::Diagnostic::error(
-                        "E0304",
+                        code::E0304,
                         "the realizer produced an unsound realization; nothing was allocated",
                     )
                     .help(format!(

@@ -1,6 +1,7 @@
 //! `mxc materialize`, `up`, `down`, `status` and `image`: the commands that
 //! turn realizations into running experiments on this machine.
 
+use mx_diag::code;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -237,7 +238,7 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
             let rt = Runtime::from_env();
             if rt.state_dir(&n).exists() {
                 show(&[Diagnostic::error(
-                    "E0403",
+                    code::E0403,
                     format!(
                         "experiment `{n}` is already up on this machine (state in {})",
                         rt.state_dir(&n).display()
@@ -357,9 +358,12 @@ fn run_up(
             Status::Success
         }
         Err(d) => {
-            let already = d.iter().any(|d| d.code == "E0403");
+            let already = d.iter().any(|d| d.code == code::E0403);
             show(&d);
-            if already || d.iter().any(|d| d.code == "E0405" || d.code == "E0402") {
+            if already
+                || d.iter()
+                    .any(|d| d.code == code::E0405 || d.code == code::E0402)
+            {
                 // Nothing was touched: give the allocation back.
                 if !already {
                     return release(false, db, name, Status::Failure);

@@ -12,6 +12,7 @@
 //!    is still proven infeasible, which leaves a set where every node
 //!    matters.
 
+use mx_diag::code;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -330,7 +331,7 @@ fn render(c: &Conflict, needs: &[Need], fac: &Facility, usage: &Usage) -> Diagno
         }
     };
     let mut d = Diagnostic::error(
-        "E0306",
+        code::E0306,
         format!(
             "{} nodes cannot be placed together: {listed}",
             c.members.len()

@@ -33,6 +33,7 @@ pub mod usage;
 pub mod verify;
 
 use mx_diag::Diagnostic;
+use mx_diag::code;
 use mx_xir::{Experiment, Facility, Realization};
 
 pub use usage::Usage;
@@ -221,7 +222,7 @@ pub fn realize(
     let name = opts.name.clone().unwrap_or_else(|| exp.name.clone());
     let tag = free_tag(&name, &usage.tags).ok_or_else(|| {
         vec![
-            Diagnostic::error("E0308", "every experiment tag is held by a realization").help(
+            Diagnostic::error(code::E0308, "every experiment tag is held by a realization").help(
                 "relinquish realizations that are no longer up (`mxc alloc show` lists them)",
             ),
         ]

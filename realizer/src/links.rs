@@ -7,6 +7,7 @@
 //! port; VFs and ports carry a VLAN tag that is unique on their leaf switch
 //! and shared by the link's endpoints on that leaf (VLAN switch tagging).
 
+use mx_diag::code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mx_diag::Diagnostic;
@@ -73,7 +74,7 @@ pub fn plan(
                     .find(|t| !used.contains(t))
                     .ok_or_else(|| {
                         Diagnostic::error(
-                            "E0303",
+                            code::E0303,
                             format!("leaf switch `{leaf}` has no free VLAN tag"),
                         )
                         .primary(link.span.range(), "this link needs one")
@@ -96,7 +97,7 @@ pub fn plan(
                 .unwrap_or(NicNeed::Any);
             let no_port = || {
                 Diagnostic::error(
-                    "E0302",
+                    code::E0302,
                     format!(
                         "host `{}` has no free port for node `{}`",
                         host.name, ep.node
@@ -138,7 +139,7 @@ pub fn plan(
                         }
                     }
                     let (port, vf) = chosen.ok_or_else(|| {
-                        Diagnostic::error("E0302", format!("host `{}` has no free VF for node `{}`", host.name, ep.node))
+                        Diagnostic::error(code::E0302, format!("host `{}` has no free VF for node `{}`", host.name, ep.node))
                             .primary(link.span.range(), "on this link")
                             .help("fewer vfio endpoints per host, or a facility with more SR-IOV capacity")
                     })?;
@@ -300,7 +301,7 @@ fn tunnel_endpoints(
         };
         if let Some((what, why)) = missing {
             return Err(Diagnostic::error(
-                "E0307",
+                code::E0307,
                 format!("link `{}` needs a VXLAN tunnel endpoint on {what}, which {why}", link.name),
             )
             .primary(link.span.range(), format!("node `{}` joins it there", e.node))
@@ -378,7 +379,7 @@ fn uplinks_hold(fac: &Facility, plans: &[LinkPlan], usage: &Usage) -> Result<(),
             let mut links = links;
             links.sort_by_key(|p| std::cmp::Reverse(p.emulation.as_ref().and_then(|e| e.capacity)));
             let mut d = Diagnostic::error(
-                "E0305",
+                code::E0305,
                 format!(
                     "links crossing {} `{device}` ask for {} and its {} carries {}{}",
                     if leaf { "leaf" } else { "host" },

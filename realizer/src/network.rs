@@ -6,6 +6,7 @@
 //! experiment address. All of it is decided here and recorded in the
 //! realization; the materializer and the guests only carry it out.
 
+use mx_diag::code;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
@@ -113,7 +114,7 @@ pub fn assign(exp: &Experiment, plans: &mut [LinkPlan]) -> Result<(), Diagnostic
                     let a = cursor;
                     if a >= last {
                         return Err(Diagnostic::error(
-                            "E0309",
+                            code::E0309,
                             format!(
                                 "link `{}` has no free address left in {} for node `{}`",
                                 p.link,
@@ -139,7 +140,7 @@ pub fn assign(exp: &Experiment, plans: &mut [LinkPlan]) -> Result<(), Diagnostic
                     net = ((net as u64).div_ceil(size) * size) as u32;
                     if net as u64 + size - 1 > pool_end as u64 {
                         return Err(Diagnostic::error(
-                            "E0309",
+                            code::E0309,
                             format!("the address pool {} is used up", cidr(POOL.0, POOL.1)),
                         )
                         .primary(span.range(), format!("link `{}` needs a /{len}", p.link))

@@ -2,6 +2,7 @@
 //! touches the machine: digests against the manifest, the schema version,
 //! names the kernel will accept, and references between fragments.
 
+use mx_diag::code;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use mx_xir::{FRAGMENT_VERSION, Fragment, IfName, Manifest, NicAttach, Spec, VmGp
 use sha2::{Digest, Sha256};
 
 fn bad(message: impl Into<String>, help: &str) -> Diagnostic {
-    Diagnostic::error("E0402", message).help(help)
+    Diagnostic::error(code::E0402, message).help(help)
 }
 
 /// Names a host's guests resolve: the largest realization mx plans.

@@ -22,6 +22,7 @@ pub mod real;
 pub mod ssh;
 mod tap;
 
+use mx_diag::code;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,7 @@ impl Guest {
     /// Its agent channel.
     pub fn agent(&self) -> Result<agent::Agent, Diagnostic> {
         let mut a = agent::Agent::open(&self.dir, self.name.as_str()).map_err(|e| {
-            Diagnostic::error("E0406", e).help("`mxc status` shows whether the node is up")
+            Diagnostic::error(code::E0406, e).help("`mxc status` shows whether the node is up")
         })?;
         a.full_json = self
             .image
@@ -155,7 +156,7 @@ impl Runtime {
     pub fn claim_tag(&self, tag: u32, name: &Name) -> Result<(), Diagnostic> {
         let dir = self.tags_dir();
         std::fs::create_dir_all(&dir).map_err(|e| {
-            Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))
+            Diagnostic::error(code::E0404, format!("cannot create {}: {e}", dir.display()))
         })?;
         let file = dir.join(mx_materializer::tag_hex(tag));
         for _ in 0..2 {
@@ -167,7 +168,10 @@ impl Runtime {
                 Ok(mut f) => {
                     use std::io::Write;
                     return f.write_all(name.as_bytes()).map_err(|e| {
-                        Diagnostic::error("E0404", format!("cannot write {}: {e}", file.display()))
+                        Diagnostic::error(
+                            code::E0404,
+                            format!("cannot write {}: {e}", file.display()),
+                        )
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -176,7 +180,7 @@ impl Runtime {
                         Ok(h) if h == *name => return Ok(()),
                         Ok(h) if self.state_dir(&h).join("state.json").exists() => {
                             return Err(Diagnostic::error(
-                                "E0403",
+                                code::E0403,
                                 format!(
                                     "experiment `{name}` has tag {tag:#08x}, which experiment `{h}` running on this machine holds"
                                 ),
@@ -190,14 +194,14 @@ impl Runtime {
                 }
                 Err(e) => {
                     return Err(Diagnostic::error(
-                        "E0404",
+                        code::E0404,
                         format!("cannot create {}: {e}", file.display()),
                     ));
                 }
             }
         }
         Err(Diagnostic::error(
-            "E0404",
+            code::E0404,
             format!("cannot claim tag {tag:#08x} in {}", dir.display()),
         ))
     }
@@ -397,7 +401,7 @@ impl Runtime {
         bundle::validate(bundles)?;
         let (name, tag) = experiment_of(bundles).ok_or_else(|| {
             vec![
-                Diagnostic::error("E0402", "the bundles hold no fragment")
+                Diagnostic::error(code::E0402, "the bundles hold no fragment")
                     .help("materialize a realization with at least one node"),
             ]
         })?;
@@ -409,7 +413,7 @@ impl Runtime {
             let (a, why) = probe_accel();
             accel = a;
             notes.push(format!("accelerator: {accel} ({why})"));
-            let unsupported = |m: String, help: &str| Diagnostic::error("E0405", m).help(help);
+            let unsupported = |m: String, help: &str| Diagnostic::error(code::E0405, m).help(help);
             if !nix::unistd::Uid::effective().is_root() {
                 errs.push(unsupported(
                     "bringing an experiment up needs root (namespaces, taps, XDP, cgroups)".into(),
@@ -488,7 +492,7 @@ impl Runtime {
                             if check_machine {
                                 errs.push(
                                     Diagnostic::error(
-                                        "E0405",
+                                        code::E0405,
                                         format!(
                                             "the default {} image is not built ({})",
                                             vm.arch,
@@ -513,7 +517,7 @@ impl Runtime {
                         Some(None) => {
                             let (m, h) = images::missing(&self.images, &vm.image, &vm.arch);
                             errs.push(
-                                Diagnostic::error("E0405", format!("VM `{}`: {m}", vm.name))
+                                Diagnostic::error(code::E0405, format!("VM `{}`: {m}", vm.name))
                                     .help(h),
                             );
                             paths
@@ -536,7 +540,7 @@ impl Runtime {
                         };
                         if let Some(what) = what {
                             errs.push(
-                                Diagnostic::error("E0405", format!("VM `{}` boots the cloud image `{}`, which boots its own kernel: {what}", vm.name, vm.image))
+                                Diagnostic::error(code::E0405, format!("VM `{}` boots the cloud image `{}`, which boots its own kernel: {what}", vm.name, vm.image))
                                     .help("use an image mx boots the kernel of (`mxc image list`: bookworm, the busybox guest), or drop the constraint"),
                             );
                         }
@@ -548,7 +552,7 @@ impl Runtime {
                         .iter()
                         .find(|p| p.as_os_str().len() > plan::SOCKET_PATH_MAX)
                     {
-                        errs.push(Diagnostic::error("E0405", format!("VM `{}`'s socket {} is longer than the {} bytes a unix socket path may have", vm.name, long.display(), plan::SOCKET_PATH_MAX))
+                        errs.push(Diagnostic::error(code::E0405, format!("VM `{}`'s socket {} is longer than the {} bytes a unix socket path may have", vm.name, long.display(), plan::SOCKET_PATH_MAX))
                             .help("set MX_STATE_DIR to a shorter directory, or give the experiment a shorter name"));
                     }
                 }
@@ -583,14 +587,14 @@ impl Runtime {
         let (plan, paths) = self.plan(bundles, true)?;
         let Some((name, tag)) = experiment_of(bundles) else {
             return Err(vec![Diagnostic::error(
-                "E0402",
+                code::E0402,
                 "the bundles hold no fragment",
             )]);
         };
         let dir = self.state_dir(&name);
         std::fs::create_dir_all(&self.root).map_err(|e| {
             vec![Diagnostic::error(
-                "E0404",
+                code::E0404,
                 format!("cannot create {}: {e}", self.root.display()),
             )]
         })?;
@@ -598,7 +602,7 @@ impl Runtime {
         if let Err(e) = std::fs::create_dir(&dir) {
             return Err(vec![if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Diagnostic::error(
-                    "E0403",
+                    code::E0403,
                     format!(
                         "experiment `{name}` is already up on this machine (state in {})",
                         dir.display()
@@ -608,13 +612,13 @@ impl Runtime {
                     "`mxc status {name}` shows it; `mxc down {name}` removes it"
                 ))
             } else {
-                Diagnostic::error("E0404", format!("cannot create {}: {e}", dir.display()))
+                Diagnostic::error(code::E0404, format!("cannot create {}: {e}", dir.display()))
             }]);
         }
         // The bundles go with the state, so `down` needs nothing else.
         let fail = |e: std::io::Error| {
             vec![Diagnostic::error(
-                "E0404",
+                code::E0404,
                 format!("cannot write state in {}: {e}", dir.display()),
             )]
         };
@@ -655,7 +659,7 @@ impl Runtime {
         let (plan, mut paths) = self.plan(&bundles, true)?;
         let dir = self.state_dir(name);
         paths.ssh_key = ssh::public_key(&dir);
-        let old = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
+        let old = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error(code::E0402, e)])?;
         if let Some((_, tag)) = experiment_of(&bundles) {
             self.claim_tag(tag, name).map_err(|d| vec![d])?;
         }
@@ -703,7 +707,7 @@ impl Runtime {
         let _ = state.save(&dir);
         match res {
             Ok(()) => Ok(plan),
-            Err(e) => Err(vec![Diagnostic::error("E0404", format!("experiment `{name}` did not come up: {e}")).help(format!("`mxc status {name}` shows each task; `mxc down {name}` removes what was created, or `mxc up --resume` retries once the cause is fixed"))]),
+            Err(e) => Err(vec![Diagnostic::error(code::E0404, format!("experiment `{name}` did not come up: {e}")).help(format!("`mxc status {name}` shows each task; `mxc down {name}` removes what was created, or `mxc up --resume` retries once the cause is fixed"))]),
         }
     }
 
@@ -715,7 +719,7 @@ impl Runtime {
         if !dir.exists() {
             return Err(vec![
                 Diagnostic::error(
-                    "E0402",
+                    code::E0402,
                     format!(
                         "experiment `{name}` is not up on this machine (no {})",
                         dir.display()
@@ -729,7 +733,7 @@ impl Runtime {
         match experiment_of(&bundles) {
             Some((n, _)) if n == *name => Ok(bundles),
             _ => Err(vec![Diagnostic::error(
-                "E0402",
+                code::E0402,
                 format!(
                     "the bundles in {} are not experiment `{name}`'s",
                     dir.display()
@@ -748,7 +752,8 @@ impl Runtime {
     ) -> Result<Vec<String>, Vec<Diagnostic>> {
         let dir = self.state_dir(name);
         let bundles = self.bundles(name)?;
-        let mut state = exec::State::load(&dir).map_err(|e| vec![Diagnostic::error("E0402", e)])?;
+        let mut state =
+            exec::State::load(&dir).map_err(|e| vec![Diagnostic::error(code::E0402, e)])?;
         let dag = dag::build(&bundles);
         let hosts = netns_hosts(&bundles);
         let tag = experiment_of(&bundles).map_or(0, |(_, t)| t);
@@ -797,7 +802,7 @@ impl Runtime {
                 let _ = std::fs::remove_dir(&self.bpf); // only when no other experiment has pins
                 std::fs::remove_dir_all(&dir).map_err(|e| {
                     vec![Diagnostic::error(
-                        "E0404",
+                        code::E0404,
                         format!("cannot remove {}: {e}", dir.display()),
                     )]
                 })?;
@@ -809,11 +814,10 @@ impl Runtime {
                 state.phase = "down-failed".into();
                 let _ = state.save(&dir);
                 Err(vec![
-                    Diagnostic::error("E0404", format!("taking `{name}` down failed: {e}")).help(
-                        format!(
+                    Diagnostic::error(code::E0404, format!("taking `{name}` down failed: {e}"))
+                        .help(format!(
                             "fix the cause and run `mxc down {name}` again; it is safe to repeat"
-                        ),
-                    ),
+                        )),
                 ])
             }
         }
@@ -824,12 +828,12 @@ impl Runtime {
         let dir = self.state_dir(name);
         if !dir.exists() {
             return Err(Diagnostic::error(
-                "E0402",
+                code::E0402,
                 format!("experiment `{name}` is not up on this machine"),
             )
             .help("`mxc status` lists the experiments that are up"));
         }
-        exec::State::load(&dir).map_err(|e| Diagnostic::error("E0402", e))
+        exec::State::load(&dir).map_err(|e| Diagnostic::error(code::E0402, e))
     }
 
     /// A running VM of an experiment, to reach its guest: the experiment is
@@ -838,7 +842,7 @@ impl Runtime {
         let bundles = self.bundles(name).map_err(|d| {
             d.into_iter()
                 .next()
-                .unwrap_or_else(|| Diagnostic::error("E0402", "no bundles"))
+                .unwrap_or_else(|| Diagnostic::error(code::E0402, "no bundles"))
         })?;
         let vms: Vec<(&mx_xir::VmSpec, &Name)> = bundles
             .iter()
@@ -863,7 +867,7 @@ impl Runtime {
                 String::new()
             };
             return Err(Diagnostic::error(
-                "E0406",
+                code::E0406,
                 format!(
                     "experiment `{name}` has no node `{}`",
                     bundle::printable(node)
@@ -874,7 +878,7 @@ impl Runtime {
         let dir = self.state_dir(name).join("vm").join(vm.name.as_str());
         if !real::pid_alive(&dir.join("qemu.pid")) {
             return Err(Diagnostic::error(
-                "E0406",
+                code::E0406,
                 format!("node `{node}` of `{name}` is not running"),
             )
             .help(format!(

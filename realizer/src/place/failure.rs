@@ -2,6 +2,7 @@
 //! at the constraints that rule hosts out, and a summary of demand against
 //! supply when many fail.
 
+use mx_diag::code;
 use std::collections::BTreeMap;
 
 use mx_diag::Diagnostic;
@@ -64,7 +65,7 @@ pub fn group(names: &[&str]) -> String {
 
 pub(crate) fn explain_failure(n: &Need, fac: &Facility, usage: &Usage) -> Diagnostic {
     let mut d = Diagnostic::error(
-        "E0301",
+        code::E0301,
         format!("no resource can host node `{}`", n.node.name),
     )
     .primary(n.node.span.range(), "cannot be placed");
@@ -216,7 +217,7 @@ pub(crate) fn capacity_summary(
         });
     let first = &needs[failed[3]];
     let mut d = Diagnostic::error(
-        "E0301",
+        code::E0301,
         format!("{} more nodes cannot be placed", failed.len() - 3),
     )
     .primary(first.node.span.range(), "among them");
