@@ -323,7 +323,7 @@ fn human_style(color: Color) -> HumanStyle {
 /// What a model compiles to: an experiment or a facility.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum Document {
+pub(crate) enum Document {
     Experiment(Box<mx_xir::Experiment>),
     Facility(Box<mx_xir::Facility>),
 }
@@ -457,7 +457,10 @@ fn check_summary(
 
 /// Reads and compiles `path`, showing what the model printed on stderr.
 /// A file that cannot be read is reported here and gives `Err`.
-fn compile_file(path: &Path, options: &ModelOptions) -> Result<(FileReport, Option<Document>), ()> {
+/// A model file compiled: its report and what it compiled to.
+pub(crate) type Compiled = (FileReport, Option<Document>);
+
+pub(crate) fn compile_file(path: &Path, options: &ModelOptions) -> Result<Compiled, ()> {
     let name = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -515,8 +518,13 @@ pub(crate) fn realize_model(
     args: &RealizeArgs,
     style: HumanStyle,
     default_facility: (&str, &str),
+    compiled: Option<Compiled>,
 ) -> Result<mx_xir::Realization, Status> {
-    let Ok((report, doc)) = compile_file(&args.model, &args.model_options) else {
+    let compiled = match compiled {
+        Some(c) => Ok(c),
+        None => compile_file(&args.model, &args.model_options),
+    };
+    let Ok((report, doc)) = compiled else {
         return Err(Status::Error);
     };
     eprint!("{}", mx_diag::render_human(&report, style));
@@ -666,7 +674,7 @@ pub(crate) fn realize_model(
 }
 
 fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
-    let real = match realize_model(args, style, DEFAULT_FACILITY) {
+    let real = match realize_model(args, style, DEFAULT_FACILITY, None) {
         Ok(r) => r,
         Err(status) => return status,
     };

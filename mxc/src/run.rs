@@ -202,13 +202,17 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
     if args.model.is_dir() {
         return up_bundles(args);
     }
-    // Refuse a second `up` before realizing (which would trip over the
-    // first one's allocation with a less useful message).
+    // Compiled once: its name is needed before realizing, to refuse a
+    // second `up` (which would trip over the first one's allocation with a
+    // less useful message), and the realizer takes the same output.
+    let Ok(compiled) = crate::compile_file(&args.model, &args.model_options) else {
+        return Status::Error;
+    };
     if !args.dry_run {
-        let name = args
-            .name
-            .clone()
-            .or_else(|| model_name(&args.model, &args.model_options));
+        let name = args.name.clone().or_else(|| match &compiled.1 {
+            Some(crate::Document::Experiment(x)) => Some(x.name.clone()),
+            _ => None,
+        });
         if args.resume {
             let Some(n) = name else {
                 eprintln!(
@@ -264,7 +268,7 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         explain: false,
         model_options: args.model_options.clone(),
     };
-    let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY) {
+    let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY, Some(compiled)) {
         Ok(r) => r,
         Err(s) => return s,
     };
@@ -357,30 +361,17 @@ fn run_up(
             );
             Status::Success
         }
-        Err(d) => {
-            let already = d.iter().any(|d| d.code == code::E0403);
-            show(&d);
-            if already
-                || d.iter()
-                    .any(|d| d.code == code::E0405 || d.code == code::E0402)
-            {
+        Err(e) => {
+            show(e.diagnostics());
+            match e {
                 // Nothing was touched: give the allocation back.
-                if !already {
-                    return release(false, db, name, Status::Failure);
+                mx_runtime::UpError::Refused(_) => release(false, db, name, Status::Failure),
+                mx_runtime::UpError::AlreadyUp(_) | mx_runtime::UpError::Failed(_) => {
+                    Status::Failure
                 }
-                return Status::Failure;
             }
-            Status::Failure
         }
     }
-}
-
-/// The experiment name a model compiles to, if it compiles.
-fn model_name(path: &std::path::Path, opts: &ModelOptions) -> Option<Name> {
-    let bytes = std::fs::read(path).ok()?;
-    let (_, out) =
-        mx_compiler::compile_source(&path.display().to_string(), bytes, &opts.compiler_options());
-    out.xir.map(|x| x.name)
 }
 
 /// Gives back an allocation made by `up` when nothing came of it.

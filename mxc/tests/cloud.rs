@@ -176,6 +176,18 @@ fn import_takes_standalone_qcow2_images_only() {
         "{}",
         text(&o.stderr)
     );
+    // For real: refused before the machine is touched, so the allocation
+    // the realizer made goes back.
+    let o = mxc(&env, &images, &["up", model.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("boots its own kernel"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!env.dir.join("run/tdfc").exists());
+    let alloc = ok(&mxc(&env, &images, &["alloc", "show"]));
+    assert!(!alloc.contains("tdfc"), "{alloc}");
     ok(&mxc(&env, &images, &["image", "remove", "tiny"]));
     assert!(!images.join("tiny").exists());
     let o = mxc(&env, &images, &["image", "remove", "tiny"]);

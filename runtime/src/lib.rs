@@ -88,6 +88,32 @@ pub struct Runtime {
     pub workers: usize,
 }
 
+/// Why [`Runtime::up`] did not bring an experiment up, and what that
+/// leaves behind: the caller decides from this, not from codes, whether
+/// to give the experiment's allocation back.
+#[derive(Debug)]
+pub enum UpError {
+    /// Refused before anything on the machine was touched (bundles that do
+    /// not validate, a missing image, a fragment this machine cannot run):
+    /// the allocation can be given back.
+    Refused(Vec<Diagnostic>),
+    /// The experiment is already up here (its state exists, or its tag is
+    /// held): nothing was touched, and the allocation is in use.
+    AlreadyUp(Vec<Diagnostic>),
+    /// Failed part way: the state says what was done, `down` removes it,
+    /// and the allocation stays until then.
+    Failed(Vec<Diagnostic>),
+}
+
+impl UpError {
+    /// What went wrong.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            UpError::Refused(d) | UpError::AlreadyUp(d) | UpError::Failed(d) => d,
+        }
+    }
+}
+
 impl Runtime {
     /// Paths from `MX_STATE_DIR` and `MX_IMAGE_DIR`, else `/var/lib/mx/...`.
     pub fn from_env() -> Runtime {
@@ -579,48 +605,56 @@ impl Runtime {
     /// Brings an experiment up. Refuses (E0403) when its state exists. On a
     /// failure the run stops, the state says what was done, and `down`
     /// removes it.
-    pub fn up(
-        &self,
-        bundles: &[Bundle],
-        progress: &mut dyn FnMut(Event),
-    ) -> Result<Plan, Vec<Diagnostic>> {
-        let (plan, paths) = self.plan(bundles, true)?;
+    pub fn up(&self, bundles: &[Bundle], progress: &mut dyn FnMut(Event)) -> Result<Plan, UpError> {
+        let (plan, paths) = self.plan(bundles, true).map_err(UpError::Refused)?;
         let Some((name, tag)) = experiment_of(bundles) else {
-            return Err(vec![Diagnostic::error(
+            return Err(UpError::Refused(vec![Diagnostic::error(
                 code::E0402,
                 "the bundles hold no fragment",
-            )]);
+            )]));
         };
         let dir = self.state_dir(&name);
         std::fs::create_dir_all(&self.root).map_err(|e| {
-            vec![Diagnostic::error(
+            UpError::Refused(vec![Diagnostic::error(
                 code::E0404,
                 format!("cannot create {}: {e}", self.root.display()),
-            )]
+            )])
         })?;
-        self.claim_tag(tag, &name).map_err(|d| vec![d])?;
-        if let Err(e) = std::fs::create_dir(&dir) {
-            return Err(vec![if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Diagnostic::error(
-                    code::E0403,
-                    format!(
-                        "experiment `{name}` is already up on this machine (state in {})",
-                        dir.display()
-                    ),
-                )
-                .help(format!(
-                    "`mxc status {name}` shows it; `mxc down {name}` removes it"
-                ))
+        self.claim_tag(tag, &name).map_err(|d| {
+            if d.code == code::E0403 {
+                UpError::AlreadyUp(vec![d])
             } else {
-                Diagnostic::error(code::E0404, format!("cannot create {}: {e}", dir.display()))
-            }]);
+                UpError::Refused(vec![d])
+            }
+        })?;
+        if let Err(e) = std::fs::create_dir(&dir) {
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                UpError::AlreadyUp(vec![
+                    Diagnostic::error(
+                        code::E0403,
+                        format!(
+                            "experiment `{name}` is already up on this machine (state in {})",
+                            dir.display()
+                        ),
+                    )
+                    .help(format!(
+                        "`mxc status {name}` shows it; `mxc down {name}` removes it"
+                    )),
+                ])
+            } else {
+                UpError::Refused(vec![Diagnostic::error(
+                    code::E0404,
+                    format!("cannot create {}: {e}", dir.display()),
+                )])
+            });
         }
-        // The bundles go with the state, so `down` needs nothing else.
+        // From here on the machine is touched: a failure leaves state that
+        // says what was done, and `down` removes it.
         let fail = |e: std::io::Error| {
-            vec![Diagnostic::error(
+            UpError::Failed(vec![Diagnostic::error(
                 code::E0404,
                 format!("cannot write state in {}: {e}", dir.display()),
-            )]
+            )])
         };
         mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
         let mut paths = paths;
@@ -645,6 +679,7 @@ impl Runtime {
         };
         state.save(&dir).map_err(fail)?;
         self.drive(plan, &paths, &hosts, state, progress)
+            .map_err(UpError::Failed)
     }
 
     /// Runs an experiment's DAG again from its state directory: after a
