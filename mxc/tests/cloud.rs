@@ -306,7 +306,7 @@ fn an_imported_cloud_image_is_an_experiment_node() {
         &env,
         &images,
         &[
-            "exec", "cloudy", "c1", "--", "ping", "-c", "1", "-W", "5", "a1",
+            "exec", "cloudy", "c1", "--", "ping", "-c", "1", "-w", "15", "a1",
         ],
     );
     assert!(ok(&ping).contains("1 received"), "{}", text(&ping.stdout));
@@ -314,7 +314,7 @@ fn an_imported_cloud_image_is_an_experiment_node() {
         &env,
         &images,
         &[
-            "exec", "cloudy", "a1", "--", "ping", "-c", "1", "-W", "5", "c1",
+            "exec", "cloudy", "a1", "--", "ping", "-c", "1", "-w", "15", "c1",
         ],
     );
     assert!(

@@ -1,0 +1,237 @@
+//! Links, addresses, bridges, VXLAN and flood entries over netlink (rtnetlink), one connection per namespace.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Real {
+    /// A connection into `ns`, opened on first use.
+    pub(super) fn conn(&self, ns: Option<&str>) -> R<std::sync::Arc<Conn>> {
+        let key = ns.map(str::to_string);
+        let mut conns = self.conns.lock().map_err(|_| "connection table poisoned")?;
+        if let Some(c) = conns.get(&key) {
+            return Ok(c.clone());
+        }
+        if let Some(n) = ns
+            && !ns_exists(n)
+        {
+            return Err(format!("namespace {n} does not exist"));
+        }
+        let (htx, hrx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let nsname = key.clone();
+        let thread = std::thread::spawn(move || {
+            let setup = || -> R<tokio::runtime::Runtime> {
+                if let Some(n) = &nsname {
+                    let target = fs::File::open(Path::new(NETNS_DIR).join(n)).map_err(io_err)?;
+                    setns(&target, CloneFlags::CLONE_NEWNET).map_err(io_err)?;
+                }
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(io_err)
+            };
+            let rt = match setup() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = htx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match rtnetlink::new_connection() {
+                    Ok((conn, handle, _)) => {
+                        tokio::spawn(conn);
+                        let _ = htx.send(Ok(handle));
+                        let _ = stop_rx.await;
+                    }
+                    Err(e) => {
+                        let _ = htx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        let handle = hrx.recv().map_err(|_| "netlink thread died")??;
+        let c = std::sync::Arc::new(Conn {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        });
+        conns.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Closes the connection into `ns` (before the namespace is deleted, so
+    /// that no socket keeps it alive).
+    pub(super) fn forget(&self, ns: &str) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.remove(&Some(ns.to_string()));
+        }
+    }
+
+    pub(super) fn nl<T, F>(&self, ns: Option<&str>, f: impl FnOnce(Handle) -> F) -> R<T>
+    where
+        F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
+    {
+        let c = self.conn(ns)?;
+        futures_executor::block_on(f(c.handle.clone())).map_err(|e| match nl_errno(&e) {
+            Some(n) => io::Error::from_raw_os_error(n).to_string(),
+            None => e.to_string(),
+        })
+    }
+
+    pub(super) fn index(&self, ns: Option<&str>, name: &str) -> R<Option<u32>> {
+        self.nl(ns, |h| async move { link_index(&h, name).await })
+    }
+
+    pub(super) fn need_index(&self, ns: Option<&str>, name: &str) -> R<u32> {
+        self.index(ns, name)?.ok_or_else(|| {
+            format!(
+                "no device `{name}`{}",
+                ns.map(|n| format!(" in {n}")).unwrap_or_default()
+            )
+        })
+    }
+
+    pub(super) fn set(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        f: impl FnOnce(
+            rtnetlink::LinkMessageBuilder<LinkUnspec>,
+        ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
+    ) -> R<()> {
+        let idx = self.need_index(ns, name)?;
+        let msg = f(LinkUnspec::new_with_index(idx)).build();
+        self.nl(ns, |h| async move { h.link().set(msg).execute().await })
+    }
+
+    /// Whether the experiment whose device group is `group` has a device
+    /// `name`: `Some(index)` if so, `None` if no device has that name, and
+    /// an error if one does that is not in the group: a device mx did not
+    /// create for this experiment is never adopted, changed or deleted.
+    pub(super) fn owned(&self, ns: Option<&str>, name: &str, group: u32) -> R<Option<u32>> {
+        match self.nl(ns, |h| async move { link_group(&h, name).await })? {
+            None => Ok(None),
+            Some((idx, g)) if g == group => Ok(Some(idx)),
+            Some((_, g)) => Err(format!(
+                "device `{name}`{} exists and is not this experiment's (device group {g:#x}, not {group:#x}); it was left alone",
+                ns.map(|n| format!(" in {n}")).unwrap_or_default()
+            )),
+        }
+    }
+
+    /// Adds a link unless the experiment has it already (see
+    /// [`Real::owned`]). `msg` must set `group`, so that creation and
+    /// ownership are one atomic step.
+    pub(super) fn add_link(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        group: u32,
+        msg: rtnetlink::packet_route::link::LinkMessage,
+    ) -> R<()> {
+        if self.owned(ns, name, group)?.is_some() {
+            return Ok(());
+        }
+        let r = self.nl(ns, |h| async move { h.link().add(msg).execute().await });
+        match r {
+            // Made meanwhile: by a concurrent task of ours, or by someone else.
+            Err(e) if e.contains("File exists") => self.owned(ns, name, group).map(|_| ()),
+            other => other,
+        }
+    }
+}
+
+pub(crate) fn link_name(m: &rtnetlink::packet_route::link::LinkMessage) -> String {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The index and device group of the link named `name`, if there is one.
+pub(crate) async fn link_group(
+    h: &Handle,
+    name: &str,
+) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => {
+            let group = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    rtnetlink::packet_route::link::LinkAttribute::Group(g) => Some(*g),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            Ok(Some((msg.header.index, group)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) async fn fdb_append_default(
+    h: &Handle,
+    vx_idx: u32,
+    remote: Ipv4Addr,
+) -> Result<(), rtnetlink::Error> {
+    use rtnetlink::packet_core::{
+        NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    };
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    };
+    use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = vx_idx;
+    m.header.state = NeighbourState::Permanent;
+    // NTF_SELF: the entry is the VXLAN device's own, not its bridge's.
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(vec![0u8; 6]));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            remote,
+        )));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut h = h.clone();
+    let mut resp = h.request(req)?;
+    while let Some(msg) = resp.next().await {
+        if let NetlinkPayload::Error(e) = msg.payload
+            && e.code.is_some()
+        {
+            return Err(rtnetlink::Error::NetlinkError(e));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_cidr(c: &str) -> R<(Ipv4Addr, u8)> {
+    let (ip, len) = c
+        .split_once('/')
+        .ok_or_else(|| format!("`{c}` is not an address/prefix"))?;
+    Ok((
+        ip.parse()
+            .map_err(|_| format!("`{ip}` is not an IPv4 address"))?,
+        len.parse()
+            .map_err(|_| format!("`{len}` is not a prefix length"))?,
+    ))
+}

@@ -1,0 +1,465 @@
+//! The real executor: netlink (rtnetlink) for links, addresses and flood
+//! entries, an ioctl for taps, aya for XDP, QEMU with QMP, cgroup files, and
+//! `tc` for shaping (netlink-packet-route has no token bucket). Every
+//! operation is idempotent: create if absent, accept what is already there,
+//! and deleting what is gone succeeds.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use nix::sched::{CloneFlags, setns, unshare};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
+
+use crate::exec::{Context, Executor};
+use crate::plan::Op;
+
+mod cgroup;
+mod files;
+mod link;
+mod netns;
+mod qemu;
+mod tc;
+mod tdf;
+mod vfio;
+mod xdp;
+
+#[allow(unused_imports)]
+pub use self::{cgroup::*, files::*, link::*, netns::*, qemu::*, tc::*, tdf::*, vfio::*, xdp::*};
+
+/// One netlink connection per namespace, kept for the whole run: its
+/// socket lives in the namespace it was opened in.
+struct Conn {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The machine.
+#[derive(Default)]
+pub struct Real {
+    conns: Mutex<BTreeMap<Option<String>, std::sync::Arc<Conn>>>,
+    /// Namespaces are created and removed one at a time: two hosts' tasks
+    /// both ensure the shared underlay namespace.
+    netns: Mutex<()>,
+}
+
+type R<T> = Result<T, String>;
+
+fn io_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+impl Executor for Real {
+    fn run(&self, op: &Op, ctx: &Context) -> R<Option<String>> {
+        let nsr = |n: &Option<String>| n.clone();
+        match op {
+            Op::NetnsAdd { name } => {
+                let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
+                netns_add(name).map(|()| None)
+            }
+            Op::NetnsRelease { name, shared_by } => {
+                let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
+                if let Some(other) = crate::others_using(&ctx.root, &ctx.experiment, shared_by) {
+                    return Ok(Some(format!(
+                        "namespace {name} kept: experiment `{other}` uses it"
+                    )));
+                }
+                if shared_by.is_empty() && ns_exists(name) {
+                    // The underlay goes when no host is attached to it any
+                    // more (each host's task detaches its own veth first, so
+                    // whichever task detaches the last one removes it).
+                    let attached: Vec<String> = self.nl(Some(name), |h| async move {
+                        h.link()
+                            .get()
+                            .execute()
+                            .map_ok(|m| link_name(&m))
+                            .try_collect()
+                            .await
+                    })?;
+                    let hosts: Vec<&String> = attached
+                        .iter()
+                        .filter(|n| {
+                            n.as_str() != "lo" && n.as_str() != crate::plan::UNDERLAY_BRIDGE
+                        })
+                        .collect();
+                    if !hosts.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                self.forget(name);
+                netns_del(name).map(|()| None)
+            }
+            Op::Bridge { ns, name, group } => {
+                let mut b = LinkBridge::new(name);
+                if *group != 0 {
+                    b = b.link_group(*group);
+                }
+                self.add_link(ns.as_deref(), name, *group, b.build())?;
+                Ok(None)
+            }
+            Op::Veth {
+                ns,
+                name,
+                peer,
+                peer_ns,
+                mtu,
+            } => {
+                let ns = ns.as_deref();
+                if self.index(ns, name)?.is_none() {
+                    let mut msg = LinkVeth::new(name, peer).mtu(*mtu).build();
+                    let _keep;
+                    if let Some(p) = peer_ns {
+                        use rtnetlink::packet_route::link::{
+                            InfoData, InfoVeth, LinkAttribute, LinkInfo,
+                        };
+                        use std::os::fd::AsRawFd;
+                        let f = fs::File::open(Path::new(NETNS_DIR).join(p)).map_err(io_err)?;
+                        let peer_msg = LinkUnspec::new_with_name(peer)
+                            .setns_by_fd(f.as_raw_fd())
+                            .mtu(*mtu)
+                            .build();
+                        _keep = f;
+                        for a in msg.attributes.iter_mut() {
+                            if let LinkAttribute::LinkInfo(infos) = a {
+                                for i in infos.iter_mut() {
+                                    if let LinkInfo::Data(d) = i {
+                                        *d = InfoData::Veth(InfoVeth::Peer(peer_msg.clone()));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    self.add_link(ns, name, 0, msg)?;
+                }
+                Ok(None)
+            }
+            Op::Vxlan {
+                ns,
+                name,
+                vni,
+                local,
+                port,
+                dev,
+                group,
+            } => {
+                let ns = ns.as_deref();
+                let local: Ipv4Addr = local
+                    .parse()
+                    .map_err(|_| format!("bad local address {local}"))?;
+                let mut b = LinkVxlan::new(name, *vni)
+                    .port(*port)
+                    .local(local)
+                    .learning(false)
+                    .link_group(*group);
+                if let Some(d) = dev {
+                    b = b.dev(self.need_index(ns, d)?);
+                }
+                self.add_link(ns, name, *group, b.build())?;
+                Ok(None)
+            }
+            Op::FloodAdd { ns, dev, remote } => {
+                let ns = ns.as_deref();
+                let idx = self.need_index(ns, dev)?;
+                let ip: Ipv4Addr = remote.parse().map_err(|_| format!("bad remote {remote}"))?;
+                self.nl(ns, |h| async move { fdb_append_default(&h, idx, ip).await })?;
+                Ok(None)
+            }
+            Op::Tap { ns, name, group } => {
+                let ns = ns.as_deref();
+                if self.owned(ns, name, *group)?.is_none() {
+                    // Exclusive: an existing device of that name (made since
+                    // the check) makes this fail rather than be attached to.
+                    in_ns(ns, || {
+                        crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}"))
+                    })?;
+                    self.set(ns, name, |l| l.link_group(*group))?;
+                }
+                Ok(None)
+            }
+            Op::SetMaster { ns, name, master } => {
+                let ns = ns.as_deref();
+                let m = self.need_index(ns, master)?;
+                self.set(ns, name, |l| l.controller(m).up())?;
+                Ok(None)
+            }
+            Op::SetMtu { ns, name, mtu } => self
+                .set(ns.as_deref(), name, |l| l.mtu(*mtu))
+                .map(|()| None),
+            Op::SetUp { ns, name } => self.set(ns.as_deref(), name, |l| l.up()).map(|()| None),
+            Op::AddrAdd { ns, name, cidr } => {
+                let ns = ns.as_deref();
+                let (ip, len) = parse_cidr(cidr)?;
+                let idx = self.need_index(ns, name)?;
+                match self.nl(ns, |h| async move {
+                    h.address()
+                        .add(idx, std::net::IpAddr::V4(ip), len)
+                        .execute()
+                        .await
+                }) {
+                    Err(e) if e.contains("File exists") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::LinkDel { ns, name, group } => {
+                if let Some(n) = ns
+                    && !ns_exists(n)
+                {
+                    return Ok(None);
+                }
+                let ns = nsr(ns);
+                let found = match group {
+                    Some(g) => self.owned(ns.as_deref(), name, *g),
+                    None => self.index(ns.as_deref(), name),
+                };
+                let idx = match found {
+                    Ok(Some(i)) => i,
+                    Ok(None) => return Ok(None),
+                    // Someone else's device of that name: ours is gone.
+                    Err(e) if e.contains("is not this experiment's") => return Ok(Some(e)),
+                    // The namespace went meanwhile, and the device with it.
+                    Err(_) if ns.as_deref().is_some_and(|n| !ns_exists(n)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                match self.nl(ns.as_deref(), |h| async move {
+                    h.link().del(idx).execute().await
+                }) {
+                    Err(e) if e.contains("No such device") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::LinkGroupDel { ns, group } => {
+                if let Some(n) = ns
+                    && !ns_exists(n)
+                {
+                    return Ok(None);
+                }
+                let mut msg = rtnetlink::packet_route::link::LinkMessage::default();
+                msg.attributes
+                    .push(rtnetlink::packet_route::link::LinkAttribute::Group(*group));
+                match self.nl(ns.as_deref(), |h| async move {
+                    h.link().del_with_message(msg).execute().await
+                }) {
+                    Err(e) if e.contains("No such device") => Ok(None),
+                    other => other.map(|()| None),
+                }
+            }
+            Op::XdpPair { ns, a, b, pin } => xdp_pair(ns.as_deref(), a, b, pin).map(|()| None),
+            Op::XdpUnpin { pin } => match fs::remove_dir_all(pin) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", pin.display())),
+            },
+            Op::Shape {
+                ns,
+                dev,
+                rate,
+                latency,
+                loss,
+                jitter,
+            } => shape(ns.as_deref(), dev, *rate, *latency, *loss, *jitter),
+            Op::IngressToIfb {
+                ns,
+                dev,
+                ifb,
+                group,
+            } => {
+                let ns = ns.as_deref();
+                if self.owned(ns, ifb, *group)?.is_none() {
+                    tc_or_ip(
+                        "ip",
+                        ns,
+                        &[
+                            "link",
+                            "add",
+                            ifb,
+                            "group",
+                            &group.to_string(),
+                            "type",
+                            "ifb",
+                        ],
+                    )?;
+                }
+                tc_or_ip("ip", ns, &["link", "set", ifb, "up"])?;
+                // Replace whatever ingress setup is there (a re-run).
+                let _ = tc_or_ip("tc", ns, &["qdisc", "del", "dev", dev, "ingress"]);
+                tc_or_ip(
+                    "tc",
+                    ns,
+                    &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+                )?;
+                tc_or_ip(
+                    "tc",
+                    ns,
+                    &[
+                        "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio",
+                        "1", "u32", "match", "u32", "0", "0", "action", "mirred", "egress",
+                        "redirect", "dev", ifb,
+                    ],
+                )?;
+                Ok(None)
+            }
+            Op::CgroupAdd {
+                path,
+                quota_us,
+                period_us,
+            } => {
+                for dir in cgroup_dirs(path) {
+                    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                match cgroup_version() {
+                    2 => {
+                        let d = cgroup_dirs(path).remove(0);
+                        let q = quota_us.map_or("max".to_string(), |q| q.to_string());
+                        write(&d.join("cpu.max"), &format!("{q} {period_us}"))?;
+                    }
+                    _ => {
+                        let d = Path::new(CGROUP_ROOT).join("cpu").join(path);
+                        write(&d.join("cpu.cfs_period_us"), &period_us.to_string())?;
+                        let q = quota_us.map_or("-1".to_string(), |q| q.to_string());
+                        write(&d.join("cpu.cfs_quota_us"), &q)?;
+                    }
+                }
+                Ok(None)
+            }
+            Op::CgroupJoin { path, pidfile } => {
+                let pid = read_pid(pidfile)?
+                    .ok_or_else(|| format!("no QEMU pid in {}", pidfile.display()))?;
+                for dir in joined_dirs(path) {
+                    write(&dir.join("cgroup.procs"), &pid.to_string())?;
+                }
+                Ok(None)
+            }
+            Op::CpusetAdd { path, cpus } => cpuset_add(path, cpus).map(|()| None),
+            Op::CgroupDel { path } => {
+                for dir in joined_dirs(path).into_iter().rev() {
+                    rmdir_retry(&dir)?;
+                    // Remove the experiment's and mx's directories once empty.
+                    let mut parent = dir.parent();
+                    for _ in 0..2 {
+                        if let Some(p) = parent {
+                            let _ = fs::remove_dir(p);
+                            parent = p.parent();
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            Op::QemuStart {
+                ns,
+                argv,
+                dir,
+                fifos,
+            } => {
+                let argv = fill_pci(argv, &vfio_dir(ctx))?;
+                qemu_start(ns.as_deref(), &argv, dir, fifos)
+            }
+            Op::WriteFile { path, content } => write_file(path, content),
+            Op::WriteSeed { path, files } => write_seed(path, files),
+            Op::DiskOverlay { base, path, size } => disk_overlay(base, path, *size),
+            Op::QmpCont { socket } => {
+                let mut q = Qmp::connect(socket)?;
+                q.execute("cont")?;
+                Ok(None)
+            }
+            Op::TdfCalibrate {
+                socket,
+                cgroup,
+                tdf,
+                shift,
+                period_us,
+            } => tdf_calibrate(socket, cgroup, *tdf, *shift, *period_us),
+            Op::KillPidfile { pidfile } => {
+                if let Ok(Some(pid)) = read_pid(pidfile)
+                    && fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("tdf-control"))
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                Ok(None)
+            }
+            Op::WaitSerial {
+                log,
+                marker,
+                timeout_s,
+            } => wait_serial(log, marker, *timeout_s),
+            Op::QemuStop { socket, pidfile } => qemu_stop(socket, pidfile),
+            Op::RemoveDir { path } => match fs::remove_dir_all(path) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+            Op::SriovVfs { pf, count } => sriov_vfs(pf, *count),
+            Op::VfioBind { sysfs, key } => vfio_bind(sysfs, &vfio_dir(ctx).join(key)),
+            Op::VfioRelease { key } => vfio_release(&vfio_dir(ctx).join(key)),
+            Op::MdevCreate {
+                parent,
+                mdev_type,
+                uuid,
+            } => mdev_create(parent, mdev_type, uuid),
+            Op::MdevRemove { uuid } => mdev_remove(uuid),
+            Op::VfSet {
+                pf,
+                vf,
+                vlan,
+                mac,
+                spoofcheck,
+            } => {
+                // netlink-packet-route can carry VF settings, but this path
+                // has run on no SR-IOV hardware yet; `ip` is the reference.
+                let out = Command::new("ip")
+                    .args([
+                        "link",
+                        "set",
+                        pf,
+                        "vf",
+                        &vf.to_string(),
+                        "vlan",
+                        &vlan.to_string(),
+                        "mac",
+                        mac,
+                        "spoofchk",
+                    ])
+                    .arg(if *spoofcheck { "on" } else { "off" })
+                    .output()
+                    .map_err(|e| format!("run ip: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "ip link set {pf} vf {vf}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(None)
+            }
+            Op::SwitchVlan { .. } => Err(crate::unsupported_switch()),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! XDP redirect between a pair of devices (aya, pinned maps in bpffs).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The XDP redirect program, built by build.rs (empty without clang).
+pub(crate) static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
+
+pub(crate) fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> {
+    use aya::maps::DevMapHash;
+    use aya::programs::{Xdp, XdpMode, links::FdLink};
+    if XDP_OBJECT.is_empty() {
+        return Err(
+            "this mx was built without clang, so it has no XDP program; install clang and rebuild"
+                .into(),
+        );
+    }
+    mount_bpffs()?;
+    if pin.join("link-a").exists() && pin.join("link-b").exists() {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(pin);
+    fs::create_dir_all(pin).map_err(|e| format!("{}: {e}", pin.display()))?;
+    let res = in_ns(ns, || {
+        let mut bpf = aya::Ebpf::load(XDP_OBJECT).map_err(|e| format!("load XDP object: {e}"))?;
+        let idx = |n: &str| -> R<u32> {
+            nix::net::if_::if_nametoindex(n).map_err(|e| format!("no tap `{n}`: {e}"))
+        };
+        let (ia, ib) = (idx(a)?, idx(b)?);
+        {
+            let map = bpf
+                .map_mut("REDIRECT")
+                .ok_or("no REDIRECT map in the XDP object")?;
+            let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(io_err)?;
+            dm.insert(ia, ib, None, 0).map_err(io_err)?;
+            dm.insert(ib, ia, None, 0).map_err(io_err)?;
+        }
+        if let Some(m) = bpf.map("REDIRECT") {
+            m.pin(pin.join("map"))
+                .map_err(|e| format!("pin map: {e}"))?;
+        }
+        let prog: &mut Xdp = bpf
+            .program_mut("mx_redirect")
+            .ok_or("no mx_redirect program in the XDP object")?
+            .try_into()
+            .map_err(io_err)?;
+        prog.load().map_err(|e| format!("load XDP program: {e}"))?;
+        for (name, file) in [(a, "link-a"), (b, "link-b")] {
+            let id = prog
+                .attach(name, XdpMode::Skb)
+                .map_err(|e| format!("attach XDP to {name}: {e}"))?;
+            let link = prog.take_link(id).map_err(io_err)?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| format!("XDP link on {name} is not a bpf_link: {e}"))?;
+            fd.pin(pin.join(file))
+                .map_err(|e| format!("pin XDP link of {name}: {e}"))?;
+        }
+        Ok(())
+    });
+    if res.is_err() {
+        let _ = fs::remove_dir_all(pin);
+    }
+    res
+}
+
+pub(crate) fn mount_bpffs() -> R<()> {
+    let mounted = fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+        })
+        .unwrap_or(false);
+    if !mounted {
+        nix::mount::mount(
+            Some("bpf"),
+            "/sys/fs/bpf",
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("mount bpffs on /sys/fs/bpf: {e}"))?;
+    }
+    Ok(())
+}
