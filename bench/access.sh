@@ -33,11 +33,13 @@ for img in "${images[@]}"; do
         ups+=("$vm_ms")
         setups+=("$setup")
         readies+=("$(awk -v t="$vm_ms" -v s="$setup" 'BEGIN { printf "%.2f", t / 1000 - s }')")
-        # An idle guest: its pings done, and on systemd images the rest of
-        # the boot finished.
+        # An idle guest: its pings done, on systemd images the rest of the
+        # boot finished, and the root filesystem grown to its overlay (a
+        # background resize2fs that takes tens of seconds under TCG).
         sleep 2
         "$mxc" exec --timeout 120 boot a -- sh -c \
-            'if command -v systemctl >/dev/null; then systemctl is-system-running --wait >/dev/null; fi; true'
+            'if command -v systemctl >/dev/null; then systemctl is-system-running --wait >/dev/null; fi
+             while pgrep -x resize2fs >/dev/null 2>&1 || pgrep -x ssh-keygen >/dev/null 2>&1; do sleep 0.2; done; true'
         for _ in $(seq 20); do
             a=$(date +%s%N)
             "$mxc" exec boot a -- true
