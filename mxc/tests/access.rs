@@ -11,28 +11,13 @@
 //! minute or two, once).
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 mod common;
-use common::{Env, can_run, root};
+use common::{Env, can_run, ok, root, text};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
 
 fn bookworm() {
     let out = Command::new(env!("CARGO_BIN_EXE_mxc"))

@@ -10,24 +10,9 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 
 mod common;
-use common::{Env, can_run, private_dir, root};
+use common::{Env, can_run, ok, private_dir, root, text};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
 
 /// mxc with a state root, an allocation table and an image directory of
 /// the test's own.

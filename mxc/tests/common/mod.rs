@@ -5,6 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// Bytes from a process as text.
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// The stdout of a command that must succeed; its whole output otherwise.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
 /// A fresh directory with a random name, private to root (0700): tests run
 /// as root, so a predictable path in /tmp would let another user plant a
 /// symlink or files there first. The caller removes it.
