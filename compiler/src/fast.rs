@@ -265,6 +265,7 @@ impl P<'_, '_> {
             }
             items.push(self.expr()?);
         }
+        items.shrink_to_fit();
         // A trailing comma ends the rule; otherwise its optional comma's skip counts.
         let end = if trailing_comma {
             self.last_end()
@@ -482,6 +483,9 @@ impl P<'_, '_> {
             }
             self.pos += 1;
         }
+        // Exact size: a 700,000-line model holds every call's arguments
+        // until it runs, and `push` leaves room for four.
+        args.shrink_to_fit();
         Some(args)
     }
 
@@ -565,6 +569,7 @@ impl P<'_, '_> {
             self.pos += 1;
         }
         self.expect("]")?;
+        items.shrink_to_fit();
         Some(Expr {
             kind: ExprKind::List(items),
             span: self.span(open, self.last_end()),
