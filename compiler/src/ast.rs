@@ -235,21 +235,12 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    /// How the operator is written, from [`crate::syntax::INFIX`].
     pub fn symbol(self) -> &'static str {
-        match self {
-            BinOp::Add => "+",
-            BinOp::Sub => "-",
-            BinOp::Mul => "*",
-            BinOp::Div => "/",
-            BinOp::FloorDiv => "//",
-            BinOp::Mod => "%",
-            BinOp::Pow => "**",
-            BinOp::BitOr => "|",
-            BinOp::BitXor => "^",
-            BinOp::BitAnd => "&",
-            BinOp::Shl => "<<",
-            BinOp::Shr => ">>",
-        }
+        crate::syntax::INFIX
+            .iter()
+            .find(|o| o.op == crate::syntax::Infix::Bin(self))
+            .map_or("?", |o| o.text)
     }
 }
 
@@ -268,19 +259,12 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// How the operator is written, from [`crate::syntax::INFIX`].
     pub fn symbol(self) -> &'static str {
-        match self {
-            CmpOp::Eq => "==",
-            CmpOp::Ne => "!=",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-            CmpOp::In => "in",
-            CmpOp::NotIn => "not in",
-            CmpOp::Is => "is",
-            CmpOp::IsNot => "is not",
-        }
+        crate::syntax::INFIX
+            .iter()
+            .find(|o| o.op == crate::syntax::Infix::Cmp(self))
+            .map_or("?", |o| o.text)
     }
 }
 

@@ -10,11 +10,13 @@
 //! to the pest grammar. It never reports errors: a line it cannot parse is
 //! parsed again by pest, which produces the diagnostic.
 //!
-//! The pest grammar stays the definition of the language. A test parses
-//! every line of every fixture and example both ways and requires identical
-//! syntax trees, spans included.
+//! Keywords and operator precedence come from [`crate::syntax`], the same
+//! tables the pest side's Pratt parser is built from. Tests parse random
+//! statements and every line of every fixture and example both ways and
+//! require identical syntax trees, spans included.
 
 use crate::ast::*;
+use crate::syntax::{self, Infix, is_keyword};
 
 /// Deeper nesting goes to pest, which reports E0106 past its own limit.
 const MAX_DEPTH: usize = 64;
@@ -113,17 +115,14 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
             }
             b'\'' | b'"' => {
                 let start = i;
-                i += 1;
-                while i < b.len() && b[i] != c {
-                    if b[i] == b'\\' || b[i] == b'\n' || b[i] == b'\r' {
-                        return None;
-                    }
-                    i += 1;
+                // Unterminated strings, triple quotes and escapes: pest.
+                i = crate::lexer::skip_string(b, i).ok()?;
+                if b.get(start + 1) == Some(&c) && b.get(start + 2) == Some(&c) {
+                    return None;
                 }
-                if i >= b.len() || (i == start + 1 && b.get(i + 1) == Some(&c)) {
-                    return None; // unterminated, or the start of a triple quote
+                if b[start + 1..i - 1].contains(&b'\\') {
+                    return None;
                 }
-                i += 1;
                 out.push(Token {
                     tok: Tok::Str,
                     start,
@@ -153,47 +152,6 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
         }
     }
     Some(out)
-}
-
-fn is_keyword(w: &str) -> bool {
-    matches!(
-        w,
-        "and"
-            | "as"
-            | "assert"
-            | "async"
-            | "await"
-            | "break"
-            | "class"
-            | "continue"
-            | "def"
-            | "del"
-            | "elif"
-            | "else"
-            | "except"
-            | "finally"
-            | "for"
-            | "from"
-            | "global"
-            | "if"
-            | "import"
-            | "in"
-            | "is"
-            | "lambda"
-            | "nonlocal"
-            | "not"
-            | "or"
-            | "pass"
-            | "raise"
-            | "return"
-            | "try"
-            | "while"
-            | "with"
-            | "yield"
-            | "None"
-            | "True"
-            | "False"
-    )
 }
 
 struct P<'t, 'n> {
@@ -309,30 +267,23 @@ impl P<'_, '_> {
             return None;
         }
         let mut lhs = self.unary(min)?;
-        while let Some((prec, op)) = self.infix() {
-            if prec < min {
+        while let Some((op, width)) = self.infix() {
+            if op.prec < min {
                 break;
             }
-            let width = if matches!(op, Infix::NotIn | Infix::IsNot) {
-                2
-            } else {
-                1
-            };
             self.pos += width;
-            // `**` is right-associative: its right side may hold another `**`.
-            let rhs = if op == Infix::Bin(BinOp::Pow) {
-                self.binary(prec)?
+            // A right-associative operator's right side may hold another one.
+            let rhs = if op.right_assoc() {
+                self.binary(op.prec)?
             } else {
-                self.binary(prec + 1)?
+                self.binary(op.prec + 1)?
             };
             let span = lhs.span.to(rhs.span);
-            let kind = match op {
+            let kind = match op.op {
                 Infix::Or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
                 Infix::And => ExprKind::And(Box::new(lhs), Box::new(rhs)),
                 Infix::Bin(o) => ExprKind::Binary(o, Box::new(lhs), Box::new(rhs)),
                 Infix::Cmp(o) => compare(o, lhs, rhs),
-                Infix::NotIn => compare(CmpOp::NotIn, lhs, rhs),
-                Infix::IsNot => compare(CmpOp::IsNot, lhs, rhs),
             };
             lhs = Expr { kind, span };
         }
@@ -340,41 +291,22 @@ impl P<'_, '_> {
         Some(lhs)
     }
 
-    fn infix(&self) -> Option<(u8, Infix)> {
-        let t = self.peek()?;
-        Some(match t {
-            Tok::Name => match self.word()? {
-                "or" => (1, Infix::Or),
-                "and" => (2, Infix::And),
-                "in" => (4, Infix::Cmp(CmpOp::In)),
-                "not" if self.peek_word(1) == Some("in") => (4, Infix::NotIn),
-                "is" if self.peek_word(1) == Some("not") => (4, Infix::IsNot),
-                "is" => (4, Infix::Cmp(CmpOp::Is)),
-                _ => return None,
-            },
-            Tok::Op(o) => match o {
-                "==" => (4, Infix::Cmp(CmpOp::Eq)),
-                "!=" => (4, Infix::Cmp(CmpOp::Ne)),
-                "<" => (4, Infix::Cmp(CmpOp::Lt)),
-                "<=" => (4, Infix::Cmp(CmpOp::Le)),
-                ">" => (4, Infix::Cmp(CmpOp::Gt)),
-                ">=" => (4, Infix::Cmp(CmpOp::Ge)),
-                "|" => (5, Infix::Bin(BinOp::BitOr)),
-                "^" => (6, Infix::Bin(BinOp::BitXor)),
-                "&" => (7, Infix::Bin(BinOp::BitAnd)),
-                "<<" => (8, Infix::Bin(BinOp::Shl)),
-                ">>" => (8, Infix::Bin(BinOp::Shr)),
-                "+" => (9, Infix::Bin(BinOp::Add)),
-                "-" => (9, Infix::Bin(BinOp::Sub)),
-                "*" => (10, Infix::Bin(BinOp::Mul)),
-                "/" => (10, Infix::Bin(BinOp::Div)),
-                "//" => (10, Infix::Bin(BinOp::FloorDiv)),
-                "%" => (10, Infix::Bin(BinOp::Mod)),
-                "**" => (12, Infix::Bin(BinOp::Pow)),
-                _ => return None,
-            },
-            _ => return None,
-        })
+    /// The infix operator at the cursor, from [`syntax::INFIX`], and how
+    /// many tokens it spans (`not in` and `is not` take two).
+    fn infix(&self) -> Option<(syntax::InfixOp, usize)> {
+        match self.peek()? {
+            Tok::Name => {
+                let w = self.word()?;
+                if let Some(next) = self.peek_word(1)
+                    && let Some(op) = syntax::infix_words(w, next)
+                {
+                    return Some((op, 2));
+                }
+                syntax::infix(w).map(|op| (op, 1))
+            }
+            Tok::Op(o) => syntax::infix(o).map(|op| (op, 1)),
+            _ => None,
+        }
     }
 
     fn peek_word(&self, k: usize) -> Option<&str> {
@@ -388,17 +320,15 @@ impl P<'_, '_> {
         }
     }
 
-    /// Prefix operators: `not` (level 3) and `-`, `+`, `~` (level 11).
+    /// Prefix operators, from [`syntax::PREFIX`].
     fn unary(&mut self, min: u8) -> Res<Expr> {
         let tok = *self.toks.get(self.pos)?;
         let op = match tok.tok {
-            Tok::Name if self.word() == Some("not") => Some((3, UnOp::Not)),
-            Tok::Op("-") => Some((11, UnOp::Neg)),
-            Tok::Op("+") => Some((11, UnOp::Pos)),
-            Tok::Op("~") => Some((11, UnOp::Inv)),
+            Tok::Name => syntax::prefix(self.word()?),
+            Tok::Op(o) => syntax::prefix(o),
             _ => None,
         };
-        if let Some((prec, op)) = op {
+        if let Some(&syntax::PrefixOp { prec, op, .. }) = op {
             if prec < min {
                 // A lower-precedence prefix in a tighter context (`a + not b`):
                 // the grammar rejects it; let pest say so.
@@ -575,16 +505,6 @@ impl P<'_, '_> {
             span: self.span(open, self.last_end()),
         })
     }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Infix {
-    Or,
-    And,
-    Bin(BinOp),
-    Cmp(CmpOp),
-    NotIn,
-    IsNot,
 }
 
 fn valid_target(e: &Expr) -> bool {

@@ -227,9 +227,11 @@ fn closer(open: u8) -> u8 {
     }
 }
 
-/// Skips a string starting at the quote `b[i]`. Returns the index after the
+/// Skips a string starting at the quote `b[i]`: the one string scanner,
+/// used by the lexer, the fast path and the parser's comment and f-string
+/// scans. Returns the index after the
 /// closing quote, or `Err(index to resume at)` when the string is unterminated.
-fn skip_string(b: &[u8], i: usize) -> Result<usize, usize> {
+pub fn skip_string(b: &[u8], i: usize) -> Result<usize, usize> {
     let q = b[i];
     let triple = b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q);
     let mut j = if triple { i + 3 } else { i + 1 };

@@ -27,6 +27,7 @@ mod fast;
 mod lexer;
 mod parser;
 mod props;
+mod syntax;
 mod topo;
 mod value;
 

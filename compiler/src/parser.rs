@@ -16,6 +16,7 @@ use pest::pratt_parser::{Assoc, Op, PrattParser};
 
 use crate::ast::*;
 use crate::lexer::{self, Line};
+use crate::syntax::{self, Infix};
 
 /// Expressions nest at most this deep (E0106), so evaluating or dropping
 /// the tree can never exhaust the stack.
@@ -55,33 +56,32 @@ pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Program {
     }
 }
 
+/// The Pratt parser over pest's flat operator sequences, built level by
+/// level from [`syntax`]'s tables (the fast path reads the same tables).
 fn pratt() -> PrattParser<Rule> {
-    PrattParser::new()
-        .op(Op::infix(Rule::or, Assoc::Left))
-        .op(Op::infix(Rule::and, Assoc::Left))
-        .op(Op::prefix(Rule::not))
-        .op(Op::infix(Rule::eq, Assoc::Left)
-            | Op::infix(Rule::ne, Assoc::Left)
-            | Op::infix(Rule::lt, Assoc::Left)
-            | Op::infix(Rule::le, Assoc::Left)
-            | Op::infix(Rule::gt, Assoc::Left)
-            | Op::infix(Rule::ge, Assoc::Left)
-            | Op::infix(Rule::in_, Assoc::Left)
-            | Op::infix(Rule::not_in, Assoc::Left)
-            | Op::infix(Rule::is, Assoc::Left)
-            | Op::infix(Rule::is_not, Assoc::Left))
-        .op(Op::infix(Rule::bit_or, Assoc::Left))
-        .op(Op::infix(Rule::bit_xor, Assoc::Left))
-        .op(Op::infix(Rule::bit_and, Assoc::Left))
-        .op(Op::infix(Rule::shl, Assoc::Left) | Op::infix(Rule::shr, Assoc::Left))
-        .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
-        .op(Op::infix(Rule::mul, Assoc::Left)
-            | Op::infix(Rule::div, Assoc::Left)
-            | Op::infix(Rule::floordiv, Assoc::Left)
-            | Op::infix(Rule::rem, Assoc::Left))
-        .op(Op::prefix(Rule::neg) | Op::prefix(Rule::pos) | Op::prefix(Rule::inv))
-        .op(Op::infix(Rule::pow, Assoc::Right))
-        .op(Op::postfix(Rule::call) | Op::postfix(Rule::subscript) | Op::postfix(Rule::attribute))
+    let mut pratt = PrattParser::new();
+    for level in 1..=syntax::POSTFIX_PREC {
+        let infix = syntax::INFIX.iter().filter(|o| o.prec == level).map(|o| {
+            let assoc = if o.right_assoc() {
+                Assoc::Right
+            } else {
+                Assoc::Left
+            };
+            Op::infix(o.rule, assoc)
+        });
+        let prefix = syntax::PREFIX
+            .iter()
+            .filter(|o| o.prec == level)
+            .map(|o| Op::prefix(o.rule));
+        let postfix = syntax::POSTFIX
+            .iter()
+            .filter(|_| level == syntax::POSTFIX_PREC)
+            .map(|r| Op::postfix(*r));
+        if let Some(ops) = infix.chain(prefix).chain(postfix).reduce(|a, b| a | b) {
+            pratt = pratt.op(ops);
+        }
+    }
+    pratt
 }
 
 /// What one logical line turned out to be.
@@ -637,12 +637,7 @@ impl LineParser<'_> {
             })
             .map_prefix(|op, rhs| {
                 let sp = Span::new(base + op.as_span().start(), rhs.span.end as usize);
-                let op = match op.as_rule() {
-                    Rule::neg => UnOp::Neg,
-                    Rule::pos => UnOp::Pos,
-                    Rule::inv => UnOp::Inv,
-                    _ => UnOp::Not,
-                };
+                let op = syntax::prefix_rule(op.as_rule()).map_or(UnOp::Not, |o| o.op);
                 Expr {
                     kind: ExprKind::Unary(op, Box::new(rhs)),
                     span: sp,
@@ -662,33 +657,13 @@ impl LineParser<'_> {
                 let sp = lhs.span.to(rhs.span);
                 // Operands move into the new node; chains of comparisons
                 // extend the existing `Compare` (as Python chains them).
-                let cmp = compare;
-                let bin = |o, lhs, rhs| ExprKind::Binary(o, Box::new(lhs), Box::new(rhs));
-                let kind = match op.as_rule() {
-                    Rule::or => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
-                    Rule::and => ExprKind::And(Box::new(lhs), Box::new(rhs)),
-                    Rule::eq => cmp(CmpOp::Eq, lhs, rhs),
-                    Rule::ne => cmp(CmpOp::Ne, lhs, rhs),
-                    Rule::lt => cmp(CmpOp::Lt, lhs, rhs),
-                    Rule::le => cmp(CmpOp::Le, lhs, rhs),
-                    Rule::gt => cmp(CmpOp::Gt, lhs, rhs),
-                    Rule::ge => cmp(CmpOp::Ge, lhs, rhs),
-                    Rule::in_ => cmp(CmpOp::In, lhs, rhs),
-                    Rule::not_in => cmp(CmpOp::NotIn, lhs, rhs),
-                    Rule::is => cmp(CmpOp::Is, lhs, rhs),
-                    Rule::is_not => cmp(CmpOp::IsNot, lhs, rhs),
-                    Rule::bit_or => bin(BinOp::BitOr, lhs, rhs),
-                    Rule::bit_xor => bin(BinOp::BitXor, lhs, rhs),
-                    Rule::bit_and => bin(BinOp::BitAnd, lhs, rhs),
-                    Rule::shl => bin(BinOp::Shl, lhs, rhs),
-                    Rule::shr => bin(BinOp::Shr, lhs, rhs),
-                    Rule::add => bin(BinOp::Add, lhs, rhs),
-                    Rule::sub => bin(BinOp::Sub, lhs, rhs),
-                    Rule::mul => bin(BinOp::Mul, lhs, rhs),
-                    Rule::div => bin(BinOp::Div, lhs, rhs),
-                    Rule::floordiv => bin(BinOp::FloorDiv, lhs, rhs),
-                    Rule::rem => bin(BinOp::Mod, lhs, rhs),
-                    _ => bin(BinOp::Pow, lhs, rhs),
+                let kind = match syntax::infix_rule(op.as_rule()).map(|o| o.op) {
+                    Some(Infix::Or) => ExprKind::Or(Box::new(lhs), Box::new(rhs)),
+                    Some(Infix::And) => ExprKind::And(Box::new(lhs), Box::new(rhs)),
+                    Some(Infix::Cmp(o)) => compare(o, lhs, rhs),
+                    Some(Infix::Bin(o)) => ExprKind::Binary(o, Box::new(lhs), Box::new(rhs)),
+                    // The Pratt parser hands over only the table's rules.
+                    None => unreachable!("operator rule outside syntax::INFIX"),
                 };
                 Expr { kind, span: sp }
             })
@@ -1147,27 +1122,23 @@ impl LineParser<'_> {
                     let open = i;
                     let mut j = i + 1;
                     let mut nest = 0usize;
-                    let mut quote: Option<u8> = None;
                     let mut expr_end = None;
                     while j < b.len() {
-                        let c = b[j];
-                        if let Some(q) = quote {
-                            if c == q {
-                                quote = None;
+                        match b[j] {
+                            b'\'' | b'"' => {
+                                // A string inside the field: skip it whole.
+                                j = lexer::skip_string(b, j).unwrap_or_else(|end| end.max(j + 1));
+                                continue;
                             }
-                        } else {
-                            match c {
-                                b'\'' | b'"' => quote = Some(c),
-                                b'(' | b'[' | b'{' => nest += 1,
-                                b')' | b']' => nest = nest.saturating_sub(1),
-                                b'}' if nest > 0 => nest -= 1,
-                                b'}' | b':' if nest == 0 => break,
-                                b'!' if nest == 0 && b.get(j + 1) != Some(&b'=') => {
-                                    expr_end = Some(j);
-                                    break;
-                                }
-                                _ => {}
+                            b'(' | b'[' | b'{' => nest += 1,
+                            b')' | b']' => nest = nest.saturating_sub(1),
+                            b'}' if nest > 0 => nest -= 1,
+                            b'}' | b':' if nest == 0 => break,
+                            b'!' if nest == 0 && b.get(j + 1) != Some(&b'=') => {
+                                expr_end = Some(j);
+                                break;
                             }
+                            _ => {}
                         }
                         j += 1;
                     }
@@ -1277,23 +1248,8 @@ impl LineParser<'_> {
                 ));
             }
         }
-        let first_word = text
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .next()
-            .unwrap_or("");
-        if matches!(
-            first_word,
-            "class"
-                | "try"
-                | "except"
-                | "finally"
-                | "with"
-                | "raise"
-                | "yield"
-                | "async"
-                | "await"
-                | "nonlocal"
-        ) {
+        let first_word = syntax::first_word(text);
+        if syntax::UNSUPPORTED.contains(&first_word) {
             return Diagnostic::error(code::E0101, format!("`{first_word}` is not supported in .mx models"))
                 .primary(base..base + first_word.len(), "unsupported statement")
                 .help("models run in a deterministic Python subset: functions, loops, conditionals, lists and dicts; no classes, exceptions, `with` or generators");
@@ -1315,7 +1271,7 @@ impl LineParser<'_> {
         let starts_value = rest.chars().next().is_some_and(|c| {
             c.is_ascii_alphanumeric() || matches!(c, '_' | '(' | '[' | '{' | '\'' | '"')
         });
-        if ends_value && starts_value && !is_keyword(token) {
+        if ends_value && starts_value && !syntax::CONTINUES_EXPR.contains(&token) {
             d = d.help("is a `,` or an operator missing before this?");
         } else if token == "=" {
             d = d.help("to compare, use `==`");
@@ -1327,44 +1283,24 @@ impl LineParser<'_> {
 }
 
 fn strip_comment(text: &str) -> &str {
-    // Good enough for header lines: a `#` outside quotes starts a comment.
-    let mut quote: Option<char> = None;
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (None, '#') => return &text[..i],
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            _ => {}
+    // A `#` outside strings starts a comment.
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => return &text[..i],
+            b'\'' | b'"' => match lexer::skip_string(b, i) {
+                Ok(end) => i = end,
+                Err(_) => return text,
+            },
+            _ => i += 1,
         }
     }
     text
 }
 
-fn is_keyword(t: &str) -> bool {
-    matches!(
-        t,
-        "and" | "or" | "not" | "in" | "is" | "if" | "else" | "for" | "lambda"
-    )
-}
-
 fn is_header_text(text: &str) -> bool {
-    let w = text
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .next()
-        .unwrap_or("");
-    matches!(
-        w,
-        "if" | "elif"
-            | "else"
-            | "for"
-            | "while"
-            | "def"
-            | "class"
-            | "try"
-            | "except"
-            | "finally"
-            | "with"
-    )
+    syntax::BLOCK_HEADERS.contains(&syntax::first_word(text))
 }
 
 /// The token at the start of `rest`, for "unexpected X" messages.
@@ -1907,6 +1843,140 @@ mod fast_path_tests {
             "x = 1; y = 2",
         ] {
             assert!(both(line).0.is_none(), "fast path must decline {line:?}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Gen(u64, bool);
+
+    impl Gen {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
+            items[self.below(items.len())]
+        }
+
+        /// A random expression: every operator of `syntax`'s tables, calls,
+        /// attributes, subscripts, displays, and (when `self.1`) constructs
+        /// only pest parses (the fast path must decline those, or agree).
+        fn expr(&mut self, depth: u32) -> String {
+            if depth == 0 || self.below(5) == 0 {
+                return self
+                    .pick(&[
+                        "a", "b", "n5", "net", "_x", "1", "0", "42", "1.5", "'s'", "\"t\"", "True",
+                        "None",
+                    ])
+                    .to_string();
+            }
+            let d = depth - 1;
+            let forms = if self.1 { 14 } else { 11 };
+            match self.below(forms) {
+                0..=3 => {
+                    let op = syntax::INFIX[self.below(syntax::INFIX.len())].text;
+                    format!("{} {op} {}", self.expr(d), self.expr(d))
+                }
+                4 => {
+                    let op = syntax::PREFIX[self.below(syntax::PREFIX.len())].text;
+                    let gap = if op.chars().all(char::is_alphabetic) {
+                        " "
+                    } else {
+                        ""
+                    };
+                    format!("{op}{gap}{}", self.expr(d))
+                }
+                5 => {
+                    let mut args = Vec::new();
+                    for _ in 0..self.below(4) {
+                        args.push(self.expr(d));
+                    }
+                    if self.below(2) == 0 {
+                        args.push(format!(
+                            "{}={}",
+                            self.pick(&["k", "cores", "name"]),
+                            self.expr(d)
+                        ));
+                    }
+                    format!("{}({})", self.callee(d), args.join(", "))
+                }
+                6 => format!(
+                    "{}.{}",
+                    self.callee(d),
+                    self.pick(&["socket", "addrs", "x"])
+                ),
+                7 => format!("{}[{}]", self.callee(d), self.expr(d)),
+                8 => {
+                    let items: Vec<String> = (0..self.below(4)).map(|_| self.expr(d)).collect();
+                    format!("[{}]", items.join(", "))
+                }
+                9 => format!("({})", self.expr(d)),
+                10 => format!("({}, {})", self.expr(d), self.expr(d)),
+                11 => format!("{} if {} else {}", self.expr(d), self.expr(d), self.expr(d)),
+                12 => format!("[i for i in {} if {}]", self.expr(d), self.expr(d)),
+                _ => match self.below(4) {
+                    0 => format!("lambda v: {}", self.expr(d)),
+                    1 => format!("{{'k': {}}}", self.expr(d)),
+                    2 => format!("{}[1:{}]", self.callee(d), self.expr(d)),
+                    _ => format!("f'n{{{}}}'", self.expr(d)),
+                },
+            }
+        }
+
+        /// Something a postfix can follow.
+        fn callee(&mut self, depth: u32) -> String {
+            match self.below(3) {
+                0 => format!("({})", self.expr(depth)),
+                _ => self.pick(&["f", "net.node", "l[a]", "ip4"]).to_string(),
+            }
+        }
+
+        fn statement(&mut self) -> String {
+            let e = self.expr(4);
+            match self.below(5) {
+                0 => e,
+                1 => format!("x = {e}"),
+                2 => format!("x = y = {e}"),
+                3 => format!("a, b = {e}, {}", self.expr(2)),
+                _ => format!("l[n1].socket.addrs = {e}"),
+            }
+        }
+    }
+
+    /// Random statements drawn from the grammar's operators and forms: where
+    /// the fast path takes a line it builds pest's tree exactly, and it takes
+    /// a good share of them, every operator of the table included.
+    #[test]
+    fn random_statements_agree() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15, false);
+        let (mut taken, total) = (0, 6000);
+        let mut ops_taken = std::collections::BTreeSet::new();
+        for i in 0..total {
+            // Every third line may hold forms only pest knows.
+            g.1 = i % 3 == 0;
+            let line = g.statement();
+            if check(&line) {
+                taken += 1;
+                for op in syntax::INFIX {
+                    if line.contains(&format!(" {} ", op.text)) {
+                        ops_taken.insert(op.text);
+                    }
+                }
+            }
+        }
+        assert!(
+            taken * 4 > total,
+            "the fast path took only {taken} of {total} lines"
+        );
+        for op in syntax::INFIX {
+            assert!(
+                ops_taken.contains(op.text),
+                "the fast path never took a line with `{}`",
+                op.text
+            );
         }
     }
 
