@@ -112,6 +112,10 @@ pub enum StmtKind {
         msg: Option<Expr>,
     },
     Del(Expr),
+    /// A line that did not parse (its error is already reported). Running
+    /// it makes the names it appears to bind [`Poison`](crate::value::Value::Poison),
+    /// so the rest of the model is still checked without follow-on errors.
+    Broken(Vec<Sym>),
 }
 
 /// A function definition (`def` or `lambda`).

@@ -323,18 +323,19 @@ impl Eval<'_> {
         let mut a = self.expr(first)?;
         let mut aspan = first.span;
         for (op, rhs) in rest {
-            let b = match self.expr(rhs) {
-                Ok(b) => b,
-                // `arch == sparc`: an unknown bare word compared with a
-                // property is a bad value for it, not just an unknown name.
-                Err(Flow::Err(d)) if d.code == code::E0201 && matches!(a, Value::Prop(_)) => {
-                    if let (ExprKind::Name(s), Value::Prop(p)) = (&rhs.kind, &a) {
-                        return Err(self.unknown_symbol(*p, self.name(*s), rhs.span, *d));
-                    }
-                    return Err(Flow::Err(d));
+            // `arch == sparc`: an unknown bare word compared with a property
+            // is a bad value for it, not just an unknown name.
+            let b = match (&rhs.kind, &a) {
+                (ExprKind::Name(s), Value::Prop(p)) if self.lookup(*s).is_none() => {
+                    let d = self.undefined(*s, rhs.span);
+                    let d = self.unknown_symbol(*p, self.name(*s), rhs.span, d);
+                    return self.recover(d);
                 }
-                Err(e) => return Err(e),
+                _ => self.expr(rhs)?,
             };
+            if matches!(a, Value::Poison) || matches!(b, Value::Poison) {
+                return Ok(Value::Poison);
+            }
             if matches!(a, Value::Prop(_)) || matches!(b, Value::Prop(_)) {
                 if rest.len() > 1 {
                     return Err(Diagnostic::error(
@@ -345,7 +346,12 @@ impl Eval<'_> {
                     .help("write two constraints: `cores >= 2, cores <= 8`")
                     .into());
                 }
-                return self.make_constraint(a, *op, b, aspan, rhs.span, span);
+                // A bad unit, value or property is recorded and evaluation
+                // goes on; the constraint is left out.
+                return match self.make_constraint(a, *op, b, aspan, rhs.span, span) {
+                    Err(f) => self.recover(f),
+                    ok => ok,
+                };
             }
             if !self.compare(*op, &a, &b, aspan, rhs.span)? {
                 return Ok(Value::Bool(false));
@@ -609,6 +615,7 @@ impl Eval<'_> {
                 p,
                 py_repr_str(&self.fac.devices[*d as usize].name)
             )),
+            Value::Poison => out.push_str("<error>"),
         }
         m.charge((out.len() - before) as u64)
     }

@@ -96,6 +96,12 @@ pub struct Eval<'a> {
     pub params_read: BTreeSet<String>,
     pub printed: Vec<String>,
     pub warnings: Vec<Diagnostic>,
+    /// Errors recorded while evaluation went on ([`Eval::poison`]).
+    pub errors: Vec<Diagnostic>,
+    recorded: std::collections::HashSet<(String, Option<(usize, usize)>)>,
+    /// The top-level statement being run touched a [`Value::Poison`]: an
+    /// error it raises follows from one already recorded.
+    tainted: bool,
     /// Names of the file stem, for the implicit `topo`.
     pub stem: String,
     topo_sym: Option<Sym>,
@@ -142,24 +148,35 @@ pub fn run(
         params_read: BTreeSet::new(),
         printed: Vec::new(),
         warnings: Vec::new(),
+        errors: Vec::new(),
+        recorded: Default::default(),
+        tainted: false,
         stem,
         topo_sym: prog.names.lookup("topo"),
     };
-    let mut result = Ok(());
+    // Every independent mistake in one run: a statement that fails is
+    // recorded and the next one runs; what it would have bound becomes
+    // `Poison`, so what depends on it stays quiet.
     for stmt in body {
-        result = ev.stmt(&stmt);
-        if result.is_err() {
-            break;
+        ev.tainted = false;
+        match ev.stmt(&stmt) {
+            Ok(()) => {}
+            Err(Flow::Err(d)) if fatal(&d) => {
+                ev.errors.push(*d);
+                break;
+            }
+            Err(Flow::Err(d)) => {
+                if !ev.tainted {
+                    ev.poison(*d);
+                }
+                ev.poison_targets(&stmt);
+            }
+            Err(Flow::Return(_)) | Err(Flow::Break) | Err(Flow::Continue) => break,
         }
     }
-    let ok = match result {
-        Ok(()) => true,
-        Err(Flow::Err(d)) => {
-            diags.push(*d);
-            false
-        }
-        Err(Flow::Return(_)) | Err(Flow::Break) | Err(Flow::Continue) => true,
-    };
+    // Lines that did not parse were reported already; nothing is lowered.
+    let ok = ev.errors.is_empty() && !diags.iter().any(Diagnostic::is_error);
+    diags.append(&mut ev.errors);
     diags.append(&mut ev.warnings);
     for key in opts.params.keys() {
         if !ev.params_read.contains(key) {
@@ -209,6 +226,12 @@ pub fn run(
         parameters: ev.params,
         printed: ev.printed,
     }
+}
+
+/// Errors after which nothing more can be checked: the step and memory
+/// budgets are spent.
+pub fn fatal(d: &Diagnostic) -> bool {
+    d.code == code::E0212 || d.code == code::E0213
 }
 
 /// The meaning of a name no model variable shadows.
@@ -337,6 +360,12 @@ impl<'a> Eval<'a> {
     fn stmt(&mut self, s: &Stmt) -> R<()> {
         self.step(s.span)?;
         match &s.kind {
+            StmtKind::Broken(binds) => {
+                self.tainted = true;
+                for b in binds {
+                    self.store(*b, Value::Poison);
+                }
+            }
             StmtKind::Expr(e) => {
                 self.expr(e)?;
             }
@@ -533,47 +562,112 @@ impl<'a> Eval<'a> {
         self.globals[sym.0 as usize] = Some(v);
     }
 
-    fn load(&mut self, sym: Sym, span: Span) -> R<Value> {
+    /// What `sym` names here, or `None` if nothing.
+    pub fn lookup(&mut self, sym: Sym) -> Option<Value> {
         for (s, v) in self.comp.iter().rev() {
             if *s == sym {
-                return Ok(v.clone());
+                return Some(v.clone());
             }
         }
         let mut sc = self.scope.as_deref();
         while let Some(s) = sc {
             if let Ok(i) = s.def.locals.binary_search(&sym) {
                 if let Some(v) = &s.vars.borrow()[i] {
-                    return Ok(v.clone());
+                    return Some(v.clone());
                 }
-                return Err(self.fail(
-                    code::E0201,
-                    span,
-                    format!(
-                        "local variable `{}` is used before it is assigned",
-                        self.name(sym)
-                    ),
-                    "not assigned yet",
-                ));
+                return None;
             }
             sc = s.parent.as_deref();
         }
         if let Some(v) = &self.globals[sym.0 as usize] {
-            return Ok(v.clone());
+            return Some(v.clone());
         }
         if let Some(v) = &self.builtins[sym.0 as usize] {
-            return Ok(v.clone());
+            return Some(v.clone());
         }
         if Some(sym) == self.topo_sym {
             // The seed's snippets use `topo` without creating it.
             let t = self.model.new_topology(self.stem.clone(), None, true);
             let v = Value::Topo(t);
             self.globals[sym.0 as usize] = Some(v.clone());
-            return Ok(v);
+            return Some(v);
         }
-        Err(self.undefined(sym, span))
+        None
     }
 
-    fn undefined(&self, sym: Sym, span: Span) -> Flow {
+    /// Loads a name. An undefined one is recorded (E0201) and evaluates to
+    /// [`Value::Poison`], so the rest of the model is still checked; so is
+    /// a local read before it is assigned.
+    fn load(&mut self, sym: Sym, span: Span) -> R<Value> {
+        let v = match self.lookup(sym) {
+            Some(v) => v,
+            None if self.is_local(sym) => {
+                let d = Diagnostic::error(
+                    code::E0201,
+                    format!(
+                        "local variable `{}` is used before it is assigned",
+                        self.name(sym)
+                    ),
+                )
+                .primary(span.range(), "not assigned yet");
+                self.poison(d)
+            }
+            None => {
+                let d = self.undefined(sym, span);
+                self.poison(d)
+            }
+        };
+        if matches!(v, Value::Poison) {
+            self.tainted = true;
+        }
+        Ok(v)
+    }
+
+    /// An error raised where evaluation can go on: recorded, and the
+    /// expression becomes [`Value::Poison`]. Spent budgets and control flow
+    /// pass through.
+    pub fn recover(&mut self, f: Flow) -> R<Value> {
+        match f {
+            Flow::Err(d) if !fatal(&d) => Ok(self.poison(*d)),
+            f => Err(f),
+        }
+    }
+
+    /// After a top-level statement failed: every name it binds stands for
+    /// the failure from now on.
+    fn poison_targets(&mut self, stmt: &Stmt) {
+        let mut names = Vec::new();
+        crate::parser::collect_locals(std::slice::from_ref(stmt), &mut names, &mut Vec::new());
+        for n in names {
+            self.store(n, Value::Poison);
+        }
+    }
+
+    /// Whether `sym` is a local of a function being run.
+    fn is_local(&self, sym: Sym) -> bool {
+        let mut sc = self.scope.as_deref();
+        while let Some(s) = sc {
+            if s.def.locals.binary_search(&sym).is_ok() {
+                return true;
+            }
+            sc = s.parent.as_deref();
+        }
+        false
+    }
+
+    /// Records an error that need not stop evaluation (once per code and
+    /// place: a loop repeats it) and returns the value that stands for the
+    /// failed expression.
+    pub fn poison(&mut self, d: Diagnostic) -> Value {
+        self.tainted = true;
+        let key = (d.code.to_string(), d.location().map(|l| (l.start, l.end)));
+        if self.recorded.insert(key) {
+            self.errors.push(d);
+        }
+        Value::Poison
+    }
+
+    pub fn undefined(&self, sym: Sym, span: Span) -> Diagnostic {
         let name = self.name(sym);
         let mut candidates: Vec<&'a str> = Vec::new();
         for (i, g) in self.globals.iter().enumerate() {
@@ -590,7 +684,7 @@ impl<'a> Eval<'a> {
         candidates.extend(Builtin::ALL.iter().map(|b| b.name()));
         candidates.extend(props::PROPS.iter().map(|p| p.name));
         candidates.extend(props::symbols().map(|s| -> &'a str { s }));
-        let mut d = Diagnostic::error(code::E0201, format!("`{name}` is not defined"))
+        let d = Diagnostic::error(code::E0201, format!("`{name}` is not defined"))
             .primary(span.range(), "not defined");
         let help = match did_you_mean(name, candidates) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -598,8 +692,7 @@ impl<'a> Eval<'a> {
                 "define `{name}` before this line, or quote it if you meant the text: '{name}'"
             ),
         };
-        d = d.help(help);
-        d.into()
+        d.help(help)
     }
 
     fn assign(&mut self, target: &Expr, v: Value, vspan: Span) -> R<()> {

@@ -170,7 +170,13 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
     let t = Instant::now();
     let program = parser::parse(text, &mut diagnostics);
     timings.parse = t.elapsed();
-    if diagnostics.iter().any(Diagnostic::is_error) {
+    // A line that does not parse is skipped and the model still runs, so
+    // one run reports every independent mistake; broken structure
+    // (strings, brackets, indentation, depth) stops here.
+    let structural = diagnostics
+        .iter()
+        .any(|d| d.is_error() && d.code != code::E0101 && d.code != code::E0102);
+    if structural {
         sort(&mut diagnostics);
         return Output {
             xir: None,

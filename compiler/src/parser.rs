@@ -91,9 +91,11 @@ enum Item {
     /// million simple lines.
     Header(Box<Header>),
     /// A line that failed to parse. `header` if it looked like a block header,
-    /// so its indented body is skipped quietly.
+    /// so its indented body is skipped quietly; `binds`, the names it seems
+    /// to assign.
     Broken {
         header: bool,
+        binds: Vec<Sym>,
     },
     /// Already moved into the tree.
     Taken,
@@ -141,6 +143,7 @@ impl LineParser<'_> {
         if line.broken {
             return Item::Broken {
                 header: looks_header,
+                binds: Vec::new(),
             };
         }
         if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names) {
@@ -169,6 +172,7 @@ impl LineParser<'_> {
                         self.diags.push(d);
                         Item::Broken {
                             header: looks_header,
+                            binds: self.broken_binds(text),
                         }
                     }
                 }
@@ -178,8 +182,87 @@ impl LineParser<'_> {
                 self.diags.push(d);
                 Item::Broken {
                     header: looks_header,
+                    binds: self.broken_binds(text),
                 }
             }
+        }
+    }
+
+    /// The names a line that did not parse seems to assign: the plain names
+    /// left of its first `=` (or `+=` ...) outside brackets and strings, or
+    /// the name after `def`/`for`.
+    fn broken_binds(&mut self, text: &str) -> Vec<Sym> {
+        let word = syntax::first_word(text);
+        if word == "def" || word == "for" {
+            let rest = text[word.len()..].trim_start();
+            let end = rest.find([' ', '(', ',', ':']).unwrap_or(rest.len());
+            let mut names = Vec::new();
+            for w in rest[..end].split(',') {
+                self.bind_word(w, &mut names);
+            }
+            return names;
+        }
+        let mut names = Vec::new();
+        let after = text[word.len()..].trim_start();
+        if let Some(method) = after.strip_prefix('.')
+            && MUTATORS.contains(&syntax::first_word(method.trim_start()))
+        {
+            self.bind_word(word, &mut names);
+        }
+        let b = text.as_bytes();
+        let (mut i, mut nest) = (0, 0usize);
+        while i < b.len() {
+            match b[i] {
+                b'\'' | b'"' => {
+                    i = lexer::skip_string(b, i).unwrap_or(b.len());
+                    continue;
+                }
+                b'(' | b'[' | b'{' => nest += 1,
+                b')' | b']' | b'}' => nest = nest.saturating_sub(1),
+                b'=' if nest == 0 => {
+                    if b.get(i + 1) == Some(&b'=') {
+                        i += 2;
+                        continue;
+                    }
+                    // `x += 1`: the operator's characters precede `=`.
+                    let lhs = text[..i].trim_end_matches(|c| "+-*/%&|^<>!".contains(c));
+                    if text[..i].ends_with(['!', '<', '>'])
+                        && !text[..i].ends_with(">>")
+                        && !text[..i].ends_with("<<")
+                    {
+                        i += 1;
+                        continue;
+                    }
+                    for w in lhs.split(',') {
+                        self.bind_word(w, &mut names);
+                    }
+                    return names;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        names
+    }
+
+    fn bind_word(&mut self, w: &str, names: &mut Vec<Sym>) {
+        let w = w
+            .trim()
+            .trim_matches(|c| c == '(' || c == ')' || c == '[' || c == ']' || c == '*')
+            .trim();
+        // `l[a].socket.addrs = ...`, `nodes.append(...)`: the value changed
+        // is the root's.
+        let root = syntax::first_word(w);
+        if !root.is_empty() && w[root.len()..].starts_with(['.', '[']) {
+            return self.bind_word(root, names);
+        }
+        let ident = w
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident && !syntax::is_keyword(w) {
+            names.push(self.names.intern(w));
         }
     }
 
@@ -1543,11 +1626,26 @@ impl Blocks<'_> {
             match item {
                 Item::Taken | Item::Pending => {}
                 Item::Simple(stmts) => out.extend(stmts),
-                Item::Broken { header } => {
-                    self.items[idx] = Item::Broken { header };
-                    if header {
-                        self.body_or_skip(depth, true);
+                Item::Broken { header, mut binds } => {
+                    self.items[idx] = Item::Broken {
+                        header,
+                        binds: Vec::new(),
+                    };
+                    if header && let Some(body) = self.body_or_skip(depth, true) {
+                        // The body never runs: what it assigns or changes
+                        // stands for the broken header.
+                        collect_locals(&body, &mut binds, &mut Vec::new());
+                        let mutators: Vec<Sym> = MUTATORS
+                            .iter()
+                            .map(|m| self.parser.names.intern(m))
+                            .collect();
+                        mutated_roots(&body, &mutators, &mut binds);
                     }
+                    let l = &self.lines[idx];
+                    out.push(Stmt {
+                        kind: StmtKind::Broken(binds),
+                        span: Span::new(l.start, l.end),
+                    });
                 }
                 Item::Header(h) => {
                     let h = *h;
@@ -1562,8 +1660,8 @@ impl Blocks<'_> {
         out
     }
 
-    /// Parses the indented body after a header. With `skip`, parses and
-    /// discards it (the header itself was broken).
+    /// Parses the indented body after a header. With `skip` (the header
+    /// itself was broken), a missing body is not reported.
     fn body_or_skip(&mut self, depth: usize, skip: bool) -> Option<Vec<Stmt>> {
         let parent = if self.pos > 0 {
             self.indent(self.pos - 1).to_string()
@@ -1598,8 +1696,7 @@ impl Blocks<'_> {
             self.skip_block();
             return None;
         }
-        let body = self.suite(depth + 1);
-        if skip { None } else { Some(body) }
+        Some(self.suite(depth + 1))
     }
 
     /// Skips every line indented deeper than the current level.
@@ -1713,7 +1810,69 @@ impl Blocks<'_> {
 }
 
 /// Names a function body assigns: Python makes those local to the call.
-fn collect_locals(body: &[Stmt], locals: &mut Vec<Sym>, globals: &mut Vec<Sym>) {
+/// Methods that change their receiver in place: a broken line or block
+/// that calls one leaves the receiver's value unknown.
+const MUTATORS: &[&str] = &[
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "update",
+    "setdefault",
+    "sort",
+    "reverse",
+    "add",
+    "discard",
+];
+
+/// The names whose values `body` changes in place: receivers of
+/// [`MUTATORS`] and roots of item and attribute assignments.
+fn mutated_roots(body: &[Stmt], mutators: &[Sym], out: &mut Vec<Sym>) {
+    fn root(e: &Expr) -> Option<Sym> {
+        match &e.kind {
+            ExprKind::Name(s) => Some(*s),
+            ExprKind::Attr(o, ..) | ExprKind::Index(o, _) | ExprKind::Paren(o) => root(o),
+            ExprKind::Call(f, _) => root(f),
+            _ => None,
+        }
+    }
+    fn expr(e: &Expr, mutators: &[Sym], out: &mut Vec<Sym>) {
+        if let ExprKind::Call(f, _) = &e.kind
+            && let ExprKind::Attr(recv, m, _) = &f.kind
+            && mutators.contains(m)
+        {
+            out.extend(root(recv));
+        }
+    }
+    for s in body {
+        match &s.kind {
+            StmtKind::Expr(e) => expr(e, mutators, out),
+            StmtKind::Assign { targets, value } => {
+                for t in targets {
+                    if !matches!(t.kind, ExprKind::Name(_)) {
+                        out.extend(root(t));
+                    }
+                }
+                expr(value, mutators, out);
+            }
+            StmtKind::AugAssign { target, .. } => out.extend(root(target)),
+            StmtKind::For { body, .. } | StmtKind::While { body, .. } => {
+                mutated_roots(body, mutators, out)
+            }
+            StmtKind::If { branches, orelse } => {
+                for (_, b) in branches {
+                    mutated_roots(b, mutators, out);
+                }
+                mutated_roots(orelse, mutators, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn collect_locals(body: &[Stmt], locals: &mut Vec<Sym>, globals: &mut Vec<Sym>) {
     fn targets(e: &Expr, out: &mut Vec<Sym>) {
         match &e.kind {
             ExprKind::Name(s) => out.push(*s),
@@ -1742,6 +1901,7 @@ fn collect_locals(body: &[Stmt], locals: &mut Vec<Sym>, globals: &mut Vec<Sym>) 
             StmtKind::Def(f) => locals.push(f.name),
             StmtKind::Import { .. } | StmtKind::FromImport { .. } => {}
             StmtKind::Global(names) => globals.extend(names),
+            StmtKind::Broken(binds) => locals.extend(binds),
             _ => {}
         }
     }

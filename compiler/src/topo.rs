@@ -574,28 +574,53 @@ impl Eval<'_> {
         target: Target,
         what: &str,
     ) -> R<Vec<Rc<Cons>>> {
+        // A bad constraint is recorded and left out, so the node or link
+        // still exists and the model's other mistakes are still found.
         let mut out = Vec::new();
         for i in from..a.pos.len() {
             let c = match &a.pos[i] {
                 Value::Constraint(c) => c.clone(),
+                // Its error is already recorded.
+                Value::Poison => continue,
                 Value::List(_) | Value::Tuple(_) => {
                     // `spec([cores == 4, memory == gb(8)])`
                     let items = self.iterate(&a.pos[i].clone(), a.span_of(i))?;
                     for it in items {
-                        let Value::Constraint(c) = it else {
-                            return Err(self.not_constraint(&it, a.span_of(i), what));
+                        let c = match it {
+                            Value::Constraint(c) => c,
+                            Value::Poison => continue,
+                            other => {
+                                let f = self.not_constraint(&other, a.span_of(i), what);
+                                self.recover(f)?;
+                                continue;
+                            }
                         };
-                        self.check_target(&c, target)?;
-                        out.push(c);
+                        match self.check_target(&c, target) {
+                            Ok(()) => out.push(c),
+                            Err(f) => {
+                                self.recover(f)?;
+                            }
+                        }
                     }
                     continue;
                 }
-                other => return Err(self.not_constraint(other, a.span_of(i), what)),
+                other => {
+                    let f = self.not_constraint(other, a.span_of(i), what);
+                    self.recover(f)?;
+                    continue;
+                }
             };
-            self.check_target(&c, target)?;
-            out.push(c);
+            match self.check_target(&c, target) {
+                Ok(()) => out.push(c),
+                Err(f) => {
+                    self.recover(f)?;
+                }
+            }
         }
         for (k, v, span) in &a.kw {
+            if matches!(v, Value::Poison) {
+                continue;
+            }
             let kname = self.name(*k);
             let Some(p) = props::prop(kname) else {
                 let mut d =
@@ -604,11 +629,22 @@ impl Eval<'_> {
                 if let Some(s) = did_you_mean(kname, PROPS.iter().map(|p| p.name)) {
                     d = d.help(format!("did you mean the property `{s}`?"));
                 }
-                return Err(d.into());
+                self.poison(d);
+                continue;
             };
-            let c = Rc::new(self.build_constraint(p, Op::Eq, v.clone(), *span, *span)?);
-            self.check_target(&c, target)?;
-            out.push(c);
+            let c = match self.build_constraint(p, Op::Eq, v.clone(), *span, *span) {
+                Ok(c) => Rc::new(c),
+                Err(f) => {
+                    self.recover(f)?;
+                    continue;
+                }
+            };
+            match self.check_target(&c, target) {
+                Ok(()) => out.push(c),
+                Err(f) => {
+                    self.recover(f)?;
+                }
+            }
         }
         Ok(out)
     }

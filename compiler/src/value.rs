@@ -196,6 +196,11 @@ pub enum Value {
     Device(u32),
     /// `device.port(n)`: (device, port).
     Port(u32, u32),
+    /// What an undefined name or a bad constraint evaluates to once its
+    /// error is recorded, so evaluation goes on. Errors in a statement that
+    /// touched one are consequences and are not reported; a model with one
+    /// never lowers to XIR.
+    Poison,
 }
 
 /// A constraint built by comparing a property: `cores >= 4`.
@@ -379,6 +384,7 @@ impl Value {
             Value::Facility(_) => "facility",
             Value::Device(_) => "device",
             Value::Port(..) => "port",
+            Value::Poison => "error value",
         }
     }
 
@@ -394,6 +400,7 @@ impl Value {
             Value::Dict(d) => !d.borrow().is_empty(),
             Value::Range(a, b, s) => range_len(*a, *b, *s) > 0,
             Value::Quantity(q, _) => *q != 0,
+            Value::Poison => false,
             _ => true,
         }
     }
