@@ -15,7 +15,7 @@ mod render;
 
 use std::sync::Arc;
 
-pub use render::{HumanStyle, render_human, render_json, render_sarif};
+pub use render::{HumanStyle, render_human, render_json, render_sarif, render_unsourced};
 
 /// How bad a finding is. Errors stop compilation; warnings do not (unless
 /// `--deny-warnings`).
@@ -39,6 +39,10 @@ pub struct Label {
     pub text: String,
     /// The main location; exactly one label of a diagnostic is primary.
     pub primary: bool,
+    /// The file the range indexes, when it is not the diagnostic's own
+    /// (a realize error pointing into the facility as well as the model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// One finding: code, severity, message, spans, help.
@@ -84,6 +88,7 @@ impl Diagnostic {
             end: range.end,
             text: text.into(),
             primary: true,
+            file: None,
         });
         self
     }
@@ -95,6 +100,25 @@ impl Diagnostic {
             end: range.end,
             text: text.into(),
             primary: false,
+            file: None,
+        });
+        self
+    }
+
+    /// A secondary label in another file, named by its path as the caller
+    /// will report it ([`FileReport::others`] holds its text).
+    pub fn secondary_in(
+        mut self,
+        file: &str,
+        range: std::ops::Range<usize>,
+        text: impl Into<String>,
+    ) -> Self {
+        self.labels.push(Label {
+            start: range.start,
+            end: range.end,
+            text: text.into(),
+            primary: false,
+            file: Some(file.into()),
         });
         self
     }
@@ -162,9 +186,30 @@ pub struct FileReport {
     pub file: SourceFile,
     /// Its findings, in the order they were found.
     pub diagnostics: Vec<Diagnostic>,
+    /// Other files the findings' labels point into.
+    pub others: Vec<SourceFile>,
 }
 
 impl FileReport {
+    /// The findings of `file`, all pointing into it.
+    pub fn new(file: SourceFile, diagnostics: Vec<Diagnostic>) -> Self {
+        FileReport {
+            file,
+            diagnostics,
+            others: Vec::new(),
+        }
+    }
+
+    /// The file a label points into: the report's own, or one of
+    /// [`FileReport::others`]; `None` if its text is not at hand.
+    pub fn file_of(&self, label: &Label) -> Option<&SourceFile> {
+        match &label.file {
+            None => Some(&self.file),
+            Some(p) if *p == self.file.path => Some(&self.file),
+            Some(p) => self.others.iter().find(|f| f.path == *p),
+        }
+    }
+
     /// Number of errors.
     pub fn errors(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()

@@ -32,6 +32,20 @@ pub fn render_human(report: &FileReport, style: HumanStyle) -> String {
     if report.diagnostics.is_empty() {
         return String::new();
     }
+    let mut out = render_reports(report, style);
+    out.push_str(&summary_line(report, style.color));
+    out.push('\n');
+    out
+}
+
+/// Renders findings about no file (the runtime's, about hosts, devices and
+/// guests) with the same handler as [`render_human`], without a count line.
+pub fn render_unsourced(diags: &[Diagnostic], style: HumanStyle) -> String {
+    let report = FileReport::new(SourceFile::new("", ""), diags.to_vec());
+    render_reports(&report, style)
+}
+
+fn render_reports(report: &FileReport, style: HumanStyle) -> String {
     let theme = if style.color {
         GraphicalTheme::unicode()
     } else {
@@ -43,16 +57,36 @@ pub fn render_human(report: &FileReport, style: HumanStyle) -> String {
         .with_width(style.width)
         .with_links(false);
     let source = NamedSource::new(&report.file.path, Arc::clone(&report.file.text));
+    let others: Vec<NamedSource<Arc<str>>> = report
+        .others
+        .iter()
+        .map(|f| NamedSource::new(&f.path, Arc::clone(&f.text)))
+        .collect();
     let mut out = String::new();
     for diag in &report.diagnostics {
-        let wrapped = MietteDiagnostic::new(diag, &source);
+        let mut wrapped = MietteDiagnostic::new(diag, &source);
+        // Labels in other files follow as one related snippet per file.
+        for (file, src) in report.others.iter().zip(&others) {
+            let labels: Vec<&Label> = diag
+                .labels
+                .iter()
+                .filter(|l| {
+                    l.file.as_deref() == Some(&*file.path) && *file.path != *report.file.path
+                })
+                .collect();
+            if !labels.is_empty() {
+                wrapped.related.push(Elsewhere {
+                    message: format!("in {}", file.path),
+                    labels,
+                    source: src,
+                });
+            }
+        }
         handler
             .render_report(&mut out, &wrapped)
             .expect("writing to a String cannot fail");
         out.push('\n');
     }
-    out.push_str(&summary_line(report, style.color));
-    out.push('\n');
     out
 }
 
@@ -93,6 +127,8 @@ struct MietteDiagnostic<'a> {
     diag: &'a Diagnostic,
     code: String,
     source: &'a NamedSource<Arc<str>>,
+    /// Labels that point into other files, one snippet per file.
+    related: Vec<Elsewhere<'a>>,
 }
 
 impl<'a> MietteDiagnostic<'a> {
@@ -101,7 +137,48 @@ impl<'a> MietteDiagnostic<'a> {
             diag,
             code: format!("mx::{}", diag.code),
             source,
+            related: Vec::new(),
         }
+    }
+}
+
+/// A diagnostic's labels in another file, drawn as a related snippet.
+struct Elsewhere<'a> {
+    message: String,
+    labels: Vec<&'a Label>,
+    source: &'a NamedSource<Arc<str>>,
+}
+
+impl fmt::Debug for Elsewhere<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Elsewhere<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Elsewhere<'_> {}
+
+impl miette::Diagnostic for Elsewhere<'_> {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let text: &str = self.source.inner();
+        Some(Box::new(self.labels.iter().map(move |label| {
+            let (start, end) = clamp(text, label);
+            let note = (!label.text.is_empty()).then(|| label.text.clone());
+            LabeledSpan::new_with_span(note, start..end)
+        })))
     }
 }
 
@@ -142,22 +219,34 @@ impl miette::Diagnostic for MietteDiagnostic<'_> {
         Some(self.source)
     }
 
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+        ))
+    }
+
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.diag.labels.is_empty() {
+        let own = |l: &&Label| l.file.as_deref().is_none_or(|f| f == self.source.name());
+        if !self.diag.labels.iter().any(|l| own(&l)) {
             return None;
         }
         let text: &str = self.source.inner();
-        Some(Box::new(self.diag.labels.iter().map(move |label| {
-            // A span past the end (or inside a UTF-8 sequence) would make
-            // miette drop the whole snippet; clamp it instead.
-            let (start, end) = clamp(text, label);
-            let note = (!label.text.is_empty()).then(|| label.text.clone());
-            if label.primary {
-                LabeledSpan::new_primary_with_span(note, start..end)
-            } else {
-                LabeledSpan::new_with_span(note, start..end)
-            }
-        })))
+        Some(Box::new(self.diag.labels.iter().filter(own).map(
+            move |label| {
+                // A span past the end (or inside a UTF-8 sequence) would make
+                // miette drop the whole snippet; clamp it instead.
+                let (start, end) = clamp(text, label);
+                let note = (!label.text.is_empty()).then(|| label.text.clone());
+                if label.primary {
+                    LabeledSpan::new_primary_with_span(note, start..end)
+                } else {
+                    LabeledSpan::new_with_span(note, start..end)
+                }
+            },
+        )))
     }
 }
 
@@ -190,22 +279,33 @@ pub fn render_json(reports: &[FileReport]) -> String {
             report
                 .diagnostics
                 .iter()
-                .map(move |diag| json_diagnostic(&report.file, diag))
+                .map(move |diag| json_diagnostic(report, diag))
         })
         .collect();
     let doc = json!({ "version": JSON_VERSION, "diagnostics": diagnostics });
     to_pretty(&doc)
 }
 
-fn json_diagnostic(file: &SourceFile, diag: &Diagnostic) -> Value {
+fn json_diagnostic(report: &FileReport, diag: &Diagnostic) -> Value {
+    let file = &report.file;
     let labels: Vec<Value> = diag
         .labels
         .iter()
         .map(|label| {
-            let (start, end) = clamp(&file.text, label);
-            let (start_line, start_column) = file.line_col(start);
-            let (end_line, end_column) = file.line_col(end);
-            json!({
+            // A label in a file whose text is not at hand keeps its bytes.
+            let Some(in_file) = report.file_of(label) else {
+                return json!({
+                    "file": label.file,
+                    "start": label.start,
+                    "end": label.end,
+                    "text": label.text,
+                    "primary": label.primary,
+                });
+            };
+            let (start, end) = clamp(&in_file.text, label);
+            let (start_line, start_column) = in_file.line_col(start);
+            let (end_line, end_column) = in_file.line_col(end);
+            let mut v = json!({
                 "start": start,
                 "end": end,
                 "start_line": start_line,
@@ -214,7 +314,11 @@ fn json_diagnostic(file: &SourceFile, diag: &Diagnostic) -> Value {
                 "end_column": end_column,
                 "text": label.text,
                 "primary": label.primary,
-            })
+            });
+            if !std::ptr::eq(in_file, file) {
+                v["file"] = json!(in_file.path);
+            }
+            v
         })
         .collect();
     json!({
@@ -283,8 +387,19 @@ pub fn render_sarif(reports: &[FileReport], tool_version: &str) -> String {
                 artifact_paths.len() - 1
             }
         };
+        for other in &report.others {
+            if !artifact_paths.contains(&&*other.path) {
+                artifact_paths.push(&other.path);
+                artifacts.push(json!({
+                    "location": { "uri": uri_reference(&other.path) },
+                    "length": other.text.len(),
+                    "sourceLanguage": "mx",
+                    "encoding": "utf-8",
+                }));
+            }
+        }
         for diag in &report.diagnostics {
-            results.push(sarif_result(file, index, diag));
+            results.push(sarif_result(report, index, &artifact_paths, diag));
         }
     }
 
@@ -308,7 +423,13 @@ pub fn render_sarif(reports: &[FileReport], tool_version: &str) -> String {
     to_pretty(&doc)
 }
 
-fn sarif_result(file: &SourceFile, artifact: usize, diag: &Diagnostic) -> Value {
+fn sarif_result(
+    report: &FileReport,
+    artifact: usize,
+    artifact_paths: &[&str],
+    diag: &Diagnostic,
+) -> Value {
+    let file = &report.file;
     let mut text = diag.message.clone();
     if let Some(help) = &diag.help {
         text.push_str("\nhelp: ");
@@ -326,7 +447,12 @@ fn sarif_result(file: &SourceFile, artifact: usize, diag: &Diagnostic) -> Value 
         .iter()
         .filter(|l| !primary.is_some_and(|p| std::ptr::eq(p, *l)))
         .enumerate()
-        .map(|(id, label)| sarif_location(file, &artifact_location, label, Some(id)))
+        .filter_map(|(id, label)| {
+            let in_file = report.file_of(label)?;
+            let index = artifact_paths.iter().position(|p| *p == &*in_file.path)?;
+            let at = json!({ "uri": uri_reference(&in_file.path), "index": index });
+            Some(sarif_location(in_file, &at, label, Some(id)))
+        })
         .collect();
 
     let mut result = json!({

@@ -25,9 +25,9 @@ fn at(needle: &str) -> std::ops::Range<usize> {
 /// An error with help and a warning with a secondary label, in one file.
 fn report_at(path: &str) -> FileReport {
     let b = at("(b)");
-    FileReport {
-        file: SourceFile::new(path, MODEL),
-        diagnostics: vec![
+    FileReport::new(
+        SourceFile::new(path, MODEL),
+        vec![
             Diagnostic::error(code::E0201, "undefined name `b`")
                 .primary(b.start + 1..b.end - 1, "not defined")
                 .help("quote it to make a name: `net.node('b')`"),
@@ -35,7 +35,7 @@ fn report_at(path: &str) -> FileReport {
                 .primary(at("'é'"), "this node")
                 .secondary(at("Network('lab')"), "in this network"),
         ],
-    }
+    )
 }
 
 fn report() -> FileReport {
@@ -80,10 +80,7 @@ fn human_report() {
 
 #[test]
 fn human_report_of_clean_file_is_empty() {
-    let clean = FileReport {
-        file: SourceFile::new("ok.mx", "x = 1\n"),
-        diagnostics: Vec::new(),
-    };
+    let clean = FileReport::new(SourceFile::new("ok.mx", "x = 1\n"), Vec::new());
     assert_eq!(render_human(&clean, PLAIN), "");
 }
 
@@ -123,12 +120,10 @@ fn human_color_is_only_used_when_asked() {
 
 #[test]
 fn human_report_survives_spans_past_the_end() {
-    let report = FileReport {
-        file: SourceFile::new("short.mx", "é\n"),
-        diagnostics: vec![
-            Diagnostic::error(code::E0101, "unexpected end of file").primary(1..99, "here"),
-        ],
-    };
+    let report = FileReport::new(
+        SourceFile::new("short.mx", "é\n"),
+        vec![Diagnostic::error(code::E0101, "unexpected end of file").primary(1..99, "here")],
+    );
     let out = render_human(&report, PLAIN);
     assert!(out.contains("unexpected end of file"), "{out}");
     assert!(out.contains("here"), "{out}");
@@ -194,13 +189,13 @@ fn sarif_is_valid_against_the_official_schema() {
     assert_valid_sarif(&render_sarif(&[report()], "0.1.0"));
     assert_valid_sarif(&render_sarif(&[], "0.1.0"));
     // The same file twice, a path that needs escaping, a file-level finding.
-    let file_level = FileReport {
-        file: SourceFile::new("my models/empty.mx", ""),
-        diagnostics: vec![Diagnostic::error(
+    let file_level = FileReport::new(
+        SourceFile::new("my models/empty.mx", ""),
+        vec![Diagnostic::error(
             code::E0217,
             "the model defines no topology",
         )],
-    };
+    );
     assert_valid_sarif(&render_sarif(&[report(), report(), file_level], "0.1.0"));
 }
 
@@ -302,4 +297,52 @@ fn output_is_deterministic() {
         render_human(&reports[0], PLAIN),
         render_human(&reports[0], PLAIN)
     );
+}
+
+/// A realize error points into the model and into the facility: each
+/// label is drawn, located and linked in its own file.
+fn two_files() -> FileReport {
+    let fac_text = "fac = facility('lab')\nhv = fac.host('hv0', cores=4)\n";
+    let host = fac_text.find("fac.host").expect("host");
+    let mut report = FileReport::new(
+        SourceFile::new("lab.mx", MODEL),
+        vec![
+            Diagnostic::error(code::E0306, "2 nodes cannot be placed together")
+                .primary(at("net.node('c')"), "`c` needs 4 cores")
+                .secondary_in("fac.mx", host..host + 29, "`hv0`: 2 cores free"),
+        ],
+    );
+    report.others.push(SourceFile::new("fac.mx", fac_text));
+    report
+}
+
+#[test]
+fn labels_point_into_other_files() {
+    let report = two_files();
+    let human = render_human(&report, PLAIN);
+    insta::assert_snapshot!(human);
+    assert!(human.contains("fac.mx:2:6"), "{human}");
+    let json = parse(&render_json(std::slice::from_ref(&report)));
+    let labels = &json["diagnostics"][0]["labels"];
+    assert_eq!(labels[0].get("file"), None, "{json}");
+    assert_eq!(labels[1]["file"], "fac.mx", "{json}");
+    assert_eq!(labels[1]["start_line"], 2, "{json}");
+    let sarif = render_sarif(std::slice::from_ref(&report), "0.0.0");
+    assert_valid_sarif(&sarif);
+    let log = parse(&sarif);
+    let related = &log["runs"][0]["results"][0]["relatedLocations"][0];
+    assert_eq!(
+        related["physicalLocation"]["artifactLocation"]["uri"], "fac.mx",
+        "{sarif}"
+    );
+    assert_eq!(
+        related["physicalLocation"]["region"]["startLine"], 2,
+        "{sarif}"
+    );
+    // Without the facility's text at hand, the label keeps its bytes.
+    let mut bare = report.clone();
+    bare.others.clear();
+    let json = parse(&render_json(std::slice::from_ref(&bare)));
+    assert_eq!(json["diagnostics"][0]["labels"][1]["file"], "fac.mx");
+    assert!(!render_human(&bare, PLAIN).contains("fac.mx"));
 }

@@ -499,10 +499,10 @@ pub(crate) fn compile_file(path: &Path, options: &ModelOptions) -> Result<Compil
         // Nothing useful to do if stderr is gone.
         let _ = writeln!(stderr, "{line}");
     }
-    let report = FileReport {
-        file: SourceFile::new(name, Arc::<str>::from(text)),
-        diagnostics: output.diagnostics,
-    };
+    let report = FileReport::new(
+        SourceFile::new(name, Arc::<str>::from(text)),
+        output.diagnostics,
+    );
     let doc = match (output.xir, output.facility) {
         (Some(x), _) => Some(Document::Experiment(Box::new(x))),
         (None, Some(f)) => Some(Document::Facility(Box::new(f))),
@@ -548,10 +548,10 @@ pub(crate) fn realize_model(
     };
     let (fac_text, out) =
         mx_compiler::compile_source(&fac_path, fac_bytes, &mx_compiler::Options::default());
-    let fac_report = FileReport {
-        file: SourceFile::new(fac_path.clone(), Arc::<str>::from(fac_text)),
-        diagnostics: out.diagnostics,
-    };
+    let fac_report = FileReport::new(
+        SourceFile::new(fac_path.clone(), Arc::<str>::from(fac_text)),
+        out.diagnostics,
+    );
     eprint!("{}", mx_diag::render_human(&fac_report, style));
     if fac_report.errors() > 0 {
         return Err(Status::Failure);
@@ -653,10 +653,9 @@ pub(crate) fn realize_model(
     let real = match result {
         Ok(r) => r,
         Err(diags) => {
-            let failed = FileReport {
-                file: report.file.clone(),
-                diagnostics: diags,
-            };
+            let mut failed = FileReport::new(report.file.clone(), diags);
+            // Realize errors may point into the facility as well.
+            failed.others.push(fac_report.file.clone());
             eprint!("{}", mx_diag::render_human(&failed, style));
             return Err(Status::Failure);
         }

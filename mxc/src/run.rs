@@ -79,14 +79,12 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// Shows the runtime's findings with the one human renderer.
 pub(crate) fn show(diags: &[Diagnostic]) {
-    let mut err = std::io::stderr().lock();
-    for d in diags {
-        let _ = writeln!(err, "error[{}]: {}", d.code, d.message);
-        if let Some(h) = &d.help {
-            let _ = writeln!(err, "  help: {h}");
-        }
-    }
+    eprint!(
+        "{}",
+        mx_diag::render_unsourced(diags, crate::human_style(crate::Color::Auto))
+    );
 }
 
 pub fn materialize(args: &MaterializeArgs) -> Status {

@@ -258,6 +258,15 @@ fn a_capacity_conflict_names_the_nodes_and_allocates_nothing() {
         "{t}"
     );
     assert!(t.contains("mxc alloc show"), "{t}");
+    // The error points into the facility too: the host they could use,
+    // with what it has free, drawn from the facility file.
+    let fac = local();
+    assert!(t.contains(&format!("in {fac}")), "{t}");
+    assert!(
+        t.contains("fac.host("),
+        "the facility's source line is shown: {t}"
+    );
+    assert!(t.contains("cores and"), "{t}");
     let show = mxc(&["alloc", "show", "--db", &db]);
     assert!(!text(&show).contains("second"), "{}", text(&show));
     let out = mxc(&["relinquish", "first", "--db", &db]);

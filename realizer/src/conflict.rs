@@ -341,6 +341,16 @@ fn render(c: &Conflict, needs: &[Need], fac: &Facility, usage: &Usage) -> Diagno
     for (sp, group) in spans.iter().skip(1).take(7) {
         d = d.secondary(sp.range(), label(group));
     }
+    // The hosts they could use, in the facility model.
+    for &h in c.hosts.iter().take(4) {
+        let host = &fac.hosts[h];
+        let (fc, fm, _) = usage.free(host);
+        d = d.secondary_in(
+            &fac.source.path,
+            host.span.range(),
+            format!("`{}`: {fc} cores and {} free", host.name, size(fm)),
+        );
+    }
     let hosts = group(fac, &c.hosts);
     let help = match c.free {
         Some(free) => {

@@ -141,6 +141,7 @@ pub fn plan(
                     let (port, vf) = chosen.ok_or_else(|| {
                         Diagnostic::error(code::E0302, format!("host `{}` has no free VF for node `{}`", host.name, ep.node))
                             .primary(link.span.range(), "on this link")
+                            .secondary_in(&fac.source.path, host.span.range(), "every VF of this host's NICs is taken")
                             .help("fewer vfio endpoints per host, or a facility with more SR-IOV capacity")
                     })?;
                     // A PF that is not cabled itself reaches the fabric

@@ -99,10 +99,7 @@ fn read_model(path: &Path) -> (String, Option<Diagnostic>) {
 
 /// The human report, as `mxc check --color never` prints it at 80 columns.
 fn render(path: &str, text: &str, diagnostics: &[Diagnostic]) -> String {
-    let report = FileReport {
-        file: SourceFile::new(path, text),
-        diagnostics: diagnostics.to_vec(),
-    };
+    let report = FileReport::new(SourceFile::new(path, text), diagnostics.to_vec());
     render_human(
         &report,
         HumanStyle {

@@ -110,10 +110,10 @@ fn run_case(case: &Case) -> Result<(), String> {
         }
         // Rendering copies source lines; skip it for the megabyte inputs.
         if case.text.len() < 100_000 {
-            let report = FileReport {
-                file: SourceFile::new("fuzz.mx", case.text.as_str()),
-                diagnostics: out.diagnostics,
-            };
+            let report = FileReport::new(
+                SourceFile::new("fuzz.mx", case.text.as_str()),
+                out.diagnostics,
+            );
             let _ = render_human(
                 &report,
                 HumanStyle {

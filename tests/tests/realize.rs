@@ -238,10 +238,7 @@ fn infeasible_nodes_are_explained_at_their_constraints() {
         "{d:#?}"
     );
     let rendered = mx_diag::render_human(
-        &mx_diag::FileReport {
-            file: mx_diag::SourceFile::new("big.mx", src),
-            diagnostics: diags,
-        },
+        &mx_diag::FileReport::new(mx_diag::SourceFile::new("big.mx", src), diags),
         mx_diag::HumanStyle {
             color: false,
             width: 100,
@@ -1055,10 +1052,10 @@ fn capacity_conflicts_name_the_smallest_set() {
     assert_conflict(&diags, &["not host by host"]);
     assert_eq!(diags[0].message, three);
     let rendered = mx_diag::render_human(
-        &mx_diag::FileReport {
-            file: mx_diag::SourceFile::new("vms.mx", vms_src(&[10, 10, 10, 2, 2]).as_str()),
-            diagnostics: diags,
-        },
+        &mx_diag::FileReport::new(
+            mx_diag::SourceFile::new("vms.mx", vms_src(&[10, 10, 10, 2, 2]).as_str()),
+            diags,
+        ),
         mx_diag::HumanStyle {
             color: false,
             width: 100,
@@ -1101,10 +1098,12 @@ fn capacity_conflict_sets_are_minimal() {
             continue;
         };
         seen += 1;
-        // One label per node here (each is declared on a line of its own).
+        // One label per node here (each is declared on a line of its own);
+        // the labels in the facility name the hosts.
         let members: Vec<usize> = d
             .labels
             .iter()
+            .filter(|l| l.file.is_none())
             .map(|l| {
                 l.text[2..l.text[1..].find('`').expect("name") + 1]
                     .parse()
