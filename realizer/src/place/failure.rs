@@ -235,3 +235,28 @@ pub(crate) fn capacity_summary(
         size(have_m)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+
+    /// A node no host can take is blamed on the constraint that rules the
+    /// hosts out, at that constraint.
+    #[test]
+    fn a_failure_points_at_the_constraint() {
+        let fac = hypervisors(&[8, 8]);
+        let src = "a = topo.device('a', virt == true, cores == 64)\n";
+        let exp = experiment(src);
+        with(&exp, &fac, |ctx, _| {
+            let d = super::explain_failure(&ctx.needs[0], &fac, &Default::default());
+            assert_eq!(d.code, "E0301");
+            let at = src.find("cores == 64").expect("constraint");
+            assert!(
+                d.labels
+                    .iter()
+                    .any(|l| l.start == at && l.text.contains("hv0")),
+                "{d:?}"
+            );
+        });
+    }
+}

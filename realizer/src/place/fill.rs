@@ -120,3 +120,22 @@ pub(crate) fn run(ctx: &Ctx, state: &mut State) -> Vec<usize> {
     failed.sort_unstable();
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+
+    /// Demand equal to capacity: each host is filled exactly by the group
+    /// that belongs on it, and only the link between groups crosses.
+    #[test]
+    fn exact_fits_fill_host_by_host() {
+        let fac = hypervisors(&[10, 10]);
+        let exp = vms(&[6, 4, 4, 6], &[(0, 1), (2, 3), (1, 2)]);
+        with(&exp, &fac, |ctx, mut st| {
+            assert!(super::run(ctx, &mut st).is_empty(), "{:?}", st.host_of);
+            assert!(st.free.iter().all(|f| f.0 == 0), "{:?}", st.free);
+            assert_eq!(crossing(ctx, &st), 1);
+            assert!(sound(ctx, &st));
+        });
+    }
+}

@@ -240,3 +240,36 @@ fn dfs_order(
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+
+    #[test]
+    fn linked_vms_go_next_to_each_other() {
+        let fac = hypervisors(&[8, 8, 8]);
+        // Two triangles: each fits one host.
+        let exp = vms(
+            &[2, 2, 2, 2, 2, 2],
+            &[(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3)],
+        );
+        with(&exp, &fac, |ctx, mut st| {
+            assert!(super::run(ctx, &mut st).is_empty());
+            assert!(st.host_of.iter().all(Option::is_some));
+            assert_eq!(crossing(ctx, &st), 0, "{:?}", st.host_of);
+            assert!(sound(ctx, &st));
+        });
+    }
+
+    #[test]
+    fn what_has_no_room_is_left_over() {
+        let fac = hypervisors(&[8, 8]);
+        let exp = vms(&[6, 6, 6], &[]);
+        with(&exp, &fac, |ctx, mut st| {
+            let failed = super::run(ctx, &mut st);
+            assert_eq!(failed.len(), 1, "{:?}", st.host_of);
+            assert!(st.host_of[failed[0]].is_none());
+            assert!(sound(ctx, &st));
+        });
+    }
+}

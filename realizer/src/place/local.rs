@@ -106,3 +106,41 @@ pub(crate) fn run(ctx: &Ctx, state: &mut State) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use mx_xir::Mode;
+
+    #[test]
+    fn a_vm_moves_to_its_neighbours() {
+        let fac = hypervisors(&[16, 16]);
+        let exp = vms(&[2, 2, 2], &[(0, 1), (1, 2)]);
+        with(&exp, &fac, |ctx, mut st| {
+            // A poor start: the middle VM apart from both neighbours.
+            st.assign(&ctx.needs[0], 0, Mode::Vm);
+            st.assign(&ctx.needs[1], 1, Mode::Vm);
+            st.assign(&ctx.needs[2], 0, Mode::Vm);
+            assert_eq!(crossing(ctx, &st), 2);
+            super::run(ctx, &mut st);
+            assert_eq!(crossing(ctx, &st), 0, "{:?}", st.host_of);
+            assert!(sound(ctx, &st));
+        });
+    }
+
+    #[test]
+    fn a_full_host_takes_no_more() {
+        let fac = hypervisors(&[4, 16]);
+        let exp = vms(&[4, 4], &[(0, 1)]);
+        with(&exp, &fac, |ctx, mut st| {
+            assert_eq!(fac.hosts[0].reserved_cores, 0);
+            st.assign(&ctx.needs[0], 0, Mode::Vm);
+            st.assign(&ctx.needs[1], 1, Mode::Vm);
+            super::run(ctx, &mut st);
+            // Host 0 is full: the only move that joins them is to host 1.
+            assert_eq!(crossing(ctx, &st), 0, "{:?}", st.host_of);
+            assert_eq!(st.host_of[0], Some((1, Mode::Vm)));
+            assert!(sound(ctx, &st));
+        });
+    }
+}

@@ -17,6 +17,11 @@
 //!
 //! Ties break by a seeded order of hosts, so a seed reproduces a
 //! realization exactly.
+//!
+//! Each pass has unit tests beside it, on facilities and experiments written
+//! as small models ([`testkit`]): what it must achieve (neighbours together,
+//! exact fits filled, no worse after annealing) and that the state stays
+//! within every host's room.
 
 mod anneal;
 mod devices;
@@ -408,6 +413,34 @@ pub(crate) fn mix(seed: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Per node, the nodes it shares a link with (once per shared link), for
+/// locality. Restarts (see `realize`) walk the graph differently:
+/// neighbours in a seeded order, components from a seeded node among
+/// equals.
+fn adjacency(nodes: usize, fabric: &Fabric, opts: &Options) -> Vec<Vec<usize>> {
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+    for ids in &fabric.links {
+        for &a in ids {
+            for &b in ids {
+                if a != b {
+                    adj[a].push(b);
+                }
+            }
+        }
+    }
+    if opts.restart > 0 {
+        for (i, list) in adj.iter_mut().enumerate() {
+            let k = list.len();
+            if k > 1 {
+                list.rotate_left(
+                    (mix(opts.seed ^ u64::from(opts.restart), i as u64) % k as u64) as usize,
+                );
+            }
+        }
+    }
+    adj
+}
+
 /// Places every node, or says which could not be placed.
 pub fn place(
     fac: &Facility,
@@ -422,35 +455,12 @@ pub fn place(
     } else {
         Vec::new()
     };
-    // Experiment adjacency, for locality.
-    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
-    for ids in &fabric.links {
-        for &a in ids {
-            for &b in ids {
-                if a != b {
-                    adj[a].push(b);
-                }
-            }
-        }
-    }
-    // Restarts (see `realize`) walk the graph differently: neighbours in a
-    // seeded order, components from a seeded node among equals.
-    if opts.restart > 0 {
-        for (i, list) in adj.iter_mut().enumerate() {
-            let k = list.len();
-            if k > 1 {
-                list.rotate_left(
-                    (mix(opts.seed ^ u64::from(opts.restart), i as u64) % k as u64) as usize,
-                );
-            }
-        }
-    }
     let ctx = Ctx {
         fac,
         needs,
         fabric,
         cand: &cand,
-        adj,
+        adj: adjacency(needs.len(), fabric, opts),
         opts,
     };
     let mut state = State::new(fac, usage, needs.len());
@@ -530,4 +540,160 @@ pub(crate) fn swap_free(
         free[hb].1 + b.memory - a.memory,
         free[hb].2 + b.disk - a.disk,
     );
+}
+
+/// Facilities and experiments for the passes' unit tests, written as
+/// small models, and the context every pass takes.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use mx_xir::Experiment;
+
+    /// Hypervisors with the given cores (64 GiB each) on one leaf.
+    pub fn hypervisors(cores: &[u32]) -> Facility {
+        let mut src = String::from(
+            "fac = facility('hvs')\nsw = fac.switch('sw0', role=leaf, vxlan=True, underlay='10.0.0.254')\n",
+        );
+        for (i, c) in cores.iter().enumerate() {
+            src.push_str(&format!(
+                "h{i} = fac.host('hv{i}', roles=[hypervisor], cores={c}, memory=gb(64), disk=tb(1), underlay='10.0.0.{}', nics=[nic(x710, ports=1)])\nfac.cable(h{i}.port(0), sw.port({i}))\n",
+                i + 1
+            ));
+        }
+        let out = mx_compiler::compile("hvs.mx", &src, &Default::default());
+        out.facility
+            .unwrap_or_else(|| panic!("{:?}", out.diagnostics))
+    }
+
+    /// An experiment model.
+    pub fn experiment(src: &str) -> Experiment {
+        let out = mx_compiler::compile("exp.mx", src, &Default::default());
+        out.xir.unwrap_or_else(|| panic!("{:?}", out.diagnostics))
+    }
+
+    /// VMs of the given cores (1 GiB each), `v0`, `v1`, ..., and links
+    /// between the pairs given.
+    pub fn vms(cores: &[u32], links: &[(usize, usize)]) -> Experiment {
+        let mut src = String::new();
+        for (i, c) in cores.iter().enumerate() {
+            src.push_str(&format!(
+                "v{i} = topo.device('v{i}', virt == true, cores == {c}, memory == gb(1))\n"
+            ));
+        }
+        for (a, b) in links {
+            src.push_str(&format!("topo.connect([v{a}, v{b}])\n"));
+        }
+        experiment(&src)
+    }
+
+    /// Runs `f` with the context and a fresh state for `exp` on `fac`.
+    pub fn with<R>(exp: &Experiment, fac: &Facility, f: impl FnOnce(&Ctx, State) -> R) -> R {
+        let usage = Usage::default();
+        let needs = crate::matching::needs(exp);
+        let fabric = Fabric::new(exp, fac, &usage);
+        let cand = Candidates::new(fac, &needs);
+        let opts = Options::default();
+        let ctx = Ctx {
+            fac,
+            needs: &needs,
+            fabric: &fabric,
+            cand: &cand,
+            adj: adjacency(needs.len(), &fabric, &opts),
+            opts: &opts,
+        };
+        f(&ctx, State::new(fac, &usage, needs.len()))
+    }
+
+    /// Links whose endpoints are on more than one host.
+    pub fn crossing(ctx: &Ctx, state: &State) -> usize {
+        ctx.fabric
+            .links
+            .iter()
+            .filter(|ids| {
+                let hosts: BTreeSet<usize> = ids
+                    .iter()
+                    .filter_map(|&n| state.host_of[n].map(|(h, _)| h))
+                    .collect();
+                hosts.len() > 1
+            })
+            .count()
+    }
+
+    /// Every VM's host has room left for what it holds.
+    pub fn sound(ctx: &Ctx, state: &State) -> bool {
+        let mut used = vec![0u32; ctx.fac.hosts.len()];
+        for (ni, at) in state.host_of.iter().enumerate() {
+            if let Some((h, Mode::Vm)) = at {
+                used[*h] += ctx.needs[ni].cores;
+            }
+        }
+        used.iter()
+            .zip(&ctx.fac.hosts)
+            .all(|(u, h)| *u <= h.cores - h.reserved_cores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn candidates_follow_the_constraints_not_the_room() {
+        let fac = hypervisors(&[4, 16]);
+        let exp = experiment(
+            "a = topo.device('a', virt == true, cores == 8)\nb = topo.device('b', metal == true)\nc = topo.device('c', virt == true, host == 'hv0')\n",
+        );
+        with(&exp, &fac, |ctx, _| {
+            let c = ctx.cand;
+            assert!(!c.ok(0, 0, Mode::Vm), "8 cores do not fit a 4-core host");
+            assert!(c.ok(0, 1, Mode::Vm));
+            assert!(!c.ok(0, 1, Mode::Metal), "virt == true is a VM");
+            assert!(!c.ok(1, 0, Mode::Vm), "metal == true is bare metal");
+            assert!(
+                c.ok(2, 0, Mode::Vm) && !c.ok(2, 1, Mode::Vm),
+                "pinned by name"
+            );
+        });
+    }
+
+    #[test]
+    fn the_state_takes_and_keeps_room() {
+        let fac = hypervisors(&[16, 16]);
+        let exp = vms(&[10, 8, 6], &[]);
+        with(&exp, &fac, |ctx, mut st| {
+            let n = ctx.needs;
+            st.assign(&n[0], 0, Mode::Vm);
+            assert_eq!(st.free[0].0, 16 - 10 - fac.hosts[0].reserved_cores);
+            assert!(!st.fits(&n[1], 0, Mode::Vm), "8 more cores do not fit");
+            assert!(st.fits(&n[2], 0, Mode::Vm));
+            assert!(
+                !st.fits(&n[1], 0, Mode::Metal),
+                "a host with a VM is not idle"
+            );
+            st.assign(&n[1], 1, Mode::Metal);
+            assert!(
+                !st.fits(&n[2], 1, Mode::Vm),
+                "a bare-metal host takes no VMs"
+            );
+            st.move_vm(&n[0], 1);
+            assert_eq!(st.host_of[0], Some((1, Mode::Vm)));
+            assert_eq!(
+                st.free[0].0,
+                16 - fac.hosts[0].reserved_cores,
+                "room given back"
+            );
+        });
+    }
+
+    #[test]
+    fn adjacency_lists_each_shared_link() {
+        let fac = hypervisors(&[16]);
+        let exp = vms(&[1, 1, 1], &[(0, 1), (1, 2), (0, 1)]);
+        with(&exp, &fac, |ctx, _| {
+            assert_eq!(ctx.adj[0], vec![1, 1]);
+            assert_eq!(ctx.adj[1].len(), 3);
+            assert_eq!(ctx.adj[2], vec![1]);
+        });
+    }
 }
