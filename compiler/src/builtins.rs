@@ -15,46 +15,8 @@ use mx_xir::{Membus, Pcie, Span, Unit};
 use crate::ast::*;
 use crate::eval::VALUE_BYTES;
 use crate::eval::{Args, Eval, Flow, R, did_you_mean};
+use crate::methods;
 use crate::value::*;
-
-const STR_METHODS: &[&str] = &[
-    "join",
-    "split",
-    "rsplit",
-    "replace",
-    "upper",
-    "lower",
-    "startswith",
-    "endswith",
-    "strip",
-    "lstrip",
-    "rstrip",
-    "format",
-    "find",
-    "count",
-    "index",
-    "isdigit",
-    "isalpha",
-    "zfill",
-    "title",
-    "capitalize",
-    "splitlines",
-];
-const LIST_METHODS: &[&str] = &[
-    "append", "extend", "index", "pop", "insert", "remove", "count", "sort", "reverse", "copy",
-    "clear",
-];
-const DICT_METHODS: &[&str] = &[
-    "items",
-    "keys",
-    "values",
-    "get",
-    "pop",
-    "update",
-    "setdefault",
-    "copy",
-    "clear",
-];
 
 impl Eval<'_> {
     // ---- operators -------------------------------------------------------
@@ -885,7 +847,7 @@ impl Eval<'_> {
     }
 
     /// `str.format(*args, **kwargs)`.
-    fn str_format(&mut self, fmt: &str, a: &Args) -> R<String> {
+    pub(crate) fn str_format(&mut self, fmt: &str, a: &Args) -> R<String> {
         let mut out = String::new();
         let mut auto = 0;
         let mut chars = fmt.chars().peekable();
@@ -1005,7 +967,7 @@ impl Eval<'_> {
 
     // ---- builtin functions -----------------------------------------------
 
-    fn no_kwargs(&self, a: &Args, what: &str) -> R<()> {
+    pub(crate) fn no_kwargs(&self, a: &Args, what: &str) -> R<()> {
         if let Some((k, _, span)) = a.kw.first() {
             return Err(self.fail(
                 code::E0215,
@@ -1630,7 +1592,7 @@ impl Eval<'_> {
         }
     }
 
-    fn sort_values(
+    pub(crate) fn sort_values(
         &mut self,
         items: Vec<Value>,
         key: Option<Value>,
@@ -1679,24 +1641,12 @@ impl Eval<'_> {
     ) -> R<Value> {
         let m: &str = self.name(name);
         match &recv {
-            Value::Str(s) => {
-                let s = s.clone();
-                self.str_method(&s, m, nspan, a)
-            }
-            Value::List(l) => {
-                let l = l.clone();
-                self.list_method(&l, m, nspan, &mut a)
-            }
-            Value::Dict(d) => {
-                let d = d.clone();
-                self.dict_method(&d, m, nspan, a)
-            }
+            Value::Str(s) => methods::call(self, methods::STR, s, &recv, m, nspan, &mut a),
+            Value::List(l) => methods::call(self, methods::LIST, l, &recv, m, nspan, &mut a),
+            Value::Dict(d) => methods::call(self, methods::DICT, d, &recv, m, nspan, &mut a),
             Value::Tuple(t) => {
                 let l = Rc::new(Shared(RefCell::new(t.to_vec())));
-                match m {
-                    "index" | "count" => self.list_method(&l, m, nspan, &mut a),
-                    _ => Err(self.no_attr(&recv, m, nspan, &["index", "count"])),
-                }
+                methods::call(self, methods::TUPLE, &l, &recv, m, nspan, &mut a)
             }
             Value::Topo(_) | Value::Node(_) | Value::Link(_) | Value::Endpoint(..) => {
                 self.api_method(recv, name, nspan, ospan, a)
@@ -1721,356 +1671,6 @@ impl Eval<'_> {
             d = d.help(format!("a {} has: {}", recv.type_name(), known.join(", ")));
         }
         d.into()
-    }
-
-    fn str_method(&mut self, s: &Rc<str>, m: &str, nspan: Span, mut a: Args) -> R<Value> {
-        let span = a.span;
-        let opt_str = |ev: &Self, a: &Args, i: usize| -> R<Option<Rc<str>>> {
-            match a.pos.get(i) {
-                None | Some(Value::None) => Ok(None),
-                Some(_) => ev.str_arg(a, i, m).map(Some),
-            }
-        };
-        let v = match m {
-            "format" => Value::Str(self.str_format(s, &a)?.into()),
-            "join" => {
-                self.arity(&a, m, 1, 1)?;
-                let items = self.iterate(&a.pos[0].clone(), a.span_of(0))?;
-                let mut parts = Vec::with_capacity(items.len());
-                for v in &items {
-                    match v {
-                        Value::Str(x) => parts.push(x.clone()),
-                        other => {
-                            return Err(self.type_error(
-                                a.span_of(0),
-                                format!("join() needs strings, found {}", other.type_name()),
-                            ));
-                        }
-                    }
-                }
-                let out = parts.join(s);
-                self.charge(out.len() as u64 + 16, span)?;
-                Value::Str(out.into())
-            }
-            "split" | "rsplit" => {
-                let maxsplit = self.kwarg(&mut a, "maxsplit");
-                let sep_kw = self.kwarg(&mut a, "sep");
-                self.arity(&a, m, 0, 2)?;
-                let sep = match sep_kw {
-                    Some(Value::Str(x)) => Some(x),
-                    _ => opt_str(self, &a, 0)?,
-                };
-                let max = match (a.pos.get(1), maxsplit) {
-                    (Some(Value::Int(n)), _) => *n,
-                    (None, Some(Value::Int(n))) => n,
-                    _ => -1,
-                };
-                if sep.as_deref() == Some("") {
-                    return Err(self.fail(code::E0216, a.span_of(0), "empty separator", "empty"));
-                }
-                let parts: Vec<String> = match (&sep, max < 0, m == "rsplit") {
-                    (Some(p), true, _) => s.split(&**p).map(str::to_string).collect(),
-                    (Some(p), false, false) => s
-                        .splitn(max as usize + 1, &**p)
-                        .map(str::to_string)
-                        .collect(),
-                    (Some(p), false, true) => {
-                        let mut v: Vec<String> = s
-                            .rsplitn(max as usize + 1, &**p)
-                            .map(str::to_string)
-                            .collect();
-                        v.reverse();
-                        v
-                    }
-                    (None, true, _) => s.split_whitespace().map(str::to_string).collect(),
-                    (None, false, _) => {
-                        let mut v = Vec::new();
-                        let mut rest = s.trim_start();
-                        while !rest.is_empty() && (v.len() as i64) < max {
-                            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                            v.push(rest[..end].to_string());
-                            rest = rest[end..].trim_start();
-                        }
-                        if !rest.is_empty() {
-                            v.push(rest.trim_end().to_string());
-                        }
-                        v
-                    }
-                };
-                self.charge(parts.len() as u64 * 40 + s.len() as u64, span)?;
-                Value::list(parts.into_iter().map(|p| Value::Str(p.into())).collect())
-            }
-            "replace" => {
-                self.arity(&a, m, 2, 3)?;
-                let from = self.str_arg(&a, 0, m)?;
-                let to = self.str_arg(&a, 1, m)?;
-                let est = if from.is_empty() {
-                    s.len() as u128 * to.len() as u128
-                } else {
-                    (s.len() / from.len()) as u128 * to.len() as u128
-                };
-                self.check_size(est + s.len() as u128, span)?;
-                let out = match a.pos.get(2) {
-                    Some(_) => s.replacen(&*from, &to, self.int_arg(&a, 2, m)?.max(0) as usize),
-                    None => s.replace(&*from, &to),
-                };
-                Value::Str(out.into())
-            }
-            "upper" => Value::Str(s.to_uppercase().into()),
-            "lower" => Value::Str(s.to_lowercase().into()),
-            "title" => Value::Str(title(s).into()),
-            "capitalize" => {
-                let mut c = s.chars();
-                Value::Str(match c.next() {
-                    Some(f) => f
-                        .to_uppercase()
-                        .chain(c.flat_map(char::to_lowercase))
-                        .collect::<String>()
-                        .into(),
-                    None => "".into(),
-                })
-            }
-            "startswith" | "endswith" => {
-                self.arity(&a, m, 1, 1)?;
-                let pats = match &a.pos[0] {
-                    Value::Tuple(t) => t.to_vec(),
-                    v => vec![v.clone()],
-                };
-                let mut hit = false;
-                for p in pats {
-                    let Value::Str(p) = p else {
-                        return Err(self.type_error(
-                            a.span_of(0),
-                            format!("{m}() needs a str or tuple of str"),
-                        ));
-                    };
-                    hit |= if m == "startswith" {
-                        s.starts_with(&*p)
-                    } else {
-                        s.ends_with(&*p)
-                    };
-                }
-                Value::Bool(hit)
-            }
-            "strip" | "lstrip" | "rstrip" => {
-                self.arity(&a, m, 0, 1)?;
-                let chars: Option<Vec<char>> = opt_str(self, &a, 0)?.map(|c| c.chars().collect());
-                let pred = |c: char| match &chars {
-                    Some(cs) => cs.contains(&c),
-                    None => c.is_whitespace(),
-                };
-                Value::str(match m {
-                    "strip" => s.trim_matches(pred),
-                    "lstrip" => s.trim_start_matches(pred),
-                    _ => s.trim_end_matches(pred),
-                })
-            }
-            "find" | "index" | "count" => {
-                self.arity(&a, m, 1, 1)?;
-                let sub = self.str_arg(&a, 0, m)?;
-                if m == "count" {
-                    Value::Int(if sub.is_empty() {
-                        s.chars().count() as i64 + 1
-                    } else {
-                        s.matches(&*sub).count() as i64
-                    })
-                } else {
-                    match s.find(&*sub) {
-                        Some(i) => Value::Int(s[..i].chars().count() as i64),
-                        None if m == "find" => Value::Int(-1),
-                        None => {
-                            return Err(self.fail(
-                                code::E0216,
-                                a.span_of(0),
-                                "substring not found",
-                                "not in the string",
-                            ));
-                        }
-                    }
-                }
-            }
-            "isdigit" => Value::Bool(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
-            "isalpha" => Value::Bool(!s.is_empty() && s.chars().all(char::is_alphabetic)),
-            "zfill" => {
-                self.arity(&a, m, 1, 1)?;
-                let w = self.int_arg(&a, 0, m)?.clamp(0, 1 << 20) as usize;
-                let n = s.chars().count();
-                let (sign, body) = match s.strip_prefix(['-', '+']) {
-                    Some(b) => (&s[..1], b),
-                    None => ("", &**s),
-                };
-                Value::Str(format!("{sign}{}{body}", "0".repeat(w.saturating_sub(n))).into())
-            }
-            "splitlines" => Value::list(s.lines().map(Value::str).collect()),
-            _ => return Err(self.no_attr(&Value::Str(s.clone()), m, nspan, STR_METHODS)),
-        };
-        Ok(v)
-    }
-
-    fn list_method(&mut self, l: &List, m: &str, nspan: Span, a: &mut Args) -> R<Value> {
-        let span = a.span;
-        Ok(match m {
-            "append" => {
-                self.arity(a, m, 1, 1)?;
-                self.charge(VALUE_BYTES, span)?;
-                l.borrow_mut().push(a.pos[0].clone());
-                Value::None
-            }
-            "extend" => {
-                self.arity(a, m, 1, 1)?;
-                let items = self.iterate(&a.pos[0].clone(), a.span_of(0))?;
-                self.charge(items.len() as u64 * VALUE_BYTES, span)?;
-                l.borrow_mut().extend(items);
-                Value::None
-            }
-            "insert" => {
-                self.arity(a, m, 2, 2)?;
-                let i = self.int_arg(a, 0, m)?;
-                let n = l.borrow().len() as i64;
-                let at = if i < 0 { (i + n).max(0) } else { i.min(n) } as usize;
-                self.charge(VALUE_BYTES, span)?;
-                l.borrow_mut().insert(at, a.pos[1].clone());
-                Value::None
-            }
-            "pop" => {
-                self.arity(a, m, 0, 1)?;
-                let n = l.borrow().len();
-                if n == 0 {
-                    return Err(self.fail(code::E0216, span, "pop from an empty list", "empty"));
-                }
-                let i = match a.pos.first() {
-                    Some(k) => self.index(k, n, a.span_of(0))?,
-                    None => n - 1,
-                };
-                l.borrow_mut().remove(i)
-            }
-            "index" | "count" | "remove" => {
-                self.arity(a, m, 1, 1)?;
-                let items = l.borrow().clone();
-                let mut pos = None;
-                let mut count = 0;
-                for (i, x) in items.iter().enumerate() {
-                    if self.eq(x, &a.pos[0], a.span_of(0))? {
-                        count += 1;
-                        pos.get_or_insert(i);
-                        if m != "count" {
-                            break;
-                        }
-                    }
-                }
-                match m {
-                    "count" => Value::Int(count),
-                    _ => {
-                        let Some(i) = pos else {
-                            return Err(self.fail(
-                                code::E0216,
-                                a.span_of(0),
-                                format!("{} is not in the list", self.repr_brief(&a.pos[0])),
-                                "not found",
-                            ));
-                        };
-                        if m == "index" {
-                            Value::Int(i as i64)
-                        } else {
-                            l.borrow_mut().remove(i);
-                            Value::None
-                        }
-                    }
-                }
-            }
-            "sort" => {
-                let key = self.kwarg(a, "key");
-                let rev = self.kwarg(a, "reverse").is_some_and(|v| v.truthy());
-                self.no_kwargs(a, m)?;
-                let items = l.borrow().clone();
-                let sorted = self.sort_values(items, key, rev, span)?;
-                *l.borrow_mut() = sorted;
-                Value::None
-            }
-            "reverse" => {
-                l.borrow_mut().reverse();
-                Value::None
-            }
-            "copy" => Value::list(l.borrow().clone()),
-            "clear" => {
-                l.borrow_mut().clear();
-                Value::None
-            }
-            _ => return Err(self.no_attr(&Value::List(l.clone()), m, nspan, LIST_METHODS)),
-        })
-    }
-
-    fn dict_method(&mut self, d: &Dict, m: &str, nspan: Span, mut a: Args) -> R<Value> {
-        let span = a.span;
-        Ok(match m {
-            "items" => Value::list(
-                d.borrow()
-                    .iter()
-                    .map(|(k, v)| Value::tuple(vec![k.value(), v.clone()]))
-                    .collect(),
-            ),
-            "keys" => Value::list(d.borrow().keys().map(Key::value).collect()),
-            "values" => Value::list(d.borrow().values().cloned().collect()),
-            "get" => {
-                self.arity(&a, m, 1, 2)?;
-                let k = self.key(&a.pos[0], a.span_of(0))?;
-                d.borrow()
-                    .get(&k)
-                    .cloned()
-                    .unwrap_or_else(|| a.pos.get(1).cloned().unwrap_or(Value::None))
-            }
-            "pop" => {
-                self.arity(&a, m, 1, 2)?;
-                let k = self.key(&a.pos[0], a.span_of(0))?;
-                let got = d.borrow_mut().shift_remove(&k);
-                match (got, a.pos.get(1)) {
-                    (Some(v), _) => v,
-                    (None, Some(default)) => default.clone(),
-                    (None, None) => return Err(self.key_error(&a.pos[0], a.span_of(0))),
-                }
-            }
-            "setdefault" => {
-                self.arity(&a, m, 1, 2)?;
-                let k = self.key(&a.pos[0], a.span_of(0))?;
-                let default = a.pos.get(1).cloned().unwrap_or(Value::None);
-                d.borrow_mut().entry(k).or_insert(default).clone()
-            }
-            "update" => {
-                self.arity(&a, m, 0, 1)?;
-                if let Some(v) = a.pos.first().cloned() {
-                    let other = match v {
-                        Value::Dict(o) => o.borrow().clone(),
-                        other => {
-                            let mut map = IndexMap::new();
-                            for item in self.iterate(&other, a.span_of(0))? {
-                                let pair = self.iterate(&item, a.span_of(0))?;
-                                if pair.len() != 2 {
-                                    return Err(self.type_error(
-                                        a.span_of(0),
-                                        "update() needs pairs of key and value",
-                                    ));
-                                }
-                                map.insert(self.key(&pair[0], a.span_of(0))?, pair[1].clone());
-                            }
-                            map
-                        }
-                    };
-                    self.charge(other.len() as u64 * 48, span)?;
-                    d.borrow_mut().extend(other);
-                }
-                for (k, v, _) in a.kw.drain(..) {
-                    d.borrow_mut()
-                        .insert(Key::Str(self.prog.names.name(k).clone()), v);
-                }
-                Value::None
-            }
-            "copy" => Value::dict(d.borrow().clone()),
-            "clear" => {
-                d.borrow_mut().clear();
-                Value::None
-            }
-            _ => return Err(self.no_attr(&Value::Dict(d.clone()), m, nspan, DICT_METHODS)),
-        })
     }
 
     /// Attribute access on non-topology values.
@@ -2112,16 +1712,16 @@ impl Eval<'_> {
                 Err(self.unknown_module(&format!("{m}.{n}"), ospan.to(nspan)))
             }
             Value::Str(_) | Value::List(_) | Value::Dict(_) | Value::Tuple(_) => {
-                let known: &[&str] = match o {
-                    Value::Str(_) => STR_METHODS,
-                    Value::List(_) => LIST_METHODS,
-                    Value::Dict(_) => DICT_METHODS,
-                    _ => &["index", "count"],
+                let known = match o {
+                    Value::Str(_) => methods::names(methods::STR),
+                    Value::List(_) => methods::names(methods::LIST),
+                    Value::Dict(_) => methods::names(methods::DICT),
+                    _ => methods::names(methods::TUPLE),
                 };
                 if known.contains(&n) {
                     Ok(Value::Method(Rc::new((o.clone(), name))))
                 } else {
-                    Err(self.no_attr(&o, n, nspan, known))
+                    Err(self.no_attr(&o, n, nspan, &known))
                 }
             }
             Value::Topo(_)
@@ -2420,7 +2020,7 @@ pub fn py_repr_str(s: &str) -> String {
     out
 }
 
-fn title(s: &str) -> String {
+pub(crate) fn title(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut prev_alpha = false;
     for c in s.chars() {

@@ -25,6 +25,7 @@ mod eval;
 mod facility;
 mod fast;
 mod lexer;
+mod methods;
 mod parser;
 mod props;
 mod syntax;

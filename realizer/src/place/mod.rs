@@ -19,7 +19,7 @@
 //! realization exactly.
 //!
 //! Each pass has unit tests beside it, on facilities and experiments written
-//! as small models ([`testkit`]): what it must achieve (neighbours together,
+//! as small models (`testkit`): what it must achieve (neighbours together,
 //! exact fits filled, no worse after annealing) and that the state stays
 //! within every host's room.
 
