@@ -301,7 +301,7 @@ fn describe(c: &Cons) -> String {
 
 fn show(v: &X, unit: Option<mx_xir::Unit>) -> String {
     match (v, unit) {
-        (X::Int(i), Some(u)) => crate::builtins::fmt_quantity(*i, u),
+        (X::Int(i), Some(u)) => crate::format::fmt_quantity(*i, u),
         (X::Int(i), None) => i.to_string(),
         (X::Float(f), _) => crate::value::fmt_float(*f),
         (X::Bool(b), _) => b.to_string(),

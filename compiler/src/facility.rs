@@ -373,7 +373,7 @@ impl Eval<'_> {
                 code::E0218,
                 format!(
                     "{} is not a usable {what} name",
-                    crate::builtins::py_repr_str(&name)
+                    crate::format::py_repr_str(&name)
                 ),
             )
             .primary(a.span_of(0).range(), "bad name")

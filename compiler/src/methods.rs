@@ -12,9 +12,9 @@ use std::rc::Rc;
 
 use indexmap::IndexMap;
 
-use crate::builtins::title;
 use crate::eval::VALUE_BYTES;
 use crate::eval::{Args, Eval, Flow, R};
+use crate::format::title;
 use crate::value::*;
 
 /// One method of a built-in type, on receivers of type `T`.

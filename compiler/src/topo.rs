@@ -482,7 +482,7 @@ impl Eval<'_> {
         if s.is_empty() || s.chars().any(char::is_control) {
             return Err(Diagnostic::error(
                 code::E0218,
-                format!("{} is not a usable name", crate::builtins::py_repr_str(&s)),
+                format!("{} is not a usable name", crate::format::py_repr_str(&s)),
             )
             .primary(a.span_of(i).range(), "bad name")
             .help("names must be non-empty and printable")
