@@ -12,20 +12,13 @@ mod access;
 mod image;
 mod run;
 
-use mx_diag::code;
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::thread;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mx_diag::{FileReport, HumanStyle, SourceFile, codes};
-
-/// Models are Python-like and may recurse deeply before the compiler's own
-/// limits trip; a large stack turns a would-be crash into a diagnostic.
-const COMPILE_STACK: usize = 256 << 20;
+use mx_diag::{FileReport, HumanStyle, codes};
 
 /// Width for human output when `COLUMNS` is not set.
 const DEFAULT_WIDTH: usize = 100;
@@ -320,13 +313,7 @@ fn human_style(color: Color) -> HumanStyle {
     HumanStyle { color, width }
 }
 
-/// What a model compiles to: an experiment or a facility.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-pub(crate) enum Document {
-    Experiment(Box<mx_xir::Experiment>),
-    Facility(Box<mx_xir::Facility>),
-}
+pub(crate) use mx_pipeline::Document;
 
 fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     let Ok((report, xir)) = compile_file(&args.model, &args.model_options) else {
@@ -461,54 +448,29 @@ fn check_summary(
 pub(crate) type Compiled = (FileReport, Option<Document>);
 
 pub(crate) fn compile_file(path: &Path, options: &ModelOptions) -> Result<Compiled, ()> {
-    let name = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            eprintln!("error: cannot read {name}: {err}");
+    let compiled = match mx_pipeline::compile_file(path, &options.compiler_options()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
             return Err(());
         }
     };
-    let opts = options.compiler_options();
-    let (text, output) = thread::scope(|scope| {
-        let worker = thread::Builder::new()
-            .name("mxc-compile".to_owned())
-            .stack_size(COMPILE_STACK)
-            .spawn_scoped(scope, || mx_compiler::compile_source(&name, bytes, &opts));
-        match worker {
-            Ok(handle) => handle.join().map_err(|_| {
-                eprintln!("error: the compiler crashed on {name}; this is a bug in mxc");
-            }),
-            Err(err) => {
-                eprintln!("error: cannot start the compiler thread: {err}");
-                Err(())
-            }
-        }
-    })?;
     if options.timings {
-        let t = output.timings;
+        let t = compiled.timings;
         eprintln!(
-            "timings: {name}: parse {} ms, evaluate {} ms, check and lower {} ms",
+            "timings: {}: parse {} ms, evaluate {} ms, check and lower {} ms",
+            compiled.report.file.path,
             t.parse.as_millis(),
             t.eval.as_millis(),
             t.check.as_millis()
         );
     }
     let mut stderr = io::stderr().lock();
-    for line in &output.printed {
+    for line in &compiled.printed {
         // Nothing useful to do if stderr is gone.
         let _ = writeln!(stderr, "{line}");
     }
-    let report = FileReport::new(
-        SourceFile::new(name, Arc::<str>::from(text)),
-        output.diagnostics,
-    );
-    let doc = match (output.xir, output.facility) {
-        (Some(x), _) => Some(Document::Experiment(Box::new(x))),
-        (None, Some(f)) => Some(Document::Facility(Box::new(f))),
-        (None, None) => None,
-    };
-    Ok((report, doc))
+    Ok((compiled.report, compiled.doc))
 }
 
 /// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
@@ -535,131 +497,73 @@ pub(crate) fn realize_model(
         eprintln!("error: {} is not an experiment model", report.file.path);
         return Err(Status::Error);
     };
-    // The facility: a file, or the built-in default.
-    let (fac_path, fac_bytes): (String, Vec<u8>) = match &args.facility {
-        Some(p) => match std::fs::read(p) {
-            Ok(t) => (p.display().to_string(), t),
-            Err(err) => {
-                eprintln!("error: cannot read {}: {err}", p.display());
-                return Err(Status::Error);
-            }
-        },
-        None => (default_facility.0.to_string(), default_facility.1.into()),
-    };
-    let (fac_text, out) =
-        mx_compiler::compile_source(&fac_path, fac_bytes, &mx_compiler::Options::default());
-    let fac_report = FileReport::new(
-        SourceFile::new(fac_path.clone(), Arc::<str>::from(fac_text)),
-        out.diagnostics,
-    );
-    eprint!("{}", mx_diag::render_human(&fac_report, style));
-    if fac_report.errors() > 0 {
-        return Err(Status::Failure);
-    }
-    let Some(fac) = out.facility else {
-        eprintln!("error: {fac_path} is not a facility model (it has no `facility('name')`)");
-        return Err(Status::Error);
-    };
-    let opts = mx_realizer::Options {
-        name: args.name.clone(),
-        seed: args.seed,
-        explain: args.explain,
-        solver: match args.solver {
-            SolverArg::Auto => mx_realizer::Solver::Auto,
-            SolverArg::Ilp => mx_realizer::Solver::Ilp,
-            SolverArg::Heuristic => mx_realizer::Solver::Heuristic,
-        },
-        restart: 0,
-    };
     let db = args
         .db
         .clone()
         .unwrap_or_else(mx_realizer::table::default_path);
-    let open = || mx_realizer::table::Table::open(&db);
-    // Realize (and check) against the recorded usage; commit unless dry-run.
-    let attempt =
-        |usage: &mx_realizer::Usage| -> Result<mx_realizer::Outcome, Vec<mx_diag::Diagnostic>> {
-            let t0 = std::time::Instant::now();
-            let out = mx_realizer::realize(&exp, &fac, usage, &opts)?;
-            let t1 = std::time::Instant::now();
-            let problems = mx_realizer::verify::verify(&exp, &fac, usage, &out.realization);
-            if args.model_options.timings {
-                eprintln!(
-                    "timings: realize {} ms ({}), check {} ms",
-                    (t1 - t0).as_millis(),
-                    out.realization.solver,
-                    t1.elapsed().as_millis()
-                );
-            }
-            if !problems.is_empty() {
-                return Err(vec![
-                    mx_diag::Diagnostic::error(
-                        code::E0304,
-                        "the realizer produced an unsound realization; nothing was allocated",
-                    )
-                    .help(format!(
-                        "this is a bug in mx; the checker found: {}",
-                        problems.join("; ")
-                    )),
-                ]);
-            }
-            Ok(out)
-        };
-    let mut explanation = Vec::new();
-    let result = if args.dry_run {
-        // A dry run reads the table if there is one, and never creates it.
-        let usage = if db.exists() {
-            match open().and_then(|t| t.usage(&fac)) {
-                Ok(u) => u,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Err(Status::Error);
-                }
-            }
-        } else {
-            mx_realizer::Usage::default()
-        };
-        attempt(&usage).map(|o| {
-            explanation = o.explanation;
-            o.realization
-        })
-    } else {
-        let mut table = match open() {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(Status::Error);
-            }
-        };
-        let name = args.name.clone().unwrap_or_else(|| exp.name.clone());
-        match table.commit(&name, &fac, |u| {
-            attempt(u).map(|o| {
-                explanation = o.explanation;
-                o.realization
-            })
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(Status::Error);
+    let request = mx_pipeline::RealizeRequest {
+        experiment: &exp,
+        experiment_file: &report.file,
+        facility: match &args.facility {
+            Some(p) => mx_pipeline::FacilitySource::File(p),
+            None => mx_pipeline::FacilitySource::Builtin {
+                path: default_facility.0,
+                text: default_facility.1,
+            },
+        },
+        options: mx_realizer::Options {
+            name: args.name.clone(),
+            seed: args.seed,
+            explain: args.explain,
+            solver: match args.solver {
+                SolverArg::Auto => mx_realizer::Solver::Auto,
+                SolverArg::Ilp => mx_realizer::Solver::Ilp,
+                SolverArg::Heuristic => mx_realizer::Solver::Heuristic,
+            },
+            restart: 0,
+        },
+        db: db.clone(),
+        dry_run: args.dry_run,
+    };
+    let explain = |lines: &[String]| {
+        if args.explain {
+            for line in lines {
+                eprintln!("{line}");
             }
         }
     };
-    if args.explain {
-        for line in &explanation {
-            eprintln!("{line}");
+    let out = match mx_pipeline::realize(&request) {
+        Ok(out) => out,
+        Err(mx_pipeline::RealizeError::Tool(e)) => {
+            eprintln!("error: {e}");
+            return Err(Status::Error);
         }
-    }
-    let real = match result {
-        Ok(r) => r,
-        Err(diags) => {
-            let mut failed = FileReport::new(report.file.clone(), diags);
-            // Realize errors may point into the facility as well.
-            failed.others.push(fac_report.file.clone());
-            eprint!("{}", mx_diag::render_human(&failed, style));
+        Err(mx_pipeline::RealizeError::Facility(fac)) => {
+            eprint!("{}", mx_diag::render_human(&fac, style));
+            return Err(Status::Failure);
+        }
+        Err(mx_pipeline::RealizeError::NotFacility(path)) => {
+            eprintln!("error: {path} is not a facility model (it has no `facility('name')`)");
+            return Err(Status::Error);
+        }
+        Err(mx_pipeline::RealizeError::Refused(r)) => {
+            eprint!("{}", mx_diag::render_human(&r.facility, style));
+            explain(&r.explanation);
+            eprint!("{}", mx_diag::render_human(&r.failure, style));
             return Err(Status::Failure);
         }
     };
+    eprint!("{}", mx_diag::render_human(&out.facility, style));
+    if args.model_options.timings {
+        eprintln!(
+            "timings: realize {} ms ({}), check {} ms",
+            out.realize_time.as_millis(),
+            out.realization.solver,
+            out.check_time.as_millis()
+        );
+    }
+    explain(&out.explanation);
+    let real = out.realization;
     if !args.dry_run {
         eprintln!("allocated `{}` in {}", real.name, db.display());
     }

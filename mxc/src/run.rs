@@ -376,7 +376,9 @@ fn run_up(
 fn release(dry_run: bool, db: &Option<PathBuf>, name: &Name, status: Status) -> Status {
     if !dry_run {
         let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
-        let _ = mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(name));
+        if let Err(e) = mx_pipeline::release(&db, name) {
+            eprintln!("warning: the allocation of `{name}` was not given back: {e}");
+        }
     }
     status
 }
