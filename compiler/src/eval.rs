@@ -358,8 +358,17 @@ impl<'a> Eval<'a> {
     }
 
     fn stmt(&mut self, s: &Stmt) -> R<()> {
+        if let StmtKind::Deferred { start, end } = s.kind {
+            // Read again and run; the statements it holds count the steps.
+            for inner in self.reread(start, end)? {
+                self.stmt(&inner)?;
+            }
+            return Ok(());
+        }
         self.step(s.span)?;
         match &s.kind {
+            // Run above, before a step is counted.
+            StmtKind::Deferred { .. } => {}
             StmtKind::Broken(binds) => {
                 self.tainted = true;
                 for b in binds {
@@ -633,11 +642,31 @@ impl<'a> Eval<'a> {
         }
     }
 
+    /// The statements of a deferred top-level line (see
+    /// [`StmtKind::Deferred`]).
+    fn reread(&self, start: u32, end: u32) -> R<Vec<Stmt>> {
+        let (start, end) = (start as usize, end as usize);
+        let names: &Interner = &self.prog.names;
+        self.src
+            .get(start..end)
+            .and_then(|text| crate::fast::line(text, start, &mut crate::fast::Known(names)))
+            .ok_or_else(|| {
+                Diagnostic::error(code::E0101, "this line could not be read again")
+                    .primary(start..end, "here")
+                    .help("this is a bug in mx; please report it with the model")
+                    .into()
+            })
+    }
+
     /// After a top-level statement failed: every name it binds stands for
     /// the failure from now on.
     fn poison_targets(&mut self, stmt: &Stmt) {
         let mut names = Vec::new();
-        crate::parser::collect_locals(std::slice::from_ref(stmt), &mut names, &mut Vec::new());
+        let stmts = match stmt.kind {
+            StmtKind::Deferred { start, end } => self.reread(start, end).unwrap_or_default(),
+            _ => vec![stmt.clone()],
+        };
+        crate::parser::collect_locals(&stmts, &mut names, &mut Vec::new());
         for n in names {
             self.store(n, Value::Poison);
         }

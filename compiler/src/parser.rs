@@ -87,6 +87,8 @@ fn pratt() -> PrattParser<Rule> {
 /// What one logical line turned out to be.
 enum Item {
     Simple(Vec<Stmt>),
+    /// A line the fast path took.
+    Fast(Vec<Stmt>),
     /// Boxed: headers are rare and large, and a generated model has a
     /// million simple lines.
     Header(Box<Header>),
@@ -147,7 +149,7 @@ impl LineParser<'_> {
             };
         }
         if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names) {
-            return Item::Simple(stmts);
+            return Item::Fast(stmts);
         }
         self.line_pest(text, line.start, looks_header)
     }
@@ -1625,7 +1627,19 @@ impl Blocks<'_> {
             let item = std::mem::replace(self.parsed(idx), Item::Taken);
             match item {
                 Item::Taken | Item::Pending => {}
-                Item::Simple(stmts) => out.extend(stmts),
+                // At the top level, a fast-path line is kept as its place
+                // and read again when it runs (see `StmtKind::Deferred`).
+                Item::Fast(stmts) if depth == 0 => {
+                    let l = &self.lines[idx];
+                    out.push(Stmt {
+                        kind: StmtKind::Deferred {
+                            start: l.start as u32,
+                            end: l.end as u32,
+                        },
+                        span: stmts.first().map_or(Span::new(l.start, l.end), |s| s.span),
+                    });
+                }
+                Item::Simple(stmts) | Item::Fast(stmts) => out.extend(stmts),
                 Item::Broken { header, mut binds } => {
                     self.items[idx] = Item::Broken {
                         header,
