@@ -578,43 +578,15 @@ impl Eval<'_> {
         // still exists and the model's other mistakes are still found.
         let mut out = Vec::new();
         for i in from..a.pos.len() {
-            let c = match &a.pos[i] {
-                Value::Constraint(c) => c.clone(),
-                // Its error is already recorded.
-                Value::Poison => continue,
+            match &a.pos[i] {
                 Value::List(_) | Value::Tuple(_) => {
                     // `spec([cores == 4, memory == gb(8)])`
                     let items = self.iterate(&a.pos[i].clone(), a.span_of(i))?;
                     for it in items {
-                        let c = match it {
-                            Value::Constraint(c) => c,
-                            Value::Poison => continue,
-                            other => {
-                                let f = self.not_constraint(&other, a.span_of(i), what);
-                                self.recover(f)?;
-                                continue;
-                            }
-                        };
-                        match self.check_target(&c, target) {
-                            Ok(()) => out.push(c),
-                            Err(f) => {
-                                self.recover(f)?;
-                            }
-                        }
+                        self.take_constraint(it, a.span_of(i), target, what, &mut out)?;
                     }
-                    continue;
                 }
-                other => {
-                    let f = self.not_constraint(other, a.span_of(i), what);
-                    self.recover(f)?;
-                    continue;
-                }
-            };
-            match self.check_target(&c, target) {
-                Ok(()) => out.push(c),
-                Err(f) => {
-                    self.recover(f)?;
-                }
+                v => self.take_constraint(v.clone(), a.span_of(i), target, what, &mut out)?,
             }
         }
         for (k, v, span) in &a.kw {
@@ -632,21 +604,46 @@ impl Eval<'_> {
                 self.poison(d);
                 continue;
             };
-            let c = match self.build_constraint(p, Op::Eq, v.clone(), *span, *span) {
-                Ok(c) => Rc::new(c),
-                Err(f) => {
-                    self.recover(f)?;
-                    continue;
-                }
-            };
-            match self.check_target(&c, target) {
-                Ok(()) => out.push(c),
+            match self.build_constraint(p, Op::Eq, v.clone(), *span, *span) {
+                Ok(c) => self.keep_constraint(Rc::new(c), target, &mut out)?,
                 Err(f) => {
                     self.recover(f)?;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// One argument that should be a constraint: kept if it is one that
+    /// applies to `target`; otherwise its error is recorded (a `Poison`
+    /// already has one).
+    fn take_constraint(
+        &mut self,
+        v: Value,
+        span: Span,
+        target: Target,
+        what: &str,
+        out: &mut Vec<Rc<Cons>>,
+    ) -> R<()> {
+        match v {
+            Value::Constraint(c) => self.keep_constraint(c, target, out),
+            Value::Poison => Ok(()),
+            other => {
+                let f = self.not_constraint(&other, span, what);
+                self.recover(f).map(drop)
+            }
+        }
+    }
+
+    /// Keeps `c` if it applies to `target`, else records why not.
+    fn keep_constraint(&mut self, c: Rc<Cons>, target: Target, out: &mut Vec<Rc<Cons>>) -> R<()> {
+        match self.check_target(&c, target) {
+            Ok(()) => {
+                out.push(c);
+                Ok(())
+            }
+            Err(f) => self.recover(f).map(drop),
+        }
     }
 
     fn not_constraint(&self, v: &Value, span: Span, what: &str) -> Flow {

@@ -473,15 +473,13 @@ pub(crate) fn compile_file(path: &Path, options: &ModelOptions) -> Result<Compil
     Ok((compiled.report, compiled.doc))
 }
 
-/// Writes `text` to stdout. A closed pipe (`mxc … | head`) is not an error.
-/// Compiles, realizes and (unless a dry run) allocates; diagnostics are
-/// shown here, and `Err` carries the exit status.
-pub(crate) fn realize_model(
+/// Compiles (unless given the compilation), shows the model's report and
+/// gives back its experiment; `Err` carries the exit status.
+pub(crate) fn experiment_of(
     args: &RealizeArgs,
     style: HumanStyle,
-    default_facility: (&str, &str),
     compiled: Option<Compiled>,
-) -> Result<mx_xir::Realization, Status> {
+) -> Result<(FileReport, mx_xir::Experiment), Status> {
     let compiled = match compiled {
         Some(c) => Ok(c),
         None => compile_file(&args.model, &args.model_options),
@@ -497,13 +495,19 @@ pub(crate) fn realize_model(
         eprintln!("error: {} is not an experiment model", report.file.path);
         return Err(Status::Error);
     };
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(mx_realizer::table::default_path);
-    let request = mx_pipeline::RealizeRequest {
-        experiment: &exp,
-        experiment_file: &report.file,
+    Ok((report, *exp))
+}
+
+/// The pipeline's request for `args`.
+pub(crate) fn realize_request<'a>(
+    args: &'a RealizeArgs,
+    exp: &'a mx_xir::Experiment,
+    file: &'a mx_diag::SourceFile,
+    default_facility: (&'a str, &'a str),
+) -> mx_pipeline::RealizeRequest<'a> {
+    mx_pipeline::RealizeRequest {
+        experiment: exp,
+        experiment_file: file,
         facility: match &args.facility {
             Some(p) => mx_pipeline::FacilitySource::File(p),
             None => mx_pipeline::FacilitySource::Builtin {
@@ -522,37 +526,57 @@ pub(crate) fn realize_model(
             },
             restart: 0,
         },
-        db: db.clone(),
+        db: args
+            .db
+            .clone()
+            .unwrap_or_else(mx_realizer::table::default_path),
         dry_run: args.dry_run,
-    };
-    let explain = |lines: &[String]| {
-        if args.explain {
-            for line in lines {
-                eprintln!("{line}");
-            }
+    }
+}
+
+fn show_explanation(args: &RealizeArgs, lines: &[String]) {
+    if args.explain {
+        for line in lines {
+            eprintln!("{line}");
         }
-    };
-    let out = match mx_pipeline::realize(&request) {
-        Ok(out) => out,
-        Err(mx_pipeline::RealizeError::Tool(e)) => {
+    }
+}
+
+/// Shows why a realization was not made; the exit status.
+pub(crate) fn show_realize_error(
+    e: &mx_pipeline::RealizeError,
+    args: &RealizeArgs,
+    style: HumanStyle,
+) -> Status {
+    match e {
+        mx_pipeline::RealizeError::Tool(e) => {
             eprintln!("error: {e}");
-            return Err(Status::Error);
+            Status::Error
         }
-        Err(mx_pipeline::RealizeError::Facility(fac)) => {
-            eprint!("{}", mx_diag::render_human(&fac, style));
-            return Err(Status::Failure);
+        mx_pipeline::RealizeError::Facility(fac) => {
+            eprint!("{}", mx_diag::render_human(fac, style));
+            Status::Failure
         }
-        Err(mx_pipeline::RealizeError::NotFacility(path)) => {
+        mx_pipeline::RealizeError::NotFacility(path) => {
             eprintln!("error: {path} is not a facility model (it has no `facility('name')`)");
-            return Err(Status::Error);
+            Status::Error
         }
-        Err(mx_pipeline::RealizeError::Refused(r)) => {
+        mx_pipeline::RealizeError::Refused(r) => {
             eprint!("{}", mx_diag::render_human(&r.facility, style));
-            explain(&r.explanation);
+            show_explanation(args, &r.explanation);
             eprint!("{}", mx_diag::render_human(&r.failure, style));
-            return Err(Status::Failure);
+            Status::Failure
         }
-    };
+    }
+}
+
+/// Shows what realizing did.
+pub(crate) fn show_realized(
+    out: &mx_pipeline::Realized,
+    args: &RealizeArgs,
+    style: HumanStyle,
+    db: &Path,
+) {
     eprint!("{}", mx_diag::render_human(&out.facility, style));
     if args.model_options.timings {
         eprintln!(
@@ -562,10 +586,9 @@ pub(crate) fn realize_model(
             out.check_time.as_millis()
         );
     }
-    explain(&out.explanation);
-    let real = out.realization;
-    if !args.dry_run {
-        eprintln!("allocated `{}` in {}", real.name, db.display());
+    show_explanation(args, &out.explanation);
+    if out.allocated {
+        eprintln!("allocated `{}` in {}", out.realization.name, db.display());
     }
     if args.model_options.timings {
         eprintln!(
@@ -573,7 +596,25 @@ pub(crate) fn realize_model(
             peak_memory().unwrap_or_else(|| "unknown".into())
         );
     }
-    Ok(real)
+}
+
+/// Compiles, realizes and (unless a dry run) allocates; diagnostics are
+/// shown here, and `Err` carries the exit status.
+pub(crate) fn realize_model(
+    args: &RealizeArgs,
+    style: HumanStyle,
+    default_facility: (&str, &str),
+    compiled: Option<Compiled>,
+) -> Result<mx_xir::Realization, Status> {
+    let (report, exp) = experiment_of(args, style, compiled)?;
+    let request = realize_request(args, &exp, &report.file, default_facility);
+    match mx_pipeline::realize(&request) {
+        Ok(out) => {
+            show_realized(&out, args, style, &request.db);
+            Ok(out.realization)
+        }
+        Err(e) => Err(show_realize_error(&e, args, style)),
+    }
 }
 
 fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {

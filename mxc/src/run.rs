@@ -1,7 +1,6 @@
 //! `mxc materialize`, `up`, `down`, `status` and `image`: the commands that
 //! turn realizations into running experiments on this machine.
 
-use mx_diag::code;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -200,9 +199,10 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
     if args.model.is_dir() {
         return up_bundles(args);
     }
-    // Compiled once: its name is needed before realizing, to refuse a
-    // second `up` (which would trip over the first one's allocation with a
-    // less useful message), and the realizer takes the same output.
+    // Compiled once: `--resume` needs only its name, and the pipeline
+    // takes the same output (it refuses a second `up` of the same
+    // experiment before realizing, which would otherwise trip over the
+    // first one's allocation with a less useful message).
     let Ok(compiled) = crate::compile_file(&args.model, &args.model_options) else {
         return Status::Error;
     };
@@ -236,22 +236,6 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
                 }
             };
         }
-        if let Some(n) = name {
-            let rt = Runtime::from_env();
-            if rt.state_dir(&n).exists() {
-                show(&[Diagnostic::error(
-                    code::E0403,
-                    format!(
-                        "experiment `{n}` is already up on this machine (state in {})",
-                        rt.state_dir(&n).display()
-                    ),
-                )
-                .help(format!(
-                    "`mxc status {n}` shows it; `mxc down {n}` removes it; `mxc up --resume` finishes a run that failed"
-                ))]);
-                return Status::Failure;
-            }
-        }
     }
     let rargs = RealizeArgs {
         model: args.model.clone(),
@@ -266,19 +250,19 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         explain: false,
         model_options: args.model_options.clone(),
     };
-    let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY, Some(compiled)) {
-        Ok(r) => r,
-        Err(s) => return s,
-    };
-    let bundles = match mx_materializer::materialize(&real) {
-        Ok(b) => b,
-        Err(d) => {
-            show(&[d]);
-            return release(args.dry_run, &args.db, &real.name, Status::Failure);
-        }
-    };
     let rt = Runtime::from_env();
     if args.dry_run {
+        let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY, Some(compiled)) {
+            Ok(r) => r,
+            Err(s) => return s,
+        };
+        let bundles = match mx_materializer::materialize(&real) {
+            Ok(b) => b,
+            Err(d) => {
+                show(&[d]);
+                return Status::Failure;
+            }
+        };
         let (plan, _) = match rt.plan(&bundles, false) {
             Ok(p) => p,
             Err(d) => {
@@ -298,11 +282,67 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         }
         return crate::write_stdout(&out);
     }
-    if let Err(e) = rt.ensure_images(&bundles) {
-        eprintln!("error: {e}");
-        return release(false, &args.db, &real.name, Status::Error);
+    let (report, exp) = match crate::experiment_of(&rargs, style, Some(compiled)) {
+        Ok(x) => x,
+        Err(s) => return s,
+    };
+    let request = crate::realize_request(&rargs, &exp, &report.file, LOCAL_FACILITY);
+    let started = Instant::now();
+    let mut progress = Progress::new(0);
+    let result = mx_pipeline::up(&request, &rt, &mut |e| match e {
+        mx_pipeline::UpEvent::Realized(out, tasks) => {
+            crate::show_realized(out, &rargs, style, &request.db);
+            progress = Progress::new(tasks);
+        }
+        mx_pipeline::UpEvent::Task(e) => progress.event(e),
+    });
+    let released = |r: &Result<(), mx_pipeline::ToolError>| {
+        if let Err(e) = r {
+            eprintln!("warning: the allocation was not given back: {e}");
+        }
+    };
+    match result {
+        Ok(up) => {
+            for n in &up.plan.notes {
+                eprintln!("note: {n}");
+            }
+            let name = &up.realized.realization.name;
+            let total: usize = up.bundles.iter().map(|b| b.fragments.len()).sum();
+            let vms = up
+                .bundles
+                .iter()
+                .flat_map(|b| &b.fragments)
+                .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
+                .count();
+            eprintln!(
+                "`{name}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {name}` shows it, `mxc down {name}` removes it",
+                started.elapsed().as_secs_f64(),
+            );
+            Status::Success
+        }
+        Err(mx_pipeline::UpStop::Realize(e)) => crate::show_realize_error(&e, &rargs, style),
+        Err(mx_pipeline::UpStop::AlreadyUp(d)) => {
+            show(&[d]);
+            Status::Failure
+        }
+        Err(mx_pipeline::UpStop::Released {
+            diagnostics,
+            released: r,
+        }) => {
+            show(&diagnostics);
+            released(&r);
+            Status::Failure
+        }
+        Err(mx_pipeline::UpStop::Images { error, released: r }) => {
+            eprintln!("error: {error}");
+            released(&r);
+            Status::Error
+        }
+        Err(mx_pipeline::UpStop::Failed(e)) => {
+            show(e.diagnostics());
+            Status::Failure
+        }
     }
-    run_up(&rt, &bundles, &real.name, &args.db)
 }
 
 /// `mxc up DIR`: bundles written by `mxc materialize`, checked before
