@@ -3,6 +3,62 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What a link operation failed at. Its text is what a failed task shows;
+/// callers decide by the variant (and errno), never by the text.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The kernel refused the request with this errno.
+    Kernel { errno: i32 },
+    /// The netlink exchange failed without an errno.
+    Netlink(String),
+    /// No netlink connection in the namespace (entering it failed).
+    Connect(String),
+    /// A device of that name exists and belongs to something else (another
+    /// experiment, or the host): it is never adopted or removed.
+    Foreign {
+        name: String,
+        ns: Option<String>,
+        group: u32,
+        ours: u32,
+    },
+}
+
+impl LinkError {
+    /// Whether the kernel refused with `errno`.
+    pub fn is(&self, errno: Errno) -> bool {
+        matches!(self, LinkError::Kernel { errno: e } if *e == errno as i32)
+    }
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Kernel { errno } => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
+            LinkError::Netlink(m) | LinkError::Connect(m) => f.write_str(m),
+            LinkError::Foreign {
+                name,
+                ns,
+                group,
+                ours,
+            } => write!(
+                f,
+                "device `{name}`{} exists and is not this experiment's (device group {group:#x}, not {ours:#x}); it was left alone",
+                ns.as_deref()
+                    .map(|n| format!(" in {n}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+impl From<LinkError> for String {
+    fn from(e: LinkError) -> String {
+        e.to_string()
+    }
+}
+
 impl Real {
     /// A connection into `ns`, opened on first use.
     pub(super) fn conn(&self, ns: Option<&str>) -> R<std::sync::Arc<Conn>> {
@@ -72,10 +128,24 @@ impl Real {
     where
         F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
     {
-        let c = self.conn(ns)?;
+        self.netlink(ns, f).map_err(String::from)
+    }
+
+    /// A netlink exchange in namespace `ns`, its failure typed: callers
+    /// that accept "already there" or "already gone" match the errno, not
+    /// the message.
+    pub(super) fn netlink<T, F>(
+        &self,
+        ns: Option<&str>,
+        f: impl FnOnce(Handle) -> F,
+    ) -> Result<T, LinkError>
+    where
+        F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
+    {
+        let c = self.conn(ns).map_err(LinkError::Connect)?;
         futures_executor::block_on(f(c.handle.clone())).map_err(|e| match nl_errno(&e) {
-            Some(n) => io::Error::from_raw_os_error(n).to_string(),
-            None => e.to_string(),
+            Some(errno) => LinkError::Kernel { errno },
+            None => LinkError::Netlink(e.to_string()),
         })
     }
 
@@ -109,14 +179,21 @@ impl Real {
     /// `name`: `Some(index)` if so, `None` if no device has that name, and
     /// an error if one does that is not in the group: a device mx did not
     /// create for this experiment is never adopted, changed or deleted.
-    pub(super) fn owned(&self, ns: Option<&str>, name: &str, group: u32) -> R<Option<u32>> {
-        match self.nl(ns, |h| async move { link_group(&h, name).await })? {
+    pub(super) fn owned(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        group: u32,
+    ) -> Result<Option<u32>, LinkError> {
+        match self.netlink(ns, |h| async move { link_group(&h, name).await })? {
             None => Ok(None),
             Some((idx, g)) if g == group => Ok(Some(idx)),
-            Some((_, g)) => Err(format!(
-                "device `{name}`{} exists and is not this experiment's (device group {g:#x}, not {group:#x}); it was left alone",
-                ns.map(|n| format!(" in {n}")).unwrap_or_default()
-            )),
+            Some((_, g)) => Err(LinkError::Foreign {
+                name: name.to_string(),
+                ns: ns.map(str::to_string),
+                group: g,
+                ours: group,
+            }),
         }
     }
 
@@ -133,11 +210,11 @@ impl Real {
         if self.owned(ns, name, group)?.is_some() {
             return Ok(());
         }
-        let r = self.nl(ns, |h| async move { h.link().add(msg).execute().await });
+        let r = self.netlink(ns, |h| async move { h.link().add(msg).execute().await });
         match r {
             // Made meanwhile: by a concurrent task of ours, or by someone else.
-            Err(e) if e.contains("File exists") => self.owned(ns, name, group).map(|_| ()),
-            other => other,
+            Err(e) if e.is(Errno::EEXIST) => Ok(self.owned(ns, name, group).map(|_| ())?),
+            other => Ok(other?),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
+use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns, unshare};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
@@ -216,14 +217,14 @@ impl Executor for Real {
                 let ns = ns.as_deref();
                 let (ip, len) = parse_cidr(cidr)?;
                 let idx = self.need_index(ns, name)?;
-                match self.nl(ns, |h| async move {
+                match self.netlink(ns, |h| async move {
                     h.address()
                         .add(idx, std::net::IpAddr::V4(ip), len)
                         .execute()
                         .await
                 }) {
-                    Err(e) if e.contains("File exists") => Ok(None),
-                    other => other.map(|()| None),
+                    Err(e) if e.is(Errno::EEXIST) => Ok(None),
+                    other => Ok(other.map(|()| None)?),
                 }
             }
             Op::LinkDel { ns, name, group } => {
@@ -235,22 +236,24 @@ impl Executor for Real {
                 let ns = nsr(ns);
                 let found = match group {
                     Some(g) => self.owned(ns.as_deref(), name, *g),
-                    None => self.index(ns.as_deref(), name),
+                    None => {
+                        self.netlink(ns.as_deref(), |h| async move { link_index(&h, name).await })
+                    }
                 };
                 let idx = match found {
                     Ok(Some(i)) => i,
                     Ok(None) => return Ok(None),
                     // Someone else's device of that name: ours is gone.
-                    Err(e) if e.contains("is not this experiment's") => return Ok(Some(e)),
+                    Err(e @ LinkError::Foreign { .. }) => return Ok(Some(e.to_string())),
                     // The namespace went meanwhile, and the device with it.
                     Err(_) if ns.as_deref().is_some_and(|n| !ns_exists(n)) => return Ok(None),
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 };
-                match self.nl(ns.as_deref(), |h| async move {
+                match self.netlink(ns.as_deref(), |h| async move {
                     h.link().del(idx).execute().await
                 }) {
-                    Err(e) if e.contains("No such device") => Ok(None),
-                    other => other.map(|()| None),
+                    Err(e) if e.is(Errno::ENODEV) => Ok(None),
+                    other => Ok(other.map(|()| None)?),
                 }
             }
             Op::LinkGroupDel { ns, group } => {
@@ -262,11 +265,11 @@ impl Executor for Real {
                 let mut msg = rtnetlink::packet_route::link::LinkMessage::default();
                 msg.attributes
                     .push(rtnetlink::packet_route::link::LinkAttribute::Group(*group));
-                match self.nl(ns.as_deref(), |h| async move {
+                match self.netlink(ns.as_deref(), |h| async move {
                     h.link().del_with_message(msg).execute().await
                 }) {
-                    Err(e) if e.contains("No such device") => Ok(None),
-                    other => other.map(|()| None),
+                    Err(e) if e.is(Errno::ENODEV) => Ok(None),
+                    other => Ok(other.map(|()| None)?),
                 }
             }
             Op::XdpPair { ns, a, b, pin } => xdp_pair(ns.as_deref(), a, b, pin).map(|()| None),
