@@ -3,8 +3,30 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What a cgroup operation failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A control file refused a value.
+    #[error("write {value:?} to {}: {source}", path.display())]
+    Write {
+        value: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup directory or file could not be made, read or removed.
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+type R<T> = Result<T, CgroupError>;
+
 pub(crate) fn write(path: &Path, value: &str) -> R<()> {
-    fs::write(path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        value: value.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn rmdir_retry(dir: &Path) -> R<()> {
@@ -16,7 +38,7 @@ pub(crate) fn rmdir_retry(dir: &Path) -> R<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    fs::remove_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+    Ok(fs::remove_dir(dir).at(dir)?)
 }
 
 /// Where cgroup hierarchies are mounted.
@@ -57,7 +79,7 @@ pub(crate) fn cpuset_add(path: &str, cpus: &[u32]) -> R<()> {
             for part in path.split('/') {
                 let _ = fs::write(dir.join("cgroup.subtree_control"), "+cpuset");
                 dir = dir.join(part);
-                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                fs::create_dir_all(&dir).at(&dir)?;
             }
             return write(&dir.join("cpuset.cpus"), &list);
         }
@@ -67,11 +89,11 @@ pub(crate) fn cpuset_add(path: &str, cpus: &[u32]) -> R<()> {
     for part in path.split('/') {
         let parent = dir.clone();
         dir = dir.join(part);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).at(&dir)?;
         for f in ["cpuset.cpus", "cpuset.mems"] {
             let mine = fs::read_to_string(dir.join(f)).unwrap_or_default();
             if mine.trim().is_empty() {
-                let theirs = fs::read_to_string(parent.join(f)).map_err(io_err)?;
+                let theirs = fs::read_to_string(parent.join(f)).at(&parent.join(f))?;
                 write(&dir.join(f), theirs.trim())?;
             }
         }

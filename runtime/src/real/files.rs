@@ -3,6 +3,25 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What writing a guest's files failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A file or directory could not be written.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The base of a disk overlay is not a qcow2 image.
+    #[error("{}: not a qcow2 image; rebuild the image", .0.display())]
+    NotQcow2(PathBuf),
+    /// `qemu-img` is not installed.
+    #[error("qemu-img: {0} (install qemu-utils)")]
+    NoQemuImg(#[source] io::Error),
+    /// `qemu-img` refused.
+    #[error(transparent)]
+    QemuImg(CommandError),
+}
+
+type R<T> = Result<T, FilesError>;
+
 /// Writes a file whole (a new file renamed over the old), its directory
 /// made private to root where it is new.
 pub(crate) fn write_file(path: &Path, content: &str) -> R<Option<String>> {
@@ -12,21 +31,21 @@ pub(crate) fn write_file(path: &Path, content: &str) -> R<Option<String>> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, content)
         .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .at(path)?;
     Ok(None)
 }
 
 /// A cloud-init NoCloud seed ([`Op::WriteSeed`]): FAT, labelled
 /// `CIDATA`, written whole to a temporary file and renamed into place.
 pub(crate) fn write_seed(path: &Path, files: &[(String, String)]) -> R<Option<String>> {
-    let image = seed_image(files).map_err(|e| format!("{}: {e}", path.display()))?;
+    let image = seed_image(files).at(path)?;
     if let Some(dir) = path.parent() {
         private_dir(dir)?;
     }
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, image)
         .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .at(path)?;
     Ok(None)
 }
 
@@ -70,7 +89,8 @@ pub(crate) fn private_dir(dir: &Path) -> R<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .at(dir)
+        .map_err(FilesError::from)
 }
 
 /// The virtual size of a qcow2 image, from its header (bytes 24..32, big
@@ -88,8 +108,7 @@ pub(crate) fn disk_overlay(base: &Path, path: &Path, size: u64) -> R<Option<Stri
     if qcow2_size(path).is_some() {
         return Ok(None);
     }
-    let base_size = qcow2_size(base)
-        .ok_or_else(|| format!("{}: not a qcow2 image; rebuild the image", base.display()))?;
+    let base_size = qcow2_size(base).ok_or_else(|| FilesError::NotQcow2(base.to_path_buf()))?;
     if let Some(dir) = path.parent() {
         private_dir(dir)?;
     }
@@ -99,14 +118,13 @@ pub(crate) fn disk_overlay(base: &Path, path: &Path, size: u64) -> R<Option<Stri
         .arg(path)
         .arg(size.max(base_size).to_string())
         .output()
-        .map_err(|e| format!("qemu-img: {e} (install qemu-utils)"))?;
+        .map_err(FilesError::NoQemuImg)?;
     if !out.status.success() {
         let _ = fs::remove_file(path);
-        return Err(format!(
-            "qemu-img create {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(FilesError::QemuImg(CommandError::Failed {
+            command: format!("qemu-img create {}", path.display()),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }));
     }
     Ok(None)
 }

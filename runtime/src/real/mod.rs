@@ -23,6 +23,7 @@ use crate::exec::{Context, Executor};
 use crate::plan::Op;
 
 mod cgroup;
+mod error;
 mod files;
 mod link;
 mod netns;
@@ -33,7 +34,9 @@ mod vfio;
 mod xdp;
 
 #[allow(unused_imports)]
-pub use self::{cgroup::*, files::*, link::*, netns::*, qemu::*, tc::*, tdf::*, vfio::*, xdp::*};
+pub use self::{
+    cgroup::*, error::*, files::*, link::*, netns::*, qemu::*, tc::*, tdf::*, vfio::*, xdp::*,
+};
 
 /// One netlink connection per namespace, kept for the whole run: its
 /// socket lives in the namespace it was opened in.
@@ -77,12 +80,21 @@ fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
 }
 
 impl Executor for Real {
+    /// The one place a host error becomes the task's failure text.
     fn run(&self, op: &Op, ctx: &Context) -> R<Option<String>> {
+        self.dispatch(op, ctx).map_err(|e| e.to_string())
+    }
+}
+
+impl Real {
+    /// Does one operation, with the failing subsystem's typed error.
+    fn dispatch(&self, op: &Op, ctx: &Context) -> Result<Option<String>, HostError> {
         let nsr = |n: &Option<String>| n.clone();
         match op {
             Op::NetnsAdd { name } => {
                 let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
-                netns_add(name).map(|()| None)
+                netns_add(name)?;
+                Ok(None)
             }
             Op::NetnsRelease { name, shared_by } => {
                 let _g = self.netns.lock().map_err(|_| "namespace lock poisoned")?;
@@ -114,7 +126,8 @@ impl Executor for Real {
                     }
                 }
                 self.forget(name);
-                netns_del(name).map(|()| None)
+                netns_del(name)?;
+                Ok(None)
             }
             Op::Bridge { ns, name, group } => {
                 let mut b = LinkBridge::new(name);
@@ -140,7 +153,8 @@ impl Executor for Real {
                             InfoData, InfoVeth, LinkAttribute, LinkInfo,
                         };
                         use std::os::fd::AsRawFd;
-                        let f = fs::File::open(Path::new(NETNS_DIR).join(p)).map_err(io_err)?;
+                        let at = Path::new(NETNS_DIR).join(p);
+                        let f = fs::File::open(&at).at(&at)?;
                         let peer_msg = LinkUnspec::new_with_name(peer)
                             .setns_by_fd(f.as_raw_fd())
                             .mtu(*mtu)
@@ -211,8 +225,12 @@ impl Executor for Real {
             }
             Op::SetMtu { ns, name, mtu } => self
                 .set(ns.as_deref(), name, |l| l.mtu(*mtu))
-                .map(|()| None),
-            Op::SetUp { ns, name } => self.set(ns.as_deref(), name, |l| l.up()).map(|()| None),
+                .map(|()| None)
+                .host(),
+            Op::SetUp { ns, name } => self
+                .set(ns.as_deref(), name, |l| l.up())
+                .map(|()| None)
+                .host(),
             Op::AddrAdd { ns, name, cidr } => {
                 let ns = ns.as_deref();
                 let (ip, len) = parse_cidr(cidr)?;
@@ -272,11 +290,17 @@ impl Executor for Real {
                     other => Ok(other.map(|()| None)?),
                 }
             }
-            Op::XdpPair { ns, a, b, pin } => xdp_pair(ns.as_deref(), a, b, pin).map(|()| None),
+            Op::XdpPair { ns, a, b, pin } => {
+                xdp_pair(ns.as_deref(), a, b, pin).map(|()| None).host()
+            }
             Op::XdpUnpin { pin } => match fs::remove_dir_all(pin) {
                 Ok(()) => Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("{}: {e}", pin.display())),
+                Err(source) => Err(PathError {
+                    path: pin.clone(),
+                    source,
+                }
+                .into()),
             },
             Op::Shape {
                 ns,
@@ -285,7 +309,7 @@ impl Executor for Real {
                 latency,
                 loss,
                 jitter,
-            } => shape(ns.as_deref(), dev, *rate, *latency, *loss, *jitter),
+            } => shape(ns.as_deref(), dev, *rate, *latency, *loss, *jitter).host(),
             Op::IngressToIfb {
                 ns,
                 dev,
@@ -358,7 +382,7 @@ impl Executor for Real {
                 }
                 Ok(None)
             }
-            Op::CpusetAdd { path, cpus } => cpuset_add(path, cpus).map(|()| None),
+            Op::CpusetAdd { path, cpus } => cpuset_add(path, cpus).map(|()| None).host(),
             Op::CgroupDel { path } => {
                 for dir in joined_dirs(path).into_iter().rev() {
                     rmdir_retry(&dir)?;
@@ -380,11 +404,11 @@ impl Executor for Real {
                 fifos,
             } => {
                 let argv = fill_pci(argv, &vfio_dir(ctx))?;
-                qemu_start(ns.as_deref(), &argv, dir, fifos)
+                qemu_start(ns.as_deref(), &argv, dir, fifos).host()
             }
-            Op::WriteFile { path, content } => write_file(path, content),
-            Op::WriteSeed { path, files } => write_seed(path, files),
-            Op::DiskOverlay { base, path, size } => disk_overlay(base, path, *size),
+            Op::WriteFile { path, content } => write_file(path, content).host(),
+            Op::WriteSeed { path, files } => write_seed(path, files).host(),
+            Op::DiskOverlay { base, path, size } => disk_overlay(base, path, *size).host(),
             Op::QmpCont { socket } => {
                 let mut q = Qmp::connect(socket)?;
                 q.execute("cont")?;
@@ -396,7 +420,7 @@ impl Executor for Real {
                 tdf,
                 shift,
                 period_us,
-            } => tdf_calibrate(socket, cgroup, *tdf, *shift, *period_us),
+            } => tdf_calibrate(socket, cgroup, *tdf, *shift, *period_us).host(),
             Op::KillPidfile { pidfile } => {
                 if let Ok(Some(pid)) = read_pid(pidfile)
                     && fs::read(format!("/proc/{pid}/cmdline"))
@@ -413,22 +437,26 @@ impl Executor for Real {
                 log,
                 marker,
                 timeout_s,
-            } => wait_serial(log, marker, *timeout_s),
-            Op::QemuStop { socket, pidfile } => qemu_stop(socket, pidfile),
+            } => wait_serial(log, marker, *timeout_s).host(),
+            Op::QemuStop { socket, pidfile } => qemu_stop(socket, pidfile).host(),
             Op::RemoveDir { path } => match fs::remove_dir_all(path) {
                 Ok(()) => Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("{}: {e}", path.display())),
+                Err(source) => Err(PathError {
+                    path: path.clone(),
+                    source,
+                }
+                .into()),
             },
-            Op::SriovVfs { pf, count } => sriov_vfs(pf, *count),
-            Op::VfioBind { sysfs, key } => vfio_bind(sysfs, &vfio_dir(ctx).join(key)),
-            Op::VfioRelease { key } => vfio_release(&vfio_dir(ctx).join(key)),
+            Op::SriovVfs { pf, count } => sriov_vfs(pf, *count).host(),
+            Op::VfioBind { sysfs, key } => vfio_bind(sysfs, &vfio_dir(ctx).join(key)).host(),
+            Op::VfioRelease { key } => vfio_release(&vfio_dir(ctx).join(key)).host(),
             Op::MdevCreate {
                 parent,
                 mdev_type,
                 uuid,
-            } => mdev_create(parent, mdev_type, uuid),
-            Op::MdevRemove { uuid } => mdev_remove(uuid),
+            } => mdev_create(parent, mdev_type, uuid).host(),
+            Op::MdevRemove { uuid } => mdev_remove(uuid).host(),
             Op::VfSet {
                 pf,
                 vf,
@@ -458,11 +486,12 @@ impl Executor for Real {
                     return Err(format!(
                         "ip link set {pf} vf {vf}: {}",
                         String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                    )
+                    .into());
                 }
                 Ok(None)
             }
-            Op::SwitchVlan { .. } => Err(crate::unsupported_switch()),
+            Op::SwitchVlan { .. } => Err(crate::unsupported_switch().into()),
         }
     }
 }

@@ -6,18 +6,59 @@ use super::*;
 /// Where named namespaces are mounted (as `ip netns` does).
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// What a namespace operation failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The namespace's file could not be opened (it does not exist).
+    #[error("namespace {ns}: {source}")]
+    Open {
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Entering it failed.
+    #[error("setns {ns}: {source}")]
+    Enter {
+        ns: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// Making a new one failed.
+    #[error("create namespace {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// A thread that entered a namespace panicked.
+    #[error("a namespace worker crashed")]
+    Crashed,
+    /// The directory or file under `/run/netns`.
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
 /// Runs `f` on a fresh thread inside namespace `ns` (or here when `None`).
-pub fn in_ns<T: Send>(ns: Option<&str>, f: impl FnOnce() -> R<T> + Send) -> R<T> {
+pub fn in_ns<T: Send, E: From<NetnsError> + Send>(
+    ns: Option<&str>,
+    f: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<T, E> {
     let Some(ns) = ns else { return f() };
     let path = Path::new(NETNS_DIR).join(ns);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let target = fs::File::open(&path).map_err(|e| format!("namespace {ns}: {e}"))?;
-            setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {ns}: {e}"))?;
+            let target = fs::File::open(&path).map_err(|source| NetnsError::Open {
+                ns: ns.to_string(),
+                source,
+            })?;
+            setns(&target, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                ns: ns.to_string(),
+                source,
+            })?;
             f()
         })
         .join()
-        .unwrap_or_else(|_| Err("a namespace worker crashed".into()))
+        .unwrap_or_else(|_| Err(NetnsError::Crashed.into()))
     })
 }
 
@@ -26,18 +67,18 @@ pub(crate) fn ns_exists(ns: &str) -> bool {
 }
 
 /// Creates `/run/netns/<name>` holding a new network namespace, if absent.
-pub fn netns_add(name: &str) -> R<()> {
-    fs::create_dir_all(NETNS_DIR).map_err(io_err)?;
+pub fn netns_add(name: &str) -> Result<(), NetnsError> {
+    fs::create_dir_all(NETNS_DIR).at(Path::new(NETNS_DIR))?;
     let path = Path::new(NETNS_DIR).join(name);
     if path.exists() {
         // Present and mounted: done. A leftover plain file is replaced.
-        if in_ns(Some(name), || Ok(())).is_ok() && is_mounted(&path) {
+        if in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok() && is_mounted(&path) {
             return Ok(());
         }
         let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&path);
     }
-    fs::File::create_new(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::File::create_new(&path).at(&path)?;
     let p = path.clone();
     let res = std::thread::spawn(move || -> nix::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
@@ -50,10 +91,13 @@ pub fn netns_add(name: &str) -> R<()> {
         )
     })
     .join()
-    .map_err(|_| "namespace thread crashed".to_string())?;
-    if let Err(e) = res {
+    .map_err(|_| NetnsError::Crashed)?;
+    if let Err(source) = res {
         let _ = fs::remove_file(&path);
-        return Err(format!("create namespace {name}: {e}"));
+        return Err(NetnsError::Create {
+            name: name.to_string(),
+            source,
+        });
     }
     Ok(())
 }
@@ -66,7 +110,7 @@ pub(crate) fn is_mounted(path: &Path) -> bool {
 }
 
 /// Removes a named namespace (its devices go with it), if present.
-pub fn netns_del(name: &str) -> R<()> {
+pub fn netns_del(name: &str) -> Result<(), NetnsError> {
     let path = Path::new(NETNS_DIR).join(name);
     if !path.exists() {
         return Ok(());
@@ -75,6 +119,6 @@ pub fn netns_del(name: &str) -> R<()> {
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(PathError { path, source }.into()),
     }
 }

@@ -3,6 +3,15 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What shaping failed at: `tc` or `ip` could not run, or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TcError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+type R<T> = Result<T, TcError>;
+
 /// Whether the kernel has netem (it is absent on some cloud kernels).
 pub(crate) fn has_netem() -> bool {
     static NETEM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -33,18 +42,12 @@ pub(crate) fn tc_or_ip(bin: &str, ns: Option<&str>, args: &[&str]) -> R<()> {
     if let Some(n) = ns {
         cmd.args(["-n", n]);
     }
-    let out = cmd
-        .args(args)
-        .output()
-        .map_err(|e| format!("run {bin}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{bin} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    cmd.args(args);
+    Ok(run_command(
+        &mut cmd,
+        bin,
+        format!("{bin} {}", args.join(" ")),
+    )?)
 }
 
 pub(crate) fn shape(
@@ -98,16 +101,10 @@ pub(crate) fn shape(
             "{dev}: this kernel has no netem; latency and loss are not emulated"
         )));
     }
-    let out = Command::new("tc")
-        .args(&args)
-        .output()
-        .map_err(|e| format!("run tc: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "tc {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    run_command(
+        Command::new("tc").args(&args),
+        "tc",
+        format!("tc {}", args.join(" ")),
+    )?;
     Ok(note)
 }

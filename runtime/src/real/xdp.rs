@@ -3,6 +3,43 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What setting up an XDP redirect failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// mx was built without clang.
+    #[error("this mx was built without clang, so it has no XDP program; install clang and rebuild")]
+    NoProgram,
+    /// bpffs could not be mounted.
+    #[error("mount bpffs on /sys/fs/bpf: {0}")]
+    Mount(#[source] nix::Error),
+    /// A device to redirect between is missing.
+    #[error("no tap `{name}`: {source}")]
+    NoDevice {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// Loading, filling, attaching or pinning the program or its map
+    /// (the step and what the kernel or aya said).
+    #[error("{0}")]
+    Bpf(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+type R<T> = Result<T, XdpError>;
+
+/// An aya failure, named by its step.
+fn aya_err(step: &str, e: impl std::fmt::Display) -> XdpError {
+    XdpError::Bpf(if step.is_empty() {
+        e.to_string()
+    } else {
+        format!("{step}: {e}")
+    })
+}
+
 /// The XDP redirect program, built by build.rs (empty without clang).
 pub(crate) static XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
@@ -11,51 +48,50 @@ pub(crate) fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> 
     use aya::maps::DevMapHash;
     use aya::programs::{Xdp, XdpMode, links::FdLink};
     if XDP_OBJECT.is_empty() {
-        return Err(
-            "this mx was built without clang, so it has no XDP program; install clang and rebuild"
-                .into(),
-        );
+        return Err(XdpError::NoProgram);
     }
     mount_bpffs()?;
     if pin.join("link-a").exists() && pin.join("link-b").exists() {
         return Ok(());
     }
     let _ = fs::remove_dir_all(pin);
-    fs::create_dir_all(pin).map_err(|e| format!("{}: {e}", pin.display()))?;
+    fs::create_dir_all(pin).at(pin)?;
     let res = in_ns(ns, || {
-        let mut bpf = aya::Ebpf::load(XDP_OBJECT).map_err(|e| format!("load XDP object: {e}"))?;
+        let mut bpf = aya::Ebpf::load(XDP_OBJECT).map_err(|e| aya_err("load XDP object", e))?;
         let idx = |n: &str| -> R<u32> {
-            nix::net::if_::if_nametoindex(n).map_err(|e| format!("no tap `{n}`: {e}"))
+            nix::net::if_::if_nametoindex(n).map_err(|source| XdpError::NoDevice {
+                name: n.to_string(),
+                source,
+            })
         };
         let (ia, ib) = (idx(a)?, idx(b)?);
         {
             let map = bpf
                 .map_mut("REDIRECT")
-                .ok_or("no REDIRECT map in the XDP object")?;
-            let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(io_err)?;
-            dm.insert(ia, ib, None, 0).map_err(io_err)?;
-            dm.insert(ib, ia, None, 0).map_err(io_err)?;
+                .ok_or_else(|| XdpError::Bpf("no REDIRECT map in the XDP object".into()))?;
+            let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(|e| aya_err("", e))?;
+            dm.insert(ia, ib, None, 0).map_err(|e| aya_err("", e))?;
+            dm.insert(ib, ia, None, 0).map_err(|e| aya_err("", e))?;
         }
         if let Some(m) = bpf.map("REDIRECT") {
-            m.pin(pin.join("map"))
-                .map_err(|e| format!("pin map: {e}"))?;
+            m.pin(pin.join("map")).map_err(|e| aya_err("pin map", e))?;
         }
         let prog: &mut Xdp = bpf
             .program_mut("mx_redirect")
-            .ok_or("no mx_redirect program in the XDP object")?
+            .ok_or_else(|| XdpError::Bpf("no mx_redirect program in the XDP object".into()))?
             .try_into()
-            .map_err(io_err)?;
-        prog.load().map_err(|e| format!("load XDP program: {e}"))?;
+            .map_err(|e| aya_err("", e))?;
+        prog.load().map_err(|e| aya_err("load XDP program", e))?;
         for (name, file) in [(a, "link-a"), (b, "link-b")] {
             let id = prog
                 .attach(name, XdpMode::Skb)
-                .map_err(|e| format!("attach XDP to {name}: {e}"))?;
-            let link = prog.take_link(id).map_err(io_err)?;
+                .map_err(|e| aya_err(&format!("attach XDP to {name}"), e))?;
+            let link = prog.take_link(id).map_err(|e| aya_err("", e))?;
             let fd: FdLink = link
                 .try_into()
-                .map_err(|e| format!("XDP link on {name} is not a bpf_link: {e}"))?;
+                .map_err(|e| aya_err(&format!("XDP link on {name} is not a bpf_link"), e))?;
             fd.pin(pin.join(file))
-                .map_err(|e| format!("pin XDP link of {name}: {e}"))?;
+                .map_err(|e| aya_err(&format!("pin XDP link of {name}"), e))?;
         }
         Ok(())
     });
@@ -80,7 +116,7 @@ pub(crate) fn mount_bpffs() -> R<()> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| format!("mount bpffs on /sys/fs/bpf: {e}"))?;
+        .map_err(XdpError::Mount)?;
     }
     Ok(())
 }
