@@ -1,7 +1,8 @@
 //! Host errors by subsystem. Each subsystem module has its own enum
 //! (`NetnsError`, `LinkError`, `CgroupError`, `TcError`, `XdpError`,
-//! `FilesError`); [`HostError`] gathers them, and `Executor::run` turns it
-//! into the task's failure text in one place. Callers that must tell
+//! `FilesError`, `QemuError`, `TdfError`, `VfioError`); [`HostError`]
+//! gathers them, and `Executor::run` turns it into the task's failure text
+//! in one place. Callers that must tell
 //! failures apart (a device already there, a namespace already gone) match
 //! variants, never text.
 
@@ -80,11 +81,16 @@ pub enum HostError {
     Xdp(#[from] XdpError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Tdf(#[from] TdfError),
+    #[error(transparent)]
+    Vfio(#[from] VfioError),
     /// A file the dispatcher itself reads or removes.
     #[error(transparent)]
     Path(#[from] PathError),
-    /// The subsystems whose errors are still text (`vfio`, `qemu`, `tdf`)
-    /// and the dispatcher's own checks.
+    /// The dispatcher's own checks (a bad address in a plan, a lock).
     #[error("{0}")]
     Other(String),
 }
@@ -101,8 +107,8 @@ impl From<&str> for HostError {
     }
 }
 
-/// The subsystems whose errors are still text (`vfio`, `qemu`, `tdf`) call
-/// the typed ones through these.
+/// The subsystem whose errors are still text (`vfio`) calls the typed ones
+/// through these.
 macro_rules! into_text {
     ($($t:ty),*) => {
         $(impl From<$t> for String {

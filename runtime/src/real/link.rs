@@ -13,6 +13,10 @@ pub enum LinkError {
     Netlink(String),
     /// No netlink connection in the namespace (entering it failed).
     Connect(String),
+    /// No device of that name.
+    NoDevice { name: String, ns: Option<String> },
+    /// An address in the plan that does not parse.
+    BadAddress(String),
     /// A device of that name exists and belongs to something else (another
     /// experiment, or the host): it is never adopted or removed.
     Foreign {
@@ -34,7 +38,16 @@ impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinkError::Kernel { errno } => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
-            LinkError::Netlink(m) | LinkError::Connect(m) => f.write_str(m),
+            LinkError::Netlink(m) | LinkError::Connect(m) | LinkError::BadAddress(m) => {
+                f.write_str(m)
+            }
+            LinkError::NoDevice { name, ns } => write!(
+                f,
+                "no device `{name}`{}",
+                ns.as_deref()
+                    .map(|n| format!(" in {n}"))
+                    .unwrap_or_default()
+            ),
             LinkError::Foreign {
                 name,
                 ns,
@@ -53,38 +66,38 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
-impl From<LinkError> for String {
-    fn from(e: LinkError) -> String {
-        e.to_string()
-    }
-}
+type R<T> = Result<T, LinkError>;
 
 impl Real {
     /// A connection into `ns`, opened on first use.
     pub(super) fn conn(&self, ns: Option<&str>) -> R<std::sync::Arc<Conn>> {
         let key = ns.map(str::to_string);
-        let mut conns = self.conns.lock().map_err(|_| "connection table poisoned")?;
+        let mut conns = self
+            .conns
+            .lock()
+            .map_err(|_| LinkError::Connect("connection table poisoned".into()))?;
         if let Some(c) = conns.get(&key) {
             return Ok(c.clone());
         }
         if let Some(n) = ns
             && !ns_exists(n)
         {
-            return Err(format!("namespace {n} does not exist"));
+            return Err(LinkError::Connect(format!("namespace {n} does not exist")));
         }
         let (htx, hrx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let nsname = key.clone();
         let thread = std::thread::spawn(move || {
-            let setup = || -> R<tokio::runtime::Runtime> {
+            let setup = || -> Result<tokio::runtime::Runtime, String> {
                 if let Some(n) = &nsname {
-                    let target = fs::File::open(Path::new(NETNS_DIR).join(n)).map_err(io_err)?;
-                    setns(&target, CloneFlags::CLONE_NEWNET).map_err(io_err)?;
+                    let target =
+                        fs::File::open(Path::new(NETNS_DIR).join(n)).map_err(|e| e.to_string())?;
+                    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
                 }
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(io_err)
+                    .map_err(|e| e.to_string())
             };
             let rt = match setup() {
                 Ok(rt) => rt,
@@ -106,7 +119,10 @@ impl Real {
                 }
             });
         });
-        let handle = hrx.recv().map_err(|_| "netlink thread died")??;
+        let handle = hrx
+            .recv()
+            .map_err(|_| LinkError::Connect("netlink thread died".into()))?
+            .map_err(LinkError::Connect)?;
         let c = std::sync::Arc::new(Conn {
             handle,
             stop: Some(stop_tx),
@@ -124,13 +140,6 @@ impl Real {
         }
     }
 
-    pub(super) fn nl<T, F>(&self, ns: Option<&str>, f: impl FnOnce(Handle) -> F) -> R<T>
-    where
-        F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
-    {
-        self.netlink(ns, f).map_err(String::from)
-    }
-
     /// A netlink exchange in namespace `ns`, its failure typed: callers
     /// that accept "already there" or "already gone" match the errno, not
     /// the message.
@@ -142,7 +151,7 @@ impl Real {
     where
         F: std::future::Future<Output = Result<T, rtnetlink::Error>>,
     {
-        let c = self.conn(ns).map_err(LinkError::Connect)?;
+        let c = self.conn(ns)?;
         futures_executor::block_on(f(c.handle.clone())).map_err(|e| match nl_errno(&e) {
             Some(errno) => LinkError::Kernel { errno },
             None => LinkError::Netlink(e.to_string()),
@@ -150,15 +159,13 @@ impl Real {
     }
 
     pub(super) fn index(&self, ns: Option<&str>, name: &str) -> R<Option<u32>> {
-        self.nl(ns, |h| async move { link_index(&h, name).await })
+        self.netlink(ns, |h| async move { link_index(&h, name).await })
     }
 
     pub(super) fn need_index(&self, ns: Option<&str>, name: &str) -> R<u32> {
-        self.index(ns, name)?.ok_or_else(|| {
-            format!(
-                "no device `{name}`{}",
-                ns.map(|n| format!(" in {n}")).unwrap_or_default()
-            )
+        self.index(ns, name)?.ok_or_else(|| LinkError::NoDevice {
+            name: name.to_string(),
+            ns: ns.map(str::to_string),
         })
     }
 
@@ -172,7 +179,7 @@ impl Real {
     ) -> R<()> {
         let idx = self.need_index(ns, name)?;
         let msg = f(LinkUnspec::new_with_index(idx)).build();
-        self.nl(ns, |h| async move { h.link().set(msg).execute().await })
+        self.netlink(ns, |h| async move { h.link().set(msg).execute().await })
     }
 
     /// Whether the experiment whose device group is `group` has a device
@@ -304,11 +311,11 @@ pub(crate) async fn fdb_append_default(
 pub(crate) fn parse_cidr(c: &str) -> R<(Ipv4Addr, u8)> {
     let (ip, len) = c
         .split_once('/')
-        .ok_or_else(|| format!("`{c}` is not an address/prefix"))?;
+        .ok_or_else(|| LinkError::BadAddress(format!("`{c}` is not an address/prefix")))?;
     Ok((
         ip.parse()
-            .map_err(|_| format!("`{ip}` is not an IPv4 address"))?,
+            .map_err(|_| LinkError::BadAddress(format!("`{ip}` is not an IPv4 address")))?,
         len.parse()
-            .map_err(|_| format!("`{len}` is not a prefix length"))?,
+            .map_err(|_| LinkError::BadAddress(format!("`{len}` is not a prefix length")))?,
     ))
 }

@@ -68,10 +68,6 @@ pub struct Real {
 
 type R<T> = Result<T, String>;
 
-fn io_err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 fn nl_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
@@ -107,7 +103,7 @@ impl Real {
                     // The underlay goes when no host is attached to it any
                     // more (each host's task detaches its own veth first, so
                     // whichever task detaches the last one removes it).
-                    let attached: Vec<String> = self.nl(Some(name), |h| async move {
+                    let attached: Vec<String> = self.netlink(Some(name), |h| async move {
                         h.link()
                             .get()
                             .execute()
@@ -202,7 +198,7 @@ impl Real {
                 let ns = ns.as_deref();
                 let idx = self.need_index(ns, dev)?;
                 let ip: Ipv4Addr = remote.parse().map_err(|_| format!("bad remote {remote}"))?;
-                self.nl(ns, |h| async move { fdb_append_default(&h, idx, ip).await })?;
+                self.netlink(ns, |h| async move { fdb_append_default(&h, idx, ip).await })?;
                 Ok(None)
             }
             Op::Tap { ns, name, group } => {

@@ -3,11 +3,77 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What starting, watching or stopping QEMU failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// The plan has no image to boot.
+    #[error("no image to boot (the plan checks images: plan again)")]
+    NoImage,
+    /// A console or agent FIFO could not be made.
+    #[error("mkfifo {}: {source}", path.display())]
+    Fifo {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    /// QEMU could not be started.
+    #[error("start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// QEMU exited at once (bad arguments, a device it cannot open).
+    #[error("{program} exited with {status}: {stderr}")]
+    Exited {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// The guest did not say it was ready: in time, or before QEMU exited.
+    /// `console` is the console's last lines, made printable.
+    #[error("{} before the guest said `{marker}`; the console's last lines:\n    {}", if *.exited { "QEMU exited".to_string() } else { format!("waited {} s", .timeout_s) }, .console.join("\n    "))]
+    NotReady {
+        marker: String,
+        exited: bool,
+        timeout_s: u64,
+        console: Vec<String>,
+    },
+    /// The QMP socket would not connect.
+    #[error("QMP socket {}: {last}", path.display())]
+    QmpConnect { path: PathBuf, last: String },
+    /// What answered is not QMP.
+    #[error("{}: not a QMP greeting", .0.display())]
+    NotQmp(PathBuf),
+    /// The QMP connection closed.
+    #[error("QMP connection closed")]
+    QmpClosed,
+    /// QMP sent something that is not JSON.
+    #[error("QMP sent bad JSON: {0}")]
+    QmpJson(#[source] serde_json::Error),
+    /// A QMP command failed.
+    #[error("QMP {command}: {desc}")]
+    QmpCommand { command: String, desc: String },
+    /// Reading or writing the QMP socket.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+type R<T> = Result<T, QemuError>;
+
 pub(crate) fn read_pid(pidfile: &Path) -> R<Option<i32>> {
     match fs::read_to_string(pidfile) {
         Ok(s) => Ok(s.trim().parse().ok()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", pidfile.display())),
+        Err(source) => Err(PathError {
+            path: pidfile.to_path_buf(),
+            source,
+        }
+        .into()),
     }
 }
 
@@ -39,7 +105,7 @@ pub(crate) fn qemu_start(
         return Ok(None);
     }
     if argv.is_empty() {
-        return Err("no image to boot (the plan checks images: plan again)".into());
+        return Err(QemuError::NoImage);
     }
     private_dir(dir)?;
     for f in ["qmp.sock", "console.sock", "serial.log", "qemu.pid"] {
@@ -50,8 +116,12 @@ pub(crate) fn qemu_start(
             let p = base.with_extension(end);
             // Whatever a previous QEMU left in them is stale.
             let _ = fs::remove_file(&p);
-            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                .map_err(|e| format!("mkfifo {}: {e}", p.display()))?;
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+                |source| QemuError::Fifo {
+                    path: p.clone(),
+                    source,
+                },
+            )?;
         }
     }
     let mut cmd = match ns {
@@ -67,16 +137,16 @@ pub(crate) fn qemu_start(
             c
         }
     };
-    let out = cmd
-        .output()
-        .map_err(|e| format!("start {}: {e}", argv[0]))?;
+    let out = cmd.output().map_err(|source| QemuError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
     if !out.status.success() {
-        return Err(format!(
-            "{} exited with {}: {}",
-            argv[0],
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(QemuError::Exited {
+            program: argv[0].clone(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(None)
 }
@@ -103,16 +173,12 @@ pub(crate) fn wait_serial(log: &Path, marker: &str, timeout_s: u64) -> R<Option<
                 .take(8)
                 .map(crate::bundle::printable)
                 .collect();
-            let tail: Vec<String> = tail.into_iter().rev().collect();
-            return Err(format!(
-                "{} before the guest said `{marker}`; the console's last lines:\n    {}",
-                if alive {
-                    format!("waited {timeout_s} s")
-                } else {
-                    "QEMU exited".to_string()
-                },
-                tail.join("\n    ")
-            ));
+            return Err(QemuError::NotReady {
+                marker: marker.to_string(),
+                exited: !alive,
+                timeout_s,
+                console: tail.into_iter().rev().collect(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -160,16 +226,15 @@ impl Qmp {
         for _ in 0..100 {
             match UnixStream::connect(path) {
                 Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(10)))
-                        .map_err(io_err)?;
-                    let writer = s.try_clone().map_err(io_err)?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    let writer = s.try_clone()?;
                     let mut q = Qmp {
                         reader: BufReader::new(s),
                         writer,
                     };
                     let greeting = q.line()?;
                     if greeting.get("QMP").is_none() {
-                        return Err(format!("{}: not a QMP greeting", path.display()));
+                        return Err(QemuError::NotQmp(path.to_path_buf()));
                     }
                     q.execute("qmp_capabilities")?;
                     return Ok(q);
@@ -178,20 +243,23 @@ impl Qmp {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("QMP socket {}: {last}", path.display()))
+        Err(QemuError::QmpConnect {
+            path: path.to_path_buf(),
+            last,
+        })
     }
 
     fn line(&mut self) -> R<serde_json::Value> {
         let mut buf = String::new();
-        if self.reader.read_line(&mut buf).map_err(io_err)? == 0 {
-            return Err("QMP connection closed".into());
+        if self.reader.read_line(&mut buf)? == 0 {
+            return Err(QemuError::QmpClosed);
         }
-        serde_json::from_str(&buf).map_err(|e| format!("QMP sent bad JSON: {e}"))
+        serde_json::from_str(&buf).map_err(QemuError::QmpJson)
     }
 
     /// Runs a command without arguments and returns its `return` value.
     pub fn execute(&mut self, cmd: &str) -> R<serde_json::Value> {
-        writeln!(self.writer, "{}", serde_json::json!({ "execute": cmd })).map_err(io_err)?;
+        writeln!(self.writer, "{}", serde_json::json!({ "execute": cmd }))?;
         loop {
             let v = match self.line() {
                 // `quit` may close the socket before it answers.
@@ -205,10 +273,10 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                return Err(format!(
-                    "QMP {cmd}: {}",
-                    e["desc"].as_str().unwrap_or("error")
-                ));
+                return Err(QemuError::QmpCommand {
+                    command: cmd.to_string(),
+                    desc: e["desc"].as_str().unwrap_or("error").to_string(),
+                });
             }
         }
     }

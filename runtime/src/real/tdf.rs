@@ -3,11 +3,35 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What calibrating or holding a time-dilation factor failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum TdfError {
+    /// QEMU runs without `-icount`.
+    #[error("QMP query-replay gave no icount (is -icount on?)")]
+    NoIcount,
+    /// The guest did not run while it was measured.
+    #[error("the guest executed no instructions while calibrating")]
+    Stalled,
+    /// The controller (this binary, detached) could not be started.
+    #[error("{what}: {source}")]
+    Controller {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+type R<T> = Result<T, TdfError>;
+
 /// The guest's instruction count (icount mode), through QMP.
 pub(crate) fn icount(q: &mut Qmp) -> R<u64> {
     q.execute("query-replay")?["icount"]
         .as_u64()
-        .ok_or_else(|| "QMP query-replay gave no icount (is -icount on?)".to_string())
+        .ok_or(TdfError::NoIcount)
 }
 
 /// Guest seconds per real second over `window`, from QMP's icount.
@@ -40,7 +64,7 @@ pub(crate) fn tdf_calibrate(
     for round in 0..4 {
         rate = guest_rate(&mut q, ns_per_instr, Duration::from_millis(1500))?;
         if rate <= 0.0 {
-            return Err("the guest executed no instructions while calibrating".into());
+            return Err(TdfError::Stalled);
         }
         if round > 0 && ((rate - target) / target).abs() < 0.05 {
             break;
@@ -55,7 +79,10 @@ pub(crate) fn tdf_calibrate(
     }
     drop(q);
     // The controller: this binary, detached, until QEMU goes.
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find mxc: {e}"))?;
+    let exe = std::env::current_exe().map_err(|source| TdfError::Controller {
+        what: "cannot find mxc",
+        source,
+    })?;
     let pidfile = socket.with_file_name("tdf.pid");
     let child = Command::new("setsid")
         .arg(exe)
@@ -79,7 +106,10 @@ pub(crate) fn tdf_calibrate(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("start the time-dilation controller: {e}"))?;
+        .map_err(|source| TdfError::Controller {
+            what: "start the time-dilation controller",
+            source,
+        })?;
     write(&pidfile, &child.id().to_string())?;
     Ok(Some(format!(
         "time dilation {tdf}: guest clock at {rate:.4} of real time (1/{:.2}) with {share:.3} of a core; held by controller {}",
@@ -115,7 +145,7 @@ pub fn tdf_control(
         // with QEMU, since a VM left at a stale quota drifts from its factor.
         let mut q = match Qmp::connect(socket) {
             Ok(q) => q,
-            Err(e) if !alive() => return Err(e),
+            Err(e) if !alive() => return Err(e.into()),
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(200));
                 continue;

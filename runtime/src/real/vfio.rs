@@ -3,6 +3,34 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// What preparing a device for a VM failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum VfioError {
+    /// The device is not in the state the plan needs (no SR-IOV, too few
+    /// VFs, an unknown mdev type, not bound to vfio-pci ...): what was found.
+    #[error("{0}")]
+    Device(String),
+    /// A sysfs control file refused a value.
+    #[error(transparent)]
+    Sysfs(#[from] CgroupError),
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+impl From<String> for VfioError {
+    fn from(s: String) -> Self {
+        VfioError::Device(s)
+    }
+}
+
+impl From<&str> for VfioError {
+    fn from(s: &str) -> Self {
+        VfioError::Device(s.to_string())
+    }
+}
+
+type R<T> = Result<T, VfioError>;
+
 /// Where an experiment records the PCI functions it bound to vfio-pci.
 pub(crate) fn vfio_dir(ctx: &Context) -> PathBuf {
     ctx.root.join(&ctx.experiment).join("vfio")
@@ -43,22 +71,22 @@ pub(crate) fn sriov_vfs(pf: &str, count: u32) -> R<Option<String>> {
             .map_err(|e| format!("{pf} has no SR-IOV ({}: {e})", dev.join(f).display()))?
             .trim()
             .parse()
-            .map_err(|_| format!("{pf}: unreadable {f}"))
+            .map_err(|_| VfioError::Device(format!("{pf}: unreadable {f}")))
     };
     let (now, total) = (read("sriov_numvfs")?, read("sriov_totalvfs")?);
     if count > total {
-        return Err(format!(
+        return Err(VfioError::Device(format!(
             "{pf} offers {total} VFs, VF {} does not exist",
             count - 1
-        ));
+        )));
     }
     if now >= count {
         return Ok(None);
     }
     if now > 0 {
-        return Err(format!(
+        return Err(VfioError::Device(format!(
             "{pf} serves {now} VFs and needs {count}; changing the count would remove VFs in use"
-        ));
+        )));
     }
     write(&dev.join("sriov_numvfs"), &total.to_string())?;
     Ok(None)
@@ -75,17 +103,17 @@ pub(crate) fn mdev_create(parent: &str, mdev_type: &str, uuid: &str) -> R<Option
         .join("mdev_supported_types");
     let ty = types.join(mdev_type);
     if !ty.exists() {
-        return Err(format!(
+        return Err(VfioError::Device(format!(
             "{parent} offers no mediated devices of type {mdev_type} ({} is missing; is the vendor's mdev driver loaded?)",
             ty.display()
-        ));
+        )));
     }
     if let Ok(n) = fs::read_to_string(ty.join("available_instances"))
         && n.trim() == "0"
     {
-        return Err(format!(
+        return Err(VfioError::Device(format!(
             "{parent} has no {mdev_type} instances left (available_instances is 0)"
-        ));
+        )));
     }
     write(&ty.join("create"), uuid)?;
     Ok(None)
@@ -108,7 +136,7 @@ pub(crate) fn vfio_bind(sysfs: &Path, record: &Path) -> R<Option<String>> {
     if record.exists() {
         return Ok(None);
     }
-    let dev = fs::canonicalize(sysfs).map_err(|e| format!("{}: {e}", sysfs.display()))?;
+    let dev = fs::canonicalize(sysfs).at(sysfs)?;
     let mut funcs = vec![dev.clone()];
     if let Ok(group) = fs::read_dir(dev.join("iommu_group/devices")) {
         let mut others: Vec<PathBuf> = group
@@ -128,7 +156,7 @@ pub(crate) fn vfio_bind(sysfs: &Path, record: &Path) -> R<Option<String>> {
         lines.push_str(&format!("{addr} {}\n", driver.as_deref().unwrap_or("-")));
     }
     if let Some(parent) = record.parent() {
-        fs::create_dir_all(parent).map_err(io_err)?;
+        fs::create_dir_all(parent).at(parent)?;
     }
     // Written first: a bind that fails halfway is still undone by teardown.
     write(record, &lines)?;
@@ -148,7 +176,7 @@ pub(crate) fn pci_addr(dev: &Path) -> R<String> {
     dev.file_name()
         .and_then(|n| n.to_str())
         .map(str::to_string)
-        .ok_or_else(|| format!("{} is not a PCI function", dev.display()))
+        .ok_or_else(|| VfioError::Device(format!("{} is not a PCI function", dev.display())))
 }
 
 pub(crate) fn bind_one(dev: &Path) -> R<()> {
@@ -164,9 +192,9 @@ pub(crate) fn bind_one(dev: &Path) -> R<()> {
     write(Path::new("/sys/bus/pci/drivers_probe"), &addr)?;
     let now = fs::read_link(dev.join("driver")).ok();
     if !now.is_some_and(|d| d.ends_with("vfio-pci")) {
-        return Err(format!(
+        return Err(VfioError::Device(format!(
             "{addr} did not bind to vfio-pci (is the vfio-pci driver available?)"
-        ));
+        )));
     }
     Ok(())
 }
