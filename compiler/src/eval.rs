@@ -98,7 +98,7 @@ pub struct Eval<'a> {
     pub warnings: Vec<Diagnostic>,
     /// Errors recorded while evaluation went on ([`Eval::poison`]).
     pub errors: Vec<Diagnostic>,
-    recorded: std::collections::HashSet<(String, Option<(usize, usize)>)>,
+    recorded: std::collections::HashSet<(&'static str, Option<(usize, usize)>)>,
     /// The top-level statement being run touched a [`Value::Poison`]: an
     /// error it raises follows from one already recorded.
     tainted: bool,
@@ -621,6 +621,16 @@ impl<'a> Eval<'a> {
                 .primary(span.range(), "not assigned yet");
                 self.poison(d)
             }
+            // Repeated by a loop: reported already, and "did you mean"
+            // (a walk over every name) is not worked out again.
+            None if self.recorded.contains(&(
+                code::E0201.as_str(),
+                Some((span.start as usize, span.end as usize)),
+            )) =>
+            {
+                self.tainted = true;
+                Value::Poison
+            }
             None => {
                 let d = self.undefined(sym, span);
                 self.poison(d)
@@ -689,7 +699,7 @@ impl<'a> Eval<'a> {
     /// failed expression.
     pub fn poison(&mut self, d: Diagnostic) -> Value {
         self.tainted = true;
-        let key = (d.code.to_string(), d.location().map(|l| (l.start, l.end)));
+        let key = (d.code, d.location().map(|l| (l.start, l.end)));
         if self.recorded.insert(key) {
             self.errors.push(d);
         }
