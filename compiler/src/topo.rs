@@ -32,7 +32,8 @@ pub struct NodeData {
     pub topo: u32,
     pub span: Span,
     pub constraints: Vec<Rc<Cons>>,
-    pub properties: Dict,
+    /// Made on first use: most of a large model's nodes have none.
+    pub properties: Option<Dict>,
     pub ingress: Vec<(&'static str, u16, Span)>,
     /// The next socket index: one per link the node joins.
     pub sockets: u32,
@@ -49,7 +50,8 @@ pub struct LinkData {
     pub span: Span,
     pub endpoints: Vec<EpData>,
     pub constraints: Vec<Rc<Cons>>,
-    pub properties: Dict,
+    /// Made on first use, as a node's.
+    pub properties: Option<Dict>,
 }
 
 /// Everything the model built, in creation order.
@@ -204,7 +206,7 @@ impl Model {
                 name: nd.name.to_string(),
                 span: nd.span,
                 constraints: nd.constraints.clone(),
-                properties: self.props_json(&nd.properties, nd.span, diags, meter),
+                properties: self.props_json(nd.properties.as_ref(), nd.span, diags, meter),
                 ingress: nd
                     .ingress
                     .iter()
@@ -222,7 +224,7 @@ impl Model {
             links.push(LinkOut {
                 span: ld.span,
                 constraints: ld.constraints.clone(),
-                properties: self.props_json(&ld.properties, ld.span, diags, meter),
+                properties: self.props_json(ld.properties.as_ref(), ld.span, diags, meter),
                 endpoints: ld
                     .endpoints
                     .iter()
@@ -245,12 +247,15 @@ impl Model {
 
     fn props_json(
         &self,
-        d: &Dict,
+        d: Option<&Dict>,
         span: Span,
         diags: &mut Vec<Diagnostic>,
         meter: &Meter,
     ) -> BTreeMap<String, serde_json::Value> {
         let mut out = BTreeMap::new();
+        let Some(d) = d else {
+            return out;
+        };
         for (k, v) in d.borrow().iter() {
             let key = match k {
                 Key::Str(s) => Ok(s.to_string()),
@@ -1078,7 +1083,7 @@ impl Eval<'_> {
                     topo: t,
                     span: a.span,
                     constraints: cons,
-                    properties: new_dict(),
+                    properties: None,
                     ingress: Vec::new(),
                     sockets: 0,
                 });
@@ -1166,7 +1171,7 @@ impl Eval<'_> {
                     span: a.span,
                     endpoints,
                     constraints: cons,
-                    properties: new_dict(),
+                    properties: None,
                 });
                 self.model.topos[t as usize].links.push(id);
                 Ok(Value::Link(id))
@@ -1249,7 +1254,10 @@ impl Eval<'_> {
             (Value::Node(_), "spec" | "ingress") => method(&o),
             (Value::Node(n), "name") => Ok(Value::Str(self.model.nodes[*n as usize].name.clone())),
             (Value::Node(n), "properties") => Ok(Value::Dict(
-                self.model.nodes[*n as usize].properties.clone(),
+                self.model.nodes[*n as usize]
+                    .properties
+                    .get_or_insert_with(new_dict)
+                    .clone(),
             )),
             (Value::Link(_), "spec") => method(&o),
             (Value::Link(l), "name") => Ok(Value::str(&self.model.link_name(*l))),
@@ -1261,7 +1269,10 @@ impl Eval<'_> {
                 ))
             }
             (Value::Link(l), "properties") => Ok(Value::Dict(
-                self.model.links[*l as usize].properties.clone(),
+                self.model.links[*l as usize]
+                    .properties
+                    .get_or_insert_with(new_dict)
+                    .clone(),
             )),
             (Value::Endpoint(..), "spec") => method(&o),
             (Value::Endpoint(l, e), "socket") => Ok(Value::Socket(*l, *e)),
@@ -1332,9 +1343,9 @@ impl Eval<'_> {
                     ));
                 };
                 if matches!(o, Value::Node(_)) {
-                    self.model.nodes[*x as usize].properties = d;
+                    self.model.nodes[*x as usize].properties = Some(d);
                 } else {
-                    self.model.links[*x as usize].properties = d;
+                    self.model.links[*x as usize].properties = Some(d);
                 }
                 Ok(())
             }
