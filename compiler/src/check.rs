@@ -38,22 +38,12 @@ pub fn lower(
     let mut xir = mx_xir::Experiment::new(&topo.name, path);
     xir.parameters = params.clone();
     xir.constraints = topo.constraints.iter().map(|c| constraint(c)).collect();
-    xir.nodes = topo
-        .nodes
-        .iter()
-        .zip(&names)
-        .map(|(n, safe)| mx_xir::Node {
-            name: safe.clone(),
-            label: (*safe != n.name).then(|| n.name.clone()),
-            constraints: n.constraints.iter().map(|c| constraint(c)).collect(),
-            properties: n.properties.clone(),
-            ingress: n.ingress.clone(),
-            span: n.span,
-        })
-        .collect();
-    xir.links = topo
-        .links
-        .iter()
+    // The topology is taken apart as it is lowered: names, addresses and
+    // properties move into the XIR instead of being copied, so the two are
+    // not both held whole.
+    let Topology { nodes, links, .. } = topo;
+    xir.links = links
+        .into_iter()
         .map(|l| mx_xir::Link {
             name: l
                 .endpoints
@@ -63,24 +53,33 @@ pub fn lower(
                 .join("~"),
             endpoints: l
                 .endpoints
-                .iter()
+                .into_iter()
                 .map(|e| mx_xir::Endpoint {
                     node: names[e.node].clone(),
                     socket: e.socket,
                     addrs: e
                         .addrs
-                        .iter()
-                        .map(|(cidr, span)| mx_xir::Address {
-                            cidr: cidr.clone(),
-                            span: *span,
-                        })
+                        .into_iter()
+                        .map(|(cidr, span)| mx_xir::Address { cidr, span })
                         .collect(),
                     constraints: e.constraints.iter().map(|c| constraint(c)).collect(),
                 })
                 .collect(),
             constraints: l.constraints.iter().map(|c| constraint(c)).collect(),
-            properties: l.properties.clone(),
+            properties: l.properties,
             span: l.span,
+        })
+        .collect();
+    xir.nodes = nodes
+        .into_iter()
+        .zip(names)
+        .map(|(n, safe)| mx_xir::Node {
+            label: (*safe != n.name).then_some(n.name),
+            name: safe,
+            constraints: n.constraints.iter().map(|c| constraint(c)).collect(),
+            properties: n.properties,
+            ingress: n.ingress,
+            span: n.span,
         })
         .collect();
     Some(xir)
