@@ -303,20 +303,11 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
     };
     match result {
         Ok(up) => {
-            for n in &up.plan.notes {
-                eprintln!("note: {n}");
-            }
-            let name = &up.realized.realization.name;
-            let total: usize = up.bundles.iter().map(|b| b.fragments.len()).sum();
-            let vms = up
-                .bundles
-                .iter()
-                .flat_map(|b| &b.fragments)
-                .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
-                .count();
-            eprintln!(
-                "`{name}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {name}` shows it, `mxc down {name}` removes it",
-                started.elapsed().as_secs_f64(),
+            show_up(
+                &up.plan,
+                &up.bundles,
+                &up.realized.realization.name,
+                started,
             );
             Status::Success
         }
@@ -385,18 +376,7 @@ fn run_up(
     let mut progress = Progress::new(total);
     match rt.up(bundles, &mut |e| progress.event(e)) {
         Ok(plan) => {
-            for n in &plan.notes {
-                eprintln!("note: {n}");
-            }
-            let vms = bundles
-                .iter()
-                .flat_map(|b| &b.fragments)
-                .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
-                .count();
-            eprintln!(
-                "`{name}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {name}` shows it, `mxc down {name}` removes it",
-                started.elapsed().as_secs_f64(),
-            );
+            show_up(&plan, bundles, name, started);
             Status::Success
         }
         Err(e) => {
@@ -410,6 +390,28 @@ fn run_up(
             }
         }
     }
+}
+
+/// The end of a successful `up`: the runtime's notes and a summary.
+fn show_up(
+    plan: &mx_runtime::Plan,
+    bundles: &[mx_materializer::Bundle],
+    name: &Name,
+    started: Instant,
+) {
+    for n in &plan.notes {
+        eprintln!("note: {n}");
+    }
+    let total: usize = bundles.iter().map(|b| b.fragments.len()).sum();
+    let vms = bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
+        .count();
+    eprintln!(
+        "`{name}` is up: {total} tasks, {vms} VMs ready in {:.1} s; `mxc status {name}` shows it, `mxc down {name}` removes it",
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 /// Gives back an allocation made by `up` when nothing came of it.
