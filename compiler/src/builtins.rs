@@ -155,8 +155,15 @@ impl Eval<'_> {
         }
         // Everything else is declared in `TABLE`: the arity is checked
         // here, before the function runs.
+        // (`every_builtin_is_declared_once` keeps this from happening; a
+        // model still gets an error, not a crash.)
         let Some(decl) = TABLE.iter().find(|d| d.builtin == b) else {
-            unreachable!("every builtin is handled above or declared in TABLE")
+            return Err(self.fail(
+                code::E0215,
+                span,
+                format!("`{name}` cannot be called (a bug in mx: it has no declaration)"),
+                "here",
+            ));
         };
         if let Err(Flow::Err(d)) = self.arity(&a, name, decl.min, decl.max) {
             // The declaration's line of documentation says what it wants.
