@@ -174,11 +174,9 @@ impl miette::Diagnostic for Elsewhere<'_> {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let text: &str = self.source.inner();
-        Some(Box::new(self.labels.iter().map(move |label| {
-            let (start, end) = clamp(text, label);
-            let note = (!label.text.is_empty()).then(|| label.text.clone());
-            LabeledSpan::new_with_span(note, start..end)
-        })))
+        Some(Box::new(
+            self.labels.iter().map(move |label| labeled(text, label)),
+        ))
     }
 }
 
@@ -234,19 +232,25 @@ impl miette::Diagnostic for MietteDiagnostic<'_> {
             return None;
         }
         let text: &str = self.source.inner();
-        Some(Box::new(self.diag.labels.iter().filter(own).map(
-            move |label| {
-                // A span past the end (or inside a UTF-8 sequence) would make
-                // miette drop the whole snippet; clamp it instead.
-                let (start, end) = clamp(text, label);
-                let note = (!label.text.is_empty()).then(|| label.text.clone());
-                if label.primary {
-                    LabeledSpan::new_primary_with_span(note, start..end)
-                } else {
-                    LabeledSpan::new_with_span(note, start..end)
-                }
-            },
-        )))
+        Some(Box::new(
+            self.diag
+                .labels
+                .iter()
+                .filter(own)
+                .map(move |label| labeled(text, label)),
+        ))
+    }
+}
+
+/// `label` as miette draws it in `text`. A span past the end (or inside a
+/// UTF-8 sequence) would make miette drop the whole snippet: it is clamped.
+fn labeled(text: &str, label: &Label) -> LabeledSpan {
+    let (start, end) = clamp(text, label);
+    let note = (!label.text.is_empty()).then(|| label.text.clone());
+    if label.primary {
+        LabeledSpan::new_primary_with_span(note, start..end)
+    } else {
+        LabeledSpan::new_with_span(note, start..end)
     }
 }
 
@@ -349,7 +353,7 @@ const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 /// documentation of any result. Columns count Unicode code points
 /// (`columnKind: unicodeCodePoints`), matching [`SourceFile::line_col`];
 /// byte offsets are given as well.
-pub fn render_sarif(reports: &[FileReport], tool_version: &str) -> String {
+pub fn render_sarif<'a>(reports: &'a [FileReport], tool_version: &str) -> String {
     let rules: Vec<Value> = CODES
         .iter()
         .map(|info| {
@@ -373,30 +377,25 @@ pub fn render_sarif(reports: &[FileReport], tool_version: &str) -> String {
     let mut artifacts = Vec::new();
     let mut results = Vec::new();
     for report in reports {
-        let file = &report.file;
-        let index = match artifact_paths.iter().position(|p| *p == file.path) {
-            Some(i) => i,
-            None => {
-                artifact_paths.push(&file.path);
-                artifacts.push(json!({
-                    "location": { "uri": uri_reference(&file.path) },
-                    "length": file.text.len(),
-                    "sourceLanguage": "mx",
-                    "encoding": "utf-8",
-                }));
-                artifact_paths.len() - 1
-            }
-        };
+        // Every file a finding or one of its labels points into is an
+        // artifact, listed once.
+        let mut artifact =
+            |file: &'a SourceFile| match artifact_paths.iter().position(|p| *p == file.path) {
+                Some(i) => i,
+                None => {
+                    artifact_paths.push(&file.path);
+                    artifacts.push(json!({
+                        "location": { "uri": uri_reference(&file.path) },
+                        "length": file.text.len(),
+                        "sourceLanguage": "mx",
+                        "encoding": "utf-8",
+                    }));
+                    artifact_paths.len() - 1
+                }
+            };
+        let index = artifact(&report.file);
         for other in &report.others {
-            if !artifact_paths.contains(&&*other.path) {
-                artifact_paths.push(&other.path);
-                artifacts.push(json!({
-                    "location": { "uri": uri_reference(&other.path) },
-                    "length": other.text.len(),
-                    "sourceLanguage": "mx",
-                    "encoding": "utf-8",
-                }));
-            }
+            artifact(other);
         }
         for diag in &report.diagnostics {
             results.push(sarif_result(report, index, &artifact_paths, diag));
