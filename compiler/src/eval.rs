@@ -90,8 +90,10 @@ pub struct Eval<'a> {
     depth: u32,
     /// The innermost loop or function being run, blamed when a budget runs out.
     frame: Option<(Span, &'static str)>,
-    pub model: Model,
-    pub fac: crate::facility::FacModel,
+    /// The experiment and facility being recorded: owned by [`run`], which
+    /// hands them on; the interpreter only calls their operations.
+    pub model: &'a mut Model,
+    pub fac: &'a mut crate::facility::FacModel,
     pub params: BTreeMap<String, serde_json::Value>,
     pub params_read: BTreeSet<String>,
     pub printed: Vec<String>,
@@ -131,6 +133,8 @@ pub fn run(
     let builtins = (0..n)
         .map(|i| builtin_of(prog.names.name(Sym(i as u32))))
         .collect();
+    let mut model = Model::default();
+    let mut fac = crate::facility::FacModel::default();
     let mut ev = Eval {
         src,
         prog,
@@ -142,8 +146,8 @@ pub fn run(
         meter: Meter::new(opts.step_limit, opts.memory_limit),
         depth: 0,
         frame: None,
-        model: Model::default(),
-        fac: Default::default(),
+        model: &mut model,
+        fac: &mut fac,
         params: BTreeMap::new(),
         params_read: BTreeSet::new(),
         printed: Vec::new(),
@@ -219,7 +223,7 @@ pub fn run(
     } else {
         None
     };
-    let facility = (ok && has_facility && !has_topology).then(|| std::mem::take(&mut ev.fac));
+    let facility = (ok && has_facility && !has_topology).then(|| std::mem::take(ev.fac));
     Run {
         topology,
         facility,

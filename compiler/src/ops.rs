@@ -1,7 +1,7 @@
 //! Operators with Python's semantics where models can observe them (floor
 //! division, modulo signs, chained comparisons, membership) and 64-bit
 //! integers that report overflow instead of wrapping. Comparing a property
-//! makes a constraint (see `topo.rs`).
+//! makes a constraint (see `topo/constraint.rs`).
 
 use mx_diag::code;
 use std::cmp::Ordering;

@@ -10,39 +10,20 @@
 //!
 //! Declarations use keyword arguments (a host *has* 32 cores), not
 //! constraints (a node *needs* `cores >= 4`). Values are checked where they
-//! are written; the whole facility (names, ports, cables) in [`lower`].
+//! are written; the whole facility (names, ports, cables) in [`super::lower`].
 
 use mx_diag::code;
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use indexmap::IndexMap;
 use mx_diag::Diagnostic;
 use mx_xir::{Membus, Pcie, Role, Span, SwitchRole, Unit};
 
+use super::model::*;
 use crate::ast::Sym;
 use crate::eval::{Args, Eval, Flow, R, did_you_mean};
 use crate::props;
 use crate::value::*;
-
-#[derive(Default)]
-pub struct FacModel {
-    pub facilities: Vec<(String, Span)>,
-    pub devices: Vec<DeviceData>,
-    pub cables: Vec<(u32, u32, u32, u32, u64, Span)>,
-}
-
-pub struct DeviceData {
-    pub fac: u32,
-    pub name: Rc<str>,
-    pub span: Span,
-    pub kind: DeviceKind,
-}
-
-pub enum DeviceKind {
-    Host(Box<mx_xir::Host>),
-    Switch(mx_xir::Switch),
-}
 
 const HOST_KEYS: &[&str] = &[
     "roles",
@@ -70,8 +51,9 @@ impl Eval<'_> {
             Builtin::Facility => {
                 self.arity(&a, name, 1, 1)?;
                 let fname = self.plain_name(&a, "facility")?;
-                self.fac.facilities.push((fname.to_string(), a.span));
-                Ok(Value::Facility(self.fac.facilities.len() as u32 - 1))
+                Ok(Value::Facility(
+                    self.fac.add_facility(fname.to_string(), a.span),
+                ))
             }
             Builtin::NicSpec => {
                 self.arity(&a, name, 1, 1)?;
@@ -386,13 +368,7 @@ impl Eval<'_> {
     fn new_device(&mut self, fac: u32, a: &Args, kind: DeviceKind) -> R<Value> {
         let name = self.plain_name(a, "device")?;
         self.charge(512, a.span)?;
-        self.fac.devices.push(DeviceData {
-            fac,
-            name,
-            span: a.span,
-            kind,
-        });
-        Ok(Value::Device(self.fac.devices.len() as u32 - 1))
+        Ok(Value::Device(self.fac.add_device(fac, name, a.span, kind)))
     }
 
     pub fn facility_method(
@@ -467,31 +443,18 @@ impl Eval<'_> {
                         .help("write fac.cable(hv0.port(0), leaf0.port(1), capacity=gbps(100))")
                         .into());
                     };
-                    if self.fac.devices[d as usize].fac != f {
-                        return Err(self.fail(
-                            code::E0216,
-                            a.span_of(i),
-                            "this port belongs to another facility",
-                            "other facility",
-                        ));
-                    }
                     *end = (d, p);
                 }
-                // Default capacity: the slower host NIC port at either end, else 100 Gb/s.
-                let capacity = capacity.unwrap_or_else(|| {
-                    ends.iter()
-                        .filter_map(|(d, p)| match &self.fac.devices[*d as usize].kind {
-                            DeviceKind::Host(h) => {
-                                h.nic_of_port(*p).map(|(n, _)| h.nics[n].capacity)
-                            }
-                            DeviceKind::Switch(_) => None,
-                        })
-                        .min()
-                        .unwrap_or(100_000_000_000)
-                });
-                self.fac
-                    .cables
-                    .push((ends[0].0, ends[0].1, ends[1].0, ends[1].1, capacity, a.span));
+                self.fac.cable(f, ends, capacity, a.span).map_err(
+                    |FacError::ForeignPort { end }| {
+                        self.fail(
+                            code::E0216,
+                            a.span_of(end),
+                            "this port belongs to another facility",
+                            "other facility",
+                        )
+                    },
+                )?;
                 Ok(Value::None)
             }
             (Value::Device(d), "port") => {
@@ -520,10 +483,8 @@ impl Eval<'_> {
     pub fn facility_attr(&mut self, o: Value, name: Sym, nspan: Span) -> R<Value> {
         let n: &str = self.name(name);
         match (&o, n) {
-            (Value::Facility(f), "name") => Ok(Value::str(&self.fac.facilities[*f as usize].0)),
-            (Value::Device(d), "name") => {
-                Ok(Value::Str(self.fac.devices[*d as usize].name.clone()))
-            }
+            (Value::Facility(f), "name") => Ok(Value::str(self.fac.facility_name(*f))),
+            (Value::Device(d), "name") => Ok(Value::Str(self.fac.device_name(*d).clone())),
             (Value::Facility(_), "host" | "switch" | "cable") | (Value::Device(_), "port") => {
                 Ok(Value::Method(Rc::new((o.clone(), name))))
             }
@@ -845,130 +806,6 @@ fn unit_word(u: Unit) -> &'static str {
         Unit::Ns => "time",
         Unit::Hz => "frequency",
     }
-}
-
-/// Checks the facility and lowers it to XIR.
-pub fn lower(path: &str, fac: &FacModel, diags: &mut Vec<Diagnostic>) -> Option<mx_xir::Facility> {
-    let (name, fspan) = fac.facilities.last()?;
-    if fac.facilities.len() > 1 {
-        diags.push(
-            Diagnostic::error(code::E0217, "the model defines several facilities")
-                .primary(fspan.range(), "second facility")
-                .secondary(fac.facilities[0].1.range(), "first facility")
-                .help("describe one facility per file"),
-        );
-        return None;
-    }
-    let mut out = mx_xir::Facility::new(name, path);
-    let mut seen: HashMap<&str, Span> = HashMap::new();
-    let mut cabled: BTreeMap<(u32, u32), Span> = BTreeMap::new();
-    for d in &fac.devices {
-        if let Some(first) = seen.get(&*d.name) {
-            diags.push(
-                Diagnostic::error(code::E0206, format!("two devices are named `{}`", d.name))
-                    .primary(d.span.range(), "second device with this name")
-                    .secondary(first.range(), "first defined here")
-                    .help("hosts and switches share one namespace; give each a unique name"),
-            );
-        }
-        seen.insert(&d.name, d.span);
-        match &d.kind {
-            DeviceKind::Host(h) => {
-                let mut h = (**h).clone();
-                h.name = mx_xir::safe_name(&d.name);
-                out.hosts.push(h);
-            }
-            DeviceKind::Switch(s) => {
-                let mut s = s.clone();
-                s.name = mx_xir::safe_name(&d.name);
-                out.switches.push(s);
-            }
-        }
-    }
-    for &(d0, p0, d1, p1, capacity, span) in &fac.cables {
-        let mut ok = true;
-        for (d, p) in [(d0, p0), (d1, p1)] {
-            let dev = &fac.devices[d as usize];
-            if let DeviceKind::Host(h) = &dev.kind
-                && p >= h.ports()
-            {
-                ok = false;
-                diags.push(
-                    Diagnostic::error(code::E0222, format!("host `{}` has no port {p}", dev.name))
-                        .primary(span.range(), format!("port {p}"))
-                        .secondary(
-                            dev.span.range(),
-                            format!(
-                                "declared with {} port{}",
-                                h.ports(),
-                                if h.ports() == 1 { "" } else { "s" }
-                            ),
-                        )
-                        .help("host ports are numbered from 0 across its NICs in order"),
-                );
-            }
-            if let Some(first) = cabled.get(&(d, p)) {
-                ok = false;
-                diags.push(
-                    Diagnostic::error(
-                        code::E0221,
-                        format!("port {p} of `{}` is cabled twice", dev.name),
-                    )
-                    .primary(span.range(), "second cable")
-                    .secondary(first.range(), "first cable")
-                    .help("a port takes one cable"),
-                );
-            } else {
-                cabled.insert((d, p), span);
-            }
-        }
-        if d0 == d1 {
-            ok = false;
-            diags.push(
-                Diagnostic::error(code::E0221, "a cable connects a device to itself")
-                    .primary(span.range(), "loop")
-                    .help("cable a host to a switch, or two switches"),
-            );
-        }
-        if ok {
-            out.cables.push(mx_xir::Cable {
-                ends: [
-                    mx_xir::PortRef {
-                        device: fac.devices[d0 as usize].name.to_string(),
-                        port: p0,
-                    },
-                    mx_xir::PortRef {
-                        device: fac.devices[d1 as usize].name.to_string(),
-                        port: p1,
-                    },
-                ],
-                capacity,
-                span,
-            });
-        }
-    }
-    // Hosts without any cable cannot carry links to other hosts.
-    if !out.switches.is_empty() {
-        for (i, d) in fac.devices.iter().enumerate() {
-            if matches!(d.kind, DeviceKind::Host(_))
-                && !cabled.keys().any(|(dev, _)| *dev == i as u32)
-            {
-                diags.push(
-                    Diagnostic::warning(code::W0203, format!("host `{}` has no cables", d.name))
-                        .primary(d.span.range(), "unconnected host")
-                        .help("cable it to a leaf switch, or experiments placed on it cannot reach other hosts"),
-                );
-            }
-        }
-    }
-    if out.hosts.is_empty() {
-        diags.push(
-            Diagnostic::error(code::E0217, format!("facility `{name}` has no hosts"))
-                .primary(fspan.range(), "empty facility")
-                .help("declare hosts with fac.host('hv0', cores=32, memory=gb(128), ...)"),
-        );
-    }
-    Some(out)
 }
 
 /// The wording of a `devices=[...]` keyword's errors.
