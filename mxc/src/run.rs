@@ -148,6 +148,16 @@ impl Progress {
         }
     }
 
+    /// A pipeline event: a task count starts the count over.
+    fn on(&mut self, e: mx_pipeline::UpEvent) {
+        match e {
+            mx_pipeline::UpEvent::Realized(_, total) | mx_pipeline::UpEvent::Bundles(total) => {
+                *self = Progress::new(total)
+            }
+            mx_pipeline::UpEvent::Task(e) => self.event(e),
+        }
+    }
+
     fn event(&mut self, e: Event) {
         let mut err = std::io::stderr().lock();
         match e {
@@ -196,8 +206,27 @@ impl Progress {
 }
 
 pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
+    let rt = Runtime::from_env();
+    let started = Instant::now();
+    let mut progress = Progress::new(0);
     if args.model.is_dir() {
-        return up_bundles(args);
+        if args.dry_run {
+            return match mx_pipeline::plan_bundles(&args.model, &rt) {
+                Ok((_, plan)) => crate::write_stdout(&plan.dag.describe()),
+                Err(d) => {
+                    show(&d);
+                    Status::Failure
+                }
+            };
+        }
+        let result = mx_pipeline::up_bundles(&args.model, &rt, &mut |e| progress.on(e));
+        return match result {
+            Ok(up) => {
+                show_up(&up.plan, &up.bundles, &up.bundles[0].experiment, started);
+                Status::Success
+            }
+            Err(stop) => show_stop(stop, args, style),
+        };
     }
     // Compiled once: `--resume` needs only its name, and the pipeline
     // takes the same output (it refuses a second `up` of the same
@@ -206,38 +235,72 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
     let Ok(compiled) = crate::compile_file(&args.model, &args.model_options) else {
         return Status::Error;
     };
-    if !args.dry_run {
+    if args.resume && !args.dry_run {
         let name = args.name.clone().or_else(|| match &compiled.1 {
             Some(crate::Document::Experiment(x)) => Some(x.name.clone()),
             _ => None,
         });
-        if args.resume {
-            let Some(n) = name else {
-                eprintln!(
-                    "error: {} does not compile to an experiment",
-                    args.model.display()
-                );
-                return Status::Failure;
-            };
-            let rt = Runtime::from_env();
-            let total = rt
-                .bundles(&n)
-                .map(|b| b.iter().map(|b| b.fragments.len()).sum())
-                .unwrap_or(0);
-            let mut progress = Progress::new(total);
-            return match rt.resume(&n, &mut |e| progress.event(e)) {
-                Ok(_) => {
-                    eprintln!("`{n}` is up");
-                    Status::Success
-                }
-                Err(d) => {
-                    show(&d);
-                    Status::Failure
-                }
-            };
-        }
+        let Some(n) = name else {
+            eprintln!(
+                "error: {} does not compile to an experiment",
+                args.model.display()
+            );
+            return Status::Failure;
+        };
+        return match mx_pipeline::resume(&n, &rt, &mut |e| progress.on(e)) {
+            Ok(_) => {
+                eprintln!("`{n}` is up");
+                Status::Success
+            }
+            Err(d) => {
+                show(&d);
+                Status::Failure
+            }
+        };
     }
-    let rargs = RealizeArgs {
+    let rargs = realize_args(args);
+    let (report, exp) = match crate::experiment_of(&rargs, style, Some(compiled)) {
+        Ok(x) => x,
+        Err(s) => return s,
+    };
+    let request = crate::realize_request(&rargs, &exp, &report.file, LOCAL_FACILITY);
+    if args.dry_run {
+        return match mx_pipeline::plan(&request, &rt) {
+            Ok(p) => {
+                crate::show_realized(&p.realized, &rargs, style, &request.db);
+                crate::write_stdout(&describe_plan(&p.plan, &p.realized.realization.name))
+            }
+            Err(mx_pipeline::PlanStop::Realize(e)) => crate::show_realize_error(&e, &rargs, style),
+            Err(mx_pipeline::PlanStop::Refused(d)) => {
+                show(&d);
+                Status::Failure
+            }
+        };
+    }
+    let result = mx_pipeline::up(&request, &rt, &mut |e| match e {
+        mx_pipeline::UpEvent::Realized(out, _) => {
+            crate::show_realized(out, &rargs, style, &request.db);
+            progress.on(e)
+        }
+        e => progress.on(e),
+    });
+    match result {
+        Ok(up) => {
+            show_up(
+                &up.plan,
+                &up.bundles,
+                &up.realized.realization.name,
+                started,
+            );
+            Status::Success
+        }
+        Err(stop) => show_stop(stop, args, style),
+    }
+}
+
+/// `up`'s model options as the realize arguments the pipeline reads.
+fn realize_args(args: &UpArgs) -> RealizeArgs {
+    RealizeArgs {
         model: args.model.clone(),
         facility: args.facility.clone(),
         dry_run: args.dry_run,
@@ -249,145 +312,55 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
         output: None,
         explain: false,
         model_options: args.model_options.clone(),
-    };
-    let rt = Runtime::from_env();
-    if args.dry_run {
-        let real = match crate::realize_model(&rargs, style, LOCAL_FACILITY, Some(compiled)) {
-            Ok(r) => r,
-            Err(s) => return s,
-        };
-        let bundles = match mx_materializer::materialize(&real) {
-            Ok(b) => b,
-            Err(d) => {
-                show(&[d]);
-                return Status::Failure;
-            }
-        };
-        let (plan, _) = match rt.plan(&bundles, false) {
-            Ok(p) => p,
-            Err(d) => {
-                show(&d);
-                return Status::Failure;
-            }
-        };
-        let mut out = String::new();
-        out.push_str(&format!("# the task DAG of `{}`\n", real.name));
-        out.push_str(&plan.dag.describe());
-        out.push_str("\n# operations, task by task\n");
-        for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
-            out.push_str(&format!("{}:\n", t.fragment.id));
-            for op in ops {
-                out.push_str(&format!("    {op}\n"));
-            }
-        }
-        return crate::write_stdout(&out);
     }
-    let (report, exp) = match crate::experiment_of(&rargs, style, Some(compiled)) {
-        Ok(x) => x,
-        Err(s) => return s,
-    };
-    let request = crate::realize_request(&rargs, &exp, &report.file, LOCAL_FACILITY);
-    let started = Instant::now();
-    let mut progress = Progress::new(0);
-    let result = mx_pipeline::up(&request, &rt, &mut |e| match e {
-        mx_pipeline::UpEvent::Realized(out, tasks) => {
-            crate::show_realized(out, &rargs, style, &request.db);
-            progress = Progress::new(tasks);
+}
+
+/// The dry run of `up`: the task DAG and each task's operations.
+fn describe_plan(plan: &mx_runtime::Plan, name: &Name) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("# the task DAG of `{name}`\n"));
+    out.push_str(&plan.dag.describe());
+    out.push_str("\n# operations, task by task\n");
+    for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+        out.push_str(&format!("{}:\n", t.fragment.id));
+        for op in ops {
+            out.push_str(&format!("    {op}\n"));
         }
-        mx_pipeline::UpEvent::Task(e) => progress.event(e),
-    });
-    let released = |r: &Result<(), mx_pipeline::ToolError>| {
-        if let Err(e) = r {
+    }
+    out
+}
+
+/// Why `up` stopped, and what became of the allocation.
+fn show_stop(stop: mx_pipeline::UpStop, args: &UpArgs, style: HumanStyle) -> Status {
+    let released = |r: Option<Result<(), mx_pipeline::ToolError>>| {
+        if let Some(Err(e)) = r {
             eprintln!("warning: the allocation was not given back: {e}");
         }
     };
-    match result {
-        Ok(up) => {
-            show_up(
-                &up.plan,
-                &up.bundles,
-                &up.realized.realization.name,
-                started,
-            );
-            Status::Success
+    match stop {
+        mx_pipeline::UpStop::Realize(e) => {
+            crate::show_realize_error(&e, &realize_args(args), style)
         }
-        Err(mx_pipeline::UpStop::Realize(e)) => crate::show_realize_error(&e, &rargs, style),
-        Err(mx_pipeline::UpStop::AlreadyUp(d)) => {
-            show(&[d]);
+        mx_pipeline::UpStop::AlreadyUp(d) => {
+            show(&d);
             Status::Failure
         }
-        Err(mx_pipeline::UpStop::Released {
+        mx_pipeline::UpStop::Released {
             diagnostics,
             released: r,
-        }) => {
+        } => {
             show(&diagnostics);
-            released(&r);
+            released(r);
             Status::Failure
         }
-        Err(mx_pipeline::UpStop::Images { error, released: r }) => {
+        mx_pipeline::UpStop::Images { error, released: r } => {
             eprintln!("error: {error}");
-            released(&r);
+            released(r);
             Status::Error
         }
-        Err(mx_pipeline::UpStop::Failed(e)) => {
+        mx_pipeline::UpStop::Failed(e) => {
             show(e.diagnostics());
             Status::Failure
-        }
-    }
-}
-
-/// `mxc up DIR`: bundles written by `mxc materialize`, checked before
-/// anything is touched. The allocation is the realizer's business: the
-/// bundles were realized (and allocated) already.
-fn up_bundles(args: &UpArgs) -> Status {
-    let bundles = match mx_runtime::bundle::load_dir(&args.model) {
-        Ok(b) => b,
-        Err(d) => {
-            show(&[d]);
-            return Status::Failure;
-        }
-    };
-    let name = bundles[0].experiment.clone();
-    let rt = Runtime::from_env();
-    if args.dry_run {
-        return match rt.plan(&bundles, false) {
-            Ok((plan, _)) => crate::write_stdout(&plan.dag.describe()),
-            Err(d) => {
-                show(&d);
-                Status::Failure
-            }
-        };
-    }
-    if let Err(e) = rt.ensure_images(&bundles) {
-        eprintln!("error: {e}");
-        return Status::Error;
-    }
-    run_up(&rt, &bundles, &name, &None)
-}
-
-fn run_up(
-    rt: &Runtime,
-    bundles: &[mx_materializer::Bundle],
-    name: &Name,
-    db: &Option<PathBuf>,
-) -> Status {
-    let started = Instant::now();
-    let total: usize = bundles.iter().map(|b| b.fragments.len()).sum();
-    let mut progress = Progress::new(total);
-    match rt.up(bundles, &mut |e| progress.event(e)) {
-        Ok(plan) => {
-            show_up(&plan, bundles, name, started);
-            Status::Success
-        }
-        Err(e) => {
-            show(e.diagnostics());
-            match e {
-                // Nothing was touched: give the allocation back.
-                mx_runtime::UpError::Refused(_) => release(false, db, name, Status::Failure),
-                mx_runtime::UpError::AlreadyUp(_) | mx_runtime::UpError::Failed(_) => {
-                    Status::Failure
-                }
-            }
         }
     }
 }
@@ -414,56 +387,31 @@ fn show_up(
     );
 }
 
-/// Gives back an allocation made by `up` when nothing came of it.
-fn release(dry_run: bool, db: &Option<PathBuf>, name: &Name, status: Status) -> Status {
-    if !dry_run {
-        let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
-        if let Err(e) = mx_pipeline::release(&db, name) {
-            eprintln!("warning: the allocation of `{name}` was not given back: {e}");
-        }
-    }
-    status
-}
-
 pub fn down(args: &DownArgs) -> Status {
     let rt = Runtime::from_env();
-    let total = rt
-        .bundles(&args.name)
-        .map(|b| b.iter().map(|b| b.fragments.len()).sum())
-        .unwrap_or(0);
-    let mut progress = Progress::new(total);
-    let started = Instant::now();
-    match rt.down(&args.name, args.dry_run, &mut |e| {
-        if !args.dry_run {
-            progress.event(e)
-        }
-    }) {
-        Ok(ops) if args.dry_run => {
-            let mut out = format!("# teardown of `{}`, dependents first\n", args.name);
-            for op in ops {
-                out.push_str(&format!("{op}\n"));
-            }
-            crate::write_stdout(&out)
-        }
-        Ok(_) => {
-            let db = args
-                .db
-                .clone()
-                .unwrap_or_else(mx_realizer::table::default_path);
-            if db.exists() {
-                match mx_realizer::table::Table::open(&db)
-                    .and_then(|mut t| t.relinquish(&args.name))
-                {
-                    Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => {}
-                    Err(e) => {
-                        eprintln!(
-                            "error: `{}` is down, but its allocation remains: {e}",
-                            args.name
-                        );
-                        return Status::Error;
-                    }
+    if args.dry_run {
+        return match mx_pipeline::down_plan(&args.name, &rt) {
+            Ok(ops) => {
+                let mut out = format!("# teardown of `{}`, dependents first\n", args.name);
+                for op in ops {
+                    out.push_str(&format!("{op}\n"));
                 }
+                crate::write_stdout(&out)
             }
+            Err(d) => {
+                show(&d);
+                Status::Failure
+            }
+        };
+    }
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(mx_realizer::table::default_path);
+    let mut progress = Progress::new(0);
+    let started = Instant::now();
+    match mx_pipeline::down(&args.name, &db, &rt, &mut |e| progress.on(e)) {
+        Ok(()) => {
             eprintln!(
                 "`{}` is down ({:.1} s)",
                 args.name,
@@ -471,9 +419,16 @@ pub fn down(args: &DownArgs) -> Status {
             );
             Status::Success
         }
-        Err(d) => {
+        Err(mx_pipeline::DownStop::Runtime(d)) => {
             show(&d);
             Status::Failure
+        }
+        Err(mx_pipeline::DownStop::Allocation(e)) => {
+            eprintln!(
+                "error: `{}` is down, but its allocation remains: {e}",
+                args.name
+            );
+            Status::Error
         }
     }
 }

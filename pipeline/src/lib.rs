@@ -5,7 +5,8 @@
 //! reports to show and whether anything was allocated, and `mxc` renders
 //! it. Materializing and running are the runtime's (`mx-runtime`), whose
 //! `Runtime::up` says as a type whether anything was touched; [`up`] chains
-//! them all and says whether the allocation was kept.
+//! them all and says whether the allocation was kept, and the rest of a
+//! run ([`plan`], [`up_bundles`], [`resume`], [`down`]) is in `run.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,108 +243,5 @@ pub fn release(db: &Path, name: &mx_xir::Name) -> Result<(), ToolError> {
         .map_err(|e| ToolError(e.to_string()))
 }
 
-/// Why `up` stopped short, and what it gave back.
-pub enum UpStop {
-    /// Realizing failed: nothing was allocated.
-    Realize(RealizeError),
-    /// The experiment is up on this machine already: nothing was allocated.
-    AlreadyUp(Diagnostic),
-    /// After allocating: materializing failed, the images are missing, or
-    /// the runtime refused before touching anything. The allocation was
-    /// given back (`released` says whether that worked).
-    Released {
-        diagnostics: Vec<Diagnostic>,
-        released: Result<(), ToolError>,
-    },
-    /// The guest images could not be built (the tool's trouble); the
-    /// allocation was given back.
-    Images {
-        error: ToolError,
-        released: Result<(), ToolError>,
-    },
-    /// The runtime started and failed: what it did is recorded in its
-    /// state directory for `down` (or `up --resume`), and the allocation
-    /// stays with it.
-    Failed(mx_runtime::UpError),
-}
-
-/// What `up` brought up.
-pub struct Up {
-    pub realized: Realized,
-    pub bundles: Vec<mx_materializer::Bundle>,
-    pub plan: mx_runtime::Plan,
-}
-
-/// What `up` reports while it works.
-pub enum UpEvent<'a> {
-    /// Realized (and allocated); `tasks` fragments are about to run.
-    Realized(&'a Realized, usize),
-    /// A task started or ended.
-    Task(mx_runtime::Event<'a>),
-}
-
-/// Realizes, allocates, materializes and runs an experiment on this
-/// machine, reporting progress through `report`. Every way it can stop
-/// says whether the allocation was kept.
-pub fn up(
-    req: &RealizeRequest,
-    rt: &mx_runtime::Runtime,
-    report: &mut dyn FnMut(UpEvent),
-) -> Result<Up, UpStop> {
-    let name = req
-        .options
-        .name
-        .clone()
-        .unwrap_or_else(|| req.experiment.name.clone());
-    if rt.state_dir(&name).exists() {
-        return Err(UpStop::AlreadyUp(
-            Diagnostic::error(
-                code::E0403,
-                format!(
-                    "experiment `{name}` is already up on this machine (state in {})",
-                    rt.state_dir(&name).display()
-                ),
-            )
-            .help(format!(
-                "`mxc status {name}` shows it; `mxc down {name}` removes it; `mxc up --resume` finishes a run that failed"
-            )),
-        ));
-    }
-    let realized = realize(req).map_err(UpStop::Realize)?;
-    let name = realized.realization.name.clone();
-    let release_it = || {
-        if realized.allocated {
-            release(&req.db, &name)
-        } else {
-            Ok(())
-        }
-    };
-    let give_back = |diagnostics: Vec<Diagnostic>| UpStop::Released {
-        diagnostics,
-        released: release_it(),
-    };
-    let bundles = match mx_materializer::materialize(&realized.realization) {
-        Ok(b) => b,
-        Err(d) => return Err(give_back(vec![d])),
-    };
-    if let Err(e) = rt.ensure_images(&bundles) {
-        return Err(UpStop::Images {
-            error: ToolError(e),
-            released: release_it(),
-        });
-    }
-    report(UpEvent::Realized(
-        &realized,
-        bundles.iter().map(|b| b.fragments.len()).sum(),
-    ));
-    match rt.up(&bundles, &mut |e| report(UpEvent::Task(e))) {
-        Ok(plan) => Ok(Up {
-            realized,
-            bundles,
-            plan,
-        }),
-        // Nothing was touched: give the allocation back.
-        Err(mx_runtime::UpError::Refused(d)) => Err(give_back(d)),
-        Err(e) => Err(UpStop::Failed(e)),
-    }
-}
+mod run;
+pub use run::*;

@@ -122,3 +122,79 @@ fn a_facility_with_errors_is_reported_as_such() {
         Err(RealizeError::Tool(_))
     ));
 }
+
+/// A runtime whose state lives in `dir`: nothing here runs as root.
+fn runtime(dir: &Path) -> mx_runtime::Runtime {
+    let mut rt = mx_runtime::Runtime::from_env();
+    rt.root = dir.join("run");
+    rt.images = dir.join("images");
+    rt
+}
+
+#[test]
+fn a_plan_realizes_without_allocating_and_touches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("alloc.db");
+    let fac = root().join("examples/facilities/local.mx");
+    let (exp, file) = experiment("examples/local.mx");
+    let rt = runtime(dir.path());
+    let Ok(planned) = mx_pipeline::plan(&request(&exp, &file, &fac, db.clone(), true), &rt) else {
+        panic!("plans");
+    };
+    assert!(!planned.realized.allocated);
+    assert!(!db.exists(), "a plan never creates the table");
+    assert!(!rt.root.exists(), "a plan touches no state");
+    let vms = planned
+        .bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .filter(|f| matches!(f.spec, mx_xir::Spec::Vm(_)))
+        .count();
+    assert!(vms > 0 && planned.plan.dag.tasks.len() > vms);
+}
+
+#[test]
+fn bundles_are_checked_before_anything_and_their_allocation_is_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("alloc.db");
+    let fac = root().join("examples/facilities/local.mx");
+    let (exp, file) = experiment("examples/local.mx");
+    let real = realize(&request(&exp, &file, &fac, db.clone(), false))
+        .ok()
+        .expect("realizes");
+    let bundles = mx_materializer::materialize(&real.realization).expect("materializes");
+    let out = dir.path().join("bundles");
+    mx_materializer::write(&out, &bundles).expect("writes");
+    let rt = runtime(dir.path());
+    let Ok((loaded, plan)) = mx_pipeline::plan_bundles(&out, &rt) else {
+        panic!("the bundles as written are accepted");
+    };
+    assert_eq!(loaded.len(), bundles.len());
+    assert!(!plan.dag.tasks.is_empty());
+    // Tamper with one fragment: refused before images or state, and the
+    // allocation made by `realize` stays (it is not this call's).
+    let vm = std::fs::read_dir(out.join(&*bundles[0].host))
+        .expect("host dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().contains("vm-"))
+        .expect("a VM fragment");
+    let text = std::fs::read_to_string(&vm).expect("reads");
+    std::fs::write(&vm, text.replacen("\"vcpus\": 1", "\"vcpus\": 64", 1)).expect("writes");
+    let stop = mx_pipeline::up_bundles(&out, &rt, &mut |_| {});
+    match stop {
+        Err(mx_pipeline::UpStop::Released {
+            diagnostics,
+            released: None,
+        }) => assert!(
+            diagnostics.iter().any(|d| d.message.contains("digest")),
+            "{diagnostics:?}"
+        ),
+        _ => panic!("tampered bundles are refused, and no allocation is given back"),
+    }
+    assert!(
+        !rt.root.exists() && !rt.images.exists(),
+        "nothing was touched"
+    );
+    let again = realize(&request(&exp, &file, &fac, db, false));
+    assert!(again.is_err(), "the allocation is still held");
+}
