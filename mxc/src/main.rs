@@ -153,7 +153,8 @@ struct RealizeArgs {
     /// Plan against the current allocations, but allocate nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    /// The allocation table: a file, or a shared store as etcd://HOST:PORT
+    /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Name of the realization (default: the experiment's name).
@@ -182,7 +183,8 @@ struct RealizeArgs {
 struct RelinquishArgs {
     /// The realization's name.
     name: String,
-    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    /// The allocation table: a file, or a shared store as etcd://HOST:PORT
+    /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
 }
@@ -197,7 +199,8 @@ struct AllocArgs {
 enum AllocCommand {
     /// Print every allocation: realization, host, node, slice.
     Show {
-        /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+        /// The allocation table: a file, or a shared store as etcd://HOST:PORT
+        /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
@@ -526,10 +529,7 @@ pub(crate) fn realize_request<'a>(
             },
             restart: 0,
         },
-        db: args
-            .db
-            .clone()
-            .unwrap_or_else(mx_realizer::table::default_path),
+        db: mx_pipeline::TableAt::new(args.db.as_deref()),
         dry_run: args.dry_run,
     }
 }
@@ -575,7 +575,7 @@ pub(crate) fn show_realized(
     out: &mx_pipeline::Realized,
     args: &RealizeArgs,
     style: HumanStyle,
-    db: &Path,
+    db: &mx_pipeline::TableAt,
 ) {
     eprint!("{}", mx_diag::render_human(&out.facility, style));
     if args.model_options.timings {
@@ -588,7 +588,7 @@ pub(crate) fn show_realized(
     }
     show_explanation(args, &out.explanation);
     if out.allocated {
-        eprintln!("allocated `{}` in {}", out.realization.name, db.display());
+        eprintln!("allocated `{}` in {db}", out.realization.name);
     }
     if args.model_options.timings {
         eprintln!(
@@ -651,15 +651,12 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
 }
 
 fn relinquish(args: &RelinquishArgs) -> Status {
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(mx_realizer::table::default_path);
+    let db = mx_pipeline::TableAt::new(args.db.as_deref());
     if !db.exists() {
-        eprintln!("error: no allocation table at {}", db.display());
+        eprintln!("error: no allocation table at {db}");
         return Status::Failure;
     }
-    match mx_realizer::table::Table::open(&db).and_then(|mut t| t.relinquish(&args.name)) {
+    match db.open().and_then(|mut t| t.relinquish(&args.name)) {
         Ok(()) => {
             eprintln!("relinquished `{}`", args.name);
             Status::Success
@@ -677,11 +674,11 @@ fn relinquish(args: &RelinquishArgs) -> Status {
 
 fn alloc(args: &AllocArgs) -> Status {
     let AllocCommand::Show { db } = &args.command;
-    let db = db.clone().unwrap_or_else(mx_realizer::table::default_path);
+    let db = mx_pipeline::TableAt::new(db.as_deref());
     if !db.exists() {
         return write_stdout("no allocations\n");
     }
-    let rows = match mx_realizer::table::Table::open(&db).and_then(|t| t.rows()) {
+    let rows = match db.open().and_then(|t| t.rows()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

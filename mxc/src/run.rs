@@ -38,7 +38,8 @@ pub struct UpArgs {
     /// Print the task DAG and every operation; change nothing, allocate nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    /// The allocation table: a file, or a shared store as etcd://HOST:PORT
+    /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Name of the experiment (default: the model's).
@@ -63,7 +64,8 @@ pub struct DownArgs {
     /// Print the teardown operations; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The allocation table (default: $MX_DB, else ~/.local/share/mx/alloc.db).
+    /// The allocation table: a file, or a shared store as etcd://HOST:PORT
+    /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
 }
@@ -404,10 +406,7 @@ pub fn down(args: &DownArgs) -> Status {
             }
         };
     }
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(mx_realizer::table::default_path);
+    let db = mx_pipeline::TableAt::new(args.db.as_deref());
     let mut progress = Progress::new(0);
     let started = Instant::now();
     match mx_pipeline::down(&args.name, &db, &rt, &mut |e| progress.on(e)) {

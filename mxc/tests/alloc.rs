@@ -59,19 +59,29 @@ const TWO_CORES: &str = "n = topo.device('n', cores == 4, memory == gb(2))\nm = 
 #[test]
 fn racing_realizations_never_over_commit() {
     let dir = Dir::new("race");
+    race(&dir, &dir.path("alloc.db").display().to_string());
+}
+
+/// The same race through a shared table on etcd: processes that each read
+/// the usage, realize and commit with a compare-and-swap.
+#[test]
+fn racing_realizations_never_over_commit_on_etcd() {
+    let dir = Dir::new("race-etcd");
+    let etcd =
+        mx_store::testkit::Etcd::start(&dir.0).expect("etcd starts (apt-get install etcd-server)");
+    race(&dir, &etcd.url.to_string());
+}
+
+/// Six `mxc realize` processes race for room for two 4-core VMs on the
+/// local facility (two 4-core hypervisors) in table `db`.
+fn race(dir: &Dir, db: &str) {
     let model = dir.path("two.mx");
     std::fs::write(
         &model,
         "n = topo.device('n', cores == 4, memory == gb(2))\n",
     )
     .expect("write model");
-    let db = dir.path("alloc.db");
-    let (model, db, fac) = (
-        model.display().to_string(),
-        db.display().to_string(),
-        local(),
-    );
-    // Six processes race for room for two.
+    let (model, fac) = (model.display().to_string(), local());
     let children: Vec<_> = (0..6)
         .map(|i| {
             Command::new(MXC)
@@ -81,7 +91,7 @@ fn racing_realizations_never_over_commit() {
                     "--facility",
                     &fac,
                     "--db",
-                    &db,
+                    db,
                     "--name",
                     &format!("r{i}"),
                     "--color=never",
@@ -107,11 +117,31 @@ fn racing_realizations_never_over_commit() {
         "{}",
         outs.iter().map(text).collect::<Vec<_>>().join("\n---\n")
     );
-    let show = mxc(&["alloc", "show", "--db", &db]);
+    let show = mxc(&["alloc", "show", "--db", db]);
     let listing = String::from_utf8_lossy(&show.stdout).to_string();
     // Each hypervisor holds exactly one 4-core VM.
     assert_eq!(listing.matches(" ns0 ").count(), 1, "{listing}");
     assert_eq!(listing.matches(" ns1 ").count(), 1, "{listing}");
+    // Relinquishing one makes room for exactly one more.
+    let winner = (0..6)
+        .find(|i| listing.contains(&format!("r{i} ")))
+        .expect("a winner is listed");
+    let free = mxc(&["relinquish", &format!("r{winner}"), "--db", db]);
+    assert!(free.status.success(), "{}", text(&free));
+    let again = |name: &str| {
+        mxc(&[
+            "realize",
+            &model,
+            "--facility",
+            &fac,
+            "--db",
+            db,
+            "--name",
+            name,
+        ])
+    };
+    assert!(again("late").status.success());
+    assert_eq!(again("later").status.code(), Some(1));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! them all and says whether the allocation was kept, and the rest of a
 //! run ([`plan`], [`up_bundles`], [`resume`], [`down`]) is in `run.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,7 @@ pub struct RealizeRequest<'a> {
     pub facility: FacilitySource<'a>,
     pub options: mx_realizer::Options,
     /// The allocation table.
-    pub db: PathBuf,
+    pub db: TableAt,
     /// Realize against the table without writing it (and without creating it).
     pub dry_run: bool,
 }
@@ -199,7 +199,7 @@ pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
         }
         Ok(out.realization)
     };
-    let open = || mx_realizer::table::Table::open(&req.db);
+    let open = || req.db.open();
     let tool = |e: mx_realizer::table::TableError| RealizeError::Tool(ToolError(e.to_string()));
     let result = if req.dry_run {
         // A dry run reads the table if there is one, and never creates it.
@@ -237,11 +237,13 @@ pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
 }
 
 /// Gives back the allocation of `name`, when nothing came of it.
-pub fn release(db: &Path, name: &mx_xir::Name) -> Result<(), ToolError> {
-    mx_realizer::table::Table::open(db)
+pub fn release(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
+    db.open()
         .and_then(|mut t| t.relinquish(name))
         .map_err(|e| ToolError(e.to_string()))
 }
 
 mod run;
+mod table;
 pub use run::*;
+pub use table::TableAt;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use mx_diag::{Diagnostic, code};
 
-use crate::{RealizeError, RealizeRequest, Realized, ToolError, realize, release};
+use crate::{RealizeError, RealizeRequest, Realized, TableAt, ToolError, realize, release};
 
 /// Why `up` stopped short, and what it gave back.
 pub enum UpStop {
@@ -223,7 +223,7 @@ pub enum DownStop {
 /// `report` sees the runtime's progress, a task count first.
 pub fn down(
     name: &mx_xir::Name,
-    db: &Path,
+    db: &TableAt,
     rt: &mx_runtime::Runtime,
     report: &mut dyn FnMut(UpEvent),
 ) -> Result<(), DownStop> {
@@ -235,7 +235,7 @@ pub fn down(
     rt.down(name, false, &mut |e| report(UpEvent::Task(e)))
         .map_err(DownStop::Runtime)?;
     if db.exists() {
-        match mx_realizer::table::Table::open(db).and_then(|mut t| t.relinquish(name)) {
+        match db.open().and_then(|mut t| t.relinquish(name)) {
             Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => {}
             Err(e) => return Err(DownStop::Allocation(ToolError(e.to_string()))),
         }

@@ -1,23 +1,14 @@
 //! The pipeline's calls and their typed outcomes, on the repository's
 //! examples.
 
+mod common;
+
+use common::{experiment, root};
 use std::path::{Path, PathBuf};
 
 use mx_pipeline::{
     Document, FacilitySource, RealizeError, RealizeRequest, compile_file, realize, release,
 };
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn experiment(rel: &str) -> (mx_xir::Experiment, mx_diag::SourceFile) {
-    let c = compile_file(&root().join(rel), &Default::default()).expect("reads");
-    match c.doc {
-        Some(Document::Experiment(x)) => (*x, c.report.file),
-        _ => panic!("{rel} is an experiment: {:?}", c.report.diagnostics),
-    }
-}
 
 fn request<'a>(
     exp: &'a mx_xir::Experiment,
@@ -31,7 +22,7 @@ fn request<'a>(
         experiment_file: file,
         facility: FacilitySource::File(fac),
         options: Default::default(),
-        db,
+        db: mx_pipeline::TableAt::File(db),
         dry_run,
     }
 }
@@ -66,7 +57,11 @@ fn a_dry_run_allocates_nothing_and_a_real_one_commits() {
         mx_xir::to_json_pretty(&dry.realization),
         mx_xir::to_json_pretty(&real.realization)
     );
-    release(&db, &real.realization.name).expect("released");
+    release(
+        &mx_pipeline::TableAt::File(db.clone()),
+        &real.realization.name,
+    )
+    .expect("released");
     // Released: the same name can be allocated again.
     assert!(realize(&request(&exp, &file, &fac, db, false)).is_ok());
 }

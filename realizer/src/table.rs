@@ -48,6 +48,9 @@ pub enum TableError {
     Missing(String),
     /// SQLite failed (I/O, locking, constraint).
     Sqlite(rusqlite::Error),
+    /// A shared table's store failed or could not be reached; nothing was
+    /// recorded.
+    Store(String),
 }
 
 impl std::fmt::Display for TableError {
@@ -66,6 +69,7 @@ impl std::fmt::Display for TableError {
                 write!(f, "no realization named `{n}` in the allocation table")
             }
             TableError::Sqlite(e) => write!(f, "allocation table: {e}"),
+            TableError::Store(e) => write!(f, "allocation table: {e}"),
         }
     }
 }
@@ -87,6 +91,85 @@ pub fn default_path() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("mx").join("alloc.db")
+}
+
+/// What a realization attempt returns: the realization, or why none fits.
+pub type Attempt = Result<Realization, Vec<mx_diag::Diagnostic>>;
+
+/// An allocation table: SQLite on one machine ([`Table`], the default), or
+/// shared by a team on etcd (`mx_store::EtcdTable`). Both give the same
+/// guarantees: a realization is recorded whole or not at all, VFs, ports,
+/// VNIs, VLANs, GPUs, pinned cores and tags are never held twice, and
+/// racing realizations from different machines never over-commit a host.
+pub trait Allocations {
+    /// The usage of `fac` as recorded.
+    fn usage(&self, fac: &Facility) -> Result<Usage, TableError>;
+    /// Realizes against the current usage and records the result, or
+    /// records nothing. `f` may be called again if another realization
+    /// was recorded meanwhile (a shared table retries on the new usage).
+    fn commit(
+        &mut self,
+        name: &str,
+        fac: &Facility,
+        f: &mut dyn FnMut(&Usage) -> Attempt,
+    ) -> Result<Attempt, TableError>;
+    /// Frees everything `name` holds.
+    fn relinquish(&mut self, name: &str) -> Result<(), TableError>;
+    /// Every node allocation, ordered by realization, host, node.
+    fn rows(&self) -> Result<Vec<Row>, TableError>;
+    /// The recorded realization `name`.
+    fn realization(&self, name: &str) -> Result<Realization, TableError>;
+}
+
+impl Allocations for Table {
+    fn usage(&self, fac: &Facility) -> Result<Usage, TableError> {
+        Table::usage(self, fac)
+    }
+    fn commit(
+        &mut self,
+        name: &str,
+        fac: &Facility,
+        f: &mut dyn FnMut(&Usage) -> Attempt,
+    ) -> Result<Attempt, TableError> {
+        Table::commit(self, name, fac, f)
+    }
+    fn relinquish(&mut self, name: &str) -> Result<(), TableError> {
+        Table::relinquish(self, name)
+    }
+    fn rows(&self) -> Result<Vec<Row>, TableError> {
+        Table::rows(self)
+    }
+    fn realization(&self, name: &str) -> Result<Realization, TableError> {
+        Table::realization(self, name)
+    }
+}
+
+/// The rows of `mxc alloc show` one realization holds, as [`Table::rows`]
+/// stores them: a VM's cores, memory and disk, nothing for bare metal
+/// (the whole host is its).
+pub fn rows_of(real: &Realization) -> Vec<Row> {
+    let mut rows: Vec<Row> = real
+        .nodes
+        .iter()
+        .map(|p| {
+            let (mode, cores, memory, disk) = match p.mode {
+                Mode::Metal => ("metal", 0, 0, 0),
+                Mode::Vm => ("vm", p.cores, p.memory, p.disk),
+            };
+            Row {
+                realization: real.name.to_string(),
+                facility: real.facility.to_string(),
+                host: p.host.to_string(),
+                node: p.node.to_string(),
+                mode: mode.into(),
+                cores,
+                memory,
+                disk,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.host, &a.node).cmp(&(&b.host, &b.node)));
+    rows
 }
 
 /// An open allocation table.
