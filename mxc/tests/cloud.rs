@@ -53,6 +53,9 @@ fn fails_with(o: &Output, words: &str) {
 
 #[test]
 fn import_takes_standalone_qcow2_images_only() {
+    // Its `up` is refused before anything is touched, but it shares the
+    // machine's namespaces with the test that runs one.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !has_qemu_img() {
         return;
     }

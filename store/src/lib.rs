@@ -3,19 +3,26 @@
 //! A testbed run by a team keeps what must be shared (today the allocation
 //! table, [`alloc::EtcdTable`]) in etcd, the engine MergeTB's own stack
 //! uses. The rest of mx is synchronous and threaded; etcd's Rust client is
-//! async, so [`Store`] owns a small single-threaded tokio runtime and every
-//! call blocks on it. Nothing else in the workspace sees tokio.
+//! async, so [`Store`] owns a small tokio runtime (one worker thread, which
+//! also keeps leases alive while the caller is busy) and every call blocks
+//! on it. Nothing else in the workspace sees tokio.
 //!
 //! Stores are named by URL: `etcd://HOST:PORT[,HOST:PORT...]` (plain gRPC,
 //! for a store on a private address) or `etcds://...` (TLS; see
 //! [`StoreUrl`]).
 
 pub mod alloc;
+pub mod layout;
 pub mod testkit;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, KeyValue, Txn, TxnResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    PutOptions, Txn, TxnOp, TxnResponse, WatchOptions, WatchStream,
+};
 
 /// How long a call may take before the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,7 +99,7 @@ impl std::fmt::Display for StoreUrl {
 }
 
 /// A key, its value and its revisions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub key: String,
     pub value: Vec<u8>,
@@ -124,7 +131,11 @@ pub struct Store {
 impl Store {
     /// Connects and checks the store answers.
     pub fn connect(url: &StoreUrl) -> Result<Store, StoreError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One worker: leases are kept alive there while the caller runs
+        // tasks for minutes without calling the store.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mx-store")
             .enable_all()
             .build()
             .map_err(|e| StoreError(format!("cannot start the store client: {e}")))?;
@@ -217,6 +228,259 @@ impl Store {
         self.rt
             .block_on(c.txn(txn))
             .map_err(self.failed("transaction"))
+    }
+
+    /// Creates `key` bound to `lease` unless it exists: `Ok(None)` when
+    /// created, else what is there (whoever holds it).
+    pub fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: &Lease,
+    ) -> Result<Option<Entry>, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease.id)),
+            )]);
+        if self.txn(txn)?.succeeded() {
+            return Ok(None);
+        }
+        // Gone again meanwhile (its lease expired): reported as held by
+        // nobody in particular; the caller tries again.
+        Ok(Some(self.get(key)?.unwrap_or(Entry {
+            key: key.to_string(),
+            value: Vec::new(),
+            create_revision: 0,
+            mod_revision: 0,
+        })))
+    }
+
+    /// Writes `key` only while `lease` still holds `owner` (the holder's
+    /// identity key): a holder whose lease expired, or who was replaced,
+    /// writes nothing. Whether it was written.
+    pub fn put_as(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::lease(owner, CompareOp::Equal, lease.id)])
+            .and_then([TxnOp::put(key, value, None)]);
+        Ok(self.txn(txn)?.succeeded())
+    }
+
+    /// A lease of `ttl` seconds, renewed in the background every third of
+    /// it until dropped or revoked.
+    pub fn lease(&self, ttl: i64) -> Result<Lease, StoreError> {
+        let mut c = self.client.clone();
+        let grant = self
+            .rt
+            .block_on(c.lease_grant(ttl, None))
+            .map_err(self.failed("granting a lease"))?;
+        let id = grant.id();
+        let (mut keeper, mut stream) = self
+            .rt
+            .block_on(c.lease_keep_alive(id))
+            .map_err(self.failed("keeping a lease alive"))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let every = Duration::from_millis((ttl.max(1) as u64 * 1000) / 3);
+        let task = self.rt.spawn(async move {
+            loop {
+                let renewed = async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                };
+                match tokio::time::timeout(every, renewed).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    // Expired (TTL 0), the stream ended, or the store did
+                    // not answer within a renewal period: the lease may be
+                    // gone, and its holder must stop writing.
+                    _ => {
+                        flag.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Ok(Lease {
+            id,
+            ttl,
+            alive,
+            task: Some(task),
+        })
+    }
+
+    /// Revokes a lease now: what it holds goes at once, so a successor
+    /// need not wait for it to expire.
+    pub fn revoke(&self, mut lease: Lease) {
+        if let Some(t) = lease.task.take() {
+            t.abort();
+        }
+        let mut c = self.client.clone();
+        let _ = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease.id)).await
+        });
+    }
+
+    /// Watches every key under `prefix` from revision `from` on
+    /// (inclusive): a reader that read the prefix at revision R watches
+    /// from R + 1 and misses nothing.
+    pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch<'_>, StoreError> {
+        let mut c = self.client.clone();
+        let stream = self
+            .rt
+            .block_on(
+                c.watch(
+                    prefix,
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(from)
+                            .with_progress_notify(),
+                    ),
+                ),
+            )
+            .map_err(self.failed(&format!("watching {prefix}")))?;
+        Ok(Watch {
+            store: self,
+            stream,
+        })
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        let mut c = self.client.clone();
+        let r = self
+            .rt
+            .block_on(c.get("/", None))
+            .map_err(self.failed("reading the revision"))?;
+        Ok(r.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Compacts the store's history up to `revision`: a watch from before
+    /// it is refused and must read again (tests exercise that path).
+    pub fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.compact(revision, None))
+            .map_err(self.failed("compacting"))?;
+        Ok(())
+    }
+}
+
+/// A lease held by this process and renewed in the background.
+pub struct Lease {
+    pub id: i64,
+    pub ttl: i64,
+    alive: Arc<AtomicBool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// False once a renewal failed: the lease may have expired, and what
+    /// it held may belong to someone else.
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// One change seen by a [`Watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// What a [`Watch`] saw next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Changes, up to and including `revision`.
+    Changes { revision: i64, changes: Vec<Change> },
+    /// Nothing changed within the wait (or only a progress note came).
+    Idle,
+    /// The history the watch started from was compacted away: read the
+    /// prefix again and watch from after that read.
+    Compacted { revision: i64 },
+}
+
+/// A watch on a prefix.
+pub struct Watch<'s> {
+    store: &'s Store,
+    stream: WatchStream,
+}
+
+impl Watch<'_> {
+    /// Waits up to `wait` for the next changes. An error means the watch
+    /// is lost (the store went away): read again and watch anew.
+    pub fn next(&mut self, wait: Duration) -> Result<Step, StoreError> {
+        let store = self.store;
+        let deadline = tokio::time::Instant::now() + wait;
+        // The first message only says the watch was created; progress
+        // notes carry no events: wait on for changes.
+        let r = loop {
+            let stream = &mut self.stream;
+            let msg = store
+                .rt
+                .block_on(async { tokio::time::timeout_at(deadline, stream.message()).await });
+            let msg = match msg {
+                Err(_) => return Ok(Step::Idle),
+                Ok(m) => m.map_err(store.failed("watching"))?,
+            };
+            let Some(r) = msg else {
+                return Err(StoreError(format!("store {}: the watch ended", store.url)));
+            };
+            if r.events().is_empty() && r.compact_revision() == 0 && !r.canceled() {
+                continue;
+            }
+            break r;
+        };
+        if r.compact_revision() > 0 {
+            return Ok(Step::Compacted {
+                revision: r.compact_revision(),
+            });
+        }
+        if r.canceled() {
+            return Err(StoreError(format!(
+                "store {}: the watch was cancelled: {}",
+                store.url,
+                r.cancel_reason()
+            )));
+        }
+        let revision = r.header().map_or(0, |h| h.revision());
+        let mut changes = Vec::new();
+        for e in r.events() {
+            let Some(kv) = e.kv() else { continue };
+            let key = kv
+                .key_str()
+                .map_err(|e| StoreError(format!("a key is not UTF-8: {e}")))?
+                .to_string();
+            changes.push(match e.event_type() {
+                EventType::Put => Change::Put {
+                    key,
+                    value: kv.value().to_vec(),
+                },
+                EventType::Delete => Change::Delete { key },
+            });
+        }
+        if changes.is_empty() {
+            return Ok(Step::Idle);
+        }
+        Ok(Step::Changes { revision, changes })
     }
 }
 

@@ -187,10 +187,15 @@ impl Drop for Env {
         for name in up {
             let _ = self.mxc(&["down", &name]);
         }
+        // A failed test may leave the namespaces it set up itself; a test
+        // that never ran an experiment (no state root) leaves them to the
+        // tests that did, which may be running right now.
+        let ran = self.dir.join("run").exists();
         let _ = std::fs::remove_dir_all(&self.dir);
-        // A failed test may leave the namespaces it set up itself.
-        for ns in ["mxh-ns0", "mxh-ns1", "mxu-local"] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        if ran {
+            for ns in ["mxh-ns0", "mxh-ns1", "mxu-local"] {
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
         }
     }
 }
