@@ -22,6 +22,18 @@ pub struct Want {
     pub up: bool,
     /// Chunks of the bundle under `bundle/<host>/<experiment>/<generation>/`.
     pub chunks: usize,
+    /// Tasks of other hosts this host's VMs wait for: their global pieces
+    /// (VTEPs, VFs, switch VLANs), so a guest that pings at boot finds its
+    /// tunnels, as on one machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before_vms: Vec<Remote>,
+}
+
+/// A task on another host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Remote {
+    pub host: String,
+    pub task: String,
 }
 
 /// A host's desired state: wants by experiment, and the committed

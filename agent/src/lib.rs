@@ -7,7 +7,10 @@
 //!
 //! The key layout is [`mx_store::layout`].
 
+pub mod coordinator;
 pub mod desired;
+pub mod serve;
+pub mod wire;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +27,25 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// Whether the holder's process runs: known only on its own machine
+    /// (`None` elsewhere). A zombie is not running.
+    pub fn alive_here(&self) -> Option<bool> {
+        let me = Holder::me();
+        if self.machine != me.machine {
+            return None;
+        }
+        if self.pid == me.pid {
+            return Some(true);
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
+        // The state follows the command's closing parenthesis.
+        let state = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        Some(matches!(state, Some(c) if c != 'Z' && c != 'X'))
+    }
+
     fn me() -> Holder {
         Holder {
             pid: std::process::id(),
@@ -86,25 +108,62 @@ pub struct Registration {
 pub const TTL_SECS: i64 = 5;
 
 impl Registration {
-    /// Takes `host`'s agent key under a new lease, or says who holds it.
-    pub fn register(store: &Store, host: &str) -> Result<Registration, AgentError> {
-        let lease = store.lease(TTL_SECS)?;
-        let me = serde_json::to_vec(&Holder::me())
-            .map_err(|e| StoreError(format!("cannot encode the agent record: {e}")))?;
-        match store.create(&layout::agent(host), &me, &lease)? {
-            None => Ok(Registration {
-                host: host.to_string(),
-                lease,
-            }),
-            Some(held) => {
-                store.revoke(lease);
-                Err(AgentError::Duplicate {
-                    host: host.to_string(),
-                    holder: serde_json::from_slice(&held.value).ok(),
-                    ttl: TTL_SECS,
-                })
+    /// Like [`register`](Self::register), but a holder that may be dead
+    /// (on another machine, where its process cannot be checked) is given
+    /// until its lease would have expired.
+    pub fn register_waiting(store: &Store, host: &str) -> Result<Registration, AgentError> {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(TTL_SECS as u64 + 2);
+        loop {
+            match Registration::register(store, host) {
+                Err(AgentError::Duplicate { holder, .. })
+                    if std::time::Instant::now() < deadline
+                        && holder.as_ref().is_none_or(|h| h.alive_here().is_none()) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                other => return other,
             }
         }
+    }
+
+    /// Takes `host`'s agent key under a new lease, or says who holds it.
+    /// A holder on this machine whose process is gone (an agent killed and
+    /// started again) is known dead: its lease is revoked and the host
+    /// taken at once, instead of waiting for the lease to expire.
+    pub fn register(store: &Store, host: &str) -> Result<Registration, AgentError> {
+        let lease = store.lease(TTL_SECS)?;
+        let me = Holder::me();
+        let record = serde_json::to_vec(&me)
+            .map_err(|e| StoreError(format!("cannot encode the agent record: {e}")))?;
+        let key = layout::agent(host);
+        for _ in 0..2 {
+            let Some(held) = store.create(&key, &record, &lease)? else {
+                return Ok(Registration {
+                    host: host.to_string(),
+                    lease,
+                });
+            };
+            let holder: Option<Holder> = serde_json::from_slice(&held.value).ok();
+            let dead = holder
+                .as_ref()
+                .is_some_and(|h| h.alive_here() == Some(false));
+            if !dead || held.lease == 0 {
+                store.revoke(lease);
+                return Err(AgentError::Duplicate {
+                    host: host.to_string(),
+                    holder,
+                    ttl: TTL_SECS,
+                });
+            }
+            store.revoke_id(held.lease);
+        }
+        store.revoke(lease);
+        Err(AgentError::Duplicate {
+            host: host.to_string(),
+            holder: None,
+            ttl: TTL_SECS,
+        })
     }
 
     /// Whether the lease still holds: once false, write nothing more and

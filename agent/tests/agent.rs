@@ -18,6 +18,7 @@ fn want(generation: &str) -> Vec<u8> {
         generation: generation.into(),
         up: true,
         chunks: 1,
+        before_vms: Vec::new(),
     })
     .unwrap()
 }

@@ -9,6 +9,7 @@
 //! unreadable file); clap already exits 2 on usage errors.
 
 mod access;
+mod dist;
 mod image;
 mod run;
 
@@ -76,6 +77,9 @@ enum Command {
     /// Guest images: list them, build them from Debian packages, import
     /// cloud images.
     Image(image::ImageArgs),
+    /// Run a facility host's (or switch's) agent: it follows the host's
+    /// desired state in the store and brings experiments up and down there.
+    Agent(dist::AgentArgs),
     /// (internal) Hold a time-dilated VM's clock; started by `mxc up`.
     #[command(hide = true)]
     TdfControl(run::TdfControlArgs),
@@ -296,6 +300,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => access::proxy(&args),
         Command::Image(args) => image::image(&args),
         Command::TdfControl(args) => run::tdf_control(&args),
+        Command::Agent(args) => dist::agent(&args),
     }
     .into()
 }

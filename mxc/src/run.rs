@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// its state: after a crash, or once a failed task's cause is fixed.
     #[arg(long, conflicts_with = "dry_run")]
     resume: bool,
+    /// Bring it up on the facility's hosts through their agents
+    /// (`mxc agent`), coordinated through this store: etcd://HOST:PORT.
+    #[arg(long, value_name = "URL", conflicts_with = "resume")]
+    store: Option<String>,
     #[command(flatten)]
     model_options: ModelOptions,
 }
@@ -64,6 +68,9 @@ pub struct DownArgs {
     /// Print the teardown operations; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Take it down on every host through their agents (etcd://HOST:PORT).
+    #[arg(long, value_name = "URL", conflicts_with = "dry_run")]
+    store: Option<String>,
     /// The allocation table: a file, or a shared store as etcd://HOST:PORT
     /// (default: $MX_DB, else ~/.local/share/mx/alloc.db).
     #[arg(long, value_name = "PATH")]
@@ -78,6 +85,10 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Every host's tasks as their agents report them (etcd://HOST:PORT);
+    /// without a name, the agents.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 /// Shows the runtime's findings with the one human renderer.
@@ -279,6 +290,14 @@ pub fn up(args: &UpArgs, style: HumanStyle) -> Status {
             }
         };
     }
+    if let Some(store) = &args.store {
+        return crate::dist::up(
+            &request,
+            store,
+            &|r| crate::show_realized(r, &rargs, style, &request.db),
+            &|stop| show_stop(stop, args, style),
+        );
+    }
     let result = mx_pipeline::up(&request, &rt, &mut |e| match e {
         mx_pipeline::UpEvent::Realized(out, _) => {
             crate::show_realized(out, &rargs, style, &request.db);
@@ -355,7 +374,8 @@ fn show_stop(stop: mx_pipeline::UpStop, args: &UpArgs, style: HumanStyle) -> Sta
             released(r);
             Status::Failure
         }
-        mx_pipeline::UpStop::Images { error, released: r } => {
+        mx_pipeline::UpStop::Images { error, released: r }
+        | mx_pipeline::UpStop::Store { error, released: r } => {
             eprintln!("error: {error}");
             released(r);
             Status::Error
@@ -390,6 +410,10 @@ fn show_up(
 }
 
 pub fn down(args: &DownArgs) -> Status {
+    if let Some(store) = &args.store {
+        let db = mx_pipeline::TableAt::new(args.db.as_deref());
+        return crate::dist::down(&args.name, &db, store);
+    }
     let rt = Runtime::from_env();
     if args.dry_run {
         return match mx_pipeline::down_plan(&args.name, &rt) {
@@ -433,6 +457,9 @@ pub fn down(args: &DownArgs) -> Status {
 }
 
 pub fn status(args: &StatusArgs) -> Status {
+    if let Some(store) = &args.store {
+        return crate::dist::status(args.name.as_ref(), store, args.json);
+    }
     let rt = Runtime::from_env();
     let Some(name) = &args.name else {
         let mut out = String::new();

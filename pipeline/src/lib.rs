@@ -243,6 +243,7 @@ pub fn release(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
         .map_err(|e| ToolError(e.to_string()))
 }
 
+pub mod distributed;
 mod run;
 mod table;
 pub use run::*;

@@ -29,6 +29,12 @@ pub enum UpStop {
         error: ToolError,
         released: Option<Result<(), ToolError>>,
     },
+    /// The store could not be written (the tool's trouble); an allocation
+    /// this call made was given back, as for `Released`.
+    Store {
+        error: ToolError,
+        released: Option<Result<(), ToolError>>,
+    },
     /// The runtime started and failed: what it did is recorded in its
     /// state directory for `down` (or `up --resume`), and the allocation
     /// stays with it.

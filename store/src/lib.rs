@@ -105,6 +105,8 @@ pub struct Entry {
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
+    /// The lease it is bound to (0: none).
+    pub lease: i64,
 }
 
 impl Entry {
@@ -117,6 +119,7 @@ impl Entry {
             value: kv.value().to_vec(),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         })
     }
 }
@@ -255,6 +258,7 @@ impl Store {
             value: Vec::new(),
             create_revision: 0,
             mod_revision: 0,
+            lease: 0,
         })))
     }
 
@@ -274,6 +278,22 @@ impl Store {
         Ok(self.txn(txn)?.succeeded())
     }
 
+    /// Deletes every key under `prefix` only while `lease` holds `owner`.
+    pub fn delete_prefix_as(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        prefix: &str,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::lease(owner, CompareOp::Equal, lease.id)])
+            .and_then([TxnOp::delete(
+                prefix,
+                Some(DeleteOptions::new().with_prefix()),
+            )]);
+        Ok(self.txn(txn)?.succeeded())
+    }
+
     /// A lease of `ttl` seconds, renewed in the background every third of
     /// it until dropped or revoked.
     pub fn lease(&self, ttl: i64) -> Result<Lease, StoreError> {
@@ -289,25 +309,40 @@ impl Store {
             .map_err(self.failed("keeping a lease alive"))?;
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
-        let every = Duration::from_millis((ttl.max(1) as u64 * 1000) / 3);
+        let ttl_d = Duration::from_secs(ttl.max(1) as u64);
+        let every = ttl_d / 3;
+        let mut client = self.client.clone();
         let task = self.rt.spawn(async move {
+            let mut last = tokio::time::Instant::now();
             loop {
                 let renewed = async {
                     keeper.keep_alive().await?;
                     stream.message().await
                 };
                 match tokio::time::timeout(every, renewed).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    // Expired (TTL 0), the stream ended, or the store did
-                    // not answer within a renewal period: the lease may be
-                    // gone, and its holder must stop writing.
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => last = tokio::time::Instant::now(),
+                    // Expired: the store says so.
+                    Ok(Ok(Some(_))) => break,
+                    // The stream broke or the store did not answer (it may
+                    // be restarting): open a new stream and go on trying
+                    // while the lease may still be alive.
                     _ => {
-                        flag.store(false, Ordering::SeqCst);
-                        return;
+                        if let Ok(Ok((k, s))) =
+                            tokio::time::timeout(every, client.lease_keep_alive(id)).await
+                        {
+                            keeper = k;
+                            stream = s;
+                            continue;
+                        }
                     }
                 }
-                tokio::time::sleep(every).await;
+                if last.elapsed() >= ttl_d {
+                    break;
+                }
+                tokio::time::sleep(every.min(ttl_d.saturating_sub(last.elapsed()))).await;
             }
+            // Its holder must stop writing and register again.
+            flag.store(false, Ordering::SeqCst);
         });
         Ok(Lease {
             id,
@@ -323,9 +358,14 @@ impl Store {
         if let Some(t) = lease.task.take() {
             t.abort();
         }
+        self.revoke_id(lease.id);
+    }
+
+    /// Revokes a lease by id: a dead holder's, known dead.
+    pub fn revoke_id(&self, id: i64) {
         let mut c = self.client.clone();
         let _ = self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease.id)).await
+            tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(id)).await
         });
     }
 

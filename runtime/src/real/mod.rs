@@ -204,12 +204,25 @@ impl Real {
             Op::Tap { ns, name, group } => {
                 let ns = ns.as_deref();
                 if self.owned(ns, name, *group)?.is_none() {
+                    // A tap is made (ioctl) and then given its group
+                    // (netlink): two steps. Made under a staging name only
+                    // this code uses, grouped, and then renamed, a tap under
+                    // its real name always carries its experiment's group,
+                    // so one cut short by a crash is never mistaken for a
+                    // stranger's device on resume. A staging tap left by
+                    // such a crash is ours (its name embeds our tag).
+                    let staging = crate::tap::staging_name(name);
+                    if let Some(idx) = self.index(ns, &staging)? {
+                        self.netlink(ns, |h| async move { h.link().del(idx).execute().await })?;
+                    }
                     // Exclusive: an existing device of that name (made since
                     // the check) makes this fail rather than be attached to.
                     in_ns(ns, || {
-                        crate::tap::create(name).map_err(|e| format!("create tap {name}: {e}"))
+                        crate::tap::create(&staging)
+                            .map_err(|e| format!("create tap {staging}: {e}"))
                     })?;
-                    self.set(ns, name, |l| l.link_group(*group))?;
+                    self.set(ns, &staging, |l| l.link_group(*group))?;
+                    self.set(ns, &staging, |l| l.name(name.clone()))?;
                 }
                 Ok(None)
             }
