@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(mx-busybox bookworm)
 cargo build --release -q -p mxc
-mxc=$PWD/target/release/mxc
+mxc=${CARGO_TARGET_DIR:-$PWD/target}/release/mxc
 tmp=$(mktemp -d)
 export MX_STATE_DIR=$tmp/run MX_DB=$tmp/alloc.db
 trap '"$mxc" down boot >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT

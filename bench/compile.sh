@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000 100000)
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

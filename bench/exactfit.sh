@@ -12,7 +12,7 @@ RUNS=${RUNS:-3}
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=(5:12 5:14 5:24 20:16 300:16)
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cross() { awk '/"hosts": \[/ { if ($0 ~ /", "/) c++ } END { print c + 0 }' "$1"; }

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 export MX_STATE_DIR=$tmp/run MX_DB=$tmp/alloc.db
 trap 'for n in cpu nics arm tdf capacity; do $mxc down $n >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT

@@ -13,7 +13,7 @@ LIMIT=${ILP_SECONDS:-300}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(16:3 20:4 24:4 30 40 50 60)
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cross() { awk '/"hosts": \[/ { if ($0 ~ /", "/) c++ } END { print c + 0 }' "$1"; }

@@ -10,7 +10,7 @@ RUNS=${RUNS:-3}
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=(50:1000 500:10000)
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "| hypervisors | VMs | links | wall time (best of $RUNS) | peak memory | links crossing hosts |"

@@ -12,7 +12,7 @@ RUNS=${RUNS:-3}
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=(500:10000)
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 best() { # best MODEL FAC: the fastest `realize` time of RUNS, in ms

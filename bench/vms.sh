@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p mxc
-mxc=target/release/mxc
+mxc=${CARGO_TARGET_DIR:-target}/release/mxc
 tmp=$(mktemp -d)
 export MX_STATE_DIR=$tmp/run MX_DB=$tmp/alloc.db
 trap 'rm -rf "$tmp"' EXIT

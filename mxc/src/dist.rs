@@ -277,3 +277,102 @@ pub fn status(name: Option<&Name>, store: &str, json: bool) -> Status {
     }
     crate::write_stdout(&out)
 }
+
+#[derive(Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum StoreCommand {
+    /// Make a CA and certificates in DIR: the server's (valid for each
+    /// --server address or name), root's, the coordinator's and one per
+    /// --host for its agent. Existing ones are kept.
+    Certs {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long = "server", value_name = "ADDR", required = true)]
+        servers: Vec<String>,
+        #[arg(long = "host", value_name = "NAME", value_parser = crate::parse_name)]
+        hosts: Vec<Name>,
+    },
+    /// Create the users and roles (the coordinator: /mx/; each agent: its
+    /// host's desired state to read, its host's status to write) and turn
+    /// authentication on, connected as root with DIR/root.pem.
+    Roles {
+        /// The store, served with TLS: etcds://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        store: String,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long = "host", value_name = "NAME", value_parser = crate::parse_name)]
+        hosts: Vec<Name>,
+    },
+}
+
+pub fn store_admin(args: &StoreArgs) -> Status {
+    match &args.command {
+        StoreCommand::Certs {
+            dir,
+            servers,
+            hosts,
+        } => {
+            let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+            match mx_store::access::make_certificates(dir, servers, &hosts) {
+                Ok(made) => {
+                    for id in &made {
+                        eprintln!("made {}", dir.join(format!("{id}.pem")).display());
+                    }
+                    let d = dir.display();
+                    eprintln!(
+                        "start etcd with: --client-cert-auth --trusted-ca-file {d}/ca.pem --cert-file {d}/server.pem --key-file {d}/server.key (and https:// client URLs)\nthen: mxc store roles --store etcds://HOST:PORT --dir {d} --host ...\nan agent uses MX_STORE_CERT={d}/agent-HOST.pem MX_STORE_KEY={d}/agent-HOST.key MX_STORE_CA={d}/ca.pem; the coordinator {d}/{}.pem",
+                        mx_store::access::COORDINATOR
+                    );
+                    Status::Success
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Status::Error
+                }
+            }
+        }
+        StoreCommand::Roles { store, dir, hosts } => {
+            let url = match mx_store::StoreUrl::parse(store) {
+                Ok(u) if u.tls => u,
+                Ok(_) => {
+                    eprintln!(
+                        "error: roles need a TLS store (etcds://): etcd takes users from client certificates"
+                    );
+                    return Status::Failure;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Status::Failure;
+                }
+            };
+            let root = mx_store::access::TlsFiles::in_dir(dir, mx_store::access::ROOT);
+            let store = match mx_store::Store::connect_with(&url, Some(&root)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Status::Error;
+                }
+            };
+            let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+            match mx_store::access::grant(&store, &hosts) {
+                Ok(()) => {
+                    eprintln!(
+                        "authentication is on: the coordinator and {} agents have their roles",
+                        hosts.len()
+                    );
+                    Status::Success
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Status::Error
+                }
+            }
+        }
+    }
+}

@@ -80,6 +80,8 @@ enum Command {
     /// Run a facility host's (or switch's) agent: it follows the host's
     /// desired state in the store and brings experiments up and down there.
     Agent(dist::AgentArgs),
+    /// Set up a store for a facility: certificates, users and roles.
+    Store(dist::StoreArgs),
     /// (internal) Hold a time-dilated VM's clock; started by `mxc up`.
     #[command(hide = true)]
     TdfControl(run::TdfControlArgs),
@@ -301,6 +303,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image::image(&args),
         Command::TdfControl(args) => run::tdf_control(&args),
         Command::Agent(args) => dist::agent(&args),
+        Command::Store(args) => dist::store_admin(&args),
     }
     .into()
 }

@@ -11,6 +11,7 @@
 //! for a store on a private address) or `etcds://...` (TLS; see
 //! [`StoreUrl`]).
 
+pub mod access;
 pub mod alloc;
 pub mod layout;
 pub mod testkit;
@@ -132,8 +133,23 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects and checks the store answers.
+    /// Connects and checks the store answers; an `etcds://` store with the
+    /// client certificate named by `MX_STORE_CERT`, `MX_STORE_KEY` and
+    /// `MX_STORE_CA`.
     pub fn connect(url: &StoreUrl) -> Result<Store, StoreError> {
+        let tls = if url.tls {
+            Some(access::TlsFiles::from_env()?)
+        } else {
+            None
+        };
+        Store::connect_with(url, tls.as_ref())
+    }
+
+    /// Connects with these TLS files (an `etcds://` store needs them).
+    pub fn connect_with(
+        url: &StoreUrl,
+        tls: Option<&access::TlsFiles>,
+    ) -> Result<Store, StoreError> {
         // One worker: leases are kept alive there while the caller runs
         // tasks for minutes without calling the store.
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -145,8 +161,14 @@ impl Store {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(CALL_TIMEOUT);
-        if url.tls {
-            options = options.with_tls(tls_options()?);
+        match (url.tls, tls) {
+            (true, Some(files)) => options = options.with_tls(files.options()?),
+            (true, None) => {
+                return Err(StoreError(format!(
+                    "{url} uses TLS: give a client certificate (MX_STORE_CERT, MX_STORE_KEY, MX_STORE_CA)"
+                )));
+            }
+            (false, _) => {}
         }
         let unreachable = |e: etcd_client::Error| {
             let text = format!("{e:?}");
@@ -522,29 +544,6 @@ impl Watch<'_> {
         }
         Ok(Step::Changes { revision, changes })
     }
-}
-
-/// The client certificate, key and CA of an `etcds://` store.
-fn tls_options() -> Result<etcd_client::TlsOptions, StoreError> {
-    let read = |var: &str| -> Result<Vec<u8>, StoreError> {
-        let path = std::env::var_os(var).ok_or_else(|| {
-            StoreError(format!(
-                "an etcds:// store needs {var} (MX_STORE_CERT, MX_STORE_KEY and MX_STORE_CA name the client certificate, its key and the CA)"
-            ))
-        })?;
-        std::fs::read(&path).map_err(|e| {
-            StoreError(format!(
-                "cannot read {var} ({}): {e}",
-                std::path::Path::new(&path).display()
-            ))
-        })
-    };
-    let cert = read("MX_STORE_CERT")?;
-    let key = read("MX_STORE_KEY")?;
-    let ca = read("MX_STORE_CA")?;
-    Ok(etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(ca))
-        .identity(etcd_client::Identity::from_pem(cert, key)))
 }
 
 #[cfg(test)]
