@@ -33,8 +33,8 @@ while [ ${#sizes[@]} -ge 2 ]; do
     pids=()
     cleanup() {
         for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-        wait 2>/dev/null || true
         kill "$etcd_pid" 2>/dev/null || true
+        wait 2>/dev/null || true
         rm -rf "$work"
     }
     trap cleanup EXIT

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mx_runtime::{Event, Runtime};
@@ -32,6 +33,15 @@ use crate::{AgentError, Registration};
 /// How long VMs wait for other hosts' global pieces before starting
 /// anyway (their guests' first pings may then fail).
 const REMOTE_WAIT: Duration = Duration::from_secs(120);
+
+/// Statuses go to the store in batches: at most this many per transaction,
+/// gathered for at most [`BATCH_WAIT`]. The scheduler never waits for the
+/// store (one round trip per task made the store the bottleneck).
+const BATCH: usize = 100;
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+/// Where the scheduler hands statuses to the batching writer.
+type Outbox = mpsc::Sender<(String, Vec<u8>)>;
 
 /// The file in an experiment's state directory naming the generation the
 /// agent brought up.
@@ -71,6 +81,7 @@ pub fn serve(
             reg: &reg,
             rt,
             failed: &mut failed,
+            remotes_done: Default::default(),
         }
         .converge(follower.desired(), log);
         match follower.wait(Duration::from_millis(500)) {
@@ -125,6 +136,9 @@ struct Agent<'a> {
     rt: &'a Runtime,
     /// Generations that failed here, by experiment: not retried.
     failed: &'a mut BTreeMap<String, String>,
+    /// The generation whose remote tasks were all seen done: later VMs of
+    /// it need not ask the store again.
+    remotes_done: std::sync::Mutex<Option<String>>,
 }
 
 impl Agent<'_> {
@@ -193,10 +207,10 @@ impl Agent<'_> {
             bundle.fragments.len()
         ));
         let dir = self.rt.state_dir(name);
-        let result = {
-            let mut progress = |e: Event| self.progress(name, want, &dir, e);
+        let result = self.reporting(|out| {
+            let mut progress = |e: Event| self.progress(name, want, &dir, e, out);
             self.rt.up(std::slice::from_ref(&bundle), &mut progress)
-        };
+        });
         match result {
             Ok(_) => log(&format!(
                 "`{name}` is up here ({:.1} s)",
@@ -220,10 +234,10 @@ impl Agent<'_> {
             want.generation
         ));
         let dir = self.rt.state_dir(name);
-        let result = {
-            let mut progress = |e: Event| self.progress(name, want, &dir, e);
+        let result = self.reporting(|out| {
+            let mut progress = |e: Event| self.progress(name, want, &dir, e, out);
             self.rt.resume(name, &mut progress)
-        };
+        });
         match result {
             Ok(_) => log(&format!("`{name}` is up here")),
             Err(d) => {
@@ -289,9 +303,37 @@ impl Agent<'_> {
             .insert(name.to_string(), want.generation.clone());
     }
 
-    /// The runtime's progress: status to the store; before a VM starts,
-    /// the wait for other hosts' global pieces.
-    fn progress(&self, name: &Name, want: &Want, dir: &Path, e: Event) {
+    /// Runs `f` with an outbox whose statuses a writer thread sends to the
+    /// store in batches; returns once all are written (or refused).
+    fn reporting<R>(&self, f: impl FnOnce(&Outbox) -> R) -> R {
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<(String, Vec<u8>)>();
+            let writer = s.spawn(move || {
+                let owner = layout::agent(self.host());
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    let until = Instant::now() + BATCH_WAIT;
+                    while batch.len() < BATCH {
+                        let left = until.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(w) => batch.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = self.store.put_all_as(&owner, &self.reg.lease, &batch);
+                }
+            });
+            let r = f(&tx);
+            drop(tx);
+            let _ = writer.join();
+            r
+        })
+    }
+
+    /// The runtime's progress: status to the store (through the batching
+    /// writer); before a VM starts, the wait for other hosts' global
+    /// pieces.
+    fn progress(&self, name: &Name, want: &Want, dir: &Path, e: Event, out: &Outbox) {
         // The state directory exists from the first event on.
         if !dir.join(GENERATION_FILE).exists() {
             let _ = std::fs::write(dir.join(GENERATION_FILE), &want.generation);
@@ -307,14 +349,20 @@ impl Agent<'_> {
                 if id.starts_with("vm/") {
                     self.wait_for_remotes(name, want);
                 }
-                self.report(name.as_str(), id, status("running", 0, String::new()));
+                post(
+                    out,
+                    self.host(),
+                    name,
+                    id,
+                    status("running", 0, String::new()),
+                );
             }
             Event::End(id, res, ms) => {
                 let s = match res {
                     Ok(note) => status("done", ms, note.clone().unwrap_or_default()),
                     Err(err) => status("failed", ms, err.clone()),
                 };
-                self.report(name.as_str(), id, s);
+                post(out, self.host(), name, id, s);
             }
         }
     }
@@ -322,6 +370,10 @@ impl Agent<'_> {
     /// Blocks until every remote task `want` lists is done at this
     /// generation (or [`REMOTE_WAIT`] passed).
     fn wait_for_remotes(&self, name: &Name, want: &Want) {
+        let done = || self.remotes_done.lock().map(|g| g.clone()).ok().flatten();
+        if done().as_deref() == Some(want.generation.as_str()) {
+            return;
+        }
         let start = Instant::now();
         let mut pending = want.before_vms.clone();
         while !pending.is_empty() && start.elapsed() < REMOTE_WAIT {
@@ -340,7 +392,17 @@ impl Agent<'_> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        if pending.is_empty()
+            && let Ok(mut g) = self.remotes_done.lock()
+        {
+            *g = Some(want.generation.clone());
+        }
     }
+}
+
+fn post(out: &Outbox, host: &str, name: &Name, task: &str, status: TaskStatus) {
+    let value = serde_json::to_vec(&status).unwrap_or_default();
+    let _ = out.send((layout::status(host, name.as_str(), task), value));
 }
 
 fn generation_of(dir: &Path) -> Option<String> {

@@ -186,7 +186,8 @@ fn wait_up(
                 late,
             });
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Each look reads every status of the experiment: not more often.
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -193,3 +193,42 @@ fn bundles_are_checked_before_anything_and_their_allocation_is_left_alone() {
     let again = realize(&request(&exp, &file, &fac, db, false));
     assert!(again.is_err(), "the allocation is still held");
 }
+
+/// A LAN's name joins its members' endpoints; a big LAN's is long, and its
+/// VMs' NICs carry it: planned, not refused as a malformed bundle (it was,
+/// past 200 bytes).
+#[test]
+fn a_lan_with_a_long_name_is_planned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("lan.mx");
+    std::fs::write(
+        &model,
+        "net = topology('biglan')\n\
+         n = [net.device(f'node-with-a-rather-long-name-{i}', cores == 1, memory == mb(256)) for i in range(8)]\n\
+         net.connect(n)\n\
+         experiment(net)\n",
+    )
+    .expect("writes");
+    let c = compile_file(&model, &Default::default()).expect("reads");
+    let Some(Document::Experiment(exp)) = c.doc else {
+        panic!("compiles: {:?}", c.report.diagnostics)
+    };
+    let fac = root().join("examples/facilities/local.mx");
+    let db = dir.path().join("alloc.db");
+    let rt = runtime(dir.path());
+    let Ok(planned) = mx_pipeline::plan(&request(&exp, &c.report.file, &fac, db, true), &rt) else {
+        panic!("a LAN with a long name is planned");
+    };
+    let lan = &planned.realized.realization.links[0];
+    let name = planned
+        .bundles
+        .iter()
+        .flat_map(|b| &b.fragments)
+        .find_map(|f| match &f.spec {
+            mx_xir::Spec::Vm(vm) => Some(vm.nics[0].link.clone()),
+            _ => None,
+        })
+        .expect("a VM");
+    assert!(name.len() > 200, "{name}");
+    assert_eq!(lan.endpoints.len(), 8);
+}

@@ -151,6 +151,7 @@ impl Runtime {
             group: plan::device_group(tag),
             names: Default::default(),
             ssh_key: None,
+            noop_vms: std::env::var_os("MX_BENCH_NOOP_VMS").is_some_and(|v| v == "1"),
         }
     }
 

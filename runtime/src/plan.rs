@@ -35,6 +35,9 @@ pub struct Paths {
     /// The public key sshd in the guests accepts (the experiment's own,
     /// made by the runtime), if there is one.
     pub ssh_key: Option<String>,
+    /// Benchmarks only (`MX_BENCH_NOOP_VMS=1`): VM tasks do nothing, so
+    /// the network plumbing and its automation are measured without QEMU.
+    pub noop_vms: bool,
 }
 
 /// The device group of an experiment: its tag (held in the allocation
@@ -842,6 +845,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             });
             ops
         }
+        Spec::Vm(_) if paths.noop_vms => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             let cg = format!("{}/{}", paths.cgroup, vm.name);
@@ -1079,6 +1083,7 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             key: vf_key(pf.as_deref(), *pf_port, *vf),
         }],
         Spec::Emulation { .. } | Spec::SwitchVlan { .. } | Spec::Names { .. } => vec![],
+        Spec::Vm(_) if paths.noop_vms => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
             let mut ops = vec![

@@ -300,6 +300,35 @@ impl Store {
         Ok(self.txn(txn)?.succeeded())
     }
 
+    /// Writes several keys in one transaction, only while `lease` holds
+    /// `owner` (at most 127: etcd's limit is 128 operations). A key given
+    /// twice keeps its last value.
+    pub fn put_all_as(
+        &self,
+        owner: &str,
+        lease: &Lease,
+        writes: &[(String, Vec<u8>)],
+    ) -> Result<bool, StoreError> {
+        let mut last: std::collections::BTreeMap<&str, &[u8]> = Default::default();
+        for (k, v) in writes {
+            last.insert(k, v);
+        }
+        if last.len() > 127 {
+            return Err(StoreError(format!(
+                "{} writes in one transaction; etcd takes 128 operations",
+                last.len()
+            )));
+        }
+        let ops: Vec<TxnOp> = last
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect();
+        let txn = Txn::new()
+            .when([Compare::lease(owner, CompareOp::Equal, lease.id)])
+            .and_then(ops);
+        Ok(self.txn(txn)?.succeeded())
+    }
+
     /// Deletes every key under `prefix` only while `lease` holds `owner`.
     pub fn delete_prefix_as(
         &self,
