@@ -216,6 +216,9 @@ fn an_imported_cloud_image_is_an_experiment_node() {
     // A private image directory holding the busybox guest of the
     // machine's and the imported image.
     let images = private_dir("mx-e2e-cloud-images-");
+    // Removed however the test ends (a failed assertion left the imported
+    // image's copy in /tmp).
+    let _images_gone = RemoveOnDrop(images.clone());
     let system = std::env::var_os("MX_IMAGE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/var/lib/mx/images".into());
@@ -376,4 +379,13 @@ fn an_imported_cloud_image_is_an_experiment_node() {
     assert!(!vm.exists(), "the overlay and seed are left");
     assert_eq!(sha256(&base), before, "the base image was written");
     let _ = std::fs::remove_dir_all(&images);
+}
+
+/// Removes a directory when dropped, so a failed test leaves nothing.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
