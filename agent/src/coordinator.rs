@@ -9,29 +9,14 @@
 //! that dies part way leaves the previous generation in effect.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use mx_materializer::Bundle;
-use mx_store::{Store, StoreError, layout};
+use mx_store::{Store, StoreError, layout, new_generation};
 use mx_xir::{Name, Scope};
 
 use crate::Holder;
 use crate::desired::{Remote, Want};
 use crate::wire::{self, TaskStatus};
-
-/// A new generation: time, then process, unique in practice and ordered
-/// by time.
-pub fn new_generation() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}{:09}-{}",
-        now.as_secs(),
-        now.subsec_nanos(),
-        std::process::id()
-    )
-}
 
 /// Hosts that have (or had) a want for `experiment`.
 pub fn hosts_of(store: &Store, experiment: &str) -> Result<BTreeSet<String>, StoreError> {

@@ -64,3 +64,33 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(host: &str) -> Bundle {
+        Bundle {
+            experiment: Name::new("exp").unwrap(),
+            host: Name::new(host).unwrap(),
+            fragments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stored_bundle_must_be_this_hosts_part_of_this_experiment() {
+        let bytes = encode(&bundle("hv0"));
+        assert_eq!(decode(&bytes, "exp", "hv0").unwrap(), bundle("hv0"));
+        assert!(
+            decode(&bytes, "exp", "hv1")
+                .unwrap_err()
+                .contains("not `exp` on `hv1`")
+        );
+        assert!(decode(&bytes, "other", "hv0").is_err());
+        assert!(
+            decode(b"{", "exp", "hv0")
+                .unwrap_err()
+                .contains("does not parse")
+        );
+    }
+}

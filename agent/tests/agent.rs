@@ -136,6 +136,43 @@ fn a_lost_watch_resumes_where_it_was_and_reads_again_if_compacted() {
     assert_eq!(f.reads, 2, "read again once, after the compaction");
 }
 
+#[test]
+fn a_new_generation_is_committed_once_and_hosts_it_drops_are_told_down() {
+    use mx_agent::coordinator;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd(dir.path());
+    let s = etcd.connect().unwrap();
+    let bundle = |host: &str| mx_materializer::Bundle {
+        experiment: mx_xir::Name::new("exp").unwrap(),
+        host: mx_xir::Name::new(host).unwrap(),
+        fragments: Vec::new(),
+    };
+    let g1 = coordinator::publish(&s, &[bundle("hv0"), bundle("hv1")]).unwrap();
+    assert_eq!(coordinator::committed(&s, "exp").unwrap(), Some(g1.clone()));
+    let g2 = coordinator::publish(&s, &[bundle("hv0")]).unwrap();
+    assert_ne!(g1, g2);
+    assert_eq!(coordinator::committed(&s, "exp").unwrap(), Some(g2.clone()));
+    let want = |h: &str| -> Want {
+        serde_json::from_slice(&s.get(&layout::want(h, "exp")).unwrap().unwrap().value).unwrap()
+    };
+    assert!(want("hv0").up && want("hv0").generation == g2);
+    assert!(
+        !want("hv1").up && want("hv1").generation == g2,
+        "hv1 is told down"
+    );
+    // Only the committed generation's bundle is kept.
+    let (_, chunks) = s.get_prefix(layout::BUNDLE).unwrap();
+    assert!(
+        !chunks.is_empty() && chunks.iter().all(|c| c.key.contains(&g2)),
+        "{chunks:?}"
+    );
+    // Withdrawn, every host is told down; forgotten, nothing is left.
+    let told = coordinator::withdraw(&s, &mx_xir::Name::new("exp").unwrap()).unwrap();
+    assert_eq!(told.len(), 2);
+    coordinator::forget(&s, &mx_xir::Name::new("exp").unwrap()).unwrap();
+    assert!(s.get_prefix("/mx/").unwrap().1.is_empty());
+}
+
 /// Follows until `done` holds (at most 15 s).
 fn wait_until(f: &mut Follower, done: impl Fn(&mx_agent::desired::Desired) -> bool) {
     let start = Instant::now();

@@ -238,13 +238,7 @@ pub fn down(
         report(h);
     }
     let released = dirty.is_empty().then(|| {
-        let r = match db.open() {
-            Ok(mut t) => match t.relinquish(name.as_str()) {
-                Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => Ok(()),
-                Err(e) => Err(ToolError(e.to_string())),
-            },
-            Err(e) => Err(ToolError(e.to_string())),
-        };
+        let r = crate::release_if_held(db, name);
         if r.is_ok() {
             let _ = coordinator::forget(store, name);
         }

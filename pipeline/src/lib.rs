@@ -236,6 +236,18 @@ pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
     }
 }
 
+/// Gives back what `name` holds, if it holds anything (`down` of an
+/// experiment brought up from bundles may find nothing in this table).
+pub fn release_if_held(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
+    if !db.exists() {
+        return Ok(());
+    }
+    match db.open().and_then(|mut t| t.relinquish(name)) {
+        Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => Ok(()),
+        Err(e) => Err(ToolError(e.to_string())),
+    }
+}
+
 /// Gives back the allocation of `name`, when nothing came of it.
 pub fn release(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
     db.open()

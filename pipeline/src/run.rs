@@ -240,13 +240,7 @@ pub fn down(
     report(UpEvent::Bundles(total));
     rt.down(name, false, &mut |e| report(UpEvent::Task(e)))
         .map_err(DownStop::Runtime)?;
-    if db.exists() {
-        match db.open().and_then(|mut t| t.relinquish(name)) {
-            Ok(()) | Err(mx_realizer::table::TableError::Missing(_)) => {}
-            Err(e) => return Err(DownStop::Allocation(ToolError(e.to_string()))),
-        }
-    }
-    Ok(())
+    crate::release_if_held(db, name).map_err(DownStop::Allocation)
 }
 
 /// The operations `down` would run, dependents first; nothing is touched.

@@ -30,14 +30,13 @@
 //! old.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use mx_realizer::Usage;
 use mx_realizer::table::{Allocations, Attempt, Row, TableError, rows_of};
 use mx_xir::{Facility, Realization};
 
-use crate::{Entry, Store, StoreError, StoreUrl};
+use crate::{Entry, Store, StoreError, StoreUrl, new_generation};
 
 const ROOT: &str = "/mx/alloc/";
 const HEAD: &str = "/mx/alloc/head";
@@ -72,20 +71,6 @@ fn index_key(name: &str) -> String {
 
 fn doc_prefix(name: &str) -> String {
     format!("{ROOT}doc/{name}/")
-}
-
-/// A generation: when it was written (seconds, for collecting orphans) and
-/// by whom, unique across machines in practice.
-fn new_generation() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}-{:09}-{}",
-        now.as_secs(),
-        now.subsec_nanos(),
-        std::process::id()
-    )
 }
 
 fn generation_secs(generation: &str) -> Option<u64> {

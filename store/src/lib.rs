@@ -25,6 +25,22 @@ use etcd_client::{
     PutOptions, Txn, TxnOp, TxnResponse, WatchOptions, WatchStream,
 };
 
+/// A new generation id: when (seconds, nanoseconds) and by which process,
+/// unique across machines in practice. The allocation table and the
+/// coordinator both use it; the table reads the seconds back to age
+/// orphaned chunks.
+pub fn new_generation() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:09}-{}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id()
+    )
+}
+
 /// How long a call may take before the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

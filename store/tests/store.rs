@@ -43,6 +43,32 @@ fn a_leased_key_has_one_holder_until_its_lease_goes() {
 }
 
 #[test]
+fn batched_writes_keep_the_last_value_and_need_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd(dir.path());
+    let s = etcd.connect().unwrap();
+    let mine = s.lease(5).unwrap();
+    let other = s.lease(5).unwrap();
+    assert_eq!(s.create("/t/holder", b"me", &mine).unwrap(), None);
+    let w = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+    let batch = [w("/t/a", "running"), w("/t/b", "done"), w("/t/a", "done")];
+    assert!(s.put_all_as("/t/holder", &mine, &batch).unwrap());
+    assert_eq!(s.get("/t/a").unwrap().unwrap().value, b"done");
+    assert!(
+        !s.put_all_as("/t/holder", &other, &[w("/t/a", "forged")])
+            .unwrap()
+    );
+    assert_eq!(s.get("/t/a").unwrap().unwrap().value, b"done");
+    let many: Vec<_> = (0..128).map(|i| w(&format!("/t/{i}"), "x")).collect();
+    assert!(
+        s.put_all_as("/t/holder", &mine, &many)
+            .unwrap_err()
+            .0
+            .contains("128")
+    );
+}
+
+#[test]
 fn a_key_whose_holder_died_is_free_once_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = etcd(dir.path());
