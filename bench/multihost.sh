@@ -88,7 +88,7 @@ pings_ok() {
     local report
     for h in "${hosts[@]}"; do
         report=$(MX_STATE_DIR="$work/$h/run" "$mxc" status multi --json 2>/dev/null) || return 1
-        python3 - "$report" <<'PY' || return 1
+        python3 - "$report" 2>/dev/null <<'PY' || return 1
 import json, sys
 doc = json.loads(sys.argv[1])
 guests = doc["guests"]

@@ -104,24 +104,36 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
         spec,
     };
 
-    // One-machine hosts: their namespace and underlay attachment.
-    for h in real.hosts.iter().filter(|h| h.netns) {
-        let Some(addr) = h.underlay else {
+    // One-machine hosts and switches: their namespace and underlay
+    // attachment.
+    let netns_devices = real
+        .hosts
+        .iter()
+        .filter(|h| h.netns)
+        .map(|h| (&h.name, h.underlay))
+        .chain(
+            real.switches
+                .iter()
+                .filter(|s| s.netns)
+                .map(|s| (&s.name, s.underlay)),
+        );
+    for (name, underlay) in netns_devices {
+        let Some(addr) = underlay else {
             return Err(unmaterializable(
-                format!("netns host `{}` has no underlay address", h.name),
+                format!("netns device `{name}` has no underlay address"),
                 "give it `underlay='192.0.2.N'` in the facility model",
             ));
         };
-        out.entry(h.name.clone()).or_default().push(frag(
-            &h.name,
+        out.entry(name.clone()).or_default().push(frag(
+            name,
             Scope::Global,
-            format!("netns/{}", h.name),
+            format!("netns/{name}"),
             Spec::Netns {
-                netns: host_netns(&h.name)?,
+                netns: host_netns(name)?,
                 underlay_netns: underlay_netns(&real.facility)?,
                 underlay_addr: Ipv4Cidr { addr, len: 24 },
                 device: ifname("mxul".to_string())?,
-                peer: ifname(format!("u{}", host_tag(&h.name)))?,
+                peer: ifname(format!("u{}", host_tag(name)))?,
             },
         ));
     }
@@ -186,6 +198,19 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             v.dedup();
             v
         };
+        // A point-to-point segment between two hosts' taps, unshaped: each
+        // host maps its tap straight into its VTEP with an XDP redirect, as
+        // the seed prefers, instead of a bridge per link per host (whose
+        // teardown alone costs the kernel about 16 ms). Shaped links keep
+        // the bridge: the redirect passes below the qdiscs that shape.
+        let xdp_vtep = link.kind == LinkKind::Vxlan
+            && link.endpoints.len() == 2
+            && leaves.is_empty()
+            && tap_hosts.len() == 2
+            && link.emulation.is_none()
+            && link.endpoints.iter().all(|e| {
+                e.emulation.is_none() && matches!(e.attach, Attachment::Tap { .. })
+            });
         let mut taps: BTreeMap<&str, Vec<IfName>> = BTreeMap::new();
         for ep in &link.endpoints {
             let ips: Vec<Ipv4Addr> = link
@@ -225,6 +250,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                         peer: ep.host.clone(),
                         port: *port,
                         vlan: *vlan,
+                        untagged: matches!(ep.attach, Attachment::Port { .. }),
                         vni: link.vni.filter(|_| vxlan),
                         local: vteps.get(switch.as_str()).copied(),
                         remotes: if vxlan { others(switch) } else { Vec::new() },
@@ -302,7 +328,7 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             };
             if vm {
                 neighbours.entry(&ep.node).or_default().extend(ips);
-                let no_offload = link.kind == LinkKind::XdpPair;
+                let no_offload = link.kind == LinkKind::XdpPair || xdp_vtep;
                 nics.entry(&ep.node).or_default().push((
                     ep.socket,
                     VmNic {
@@ -386,6 +412,18 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
                                 port: VXLAN_PORT,
                             },
                         ));
+                        if xdp_vtep && ports.len() == 1 {
+                            local.entry(hname.clone()).or_default().push(frag(
+                                &hname,
+                                Scope::Local,
+                                format!("xdp_pair/{}-{}", ports[0], device),
+                                Spec::XdpPair {
+                                    a: ports[0].clone(),
+                                    b: device,
+                                },
+                            ));
+                            continue;
+                        }
                         ports.push(device);
                     }
                     let device = ifname(format!("b{t}{li:x}"))?;

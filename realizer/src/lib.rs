@@ -293,6 +293,7 @@ pub fn realize(
         .map(|s| mx_xir::SwitchPlan {
             name: s.name.clone(),
             underlay: s.underlay,
+            netns: s.netns,
         })
         .collect();
     Ok(Outcome {

@@ -237,6 +237,7 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
         }
         let mut devices = BTreeSet::new();
         let mut taps = BTreeMap::new();
+        let mut vteps = BTreeSet::new();
         for f in &b.fragments {
             let at = format!("fragment `{}` (host {})", printable(&f.id), b.host);
             if f.version != FRAGMENT_VERSION {
@@ -322,6 +323,7 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 }
                 Spec::Vtep { device, vni, .. } => {
                     own(device, 'v');
+                    vteps.insert(device.to_string());
                     if *vni == 0 || *vni >= 1 << 24 {
                         errs.push(bad(
                             format!("{at}: VNI {vni} is outside 1..16777215"),
@@ -338,6 +340,21 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                     if *vlan == 0 || *vlan > 4094 {
                         errs.push(bad(
                             format!("{at}: VLAN {vlan} is outside 1..4094"),
+                            REMATERIALIZE,
+                        ));
+                    }
+                    // Port and VF numbers name devices (`f{port}v{vf}`,
+                    // `swp{port}`), which have 15 bytes.
+                    let numbers = match &f.spec {
+                        Spec::Vf { pf_port, vf, .. } => [*pf_port, *vf],
+                        Spec::SwitchVlan {
+                            switch_port, port, ..
+                        } => [*switch_port, *port],
+                        _ => [0, 0],
+                    };
+                    if numbers.iter().any(|n| *n > 0xffff) {
+                        errs.push(bad(
+                            format!("{at}: a port or VF number is above 65535"),
                             REMATERIALIZE,
                         ));
                     }
@@ -521,9 +538,15 @@ pub fn validate(bundles: &[Bundle]) -> Result<(), Vec<Diagnostic>> {
                 Spec::Bridge { ports, .. } => ports.iter().for_each(|p| need(p, "port")),
                 Spec::XdpPair { a, b: bb } => {
                     need(a, "tap");
-                    need(bb, "tap");
-                    if !taps.contains_key(a.as_str()) || !taps.contains_key(bb.as_str()) {
-                        misowned.push(format!("{at}: an XDP pair joins two taps"));
+                    need(bb, "tap or VTEP");
+                    // Two VMs' taps on this host, or a tap and the VTEP of
+                    // its point-to-point link to another host.
+                    if !taps.contains_key(a.as_str())
+                        || !(taps.contains_key(bb.as_str()) || vteps.contains(bb.as_str()))
+                    {
+                        misowned.push(format!(
+                            "{at}: an XDP pair joins a tap to another tap or to a VTEP"
+                        ));
                     }
                 }
                 Spec::Emulation { device, .. } => {

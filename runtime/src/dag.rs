@@ -41,8 +41,17 @@ fn stage(f: &Fragment) -> u8 {
 /// Builds the DAG for an experiment's bundles.
 pub fn build(bundles: &[Bundle]) -> Dag {
     let mut frags: Vec<&Fragment> = bundles.iter().flat_map(|b| &b.fragments).collect();
-    // Stages in order; within a stage, host then bundle order.
-    frags.sort_by_key(|f| stage(f));
+    // Stages in order; within a stage, host then bundle order, except that
+    // namespaces come first and switch ports next: a switch plugs its
+    // cables into hosts' namespaces, and an emulated VF waits for its cable.
+    frags.sort_by_key(|f| {
+        let rank = match f.spec {
+            Spec::Netns { .. } => 0,
+            Spec::SwitchVlan { .. } => 1,
+            _ => 2,
+        };
+        (stage(f), rank)
+    });
     // (host, device) -> task that creates it; host -> namespace task.
     let mut device: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let mut netns: BTreeMap<&str, usize> = BTreeMap::new();
@@ -50,9 +59,16 @@ pub fn build(bundles: &[Bundle]) -> Dag {
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut tap_users: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     let mut globals = Vec::new();
+    // (host behind the port, host port, VLAN) -> the switch task.
+    let mut switch_ports: BTreeMap<(&str, u32, u16), usize> = BTreeMap::new();
     for (i, f) in frags.iter().enumerate() {
         let h = f.host.as_str();
         match &f.spec {
+            Spec::SwitchVlan {
+                peer, port, vlan, ..
+            } => {
+                switch_ports.insert((peer.as_str(), *port, *vlan), i);
+            }
             Spec::Netns { .. } => {
                 netns.insert(h, i);
             }
@@ -94,6 +110,10 @@ pub fn build(bundles: &[Bundle]) -> Dag {
         }
         let dev = |d: &str| device.get(&(h, d)).copied();
         match &f.spec {
+            Spec::SwitchVlan { peer, .. } => deps.extend(netns.get(peer.as_str())),
+            Spec::Vf {
+                pf_port, vlan, ..
+            } => deps.extend(switch_ports.get(&(h, *pf_port, *vlan))),
             Spec::Bridge { ports, .. } => deps.extend(ports.iter().filter_map(|p| dev(p))),
             Spec::XdpPair { a, b } => deps.extend([dev(a), dev(b)].into_iter().flatten()),
             Spec::Vm(v) => {

@@ -20,6 +20,7 @@ pub mod images;
 pub mod plan;
 pub mod real;
 pub mod ssh;
+pub mod switch;
 mod tap;
 
 use mx_diag::code;
@@ -343,11 +344,6 @@ pub fn unsupported_vf() -> String {
     "E0405: this machine has no SR-IOV NIC (no /sys/class/net/*/device/sriov_totalvfs), so no VF can be created".into()
 }
 
-/// The message for a switch fragment: mx has no switch driver yet.
-pub fn unsupported_switch() -> String {
-    "E0405: configuring switch VLANs needs a switch driver, and this runtime has none; configure the access port by hand or use virtual NICs".into()
-}
-
 fn has_sriov() -> bool {
     std::fs::read_dir("/sys/class/net")
         .map(|d| {
@@ -447,7 +443,14 @@ impl Runtime {
                     "run mxc up as root, or use --dry-run to see the plan",
                 ));
             }
+            let emulated = netns_hosts(bundles);
             for t in &dag.tasks {
+                // Namespace hosts and switches emulate VFs and switch VLANs.
+                if emulated.contains(&t.fragment.host.to_string())
+                    && matches!(t.fragment.spec, Spec::Vf { .. } | Spec::SwitchVlan { .. })
+                {
+                    continue;
+                }
                 match &t.fragment.spec {
                     Spec::Vf { pf: None, pf_port, .. } => errs.push(unsupported(
                         format!("fragment `{}` needs a VF on host {}'s port {pf_port}, whose interface the facility does not name", t.fragment.id, t.fragment.host),
@@ -457,9 +460,15 @@ impl Runtime {
                         format!("fragment `{}` needs an SR-IOV NIC; this machine has none", t.fragment.id),
                         "realize onto a facility whose hosts have SR-IOV NICs, or use `nic == virtio`",
                     )),
-                    Spec::SwitchVlan { .. } => errs.push(unsupported(
-                        format!("fragment `{}` configures a switch port; this runtime has no switch driver", t.fragment.id),
-                        "use virtual NICs, or configure the switch by hand and drop the fragment",
+                    Spec::SwitchVlan { .. } if !switch::has_vlan_bridge() => errs.push(unsupported(
+                        format!(
+                            "fragment `{}` configures switch {}'s ports on its VLAN-aware bridge `{}`, which this machine lacks (no {}/bridge/vlan_filtering set to 1)",
+                            t.fragment.id,
+                            t.fragment.host,
+                            plan::SWITCH_BRIDGE,
+                            plan::SWITCH_BRIDGE
+                        ),
+                        "run the switch's bundle on the switch (`mxc agent --host SWITCH` there), or mark an emulated switch `netns=True` in the facility",
                     )),
                     Spec::Vm(vm) => {
                         if let Some(g) = &vm.gpu {
@@ -488,7 +497,9 @@ impl Runtime {
                             if let mx_xir::NicAttach::Passthrough { device: None, port } = &n.attach {
                                 errs.push(unsupported(format!("VM `{}` takes host {}'s port {port} whole, but the facility does not name its interface", vm.name, t.fragment.host), "name the ports' interfaces in the facility: nic(..., devices=[...])"));
                             }
-                            if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) && !has_vfio() {
+                            let emulated_vf = matches!(n.attach, mx_xir::NicAttach::Vf { .. })
+                                && emulated.contains(&t.fragment.host.to_string());
+                            if !matches!(n.attach, mx_xir::NicAttach::Tap { .. }) && !emulated_vf && !has_vfio() {
                                 errs.push(unsupported(format!("VM `{}` needs VFIO for its {} NIC; this kernel has none (no /dev/vfio/vfio or no IOMMU groups)", vm.name, n.model), "use a virtual NIC model, or a host with VFIO and an IOMMU"));
                             }
                         }

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mx_materializer::VXLAN_PORT;
 use mx_xir::{Fragment, NicAttach, Spec, VmGpu, VmSpec};
 use serde::Serialize;
 
@@ -216,13 +217,35 @@ pub enum Op {
         name: String,
         group: u32,
     },
-    /// Create a veth pair if absent, the peer moved into `peer_ns`.
+    /// Create a veth pair if absent, the peer moved into `peer_ns`; both
+    /// ends in device group `group` (0: none).
     Veth {
         ns: Option<String>,
         name: String,
         peer: String,
         peer_ns: Option<String>,
         mtu: u32,
+        group: u32,
+    },
+    /// Wait until a namespace exists (made by another host's agent).
+    NetnsWait { name: String, timeout_s: u64 },
+    /// Wait until a device exists in a namespace (made by another host's
+    /// agent: an emulated switch plugs its end of a cable in).
+    WaitLink {
+        ns: Option<String>,
+        name: String,
+        timeout_s: u64,
+    },
+    /// Add (or, with `add` false, remove) VLAN `vid` on a port of the
+    /// switch's VLAN-aware bridge: a trunk member, or with `untagged` the
+    /// port's untagged PVID. One RTM_SETLINK (RTM_DELLINK) of family
+    /// AF_BRIDGE carrying IFLA_AF_SPEC { IFLA_BRIDGE_VLAN_INFO }, as
+    /// `bridge vlan add|del dev DEV vid VID [pvid untagged]` sends.
+    BridgeVlan {
+        add: bool,
+        dev: String,
+        vid: u16,
+        untagged: bool,
     },
     /// Create a VXLAN device if absent (no learning; the flood list is static).
     Vxlan {
@@ -395,18 +418,6 @@ pub enum Op {
         mac: String,
         spoofcheck: bool,
     },
-    /// Put a leaf switch's port into a VLAN and, for a segment that leaves
-    /// the switch, map the VLAN to a VNI on the switch's VTEP with a flood
-    /// list (needs a switch driver).
-    SwitchVlan {
-        switch: String,
-        switch_port: u32,
-        peer: String,
-        vlan: u16,
-        vni: Option<u32>,
-        local: Option<String>,
-        remotes: Vec<String>,
-    },
 }
 
 impl fmt::Display for Op {
@@ -433,9 +444,15 @@ impl fmt::Display for Op {
                 peer,
                 peer_ns,
                 mtu,
+                group,
             } => write!(
                 f,
-                "link add {name} mtu {mtu} type veth peer {peer}{}{}",
+                "link add {name}{} mtu {mtu} type veth peer {peer}{}{}",
+                if *group != 0 {
+                    format!(" group {group:#x}")
+                } else {
+                    String::new()
+                },
                 peer_ns
                     .as_ref()
                     .map(|p| format!(" netns {p}"))
@@ -639,30 +656,156 @@ impl fmt::Display for Op {
                 "link set {pf} vf {vf} vlan {vlan} mac {mac} spoofchk {}",
                 if *spoofcheck { "on" } else { "off" }
             ),
-            Op::SwitchVlan {
-                switch,
-                switch_port,
-                peer,
-                vlan,
-                vni,
-                local,
-                remotes,
+            Op::NetnsWait { name, timeout_s } => {
+                write!(f, "wait for netns {name} (up to {timeout_s} s)")
+            }
+            Op::WaitLink {
+                ns: n,
+                name,
+                timeout_s,
+            } => write!(f, "wait for device {name} (up to {timeout_s} s){}", ns(n)),
+            Op::BridgeVlan {
+                add,
+                dev,
+                vid,
+                untagged,
             } => {
+                let (verb, msg) = if *add {
+                    ("add", "RTM_SETLINK")
+                } else {
+                    ("del", "RTM_DELLINK")
+                };
+                let flags = if *untagged {
+                    "PVID|UNTAGGED"
+                } else {
+                    "0"
+                };
                 write!(
                     f,
-                    "switch {switch}: port {switch_port} (to {peer}) in vlan {vlan}"
-                )?;
-                if let (Some(v), Some(l)) = (vni, local) {
-                    write!(
-                        f,
-                        ", vlan {vlan} mapped to vni {v} at {l}, flooding to {}",
-                        remotes.join(",")
-                    )?;
-                }
-                Ok(())
+                    "bridge vlan {verb} dev {dev} vid {vid}{} = {msg} family AF_BRIDGE ifindex({dev}) IFLA_AF_SPEC {{ IFLA_BRIDGE_VLAN_INFO {{ flags {flags}, vid {vid} }} }}",
+                    if *untagged { " pvid untagged" } else { "" }
+                )
             }
         }
     }
+}
+
+/// How long an agent waits for what another host's agent makes (an
+/// emulated switch's cable, a host's namespace).
+pub const CROSS_HOST_WAIT_S: u64 = 120;
+/// The VLAN-aware bridge of a Linux switch (Cumulus's and DENT's name).
+pub const SWITCH_BRIDGE: &str = "bridge";
+
+/// A Linux switch's front-panel port `n` (`swpN`, as Cumulus and DENT
+/// name them).
+pub fn switch_port_device(n: u32) -> String {
+    format!("swp{n}")
+}
+
+/// The tap an emulated VF gives its VM (VF indices are unique per host).
+pub fn emulated_vf_tap(pf_port: u32, vf: u32) -> String {
+    format!("f{pf_port:x}v{vf:x}")
+}
+
+/// The host's end of an emulated cable carrying one VLAN of host port
+/// `port` (VLANs are unique per leaf, and a port has one leaf).
+pub fn cable_host_end(port: u32, vlan: u16) -> String {
+    format!("w{port:x}v{vlan:x}")
+}
+
+/// The switch's end of that cable, on switch port `switch_port`.
+pub fn cable_switch_end(switch_port: u32, vlan: u16) -> String {
+    format!("e{switch_port:x}v{vlan:x}")
+}
+
+/// An emulated switch's port in a VLAN. Without VLAN filtering (this
+/// kernel has none, nor 802.1Q), a VLAN is a bridge of its own in the
+/// switch's namespace, and a tagged port is a cable per VLAN: a veth pair
+/// whose far end is plugged into the host, as `swpN.V` subinterfaces on a
+/// traditional-mode switch. The VLAN's VNI mapping is a VXLAN device on
+/// that bridge. Same fragment, same agent, same teardown as the real one.
+#[allow(clippy::too_many_arguments)]
+fn emulated_switch_vlan(
+    ns: &str,
+    switch_port: u32,
+    peer: &str,
+    port: u32,
+    vlan: u16,
+    mapped: Option<(u32, std::net::Ipv4Addr)>,
+    remotes: &[std::net::Ipv4Addr],
+    paths: &Paths,
+) -> Vec<Op> {
+    let sw = Some(ns.to_string());
+    let br = format!("sv{vlan:x}");
+    let (end, wire) = (cable_switch_end(switch_port, vlan), cable_host_end(port, vlan));
+    let host_ns = mx_materializer::host_netns(peer)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| format!("mxh-{peer}"));
+    let mut ops = vec![
+        Op::Bridge {
+            ns: sw.clone(),
+            name: br.clone(),
+            group: paths.group,
+        },
+        Op::SetUp {
+            ns: sw.clone(),
+            name: br.clone(),
+        },
+        Op::NetnsWait {
+            name: host_ns.clone(),
+            timeout_s: CROSS_HOST_WAIT_S,
+        },
+        Op::Veth {
+            ns: sw.clone(),
+            name: end.clone(),
+            peer: wire.clone(),
+            peer_ns: Some(host_ns.clone()),
+            mtu: 1500,
+            group: paths.group,
+        },
+        Op::SetMaster {
+            ns: sw.clone(),
+            name: end.clone(),
+            master: br.clone(),
+        },
+        Op::SetUp {
+            ns: sw.clone(),
+            name: end,
+        },
+        Op::SetUp {
+            ns: Some(host_ns),
+            name: wire,
+        },
+    ];
+    if let Some((vni, local)) = mapped {
+        let dev = format!("sx{vni:x}");
+        ops.push(Op::Vxlan {
+            ns: sw.clone(),
+            name: dev.clone(),
+            vni,
+            local: local.to_string(),
+            port: VXLAN_PORT,
+            dev: Some("mxul".into()),
+            group: paths.group,
+        });
+        ops.extend(remotes.iter().map(|r| Op::FloodAdd {
+            ns: sw.clone(),
+            dev: dev.clone(),
+            remote: r.to_string(),
+        }));
+        ops.push(Op::SetMtu {
+            ns: sw.clone(),
+            name: dev.clone(),
+            mtu: 1500,
+        });
+        ops.push(Op::SetMaster {
+            ns: sw.clone(),
+            name: dev.clone(),
+            master: br,
+        });
+        ops.push(Op::SetUp { ns: sw, name: dev });
+    }
+    ops
 }
 
 /// The QEMU device for a virtual NIC model.
@@ -726,6 +869,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     peer: device.clone(),
                     peer_ns: hn.clone(),
                     mtu: UNDERLAY_MTU,
+                    group: 0,
                 },
                 Op::SetMaster {
                     ns: ul.clone(),
@@ -948,8 +1092,8 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                     period_us: PERIOD,
                 },
                 Op::QemuStart {
+                    argv: qemu_argv(vm, &f.host, &dir, paths, ns.is_some()),
                     ns,
-                    argv: qemu_argv(vm, &f.host, &dir, paths),
                     dir: dir.clone(),
                     fifos: vec![dir.join("qga"), dir.join("ssh")],
                 },
@@ -980,6 +1124,36 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 });
             }
             ops
+        }
+        // The namespace testbed has no SR-IOV: a VF is emulated by a tap
+        // for the VM, redirected by XDP into the host's end of the cable
+        // the emulated switch plugs in for this port and VLAN.
+        Spec::Vf {
+            pf_port, vf, vlan, ..
+        } if ns.is_some() => {
+            let (tap, wire) = (emulated_vf_tap(*pf_port, *vf), cable_host_end(*pf_port, *vlan));
+            vec![
+                Op::Tap {
+                    ns: ns.clone(),
+                    name: tap.clone(),
+                    group: paths.group,
+                },
+                Op::SetUp {
+                    ns: ns.clone(),
+                    name: tap.clone(),
+                },
+                Op::WaitLink {
+                    ns: ns.clone(),
+                    name: wire.clone(),
+                    timeout_s: CROSS_HOST_WAIT_S,
+                },
+                Op::XdpPair {
+                    ns,
+                    pin: paths.bpf.join(format!("{}-{tap}-{wire}", f.host)),
+                    a: tap,
+                    b: wire,
+                },
+            ]
         }
         Spec::Vf {
             pf_port,
@@ -1022,18 +1196,60 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             peer,
             port,
             vlan,
+            untagged,
             vni,
             local,
             remotes,
-        } => vec![Op::SwitchVlan {
-            switch: f.host.to_string(),
-            switch_port: *switch_port,
-            peer: format!("{peer} port {port}"),
-            vlan: *vlan,
-            vni: *vni,
-            local: local.map(|a| a.to_string()),
-            remotes: remotes.iter().map(|r| r.to_string()).collect(),
-        }],
+        } => {
+            let mapped = vni.zip(*local);
+            match ns {
+                Some(ns) => emulated_switch_vlan(
+                    &ns, *switch_port, peer, *port, *vlan, mapped, remotes, paths,
+                ),
+                None => {
+                    // A Linux switch (Cumulus, SONiC's kernel path, DENT):
+                    // the port joins the VLAN on its VLAN-aware bridge; a
+                    // segment that leaves the switch gets a VXLAN device
+                    // per VNI with the VLAN as its untagged PVID.
+                    let mut ops = vec![Op::BridgeVlan {
+                        add: true,
+                        dev: switch_port_device(*switch_port),
+                        vid: *vlan,
+                        untagged: *untagged,
+                    }];
+                    if let Some((v, l)) = mapped {
+                        let dev = format!("vx{v}");
+                        ops.push(Op::Vxlan {
+                            ns: None,
+                            name: dev.clone(),
+                            vni: v,
+                            local: l.to_string(),
+                            port: VXLAN_PORT,
+                            dev: None,
+                            group: paths.group,
+                        });
+                        ops.extend(remotes.iter().map(|r| Op::FloodAdd {
+                            ns: None,
+                            dev: dev.clone(),
+                            remote: r.to_string(),
+                        }));
+                        ops.push(Op::SetMaster {
+                            ns: None,
+                            name: dev.clone(),
+                            master: SWITCH_BRIDGE.into(),
+                        });
+                        ops.push(Op::BridgeVlan {
+                            add: true,
+                            dev: dev.clone(),
+                            vid: *vlan,
+                            untagged: true,
+                        });
+                        ops.push(Op::SetUp { ns: None, name: dev });
+                    }
+                    ops
+                }
+            }
+        }
     }
 }
 
@@ -1078,11 +1294,69 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             pin: paths.bpf.join(format!("{a}-{b}")),
         }],
         Spec::Vf {
+            pf_port, vf, vlan, ..
+        } if ns.is_some() => {
+            let (tap, wire) = (emulated_vf_tap(*pf_port, *vf), cable_host_end(*pf_port, *vlan));
+            vec![
+                Op::XdpUnpin {
+                    pin: paths.bpf.join(format!("{}-{tap}-{wire}", f.host)),
+                },
+                Op::LinkDel {
+                    ns: ns.clone(),
+                    name: tap,
+                    group: Some(paths.group),
+                },
+                Op::LinkDel {
+                    ns,
+                    name: wire,
+                    group: Some(paths.group),
+                },
+            ]
+        }
+        Spec::Vf {
             pf_port, pf, vf, ..
         } => vec![Op::VfioRelease {
             key: vf_key(pf.as_deref(), *pf_port, *vf),
         }],
-        Spec::Emulation { .. } | Spec::SwitchVlan { .. } | Spec::Names { .. } => vec![],
+        // The emulated switch: the experiment's VLAN bridges, VTEPs and
+        // cables go as one group (a cable's host end with it).
+        Spec::SwitchVlan {
+            switch_port, vlan, ..
+        } if ns.is_some() => vec![
+            Op::LinkGroupDel {
+                ns: ns.clone(),
+                group: paths.group,
+            },
+            Op::LinkDel {
+                ns,
+                name: cable_switch_end(*switch_port, *vlan),
+                group: Some(paths.group),
+            },
+        ],
+        Spec::SwitchVlan {
+            switch_port,
+            vlan,
+            untagged,
+            vni,
+            local,
+            ..
+        } => {
+            let mut ops = vec![Op::BridgeVlan {
+                add: false,
+                dev: switch_port_device(*switch_port),
+                vid: *vlan,
+                untagged: *untagged,
+            }];
+            if let (Some(v), Some(_)) = (vni, local) {
+                ops.push(Op::LinkDel {
+                    ns: None,
+                    name: format!("vx{v}"),
+                    group: Some(paths.group),
+                });
+            }
+            ops
+        }
+        Spec::Emulation { .. } | Spec::Names { .. } => vec![],
         Spec::Vm(_) if paths.noop_vms => vec![],
         Spec::Vm(vm) => {
             let dir = paths.vm_dir(&vm.name);
@@ -1187,7 +1461,13 @@ pub fn qemu_binary(arch: &str) -> String {
 
 /// QEMU's command line for a VM: started paused (`-S`) so it can be put in
 /// its cgroup before the guest runs, daemonized so it outlives `mxc up`.
-pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<String> {
+pub fn qemu_argv(
+    vm: &VmSpec,
+    host: &str,
+    dir: &Path,
+    paths: &Paths,
+    netns_host: bool,
+) -> Vec<String> {
     // The plan refused VMs whose image is not installed: without one there
     // is nothing to boot, and an empty command fails where it runs.
     let Some((info, image)) = paths.image(vm) else {
@@ -1363,6 +1643,21 @@ pub fn qemu_argv(vm: &VmSpec, host: &str, dir: &Path, paths: &Paths) -> Vec<Stri
             }
             // The PCI address is the machine's business: the runtime records
             // it when it binds the function to vfio-pci, and fills it in.
+            // An emulated VF (namespace hosts): a virtio NIC on the VF's
+            // tap, which XDP joins to the cable; the offloads off as for
+            // any XDP-redirected tap.
+            NicAttach::Vf { pf_port, vf, .. } if netns_host => {
+                argv.push("-netdev".into());
+                argv.push(format!(
+                    "tap,id=n{i},ifname={},script=no,downscript=no",
+                    emulated_vf_tap(*pf_port, *vf)
+                ));
+                argv.push("-device".into());
+                argv.push(format!(
+                    "virtio-net-pci,netdev=n{i},mac={},csum=off,gso=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off",
+                    n.mac
+                ));
+            }
             NicAttach::Vf { pf_port, pf, vf } => {
                 argv.push("-device".into());
                 argv.push(format!(

@@ -292,6 +292,11 @@ pub struct Switch {
     /// VNIs: hypervisors' VTEPs reach the VFs and ports behind it there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay: Option<Ipv4Addr>,
+    /// A switch emulated in a network namespace on this machine (the
+    /// namespace testbed), as hosts' `netns`: a bridge per VLAN stands in
+    /// for the VLAN-aware bridge a kernel without VLAN filtering lacks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub netns: bool,
     /// Where the switch was declared.
     pub span: Span,
 }

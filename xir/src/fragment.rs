@@ -107,6 +107,10 @@ pub enum Spec {
         port: u32,
         /// VLAN tag.
         vlan: u16,
+        /// An access port (a whole host port passed through, whose guest
+        /// sends untagged frames) rather than a trunk to tagging VFs.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        untagged: bool,
         /// VNI the VLAN maps to, when the link leaves this switch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vni: Option<u32>,

@@ -103,6 +103,10 @@ pub struct SwitchPlan {
     /// Its VXLAN tunnel endpoint, if it maps VLANs to VNIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay: Option<Ipv4Addr>,
+    /// Emulated in a namespace on this machine: its agent drives the
+    /// emulation rather than a switch's VLAN-aware bridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub netns: bool,
 }
 
 /// The performance profile an experiment node asked for, carried to the

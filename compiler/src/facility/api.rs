@@ -330,7 +330,7 @@ impl Eval<'_> {
                 "nic" => &["ports", "capacity", "vfs", "devices"],
                 "gpu" => &["count", "virtualizable", "devices", "mdev", "vfs", "slices"],
                 "host" => HOST_KEYS,
-                "switch" => &["role", "vxlan", "underlay"],
+                "switch" => &["role", "vxlan", "underlay", "netns"],
                 "cable" => &["capacity"],
                 _ => &[],
             };
@@ -417,12 +417,32 @@ impl Eval<'_> {
                     }
                 };
                 let underlay = self.underlay_kw(&mut a)?;
+                let netns = match self.kwarg(&mut a, "netns") {
+                    None => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(other) => {
+                        return Err(self.type_error(
+                            span,
+                            format!("netns is True or False, not a {}", other.type_name()),
+                        ));
+                    }
+                };
+                if netns && underlay.is_none() {
+                    return Err(Diagnostic::error(
+                        code::E0218,
+                        "a netns switch needs an underlay address",
+                    )
+                    .primary(span.range(), "this switch")
+                    .help("its namespace joins the underlay there: add underlay='192.0.2.N'")
+                    .into());
+                }
                 self.no_more_kwargs(&a, "switch")?;
                 let sw = mx_xir::Switch {
                     name: mx_xir::safe_name(""),
                     role,
                     vxlan,
                     underlay,
+                    netns,
                     span,
                 };
                 self.new_device(f, &a, DeviceKind::Switch(sw))

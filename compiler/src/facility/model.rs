@@ -225,6 +225,7 @@ mod tests {
             role: mx_xir::SwitchRole::Leaf,
             vxlan: true,
             underlay: None,
+            netns: false,
             span: Span::new(0, 1),
         })
     }

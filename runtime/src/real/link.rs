@@ -220,7 +220,12 @@ impl Real {
         let r = self.netlink(ns, |h| async move { h.link().add(msg).execute().await });
         match r {
             // Made meanwhile: by a concurrent task of ours, or by someone else.
-            Err(e) if e.is(Errno::EEXIST) => Ok(self.owned(ns, name, group).map(|_| ())?),
+            // Anything else taken (a veth's peer name in the other
+            // namespace) is the original error, not a success.
+            Err(e) if e.is(Errno::EEXIST) => match self.owned(ns, name, group)? {
+                Some(_) => Ok(()),
+                None => Err(e.into()),
+            },
             other => Ok(other?),
         }
     }

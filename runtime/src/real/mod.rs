@@ -139,36 +139,100 @@ impl Real {
                 peer,
                 peer_ns,
                 mtu,
+                group,
             } => {
                 let ns = ns.as_deref();
-                if self.index(ns, name)?.is_none() {
-                    let mut msg = LinkVeth::new(name, peer).mtu(*mtu).build();
-                    let _keep;
-                    if let Some(p) = peer_ns {
-                        use rtnetlink::packet_route::link::{
-                            InfoData, InfoVeth, LinkAttribute, LinkInfo,
-                        };
-                        use std::os::fd::AsRawFd;
-                        let at = Path::new(NETNS_DIR).join(p);
-                        let f = fs::File::open(&at).at(&at)?;
-                        let peer_msg = LinkUnspec::new_with_name(peer)
-                            .setns_by_fd(f.as_raw_fd())
-                            .mtu(*mtu)
-                            .build();
-                        _keep = f;
-                        for a in msg.attributes.iter_mut() {
-                            if let LinkAttribute::LinkInfo(infos) = a {
-                                for i in infos.iter_mut() {
-                                    if let LinkInfo::Data(d) = i {
-                                        *d = InfoData::Veth(InfoVeth::Peer(peer_msg.clone()));
-                                    }
+                let mut b = LinkVeth::new(name, peer).mtu(*mtu);
+                if *group != 0 {
+                    b = b.link_group(*group);
+                }
+                let mut msg = b.build();
+                let _keep;
+                if let Some(p) = peer_ns {
+                    use rtnetlink::packet_route::link::{
+                        InfoData, InfoVeth, LinkAttribute, LinkInfo,
+                    };
+                    use std::os::fd::AsRawFd;
+                    let at = Path::new(NETNS_DIR).join(p);
+                    let f = fs::File::open(&at).at(&at)?;
+                    let mut pb = LinkUnspec::new_with_name(peer)
+                        .setns_by_fd(f.as_raw_fd())
+                        .mtu(*mtu);
+                    if *group != 0 {
+                        pb = pb.link_group(*group);
+                    }
+                    let peer_msg = pb.build();
+                    _keep = f;
+                    for a in msg.attributes.iter_mut() {
+                        if let LinkAttribute::LinkInfo(infos) = a {
+                            for i in infos.iter_mut() {
+                                if let LinkInfo::Data(d) = i {
+                                    *d = InfoData::Veth(InfoVeth::Peer(peer_msg.clone()));
                                 }
                             }
                         }
                     }
-                    self.add_link(ns, name, 0, msg)?;
                 }
+                self.add_link(ns, name, *group, msg)?;
                 Ok(None)
+            }
+            Op::NetnsWait { name, timeout_s } => {
+                let until = Instant::now() + Duration::from_secs(*timeout_s);
+                loop {
+                    if ns_exists(name)
+                        && in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok()
+                    {
+                        return Ok(None);
+                    }
+                    if Instant::now() >= until {
+                        return Err(format!(
+                            "namespace {name} did not appear within {timeout_s} s (is its host's agent running?)"
+                        )
+                        .into());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Op::WaitLink {
+                ns,
+                name,
+                timeout_s,
+            } => {
+                let until = Instant::now() + Duration::from_secs(*timeout_s);
+                loop {
+                    if self.index(ns.as_deref(), name)?.is_some() {
+                        return Ok(None);
+                    }
+                    if Instant::now() >= until {
+                        return Err(format!(
+                            "device {name} did not appear within {timeout_s} s (is the switch's agent running?)"
+                        )
+                        .into());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Op::BridgeVlan {
+                add,
+                dev,
+                vid,
+                untagged,
+            } => {
+                let idx = self.need_index(None, dev)?;
+                let msg = crate::switch::bridge_vlan_message(idx, *vid, *untagged);
+                let add = *add;
+                let r = self.netlink(None, |h| async move {
+                    if add {
+                        h.link().set(msg).execute().await
+                    } else {
+                        h.link().del_with_message(msg).execute().await
+                    }
+                });
+                match r {
+                    // Already a member (add) or already gone (del).
+                    Err(e) if !add && (e.is(Errno::ENOENT) || e.is(Errno::EINVAL)) => Ok(None),
+                    other => other.map(|()| None).map_err(Into::into),
+                }
             }
             Op::Vxlan {
                 ns,
@@ -500,7 +564,6 @@ impl Real {
                 }
                 Ok(None)
             }
-            Op::SwitchVlan { .. } => Err(crate::unsupported_switch().into()),
         }
     }
 }

@@ -66,9 +66,35 @@ pub(crate) fn ns_exists(ns: &str) -> bool {
     Path::new(NETNS_DIR).join(ns).exists()
 }
 
+/// Where namespace creation and removal are serialized between processes.
+/// Agents of several namespace hosts share an experiment's underlay
+/// namespace: unserialized, one agent took another's half-made file for a
+/// leftover, replaced it and two namespaces ended up stacked on one path.
+/// Not under `/run/netns`, where `ip netns` would list it.
+const NETNS_LOCK: &str = "/run/mx-netns.lock";
+
+/// Holds the namespace lock for its lifetime (released by the kernel if the
+/// process dies, so a crash never leaves it held).
+fn netns_lock() -> Result<nix::fcntl::Flock<fs::File>, NetnsError> {
+    let path = Path::new(NETNS_LOCK);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        NetnsError::Path(PathError {
+            path: path.to_path_buf(),
+            source: io::Error::from(e),
+        })
+    })
+}
+
 /// Creates `/run/netns/<name>` holding a new network namespace, if absent.
 pub fn netns_add(name: &str) -> Result<(), NetnsError> {
     fs::create_dir_all(NETNS_DIR).at(Path::new(NETNS_DIR))?;
+    let _held = netns_lock()?;
     let path = Path::new(NETNS_DIR).join(name);
     if path.exists() {
         // Present and mounted: done. A leftover plain file is replaced.
@@ -115,7 +141,14 @@ pub fn netns_del(name: &str) -> Result<(), NetnsError> {
     if !path.exists() {
         return Ok(());
     }
-    let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    let _held = netns_lock()?;
+    // Stacked mounts (left by releases before the lock) come off one by one.
+    for _ in 0..8 {
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        if !is_mounted(&path) {
+            break;
+        }
+    }
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -13,7 +13,7 @@ pub enum XdpError {
     #[error("mount bpffs on /sys/fs/bpf: {0}")]
     Mount(#[source] nix::Error),
     /// A device to redirect between is missing.
-    #[error("no tap `{name}`: {source}")]
+    #[error("no device `{name}`: {source}")]
     NoDevice {
         name: String,
         #[source]
