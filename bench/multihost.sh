@@ -19,8 +19,9 @@
 #   5. nothing is left: namespaces, QEMU processes, XDP pins, state.
 # The last line holds the figures.
 #
-# Not covered yet (issue 13): switch agents and VF links through an
-# emulated switch.
+# The leaf is a switch agent's: it runs the switch fragments (a VLAN per
+# VF link, mapped to a VNI for the VF-to-tap link) in its emulation, and
+# the VMs with VFs wait for them through the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "multihost: needs root (namespaces, QEMU)"; exit 2; }
@@ -30,6 +31,9 @@ mxc=${CARGO_TARGET_DIR:-$PWD/target}/debug/mxc
 exp=bench/multihost/experiment.mx
 fac=bench/multihost/facility.mx
 hosts=(hv0 hv1 hv2 hv3)
+# The leaf switch, emulated in a namespace, has an agent of its own.
+switch=leaf
+every=("${hosts[@]}" "$switch")
 work=$(mktemp -d /tmp/mx-multihost.XXXXXX)
 port=$((20000 + RANDOM % 20000))
 url="etcds://127.0.0.1:$port"
@@ -73,7 +77,7 @@ stop_agent() { # host signal
 }
 
 cleanup() {
-    for h in "${hosts[@]}"; do
+    for h in "${every[@]}"; do
         [ -f "$work/agent-$h.pid" ] && stop_agent "$h" TERM
         # Whatever an interrupted run left: the runtime takes it down.
         if [ -d "$work/$h/run/multi" ]; then MX_STATE_DIR="$work/$h/run" "$mxc" down multi >/dev/null 2>&1 || true; fi
@@ -107,9 +111,9 @@ wait_pings() {
     fail "not every guest reached its neighbours"
 }
 
-"$mxc" store certs --dir "$certs" --server 127.0.0.1 $(printf -- '--host %s ' "${hosts[@]}") 2>/dev/null
+"$mxc" store certs --dir "$certs" --server 127.0.0.1 $(printf -- '--host %s ' "${every[@]}") 2>/dev/null
 start_etcd
-"$mxc" store roles --store "$url" --dir "$certs" $(printf -- '--host %s ' "${hosts[@]}") 2>/dev/null \
+"$mxc" store roles --store "$url" --dir "$certs" $(printf -- '--host %s ' "${every[@]}") 2>/dev/null \
     || fail "roles could not be set up"
 # An agent may not act as another host.
 if MX_STORE_CERT=$certs/agent-hv0.pem MX_STORE_KEY=$certs/agent-hv0.key \
@@ -117,7 +121,7 @@ if MX_STORE_CERT=$certs/agent-hv0.pem MX_STORE_KEY=$certs/agent-hv0.key \
     fail "agent-hv0's certificate registered as hv1"
 fi
 grep -q "permission denied" "$work/impostor.log" || fail "the impostor was not refused: $(cat "$work/impostor.log")"
-for h in "${hosts[@]}"; do start_agent "$h"; done
+for h in "${every[@]}"; do start_agent "$h"; done
 "$mxc" image --build >/dev/null
 
 # 1 and 2: up, with hv1's agent killed part way and started again.
@@ -145,13 +149,15 @@ wait_pings
 t_pings=$(( $(now_ms) - t0 ))
 vms=$("$mxc" status multi --store "$url" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for h in d["hosts"].values() for t in h["tasks"] if t.startswith("vm/")))')
 [ "$vms" -ge 8 ] || fail "expected 8 VMs, the agents report $vms"
+sw=$("$mxc" status multi --store "$url" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for t in d["hosts"].get("leaf", {}).get("tasks", []) if t.startswith("switch_vlan/")))')
+[ "$sw" -ge 3 ] || fail "expected 3 switch ports configured by the leaf's agent, it reports $sw"
 
 # 3: etcd restarts; the agents follow it again.
 kill "$(cat "$work/etcd.pid")"; wait "$(cat "$work/etcd.pid")" 2>/dev/null || true
 start_etcd
 sleep 1
 agents=$("$mxc" status --store "$url" | grep -c ' pid ')
-[ "$agents" -eq 4 ] || fail "after the etcd restart $agents of 4 agents are registered"
+[ "$agents" -eq 5 ] || fail "after the etcd restart $agents of 5 agents are registered"
 
 # 4: down with hv2's agent stopped, then back.
 stop_agent hv2 TERM
@@ -167,11 +173,11 @@ t_down=$(( $(now_ms) - t0 ))
 if "$mxc" alloc show | grep -q multi; then fail "the allocation was not given back"; fi
 
 # 5: nothing left.
-for h in "${hosts[@]}"; do
+for h in "${every[@]}"; do
     [ ! -d "$work/$h/run/multi" ] || fail "state of multi left on $h"
 done
 if ip netns list | grep -qE '^mx[hu]-'; then fail "namespaces left: $(ip netns list | tr '\n' ' ')"; fi
 if pgrep -f "qemu-system.*$work" >/dev/null; then fail "QEMU processes left"; fi
 [ ! -e /sys/fs/bpf/mx/multi ] || fail "XDP pins left"
 
-echo "multihost: ok: TLS with client certificates and per-agent roles, 4 agents, $vms VMs; up with an agent killed and restarted ${t_up} ms (guests pinged every neighbour at ${t_pings} ms); the killed agent, restarted, acted on its state after ${t_react:-?} s and had its part up after ${t_converged} s (resumed VMs boot under TCG); etcd restarted; down with an agent away, then cleaned on its return, ${t_down} ms; nothing left"
+echo "multihost: ok: TLS with client certificates and per-agent roles, 4 host agents and a switch agent, $vms VMs (VF links through the emulated leaf); up with an agent killed and restarted ${t_up} ms (guests pinged every neighbour at ${t_pings} ms); the killed agent, restarted, acted on its state after ${t_react:-?} s and had its part up after ${t_converged} s (resumed VMs boot under TCG); etcd restarted; down with an agent away, then cleaned on its return, ${t_down} ms; nothing left"
