@@ -10,7 +10,8 @@
 # with each `xdp_pair` tap-VTEP fragment rewritten into a `bridge`
 # fragment (digests recomputed), run by the same mxc.
 #
-# Usage: bench/vtep.sh [LINKS...]   (default: 100 400)
+# Usage: bench/vtep.sh [LINKS...]   (default: 100 400; PROFILE=debug uses
+# the debug build: the figures are the kernel's work either way)
 # Prints a Markdown table row per size and path: bridges made, up and
 # down wall time (median of 3).
 set -euo pipefail
@@ -18,8 +19,9 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "vtep: needs root"; exit 2; }
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(100 400)
-cargo build -q --release -p mxc
-mxc=${CARGO_TARGET_DIR:-$PWD/target}/release/mxc
+profile=${PROFILE:-release}
+if [ "$profile" = release ]; then cargo build -q --release -p mxc; else cargo build -q -p mxc; fi
+mxc=${CARGO_TARGET_DIR:-$PWD/target}/$profile/mxc
 work=$(mktemp -d /tmp/mx-vtep.XXXXXX)
 export MX_STATE_DIR=$work/run MX_DB=$work/alloc.db MX_BENCH_NOOP_VMS=1
 cleanup() {

@@ -208,9 +208,10 @@ pub fn materialize(real: &Realization) -> Result<Vec<Bundle>, Diagnostic> {
             && leaves.is_empty()
             && tap_hosts.len() == 2
             && link.emulation.is_none()
-            && link.endpoints.iter().all(|e| {
-                e.emulation.is_none() && matches!(e.attach, Attachment::Tap { .. })
-            });
+            && link
+                .endpoints
+                .iter()
+                .all(|e| e.emulation.is_none() && matches!(e.attach, Attachment::Tap { .. }));
         let mut taps: BTreeMap<&str, Vec<IfName>> = BTreeMap::new();
         for ep in &link.endpoints {
             let ips: Vec<Ipv4Addr> = link

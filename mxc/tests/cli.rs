@@ -431,6 +431,18 @@ fn the_seed_nic_example_plans_on_real_facilities() {
         );
         assert_eq!(run.code, 0, "{fac}: {}", run.stderr);
         assert!(run.stdout.contains("type vxlan id 10000"), "{}", run.stdout);
-        assert!(run.stdout.contains("mapped to vni 10000"), "{}", run.stdout);
+        // The leaf's driver: the VF's port a tagged member of the VLAN,
+        // the VNI's VXLAN device its untagged PVID.
+        assert!(
+            run.stdout
+                .contains("bridge vlan add dev vx10000 vid 100 pvid untagged"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("bridge vlan add dev swp"),
+            "{}",
+            run.stdout
+        );
     }
 }

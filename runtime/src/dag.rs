@@ -111,9 +111,7 @@ pub fn build(bundles: &[Bundle]) -> Dag {
         let dev = |d: &str| device.get(&(h, d)).copied();
         match &f.spec {
             Spec::SwitchVlan { peer, .. } => deps.extend(netns.get(peer.as_str())),
-            Spec::Vf {
-                pf_port, vlan, ..
-            } => deps.extend(switch_ports.get(&(h, *pf_port, *vlan))),
+            Spec::Vf { pf_port, vlan, .. } => deps.extend(switch_ports.get(&(h, *pf_port, *vlan))),
             Spec::Bridge { ports, .. } => deps.extend(ports.iter().filter_map(|p| dev(p))),
             Spec::XdpPair { a, b } => deps.extend([dev(a), dev(b)].into_iter().flatten()),
             Spec::Vm(v) => {

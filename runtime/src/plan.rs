@@ -675,11 +675,7 @@ impl fmt::Display for Op {
                 } else {
                     ("del", "RTM_DELLINK")
                 };
-                let flags = if *untagged {
-                    "PVID|UNTAGGED"
-                } else {
-                    "0"
-                };
+                let flags = if *untagged { "PVID|UNTAGGED" } else { "0" };
                 write!(
                     f,
                     "bridge vlan {verb} dev {dev} vid {vid}{} = {msg} family AF_BRIDGE ifindex({dev}) IFLA_AF_SPEC {{ IFLA_BRIDGE_VLAN_INFO {{ flags {flags}, vid {vid} }} }}",
@@ -737,7 +733,10 @@ fn emulated_switch_vlan(
 ) -> Vec<Op> {
     let sw = Some(ns.to_string());
     let br = format!("sv{vlan:x}");
-    let (end, wire) = (cable_switch_end(switch_port, vlan), cable_host_end(port, vlan));
+    let (end, wire) = (
+        cable_switch_end(switch_port, vlan),
+        cable_host_end(port, vlan),
+    );
     let host_ns = mx_materializer::host_netns(peer)
         .map(|n| n.to_string())
         .unwrap_or_else(|_| format!("mxh-{peer}"));
@@ -1131,7 +1130,10 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vf {
             pf_port, vf, vlan, ..
         } if ns.is_some() => {
-            let (tap, wire) = (emulated_vf_tap(*pf_port, *vf), cable_host_end(*pf_port, *vlan));
+            let (tap, wire) = (
+                emulated_vf_tap(*pf_port, *vf),
+                cable_host_end(*pf_port, *vlan),
+            );
             vec![
                 Op::Tap {
                     ns: ns.clone(),
@@ -1204,7 +1206,14 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             let mapped = vni.zip(*local);
             match ns {
                 Some(ns) => emulated_switch_vlan(
-                    &ns, *switch_port, peer, *port, *vlan, mapped, remotes, paths,
+                    &ns,
+                    *switch_port,
+                    peer,
+                    *port,
+                    *vlan,
+                    mapped,
+                    remotes,
+                    paths,
                 ),
                 None => {
                     // A Linux switch (Cumulus, SONiC's kernel path, DENT):
@@ -1244,7 +1253,10 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                             vid: *vlan,
                             untagged: true,
                         });
-                        ops.push(Op::SetUp { ns: None, name: dev });
+                        ops.push(Op::SetUp {
+                            ns: None,
+                            name: dev,
+                        });
                     }
                     ops
                 }
@@ -1296,7 +1308,10 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vf {
             pf_port, vf, vlan, ..
         } if ns.is_some() => {
-            let (tap, wire) = (emulated_vf_tap(*pf_port, *vf), cable_host_end(*pf_port, *vlan));
+            let (tap, wire) = (
+                emulated_vf_tap(*pf_port, *vf),
+                cable_host_end(*pf_port, *vlan),
+            );
             vec![
                 Op::XdpUnpin {
                     pin: paths.bpf.join(format!("{}-{tap}-{wire}", f.host)),

@@ -64,14 +64,17 @@ mod tests {
         assert_eq!(
             hex.join(""),
             concat!(
-                "2c000000", "1300", "0500", "00000000", "00000000", // nlmsghdr: len 44, RTM_SETLINK, REQUEST|ACK
-                "07000000", "07000000", "00000000", "00000000", // ifinfomsg: AF_BRIDGE, ifindex 7
-                "0c001a00", "08000200", "0000", "6400", // IFLA_AF_SPEC { VLAN_INFO { flags 0, vid 100 } }
+                "2c000000", "1300", "0500", "00000000",
+                "00000000", // nlmsghdr: len 44, RTM_SETLINK, REQUEST|ACK
+                "07000000", "07000000", "00000000",
+                "00000000", // ifinfomsg: AF_BRIDGE, ifindex 7
+                "0c001a00", "08000200", "0000",
+                "6400", // IFLA_AF_SPEC { VLAN_INFO { flags 0, vid 100 } }
             )
         );
         let del = bridge_vlan_request(7, 100, true, false);
         assert_eq!(&del[4..6], &[0x11, 0x00], "RTM_DELLINK");
         // PVID (0x2) | UNTAGGED (0x4).
-        assert_eq!(&del[36..40], &[0x06, 0x00, 0x64, 0x00]);
+        assert_eq!(&del[40..44], &[0x06, 0x00, 0x64, 0x00]);
     }
 }

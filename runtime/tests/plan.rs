@@ -545,3 +545,148 @@ fn a_riscv64_vm_without_an_image_is_refused() {
         "{qemu}"
     );
 }
+
+/// Realizes and materializes inline sources, then plans without probing
+/// the machine.
+fn plan_of(exp: &str, fac: &str) -> (mx_runtime::Plan, Vec<mx_materializer::Bundle>) {
+    let opts = mx_compiler::Options::default();
+    let exp = mx_compiler::compile("exp.mx", exp, &opts)
+        .xir
+        .expect("experiment");
+    let fac = mx_compiler::compile("fac.mx", fac, &opts);
+    assert!(fac.diagnostics.is_empty(), "{:?}", fac.diagnostics);
+    let real = mx_realizer::realize(
+        &exp,
+        &fac.facility.expect("facility"),
+        &Default::default(),
+        &Default::default(),
+    )
+    .expect("realizes")
+    .realization;
+    let bundles = mx_materializer::materialize(&real).expect("materializes");
+    let (plan, _) = runtime().plan(&bundles, false).expect("plans");
+    (plan, bundles)
+}
+
+/// Two namespace hypervisors and a leaf emulated in a namespace, each
+/// hypervisor's NIC with VFs.
+const EMULATED_LEAF: &str = "fac = facility('emu')\n\
+    leaf = fac.switch('leaf', role=leaf, vxlan=True, underlay='192.0.2.9', netns=True)\n\
+    for i in range(2):\n\
+    \x20   hv = fac.host(f'hv{i}', roles=[hypervisor], cores=8, memory=gb(16), disk=gb(40), underlay=f'192.0.2.{i + 1}', netns=True,\n\
+    \x20                 nics=[nic(x710, ports=1, capacity=gbps(10), vfs=4)])\n\
+    \x20   fac.cable(hv.port(0), leaf.port(i))\n";
+
+#[test]
+fn crossing_point_to_point_links_map_taps_into_their_vteps() {
+    let exp = "net = topology('xv')\n\
+               a = net.device('a', host == 'hv0')\n\
+               b = net.device('b', host == 'hv1')\n\
+               c = net.device('c', host == 'hv0')\n\
+               d = net.device('d', host == 'hv1')\n\
+               net.connect([a, b])\n\
+               net.connect([c, d], capacity == mbps(100))\n\
+               net.connect([a, c, d])\n";
+    let (plan, _) = plan_of(exp, EMULATED_LEAF);
+    let ids: Vec<&str> = plan
+        .dag
+        .tasks
+        .iter()
+        .map(|t| t.fragment.id.as_str())
+        .collect();
+    let xdp_vtep = |h: &str| {
+        plan.dag.tasks.iter().filter(|t| {
+            t.fragment.host.as_str() == h
+                && matches!(&t.fragment.spec, mx_xir::Spec::XdpPair { b, .. } if b.starts_with('v'))
+        })
+        .count()
+    };
+    // The unshaped a-b: a tap-to-VTEP redirect on each host, no bridge.
+    assert_eq!((xdp_vtep("hv0"), xdp_vtep("hv1")), (1, 1), "{ids:?}");
+    // The shaped c-d and the LAN keep a bridge on each host.
+    let bridges = |h: &str| {
+        plan.dag
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.fragment.host.as_str() == h
+                    && matches!(t.fragment.spec, mx_xir::Spec::Bridge { .. })
+            })
+            .count()
+    };
+    assert_eq!((bridges("hv0"), bridges("hv1")), (2, 2), "{ids:?}");
+    // The redirect waits for both of its devices.
+    let t = plan
+        .dag
+        .tasks
+        .iter()
+        .find(|t| {
+            t.fragment.host.as_str() == "hv0"
+                && matches!(&t.fragment.spec, mx_xir::Spec::XdpPair { b, .. } if b.starts_with('v'))
+        })
+        .unwrap();
+    let deps: Vec<&str> = t
+        .deps
+        .iter()
+        .map(|d| plan.dag.tasks[*d].fragment.id.as_str())
+        .collect();
+    assert!(deps.iter().any(|d| d.starts_with("vtep/hv0/")), "{deps:?}");
+    assert!(deps.iter().any(|d| d.starts_with("tap/")), "{deps:?}");
+}
+
+#[test]
+fn an_emulated_leaf_switches_emulated_vfs() {
+    let exp = "net = topology('ev')\n\
+               a = net.device('a', host == 'hv0')\n\
+               b = net.device('b', host == 'hv1')\n\
+               l = net.connect([a, b])\n\
+               l[a].spec(nic == vfio)\n\
+               l[b].spec(nic == vfio)\n";
+    let (plan, bundles) = plan_of(exp, EMULATED_LEAF);
+    // The leaf has a bundle of its own: its namespace and its ports.
+    let leaf = bundles
+        .iter()
+        .find(|b| b.host.as_str() == "leaf")
+        .expect("leaf bundle");
+    assert!(
+        leaf.fragments
+            .iter()
+            .any(|f| matches!(f.spec, mx_xir::Spec::Netns { .. }))
+    );
+    let mut out = String::new();
+    for (t, ops) in plan.dag.tasks.iter().zip(&plan.ops) {
+        if matches!(
+            t.fragment.spec,
+            mx_xir::Spec::Vf { .. } | mx_xir::Spec::SwitchVlan { .. }
+        ) {
+            let deps: Vec<&str> = t
+                .deps
+                .iter()
+                .map(|d| plan.dag.tasks[*d].fragment.id.as_str())
+                .collect();
+            out.push_str(&format!("{} (after {}):\n", t.fragment.id, deps.join(", ")));
+            for op in ops {
+                out.push_str(&format!("    {op}\n"));
+            }
+        }
+    }
+    insta::assert_snapshot!(out);
+    // Each VF waits for its leaf port; each leaf port for its host's
+    // namespace; the guest's NIC is a virtio NIC on the VF's tap.
+    assert!(
+        out.contains("vf/hv0-0-0 (after netns/hv0, switch_vlan/leaf-0-"),
+        "{out}"
+    );
+    assert!(out.contains("after netns/hv1, netns/leaf)"), "{out}");
+    let vm = plan
+        .ops
+        .iter()
+        .flatten()
+        .find_map(|op| match op {
+            mx_runtime::plan::Op::QemuStart { argv, .. } => Some(argv.join(" ")),
+            _ => None,
+        })
+        .expect("a VM");
+    assert!(vm.contains("tap,id=n0,ifname=f0v0"), "{vm}");
+    assert!(!vm.contains("vfio-pci"), "{vm}");
+}

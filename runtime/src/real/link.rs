@@ -224,7 +224,7 @@ impl Real {
             // namespace) is the original error, not a success.
             Err(e) if e.is(Errno::EEXIST) => match self.owned(ns, name, group)? {
                 Some(_) => Ok(()),
-                None => Err(e.into()),
+                None => Err(e),
             },
             other => Ok(other?),
         }

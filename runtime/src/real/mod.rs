@@ -179,9 +179,7 @@ impl Real {
             Op::NetnsWait { name, timeout_s } => {
                 let until = Instant::now() + Duration::from_secs(*timeout_s);
                 loop {
-                    if ns_exists(name)
-                        && in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok()
-                    {
+                    if ns_exists(name) && in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok() {
                         return Ok(None);
                     }
                     if Instant::now() >= until {
