@@ -54,8 +54,10 @@ for i in range($links):
 experiment(net)
 EOF
     rm -rf "$work/xdp" "$work/bridge" "$MX_DB"
-    "$mxc" realize "$work/exp.mx" --facility "$work/fac.mx" -o "$work/r.json" >/dev/null
-    "$mxc" materialize "$work/r.json" -o "$work/xdp" >/dev/null
+    "$mxc" realize "$work/exp.mx" --facility "$work/fac.mx" -o "$work/r.json" >"$work/realize.log" 2>&1 \
+        || { cat "$work/realize.log"; exit 1; }
+    "$mxc" materialize "$work/r.json" -o "$work/xdp" >"$work/materialize.log" 2>&1 \
+        || { cat "$work/materialize.log"; exit 1; }
     python3 - "$work/xdp" "$work/bridge" <<'PY'
 import hashlib, json, os, shutil, sys
 src, dst = sys.argv[1], sys.argv[2]
@@ -78,7 +80,7 @@ for host in sorted(os.listdir(dst)):
     open(os.path.join(d, "manifest.json"), "w").write(json.dumps(m, indent=2) + "\n")
 PY
     for path in xdp bridge; do
-        bridges=$(grep -l '"kind": "bridge"' "$work/$path"/*/*.json 2>/dev/null | wc -l)
+        bridges=$(cat "$work/$path"/*/*.json | grep -c '"kind": "bridge"' || true)
         ups=() downs=()
         for _ in 1 2 3; do
             t=$(now_ms)

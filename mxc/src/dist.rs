@@ -67,6 +67,9 @@ pub fn agent(args: &AgentArgs) -> Status {
             .join(args.host.as_str())
             .join("run")
     });
+    // Its own pins: namespace hosts share a machine's BPF filesystem, and
+    // one host taking an experiment down removes the experiment's pins.
+    rt.bpf = rt.bpf.join(format!("host-{}", args.host));
     let started = Instant::now();
     let mut log = |line: &str| eprintln!("[{:8.3}] {line}", started.elapsed().as_secs_f64());
     match mx_agent::serve::serve(&store, args.host.as_str(), &rt, &stop, &mut log) {
