@@ -69,7 +69,9 @@ pub(crate) fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> 
     let shared = parent.join(format!("xdp-{}", ns.unwrap_or("-").replace('.', "_")));
     let _ = fs::remove_dir_all(pin);
     fs::create_dir_all(pin).at(pin)?;
-    let _held = SHARED.lock().map_err(|_| XdpError::Bpf("XDP lock poisoned".into()))?;
+    let _held = SHARED
+        .lock()
+        .map_err(|_| XdpError::Bpf("XDP lock poisoned".into()))?;
     let res = in_ns(ns, || {
         let idx = |n: &str| -> R<u32> {
             nix::net::if_::if_nametoindex(n).map_err(|source| XdpError::NoDevice {
@@ -82,7 +84,8 @@ pub(crate) fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> 
         let (mut prog, map) = if prog_pin.exists() && map_pin.exists() {
             let prog = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
                 .map_err(|e| aya_err("open the pinned XDP program", e))?;
-            let map = MapData::from_pin(&map_pin).map_err(|e| aya_err("open the pinned devmap", e))?;
+            let map =
+                MapData::from_pin(&map_pin).map_err(|e| aya_err("open the pinned devmap", e))?;
             (prog, map)
         } else {
             let _ = fs::remove_dir_all(&shared);
@@ -98,18 +101,22 @@ pub(crate) fn xdp_pair(ns: Option<&str>, a: &str, b: &str, pin: &Path) -> R<()> 
                 .try_into()
                 .map_err(|e| aya_err("", e))?;
             prog.load().map_err(|e| aya_err("load XDP program", e))?;
-            prog.pin(&prog_pin).map_err(|e| aya_err("pin XDP program", e))?;
+            prog.pin(&prog_pin)
+                .map_err(|e| aya_err("pin XDP program", e))?;
             drop(map);
             let prog = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
                 .map_err(|e| aya_err("open the pinned XDP program", e))?;
-            let map = MapData::from_pin(&map_pin).map_err(|e| aya_err("open the pinned devmap", e))?;
+            let map =
+                MapData::from_pin(&map_pin).map_err(|e| aya_err("open the pinned devmap", e))?;
             (prog, map)
         };
         {
             let map = Map::from_map_data(map).map_err(|e| aya_err("", e))?;
             let mut dm: DevMapHash<_> = DevMapHash::try_from(map).map_err(|e| aya_err("", e))?;
-            dm.insert(ia, ib, None, 0).map_err(|e| aya_err("devmap entry", e))?;
-            dm.insert(ib, ia, None, 0).map_err(|e| aya_err("devmap entry", e))?;
+            dm.insert(ia, ib, None, 0)
+                .map_err(|e| aya_err("devmap entry", e))?;
+            dm.insert(ib, ia, None, 0)
+                .map_err(|e| aya_err("devmap entry", e))?;
         }
         for (name, file) in [(a, "link-a"), (b, "link-b")] {
             let id = prog
