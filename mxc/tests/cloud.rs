@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 
 mod common;
-use common::{Env, can_run, ok, private_dir, root, text};
+use common::{Env, can_run, ok, private_dir, probe, root, text};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -296,17 +296,13 @@ fn an_imported_cloud_image_is_an_experiment_node() {
     let ping = mxc(
         &env,
         &images,
-        &[
-            "exec", "cloudy", "c1", "--", "ping", "-c", "1", "-w", "15", "a1",
-        ],
+        &["exec", "cloudy", "c1", "--", "sh", "-c", &probe("a1")],
     );
     assert!(ok(&ping).contains("1 received"), "{}", text(&ping.stdout));
     let ping = mxc(
         &env,
         &images,
-        &[
-            "exec", "cloudy", "a1", "--", "ping", "-c", "1", "-w", "15", "c1",
-        ],
+        &["exec", "cloudy", "a1", "--", "sh", "-c", &probe("c1")],
     );
     assert!(
         ok(&ping).contains("1 packets received"),

@@ -686,6 +686,42 @@ impl fmt::Display for Op {
     }
 }
 
+/// A VXLAN device `name` (VNI, local address, UDP port) with its flood
+/// list, in the experiment's group; in a namespace its underlay device is
+/// `mxul`. `mtu`: set after creation (1500 for a segment that carries
+/// full-size frames over the namespace underlay).
+fn vxlan_ops(
+    ns: &Option<String>,
+    name: &str,
+    (vni, local, port): (u32, std::net::Ipv4Addr, u16),
+    remotes: &[std::net::Ipv4Addr],
+    group: u32,
+    mtu: Option<u32>,
+) -> Vec<Op> {
+    let mut ops = vec![Op::Vxlan {
+        ns: ns.clone(),
+        name: name.to_string(),
+        vni,
+        local: local.to_string(),
+        port,
+        dev: ns.as_ref().map(|_| "mxul".to_string()),
+        group,
+    }];
+    ops.extend(remotes.iter().map(|r| Op::FloodAdd {
+        ns: ns.clone(),
+        dev: name.to_string(),
+        remote: r.to_string(),
+    }));
+    if let Some(mtu) = mtu {
+        ops.push(Op::SetMtu {
+            ns: ns.clone(),
+            name: name.to_string(),
+            mtu,
+        });
+    }
+    ops
+}
+
 /// How long an agent waits for what another host's agent makes (an
 /// emulated switch's cable, a host's namespace).
 pub const CROSS_HOST_WAIT_S: u64 = 120;
@@ -778,25 +814,14 @@ fn emulated_switch_vlan(
     ];
     if let Some((vni, local)) = mapped {
         let dev = format!("sx{vni:x}");
-        ops.push(Op::Vxlan {
-            ns: sw.clone(),
-            name: dev.clone(),
-            vni,
-            local: local.to_string(),
-            port: VXLAN_PORT,
-            dev: Some("mxul".into()),
-            group: paths.group,
-        });
-        ops.extend(remotes.iter().map(|r| Op::FloodAdd {
-            ns: sw.clone(),
-            dev: dev.clone(),
-            remote: r.to_string(),
-        }));
-        ops.push(Op::SetMtu {
-            ns: sw.clone(),
-            name: dev.clone(),
-            mtu: 1500,
-        });
+        ops.extend(vxlan_ops(
+            &sw,
+            &dev,
+            (vni, local, VXLAN_PORT),
+            remotes,
+            paths.group,
+            Some(1500),
+        ));
         ops.push(Op::SetMaster {
             ns: sw.clone(),
             name: dev.clone(),
@@ -898,25 +923,14 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
             port,
         } => {
             let device = device.to_string();
-            let mut ops = vec![Op::Vxlan {
-                ns: ns.clone(),
-                name: device.clone(),
-                vni: *vni,
-                local: local.to_string(),
-                port: *port,
-                dev: ns.as_ref().map(|_| "mxul".to_string()),
-                group: paths.group,
-            }];
-            ops.extend(remotes.iter().map(|r| Op::FloodAdd {
-                ns: ns.clone(),
-                dev: device.clone(),
-                remote: r.to_string(),
-            }));
-            ops.push(Op::SetMtu {
-                ns: ns.clone(),
-                name: device.clone(),
-                mtu: 1500,
-            });
+            let mut ops = vxlan_ops(
+                &ns,
+                &device,
+                (*vni, *local, *port),
+                remotes,
+                paths.group,
+                Some(1500),
+            );
             ops.push(Op::SetUp { ns, name: device });
             ops
         }
@@ -1227,21 +1241,16 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                         untagged: *untagged,
                     }];
                     if let Some((v, l)) = mapped {
+                        // The switch's own MTU stays (its underlay is its own).
                         let dev = format!("vx{v}");
-                        ops.push(Op::Vxlan {
-                            ns: None,
-                            name: dev.clone(),
-                            vni: v,
-                            local: l.to_string(),
-                            port: VXLAN_PORT,
-                            dev: None,
-                            group: paths.group,
-                        });
-                        ops.extend(remotes.iter().map(|r| Op::FloodAdd {
-                            ns: None,
-                            dev: dev.clone(),
-                            remote: r.to_string(),
-                        }));
+                        ops.extend(vxlan_ops(
+                            &None,
+                            &dev,
+                            (v, l, VXLAN_PORT),
+                            remotes,
+                            paths.group,
+                            None,
+                        ));
                         ops.push(Op::SetMaster {
                             ns: None,
                             name: dev.clone(),

@@ -406,27 +406,9 @@ impl Eval<'_> {
                         }
                     },
                 };
-                let vxlan = match self.kwarg(&mut a, "vxlan") {
-                    None => true,
-                    Some(Value::Bool(b)) => b,
-                    Some(other) => {
-                        return Err(self.type_error(
-                            span,
-                            format!("vxlan is True or False, not a {}", other.type_name()),
-                        ));
-                    }
-                };
+                let vxlan = self.bool_kw(&mut a, "vxlan", true, span)?;
                 let underlay = self.underlay_kw(&mut a)?;
-                let netns = match self.kwarg(&mut a, "netns") {
-                    None => false,
-                    Some(Value::Bool(b)) => b,
-                    Some(other) => {
-                        return Err(self.type_error(
-                            span,
-                            format!("netns is True or False, not a {}", other.type_name()),
-                        ));
-                    }
-                };
+                let netns = self.bool_kw(&mut a, "netns", false, span)?;
                 if netns && underlay.is_none() {
                     return Err(Diagnostic::error(
                         code::E0218,
@@ -513,6 +495,18 @@ impl Eval<'_> {
         }
     }
 
+    /// A `True`/`False` keyword argument, `default` when absent.
+    fn bool_kw(&mut self, a: &mut Args, name: &str, default: bool, span: Span) -> R<bool> {
+        match self.kwarg(a, name) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(other) => Err(self.type_error(
+                span,
+                format!("{name} is True or False, not a {}", other.type_name()),
+            )),
+        }
+    }
+
     /// `underlay='192.0.2.1'`: a device's VXLAN tunnel endpoint address.
     fn underlay_kw(&mut self, a: &mut Args) -> R<Option<std::net::Ipv4Addr>> {
         let span = a.span;
@@ -576,26 +570,8 @@ impl Eval<'_> {
                 roles
             }
         };
-        let virt_alloc = match self.kwarg(a, "virt_alloc") {
-            None => roles.contains(&Role::Hypervisor),
-            Some(Value::Bool(b)) => b,
-            Some(other) => {
-                return Err(self.type_error(
-                    span,
-                    format!("virt_alloc is True or False, not a {}", other.type_name()),
-                ));
-            }
-        };
-        let netns = match self.kwarg(a, "netns") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(other) => {
-                return Err(self.type_error(
-                    span,
-                    format!("netns is True or False, not a {}", other.type_name()),
-                ));
-            }
-        };
+        let virt_alloc = self.bool_kw(a, "virt_alloc", roles.contains(&Role::Hypervisor), span)?;
+        let netns = self.bool_kw(a, "netns", false, span)?;
         if netns && !roles.contains(&Role::Hypervisor) {
             return Err(
                 Diagnostic::error(code::E0218, "a netns host must be a hypervisor")

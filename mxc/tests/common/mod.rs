@@ -199,3 +199,13 @@ impl Drop for Env {
         }
     }
 }
+
+/// A guest shell command that pings `name` once a second until a reply
+/// comes (15 tries): a first packet right after `up` is now and then lost
+/// (about one run in ten, not yet understood), and a single `ping -c 1`
+/// sends just one. Prints the successful ping's report.
+pub fn probe(name: &str) -> String {
+    format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do ping -c 1 -W 1 {name} && exit 0; sleep 1; done; exit 1"
+    )
+}

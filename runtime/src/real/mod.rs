@@ -38,6 +38,25 @@ pub use self::{
     cgroup::*, error::*, files::*, link::*, netns::*, qemu::*, tc::*, tdf::*, vfio::*, xdp::*,
 };
 
+/// Polls `ready` every 50 ms until it holds (done) or `timeout_s` passes
+/// (the error `late` says): for what another host's agent makes.
+fn wait_until(
+    timeout_s: u64,
+    mut ready: impl FnMut() -> Result<bool, HostError>,
+    late: impl FnOnce() -> String,
+) -> Result<Option<String>, HostError> {
+    let until = Instant::now() + Duration::from_secs(timeout_s);
+    loop {
+        if ready()? {
+            return Ok(None);
+        }
+        if Instant::now() >= until {
+            return Err(late().into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One netlink connection per namespace, kept for the whole run: its
 /// socket lives in the namespace it was opened in.
 struct Conn {
@@ -176,40 +195,28 @@ impl Real {
                 self.add_link(ns, name, *group, msg)?;
                 Ok(None)
             }
-            Op::NetnsWait { name, timeout_s } => {
-                let until = Instant::now() + Duration::from_secs(*timeout_s);
-                loop {
-                    if ns_exists(name) && in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok() {
-                        return Ok(None);
-                    }
-                    if Instant::now() >= until {
-                        return Err(format!(
-                            "namespace {name} did not appear within {timeout_s} s (is its host's agent running?)"
-                        )
-                        .into());
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+            Op::NetnsWait { name, timeout_s } => wait_until(
+                *timeout_s,
+                || Ok(ns_exists(name) && in_ns(Some(name), || Ok::<(), NetnsError>(())).is_ok()),
+                || {
+                    format!(
+                        "namespace {name} did not appear within {timeout_s} s (is its host's agent running?)"
+                    )
+                },
+            ),
             Op::WaitLink {
                 ns,
                 name,
                 timeout_s,
-            } => {
-                let until = Instant::now() + Duration::from_secs(*timeout_s);
-                loop {
-                    if self.index(ns.as_deref(), name)?.is_some() {
-                        return Ok(None);
-                    }
-                    if Instant::now() >= until {
-                        return Err(format!(
-                            "device {name} did not appear within {timeout_s} s (is the switch's agent running?)"
-                        )
-                        .into());
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+            } => wait_until(
+                *timeout_s,
+                || Ok(self.index(ns.as_deref(), name)?.is_some()),
+                || {
+                    format!(
+                        "device {name} did not appear within {timeout_s} s (is the switch's agent running?)"
+                    )
+                },
+            ),
             Op::BridgeVlan {
                 add,
                 dev,
