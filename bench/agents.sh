@@ -6,7 +6,8 @@
 # plumbing and the store, not QEMU. Then one agent is killed with -9 and
 # started again, and its recovery timed.
 #
-# Usage: bench/agents.sh [HOSTS VMS]...   (default: 10 1000)
+# Usage: bench/agents.sh [HOSTS VMS]...   (default: 10 1000; KEEP=DIR keeps
+# the logs; MIX=lans for taps and bridges only)
 # Prints a Markdown table row per size: tasks, plumbing operations, up and
 # down wall time, operations per second through the store, recovery.
 set -euo pipefail
@@ -14,8 +15,9 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "agents: needs root"; exit 2; }
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 1000)
-cargo build -q --release -p mxc
-mxc=${CARGO_TARGET_DIR:-$PWD/target}/release/mxc
+# MXC=PATH runs that mxc instead of building one (to compare builds).
+if [ -z "${MXC:-}" ]; then cargo build -q --release -p mxc; fi
+mxc=${MXC:-${CARGO_TARGET_DIR:-$PWD/target}/release/mxc}
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 echo "| hosts | VMs | tasks | plumbing operations | up | down | operations/s (up) | agent restart to converged |"
@@ -38,7 +40,9 @@ while [ ${#sizes[@]} -ge 2 ]; do
         rm -rf "$work"
     }
     trap cleanup EXIT
-    until "$mxc" status --store "$url" >/dev/null 2>&1; do sleep 0.1; done
+    # A port taken (a stray etcd) must fail here, not hang.
+    for _ in $(seq 100); do "$mxc" status --store "$url" >/dev/null 2>&1 && break; sleep 0.1; done
+    "$mxc" status --store "$url" >/dev/null 2>&1 || { echo "agents: etcd did not start:"; tail -3 "$work/etcd.log"; exit 1; }
     # The facility: HOSTS namespace hypervisors; the experiment: VMS VMs,
     # VMS/HOSTS per host, in a ring (XDP pairs on a host, VXLAN between
     # hosts) plus one LAN per host.
@@ -51,6 +55,22 @@ while [ ${#sizes[@]} -ge 2 ]; do
         echo "                  nics=[nic(x710, ports=1, capacity=gbps(100))])"
         echo "    fac.cable(hv.port(0), sw.port(i))"
     } >"$work/fac.mx"
+    if [ "${MIX:-ring}" = lans ]; then
+        # MIX=lans: taps and bridges only, as the runtime's own plumbing
+        # benchmark: LANs of 10 VMs, 5 on one host and 5 on the next (a
+        # bridge and a VTEP on each), every VM on one LAN.
+        {
+            echo "net = topology('plumb')"
+            echo "per = $vms // $hosts"
+            echo "n = [net.device(f'v{i}', cores == 1, memory == mb(256), host == f'h{i // per}') for i in range($vms)]"
+            echo "for h in range($hosts):"
+            echo "    for j in range(per // 10):"
+            echo "        a = h * per + j * 5"
+            echo "        b = ((h + 1) % $hosts) * per + per // 2 + j * 5"
+            echo "        net.connect(n[a:a + 5] + n[b:b + 5])"
+            echo "experiment(net)"
+        } >"$work/exp.mx"
+    else
     {
         echo "net = topology('plumb')"
         echo "per = $vms // $hosts"
@@ -61,13 +81,19 @@ while [ ${#sizes[@]} -ge 2 ]; do
         echo "    net.connect(n[h * per:(h + 1) * per])"
         echo "experiment(net)"
     } >"$work/exp.mx"
+    fi
     export MX_DB=$url
     for i in $(seq 0 $((hosts - 1))); do
         MX_BENCH_NOOP_VMS=1 setsid "$mxc" agent --store "$url" --host "h$i" --state-dir "$work/h$i" \
             >"$work/agent-h$i.log" 2>&1 &
         pids+=($!)
     done
-    until [ "$("$mxc" status --store "$url" | grep -c ' pid ')" -eq "$hosts" ]; do sleep 0.1; done
+    for _ in $(seq 300); do
+        [ "$("$mxc" status --store "$url" | grep -c ' pid ')" -eq "$hosts" ] && break
+        sleep 0.1
+    done
+    [ "$("$mxc" status --store "$url" | grep -c ' pid ')" -eq "$hosts" ] \
+        || { echo "agents: not every agent registered:"; tail -3 "$work"/agent-h*.log; exit 1; }
     ops=$("$mxc" up "$work/exp.mx" --facility "$work/fac.mx" --dry-run 2>/dev/null \
         | awk '/^[^ #].*:$/ {vm = ($0 ~ /^vm\//)} /^    / && !vm {n++} END {print n}')
     t0=$(now_ms)
@@ -92,6 +118,8 @@ while [ ${#sizes[@]} -ge 2 ]; do
     printf '| %s | %s | %s | %s | %.1f s | %.1f s | %d | %d ms |\n' "$hosts" "$vms" "$tasks" "$ops" \
         "$(echo "$t_up / 1000" | bc -l)" "$(echo "$t_down / 1000" | bc -l)" \
         "$(( ops * 1000 / (t_up > 0 ? t_up : 1) ))" "$t_recover"
+    # KEEP=DIR keeps the logs (agents', up's, down's) for a closer look.
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP/$hosts-$vms" && cp "$work"/*.log "$KEEP/$hosts-$vms/"; fi
     cleanup
     trap - EXIT
 done

@@ -111,9 +111,10 @@ pub fn up(
             show(realized);
             total = tasks;
             eprintln!(
-                "published `{}` generation {generation}: {tasks} tasks on {}",
+                "published `{}` generation {generation}: {tasks} tasks on {} ({:.1} s after the start)",
                 realized.realization.name,
-                hosts.join(", ")
+                hosts.join(", "),
+                started.elapsed().as_secs_f64()
             );
             for h in absent {
                 eprintln!("note: `{h}` has no agent now; its part starts when one registers");

@@ -100,6 +100,9 @@ impl State {
     }
 }
 
+/// How often a run's state is saved at most while tasks run.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Something to show while tasks run.
 pub enum Event<'a> {
     /// A task started.
@@ -150,9 +153,18 @@ pub fn run(
     let mut running = 0usize;
     let mut finished = 0usize;
     let mut first_err: Option<String> = None;
-    let save = |state: &State| {
-        if let Some(d) = state_dir {
+    // The state is saved (written and synced) at most every 100 ms while
+    // tasks run, and at the end: saved twice a task, the syncs held the
+    // scheduler to a few hundred tasks a second. Losing the last moments
+    // to a crash costs nothing: a resumed run redoes every task not known
+    // done, and tasks are idempotent.
+    let mut saved_at: Option<Instant> = None;
+    let mut save = |state: &State, force: bool| {
+        if let Some(d) = state_dir
+            && (force || saved_at.is_none_or(|t| t.elapsed() >= SAVE_EVERY))
+        {
             let _ = state.save(d);
+            saved_at = Some(Instant::now());
         }
     };
     let ops_of = |i: usize| -> Vec<Op> {
@@ -171,7 +183,6 @@ pub fn run(
                 let Some(i) = ready.pop_front() else { break };
                 let ops = ops_of(i);
                 state.tasks[i].status = Status::Running;
-                save(state);
                 progress(Event::Start(&dag.tasks[i].fragment.id));
                 running += 1;
                 let tx = tx.clone();
@@ -195,6 +206,7 @@ pub fn run(
                     let _ = tx.send((i, res, t0.elapsed().as_millis() as u64));
                 });
             }
+            save(state, false);
             if running == 0 {
                 break;
             }
@@ -231,7 +243,6 @@ pub fn run(
                     }
                 }
             }
-            save(state);
         }
     });
     if dir == Direction::Up && finished < n {
@@ -242,8 +253,8 @@ pub fn run(
         {
             t.status = Status::Skipped;
         }
-        save(state);
     }
+    save(state, true);
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

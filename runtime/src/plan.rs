@@ -739,6 +739,20 @@ pub fn emulated_vf_tap(pf_port: u32, vf: u32) -> String {
     format!("f{pf_port:x}v{vf:x}")
 }
 
+/// An emulated VF's tap, the cable end it is joined to, and the pin of
+/// their XDP pair (by host: namespace hosts share the BPF filesystem).
+fn emulated_vf(
+    host: &str,
+    pf_port: u32,
+    vf: u32,
+    vlan: u16,
+    paths: &Paths,
+) -> (String, String, PathBuf) {
+    let (tap, wire) = (emulated_vf_tap(pf_port, vf), cable_host_end(pf_port, vlan));
+    let pin = paths.bpf.join(format!("{host}-{tap}-{wire}"));
+    (tap, wire, pin)
+}
+
 /// The host's end of an emulated cable carrying one VLAN of host port
 /// `port` (VLANs are unique per leaf, and a port has one leaf).
 pub fn cable_host_end(port: u32, vlan: u16) -> String {
@@ -1144,10 +1158,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vf {
             pf_port, vf, vlan, ..
         } if ns.is_some() => {
-            let (tap, wire) = (
-                emulated_vf_tap(*pf_port, *vf),
-                cable_host_end(*pf_port, *vlan),
-            );
+            let (tap, wire, pin) = emulated_vf(&f.host, *pf_port, *vf, *vlan, paths);
             vec![
                 Op::Tap {
                     ns: ns.clone(),
@@ -1165,7 +1176,7 @@ pub fn up(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
                 },
                 Op::XdpPair {
                     ns,
-                    pin: paths.bpf.join(format!("{}-{tap}-{wire}", f.host)),
+                    pin,
                     a: tap,
                     b: wire,
                 },
@@ -1317,14 +1328,9 @@ pub fn down(f: &Fragment, ns: Option<String>, paths: &Paths) -> Vec<Op> {
         Spec::Vf {
             pf_port, vf, vlan, ..
         } if ns.is_some() => {
-            let (tap, wire) = (
-                emulated_vf_tap(*pf_port, *vf),
-                cable_host_end(*pf_port, *vlan),
-            );
+            let (tap, wire, pin) = emulated_vf(&f.host, *pf_port, *vf, *vlan, paths);
             vec![
-                Op::XdpUnpin {
-                    pin: paths.bpf.join(format!("{}-{tap}-{wire}", f.host)),
-                },
+                Op::XdpUnpin { pin },
                 Op::LinkDel {
                     ns: ns.clone(),
                     name: tap,

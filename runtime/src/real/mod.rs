@@ -281,17 +281,41 @@ impl Real {
                     // stranger's device on resume. A staging tap left by
                     // such a crash is ours (its name embeds our tag).
                     let staging = crate::tap::staging_name(name);
-                    if let Some(idx) = self.index(ns, &staging)? {
-                        self.netlink(ns, |h| async move { h.link().del(idx).execute().await })?;
-                    }
-                    // Exclusive: an existing device of that name (made since
-                    // the check) makes this fail rather than be attached to.
-                    in_ns(ns, || {
-                        crate::tap::create(&staging)
-                            .map_err(|e| format!("create tap {staging}: {e}"))
-                    })?;
-                    self.set(ns, &staging, |l| l.link_group(*group))?;
-                    self.set(ns, &staging, |l| l.name(name.clone()))?;
+                    // Exclusive: an existing device of the staging name
+                    // (left by a crash) makes this fail rather than be
+                    // attached to; it is removed and the tap made again.
+                    let make = || {
+                        in_ns(ns, || {
+                            crate::tap::create(&staging)
+                                .and_then(|()| {
+                                    nix::net::if_::if_nametoindex(staging.as_str())
+                                        .map_err(io::Error::from)
+                                })
+                                .map_err(|e| format!("create tap {staging}: {e}"))
+                        })
+                    };
+                    let idx = match make() {
+                        Ok(idx) => idx,
+                        Err(e) => match self.index(ns, &staging)? {
+                            Some(old) => {
+                                self.netlink(
+                                    ns,
+                                    |h| async move { h.link().del(old).execute().await },
+                                )?;
+                                make()?
+                            }
+                            None => return Err(e.into()),
+                        },
+                    };
+                    // Group and real name in one message: per tap, one
+                    // lookup, the ioctls and one change (taps are most of
+                    // an experiment's plumbing, and every netlink change
+                    // waits for the kernel's one RTNL lock).
+                    let msg = LinkUnspec::new_with_index(idx)
+                        .link_group(*group)
+                        .name(name.clone())
+                        .build();
+                    self.netlink(ns, |h| async move { h.link().set(msg).execute().await })?;
                 }
                 Ok(None)
             }
