@@ -787,9 +787,10 @@ fn emulated_switch_vlan(
         cable_switch_end(switch_port, vlan),
         cable_host_end(port, vlan),
     );
+    // Any host name makes a namespace name (`mxh-` and a Name).
     let host_ns = mx_materializer::host_netns(peer)
         .map(|n| n.to_string())
-        .unwrap_or_else(|_| format!("mxh-{peer}"));
+        .unwrap_or_default();
     let mut ops = vec![
         Op::Bridge {
             ns: sw.clone(),

@@ -235,3 +235,49 @@ fn guest_console_output_cannot_drive_the_terminal() {
     }
     assert!(lines[0].starts_with("MX-PING a 10.0.0.2 ok"));
 }
+
+/// An XDP pair joins a tap to another tap or to the VTEP of its
+/// point-to-point link: pointed at another device of the host (here the
+/// experiment's bridge), it is refused; at the host's VTEP, taken.
+#[test]
+fn an_xdp_pair_joins_taps_and_vteps_only() {
+    let device_of = |kind: &str| {
+        bundles()
+            .iter()
+            .flat_map(|b| &b.fragments)
+            .find_map(|f| match &f.spec {
+                mx_xir::Spec::Bridge { device, .. }
+                    if kind == "bridge" && f.host.as_str() == "ns0" =>
+                {
+                    Some(device.to_string())
+                }
+                mx_xir::Spec::Vtep { device, .. } if kind == "vtep" && f.host.as_str() == "ns0" => {
+                    Some(device.to_string())
+                }
+                _ => None,
+            })
+            .expect("a device of that kind on ns0")
+    };
+    let d = written();
+    let bridge = device_of("bridge");
+    edit(
+        d.path(),
+        "ns0",
+        |f| f["kind"] == "xdp_pair",
+        |f| f["b"] = bridge.into(),
+    );
+    refused(
+        d.path(),
+        "an XDP pair joins a tap to another tap or to a VTEP",
+    );
+    let d = written();
+    let vtep = device_of("vtep");
+    edit(
+        d.path(),
+        "ns0",
+        |f| f["kind"] == "xdp_pair",
+        |f| f["b"] = vtep.into(),
+    );
+    let b = mx_runtime::bundle::load_dir(d.path()).expect("loads");
+    assert_eq!(mx_runtime::bundle::validate(&b), Ok(()));
+}

@@ -155,3 +155,46 @@ pub fn netns_del(name: &str) -> Result<(), NetnsError> {
         Err(source) => Err(PathError { path, source }.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Agents of several namespace hosts make an experiment's underlay
+    /// namespace at once. Without the lock, one took another's half-made
+    /// file for a leftover: an error, or two namespaces stacked on a path.
+    #[test]
+    fn racing_creators_make_one_namespace() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let name = format!("mxu-race{}", std::process::id());
+        let path = Path::new(NETNS_DIR).join(&name);
+        let mounts = || {
+            fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+                .count()
+        };
+        for _ in 0..30 {
+            let gate = std::sync::Barrier::new(6);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..6)
+                    .map(|_| {
+                        s.spawn(|| {
+                            gate.wait();
+                            netns_add(&name).map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let stacked = mounts();
+            netns_del(&name).unwrap();
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            assert_eq!(stacked, 1, "namespaces stacked on {}", path.display());
+        }
+        assert_eq!(mounts(), 0);
+    }
+}
