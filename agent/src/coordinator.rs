@@ -133,26 +133,49 @@ pub fn forget(store: &Store, name: &Name) -> Result<(), StoreError> {
 pub type Statuses = BTreeMap<String, BTreeMap<String, TaskStatus>>;
 
 pub fn statuses(store: &Store, name: &str) -> Result<Statuses, StoreError> {
+    statuses_at(store, name).map(|(_, s)| s)
+}
+
+/// [`statuses`] and the store's revision they were read at: a watch on
+/// [`layout::STATUS`] from the next revision misses nothing.
+pub fn statuses_at(store: &Store, name: &str) -> Result<(i64, Statuses), StoreError> {
     let mut out = Statuses::new();
-    let (_, entries) = store.get_prefix(layout::STATUS)?;
+    let (revision, entries) = store.get_prefix(layout::STATUS)?;
     for e in entries {
-        let Some(rest) = e.key.strip_prefix(layout::STATUS) else {
-            continue;
-        };
-        let mut parts = rest.splitn(3, '/');
-        let (Some(host), Some(exp), Some(task)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if exp != name {
-            continue;
-        }
-        if let Ok(s) = serde_json::from_slice::<TaskStatus>(&e.value) {
-            out.entry(host.to_string())
-                .or_default()
-                .insert(task.to_string(), s);
-        }
+        apply_status(&mut out, name, &e.key, Some(&e.value));
     }
-    Ok(out)
+    Ok((revision, out))
+}
+
+/// Applies one status key's new value (`None`: deleted) to `statuses` of
+/// experiment `name`; keys of other experiments are ignored. The host and
+/// task whose status is new or changed (`None` for the rest, deletions
+/// included).
+pub fn apply_status<'k>(
+    statuses: &mut Statuses,
+    name: &str,
+    key: &'k str,
+    value: Option<&[u8]>,
+) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(layout::STATUS)?;
+    let mut parts = rest.splitn(3, '/');
+    let (Some(host), Some(exp), Some(task)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    if exp != name {
+        return None;
+    }
+    let Some(v) = value else {
+        statuses.get_mut(host).and_then(|m| m.remove(task));
+        return None;
+    };
+    let s = serde_json::from_slice::<TaskStatus>(v).ok()?;
+    let tasks = statuses.entry(host.to_string()).or_default();
+    if tasks.get(task) == Some(&s) {
+        return None;
+    }
+    tasks.insert(task.to_string(), s);
+    Some((host, task))
 }
 
 /// The agents registered now, by host.

@@ -209,7 +209,9 @@ impl Agent<'_> {
         let dir = self.rt.state_dir(name);
         let result = self.reporting(|out| {
             let mut progress = |e: Event| self.progress(name, want, &dir, e, out);
-            self.rt.up(std::slice::from_ref(&bundle), &mut progress)
+            let gate = |id: &str| self.gate(name, want, id);
+            self.rt
+                .up_gated(std::slice::from_ref(&bundle), &mut progress, &gate)
         });
         match result {
             Ok(_) => log(&format!(
@@ -236,7 +238,8 @@ impl Agent<'_> {
         let dir = self.rt.state_dir(name);
         let result = self.reporting(|out| {
             let mut progress = |e: Event| self.progress(name, want, &dir, e, out);
-            self.rt.resume(name, &mut progress)
+            let gate = |id: &str| self.gate(name, want, id);
+            self.rt.resume_gated(name, &mut progress, &gate)
         });
         match result {
             Ok(_) => log(&format!("`{name}` is up here")),
@@ -346,9 +349,6 @@ impl Agent<'_> {
         };
         match e {
             Event::Start(id) => {
-                if id.starts_with("vm/") {
-                    self.wait_for_remotes(name, want);
-                }
                 post(
                     out,
                     self.host(),
@@ -367,11 +367,22 @@ impl Agent<'_> {
         }
     }
 
+    /// Where a task waits, on its worker, before it runs: VMs wait for
+    /// the other hosts' global pieces.
+    fn gate(&self, name: &Name, want: &Want, id: &str) {
+        if id.starts_with("vm/") {
+            self.wait_for_remotes(name, want);
+        }
+    }
+
     /// Blocks until every remote task `want` lists is done at this
-    /// generation (or [`REMOTE_WAIT`] passed).
+    /// generation (or [`REMOTE_WAIT`] passed). One VM's worker looks at a
+    /// time; the others wait on the lock and then find it done.
     fn wait_for_remotes(&self, name: &Name, want: &Want) {
-        let done = || self.remotes_done.lock().map(|g| g.clone()).ok().flatten();
-        if done().as_deref() == Some(want.generation.as_str()) {
+        let Ok(mut done) = self.remotes_done.lock() else {
+            return;
+        };
+        if done.as_deref() == Some(want.generation.as_str()) {
             return;
         }
         let start = Instant::now();
@@ -389,13 +400,11 @@ impl Agent<'_> {
                 !done
             });
             if !pending.is_empty() {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(25));
             }
         }
-        if pending.is_empty()
-            && let Ok(mut g) = self.remotes_done.lock()
-        {
-            *g = Some(want.generation.clone());
+        if pending.is_empty() {
+            *done = Some(want.generation.clone());
         }
     }
 }

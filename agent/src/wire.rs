@@ -4,53 +4,36 @@
 //! anything on the host is touched.
 
 use mx_materializer::Bundle;
-use mx_xir::{Fragment, Name};
 
 /// Chunk size for bundles: under etcd's 1.5 MiB request limit.
 pub const CHUNK: usize = 512 << 10;
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct WireBundle {
-    experiment: Name,
-    host: Name,
-    fragments: Vec<Fragment>,
-}
-
 /// A bundle as bytes.
 pub fn encode(b: &Bundle) -> Vec<u8> {
-    serde_json::to_vec(&WireBundle {
-        experiment: b.experiment.clone(),
-        host: b.host.clone(),
-        fragments: b.fragments.clone(),
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(b).unwrap_or_default()
 }
 
 /// Bytes as a bundle, which must be `host`'s part of `experiment`.
 pub fn decode(bytes: &[u8], experiment: &str, host: &str) -> Result<Bundle, String> {
-    let w: WireBundle = serde_json::from_slice(bytes)
+    let b: Bundle = serde_json::from_slice(bytes)
         .map_err(|e| format!("the stored bundle does not parse: {e}"))?;
-    if w.experiment.as_str() != experiment || w.host.as_str() != host {
+    if b.experiment.as_str() != experiment || b.host.as_str() != host {
         return Err(format!(
             "the stored bundle is `{}` on `{}`, not `{experiment}` on `{host}`",
-            w.experiment, w.host
+            b.experiment, b.host
         ));
     }
-    if let Some(f) = w
+    if let Some(f) = b
         .fragments
         .iter()
-        .find(|f| f.host != w.host || f.experiment != w.experiment)
+        .find(|f| f.host != b.host || f.experiment != b.experiment)
     {
         return Err(format!(
             "fragment {} is for `{}` on `{}`, not this bundle's host",
             f.id, f.experiment, f.host
         ));
     }
-    Ok(Bundle {
-        experiment: w.experiment,
-        host: w.host,
-        fragments: w.fragments,
-    })
+    Ok(b)
 }
 
 /// A task's status as its agent reports it.
@@ -68,6 +51,7 @@ pub struct TaskStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mx_xir::Name;
 
     fn bundle(host: &str) -> Bundle {
         Bundle {

@@ -35,7 +35,9 @@ pub const DEFAULT_IMAGE: &str = "mx-busybox";
 pub const VXLAN_PORT: u16 = 4789;
 
 /// The fragments for one host, in the order the runtime's DAG would run them.
-#[derive(Clone, Debug, PartialEq)]
+/// Its JSON form (`{experiment, host, fragments}`) is what the store carries
+/// and the runtime keeps in an experiment's state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Bundle {
     /// The experiment.
     pub experiment: Name,

@@ -183,6 +183,7 @@ fn main() {
         None,
         workers,
         &mut |_| {},
+        &exec::open_gate,
     )
     .expect("up");
     let up = t0.elapsed();
@@ -209,6 +210,7 @@ fn main() {
         None,
         workers,
         &mut |_| {},
+        &exec::open_gate,
     )
     .expect("down");
     if std::env::var_os("MX_BENCH_DEBUG").is_some() {

@@ -25,14 +25,53 @@ const MAX_ROUTES: usize = 100_000;
 const REMATERIALIZE: &str =
     "materialize the realization again (`mxc materialize REALIZATION -o DIR`)";
 
-/// Reads every `<host>/manifest.json` under `dir`, checking each fragment
-/// file against its digest. Hosts come back sorted by name. Every value is
-/// validated as it is read (names, interface names, addresses: the types of
-/// [`mx_xir::domain`]); [`validate`] checks how they fit together.
 /// The longest link name a NIC may carry: a LAN of several thousand
 /// members.
 const MAX_LINK_NAME: usize = 1 << 16;
 
+/// Bundles from their JSON form (an array of [`Bundle`]s, as the runtime
+/// keeps them in an experiment's state): each fragment must belong to its
+/// bundle's host and experiment. Values are validated as they are read (the
+/// types of [`mx_xir::domain`]); [`validate`] checks how they fit together.
+pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Vec<Bundle>, Diagnostic> {
+    let bundles: Vec<Bundle> = serde_json::from_slice(bytes).map_err(|e| {
+        bad(
+            format!(
+                "{}:{}:{}: malformed bundles: {e}",
+                origin.display(),
+                e.line(),
+                e.column()
+            ),
+            REMATERIALIZE,
+        )
+    })?;
+    for b in &bundles {
+        if let Some(f) = b
+            .fragments
+            .iter()
+            .find(|f| f.host != b.host || f.experiment != b.experiment)
+        {
+            return Err(bad(
+                format!(
+                    "{}: fragment {} is for `{}` on `{}`, in the bundle of `{}` on `{}`",
+                    origin.display(),
+                    printable(&f.id),
+                    f.experiment,
+                    f.host,
+                    b.experiment,
+                    b.host
+                ),
+                REMATERIALIZE,
+            ));
+        }
+    }
+    Ok(bundles)
+}
+
+/// Reads every `<host>/manifest.json` under `dir`, checking each fragment
+/// file against its digest. Hosts come back sorted by name. Every value is
+/// validated as it is read (names, interface names, addresses: the types of
+/// [`mx_xir::domain`]); [`validate`] checks how they fit together.
 pub fn load_dir(dir: &Path) -> Result<Vec<Bundle>, Diagnostic> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         bad(

@@ -74,6 +74,11 @@ impl Guest {
     }
 }
 
+/// An experiment's bundles as its state keeps them: one file (a file per
+/// fragment took longer to write than the plumbing took to make, on ext4
+/// where many inodes were just freed).
+const BUNDLES_FILE: &str = "bundles.json";
+
 /// Where the runtime keeps its state, images and pins.
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -618,6 +623,17 @@ impl Runtime {
     /// failure the run stops, the state says what was done, and `down`
     /// removes it.
     pub fn up(&self, bundles: &[Bundle], progress: &mut dyn FnMut(Event)) -> Result<Plan, UpError> {
+        self.up_gated(bundles, progress, &exec::open_gate)
+    }
+
+    /// [`Runtime::up`], each task passing `gate` on its worker before it
+    /// runs (an agent's VMs wait there for other hosts).
+    pub fn up_gated(
+        &self,
+        bundles: &[Bundle],
+        progress: &mut dyn FnMut(Event),
+        gate: &exec::Gate<'_>,
+    ) -> Result<Plan, UpError> {
         let (plan, paths) = self.plan(bundles, true).map_err(UpError::Refused)?;
         let Some((name, tag)) = experiment_of(bundles) else {
             return Err(UpError::Refused(vec![Diagnostic::error(
@@ -668,7 +684,8 @@ impl Runtime {
                 format!("cannot write state in {}: {e}", dir.display()),
             )])
         };
-        mx_materializer::write(&dir.join("bundles"), bundles).map_err(fail)?;
+        let copy = serde_json::to_vec(bundles).map_err(|e| fail(std::io::Error::other(e)))?;
+        std::fs::write(dir.join(BUNDLES_FILE), copy).map_err(fail)?;
         let mut paths = paths;
         let mut plan = plan;
         if paths.images_info.values().any(|i| i.ssh) {
@@ -690,7 +707,7 @@ impl Runtime {
             tasks: task_states(&plan.dag, Status::Pending),
         };
         state.save(&dir).map_err(fail)?;
-        self.drive(plan, &paths, &hosts, state, progress)
+        self.drive(plan, &paths, &hosts, state, progress, gate)
             .map_err(UpError::Failed)
     }
 
@@ -701,6 +718,16 @@ impl Runtime {
         &self,
         name: &Name,
         progress: &mut dyn FnMut(Event),
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        self.resume_gated(name, progress, &exec::open_gate)
+    }
+
+    /// [`Runtime::resume`] with a gate, as [`Runtime::up_gated`].
+    pub fn resume_gated(
+        &self,
+        name: &Name,
+        progress: &mut dyn FnMut(Event),
+        gate: &exec::Gate<'_>,
     ) -> Result<Plan, Vec<Diagnostic>> {
         let bundles = self.bundles(name)?;
         let (plan, mut paths) = self.plan(&bundles, true)?;
@@ -716,7 +743,7 @@ impl Runtime {
             tasks: task_states(&plan.dag, Status::Pending),
             ..old
         };
-        self.drive(plan, &paths, &hosts, state, progress)
+        self.drive(plan, &paths, &hosts, state, progress, gate)
     }
 
     fn drive(
@@ -726,6 +753,7 @@ impl Runtime {
         hosts: &[String],
         mut state: exec::State,
         progress: &mut dyn FnMut(Event),
+        gate: &exec::Gate<'_>,
     ) -> Result<Plan, Vec<Diagnostic>> {
         let name = state.experiment.clone();
         let dir = self.state_dir(&name);
@@ -745,6 +773,7 @@ impl Runtime {
             Some(&dir),
             self.workers,
             progress,
+            gate,
         );
         state.phase = if res.is_ok() {
             "up".into()
@@ -775,7 +804,19 @@ impl Runtime {
                 .help("`mxc status` lists the experiments that are up"),
             ]);
         }
-        let bundles = bundle::load_dir(&dir.join("bundles")).map_err(|d| vec![d])?;
+        let file = dir.join(BUNDLES_FILE);
+        let bundles = match std::fs::read(&file) {
+            Ok(bytes) => bundle::from_json(&bytes, &file),
+            // State an earlier mx wrote: a bundle directory per host.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bundle::load_dir(&dir.join("bundles"))
+            }
+            Err(e) => Err(Diagnostic::error(
+                code::E0402,
+                format!("cannot read {}: {e}", file.display()),
+            )),
+        }
+        .map_err(|d| vec![d])?;
         bundle::validate(&bundles)?;
         match experiment_of(&bundles) {
             Some((n, _)) if n == *name => Ok(bundles),
@@ -826,6 +867,7 @@ impl Runtime {
                 None,
                 1,
                 progress,
+                &exec::open_gate,
             );
             return Ok(dry.ops.into_inner().unwrap_or_default());
         }
@@ -841,6 +883,7 @@ impl Runtime {
             Some(&dir),
             self.workers,
             progress,
+            &exec::open_gate,
         );
         drop(real);
         match res {

@@ -94,6 +94,7 @@ fn drive(
                 ended.push(id.to_string());
             }
         },
+        &exec::open_gate,
     );
     let status = state
         .tasks

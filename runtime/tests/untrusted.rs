@@ -183,13 +183,8 @@ fn two_experiments_never_hold_one_tag_on_a_machine() {
 
 #[test]
 fn down_checks_the_bundles_it_tears_down() {
-    let root = tempfile::tempdir().unwrap();
-    let canary = root.path().join("outside");
-    std::fs::create_dir(&canary).unwrap();
-    let rt = runtime(&root.path().join("run"));
-    let n = name("local");
+    let (_root, rt, n, canary) = empty_state();
     let dir = rt.state_dir(&n);
-    std::fs::create_dir_all(&dir).unwrap();
     mx_materializer::write(&dir.join("bundles"), &bundles()).unwrap();
     // A VM named to walk out of the state directory.
     edit(
@@ -198,6 +193,27 @@ fn down_checks_the_bundles_it_tears_down() {
         |f| f["kind"] == "vm",
         |f| f["name"] = "../../../outside".into(),
     );
+    state_refused(&rt, &n, &canary, "a bundle directory");
+}
+
+/// A runtime in a temporary root with an empty state directory for
+/// `local`, and a canary directory beside the root that a path walking out
+/// of the state would reach.
+fn empty_state() -> (tempfile::TempDir, Runtime, mx_xir::Name, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let canary = root.path().join("outside");
+    std::fs::create_dir(&canary).unwrap();
+    let rt = runtime(&root.path().join("run"));
+    let n = name("local");
+    std::fs::create_dir_all(rt.state_dir(&n)).unwrap();
+    (root, rt, n, canary)
+}
+
+/// Saves a state for `n` beside the bundles written into its state
+/// directory, and checks that down (dry and real) and resume refuse them
+/// (E0402) and touch nothing.
+fn state_refused(rt: &Runtime, n: &mx_xir::Name, canary: &Path, what: &str) {
+    let dir = rt.state_dir(n);
     let state = mx_runtime::State {
         experiment: n.clone(),
         tag: mx_realizer::preferred_tag("local"),
@@ -208,12 +224,55 @@ fn down_checks_the_bundles_it_tears_down() {
     };
     state.save(&dir).unwrap();
     for dry in [true, false] {
-        let errs = rt.down(&n, dry, &mut |_| {}).unwrap_err();
-        assert!(errs.iter().all(|e| e.code == "E0402"), "{errs:?}");
+        let errs = rt.down(n, dry, &mut |_| {}).unwrap_err();
+        assert!(errs.iter().all(|e| e.code == "E0402"), "{what}: {errs:?}");
     }
-    assert!(rt.resume(&n, &mut |_| {}).is_err());
-    assert!(canary.exists());
-    assert!(dir.exists());
+    assert!(rt.resume(n, &mut |_| {}).is_err(), "{what}");
+    assert!(canary.exists() && dir.exists(), "{what}");
+}
+
+/// The state keeps its bundles in one file (`bundles.json`); that copy is
+/// checked as a bundle directory is: a VM named to walk out of the state
+/// directory, or a fragment slipped into another host's bundle, and down
+/// and resume refuse before anything is touched.
+#[test]
+fn the_states_copy_of_the_bundles_is_checked_too() {
+    type Tamper = fn(&mut Value);
+    let tampers: [(&str, Tamper); 2] = [
+        ("outside", |b| {
+            let f = b[0]["fragments"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|f| f["kind"] == "vm")
+                .unwrap();
+            f["name"] = "../../../outside".into();
+        }),
+        ("another host's", |b| {
+            let f = b[0]["fragments"][0].clone();
+            b[1]["fragments"].as_array_mut().unwrap().push(f);
+        }),
+    ];
+    for (what, tamper) in tampers {
+        let (_root, rt, n, canary) = empty_state();
+        let dir = rt.state_dir(&n);
+        let mut copy = serde_json::to_value(bundles()).unwrap();
+        tamper(&mut copy);
+        std::fs::write(dir.join("bundles.json"), copy.to_string()).unwrap();
+        state_refused(&rt, &n, &canary, what);
+    }
+    // Untampered, the same copy is read back as it was written.
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime(&root.path().join("run"));
+    let n = name("local");
+    let dir = rt.state_dir(&n);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bundles.json"),
+        serde_json::to_vec(&bundles()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rt.bundles(&n).unwrap(), bundles());
 }
 
 #[test]

@@ -177,9 +177,17 @@ impl Real {
             rtnetlink::LinkMessageBuilder<LinkUnspec>,
         ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
     ) -> R<()> {
-        let idx = self.need_index(ns, name)?;
-        let msg = f(LinkUnspec::new_with_index(idx)).build();
-        self.netlink(ns, |h| async move { h.link().set(msg).execute().await })
+        // Addressed by name: the kernel finds the device itself, one
+        // round trip (and one turn at its RTNL lock) instead of a lookup
+        // and a change.
+        let msg = f(LinkUnspec::new_with_name(name)).build();
+        match self.netlink(ns, |h| async move { h.link().set(msg).execute().await }) {
+            Err(e) if e.is(Errno::ENODEV) => Err(LinkError::NoDevice {
+                name: name.to_string(),
+                ns: ns.map(str::to_string),
+            }),
+            other => other,
+        }
     }
 
     /// Whether the experiment whose device group is `group` has a device
