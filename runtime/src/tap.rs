@@ -14,16 +14,6 @@ nix::ioctl_write_ptr_bad!(
 );
 nix::ioctl_write_int!(tun_set_persist, b'T', 203);
 
-/// The name a tap is made under before it has its group: the real name
-/// with its leading `t` in upper case. Device names mx makes are lower
-/// case, so no other device, of mx or of anyone, has it.
-pub fn staging_name(name: &str) -> String {
-    match name.strip_prefix('t') {
-        Some(rest) => format!("T{rest}"),
-        None => format!("T{}", &name[..name.len().min(14)]),
-    }
-}
-
 /// Creates a persistent tap named `name` (at most 15 bytes).
 pub fn create(name: &str) -> std::io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {

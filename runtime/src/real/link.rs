@@ -68,6 +68,13 @@ impl std::error::Error for LinkError {}
 
 type R<T> = Result<T, LinkError>;
 
+/// See [`Real::claim_tap`].
+pub(super) enum Claim {
+    Free,
+    Ours,
+    Orphan(u32),
+}
+
 impl Real {
     /// A connection into `ns`, opened on first use.
     pub(super) fn conn(&self, ns: Option<&str>) -> R<std::sync::Arc<Conn>> {
@@ -212,6 +219,27 @@ impl Real {
         }
     }
 
+    /// Whether the experiment has its tap `name` already: `Ours`; an
+    /// `Orphan` (its index) when a tap of that name is in no group, which
+    /// only a crash between making one of our taps and grouping it leaves
+    /// (the name embeds the experiment's tag, every device mx makes has a
+    /// group, and only root can make devices in mx's namespaces); `Free`
+    /// when no device has the name. Any other device of the name (another
+    /// kind, or another group) is refused as [`Real::owned`] refuses it.
+    pub(super) fn claim_tap(&self, ns: Option<&str>, name: &str, group: u32) -> R<Claim> {
+        match self.netlink(ns, |h| async move { link_found(&h, name).await })? {
+            None => Ok(Claim::Free),
+            Some(f) if f.group == group => Ok(Claim::Ours),
+            Some(f) if f.group == 0 && f.tun => Ok(Claim::Orphan(f.index)),
+            Some(f) => Err(LinkError::Foreign {
+                name: name.to_string(),
+                ns: ns.map(str::to_string),
+                group: f.group,
+                ours: group,
+            }),
+        }
+    }
+
     /// Adds a link unless the experiment has it already (see
     /// [`Real::owned`]). `msg` must set `group`, so that creation and
     /// ownership are one atomic step.
@@ -254,18 +282,39 @@ pub(crate) async fn link_group(
     h: &Handle,
     name: &str,
 ) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
+    Ok(link_found(h, name).await?.map(|f| (f.index, f.group)))
+}
+
+/// What a link lookup tells: the index, the device group, and whether the
+/// device is a tun/tap.
+pub(crate) struct Found {
+    pub index: u32,
+    pub group: u32,
+    pub tun: bool,
+}
+
+pub(crate) async fn link_found(h: &Handle, name: &str) -> Result<Option<Found>, rtnetlink::Error> {
+    use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
     let mut links = h.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => {
-            let group = msg
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    rtnetlink::packet_route::link::LinkAttribute::Group(g) => Some(*g),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            Ok(Some((msg.header.index, group)))
+            let mut found = Found {
+                index: msg.header.index,
+                group: 0,
+                tun: false,
+            };
+            for a in &msg.attributes {
+                match a {
+                    LinkAttribute::Group(g) => found.group = *g,
+                    LinkAttribute::LinkInfo(infos) => {
+                        found.tun = infos
+                            .iter()
+                            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun)));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Some(found))
         }
         Ok(None) => Ok(None),
         Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),

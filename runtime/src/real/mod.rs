@@ -272,51 +272,28 @@ impl Real {
             }
             Op::Tap { ns, name, group } => {
                 let ns = ns.as_deref();
-                if self.owned(ns, name, *group)?.is_none() {
-                    // A tap is made (ioctl) and then given its group
-                    // (netlink): two steps. Made under a staging name only
-                    // this code uses, grouped, and then renamed, a tap under
-                    // its real name always carries its experiment's group,
-                    // so one cut short by a crash is never mistaken for a
-                    // stranger's device on resume. A staging tap left by
-                    // such a crash is ours (its name embeds our tag).
-                    let staging = crate::tap::staging_name(name);
-                    // Exclusive: an existing device of the staging name
-                    // (left by a crash) makes this fail rather than be
-                    // attached to; it is removed and the tap made again.
-                    let make = || {
-                        in_ns(ns, || {
-                            crate::tap::create(&staging)
-                                .and_then(|()| {
-                                    nix::net::if_::if_nametoindex(staging.as_str())
-                                        .map_err(io::Error::from)
-                                })
-                                .map_err(|e| format!("create tap {staging}: {e}"))
-                        })
-                    };
-                    let idx = match make() {
-                        Ok(idx) => idx,
-                        Err(e) => match self.index(ns, &staging)? {
-                            Some(old) => {
-                                self.netlink(
-                                    ns,
-                                    |h| async move { h.link().del(old).execute().await },
-                                )?;
-                                make()?
-                            }
-                            None => return Err(e.into()),
-                        },
-                    };
-                    // Group and real name in one message: per tap, one
-                    // lookup, the ioctls and one change (taps are most of
-                    // an experiment's plumbing, and every netlink change
-                    // waits for the kernel's one RTNL lock).
-                    let msg = LinkUnspec::new_with_index(idx)
-                        .link_group(*group)
-                        .name(name.clone())
-                        .build();
-                    self.netlink(ns, |h| async move { h.link().set(msg).execute().await })?;
+                // Made (ioctl) under its own name and then grouped
+                // (netlink): a crash between the two leaves a tap of our
+                // name in no group, which is removed and made again (see
+                // `claim_tap`). Made under a staging name and renamed, as
+                // before, each tap cost a second RCU grace period under the
+                // kernel's RTNL lock, which all plumbing waits for.
+                match self.claim_tap(ns, name, *group)? {
+                    link::Claim::Ours => return Ok(None),
+                    link::Claim::Orphan(old) => {
+                        self.netlink(ns, |h| async move { h.link().del(old).execute().await })?
+                    }
+                    link::Claim::Free => {}
                 }
+                let idx = in_ns(ns, || {
+                    crate::tap::create(name)
+                        .and_then(|()| {
+                            nix::net::if_::if_nametoindex(name.as_str()).map_err(io::Error::from)
+                        })
+                        .map_err(|e| format!("create tap {name}: {e}"))
+                })?;
+                let msg = LinkUnspec::new_with_index(idx).link_group(*group).build();
+                self.netlink(ns, |h| async move { h.link().set(msg).execute().await })?;
                 Ok(None)
             }
             Op::SetMaster { ns, name, master } => {
@@ -594,5 +571,61 @@ impl Real {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash between making a tap and grouping it leaves a tap of the
+    /// experiment's name in no group: the next run removes it and makes it
+    /// again, in the group. A device of another kind under a tap's name
+    /// (in no group too) is someone else's: refused and left alone.
+    #[test]
+    fn a_tap_cut_short_is_made_again_and_a_stranger_is_not() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let ns = format!("mxh-taps{}", std::process::id());
+        netns_add(&ns).unwrap();
+        let real = Real::default();
+        let ctx = Context {
+            experiment: "taps".into(),
+            root: std::env::temp_dir(),
+        };
+        let group = 0x6d12_3456;
+        let tap = |name: &str| Op::Tap {
+            ns: Some(ns.clone()),
+            name: name.into(),
+            group,
+        };
+        let found = |name: &'static str| {
+            real.netlink(Some(&ns), |h| async move { link_found(&h, name).await })
+                .unwrap()
+                .map(|f| (f.index, f.group, f.tun))
+        };
+        in_ns::<(), String>(Some(&ns), || {
+            crate::tap::create("t123456a").map_err(|e| e.to_string())
+        })
+        .unwrap();
+        let (cut, g, _) = found("t123456a").unwrap();
+        assert_eq!(g, 0);
+        real.run(&tap("t123456a"), &ctx).unwrap();
+        let (made, g, tun) = found("t123456a").unwrap();
+        assert!(made != cut && g == group && tun, "made again, in the group");
+        real.run(&tap("t123456a"), &ctx).unwrap();
+        assert_eq!(found("t123456a").unwrap().0, made, "ours: left as it is");
+        let ip = Command::new("ip")
+            .args(["-n", &ns, "link", "add", "t123456b", "type", "veth"])
+            .args(["peer", "name", "squat"])
+            .status()
+            .unwrap();
+        assert!(ip.success());
+        let err = real.run(&tap("t123456b"), &ctx).unwrap_err();
+        let (_, g, tun) = found("t123456b").unwrap();
+        netns_del(&ns).unwrap();
+        assert!(err.contains("not this experiment's"), "{err}");
+        assert!(g == 0 && !tun, "the veth is left alone");
     }
 }
