@@ -81,7 +81,7 @@ pub fn serve(
             reg: &reg,
             rt,
             failed: &mut failed,
-            remotes_done: Default::default(),
+            remotes_waited: Default::default(),
         }
         .converge(follower.desired(), log);
         match follower.wait(Duration::from_millis(500)) {
@@ -136,9 +136,10 @@ struct Agent<'a> {
     rt: &'a Runtime,
     /// Generations that failed here, by experiment: not retried.
     failed: &'a mut BTreeMap<String, String>,
-    /// The generation whose remote tasks were all seen done: later VMs of
-    /// it need not ask the store again.
-    remotes_done: std::sync::Mutex<Option<String>>,
+    /// The generation whose remote tasks were waited for (all seen done,
+    /// or given up on after [`REMOTE_WAIT`]): later VMs of it do not wait
+    /// again.
+    remotes_waited: std::sync::Mutex<Option<String>>,
 }
 
 impl Agent<'_> {
@@ -376,10 +377,11 @@ impl Agent<'_> {
     }
 
     /// Blocks until every remote task `want` lists is done at this
-    /// generation (or [`REMOTE_WAIT`] passed). One VM's worker looks at a
-    /// time; the others wait on the lock and then find it done.
+    /// generation, or [`REMOTE_WAIT`] passed (once per generation, not once
+    /// per VM). One VM's worker looks at a time; the others wait on the
+    /// lock and then find it waited for.
     fn wait_for_remotes(&self, name: &Name, want: &Want) {
-        let Ok(mut done) = self.remotes_done.lock() else {
+        let Ok(mut done) = self.remotes_waited.lock() else {
             return;
         };
         if done.as_deref() == Some(want.generation.as_str()) {
@@ -403,9 +405,7 @@ impl Agent<'_> {
                 std::thread::sleep(Duration::from_millis(25));
             }
         }
-        if pending.is_empty() {
-            *done = Some(want.generation.clone());
-        }
+        *done = Some(want.generation.clone());
     }
 }
 
