@@ -71,7 +71,8 @@ type R<T> = Result<T, LinkError>;
 /// See [`Real::claim_tap`].
 pub(super) enum Claim {
     Free,
-    Ours,
+    /// Its index.
+    Ours(u32),
     Orphan(u32),
 }
 
@@ -226,10 +227,11 @@ impl Real {
     /// group, and only root can make devices in mx's namespaces); `Free`
     /// when no device has the name. Any other device of the name (another
     /// kind, or another group) is refused as [`Real::owned`] refuses it.
+    /// Making a tap and deleting any device of the experiment ask this.
     pub(super) fn claim_tap(&self, ns: Option<&str>, name: &str, group: u32) -> R<Claim> {
         match self.netlink(ns, |h| async move { link_found(&h, name).await })? {
             None => Ok(Claim::Free),
-            Some(f) if f.group == group => Ok(Claim::Ours),
+            Some(f) if f.group == group => Ok(Claim::Ours(f.index)),
             Some(f) if f.group == 0 && f.tun => Ok(Claim::Orphan(f.index)),
             Some(f) => Err(LinkError::Foreign {
                 name: name.to_string(),

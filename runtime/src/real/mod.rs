@@ -279,7 +279,7 @@ impl Real {
                 // before, each tap cost a second RCU grace period under the
                 // kernel's RTNL lock, which all plumbing waits for.
                 match self.claim_tap(ns, name, *group)? {
-                    link::Claim::Ours => return Ok(None),
+                    link::Claim::Ours(_) => return Ok(None),
                     link::Claim::Orphan(old) => {
                         self.netlink(ns, |h| async move { h.link().del(old).execute().await })?
                     }
@@ -331,8 +331,12 @@ impl Real {
                     return Ok(None);
                 }
                 let ns = nsr(ns);
+                // A tap cut short by a crash (see `claim_tap`) goes too.
                 let found = match group {
-                    Some(g) => self.owned(ns.as_deref(), name, *g),
+                    Some(g) => self.claim_tap(ns.as_deref(), name, *g).map(|c| match c {
+                        link::Claim::Ours(idx) | link::Claim::Orphan(idx) => Some(idx),
+                        link::Claim::Free => None,
+                    }),
                     None => {
                         self.netlink(ns.as_deref(), |h| async move { link_index(&h, name).await })
                     }
@@ -580,8 +584,9 @@ mod tests {
 
     /// A crash between making a tap and grouping it leaves a tap of the
     /// experiment's name in no group: the next run removes it and makes it
-    /// again, in the group. A device of another kind under a tap's name
-    /// (in no group too) is someone else's: refused and left alone.
+    /// again, in the group, and `down` removes it. A device of another kind
+    /// under a tap's name (in no group too) is someone else's: refused and
+    /// left alone.
     #[test]
     fn a_tap_cut_short_is_made_again_and_a_stranger_is_not() {
         if !nix::unistd::Uid::effective().is_root() {
@@ -623,9 +628,25 @@ mod tests {
             .unwrap();
         assert!(ip.success());
         let err = real.run(&tap("t123456b"), &ctx).unwrap_err();
-        let (_, g, tun) = found("t123456b").unwrap();
+        // Taking the experiment down: a tap cut short goes, the stranger
+        // stays (with a note).
+        let del = |name: &str| Op::LinkDel {
+            ns: Some(ns.clone()),
+            name: name.into(),
+            group: Some(group),
+        };
+        in_ns::<(), String>(Some(&ns), || {
+            crate::tap::create("t123456c").map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert_eq!(real.run(&del("t123456c"), &ctx), Ok(None));
+        let note = real.run(&del("t123456b"), &ctx);
+        let (orphan, squat) = (found("t123456c"), found("t123456b"));
         netns_del(&ns).unwrap();
         assert!(err.contains("not this experiment's"), "{err}");
+        assert!(orphan.is_none(), "the tap cut short is gone");
+        let (_, g, tun) = squat.unwrap();
         assert!(g == 0 && !tun, "the veth is left alone");
+        assert!(matches!(note, Ok(Some(n)) if n.contains("not this experiment's")));
     }
 }
