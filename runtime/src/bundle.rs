@@ -30,11 +30,11 @@ const REMATERIALIZE: &str =
 const MAX_LINK_NAME: usize = 1 << 16;
 
 /// Bundles from their JSON form (an array of [`Bundle`]s, as the runtime
-/// keeps them in an experiment's state): each fragment must belong to its
-/// bundle's host and experiment. Values are validated as they are read (the
-/// types of [`mx_xir::domain`]); [`validate`] checks how they fit together.
+/// keeps them in an experiment's state). Values are validated as they are
+/// read (the types of [`mx_xir::domain`]); [`validate`] checks how they fit
+/// together, each fragment's host and experiment included.
 pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Vec<Bundle>, Diagnostic> {
-    let bundles: Vec<Bundle> = serde_json::from_slice(bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         bad(
             format!(
                 "{}:{}:{}: malformed bundles: {e}",
@@ -44,28 +44,7 @@ pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Vec<Bundle>, Diagnostic>
             ),
             REMATERIALIZE,
         )
-    })?;
-    for b in &bundles {
-        if let Some(f) = b
-            .fragments
-            .iter()
-            .find(|f| f.host != b.host || f.experiment != b.experiment)
-        {
-            return Err(bad(
-                format!(
-                    "{}: fragment {} is for `{}` on `{}`, in the bundle of `{}` on `{}`",
-                    origin.display(),
-                    printable(&f.id),
-                    f.experiment,
-                    f.host,
-                    b.experiment,
-                    b.host
-                ),
-                REMATERIALIZE,
-            ));
-        }
-    }
-    Ok(bundles)
+    })
 }
 
 /// Reads every `<host>/manifest.json` under `dir`, checking each fragment

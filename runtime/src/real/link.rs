@@ -68,7 +68,7 @@ impl std::error::Error for LinkError {}
 
 type R<T> = Result<T, LinkError>;
 
-/// See [`Real::claim_tap`].
+/// See [`Real::claim`].
 pub(super) enum Claim {
     Free,
     /// Its index.
@@ -208,27 +208,28 @@ impl Real {
         name: &str,
         group: u32,
     ) -> Result<Option<u32>, LinkError> {
-        match self.netlink(ns, |h| async move { link_group(&h, name).await })? {
-            None => Ok(None),
-            Some((idx, g)) if g == group => Ok(Some(idx)),
-            Some((_, g)) => Err(LinkError::Foreign {
+        match self.claim(ns, name, group)? {
+            Claim::Free => Ok(None),
+            Claim::Ours(idx) => Ok(Some(idx)),
+            Claim::Orphan(_) => Err(LinkError::Foreign {
                 name: name.to_string(),
                 ns: ns.map(str::to_string),
-                group: g,
+                group: 0,
                 ours: group,
             }),
         }
     }
 
-    /// Whether the experiment has its tap `name` already: `Ours`; an
+    /// Whether the experiment has its device `name`: `Ours` (its index); an
     /// `Orphan` (its index) when a tap of that name is in no group, which
     /// only a crash between making one of our taps and grouping it leaves
     /// (the name embeds the experiment's tag, every device mx makes has a
     /// group, and only root can make devices in mx's namespaces); `Free`
     /// when no device has the name. Any other device of the name (another
     /// kind, or another group) is refused as [`Real::owned`] refuses it.
-    /// Making a tap and deleting any device of the experiment ask this.
-    pub(super) fn claim_tap(&self, ns: Option<&str>, name: &str, group: u32) -> R<Claim> {
+    /// Making a tap and deleting a device of the experiment take an orphan
+    /// for theirs; everything else goes through [`Real::owned`].
+    pub(super) fn claim(&self, ns: Option<&str>, name: &str, group: u32) -> R<Claim> {
         match self.netlink(ns, |h| async move { link_found(&h, name).await })? {
             None => Ok(Claim::Free),
             Some(f) if f.group == group => Ok(Claim::Ours(f.index)),
@@ -277,14 +278,6 @@ pub(crate) fn link_name(m: &rtnetlink::packet_route::link::LinkMessage) -> Strin
             _ => None,
         })
         .unwrap_or_default()
-}
-
-/// The index and device group of the link named `name`, if there is one.
-pub(crate) async fn link_group(
-    h: &Handle,
-    name: &str,
-) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
-    Ok(link_found(h, name).await?.map(|f| (f.index, f.group)))
 }
 
 /// What a link lookup tells: the index, the device group, and whether the

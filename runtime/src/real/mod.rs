@@ -275,10 +275,10 @@ impl Real {
                 // Made (ioctl) under its own name and then grouped
                 // (netlink): a crash between the two leaves a tap of our
                 // name in no group, which is removed and made again (see
-                // `claim_tap`). Made under a staging name and renamed, as
+                // `claim`). Made under a staging name and renamed, as
                 // before, each tap cost a second RCU grace period under the
                 // kernel's RTNL lock, which all plumbing waits for.
-                match self.claim_tap(ns, name, *group)? {
+                match self.claim(ns, name, *group)? {
                     link::Claim::Ours(_) => return Ok(None),
                     link::Claim::Orphan(old) => {
                         self.netlink(ns, |h| async move { h.link().del(old).execute().await })?
@@ -331,9 +331,9 @@ impl Real {
                     return Ok(None);
                 }
                 let ns = nsr(ns);
-                // A tap cut short by a crash (see `claim_tap`) goes too.
+                // A tap cut short by a crash (see `claim`) goes too.
                 let found = match group {
-                    Some(g) => self.claim_tap(ns.as_deref(), name, *g).map(|c| match c {
+                    Some(g) => self.claim(ns.as_deref(), name, *g).map(|c| match c {
                         link::Claim::Ours(idx) | link::Claim::Orphan(idx) => Some(idx),
                         link::Claim::Free => None,
                     }),
@@ -610,10 +610,14 @@ mod tests {
                 .unwrap()
                 .map(|f| (f.index, f.group, f.tun))
         };
-        in_ns::<(), String>(Some(&ns), || {
-            crate::tap::create("t123456a").map_err(|e| e.to_string())
-        })
-        .unwrap();
+        // What a crash between making a tap and grouping it leaves.
+        let cut_short = |name: &str| {
+            in_ns::<(), String>(Some(&ns), || {
+                crate::tap::create(name).map_err(|e| e.to_string())
+            })
+            .unwrap()
+        };
+        cut_short("t123456a");
         let (cut, g, _) = found("t123456a").unwrap();
         assert_eq!(g, 0);
         real.run(&tap("t123456a"), &ctx).unwrap();
@@ -635,10 +639,7 @@ mod tests {
             name: name.into(),
             group: Some(group),
         };
-        in_ns::<(), String>(Some(&ns), || {
-            crate::tap::create("t123456c").map_err(|e| e.to_string())
-        })
-        .unwrap();
+        cut_short("t123456c");
         assert_eq!(real.run(&del("t123456c"), &ctx), Ok(None));
         let note = real.run(&del("t123456b"), &ctx);
         let (orphan, squat) = (found("t123456c"), found("t123456b"));
