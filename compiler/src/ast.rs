@@ -49,15 +49,6 @@ impl Interner {
     }
 }
 
-/// A parsed model.
-#[derive(Debug, Default)]
-pub struct Program {
-    /// Top-level statements.
-    pub body: Vec<Stmt>,
-    /// The names used in it.
-    pub names: Interner,
-}
-
 /// A statement with its span.
 #[derive(Debug, Clone)]
 pub struct Stmt {
@@ -116,14 +107,6 @@ pub enum StmtKind {
     /// it makes the names it appears to bind [`Poison`](crate::value::Value::Poison),
     /// so the rest of the model is still checked without follow-on errors.
     Broken(Vec<Sym>),
-    /// A top-level line the fast path parsed (bytes `start..end` of the
-    /// source), kept as its place and read again when it runs: a 700,000-line
-    /// generated model then never holds its whole syntax tree. The fast
-    /// path is deterministic and never fails on a line it took once.
-    Deferred {
-        start: u32,
-        end: u32,
-    },
 }
 
 /// A function definition (`def` or `lambda`).

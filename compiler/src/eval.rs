@@ -20,6 +20,7 @@ use mx_xir::Span;
 
 use crate::Options;
 use crate::ast::*;
+use crate::parser::TopLevel;
 use crate::props;
 use crate::topo::{Model, Topology};
 use crate::value::*;
@@ -48,6 +49,7 @@ impl From<Diagnostic> for Flow {
 pub type R<T> = Result<T, Flow>;
 
 /// What evaluation produced.
+#[derive(Default)]
 pub struct Run {
     /// The topology to lower: the one passed to `experiment()`, or the only one.
     pub topology: Option<Topology>,
@@ -76,7 +78,8 @@ impl Args {
 
 pub struct Eval<'a> {
     pub src: &'a str,
-    pub prog: &'a Program,
+    /// The model's names, growing as its top level is parsed.
+    pub names: Interner,
     pub opts: &'a Options,
     globals: Vec<Option<Value>>,
     /// What each interned name means when nothing shadows it.
@@ -106,41 +109,37 @@ pub struct Eval<'a> {
     tainted: bool,
     /// Names of the file stem, for the implicit `topo`.
     pub stem: String,
-    topo_sym: Option<Sym>,
+    topo_sym: Sym,
 }
 
-/// Runs `prog`. Top-level statements are dropped as soon as they have run
-/// (functions live on in their closures), so a 700,000-line generated model
-/// does not hold its whole syntax tree while its topology is built.
+/// Runs the model `top` parses, a top-level statement at a time: each is
+/// dropped as soon as it has run (functions live on in their closures), so
+/// a 700,000-line generated model is never held whole as a tree while its
+/// topology is built. Nothing runs past a break in the model's structure
+/// ([`TopLevel::broken`]); then the run is empty and only the parser's
+/// diagnostics count.
 pub fn run(
     path: &str,
     src: &str,
-    prog: Program,
+    top: &mut TopLevel<'_>,
     opts: &Options,
     diags: &mut Vec<Diagnostic>,
 ) -> Run {
-    let Program { body, names } = prog;
-    let prog = &Program {
-        body: Vec::new(),
-        names,
-    };
     let stem = std::path::Path::new(path)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("experiment")
         .to_string();
-    let n = prog.names.count();
-    let builtins = (0..n)
-        .map(|i| builtin_of(prog.names.name(Sym(i as u32))))
-        .collect();
+    let mut names = Interner::default();
+    let topo_sym = names.intern("topo");
     let mut model = Model::default();
     let mut fac = crate::facility::FacModel::default();
     let mut ev = Eval {
         src,
-        prog,
+        names,
         opts,
-        globals: vec![None; n],
-        builtins,
+        globals: Vec::new(),
+        builtins: Vec::new(),
         comp: Vec::new(),
         scope: None,
         meter: Meter::new(opts.step_limit, opts.memory_limit),
@@ -156,12 +155,16 @@ pub fn run(
         recorded: Default::default(),
         tainted: false,
         stem,
-        topo_sym: prog.names.lookup("topo"),
+        topo_sym,
     };
     // Every independent mistake in one run: a statement that fails is
     // recorded and the next one runs; what it would have bound becomes
     // `Poison`, so what depends on it stays quiet.
-    for stmt in body {
+    while let Some(stmt) = top.next(&mut ev.names) {
+        if top.broken() {
+            break;
+        }
+        ev.know_names();
         ev.tainted = false;
         match ev.stmt(&stmt) {
             Ok(()) => {}
@@ -178,8 +181,12 @@ pub fn run(
             Err(Flow::Return(_)) | Err(Flow::Break) | Err(Flow::Continue) => break,
         }
     }
+    top.finish(&mut ev.names);
+    if top.broken() {
+        return Run::default();
+    }
     // Lines that did not parse were reported already; nothing is lowered.
-    let ok = ev.errors.is_empty() && !diags.iter().any(Diagnostic::is_error);
+    let ok = ev.errors.is_empty() && !top.errors() && !diags.iter().any(Diagnostic::is_error);
     diags.append(&mut ev.errors);
     diags.append(&mut ev.warnings);
     for key in opts.params.keys() {
@@ -257,9 +264,25 @@ pub fn builtin_of(name: &str) -> Option<Value> {
 }
 
 impl<'a> Eval<'a> {
-    pub fn name(&self, s: Sym) -> &'a str {
-        let names: &'a Interner = &self.prog.names;
-        names.name(s)
+    pub fn name(&self, s: Sym) -> &str {
+        self.names.name(s)
+    }
+
+    /// Makes room for the names parsed since the last statement.
+    fn know_names(&mut self) {
+        let n = self.names.count();
+        for i in self.globals.len()..n {
+            self.globals.push(None);
+            self.builtins
+                .push(builtin_of(self.names.name(Sym(i as u32))));
+        }
+    }
+
+    /// The symbol of `name`, interned if the model has not used it yet.
+    pub fn sym(&mut self, name: &str) -> Sym {
+        let s = self.names.intern(name);
+        self.know_names();
+        s
     }
 
     pub fn text(&self, span: Span) -> &'a str {
@@ -362,17 +385,8 @@ impl<'a> Eval<'a> {
     }
 
     fn stmt(&mut self, s: &Stmt) -> R<()> {
-        if let StmtKind::Deferred { start, end } = s.kind {
-            // Read again and run; the statements it holds count the steps.
-            for inner in self.reread(start, end)? {
-                self.stmt(&inner)?;
-            }
-            return Ok(());
-        }
         self.step(s.span)?;
         match &s.kind {
-            // Run above, before a step is counted.
-            StmtKind::Deferred { .. } => {}
             StmtKind::Broken(binds) => {
                 self.tainted = true;
                 for b in binds {
@@ -458,7 +472,7 @@ impl<'a> Eval<'a> {
             StmtKind::Continue => return Err(Flow::Continue),
             StmtKind::Import { module, alias } => {
                 let root = module.split('.').next().unwrap_or(module);
-                let bind = alias.or_else(|| self.prog.names.lookup(root));
+                let bind = Some(alias.unwrap_or_else(|| self.sym(root)));
                 if !is_known_module(root) {
                     self.warn_import(module, s.span);
                 }
@@ -598,7 +612,7 @@ impl<'a> Eval<'a> {
         if let Some(v) = &self.builtins[sym.0 as usize] {
             return Some(v.clone());
         }
-        if Some(sym) == self.topo_sym {
+        if sym == self.topo_sym {
             // The seed's snippets use `topo` without creating it.
             let t = self.model.new_topology(self.stem.clone(), None, true);
             let v = Value::Topo(t);
@@ -656,31 +670,11 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// The statements of a deferred top-level line (see
-    /// [`StmtKind::Deferred`]).
-    fn reread(&self, start: u32, end: u32) -> R<Vec<Stmt>> {
-        let (start, end) = (start as usize, end as usize);
-        let names: &Interner = &self.prog.names;
-        self.src
-            .get(start..end)
-            .and_then(|text| crate::fast::line(text, start, &mut crate::fast::Known(names)))
-            .ok_or_else(|| {
-                Diagnostic::error(code::E0101, "this line could not be read again")
-                    .primary(start..end, "here")
-                    .help("this is a bug in mx; please report it with the model")
-                    .into()
-            })
-    }
-
     /// After a top-level statement failed: every name it binds stands for
     /// the failure from now on.
     fn poison_targets(&mut self, stmt: &Stmt) {
         let mut names = Vec::new();
-        let stmts = match stmt.kind {
-            StmtKind::Deferred { start, end } => self.reread(start, end).unwrap_or_default(),
-            _ => vec![stmt.clone()],
-        };
-        crate::parser::collect_locals(&stmts, &mut names, &mut Vec::new());
+        crate::parser::collect_locals(std::slice::from_ref(stmt), &mut names, &mut Vec::new());
         for n in names {
             self.store(n, Value::Poison);
         }
@@ -712,7 +706,7 @@ impl<'a> Eval<'a> {
 
     pub fn undefined(&self, sym: Sym, span: Span) -> Diagnostic {
         let name = self.name(sym);
-        let mut candidates: Vec<&'a str> = Vec::new();
+        let mut candidates: Vec<&str> = Vec::new();
         for (i, g) in self.globals.iter().enumerate() {
             if g.is_some() || self.builtins[i].is_some() {
                 candidates.push(self.name(Sym(i as u32)));
@@ -726,7 +720,7 @@ impl<'a> Eval<'a> {
         candidates.extend(self.comp.iter().map(|(s, _)| self.name(*s)));
         candidates.extend(Builtin::ALL.iter().map(|b| b.name()));
         candidates.extend(props::PROPS.iter().map(|p| p.name));
-        candidates.extend(props::symbols().map(|s| -> &'a str { s }));
+        candidates.extend(props::symbols().map(|s| -> &str { s }));
         let d = Diagnostic::error(code::E0201, format!("`{name}` is not defined"))
             .primary(span.range(), "not defined");
         let help = match did_you_mean(name, candidates) {
@@ -1170,7 +1164,7 @@ impl<'a> Eval<'a> {
                                 self.type_error(e.span, "keyword argument names must be strings")
                             );
                         };
-                        let Some(sym) = self.prog.names.lookup(s) else {
+                        let Some(sym) = self.names.lookup(s) else {
                             return Err(self.fail(
                                 code::E0215,
                                 e.span,
@@ -1281,7 +1275,7 @@ impl<'a> Eval<'a> {
                 }
                 vars[k] = Some(v);
             } else if def.kwargs.is_some() {
-                kwextra.insert(Key::Str(self.prog.names.name(name).clone()), v);
+                kwextra.insert(Key::Str(self.names.name(name).clone()), v);
             } else {
                 let cands = def.params.iter().map(|p| self.name(p.name));
                 let mut d = Diagnostic::error(

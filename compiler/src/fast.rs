@@ -154,40 +154,18 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
     Some(out)
 }
 
-/// Where the fast path gets its symbols: interned while the parser builds
-/// the program, looked up when the evaluator reads a deferred top-level
-/// line again (every name in it was interned the first time).
-pub trait Names {
-    fn sym(&mut self, name: &str) -> Option<Sym>;
-}
-
-impl Names for Interner {
-    fn sym(&mut self, name: &str) -> Option<Sym> {
-        Some(self.intern(name))
-    }
-}
-
-/// Lookup only: the names of a parsed program.
-pub struct Known<'a>(pub &'a Interner);
-
-impl Names for Known<'_> {
-    fn sym(&mut self, name: &str) -> Option<Sym> {
-        self.0.lookup(name)
-    }
-}
-
-struct P<'t, 'n, N: Names> {
+struct P<'t, 'n> {
     text: &'t str,
     toks: Vec<Token>,
     pos: usize,
     base: usize,
-    names: &'n mut N,
+    names: &'n mut Interner,
     depth: usize,
 }
 
 type Res<T> = Option<T>;
 
-impl<N: Names> P<'_, '_, N> {
+impl P<'_, '_> {
     fn peek(&self) -> Option<Tok> {
         self.toks.get(self.pos).map(|t| t.tok)
     }
@@ -377,7 +355,7 @@ impl<N: Names> P<'_, '_, N> {
                     return None;
                 }
                 self.pos += 1;
-                let sym = self.names.sym(&self.text[t.start..t.end])?;
+                let sym = self.names.intern(&self.text[t.start..t.end]);
                 let span = Span::new(e.span.start as usize, self.base + t.end);
                 e = Expr {
                     kind: ExprKind::Attr(Box::new(e), sym, self.span(t.start, t.end)),
@@ -420,7 +398,7 @@ impl<N: Names> P<'_, '_, N> {
                     return None;
                 }
                 self.pos += 2;
-                let sym = self.names.sym(&self.text[t.start..t.end])?;
+                let sym = self.names.intern(&self.text[t.start..t.end]);
                 let value = self.expr()?;
                 args.push(Arg::Kw(sym, self.span(t.start, t.end), value));
                 kw_seen = true;
@@ -452,7 +430,7 @@ impl<N: Names> P<'_, '_, N> {
                     "False" => ExprKind::Bool(false),
                     "None" => ExprKind::None,
                     _ if is_keyword(w) => return None,
-                    _ => ExprKind::Name(self.names.sym(w)?),
+                    _ => ExprKind::Name(self.names.intern(w)),
                 }
             }
             Tok::Int(i) => ExprKind::Int(i),
@@ -540,7 +518,7 @@ fn valid_target(e: &Expr) -> bool {
 
 /// Parses one logical line (`text`, starting at byte `base` of the file) if
 /// it is in the fast subset: an expression statement or an assignment.
-pub fn line<N: Names>(text: &str, base: usize, names: &mut N) -> Option<Vec<Stmt>> {
+pub fn line(text: &str, base: usize, names: &mut Interner) -> Option<Vec<Stmt>> {
     let toks = tokenize(text)?;
     // Very long lines go to pest, which bounds operator chains (E0106): a
     // 50,000-term sum would otherwise make a tree too deep to evaluate.

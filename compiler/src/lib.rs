@@ -168,18 +168,29 @@ pub fn compile(path: &str, text: &str, opts: &Options) -> Output {
 }
 
 fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
-    let mut diagnostics = Vec::new();
+    let mut parsed = Vec::new();
     let mut timings = Timings::default();
     let t = Instant::now();
-    let program = parser::parse(text, &mut diagnostics);
+    let mut top = parser::TopLevel::new(text, &mut parsed);
     timings.parse = t.elapsed();
     // A line that does not parse is skipped and the model still runs, so
     // one run reports every independent mistake; broken structure
-    // (strings, brackets, indentation, depth) stops here.
-    let structural = diagnostics
-        .iter()
-        .any(|d| d.is_error() && d.code != code::E0101 && d.code != code::E0102);
-    if structural {
+    // (strings, brackets, indentation, depth) stops it.
+    let mut diagnostics = Vec::new();
+    let t = Instant::now();
+    let run = if top.broken() {
+        top.finish(&mut ast::Interner::default());
+        eval::Run::default()
+    } else {
+        eval::run(path, text, &mut top, opts, &mut diagnostics)
+    };
+    // Lines are parsed as they run: parsing is counted with evaluation.
+    timings.eval = t.elapsed();
+    let broken = top.broken();
+    drop(top);
+    parsed.append(&mut diagnostics);
+    let mut diagnostics = parsed;
+    if broken {
         sort(&mut diagnostics);
         return Output {
             xir: None,
@@ -189,9 +200,6 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
             timings,
         };
     }
-    let t = Instant::now();
-    let run = eval::run(path, text, program, opts, &mut diagnostics);
-    timings.eval = t.elapsed();
     let t = Instant::now();
     let xir = run
         .topology

@@ -24,35 +24,94 @@ const MAX_EXPR_DEPTH: usize = 200;
 /// Blocks nest at most this deep.
 const MAX_BLOCK_DEPTH: usize = 100;
 
-/// Parses a whole model. Errors go to `diags`; the returned program holds
-/// every statement that parsed.
-pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Program {
-    let lines = lexer::lines(src, diags);
-    let p = LineParser {
-        src,
-        names: Interner::default(),
-        diags,
-        pratt: Rc::new(pratt()),
-    };
-    // Lines are parsed as block assembly reaches them, so each line's
-    // statements move straight into the tree instead of all lines being held
-    // twice (as parsed items and as the tree).
-    let items: Vec<Item> = lines.iter().map(|_| Item::Pending).collect();
-    let mut blocks = Blocks {
-        src,
-        lines: &lines,
-        items,
-        pos: 0,
-        parser: p,
-    };
-    let body = blocks.suite(0);
-    // Every line is parsed even if no block claimed it, so all errors show.
-    for i in 0..lines.len() {
-        blocks.parsed(i);
+/// Whether `d` is a mistake in the model's structure (strings, brackets,
+/// indentation, nesting depth), after which the model does not run; a line
+/// that does not parse (E0101, E0102) is skipped and the model still runs.
+pub fn structural(d: &Diagnostic) -> bool {
+    d.is_error() && d.code != code::E0101 && d.code != code::E0102
+}
+
+/// A model's top level, parsed a statement at a time as the evaluator
+/// reaches it. Each line is parsed once and a statement is dropped once it
+/// has run, so a 700,000-line generated model is never held whole as a
+/// tree. Lines are split and bracketed first, for the whole file.
+pub struct TopLevel<'a> {
+    blocks: Blocks<'a>,
+    /// Statements parsed and not yet handed out: the last may still gain an
+    /// `elif` or `else`.
+    ready: Vec<Stmt>,
+    /// Diagnostics already looked at for [`structural`] ones.
+    seen: usize,
+    structural: bool,
+}
+
+impl<'a> TopLevel<'a> {
+    pub fn new(src: &'a str, diags: &'a mut Vec<Diagnostic>) -> Self {
+        let lines = lexer::lines(src, diags);
+        let items = lines.iter().map(|_| Item::Pending).collect();
+        let parser = LineParser {
+            src,
+            names: Interner::default(),
+            diags,
+            pratt: Rc::new(pratt()),
+        };
+        let mut top = TopLevel {
+            blocks: Blocks {
+                src,
+                lines,
+                items,
+                pos: 0,
+                parser,
+            },
+            ready: Vec::new(),
+            seen: 0,
+            structural: false,
+        };
+        top.look();
+        top
     }
-    Program {
-        body,
-        names: blocks.parser.names,
+
+    /// The next top-level statement, its names interned into `names`.
+    pub fn next(&mut self, names: &mut Interner) -> Option<Stmt> {
+        let b = &mut self.blocks;
+        std::mem::swap(&mut b.parser.names, names);
+        // A statement is complete once another follows it.
+        while self.ready.len() < 2 && b.pos < b.lines.len() {
+            b.step(0, "", &mut self.ready);
+        }
+        std::mem::swap(&mut b.parser.names, names);
+        self.look();
+        (!self.ready.is_empty()).then(|| self.ready.remove(0))
+    }
+
+    /// Parses what is left, for its errors, when evaluation stopped early.
+    pub fn finish(&mut self, names: &mut Interner) {
+        while self.next(names).is_some() {}
+        let b = &mut self.blocks;
+        std::mem::swap(&mut b.parser.names, names);
+        // Every line is parsed even if no block claimed it, so all errors show.
+        for i in 0..b.lines.len() {
+            b.parsed(i);
+        }
+        std::mem::swap(&mut b.parser.names, names);
+        self.look();
+    }
+
+    /// Whether the model's structure is broken (see [`structural`]): then
+    /// it must not run, and only the parser's diagnostics are reported.
+    pub fn broken(&self) -> bool {
+        self.structural
+    }
+
+    /// Whether any error has been reported so far.
+    pub fn errors(&self) -> bool {
+        self.blocks.parser.diags.iter().any(Diagnostic::is_error)
+    }
+
+    fn look(&mut self) {
+        let diags = &self.blocks.parser.diags;
+        self.structural |= diags[self.seen..].iter().any(structural);
+        self.seen = diags.len();
     }
 }
 
@@ -87,8 +146,6 @@ fn pratt() -> PrattParser<Rule> {
 /// What one logical line turned out to be.
 enum Item {
     Simple(Vec<Stmt>),
-    /// A line the fast path took.
-    Fast(Vec<Stmt>),
     /// Boxed: headers are rare and large, and a generated model has a
     /// million simple lines.
     Header(Box<Header>),
@@ -149,7 +206,7 @@ impl LineParser<'_> {
             };
         }
         if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names) {
-            return Item::Fast(stmts);
+            return Item::Simple(stmts);
         }
         self.line_pest(text, line.start, looks_header)
     }
@@ -1539,13 +1596,13 @@ fn unescape(s: &str, raw: bool, at: usize) -> PResult<String> {
 /// Assembles parsed lines into nested blocks by indentation.
 struct Blocks<'a> {
     src: &'a str,
-    lines: &'a [Line],
+    lines: Vec<Line>,
     items: Vec<Item>,
     pos: usize,
     parser: LineParser<'a>,
 }
 
-impl Blocks<'_> {
+impl<'a> Blocks<'a> {
     /// Line `i`'s item, parsing the line on first use.
     fn parsed(&mut self, i: usize) -> &mut Item {
         if matches!(self.items[i], Item::Pending) {
@@ -1554,20 +1611,15 @@ impl Blocks<'_> {
         &mut self.items[i]
     }
 
-    fn indent(&self, i: usize) -> &str {
-        &self.src[self.lines[i].indent.clone()]
+    fn indent(&self, i: usize) -> &'a str {
+        let src: &'a str = self.src;
+        &src[self.lines[i].indent.clone()]
     }
 
     /// Parses the statements at indentation `self.indent(first)` (or the top
     /// level when `depth == 0`) until a line dedents past it.
     fn suite(&mut self, depth: usize) -> Vec<Stmt> {
-        // The top level gets room for every line up front: doubling a large
-        // vector would hold two copies at once.
-        let mut out: Vec<Stmt> = if depth == 0 {
-            Vec::with_capacity(self.lines.len())
-        } else {
-            Vec::new()
-        };
+        let mut out = Vec::new();
         if self.pos >= self.lines.len() {
             return out;
         }
@@ -1576,102 +1628,95 @@ impl Blocks<'_> {
         } else {
             self.indent(self.pos).to_string()
         };
-        while self.pos < self.lines.len() {
-            let ind = self.indent(self.pos).to_string();
-            if ind != level {
-                if ind.len() > level.len() && ind.starts_with(&level) {
-                    // Deeper than this block without a header: report and skip.
-                    let l = &self.lines[self.pos];
-                    let at = l.start;
-                    let prev_broken =
-                        self.pos > 0 && matches!(self.items[self.pos - 1], Item::Broken { .. });
-                    let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
-                    if after_block {
-                        // Dedented out of a block, but not to any enclosing level.
-                        self.parser.diags.push(
-                            Diagnostic::error(
-                                code::E0105,
-                                "indentation does not match any enclosing block",
-                            )
-                            .primary(l.indent.start..at, "dedented to here")
-                            .help("dedent to exactly the indentation of an enclosing block"),
-                        );
-                    } else if !prev_broken {
-                        self.parser.diags.push(
-                            Diagnostic::error(code::E0105, "unexpected indentation")
-                                .primary(l.indent.start..at, "this line is indented more than the block it is in")
-                                .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
-                        );
-                    }
-                    self.skip_block();
-                    continue;
-                }
-                if !level.starts_with(&ind) {
-                    // Neither deeper nor an enclosing level's prefix.
-                    let l = &self.lines[self.pos];
+        while self.pos < self.lines.len() && self.step(depth, &level, &mut out) {}
+        out
+    }
+
+    /// Takes the next line (or the lines of a block it heads) at indentation
+    /// `level` into `out`; false when the line dedents past `level`.
+    fn step(&mut self, depth: usize, level: &str, out: &mut Vec<Stmt>) -> bool {
+        let ind = self.indent(self.pos);
+        if ind != level {
+            if ind.len() > level.len() && ind.starts_with(level) {
+                // Deeper than this block without a header: report and skip.
+                let l = &self.lines[self.pos];
+                let at = l.start;
+                let prev_broken =
+                    self.pos > 0 && matches!(self.items[self.pos - 1], Item::Broken { .. });
+                let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
+                if after_block {
+                    // Dedented out of a block, but not to any enclosing level.
                     self.parser.diags.push(
                         Diagnostic::error(
                             code::E0105,
                             "indentation does not match any enclosing block",
                         )
-                        .primary(l.indent.start..l.start, "this indentation")
+                        .primary(l.indent.start..at, "dedented to here")
                         .help("dedent to exactly the indentation of an enclosing block"),
                     );
-                    self.skip_block();
-                    continue;
+                } else if !prev_broken {
+                    self.parser.diags.push(
+                        Diagnostic::error(code::E0105, "unexpected indentation")
+                            .primary(l.indent.start..at, "this line is indented more than the block it is in")
+                            .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
+                    );
                 }
-                break; // dedent to an enclosing level
+                self.skip_block();
+                return true;
             }
-            let idx = self.pos;
-            self.pos += 1;
-            let item = std::mem::replace(self.parsed(idx), Item::Taken);
-            match item {
-                Item::Taken | Item::Pending => {}
-                // At the top level, a fast-path line is kept as its place
-                // and read again when it runs (see `StmtKind::Deferred`).
-                Item::Fast(stmts) if depth == 0 => {
-                    let l = &self.lines[idx];
-                    out.push(Stmt {
-                        kind: StmtKind::Deferred {
-                            start: l.start as u32,
-                            end: l.end as u32,
-                        },
-                        span: stmts.first().map_or(Span::new(l.start, l.end), |s| s.span),
-                    });
+            if !level.starts_with(ind) {
+                // Neither deeper nor an enclosing level's prefix.
+                let l = &self.lines[self.pos];
+                self.parser.diags.push(
+                    Diagnostic::error(
+                        code::E0105,
+                        "indentation does not match any enclosing block",
+                    )
+                    .primary(l.indent.start..l.start, "this indentation")
+                    .help("dedent to exactly the indentation of an enclosing block"),
+                );
+                self.skip_block();
+                return true;
+            }
+            return false; // dedent to an enclosing level
+        }
+        let idx = self.pos;
+        self.pos += 1;
+        let item = std::mem::replace(self.parsed(idx), Item::Taken);
+        match item {
+            Item::Taken | Item::Pending => {}
+            Item::Simple(stmts) => out.extend(stmts),
+            Item::Broken { header, mut binds } => {
+                self.items[idx] = Item::Broken {
+                    header,
+                    binds: Vec::new(),
+                };
+                if header && let Some(body) = self.body_or_skip(depth, true) {
+                    // The body never runs: what it assigns or changes
+                    // stands for the broken header.
+                    collect_locals(&body, &mut binds, &mut Vec::new());
+                    let mutators: Vec<Sym> = MUTATORS
+                        .iter()
+                        .map(|m| self.parser.names.intern(m))
+                        .collect();
+                    mutated_roots(&body, &mutators, &mut binds);
                 }
-                Item::Simple(stmts) | Item::Fast(stmts) => out.extend(stmts),
-                Item::Broken { header, mut binds } => {
-                    self.items[idx] = Item::Broken {
-                        header,
-                        binds: Vec::new(),
-                    };
-                    if header && let Some(body) = self.body_or_skip(depth, true) {
-                        // The body never runs: what it assigns or changes
-                        // stands for the broken header.
-                        collect_locals(&body, &mut binds, &mut Vec::new());
-                        let mutators: Vec<Sym> = MUTATORS
-                            .iter()
-                            .map(|m| self.parser.names.intern(m))
-                            .collect();
-                        mutated_roots(&body, &mutators, &mut binds);
-                    }
-                    let l = &self.lines[idx];
-                    out.push(Stmt {
-                        kind: StmtKind::Broken(binds),
-                        span: Span::new(l.start, l.end),
-                    });
-                }
-                Item::Header(h) => {
-                    let h = *h;
-                    let body = match h.inline {
-                        Some(stmts) => stmts,
-                        None => self.body_or_skip(depth, false).unwrap_or_default(),
-                    };
-                    self.attach(&mut out, h.kind, h.span, h.keyword, body);
-                }
+                let l = &self.lines[idx];
+                out.push(Stmt {
+                    kind: StmtKind::Broken(binds),
+                    span: Span::new(l.start, l.end),
+                });
+            }
+            Item::Header(h) => {
+                let h = *h;
+                let body = match h.inline {
+                    Some(stmts) => stmts,
+                    None => self.body_or_skip(depth, false).unwrap_or_default(),
+                };
+                self.attach(out, h.kind, h.span, h.keyword, body);
             }
         }
-        out
+        true
     }
 
     /// Parses the indented body after a header. With `skip` (the header

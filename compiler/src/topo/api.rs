@@ -192,7 +192,8 @@ impl Eval<'_> {
         _ospan: Span,
         a: Args,
     ) -> R<Value> {
-        let m: &str = self.name(name);
+        let m = self.names.name(name).clone();
+        let m: &str = &m;
         match (&recv, m) {
             (Value::Topo(t), "node" | "device") => {
                 let t = *t;
