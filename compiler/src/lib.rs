@@ -223,3 +223,52 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
 fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by_key(|d| d.location().map_or(usize::MAX, |l| l.start));
 }
+
+#[cfg(test)]
+mod tests {
+    //! The top level is parsed as it runs (`parser::TopLevel`): what that
+    //! must not change.
+
+    use super::*;
+
+    fn codes(out: &Output) -> Vec<String> {
+        out.diagnostics.iter().map(|d| d.code.to_string()).collect()
+    }
+
+    /// Statements before a break in the structure run before it is found;
+    /// nothing of that run may show: no output, no error of theirs.
+    #[test]
+    fn a_break_in_structure_late_in_the_file_reports_as_if_nothing_ran() {
+        let text = "print('ran')\nx = undefined_name\nnet = Network('n')\n\
+                    a = net.node('a')\n  b = 2\n";
+        let out = compile("m.mx", text, &Options::default());
+        assert!(out.printed.is_empty(), "{:?}", out.printed);
+        assert!(out.xir.is_none());
+        // Found only when the evaluator reaches it, after `undefined_name`.
+        assert_eq!(codes(&out), ["E0105"]);
+    }
+
+    /// A break the evaluator stops short of (the step budget ran out first)
+    /// is still found, by parsing the rest.
+    #[test]
+    fn lines_after_a_spent_budget_are_still_parsed() {
+        let text = "while True:\n    pass\nx = = 1\n";
+        let opts = Options {
+            step_limit: 1000,
+            ..Options::default()
+        };
+        let out = compile("m.mx", text, &opts);
+        assert_eq!(codes(&out), ["E0212", "E0101"]);
+    }
+
+    /// A name first spelt after the statement that needs it: `import`
+    /// binds its module although the name is not yet interned.
+    #[test]
+    fn names_interned_later_still_bind() {
+        let text = "import mergexp\nnet = mergexp.Network('n')\na = net.node('a')\n\
+                    b = net.node('b')\nnet.connect([a, b])\nexperiment(net)\n";
+        let out = compile("m.mx", text, &Options::default());
+        assert!(out.diagnostics.is_empty(), "{:?}", codes(&out));
+        assert_eq!(out.xir.expect("xir").nodes.len(), 2);
+    }
+}
