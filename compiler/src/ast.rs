@@ -16,7 +16,7 @@ pub struct Sym(pub u32);
 /// recognise them by number.
 #[derive(Default, Debug)]
 pub struct Interner {
-    map: std::collections::HashMap<Rc<str>, Sym>,
+    map: rustc_hash::FxHashMap<Rc<str>, Sym>,
     names: Vec<Rc<str>>,
 }
 

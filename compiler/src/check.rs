@@ -6,7 +6,8 @@
 //! after sorting) in the size of the model, so 100,000-node models stay fast.
 
 use mx_diag::code;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use mx_diag::Diagnostic;
@@ -96,7 +97,7 @@ fn constraint(c: &Cons) -> mx_xir::Constraint {
 }
 
 fn duplicate_names(topo: &Topology, names: &[mx_xir::Name], diags: &mut Vec<Diagnostic>) {
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(topo.nodes.len());
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(topo.nodes.len(), Default::default());
     for (i, (n, safe)) in topo.nodes.iter().zip(names).enumerate() {
         if let Some(&first) = seen.get(safe.as_str()) {
             let other = &topo.nodes[first];
@@ -125,11 +126,12 @@ fn duplicate_names(topo: &Topology, names: &[mx_xir::Name], diags: &mut Vec<Diag
 }
 
 fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
-    // address -> (link index, span) of every use, for reuse across links.
-    let mut uses: HashMap<u32, Vec<(usize, Span)>> = HashMap::new();
+    // (address, link index, span) of every use, for reuse across links.
+    let mut uses: Vec<(u32, usize, Span)> = Vec::new();
+    let mut on_link = Seen::default();
     for (li, l) in topo.links.iter().enumerate() {
         let mut subnet: Option<(u32, u8, Span, &str)> = None;
-        let mut on_link: HashMap<u32, Span> = HashMap::new();
+        on_link.clear();
         for e in &l.endpoints {
             for (cidr, span) in &e.addrs {
                 let Ok((addr, len)) = parse_cidr(cidr) else {
@@ -137,7 +139,7 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                 };
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
                 let net = addr & mask;
-                if let Some(first) = on_link.get(&addr) {
+                if let Some(first) = on_link.get(addr) {
                     diags.push(
                         Diagnostic::error(
                             code::E0210,
@@ -170,16 +172,16 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                             .help("hosts cannot use a subnet's first or last address; pick one in between"),
                     );
                 }
-                uses.entry(addr).or_default().push((li, *span));
+                uses.push((addr, li, *span));
             }
         }
     }
+    // Each address's uses together, in the order they were made.
+    uses.sort_by_key(|(addr, _, _)| *addr);
     let mut reused: Vec<(u32, Vec<(usize, Span)>)> = uses
-        .into_iter()
-        .filter(|(_, v)| {
-            let first = v[0].0;
-            v.iter().any(|(l, _)| *l != first)
-        })
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|v| v.iter().any(|(_, l, _)| *l != v[0].1))
+        .map(|v| (v[0].0, v.iter().map(|(_, l, s)| (*l, *s)).collect()))
         .collect();
     reused.sort_by_key(|(_, v)| v[1].1);
     for (addr, v) in reused {
@@ -209,6 +211,42 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// The addresses of one link so far: looked through in order while few (a
+/// point-to-point link), hashed once many (a LAN).
+#[derive(Default)]
+struct Seen {
+    few: Vec<(u32, Span)>,
+    many: HashMap<u32, Span>,
+}
+
+impl Seen {
+    const FEW: usize = 16;
+
+    fn clear(&mut self) {
+        self.few.clear();
+        if !self.many.is_empty() {
+            self.many = HashMap::default();
+        }
+    }
+
+    fn get(&self, addr: u32) -> Option<Span> {
+        if self.many.is_empty() {
+            self.few.iter().find(|(a, _)| *a == addr).map(|(_, s)| *s)
+        } else {
+            self.many.get(&addr).copied()
+        }
+    }
+
+    fn insert(&mut self, addr: u32, span: Span) {
+        if self.many.is_empty() && self.few.len() < Self::FEW {
+            self.few.push((addr, span));
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(addr, span);
+        }
+    }
+}
+
 fn ip(a: u32) -> String {
     format!(
         "{}.{}.{}.{}",
@@ -222,16 +260,16 @@ fn ip(a: u32) -> String {
 // ---- contradictions --------------------------------------------------------
 
 fn contradictions(topo: &Topology, diags: &mut Vec<Diagnostic>) {
-    check_element(&topo.constraints, "the topology", diags);
+    check_element(&topo.constraints, || "the topology".into(), diags);
     for n in &topo.nodes {
-        check_element(&n.constraints, &format!("node `{}`", n.name), diags);
+        check_element(&n.constraints, || format!("node `{}`", n.name), diags);
     }
     for l in &topo.links {
-        check_element(&l.constraints, "this link", diags);
+        check_element(&l.constraints, || "this link".into(), diags);
         for e in &l.endpoints {
             check_element(
                 &e.constraints,
-                &format!("the endpoint of `{}`", topo.nodes[e.node].name),
+                || format!("the endpoint of `{}`", topo.nodes[e.node].name),
                 diags,
             );
         }
@@ -239,11 +277,18 @@ fn contradictions(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     cross_property(topo, diags);
 }
 
-/// Reports the first pair of constraints on one property that cannot both hold.
-fn check_element(cons: &[Rc<Cons>], what: &str, diags: &mut Vec<Diagnostic>) {
-    if cons.len() < 2 {
+/// Reports the first pair of constraints on one property that cannot both
+/// hold. `what` names the element, made only for a report.
+fn check_element(cons: &[Rc<Cons>], what: impl Fn() -> String, diags: &mut Vec<Diagnostic>) {
+    // Most elements constrain each property once: nothing to compare.
+    let shared = cons
+        .iter()
+        .enumerate()
+        .any(|(j, c)| cons[..j].iter().any(|d| d.prop == c.prop));
+    if !shared {
         return;
     }
+    let what = what();
     let mut by_prop: BTreeMap<u8, Vec<&Cons>> = BTreeMap::new();
     for c in cons {
         by_prop.entry(c.prop).or_default().push(c);
@@ -540,10 +585,17 @@ fn holds_val(op: Op, v: &X, val: &Val) -> bool {
 /// Contradictions between properties: a bare-metal node cannot have a
 /// virtual NIC or a time dilation factor.
 fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
-    let find = |cs: &[Rc<Cons>], name: &str, pred: &dyn Fn(&Cons) -> bool| -> Option<Span> {
-        let p = props::prop(name)?;
+    let find = |cs: &[Rc<Cons>], p: Option<u8>, pred: &dyn Fn(&Cons) -> bool| -> Option<Span> {
+        let p = p?;
         cs.iter().find(|c| c.prop == p && pred(c)).map(|c| c.span)
     };
+    // Looked up once: there is a node and an endpoint per line of a large model.
+    let (nic, virt, metal, tdf) = (
+        props::prop("nic"),
+        props::prop("virt"),
+        props::prop("metal"),
+        props::prop("tdf"),
+    );
     let is_false = |c: &Cons| {
         matches!(
             (c.op, &c.value),
@@ -568,9 +620,9 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     // Virtual NICs each node gets, from its endpoints and its links.
     let mut nics: Vec<Vec<Span>> = vec![Vec::new(); topo.nodes.len()];
     for l in &topo.links {
-        let link_nic = find(&l.constraints, "nic", &virtual_nic);
+        let link_nic = find(&l.constraints, nic, &virtual_nic);
         for e in &l.endpoints {
-            if let Some(s) = find(&e.constraints, "nic", &virtual_nic).or(link_nic) {
+            if let Some(s) = find(&e.constraints, nic, &virtual_nic).or(link_nic) {
                 nics[e.node].push(s);
             }
         }
@@ -585,15 +637,15 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                     .help(help.to_string()),
             );
         };
-        let bare = find(cs, "virt", &is_false);
-        let metal = find(cs, "metal", &is_true);
+        let bare = find(cs, virt, &is_false);
+        let metal = find(cs, metal, &is_true);
         if let Some(b) = bare.or(metal) {
             let why = if bare.is_some() {
                 "virt == false"
             } else {
                 "metal == true"
             };
-            if let Some(t) = find(cs, "tdf", &any) {
+            if let Some(t) = find(cs, tdf, &any) {
                 pair(
                     diags,
                     b,
@@ -617,7 +669,7 @@ fn cross_property(topo: &Topology, diags: &mut Vec<Diagnostic>) {
                 );
             }
         }
-        if let (Some(m), Some(v)) = (metal, find(cs, "virt", &is_true)) {
+        if let (Some(m), Some(v)) = (metal, find(cs, virt, &is_true)) {
             diags.push(
                 Diagnostic::error(
                     code::E0205,
@@ -656,7 +708,7 @@ fn connectivity(topo: &Topology, diags: &mut Vec<Diagnostic>) {
     }
     // Islands among the linked nodes, in order of their first node.
     let mut islands: Vec<usize> = Vec::new();
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     for (i, d) in degree.iter().enumerate() {
         if *d == 0 {
             continue;

@@ -34,17 +34,59 @@ enum Tok {
     Op(&'static str),
 }
 
+/// A token, classified once when it is read: the parser asks every
+/// operand whether it is an operator or a reserved word.
 #[derive(Clone, Copy, Debug)]
 struct Token {
     tok: Tok,
     start: usize,
     end: usize,
+    /// A name that is a keyword (only the operator words and constants
+    /// reach the parser; other keywords send the line to pest).
+    kw: bool,
+    /// Its infix operator, if it spells one.
+    infix: Option<syntax::InfixOp>,
+    /// Its prefix operator, if it spells one.
+    prefix: Option<&'static syntax::PrefixOp>,
 }
 
+impl Token {
+    fn new(tok: Tok, start: usize, end: usize) -> Token {
+        Token {
+            tok,
+            start,
+            end,
+            kw: false,
+            infix: None,
+            prefix: None,
+        }
+    }
+
+    /// An operator or operator word: classified from the tables in [`syntax`].
+    fn op(tok: Tok, text: &str, start: usize, end: usize) -> Token {
+        Token {
+            infix: syntax::infix(text),
+            prefix: syntax::prefix(text),
+            ..Token::new(tok, start, end)
+        }
+    }
+}
+
+/// Every operator and bracket of the fast subset; one or two bytes each.
 const OPS: &[&str] = &[
     "**", "//", "<<", ">>", "<=", ">=", "==", "!=", "+", "-", "*", "/", "%", "&", "|", "^", "~",
     "<", ">", "(", ")", "[", "]", ",", ".", "=",
 ];
+
+/// The operator at the start of `rest`, longest first, comparing bytes (no
+/// string comparison per candidate).
+fn op_at(rest: &[u8]) -> Option<&'static str> {
+    let (first, second) = (rest[0], rest.get(1).copied());
+    OPS.iter().copied().find(|op| {
+        let b = op.as_bytes();
+        b[0] == first && (b.len() == 1 || Some(b[1]) == second)
+    })
+}
 
 /// Splits `text` into tokens, or `None` on anything outside the fast subset.
 fn tokenize(text: &str) -> Option<Vec<Token>> {
@@ -71,19 +113,19 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
                     return None;
                 }
                 let word = &text[start..i];
-                if is_keyword(word)
-                    && !matches!(
-                        word,
-                        "and" | "or" | "not" | "in" | "is" | "True" | "False" | "None"
-                    )
-                {
+                if !is_keyword(word) {
+                    out.push(Token::new(Tok::Name, start, i));
+                } else if matches!(
+                    word,
+                    "and" | "or" | "not" | "in" | "is" | "True" | "False" | "None"
+                ) {
+                    out.push(Token {
+                        kw: true,
+                        ..Token::op(Tok::Name, word, start, i)
+                    });
+                } else {
                     return None;
                 }
-                out.push(Token {
-                    tok: Tok::Name,
-                    start,
-                    end: i,
-                });
             }
             b'0'..=b'9' => {
                 let start = i;
@@ -111,7 +153,7 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
                     }
                     Tok::Int(digits.parse().ok()?)
                 };
-                out.push(Token { tok, start, end: i });
+                out.push(Token::new(tok, start, i));
             }
             b'\'' | b'"' => {
                 let start = i;
@@ -123,30 +165,21 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
                 if b[start + 1..i - 1].contains(&b'\\') {
                     return None;
                 }
-                out.push(Token {
-                    tok: Tok::Str,
-                    start,
-                    end: i,
-                });
+                out.push(Token::new(Tok::Str, start, i));
             }
             _ => {
-                let rest = &text[i..];
-                let op = OPS.iter().find(|op| rest.starts_with(**op))?;
+                let op = op_at(&b[i..])?;
                 // Augmented assignment (`+=`, `//=`, `**=`, ...): pest.
-                let after = rest.as_bytes().get(op.len()).copied();
+                let after = b.get(i + op.len()).copied();
                 if after == Some(b'=')
                     && matches!(
-                        *op,
+                        op,
                         "+" | "-" | "*" | "/" | "//" | "%" | "**" | "&" | "|" | "^" | "<<" | ">>"
                     )
                 {
                     return None;
                 }
-                out.push(Token {
-                    tok: Tok::Op(op),
-                    start: i,
-                    end: i + op.len(),
-                });
+                out.push(Token::op(Tok::Op(op), op, i, i + op.len()));
                 i += op.len();
             }
         }
@@ -176,17 +209,6 @@ impl P<'_, '_> {
 
     fn is_op(&self, op: &str) -> bool {
         matches!(self.peek(), Some(Tok::Op(o)) if o == op)
-    }
-
-    fn word(&self) -> Option<&str> {
-        match self.toks.get(self.pos) {
-            Some(Token {
-                tok: Tok::Name,
-                start,
-                end,
-            }) => Some(&self.text[*start..*end]),
-            _ => None,
-        }
     }
 
     fn span(&self, start: usize, end: usize) -> Span {
@@ -294,19 +316,14 @@ impl P<'_, '_> {
     /// The infix operator at the cursor, from [`syntax::INFIX`], and how
     /// many tokens it spans (`not in` and `is not` take two).
     fn infix(&self) -> Option<(syntax::InfixOp, usize)> {
-        match self.peek()? {
-            Tok::Name => {
-                let w = self.word()?;
-                if let Some(next) = self.peek_word(1)
-                    && let Some(op) = syntax::infix_words(w, next)
-                {
-                    return Some((op, 2));
-                }
-                syntax::infix(w).map(|op| (op, 1))
-            }
-            Tok::Op(o) => syntax::infix(o).map(|op| (op, 1)),
-            _ => None,
+        let t = self.toks.get(self.pos)?;
+        if t.kw
+            && let Some(next) = self.peek_word(1)
+            && let Some(op) = syntax::infix_words(&self.text[t.start..t.end], next)
+        {
+            return Some((op, 2));
         }
+        t.infix.map(|op| (op, 1))
     }
 
     fn peek_word(&self, k: usize) -> Option<&str> {
@@ -315,6 +332,7 @@ impl P<'_, '_> {
                 tok: Tok::Name,
                 start,
                 end,
+                ..
             }) => Some(&self.text[*start..*end]),
             _ => None,
         }
@@ -323,12 +341,7 @@ impl P<'_, '_> {
     /// Prefix operators, from [`syntax::PREFIX`].
     fn unary(&mut self, min: u8) -> Res<Expr> {
         let tok = *self.toks.get(self.pos)?;
-        let op = match tok.tok {
-            Tok::Name => syntax::prefix(self.word()?),
-            Tok::Op(o) => syntax::prefix(o),
-            _ => None,
-        };
-        if let Some(&syntax::PrefixOp { prec, op, .. }) = op {
+        if let Some(&syntax::PrefixOp { prec, op, .. }) = tok.prefix {
             if prec < min {
                 // A lower-precedence prefix in a tighter context (`a + not b`):
                 // the grammar rejects it; let pest say so.
@@ -351,7 +364,7 @@ impl P<'_, '_> {
             if self.is_op(".") {
                 self.pos += 1;
                 let t = *self.toks.get(self.pos)?;
-                if t.tok != Tok::Name || is_keyword(&self.text[t.start..t.end]) {
+                if t.tok != Tok::Name || t.kw {
                     return None;
                 }
                 self.pos += 1;
@@ -394,7 +407,7 @@ impl P<'_, '_> {
         while !self.is_op(")") {
             if self.peek() == Some(Tok::Name) && matches!(self.peek_at(1), Some(Tok::Op("="))) {
                 let t = self.toks[self.pos];
-                if is_keyword(&self.text[t.start..t.end]) {
+                if t.kw {
                     return None;
                 }
                 self.pos += 2;
@@ -426,11 +439,11 @@ impl P<'_, '_> {
             Tok::Name => {
                 let w = &self.text[t.start..t.end];
                 match w {
+                    _ if !t.kw => ExprKind::Name(self.names.intern(w)),
                     "True" => ExprKind::Bool(true),
                     "False" => ExprKind::Bool(false),
                     "None" => ExprKind::None,
-                    _ if is_keyword(w) => return None,
-                    _ => ExprKind::Name(self.names.intern(w)),
+                    _ => return None,
                 }
             }
             Tok::Int(i) => ExprKind::Int(i),
@@ -558,4 +571,23 @@ pub fn line(text: &str, base: usize, names: &mut Interner) -> Option<Vec<Stmt>> 
         }
     };
     Some(vec![Stmt { kind, span }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`op_at`] compares at most two bytes, longest operator first.
+    #[test]
+    fn operators_are_one_or_two_bytes_longest_first() {
+        assert!(OPS.iter().all(|o| (1..=2).contains(&o.len())));
+        let first_single = OPS.iter().position(|o| o.len() == 1).unwrap();
+        assert!(OPS[first_single..].iter().all(|o| o.len() == 1));
+        for op in OPS {
+            assert_eq!(op_at(op.as_bytes()), Some(*op));
+        }
+        assert_eq!(op_at(b"**2"), Some("**"));
+        assert_eq!(op_at(b"*2"), Some("*"));
+        assert_eq!(op_at(b"!x"), None);
+    }
 }
