@@ -5,6 +5,7 @@
 //! is an integer hash, which matters for models that build 100,000 nodes.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub use mx_xir::Span;
 
@@ -82,7 +83,7 @@ pub enum StmtKind {
         cond: Expr,
         body: Vec<Stmt>,
     },
-    Def(Rc<FuncDef>),
+    Def(Arc<FuncDef>),
     Return(Option<Expr>),
     Pass,
     Break,
@@ -91,6 +92,8 @@ pub enum StmtKind {
     Import {
         module: String,
         alias: Option<Sym>,
+        /// What it binds: the alias, or the module's first name.
+        bind: Sym,
     },
     /// `from a import *` (names empty) or `from a import b as c`.
     FromImport {
@@ -146,16 +149,16 @@ pub enum ExprKind {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(Rc<str>),
+    Str(Arc<str>),
     /// An f-string: literal text and `{expr!conv:spec}` fields.
-    FStr(Rc<[FPart]>),
+    FStr(Arc<[FPart]>),
     Name(Sym),
     Tuple(Vec<Expr>),
     List(Vec<Expr>),
     Dict(Vec<DictItem>),
     /// `[elt for ... if ...]`; generator expressions are evaluated eagerly.
-    ListComp(Box<Expr>, Rc<[Comp]>),
-    DictComp(Box<Expr>, Box<Expr>, Rc<[Comp]>),
+    ListComp(Box<Expr>, Arc<[Comp]>),
+    DictComp(Box<Expr>, Box<Expr>, Arc<[Comp]>),
     Attr(Box<Expr>, Sym, Span),
     Index(Box<Expr>, Box<Expr>),
     Slice(Box<Expr>, [Option<Box<Expr>>; 3]),
@@ -167,7 +170,7 @@ pub enum ExprKind {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     IfExp(Box<Expr>, Box<Expr>, Box<Expr>),
-    Lambda(Rc<FuncDef>),
+    Lambda(Arc<FuncDef>),
     /// `*x` inside a list or tuple display.
     Star(Box<Expr>),
     /// `(x)`: kept so `(a < b) < c` does not chain.
@@ -176,11 +179,11 @@ pub enum ExprKind {
 
 #[derive(Debug, Clone)]
 pub enum FPart {
-    Lit(Rc<str>),
+    Lit(Arc<str>),
     Field {
         expr: Expr,
         conv: Option<char>,
-        spec: Option<Rc<str>>,
+        spec: Option<Arc<str>>,
     },
 }
 

@@ -97,7 +97,8 @@ fn constraint(c: &Cons) -> mx_xir::Constraint {
 }
 
 fn duplicate_names(topo: &Topology, names: &[mx_xir::Name], diags: &mut Vec<Diagnostic>) {
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(topo.nodes.len(), Default::default());
+    let mut seen: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(topo.nodes.len(), Default::default());
     for (i, (n, safe)) in topo.nodes.iter().zip(names).enumerate() {
         if let Some(&first) = seen.get(safe.as_str()) {
             let other = &topo.nodes[first];

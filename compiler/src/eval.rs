@@ -13,14 +13,15 @@ use mx_diag::code;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use mx_diag::Diagnostic;
 use mx_xir::Span;
 
 use crate::Options;
+use crate::ahead::Source;
 use crate::ast::*;
-use crate::parser::TopLevel;
 use crate::props;
 use crate::topo::{Model, Topology};
 use crate::value::*;
@@ -109,19 +110,19 @@ pub struct Eval<'a> {
     tainted: bool,
     /// Names of the file stem, for the implicit `topo`.
     pub stem: String,
-    topo_sym: Sym,
+    topo_sym: Option<Sym>,
 }
 
 /// Runs the model `top` parses, a top-level statement at a time: each is
 /// dropped as soon as it has run (functions live on in their closures), so
 /// a 700,000-line generated model is never held whole as a tree while its
 /// topology is built. Nothing runs past a break in the model's structure
-/// ([`TopLevel::broken`]); then the run is empty and only the parser's
+/// ([`Source::broken`]); then the run is empty and only the parser's
 /// diagnostics count.
 pub fn run(
     path: &str,
     src: &str,
-    top: &mut TopLevel<'_>,
+    top: &mut dyn Source,
     opts: &Options,
     diags: &mut Vec<Diagnostic>,
 ) -> Run {
@@ -130,8 +131,7 @@ pub fn run(
         .and_then(|s| s.to_str())
         .unwrap_or("experiment")
         .to_string();
-    let mut names = Interner::default();
-    let topo_sym = names.intern("topo");
+    let names = Interner::default();
     let mut model = Model::default();
     let mut fac = crate::facility::FacModel::default();
     let mut ev = Eval {
@@ -155,7 +155,7 @@ pub fn run(
         recorded: Default::default(),
         tainted: false,
         stem,
-        topo_sym,
+        topo_sym: None,
     };
     // Every independent mistake in one run: a statement that fails is
     // recorded and the next one runs; what it would have bound becomes
@@ -180,6 +180,7 @@ pub fn run(
             }
             Err(Flow::Return(_)) | Err(Flow::Break) | Err(Flow::Continue) => break,
         }
+        top.spent(stmt);
     }
     top.finish(&mut ev.names);
     if top.broken() {
@@ -271,18 +272,14 @@ impl<'a> Eval<'a> {
     /// Makes room for the names parsed since the last statement.
     fn know_names(&mut self) {
         let n = self.names.count();
+        if self.topo_sym.is_none() && n > self.globals.len() {
+            self.topo_sym = self.names.lookup("topo");
+        }
         for i in self.globals.len()..n {
             self.globals.push(None);
             self.builtins
                 .push(builtin_of(self.names.name(Sym(i as u32))));
         }
-    }
-
-    /// The symbol of `name`, interned if the model has not used it yet.
-    pub fn sym(&mut self, name: &str) -> Sym {
-        let s = self.names.intern(name);
-        self.know_names();
-        s
     }
 
     pub fn text(&self, span: Span) -> &'a str {
@@ -470,20 +467,21 @@ impl<'a> Eval<'a> {
             StmtKind::Pass | StmtKind::Global(_) => {}
             StmtKind::Break => return Err(Flow::Break),
             StmtKind::Continue => return Err(Flow::Continue),
-            StmtKind::Import { module, alias } => {
+            StmtKind::Import {
+                module,
+                alias,
+                bind,
+            } => {
                 let root = module.split('.').next().unwrap_or(module);
-                let bind = Some(alias.unwrap_or_else(|| self.sym(root)));
                 if !is_known_module(root) {
                     self.warn_import(module, s.span);
                 }
-                if let Some(sym) = bind {
-                    let m = if alias.is_some() {
-                        module.as_str()
-                    } else {
-                        root
-                    };
-                    self.store(sym, Value::Module(m.into()));
-                }
+                let m = if alias.is_some() {
+                    module.as_str()
+                } else {
+                    root
+                };
+                self.store(*bind, Value::Module(m.into()));
             }
             StmtKind::FromImport { module, names } => {
                 let known = is_known_module(module.split('.').next().unwrap_or(module));
@@ -564,7 +562,7 @@ impl<'a> Eval<'a> {
 
     // ---- names -----------------------------------------------------------
 
-    fn closure(&mut self, def: &Rc<FuncDef>) -> R<Value> {
+    fn closure(&mut self, def: &Arc<FuncDef>) -> R<Value> {
         let mut defaults = Vec::with_capacity(def.params.len());
         for p in &def.params {
             defaults.push(match &p.default {
@@ -612,7 +610,7 @@ impl<'a> Eval<'a> {
         if let Some(v) = &self.builtins[sym.0 as usize] {
             return Some(v.clone());
         }
-        if sym == self.topo_sym {
+        if Some(sym) == self.topo_sym {
             // The seed's snippets use `topo` without creating it.
             let t = self.model.new_topology(self.stem.clone(), None, true);
             let v = Value::Topo(t);
@@ -879,12 +877,25 @@ impl<'a> Eval<'a> {
             ExprKind::Bool(b) => Value::Bool(*b),
             ExprKind::Int(i) => Value::Int(*i),
             ExprKind::Float(f) => Value::Float(*f),
-            ExprKind::Str(s) => Value::Str(s.clone()),
+            // The tree is shared with the parser's thread; values are not.
+            ExprKind::Str(s) => Value::str(s),
             ExprKind::FStr(parts) => {
-                let mut out = String::new();
+                let room = parts.iter().fold(0, |n, p| match p {
+                    FPart::Lit(s) => n + s.len(),
+                    FPart::Field { .. } => n + 8,
+                });
+                let mut out = String::with_capacity(room);
                 for p in parts.iter() {
                     match p {
                         FPart::Lit(s) => out.push_str(s),
+                        FPart::Field {
+                            expr,
+                            conv: None,
+                            spec: None,
+                        } => {
+                            let v = self.expr(expr)?;
+                            self.to_str_into(&v, &mut out, expr.span)?;
+                        }
                         FPart::Field { expr, conv, spec } => {
                             let v = self.expr(expr)?;
                             let v = match conv {

@@ -16,11 +16,22 @@ impl Eval<'_> {
 
     /// `str(v)`, charging the budgets for every node walked and byte written.
     pub fn to_str(&self, v: &Value, span: Span) -> R<String> {
+        let mut out = String::new();
+        self.to_str_into(v, &mut out, span)?;
+        Ok(out)
+    }
+
+    /// [`Eval::to_str`] appended to `out`: an f-string's fields need no
+    /// string of their own.
+    pub fn to_str_into(&self, v: &Value, out: &mut String, span: Span) -> R<()> {
         match v {
-            Value::Str(s) => Ok(s.to_string()),
-            Value::Node(n) => Ok(self.model.node_name(*n).to_string()),
-            _ => self.repr(v, span),
+            Value::Str(s) => out.push_str(s),
+            Value::Node(n) => out.push_str(self.model.node_name(*n)),
+            _ => self
+                .repr_into(v, out, 0, &self.meter)
+                .map_err(|e| self.exhausted(e, span))?,
         }
+        Ok(())
     }
 
     /// `repr(v)`, charging the budgets for every node walked and byte written.
@@ -85,7 +96,10 @@ impl Eval<'_> {
         match v {
             Value::None => out.push_str("None"),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
-            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Int(i) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{i}");
+            }
             Value::Float(f) => out.push_str(&fmt_float(*f)),
             Value::Str(s) => out.push_str(&py_repr_str(s)),
             Value::List(l) => return seq(out, &l.borrow(), "[", "]"),

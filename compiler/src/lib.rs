@@ -18,6 +18,7 @@
 //! assert_eq!(xir.nodes.len(), 2);
 //! ```
 
+mod ahead;
 mod ast;
 mod builtins;
 mod check;
@@ -80,9 +81,9 @@ pub struct Output {
 /// Wall time spent in each phase.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
-    /// Lexing and parsing.
+    /// Lexing and parsing, on the parser's thread, alongside evaluation.
     pub parse: std::time::Duration,
-    /// Running the model.
+    /// Running the model, from the first line parsed to the last run.
     pub eval: std::time::Duration,
     /// Whole-model checks and lowering to XIR.
     pub check: std::time::Duration,
@@ -169,25 +170,19 @@ pub fn compile(path: &str, text: &str, opts: &Options) -> Output {
 
 fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
     let mut parsed = Vec::new();
+    let mut diagnostics = Vec::new();
     let mut timings = Timings::default();
     let t = Instant::now();
-    let mut top = parser::TopLevel::new(text, &mut parsed);
-    timings.parse = t.elapsed();
-    // A line that does not parse is skipped and the model still runs, so
-    // one run reports every independent mistake; broken structure
-    // (strings, brackets, indentation, depth) stops it.
-    let mut diagnostics = Vec::new();
-    let t = Instant::now();
-    let run = if top.broken() {
-        top.finish(&mut ast::Interner::default());
-        eval::Run::default()
-    } else {
-        eval::run(path, text, &mut top, opts, &mut diagnostics)
-    };
-    // Lines are parsed as they run: parsing is counted with evaluation.
+    // The top level is parsed on another thread as it runs. A line that
+    // does not parse is skipped and the model still runs, so one run
+    // reports every independent mistake; broken structure (strings,
+    // brackets, indentation, depth) stops it.
+    let ((run, broken), parse) = ahead::with_source(text, COMPILE_STACK, &mut parsed, |top| {
+        let run = eval::run(path, text, top, opts, &mut diagnostics);
+        (run, top.broken())
+    });
+    timings.parse = parse;
     timings.eval = t.elapsed();
-    let broken = top.broken();
-    drop(top);
     parsed.append(&mut diagnostics);
     let mut diagnostics = parsed;
     if broken {

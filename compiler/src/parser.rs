@@ -7,6 +7,7 @@
 
 use mx_diag::code;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mx_diag::Diagnostic;
 use mx_grammar::{MxParser, Rule};
@@ -373,7 +374,13 @@ impl LineParser<'_> {
                     let mut it = item.into_inner();
                     let module = it.next().expect("module").as_str().to_string();
                     let alias = it.nth(1).map(|a| self.names.intern(a.as_str()));
-                    stmts.push(StmtKind::Import { module, alias });
+                    let root = module.split('.').next().unwrap_or(&module);
+                    let bind = alias.unwrap_or_else(|| self.names.intern(root));
+                    stmts.push(StmtKind::Import {
+                        module,
+                        alias,
+                        bind,
+                    });
                 }
                 if stmts.len() == 1 {
                     stmts.pop().expect("one import")
@@ -736,7 +743,7 @@ impl LineParser<'_> {
             kind: StmtKind::Return(Some(body)),
         };
         Ok(Expr {
-            kind: ExprKind::Lambda(Rc::new(FuncDef {
+            kind: ExprKind::Lambda(Arc::new(FuncDef {
                 name,
                 params,
                 varargs,
@@ -1842,7 +1849,7 @@ impl<'a> Blocks<'a> {
                 locals.retain(|l| !globals.contains(l));
                 locals.sort();
                 locals.dedup();
-                StmtKind::Def(Rc::new(FuncDef {
+                StmtKind::Def(Arc::new(FuncDef {
                     name,
                     params,
                     varargs,

@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use mx_xir::{Membus, Op, Pcie, Span, Unit};
@@ -217,7 +218,7 @@ pub struct Cons {
 
 #[derive(Debug)]
 pub struct Closure {
-    pub def: Rc<FuncDef>,
+    pub def: Arc<FuncDef>,
     pub defaults: Vec<Option<Value>>,
     /// Enclosing function scopes, innermost first, for nested functions.
     pub env: Option<Rc<Scope>>,
@@ -226,7 +227,7 @@ pub struct Closure {
 /// A function call's local variables, parallel to `def.locals` (sorted).
 #[derive(Debug)]
 pub struct Scope {
-    pub def: Rc<FuncDef>,
+    pub def: Arc<FuncDef>,
     pub vars: RefCell<Vec<Option<Value>>>,
     pub parent: Option<Rc<Scope>>,
 }

@@ -396,12 +396,11 @@ impl Ipv4Cidr {
             .ok()
             .filter(|l| *l <= 32 && !len.starts_with('+') && (len == "0" || !len.starts_with('0')))
             .ok_or_else(|| format!("`/{len}` is not a prefix length (0 to 32)"))?;
-        let parts: Vec<&str> = ip.split('.').collect();
-        if parts.len() != 4 {
+        if ip.split('.').count() != 4 {
             return Err(format!("`{ip}` does not have four dotted parts"));
         }
         let mut addr = 0u32;
-        for p in parts {
+        for p in ip.split('.') {
             let octet: u8 = p
                 .parse()
                 .ok()
@@ -484,6 +483,32 @@ impl JsonSchema for Ipv4Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compiler keeps an address's text as written once it parses
+    /// (`ip4`): what parses must already be the canonical form.
+    #[test]
+    fn what_parses_is_canonical() {
+        let octets = [
+            "0", "1", "9", "10", "99", "100", "255", "256", "01", "001", "+1", " 1", "1 ", "",
+        ];
+        let lens = ["0", "8", "31", "32", "33", "08", "+8", " 8", ""];
+        let mut parsed = 0;
+        for a in octets {
+            for b in ["0", "01", "200"] {
+                for len in lens {
+                    let text = format!("{a}.{b}.0.{a}/{len}");
+                    if let Ok(c) = Ipv4Cidr::parse(&text) {
+                        assert_eq!(c.to_string(), text);
+                        parsed += 1;
+                    }
+                }
+            }
+        }
+        assert!(parsed > 20, "{parsed}");
+        for bad in ["1.2.3/8", "1.2.3.4.5/8", "1.2.3.4", "1.2.3.4/", "a.b.c.d/8"] {
+            assert!(Ipv4Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names() {

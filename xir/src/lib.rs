@@ -421,7 +421,8 @@ impl Compact {
     /// A line break and the indentation, in one write while shallow: a
     /// 100,000-node document has millions of lines.
     fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        const LINE: &[u8; 65] = b"\n                                                                ";
+        const LINE: &[u8; 65] =
+            b"\n                                                                ";
         let shallow = 2 * self.indent + 1;
         if shallow <= LINE.len() {
             return w.write_all(&LINE[..shallow]);

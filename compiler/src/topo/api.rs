@@ -59,9 +59,10 @@ impl Eval<'_> {
                 let mut out = Vec::new();
                 for i in 0..a.pos.len() {
                     let s = self.str_arg(&a, i, name)?;
-                    let (addr, len) =
-                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;
-                    out.push(Value::Str(fmt_cidr(addr, len).into()));
+                    parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;
+                    // What parses is already canonical (no leading zeros,
+                    // signs or spaces): the text itself is the address.
+                    out.push(Value::Str(s));
                 }
                 Ok(Value::list(out))
             }

@@ -16,6 +16,7 @@ use mx_xir::Span;
 
 use crate::value::*;
 
+#[derive(Default)]
 pub struct TopoData {
     pub name: String,
     pub span: Option<Span>,
@@ -361,17 +362,21 @@ impl Model {
                 }
             }
         };
-        let topo = &self.topos[chosen as usize];
-        let mut index = BTreeMap::new();
+        // The model is done with: what the topology needs moves out of it.
+        let topo = std::mem::take(&mut self.topos[chosen as usize]);
+        // Model node id -> index among the topology's nodes.
+        let mut index = vec![usize::MAX; self.nodes.len()];
         let mut nodes = Vec::with_capacity(topo.nodes.len());
         for (i, n) in topo.nodes.iter().enumerate() {
-            index.insert(*n, i);
+            index[*n as usize] = i;
             let nd = &self.nodes[*n as usize];
+            let properties = self.props_json(nd.properties.as_ref(), nd.span, diags, meter);
+            let nd = &mut self.nodes[*n as usize];
             nodes.push(NodeOut {
                 name: nd.name.to_string(),
                 span: nd.span,
-                constraints: nd.constraints.clone(),
-                properties: self.props_json(nd.properties.as_ref(), nd.span, diags, meter),
+                constraints: std::mem::take(&mut nd.constraints),
+                properties,
                 ingress: nd
                     .ingress
                     .iter()
@@ -386,25 +391,27 @@ impl Model {
         let mut links = Vec::with_capacity(topo.links.len());
         for l in &topo.links {
             let ld = &self.links[*l as usize];
+            let properties = self.props_json(ld.properties.as_ref(), ld.span, diags, meter);
+            let ld = &mut self.links[*l as usize];
             links.push(LinkOut {
                 span: ld.span,
-                constraints: ld.constraints.clone(),
-                properties: self.props_json(ld.properties.as_ref(), ld.span, diags, meter),
+                constraints: std::mem::take(&mut ld.constraints),
+                properties,
                 endpoints: ld
                     .endpoints
-                    .iter()
+                    .iter_mut()
                     .map(|e| EpOut {
-                        node: index[&e.node],
+                        node: index[e.node as usize],
                         socket: e.socket,
-                        addrs: e.addrs.clone(),
-                        constraints: e.constraints.clone(),
+                        addrs: std::mem::take(&mut e.addrs),
+                        constraints: std::mem::take(&mut e.constraints),
                     })
                     .collect(),
             });
         }
         Some(Topology {
-            name: topo.name.clone(),
-            constraints: topo.constraints.clone(),
+            name: topo.name,
+            constraints: topo.constraints,
             nodes,
             links,
         })

@@ -1,0 +1,249 @@
+//! The top level parsed on a second thread, ahead of the evaluator.
+//!
+//! A generated model is hundreds of thousands of top-level lines, and
+//! parsing them is about as much work as running them; the machines mx
+//! runs on have at least two cores. A parser thread runs [`TopLevel`] and
+//! hands statements over in batches, each with the names interned since the
+//! last one. The evaluator keeps its own interner and interns those names in
+//! the same order, so symbols agree (the evaluator never interns a name of
+//! its own). Statements that have run go back to the parser thread to be
+//! freed where they were allocated. The evaluator sees exactly what the
+//! serial [`TopLevel`] gives it: the same statements and symbols, and the
+//! same diagnostics in the same order; only the time differs.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::ScopedJoinHandle;
+use std::time::{Duration, Instant};
+
+use mx_diag::Diagnostic;
+
+use crate::ast::{Interner, Stmt, Sym};
+use crate::parser::TopLevel;
+
+/// Statements per batch: enough that handing over costs little, few enough
+/// that the evaluator starts at once.
+const BATCH: usize = 256;
+/// Batches the parser may be ahead by.
+const AHEAD: usize = 4;
+
+/// Where the evaluator gets its top-level statements: [`TopLevel`] itself,
+/// or [`Ahead`], which runs it on another thread.
+pub trait Source {
+    /// The next top-level statement; the names it uses are in `names`.
+    fn next(&mut self, names: &mut Interner) -> Option<Stmt>;
+    /// A statement that has run, to be freed.
+    fn spent(&mut self, stmt: Stmt);
+    /// Parses the rest for its errors, when evaluation stopped early, and
+    /// waits for the parser.
+    fn finish(&mut self, names: &mut Interner);
+    /// Whether the model's structure is broken (see [`crate::parser::structural`]).
+    fn broken(&self) -> bool;
+    /// Whether the parser reported any error; complete after [`Source::finish`].
+    fn errors(&self) -> bool;
+}
+
+impl Source for TopLevel<'_> {
+    fn next(&mut self, names: &mut Interner) -> Option<Stmt> {
+        TopLevel::next(self, names)
+    }
+    fn spent(&mut self, _stmt: Stmt) {}
+    fn finish(&mut self, names: &mut Interner) {
+        TopLevel::finish(self, names)
+    }
+    fn broken(&self) -> bool {
+        TopLevel::broken(self)
+    }
+    fn errors(&self) -> bool {
+        TopLevel::errors(self)
+    }
+}
+
+/// Runs `f` over the top level of `src`, parsed ahead on a thread with
+/// `stack` bytes of stack (serially if no thread can be had). The parser's
+/// diagnostics are appended to `diags`; the time is the parser's.
+pub fn with_source<T>(
+    src: &str,
+    stack: usize,
+    diags: &mut Vec<Diagnostic>,
+    f: impl FnOnce(&mut dyn Source) -> T,
+) -> (T, Duration) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(AHEAD);
+        let (spent_tx, spent_rx) = channel();
+        let worker = std::thread::Builder::new()
+            .name("mx-parse".to_owned())
+            .stack_size(stack)
+            .spawn_scoped(scope, move || parse(src, tx, &spent_rx));
+        let Ok(worker) = worker else {
+            let t = Instant::now();
+            let mut top = TopLevel::new(src, diags);
+            let parsed = t.elapsed();
+            return (f(&mut top), parsed);
+        };
+        let mut ahead = Ahead {
+            rx: Some(rx),
+            spent_tx: Some(spent_tx),
+            spent: Vec::new(),
+            batch: Vec::new().into_iter(),
+            broken: false,
+            worker: Some(worker),
+            done: None,
+        };
+        let out = f(&mut ahead);
+        ahead.finish(&mut Interner::default());
+        let done = ahead.done.take().expect("finished");
+        diags.extend(done.diags);
+        (out, done.time)
+    })
+}
+
+/// Statements and the names interned since the last batch.
+struct Batch {
+    names: Vec<Box<str>>,
+    stmts: Vec<Stmt>,
+    broken: bool,
+}
+
+/// What the parser thread ends with.
+struct Parsed {
+    diags: Vec<Diagnostic>,
+    broken: bool,
+    errors: bool,
+    time: Duration,
+}
+
+/// The parser thread: parses every line (also after the evaluator stopped
+/// taking statements, for their errors) and frees statements that have run.
+fn parse(src: &str, tx: SyncSender<Batch>, spent: &Receiver<Vec<Stmt>>) -> Parsed {
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
+    let mut diags = Vec::new();
+    let mut names = Interner::default();
+    let mut top = TopLevel::new(src, &mut diags);
+    let mut sent = 0;
+    let mut open = true;
+    let mut stmts = Vec::with_capacity(BATCH);
+    loop {
+        let next = top.next(&mut names);
+        let end = next.is_none();
+        stmts.extend(next);
+        if open && (end || stmts.len() == BATCH || top.broken()) {
+            let fresh = (sent..names.count())
+                .map(|i| Box::from(&**names.name(Sym(i as u32))))
+                .collect();
+            sent = names.count();
+            let batch = Batch {
+                names: fresh,
+                stmts: std::mem::replace(&mut stmts, Vec::with_capacity(BATCH)),
+                broken: top.broken(),
+            };
+            // Waits while the evaluator is behind; an error means it stopped.
+            let t = Instant::now();
+            open = tx.send(batch).is_ok();
+            waited += t.elapsed();
+        }
+        if !open {
+            stmts.clear();
+        }
+        while let Ok(done) = spent.try_recv() {
+            drop(done);
+        }
+        if end {
+            break;
+        }
+    }
+    // The last batch is out: the evaluator sees the end.
+    drop(tx);
+    top.finish(&mut names);
+    let (broken, errors) = (top.broken(), top.errors());
+    drop(top);
+    let time = started.elapsed().saturating_sub(waited);
+    // Until the evaluator lets go.
+    for done in spent {
+        drop(done);
+    }
+    Parsed {
+        diags,
+        broken,
+        errors,
+        time,
+    }
+}
+
+/// The evaluator's end of the parser thread.
+pub struct Ahead<'scope> {
+    rx: Option<Receiver<Batch>>,
+    spent_tx: Option<Sender<Vec<Stmt>>>,
+    spent: Vec<Stmt>,
+    batch: std::vec::IntoIter<Stmt>,
+    broken: bool,
+    worker: Option<ScopedJoinHandle<'scope, Parsed>>,
+    done: Option<Parsed>,
+}
+
+impl Source for Ahead<'_> {
+    fn next(&mut self, names: &mut Interner) -> Option<Stmt> {
+        loop {
+            if let Some(stmt) = self.batch.next() {
+                return Some(stmt);
+            }
+            let batch = self.rx.as_ref()?.recv().ok()?;
+            for name in &batch.names {
+                names.intern(name);
+            }
+            self.broken |= batch.broken;
+            self.batch = batch.stmts.into_iter();
+        }
+    }
+
+    fn spent(&mut self, stmt: Stmt) {
+        self.spent.push(stmt);
+        if self.spent.len() == BATCH
+            && let Some(tx) = &self.spent_tx
+        {
+            // If the parser is gone, the statements are freed here.
+            let _ = tx.send(std::mem::take(&mut self.spent));
+        }
+    }
+
+    fn finish(&mut self, _names: &mut Interner) {
+        if self.done.is_some() {
+            return;
+        }
+        // The parser stops handing over and parses the rest on its own.
+        self.rx = None;
+        if let Some(tx) = self.spent_tx.take() {
+            let _ = tx.send(std::mem::take(&mut self.spent));
+            let _ = tx.send(std::mem::take(&mut self.batch).collect());
+        }
+        let worker = self
+            .worker
+            .take()
+            .expect("the parser thread is joined once");
+        let done = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        self.broken |= done.broken;
+        self.done = Some(done);
+    }
+
+    fn broken(&self) -> bool {
+        self.broken
+    }
+
+    fn errors(&self) -> bool {
+        self.done.as_ref().is_some_and(|d| d.errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statements cross threads; what they hold must allow it.
+    #[test]
+    fn statements_can_be_sent() {
+        fn send<T: Send>() {}
+        send::<Batch>();
+    }
+}
