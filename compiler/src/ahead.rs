@@ -240,6 +240,78 @@ impl Source for Ahead<'_> {
 mod tests {
     use super::*;
 
+    /// Everything a source gives: statements, names in order, whether the
+    /// structure broke, whether there were errors.
+    fn drain(source: &mut dyn Source) -> (Vec<String>, Vec<String>, bool, bool) {
+        let mut names = Interner::default();
+        let mut stmts = Vec::new();
+        while let Some(s) = source.next(&mut names) {
+            stmts.push(format!("{s:?}"));
+            source.spent(s);
+        }
+        source.finish(&mut names);
+        let names = (0..names.count())
+            .map(|i| names.name(Sym(i as u32)).to_string())
+            .collect();
+        (stmts, names, source.broken(), source.errors())
+    }
+
+    /// A model of many batches, with blocks, `elif`/`else` joining their
+    /// `if` across lines, a function, imports and broken lines.
+    fn model(broken_structure: bool) -> String {
+        let mut src = String::from("from mergexp import *\nnet = Network('n')\n");
+        for i in 0..1500 {
+            src += &format!("n{i} = net.node('n{i}', proc.cores >= {i})\n");
+            if i % 97 == 0 {
+                src += &format!("if n{i}:\n    y{i} = 1\nelif z:\n    w = 2\nelse:\n    v = 3\n");
+            }
+            if i % 301 == 0 {
+                src += "bad = = 1\n";
+            }
+            if broken_structure && i == 1000 {
+                src += "    stray = 1\n";
+            }
+        }
+        src + "def f(a, b=2):\n    return a + b\nimport mergexp as m\nimport os.path\n"
+    }
+
+    /// Ahead of the evaluator, the parser gives exactly what it gives
+    /// serially: statements, symbols, diagnostics, structure.
+    #[test]
+    fn ahead_gives_what_the_serial_parser_gives() {
+        for broken in [false, true] {
+            let src = model(broken);
+            let mut serial_diags = Vec::new();
+            let mut top = TopLevel::new(&src, &mut serial_diags);
+            let serial = drain(&mut top);
+            drop(top);
+            let mut ahead_diags = Vec::new();
+            let (ahead, _) = with_source(&src, 1 << 24, &mut ahead_diags, |s| drain(s));
+            assert!(serial.0.len() > 3 * BATCH, "{}", serial.0.len());
+            assert_eq!(serial.2, broken);
+            assert_eq!(serial, ahead);
+            assert_eq!(format!("{serial_diags:?}"), format!("{ahead_diags:?}"));
+        }
+    }
+
+    /// An evaluator that stops early still gets every line's diagnostics.
+    #[test]
+    fn stopping_early_still_parses_the_rest() {
+        let src = model(false);
+        let mut serial = Vec::new();
+        let mut top = TopLevel::new(&src, &mut serial);
+        top.finish(&mut Interner::default());
+        drop(top);
+        let mut ahead = Vec::new();
+        with_source(&src, 1 << 24, &mut ahead, |s| {
+            let mut names = Interner::default();
+            s.next(&mut names);
+            s.finish(&mut names);
+        });
+        assert_eq!(format!("{serial:?}"), format!("{ahead:?}"));
+        assert_eq!(ahead.len(), 5);
+    }
+
     /// Statements cross threads; what they hold must allow it.
     #[test]
     fn statements_can_be_sent() {

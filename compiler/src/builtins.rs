@@ -244,7 +244,7 @@ impl Eval<'_> {
         ospan: Span,
         mut a: Args,
     ) -> R<Value> {
-        let m = self.names.name(name).clone();
+        let m = self.name_rc(name);
         let m: &str = &m;
         match &recv {
             Value::Str(s) => methods::call(self, methods::STR, s, &recv, m, nspan, &mut a),
@@ -980,7 +980,7 @@ fn b_dict(ev: &mut Eval, _b: Builtin, a: &mut Args) -> R<Value> {
             }
         }
         for (k, v, _) in a.kw.drain(..) {
-            map.insert(Key::Str(ev.names.name(k).clone()), v);
+            map.insert(Key::Str(ev.name_rc(k)), v);
         }
         ev.charge(map.len() as u64 * 48, span)?;
         Value::dict(map)

@@ -79,8 +79,11 @@ impl Args {
 
 pub struct Eval<'a> {
     pub src: &'a str,
-    /// The model's names, growing as its top level is parsed.
-    pub names: Interner,
+    /// The model's names, growing as its top level is parsed. Only the
+    /// parser interns (see [`crate::ahead`]: the evaluator's copy must number
+    /// names as the parser's thread does), so the rest of the interpreter
+    /// reads them through [`Eval::name`] and [`Eval::name_rc`].
+    names: Interner,
     pub opts: &'a Options,
     globals: Vec<Option<Value>>,
     /// What each interned name means when nothing shadows it.
@@ -267,6 +270,11 @@ pub fn builtin_of(name: &str) -> Option<Value> {
 impl<'a> Eval<'a> {
     pub fn name(&self, s: Sym) -> &str {
         self.names.name(s)
+    }
+
+    /// A name, shared: for holding while the interpreter is borrowed mutably.
+    pub fn name_rc(&self, s: Sym) -> Rc<str> {
+        self.names.name(s).clone()
     }
 
     /// Makes room for the names parsed since the last statement.
@@ -1286,7 +1294,7 @@ impl<'a> Eval<'a> {
                 }
                 vars[k] = Some(v);
             } else if def.kwargs.is_some() {
-                kwextra.insert(Key::Str(self.names.name(name).clone()), v);
+                kwextra.insert(Key::Str(self.name_rc(name)), v);
             } else {
                 let cands = def.params.iter().map(|p| self.name(p.name));
                 let mut d = Diagnostic::error(

@@ -780,7 +780,7 @@ fn dict_update(ev: &mut Eval, d: &Dict, _m: &str, a: &mut Args) -> R<Value> {
             d.borrow_mut().extend(other);
         }
         for (k, v, _) in a.kw.drain(..) {
-            d.borrow_mut().insert(Key::Str(ev.names.name(k).clone()), v);
+            d.borrow_mut().insert(Key::Str(ev.name_rc(k)), v);
         }
         Value::None
     })

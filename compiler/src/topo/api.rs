@@ -193,7 +193,7 @@ impl Eval<'_> {
         _ospan: Span,
         a: Args,
     ) -> R<Value> {
-        let m = self.names.name(name).clone();
+        let m = self.name_rc(name);
         let m: &str = &m;
         match (&recv, m) {
             (Value::Topo(t), "node" | "device") => {
