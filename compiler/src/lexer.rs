@@ -31,7 +31,12 @@ pub struct Line {
 /// Splits `src` into logical lines, reporting lexical errors into `diags`.
 pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
     let b = src.as_bytes();
-    let mut out = Vec::new();
+    // At most a line per newline: sized once, not doubled through a
+    // 700,000-line model (capped: blank lines are free in the source).
+    let newlines = b.iter().filter(|&&c| c == b'\n').count();
+    let mut out = Vec::with_capacity((newlines + 1).min(1 << 20));
+    // Open brackets of the line at hand, reused from line to line.
+    let mut stack: Vec<(u8, usize)> = Vec::new();
     let mut i = 0;
     let mut style: Option<(u8, usize)> = None; // first indentation char seen, and where
     while i < b.len() {
@@ -86,7 +91,7 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
             }
         }
         let start = i;
-        let mut stack: Vec<(u8, usize)> = Vec::new();
+        stack.clear();
         let mut deep_reported = false;
         loop {
             if i >= b.len() {
