@@ -49,6 +49,10 @@ impl From<Diagnostic> for Flow {
 
 pub type R<T> = Result<T, Flow>;
 
+/// The first symbol of a name made while the model runs (see
+/// `Eval::runtime_names`); the parser's names are numbered below it.
+const RUNTIME_SYM: u32 = 1 << 31;
+
 /// What evaluation produced.
 #[derive(Default)]
 pub struct Run {
@@ -84,6 +88,10 @@ pub struct Eval<'a> {
     /// names as the parser's thread does), so the rest of the interpreter
     /// reads them through [`Eval::name`] and [`Eval::name_rc`].
     names: Interner,
+    /// Keyword names a `**` dict brings that the model has not spelt as a
+    /// name so far: kept apart from the parser's names, as symbols from
+    /// [`RUNTIME_SYM`] up. Only calls see them; no parameter can have one.
+    runtime_names: Interner,
     pub opts: &'a Options,
     globals: Vec<Option<Value>>,
     /// What each interned name means when nothing shadows it.
@@ -140,6 +148,7 @@ pub fn run(
     let mut ev = Eval {
         src,
         names,
+        runtime_names: Interner::default(),
         opts,
         globals: Vec::new(),
         builtins: Vec::new(),
@@ -269,12 +278,28 @@ pub fn builtin_of(name: &str) -> Option<Value> {
 
 impl<'a> Eval<'a> {
     pub fn name(&self, s: Sym) -> &str {
-        self.names.name(s)
+        self.name_ref(s)
     }
 
     /// A name, shared: for holding while the interpreter is borrowed mutably.
     pub fn name_rc(&self, s: Sym) -> Rc<str> {
-        self.names.name(s).clone()
+        self.name_ref(s).clone()
+    }
+
+    fn name_ref(&self, s: Sym) -> &Rc<str> {
+        match s.0.checked_sub(RUNTIME_SYM) {
+            Some(i) => self.runtime_names.name(Sym(i)),
+            None => self.names.name(s),
+        }
+    }
+
+    /// The symbol of a keyword a `**` dict names: the parser's, or one of
+    /// [`Eval::runtime_names`].
+    fn keyword_sym(&mut self, name: &str) -> Sym {
+        if let Some(s) = self.names.lookup(name) {
+            return s;
+        }
+        Sym(RUNTIME_SYM + self.runtime_names.intern(name).0)
     }
 
     /// Makes room for the names parsed since the last statement.
@@ -1183,14 +1208,7 @@ impl<'a> Eval<'a> {
                                 self.type_error(e.span, "keyword argument names must be strings")
                             );
                         };
-                        let Some(sym) = self.names.lookup(s) else {
-                            return Err(self.fail(
-                                code::E0215,
-                                e.span,
-                                format!("unexpected keyword argument `{s}`"),
-                                "passed here",
-                            ));
-                        };
+                        let sym = self.keyword_sym(s);
                         a.kw.push((sym, v.clone(), e.span));
                     }
                 }

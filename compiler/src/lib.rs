@@ -256,6 +256,28 @@ mod tests {
         assert_eq!(codes(&out), ["E0212", "E0101"]);
     }
 
+    /// Keywords from a `**` dict reach the callee whether or not the model
+    /// spells them as names, and before or after the call.
+    #[test]
+    fn keywords_from_a_dict_need_not_be_names() {
+        let text = "a = sorted([1, 3, 2], **{'reverse': True})\n\
+                    def f(**kw):\n    return kw\n\
+                    b = f(**{'x': 1, 'later': 2})\n\
+                    assert a == [3, 2, 1] and b == {'x': 1, 'later': 2}\n\
+                    later = 1\n\
+                    c = f(**{'reverse': 3})\n\
+                    def g(y):\n    return y\n\
+                    d = g(**{'z': 1})\n";
+        let out = compile("m.mx", text, &Options::default());
+        // Only `g`'s unknown keyword is an error.
+        assert_eq!(codes(&out), ["E0215"]);
+        assert!(
+            out.diagnostics[0].message.contains("no parameter `z`"),
+            "{}",
+            out.diagnostics[0].message
+        );
+    }
+
     /// A name first spelt after the statement that needs it: `import`
     /// binds its module although the name is not yet interned.
     #[test]
