@@ -72,30 +72,32 @@ chmod 0755 "$WORK/customize.sh"
 include=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,grub-pc-bin
 include=$include,cloud-init,ifupdown,openssh-server,iproute2,iputils-ping,procps
 include=$include,e2fsprogs,cloud-guest-utils,locales
+# Straight into a directory: no tarball beside the tree.
+ROOT=$WORK/root
 log "mmdebstrap bookworm ($include)"
 mmdebstrap --variant=minbase --include="$include" \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook="$WORK/customize.sh \"\$1\"" \
-  bookworm "$WORK/root.tar" "deb $MIRROR bookworm main" >&2
+  bookworm "$ROOT" "deb $MIRROR bookworm main" >&2
 
-ROOT=$WORK/root
-mkdir -p "$ROOT"
-tar -C "$ROOT" -xf "$WORK/root.tar"
-rm -f "$WORK/root.tar"
 cp "$ROOT/boot/grub/core.img" "$ROOT/usr/lib/grub/i386-pc/boot.img" "$WORK/"
 [ "$(stat -c %s "$WORK/core.img")" -lt $((2047 * 512)) ] || die "core.img does not fit before the partition"
 
 # One partition from 1 MiB; GRUB's boot sector in the MBR, its core in the
 # gap after it (where grub-install puts them; boot.img reads sector 1,
-# whose first sector reads the rest from sector 2 on).
-mkfs.ext4 -q -F -L cloudimg-rootfs -d "$ROOT" "$WORK/part.raw" 3G
+# whose first sector reads the rest from sector 2 on). The file system is
+# made in place at the partition's offset, and the tree it came from goes
+# before the image is converted: one copy of the root on disk at a time
+# (CI machines share their disk).
 truncate -s $((3 * 1024 + 1))M "$WORK/disk.raw"
-printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
-dd if="$WORK/part.raw" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
+mkfs.ext4 -q -F -L cloudimg-rootfs -E offset=$((1024 * 1024)),nodiscard -d "$ROOT" "$WORK/disk.raw" 3G
+rm -rf "$ROOT"
+printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q --wipe-partitions never "$WORK/disk.raw"
 dd if="$WORK/boot.img" of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 dd if="$WORK/core.img" of="$WORK/disk.raw" bs=512 seek=1 conv=notrunc status=none
+sfdisk -d "$WORK/disk.raw" | grep -q 'start=\s*2048,.*bootable' || die "the partition table did not survive"
 # Compressed, as distributions publish them.
 qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$WORK/out.qcow2"
 mv -f "$WORK/out.qcow2" "$OUT"

@@ -338,6 +338,9 @@ include=systemd-sysv,udev,iproute2,iputils-ping,openssh-server,qemu-guest-agent,
 include=$include,linux-image-cloud-amd64,initramfs-tools,procps,less,tcpdump,ethtool
 include=$include,traceroute,netcat-openbsd,python3
 [ -z "$EXTRA" ] || include=$include,$EXTRA
+# Straight into a directory, and the tree gone once the file system holds
+# it: one copy of the root on disk at a time (CI machines share their disk).
+ROOT=$WORK/root
 log "mmdebstrap $NAME ($include)"
 mmdebstrap --variant=minbase --include="$include" \
   --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -345,15 +348,11 @@ mmdebstrap --variant=minbase --include="$include" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
   --customize-hook="$WORK/customize.sh \"\$1\" $WORK/files" \
-  "$NAME" "$WORK/root.tar" \
+  "$NAME" "$ROOT" \
   "deb $MIRROR $NAME main" \
   "deb $MIRROR $NAME-updates main" \
   "deb ${MIRROR%/debian}/debian-security $SECURITY main" >&2
 
-ROOT=$WORK/root
-mkdir -p "$ROOT"
-tar -C "$ROOT" -xf "$WORK/root.tar"
-rm -f "$WORK/root.tar"
 kernel=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' -printf '%f\n' | sort -V | tail -n 1)
 [ -n "$kernel" ] || die "the image has no cloud kernel in /boot"
 kver=${kernel#vmlinuz-}
@@ -366,6 +365,7 @@ for off in $(grep -aboP '\x02\x21\x4c\x18' "$WORK/vmlinuz" | cut -d: -f1); do
 done
 log "root filesystem: $(du -sh "$ROOT" | cut -f1)"
 mkfs.ext4 -q -F -L root -d "$ROOT" "$WORK/disk.raw" 2G
+rm -rf "$ROOT"
 qemu-img convert -O qcow2 "$WORK/disk.raw" "$WORK/base.qcow2"
 rm -f "$WORK/disk.raw"
 
