@@ -96,10 +96,7 @@ impl Eval<'_> {
         match v {
             Value::None => out.push_str("None"),
             Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
-            Value::Int(i) => {
-                use std::fmt::Write;
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Value::Float(f) => out.push_str(&fmt_float(*f)),
             Value::Str(s) => out.push_str(&py_repr_str(s)),
             Value::List(l) => return seq(out, &l.borrow(), "[", "]"),

@@ -351,15 +351,9 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     // Streamed, so a 100,000-node document is never held twice in memory.
     let started = std::time::Instant::now();
     let written = match &args.output {
-        Some(path) => std::fs::File::create(path).and_then(|file| {
-            let mut w = io::BufWriter::with_capacity(1 << 20, file);
-            mx_xir::write_json_pretty(&xir, &mut w)?;
-            w.flush()
-        }),
-        None => {
-            let mut w = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            mx_xir::write_json_pretty(&xir, &mut w).and_then(|()| w.flush())
-        }
+        Some(path) => std::fs::File::create(path)
+            .and_then(|mut file| mx_xir::write_json_pretty_threaded(&xir, &mut file)),
+        None => mx_xir::write_json_pretty_threaded(&xir, &mut io::stdout()),
     };
     // The process is about to exit; freeing a large model only costs time.
     std::mem::forget(xir);
@@ -636,11 +630,8 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
     // `-o FILE` takes the document: stdout stays quiet, as with `compile -o`.
     if let Some(path) = &args.output {
         // Streamed: a realization of 100,000 VMs is 130 MB of JSON.
-        let written = std::fs::File::create(path).and_then(|file| {
-            let mut w = io::BufWriter::with_capacity(1 << 20, file);
-            mx_xir::write_json_pretty(&real, &mut w)?;
-            w.flush()
-        });
+        let written = std::fs::File::create(path)
+            .and_then(|mut file| mx_xir::write_json_pretty_threaded(&real, &mut file));
         if let Err(err) = written {
             eprintln!("error: cannot write {}: {err}", path.display());
             return Status::Error;

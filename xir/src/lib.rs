@@ -23,6 +23,7 @@ pub mod domain;
 mod facility;
 mod fragment;
 mod realization;
+mod write;
 
 pub use domain::{
     IfName, Invalid, Ipv4Cidr, Mac, MdevType, Name, NetnsName, PciAddr, Uuid, safe_name,
@@ -30,6 +31,7 @@ pub use domain::{
 pub use facility::*;
 pub use fragment::*;
 pub use realization::*;
+pub use write::write_json_pretty_threaded;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

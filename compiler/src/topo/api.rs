@@ -340,9 +340,11 @@ impl Eval<'_> {
                             format!("addresses are strings, not a {}", it.type_name()),
                         ));
                     };
-                    let (addr, len) =
-                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
-                    addrs.push((fmt_cidr(addr, len), vspan));
+                    parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
+                    // What parses is already in canonical form
+                    // (`mx_xir::domain` tests `what_parses_is_canonical`),
+                    // so the text is kept rather than written again.
+                    addrs.push((s.to_string(), vspan));
                 }
                 self.charge(64 * addrs.len() as u64, vspan)?;
                 self.model.set_addrs(*l, *e, addrs);

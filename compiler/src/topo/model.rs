@@ -293,7 +293,7 @@ impl Model {
             }
             s.push_str(&self.nodes[e.node as usize].name);
             s.push('.');
-            s.push_str(&e.socket.to_string());
+            s.push_str(itoa::Buffer::new().format(e.socket));
         }
         s
     }
