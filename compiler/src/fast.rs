@@ -78,14 +78,37 @@ const OPS: &[&str] = &[
     "<", ">", "(", ")", "[", "]", ",", ".", "=",
 ];
 
-/// The operator at the start of `rest`, longest first, comparing bytes (no
-/// string comparison per candidate).
+/// For each first byte, the operators of [`OPS`] that start with it, in
+/// table order (so two-byte ones first), as indices plus one; 0 ends a row.
+/// Built from `OPS` at compile time: the table stays the one definition.
+const BY_FIRST: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < OPS.len() {
+        let f = OPS[i].as_bytes()[0] as usize;
+        let mut k = 0;
+        while t[f][k] != 0 {
+            k += 1;
+        }
+        t[f][k] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The operator at the start of `rest`, longest first: a look-up by the
+/// first byte instead of a walk over the table (which was 15% of parsing a
+/// flat 700,000-line model).
 fn op_at(rest: &[u8]) -> Option<&'static str> {
     let (first, second) = (rest[0], rest.get(1).copied());
-    OPS.iter().copied().find(|op| {
+    for &ix in &BY_FIRST[first as usize] {
+        let op = OPS[usize::from(ix).checked_sub(1)?];
         let b = op.as_bytes();
-        b[0] == first && (b.len() == 1 || Some(b[1]) == second)
-    })
+        if b.len() == 1 || Some(b[1]) == second {
+            return Some(op);
+        }
+    }
+    None
 }
 
 /// Splits `text` into tokens, or `None` on anything outside the fast subset.
@@ -589,5 +612,20 @@ mod tests {
         assert_eq!(op_at(b"**2"), Some("**"));
         assert_eq!(op_at(b"*2"), Some("*"));
         assert_eq!(op_at(b"!x"), None);
+        // The look-up agrees with a walk over the table for every byte pair
+        // and every lone byte.
+        let walk = |rest: &[u8]| {
+            OPS.iter().copied().find(|op| {
+                let b = op.as_bytes();
+                b[0] == rest[0] && (b.len() == 1 || rest.get(1) == Some(&b[1]))
+            })
+        };
+        for first in 0..=255u8 {
+            assert_eq!(op_at(&[first]), walk(&[first]), "{first}");
+            for second in 0..=255u8 {
+                let rest = [first, second];
+                assert_eq!(op_at(&rest), walk(&rest), "{first} {second}");
+            }
+        }
     }
 }
