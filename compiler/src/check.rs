@@ -46,12 +46,7 @@ pub fn lower(
     xir.links = links
         .into_iter()
         .map(|l| mx_xir::Link {
-            name: l
-                .endpoints
-                .iter()
-                .map(|e| format!("{}.{}", names[e.node], e.socket))
-                .collect::<Vec<_>>()
-                .join("~"),
+            name: link_name(&names, &l.endpoints),
             endpoints: l
                 .endpoints
                 .into_iter()
@@ -84,6 +79,21 @@ pub fn lower(
         })
         .collect();
     Some(xir)
+}
+
+/// `a.0~b.1`: each endpoint's node and socket. Built in one string, as
+/// there is one per link.
+fn link_name(names: &[mx_xir::Name], endpoints: &[crate::topo::EpOut]) -> String {
+    let mut s = String::with_capacity(32);
+    for (i, e) in endpoints.iter().enumerate() {
+        if i > 0 {
+            s.push('~');
+        }
+        s.push_str(&names[e.node]);
+        s.push('.');
+        s.push_str(itoa::Buffer::new().format(e.socket));
+    }
+    s
 }
 
 fn constraint(c: &Cons) -> mx_xir::Constraint {
