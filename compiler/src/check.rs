@@ -98,7 +98,7 @@ fn link_name(names: &[mx_xir::Name], endpoints: &[crate::topo::EpOut]) -> String
 
 fn constraint(c: &Cons) -> mx_xir::Constraint {
     mx_xir::Constraint {
-        property: PROPS[c.prop as usize].name.to_string(),
+        property: std::borrow::Cow::Borrowed(PROPS[c.prop as usize].name),
         op: c.op,
         value: c.value.clone(),
         unit: c.unit,

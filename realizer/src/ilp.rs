@@ -112,9 +112,10 @@ pub fn solve(
     let exact: Vec<bool> = needs
         .iter()
         .map(|n| {
-            n.node.constraints.iter().any(|c| {
-                matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
-            })
+            n.node
+                .constraints
+                .iter()
+                .any(|c| matches!(&*c.property, "cores" | "memory") && c.op == mx_xir::Op::Eq)
         })
         .collect();
     for (ni, n) in needs.iter().enumerate() {

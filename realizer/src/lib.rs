@@ -97,7 +97,7 @@ fn profile(n: &mx_xir::Node) -> mx_xir::Profile {
     use mx_xir::{Op, Value};
     let mut p = mx_xir::Profile::default();
     for c in n.constraints.iter().filter(|c| c.op == Op::Eq) {
-        match (c.property.as_str(), &c.value) {
+        match (&*c.property, &c.value) {
             ("image", Value::Text(t)) => p.image = Some(t.clone()),
             ("clock", Value::Int(hz)) if *hz > 0 => p.clock = Some(*hz as u64),
             ("tdf", Value::Int(f)) if *f > 0 => p.tdf = Some(*f as f64),

@@ -90,7 +90,7 @@ pub fn needs(exp: &Experiment) -> Vec<Need<'_>> {
                 let cs = &node.constraints;
                 let mut mode = None;
                 for c in cs {
-                    match (c.property.as_str(), c.op, &c.value) {
+                    match (&*c.property, c.op, &c.value) {
                         ("virt", Op::Eq, Value::Bool(true))
                         | ("virt", Op::Ne, Value::Bool(false)) => mode = Some(Mode::Vm),
                         ("virt", Op::Eq, Value::Bool(false))
@@ -339,7 +339,7 @@ pub fn host_verdict(need: &Need, host: &Host, mode: Mode) -> Result<(), Verdict>
         _ => {}
     }
     for c in &need.node.constraints {
-        let ok = match c.property.as_str() {
+        let ok = match &*c.property {
             "cores" => match mode {
                 Mode::Metal => holds_int(c, host.cores as i64),
                 Mode::Vm => (host.cores - host.reserved_cores) as u64 >= need.cores as u64,
@@ -453,7 +453,7 @@ pub fn host_verdict(need: &Need, host: &Host, mode: Mode) -> Result<(), Verdict>
 
 fn describe_host(c: &Constraint, host: &Host, mode: Mode) -> String {
     let gib = |b: u64| format!("{} GiB", b >> 30);
-    match (c.property.as_str(), mode) {
+    match (&*c.property, mode) {
         ("cores", Mode::Metal) => format!("has {} cores", host.cores),
         ("cores", Mode::Vm) => format!("has {} cores for VMs", host.cores - host.reserved_cores),
         ("memory", Mode::Metal) => format!("has {}", gib(host.memory)),

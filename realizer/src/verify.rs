@@ -58,7 +58,7 @@ pub fn verify(exp: &Experiment, fac: &Facility, usage: &Usage, real: &Realizatio
             }
         }
         for c in &node.constraints {
-            let have: Option<i64> = match c.property.as_str() {
+            let have: Option<i64> = match &*c.property {
                 "cores" => Some(p.cores as i64),
                 "memory" => Some(p.memory as i64),
                 "disk" => Some(p.disk as i64),

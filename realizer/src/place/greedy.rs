@@ -92,10 +92,11 @@ fn place(ctx: &Ctx, state: &mut State, subset: Option<&[usize]>) -> Vec<usize> {
         // Unset mode: a node that pins its size (`cores == 4`) takes an exact
         // bare-metal match first, else a VM slice; a node that does not is a
         // VM first, so it does not take a whole machine it has not asked for.
-        let exact =
-            n.node.constraints.iter().any(|c| {
-                matches!(c.property.as_str(), "cores" | "memory") && c.op == mx_xir::Op::Eq
-            });
+        let exact = n
+            .node
+            .constraints
+            .iter()
+            .any(|c| matches!(&*c.property, "cores" | "memory") && c.op == mx_xir::Op::Eq);
         let modes = match (n.mode, exact) {
             (Some(Mode::Metal), _) | (None, true) => [Mode::Metal, Mode::Vm],
             _ => [Mode::Vm, Mode::Metal],
