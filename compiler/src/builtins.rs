@@ -648,7 +648,7 @@ fn b_range(ev: &mut Eval, b: Builtin, a: &mut Args) -> R<Value> {
                 "zero step",
             ));
         }
-        Value::Range(start, stop, step)
+        Value::Range(Rc::new((start, stop, step)))
     })
 }
 
@@ -660,7 +660,7 @@ fn b_len(ev: &mut Eval, _b: Builtin, a: &mut Args) -> R<Value> {
             Value::Tuple(t) => t.len() as i64,
             Value::Str(s) => s.chars().count() as i64,
             Value::Dict(d) => d.borrow().len() as i64,
-            Value::Range(x, y, s) => range_len(*x, *y, *s),
+            Value::Range(r) => range_len(r.0, r.1, r.2),
             v @ (Value::Link(_) | Value::Topo(_)) => {
                 let v = v.clone();
                 ev.iterate(&v, span)?.len() as i64

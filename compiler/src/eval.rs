@@ -30,8 +30,14 @@ use crate::value::*;
 /// never need more than a few levels.
 const MAX_CALL_DEPTH: u32 = 400;
 
-/// What one value in a list costs, for the memory budget.
-pub const VALUE_BYTES: u64 = std::mem::size_of::<Value>() as u64;
+/// What one value in a list costs, for the memory budget. Fixed, not
+/// `size_of::<Value>()`: budgets, and which models fit in them, must not
+/// move when the layout does (a value was 32 bytes when they were set).
+pub const VALUE_BYTES: u64 = 32;
+
+// Every value moved between frames of the tree walk is this small (a
+// range is boxed to keep it so).
+const _: () = assert!(std::mem::size_of::<Value>() <= 24);
 
 /// Control flow out of a statement or expression.
 pub enum Flow {
@@ -567,7 +573,8 @@ impl<'a> Eval<'a> {
 
     fn for_loop(&mut self, target: &Expr, it: &Value, iter_span: Span, body: &[Stmt]) -> R<()> {
         // Ranges iterate lazily so `for i in range(10**9)` is bounded by steps, not memory.
-        if let Value::Range(a, b, st) = *it {
+        if let Value::Range(r) = it {
+            let (a, b, st) = **r;
             let n = range_len(a, b, st);
             for k in 0..n {
                 self.step(iter_span)?;
@@ -1099,7 +1106,8 @@ impl<'a> Eval<'a> {
         };
         let it = self.expr(&c.iter)?;
         let items: Box<dyn Iterator<Item = Value>> = match it {
-            Value::Range(a, b, st) => {
+            Value::Range(r) => {
+                let (a, b, st) = *r;
                 Box::new((0..range_len(a, b, st)).map(move |k| Value::Int(a + k * st)))
             }
             other => Box::new(self.iterate(&other, c.iter.span)?.into_iter()),
@@ -1400,8 +1408,9 @@ impl<'a> Eval<'a> {
         Ok(match v {
             Value::List(l) => l.borrow().clone(),
             Value::Tuple(t) => t.to_vec(),
-            Value::Range(a, b, s) => {
-                let n = range_len(*a, *b, *s);
+            Value::Range(r) => {
+                let (a, b, s) = **r;
+                let n = range_len(a, b, s);
                 self.check_size(n as u128 * VALUE_BYTES as u128, span)?;
                 (0..n).map(|k| Value::Int(a + k * s)).collect()
             }
@@ -1463,8 +1472,9 @@ impl<'a> Eval<'a> {
                 let i = self.index(k, chars.len(), kspan)?;
                 Ok(Value::str(chars[i].encode_utf8(&mut [0; 4])))
             }
-            Value::Range(a, b, st) => {
-                let n = range_len(*a, *b, *st);
+            Value::Range(r) => {
+                let (a, b, st) = **r;
+                let n = range_len(a, b, st);
                 let i = self.index(k, n as usize, kspan)?;
                 Ok(Value::Int(a + i as i64 * st))
             }

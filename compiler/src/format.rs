@@ -115,8 +115,9 @@ impl Eval<'_> {
                 out.push('}');
                 return m.charge(2);
             }
-            Value::Range(a, b, s) => {
-                if *s == 1 {
+            Value::Range(r) => {
+                let (a, b, s) = **r;
+                if s == 1 {
                     out.push_str(&format!("range({a}, {b})"));
                 } else {
                     out.push_str(&format!("range({a}, {b}, {s})"));

@@ -422,9 +422,10 @@ impl Eval<'_> {
                     None => false,
                 }
             }
-            Value::Range(a, b, s) => match item {
+            Value::Range(r) => match item {
                 Value::Int(i) => {
-                    let n = range_len(*a, *b, *s);
+                    let (a, b, s) = **r;
+                    let n = range_len(a, b, s);
                     n > 0 && (i - a) % s == 0 && {
                         let k = (i - a) / s;
                         k >= 0 && k < n
@@ -542,7 +543,7 @@ pub fn eq_at(a: &Value, b: &Value, depth: usize, m: &Meter) -> Result<Option<boo
                 true
             }
         }
-        (V::Range(a1, b1, c1), V::Range(a2, b2, c2)) => (a1, b1, c1) == (a2, b2, c2),
+        (V::Range(x), V::Range(y)) => x == y,
         (V::Quantity(x, u), V::Quantity(y, w)) => x == y && u == w,
         (V::Membus(x), V::Membus(y)) => x == y,
         (V::Pcie(x), V::Pcie(y)) => x == y,

@@ -166,7 +166,9 @@ pub enum Value {
     List(List),
     Tuple(Rc<Frozen>),
     Dict(Dict),
-    Range(i64, i64, i64),
+    /// `range(start, stop, step)`, boxed: the three numbers would make
+    /// every value 32 bytes instead of 24.
+    Range(Rc<(i64, i64, i64)>),
     Func(Rc<Closure>),
     Builtin(Builtin),
     /// A method bound to its receiver: `net.node`.
@@ -399,7 +401,7 @@ impl Value {
             Value::List(l) => !l.borrow().is_empty(),
             Value::Tuple(t) => !t.is_empty(),
             Value::Dict(d) => !d.borrow().is_empty(),
-            Value::Range(a, b, s) => range_len(*a, *b, *s) > 0,
+            Value::Range(r) => range_len(r.0, r.1, r.2) > 0,
             Value::Quantity(q, _) => *q != 0,
             Value::Poison => false,
             _ => true,

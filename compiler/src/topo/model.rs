@@ -520,8 +520,9 @@ impl Model {
                     .map(|x| self.json(x, depth + 1, m))
                     .collect::<Result<_, _>>()?,
             ),
-            Value::Range(a, b, s) => {
-                let n = range_len(*a, *b, *s).min(1 << 16);
+            Value::Range(r) => {
+                let (a, b, s) = **r;
+                let n = range_len(a, b, s).min(1 << 16);
                 m.charge(16 * n as u64).map_err(JsonError::Budget)?;
                 J::Array((0..n).map(|k| J::from(a + k * s)).collect())
             }
