@@ -340,7 +340,7 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
         }
         return Status::Failure;
     }
-    let Some(xir) = xir else {
+    let Some(mut xir) = xir else {
         // The compiler promises XIR whenever there is no error.
         eprintln!(
             "error: the compiler produced no XIR for {}",
@@ -351,9 +351,10 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     // Streamed, so a 100,000-node document is never held twice in memory.
     let started = std::time::Instant::now();
     let written = match &args.output {
-        Some(path) => std::fs::File::create(path)
-            .and_then(|mut file| mx_xir::write_json_pretty_threaded(&xir, &mut file)),
-        None => mx_xir::write_json_pretty_threaded(&xir, &mut io::stdout()),
+        Some(path) => {
+            std::fs::File::create(path).and_then(|mut file| write_document(&mut xir, &mut file))
+        }
+        None => write_document(&mut xir, &mut io::stdout()),
     };
     // The process is about to exit; freeing a large model only costs time.
     std::mem::forget(xir);
@@ -619,6 +620,18 @@ pub(crate) fn realize_model(
             Ok(out.realization)
         }
         Err(e) => Err(show_realize_error(&e, args, style)),
+    }
+}
+
+/// An experiment's nodes and links are serialized on two threads; a
+/// facility is written as it is.
+fn write_document(
+    doc: &mut mx_pipeline::Document,
+    out: &mut (impl io::Write + Send),
+) -> io::Result<()> {
+    match doc {
+        mx_pipeline::Document::Experiment(x) => mx_xir::write_experiment_threaded(x, out),
+        facility => mx_xir::write_json_pretty_threaded(&*facility, out),
     }
 }
 

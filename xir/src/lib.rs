@@ -31,7 +31,7 @@ pub use domain::{
 pub use facility::*;
 pub use fragment::*;
 pub use realization::*;
-pub use write::write_json_pretty_threaded;
+pub use write::{write_experiment_threaded, write_json_pretty_threaded};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,21 @@ pub fn write_json_pretty_threaded<T: Serialize, W: Write + Send>(
     doc: &T,
     out: &mut W,
 ) -> io::Result<()> {
+    with_writer(
+        out,
+        |w| crate::write_json_pretty(doc, w),
+        |out| crate::write_json_pretty(doc, out),
+    )
+}
+
+/// Runs `fill` with a sink whose buffers an `mx-write` thread writes to
+/// `out`, then flushes `out`. `serial` does the same work on this thread
+/// when no thread can be started.
+fn with_writer<W: Write + Send>(
+    out: &mut W,
+    fill: impl FnOnce(&mut Chunks) -> io::Result<()>,
+    serial: impl FnOnce(&mut W) -> io::Result<()>,
+) -> io::Result<()> {
     let threaded = std::thread::scope(|s| {
         let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
         let (empty_tx, empty_rx) = channel::<Vec<u8>>();
@@ -45,21 +60,178 @@ pub fn write_json_pretty_threaded<T: Serialize, W: Write + Send>(
             full: full_tx,
             empty: empty_rx,
         };
-        let serialized = crate::write_json_pretty(doc, &mut chunks).and_then(|()| chunks.send());
+        let filled = fill(&mut chunks).and_then(|()| chunks.send());
         // Closing the channel ends the writer's loop.
         drop(chunks);
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
-        Some(written.and(serialized))
+        Some(written.and(filled))
     });
     match threaded {
         Some(result) => result,
         None => {
-            crate::write_json_pretty(doc, &mut *out)?;
+            serial(&mut *out)?;
             out.flush()
         }
     }
+}
+
+/// Elements of `nodes` or `links` per piece of work.
+const PIECE: usize = 2048;
+
+/// [`write_json_pretty_threaded`] for an experiment, with its nodes and
+/// links serialized on two threads: this one takes every other piece of
+/// [`PIECE`] elements, an `mx-serialize` thread the others, and the pieces
+/// go out in order. The bytes are those of [`crate::write_json_pretty`].
+/// `doc`'s nodes and links are taken out while it writes and put back.
+///
+/// The rest of the document is serialized with both arrays empty, and the
+/// elements are written where its `[]` stand. Those are found as a line
+/// break, two spaces and the key: inside strings a line break is always
+/// escaped, and deeper keys are indented further, so only the document's
+/// own `nodes` and `links` match.
+pub fn write_experiment_threaded<W: Write + Send>(
+    doc: &mut crate::Experiment,
+    out: &mut W,
+) -> io::Result<()> {
+    let nodes = std::mem::take(&mut doc.nodes);
+    let links = std::mem::take(&mut doc.links);
+    let shell = crate::to_json_pretty(&*doc);
+    doc.nodes = nodes;
+    doc.links = links;
+    const NODES: &str = "\n  \"nodes\": []";
+    const LINKS: &str = "\n  \"links\": []";
+    let (Some(n), Some(l)) = (shell.find(NODES), shell.find(LINKS)) else {
+        return write_json_pretty_threaded(&*doc, out);
+    };
+    if l < n {
+        return write_json_pretty_threaded(&*doc, out);
+    }
+    // Where each array's `[` and `]` stand.
+    let (n_open, n_close) = (n + NODES.len() - 2, n + NODES.len() - 1);
+    let (l_open, l_close) = (l + LINKS.len() - 2, l + LINKS.len() - 1);
+    let doc = &*doc;
+    let mut pieces = Vec::new();
+    for (i, _) in doc.nodes.chunks(PIECE).enumerate() {
+        pieces.push(Piece::Nodes(i * PIECE));
+    }
+    for (i, _) in doc.links.chunks(PIECE).enumerate() {
+        pieces.push(Piece::Links(i * PIECE));
+    }
+    let first_link = doc.nodes.len().div_ceil(PIECE);
+    let shell = shell.as_bytes();
+    let serialize = |p: &Piece, buf: &mut Vec<u8>| match *p {
+        Piece::Nodes(at) => elements(
+            &doc.nodes[at..(at + PIECE).min(doc.nodes.len())],
+            at == 0,
+            buf,
+        ),
+        Piece::Links(at) => elements(
+            &doc.links[at..(at + PIECE).min(doc.links.len())],
+            at == 0,
+            buf,
+        ),
+    };
+    let close = |len: usize| -> &'static [u8] { if len == 0 { b"]" } else { b"\n  ]" } };
+    // Writes the pieces in order, the shell's text between them.
+    let write_all = |w: &mut dyn Write, next: &mut NextPiece| -> io::Result<()> {
+        w.write_all(&shell[..n_open + 1])?;
+        let mut own = Vec::new();
+        for j in 0..pieces.len() {
+            if j == first_link {
+                w.write_all(close(doc.nodes.len()))?;
+                w.write_all(&shell[n_close + 1..l_open + 1])?;
+            }
+            let buf = next(j, &mut own)?;
+            w.write_all(&buf)?;
+            own = buf;
+        }
+        if first_link == pieces.len() {
+            w.write_all(close(doc.nodes.len()))?;
+            w.write_all(&shell[n_close + 1..l_open + 1])?;
+        }
+        w.write_all(close(doc.links.len()))?;
+        w.write_all(&shell[l_close + 1..])
+    };
+    let pieces = &pieces;
+    with_writer(
+        out,
+        |w| {
+            std::thread::scope(|s| {
+                let (done_tx, done_rx) = sync_channel::<io::Result<Vec<u8>>>(2);
+                let (free_tx, free_rx) = channel::<Vec<u8>>();
+                let helper = std::thread::Builder::new()
+                    .name("mx-serialize".into())
+                    .spawn_scoped(s, move || {
+                        for p in pieces.iter().skip(1).step_by(2) {
+                            let mut buf = free_rx.try_recv().unwrap_or_default();
+                            buf.clear();
+                            let r = serialize(p, &mut buf).map(|()| buf);
+                            if done_tx.send(r).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                let helped = helper.is_ok();
+                let result = write_all(w, &mut |j, own| {
+                    if helped && j % 2 == 1 {
+                        let buf = done_rx
+                            .recv()
+                            .map_err(|_| io::Error::other("the serializing thread stopped"))??;
+                        let _ = free_tx.send(std::mem::take(own));
+                        Ok(buf)
+                    } else {
+                        let mut buf = std::mem::take(own);
+                        buf.clear();
+                        serialize(&pieces[j], &mut buf)?;
+                        Ok(buf)
+                    }
+                });
+                // An early error: the helper stops at its next send.
+                drop(done_rx);
+                result
+            })
+        },
+        |out| {
+            write_all(out, &mut |j, own| {
+                let mut buf = std::mem::take(own);
+                buf.clear();
+                serialize(&pieces[j], &mut buf)?;
+                Ok(buf)
+            })
+        },
+    )
+}
+
+/// Gives piece `j` serialized, given the buffer the last one came in.
+type NextPiece<'a> = dyn FnMut(usize, &mut Vec<u8>) -> io::Result<Vec<u8>> + 'a;
+
+/// A piece of work: up to [`PIECE`] elements from this index.
+enum Piece {
+    Nodes(usize),
+    Links(usize),
+}
+
+/// Array elements as the pretty formatter writes them inside a top-level
+/// array: a comma unless first, a line break, four spaces, the element.
+fn elements<T: Serialize>(items: &[T], first: bool, buf: &mut Vec<u8>) -> io::Result<()> {
+    for (i, item) in items.iter().enumerate() {
+        buf.extend_from_slice(if first && i == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        });
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut *buf,
+            crate::Compact {
+                indent: 2,
+                ..Default::default()
+            },
+        );
+        item.serialize(&mut ser).map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// The serializer's side: fills a buffer, hands it over when full.
@@ -141,6 +313,88 @@ mod tests {
             String::from_utf8(small).unwrap(),
             crate::to_json_pretty(&serde_json::json!({"a": [1, 2]}))
         );
+    }
+
+    /// An experiment of `n` nodes and `m` links, with what the formatter
+    /// treats apart: labels, nested properties (one has a key `nodes` and
+    /// a string holding the text the splice looks for), ingress, addresses.
+    fn experiment(n: usize, m: usize) -> crate::Experiment {
+        let nodes: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                let mut v = serde_json::json!({
+                    "name": format!("n{i}"),
+                    "constraints": [{"property": "cores", "op": ">=", "value": 2, "span": [1, 9]}],
+                    "span": [i, i + 3],
+                });
+                if i % 7 == 0 {
+                    v["label"] = format!("N {i}").into();
+                    v["properties"] = serde_json::json!({
+                        "nodes": [], "deep": {"links": [], "x": [1, {"y": "\n  \"nodes\": []"}]}
+                    });
+                    v["ingress"] =
+                        serde_json::json!([{"protocol": "tcp", "port": 22, "span": [0, 1]}]);
+                }
+                v
+            })
+            .collect();
+        let links: Vec<serde_json::Value> = (0..m)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("l{i}"),
+                    "endpoints": [
+                        {"node": format!("n{}", i % n.max(1)), "socket": 0,
+                         "addrs": [{"cidr": "10.0.0.0/31", "span": [4, 5]}]},
+                        {"node": "n0", "socket": i},
+                    ],
+                    "constraints": [{"property": "capacity", "op": "==", "value": 100, "unit": "bps", "span": [2, 3]}],
+                    "span": [i, i + 1],
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "xir": "0.1", "kind": "experiment", "name": "t",
+            "source": {"path": "a\n  \"links\": [].mx"},
+            "parameters": {"nodes": []},
+            "constraints": [{"property": "routing", "op": "==", "value": "static", "span": [0, 1]}],
+            "nodes": nodes, "links": links,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_experiment_written_in_pieces_is_written_the_same() {
+        for (n, m) in [
+            (0, 0),
+            (1, 0),
+            (0, 3),
+            (3, 2),
+            (PIECE, 1),
+            (PIECE + 1, 2 * PIECE + 5),
+            (5000, 9000),
+        ] {
+            let mut doc = experiment(n, m);
+            // the shell holds the two places the elements go (so the
+            // pieces are what is tested, not the fallback)
+            let mut shell = doc.clone();
+            (shell.nodes, shell.links) = (Vec::new(), Vec::new());
+            let shell = crate::to_json_pretty(&shell);
+            assert!(shell.contains("\n  \"nodes\": []") && shell.contains("\n  \"links\": []"));
+            let mut out = Vec::new();
+            write_experiment_threaded(&mut doc, &mut out).unwrap();
+            let mut serial = Vec::new();
+            crate::write_json_pretty(&doc, &mut serial).unwrap();
+            assert_eq!(doc.nodes.len(), n);
+            assert_eq!(doc.links.len(), m);
+            assert!(
+                out == serial,
+                "{n} nodes, {m} links:\n{}",
+                String::from_utf8_lossy(&out[..out.len().min(3000)])
+            );
+        }
+        let err =
+            write_experiment_threaded(&mut experiment(5000, 9000), &mut FailsAfter(CHUNK + 1))
+                .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
     }
 
     /// A writer that fails part way (a full disk): its error comes back,
