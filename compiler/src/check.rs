@@ -46,7 +46,11 @@ pub fn lower(
     xir.links = links
         .into_iter()
         .map(|l| mx_xir::Link {
-            name: link_name(&names, &l.endpoints),
+            name: crate::topo::link_name(
+                l.endpoints
+                    .iter()
+                    .map(|e| (names[e.node].as_str(), e.socket)),
+            ),
             endpoints: l
                 .endpoints
                 .into_iter()
@@ -79,21 +83,6 @@ pub fn lower(
         })
         .collect();
     Some(xir)
-}
-
-/// `a.0~b.1`: each endpoint's node and socket. Built in one string, as
-/// there is one per link.
-fn link_name(names: &[mx_xir::Name], endpoints: &[crate::topo::EpOut]) -> String {
-    let mut s = String::with_capacity(32);
-    for (i, e) in endpoints.iter().enumerate() {
-        if i > 0 {
-            s.push('~');
-        }
-        s.push_str(&names[e.node]);
-        s.push('.');
-        s.push_str(itoa::Buffer::new().format(e.socket));
-    }
-    s
 }
 
 fn constraint(c: &Cons) -> mx_xir::Constraint {

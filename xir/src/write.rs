@@ -136,21 +136,20 @@ pub fn write_experiment_threaded<W: Write + Send>(
     let close = |len: usize| -> &'static [u8] { if len == 0 { b"]" } else { b"\n  ]" } };
     // Writes the pieces in order, the shell's text between them.
     let write_all = |w: &mut dyn Write, next: &mut NextPiece| -> io::Result<()> {
-        w.write_all(&shell[..n_open + 1])?;
         let mut own = Vec::new();
-        for j in 0..pieces.len() {
-            if j == first_link {
-                w.write_all(close(doc.nodes.len()))?;
-                w.write_all(&shell[n_close + 1..l_open + 1])?;
+        let mut pieces_of = |range: std::ops::Range<usize>, w: &mut dyn Write| {
+            for j in range {
+                let buf = next(j, &mut own)?;
+                w.write_all(&buf)?;
+                own = buf;
             }
-            let buf = next(j, &mut own)?;
-            w.write_all(&buf)?;
-            own = buf;
-        }
-        if first_link == pieces.len() {
-            w.write_all(close(doc.nodes.len()))?;
-            w.write_all(&shell[n_close + 1..l_open + 1])?;
-        }
+            io::Result::Ok(())
+        };
+        w.write_all(&shell[..n_open + 1])?;
+        pieces_of(0..first_link, w)?;
+        w.write_all(close(doc.nodes.len()))?;
+        w.write_all(&shell[n_close + 1..l_open + 1])?;
+        pieces_of(first_link..pieces.len(), w)?;
         w.write_all(close(doc.links.len()))?;
         w.write_all(&shell[l_close + 1..])
     };

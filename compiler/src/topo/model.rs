@@ -285,17 +285,12 @@ impl Model {
     }
 
     pub fn link_name(&self, l: u32) -> String {
-        let link = &self.links[l as usize];
-        let mut s = String::new();
-        for (i, e) in link.endpoints.iter().enumerate() {
-            if i > 0 {
-                s.push('~');
-            }
-            s.push_str(&self.nodes[e.node as usize].name);
-            s.push('.');
-            s.push_str(itoa::Buffer::new().format(e.socket));
-        }
-        s
+        link_name(
+            self.links[l as usize]
+                .endpoints
+                .iter()
+                .map(|e| (&self.nodes[e.node as usize].name[..], e.socket)),
+        )
     }
 
     pub fn endpoint_node_name(&self, l: u32, e: u32) -> &str {
@@ -554,6 +549,21 @@ enum JsonError {
 /// says what is wrong.
 pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
     mx_xir::Ipv4Cidr::parse(s).map(|c| (u32::from(c.addr), c.len))
+}
+
+/// A link's name from its endpoints' nodes and sockets: `a.0~b.1`. The
+/// model names links this way and so does lowering (with safe names).
+pub fn link_name<'a>(endpoints: impl IntoIterator<Item = (&'a str, u32)>) -> String {
+    let mut s = String::with_capacity(32);
+    for (i, (node, socket)) in endpoints.into_iter().enumerate() {
+        if i > 0 {
+            s.push('~');
+        }
+        s.push_str(node);
+        s.push('.');
+        s.push_str(itoa::Buffer::new().format(socket));
+    }
+    s
 }
 
 pub fn fmt_cidr(addr: u32, len: u8) -> String {
