@@ -218,17 +218,10 @@ pub fn cp(args: &CpArgs) -> Status {
     }
 }
 
-/// Writes a file beside `dest` and renames it over: whole or not at all.
+/// Whole or not at all (see [`mx_pipeline::output`]).
 fn write_whole(dest: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut tmp = dest.as_os_str().to_owned();
-    tmp.push(".mx-part");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o777))?;
-    std::fs::rename(&tmp, dest).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    use std::io::Write;
+    mx_pipeline::output::replace_file(dest, Some(mode & 0o777), |f| f.write_all(data))
 }
 
 pub fn console(args: &ConsoleArgs) -> Status {

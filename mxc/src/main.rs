@@ -352,7 +352,7 @@ fn compile(args: &CompileArgs, style: HumanStyle) -> Status {
     let started = std::time::Instant::now();
     let written = match &args.output {
         Some(path) => {
-            std::fs::File::create(path).and_then(|mut file| write_document(&mut xir, &mut file))
+            mx_pipeline::output::replace_file(path, None, |file| write_document(&mut xir, file))
         }
         None => write_document(&mut xir, &mut io::stdout()),
     };
@@ -643,8 +643,9 @@ fn realize(args: &RealizeArgs, style: HumanStyle) -> Status {
     // `-o FILE` takes the document: stdout stays quiet, as with `compile -o`.
     if let Some(path) = &args.output {
         // Streamed: a realization of 100,000 VMs is 130 MB of JSON.
-        let written = std::fs::File::create(path)
-            .and_then(|mut file| mx_xir::write_json_pretty_threaded(&real, &mut file));
+        let written = mx_pipeline::output::replace_file(path, None, |file| {
+            mx_xir::write_json_pretty_threaded(&real, file)
+        });
         if let Err(err) = written {
             eprintln!("error: cannot write {}: {err}", path.display());
             return Status::Error;

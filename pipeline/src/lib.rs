@@ -256,6 +256,7 @@ pub fn release(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
 }
 
 pub mod distributed;
+pub mod output;
 mod run;
 mod table;
 pub use run::*;
