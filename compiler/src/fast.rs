@@ -111,10 +111,23 @@ fn op_at(rest: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// Buffers the fast path reuses from line to line, so a line costs no
+/// allocation beyond its own tree, each vector of which is allocated once at
+/// its exact size.
+#[derive(Default)]
+pub struct Scratch {
+    toks: Vec<Token>,
+    /// Elements of the lists, tuples and assignment targets being built,
+    /// innermost last.
+    exprs: Vec<Expr>,
+    /// Arguments of the calls being built, innermost last.
+    args: Vec<Arg>,
+}
+
 /// Splits `text` into tokens, or `None` on anything outside the fast subset.
-fn tokenize(text: &str) -> Option<Vec<Token>> {
+fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
     let b = text.as_bytes();
-    let mut out = Vec::with_capacity(32);
+    out.clear();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -207,16 +220,18 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
             }
         }
     }
-    Some(out)
+    Some(())
 }
 
 struct P<'t, 'n> {
     text: &'t str,
-    toks: Vec<Token>,
+    toks: &'t [Token],
     pos: usize,
     base: usize,
     names: &'n mut Interner,
     depth: usize,
+    exprs: &'n mut Vec<Expr>,
+    args: &'n mut Vec<Arg>,
 }
 
 type Res<T> = Option<T>;
@@ -258,7 +273,8 @@ impl P<'_, '_> {
         if !self.is_op(",") {
             return Some(first);
         }
-        let mut items = vec![first];
+        let base = self.exprs.len();
+        self.exprs.push(first);
         let mut trailing_comma = false;
         while self.is_op(",") {
             self.pos += 1;
@@ -266,9 +282,10 @@ impl P<'_, '_> {
                 trailing_comma = true;
                 break;
             }
-            items.push(self.expr()?);
+            let e = self.expr()?;
+            self.exprs.push(e);
         }
-        items.shrink_to_fit();
+        let items = self.exprs.drain(base..).collect();
         // A trailing comma ends the rule; otherwise its optional comma's skip counts.
         let end = if trailing_comma {
             self.last_end()
@@ -425,7 +442,7 @@ impl P<'_, '_> {
     }
 
     fn args(&mut self) -> Res<Vec<Arg>> {
-        let mut args = Vec::new();
+        let base = self.args.len();
         let mut kw_seen = false;
         while !self.is_op(")") {
             if self.peek() == Some(Tok::Name) && matches!(self.peek_at(1), Some(Tok::Op("="))) {
@@ -436,13 +453,15 @@ impl P<'_, '_> {
                 self.pos += 2;
                 let sym = self.names.intern(&self.text[t.start..t.end]);
                 let value = self.expr()?;
-                args.push(Arg::Kw(sym, self.span(t.start, t.end), value));
+                let span = self.span(t.start, t.end);
+                self.args.push(Arg::Kw(sym, span, value));
                 kw_seen = true;
             } else {
                 if kw_seen {
                     return None; // positional after keyword: pest reports it
                 }
-                args.push(Arg::Pos(self.expr()?));
+                let e = self.expr()?;
+                self.args.push(Arg::Pos(e));
             }
             if !self.is_op(",") {
                 break;
@@ -450,9 +469,8 @@ impl P<'_, '_> {
             self.pos += 1;
         }
         // Exact size: a 700,000-line model holds every call's arguments
-        // until it runs, and `push` leaves room for four.
-        args.shrink_to_fit();
-        Some(args)
+        // until it runs.
+        Some(self.args.drain(base..).collect())
     }
 
     fn primary(&mut self) -> Res<Expr> {
@@ -526,16 +544,17 @@ impl P<'_, '_> {
     fn list(&mut self) -> Res<Expr> {
         let open = self.toks[self.pos].start;
         self.pos += 1;
-        let mut items = Vec::new();
+        let base = self.exprs.len();
         while !self.is_op("]") {
-            items.push(self.expr()?);
+            let e = self.expr()?;
+            self.exprs.push(e);
             if !self.is_op(",") {
                 break;
             }
             self.pos += 1;
         }
         self.expect("]")?;
-        items.shrink_to_fit();
+        let items = self.exprs.drain(base..).collect();
         Some(Expr {
             kind: ExprKind::List(items),
             span: self.span(open, self.last_end()),
@@ -554,13 +573,22 @@ fn valid_target(e: &Expr) -> bool {
 
 /// Parses one logical line (`text`, starting at byte `base` of the file) if
 /// it is in the fast subset: an expression statement or an assignment.
-pub fn line(text: &str, base: usize, names: &mut Interner) -> Option<Vec<Stmt>> {
-    let toks = tokenize(text)?;
+pub fn line(
+    text: &str,
+    base: usize,
+    names: &mut Interner,
+    scratch: &mut Scratch,
+) -> Option<Vec<Stmt>> {
+    let Scratch { toks, exprs, args } = scratch;
+    tokenize(text, toks)?;
     // Very long lines go to pest, which bounds operator chains (E0106): a
     // 50,000-term sum would otherwise make a tree too deep to evaluate.
     if toks.is_empty() || toks.len() > MAX_TOKENS {
         return None;
     }
+    // A line given up half-way leaves its pieces behind.
+    exprs.clear();
+    args.clear();
     let mut p = P {
         text,
         toks,
@@ -568,28 +596,30 @@ pub fn line(text: &str, base: usize, names: &mut Interner) -> Option<Vec<Stmt>> 
         base,
         names,
         depth: 0,
+        exprs,
+        args,
     };
     let start = p.toks[0].start;
-    let mut exprs = Vec::with_capacity(2);
-    exprs.push(p.exprlist()?);
+    let first = p.exprlist()?;
+    p.exprs.push(first);
     while p.is_op("=") {
         p.pos += 1;
-        exprs.push(p.exprlist()?);
+        let e = p.exprlist()?;
+        p.exprs.push(e);
     }
     if p.pos != p.toks.len() {
         return None;
     }
     let span = p.span(start, p.after_skip());
-    let value = exprs.pop().expect("at least one expression");
-    let kind = if exprs.is_empty() {
+    let value = p.exprs.pop().expect("at least one expression");
+    let kind = if p.exprs.is_empty() {
         StmtKind::Expr(value)
     } else {
-        if !exprs.iter().all(valid_target) {
+        if !p.exprs.iter().all(valid_target) {
             return None;
         }
-        exprs.shrink_to_fit();
         StmtKind::Assign {
-            targets: exprs,
+            targets: p.exprs.drain(..).collect(),
             value,
         }
     };

@@ -94,6 +94,11 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
         stack.clear();
         let mut deep_reported = false;
         loop {
+            // Most bytes (names, numbers, operators, blanks) mean nothing
+            // here: runs of them are skipped by a table look-up each.
+            while i < b.len() && !SPECIAL[usize::from(b[i])] {
+                i += 1;
+            }
             if i >= b.len() {
                 break;
             }
@@ -223,6 +228,19 @@ pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
     }
     out
 }
+
+/// The bytes the line splitter must look at: line ends, backslashes,
+/// comments, brackets and quotes.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let special = b"\n\r\\#([{)]}'\"";
+    let mut k = 0;
+    while k < special.len() {
+        t[special[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
 
 fn closer(open: u8) -> u8 {
     match open {

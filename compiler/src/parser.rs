@@ -53,6 +53,7 @@ impl<'a> TopLevel<'a> {
         let parser = LineParser {
             src,
             names: Interner::default(),
+            scratch: Default::default(),
             diags,
             pratt: Rc::new(pratt()),
         };
@@ -192,6 +193,7 @@ type PResult<T> = Result<T, Fail>;
 struct LineParser<'a> {
     src: &'a str,
     names: Interner,
+    scratch: crate::fast::Scratch,
     diags: &'a mut Vec<Diagnostic>,
     pratt: Rc<PrattParser<Rule>>,
 }
@@ -206,7 +208,8 @@ impl LineParser<'_> {
                 binds: Vec::new(),
             };
         }
-        if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names) {
+        if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names, &mut self.scratch)
+        {
             return Item::Simple(stmts);
         }
         self.line_pest(text, line.start, looks_header)
@@ -1994,13 +1997,15 @@ mod fast_path_tests {
                 fast_names.intern(w);
             }
         }
-        let fast = crate::fast::line(text, 7, &mut fast_names).map(|s| format!("{s:?}"));
+        let fast = crate::fast::line(text, 7, &mut fast_names, &mut Default::default())
+            .map(|s| format!("{s:?}"));
         let mut diags = Vec::new();
         // The line sits at byte 7 of its file, so spans are file offsets.
         let src = format!("#23456\n{text}");
         let mut p = LineParser {
             src: &src,
             names,
+            scratch: Default::default(),
             diags: &mut diags,
             pratt: Rc::new(pratt()),
         };
