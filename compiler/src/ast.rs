@@ -14,43 +14,61 @@ pub use mx_xir::Span;
 pub struct Sym(pub u32);
 
 /// Interns identifiers. The evaluator pre-interns builtin names so it can
-/// recognise them by number.
+/// recognise them by number. A generated model interns every name of every
+/// line (millions at 100,000 nodes), so the table holds only the symbol and
+/// finds it by the name's hash, comparing short names in line.
 #[derive(Default, Debug)]
 pub struct Interner {
-    map: rustc_hash::FxHashMap<Rc<str>, Sym>,
+    table: hashbrown::HashTable<Sym>,
     names: Vec<Rc<str>>,
 }
 
+fn name_hash(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(name)
+}
+
+/// Equal names; most are a few bytes, for which a call to `memcmp` costs
+/// more than the comparison.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && if a.len() <= 16 {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        } else {
+            a == b
+        }
+}
+
 impl Interner {
-    /// The symbol for `name`, creating it if new.
     pub fn intern(&mut self, name: &str) -> Sym {
-        if let Some(&s) = self.map.get(name) {
+        let Interner { table, names } = self;
+        let hash = name_hash(name);
+        if let Some(&s) = table.find(hash, |s| same(&names[s.0 as usize], name)) {
             return s;
         }
-        let s = Sym(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
-        let rc: Rc<str> = name.into();
-        self.names.push(rc.clone());
-        self.map.insert(rc, s);
+        let s = Sym(u32::try_from(names.len()).unwrap_or(u32::MAX));
+        names.push(name.into());
+        table.insert_unique(hash, s, |s| name_hash(&names[s.0 as usize]));
         s
     }
 
-    /// The text of a symbol.
     pub fn name(&self, s: Sym) -> &Rc<str> {
         &self.names[s.0 as usize]
     }
 
-    /// How many names are interned; symbols are `0..count`.
     pub fn count(&self) -> usize {
         self.names.len()
     }
 
-    /// The symbol of `name`, if it occurs in the model.
     pub fn lookup(&self, name: &str) -> Option<Sym> {
-        self.map.get(name).copied()
+        self.table
+            .find(name_hash(name), |s| same(&self.names[s.0 as usize], name))
+            .copied()
     }
 }
 
-/// A statement with its span.
 #[derive(Debug, Clone)]
 pub struct Stmt {
     pub kind: StmtKind,

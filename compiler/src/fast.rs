@@ -96,20 +96,30 @@ const BY_FIRST: [[u8; 4]; 256] = {
     t
 };
 
-/// The operator at the start of `rest`, longest first: a look-up by the
-/// first byte instead of a walk over the table (which was 15% of parsing a
-/// flat 700,000-line model).
-fn op_at(rest: &[u8]) -> Option<&'static str> {
+/// The operator at the start of `rest`, longest first, as its index in
+/// [`OPS`]: a look-up by the first byte instead of a walk over the table
+/// (which was 15% of parsing a flat 700,000-line model).
+fn op_at(rest: &[u8]) -> Option<usize> {
     let (first, second) = (rest[0], rest.get(1).copied());
     for &ix in &BY_FIRST[first as usize] {
-        let op = OPS[usize::from(ix).checked_sub(1)?];
-        let b = op.as_bytes();
+        let i = usize::from(ix).checked_sub(1)?;
+        let b = OPS[i].as_bytes();
         if b.len() == 1 || Some(b[1]) == second {
-            return Some(op);
+            return Some(i);
         }
     }
     None
 }
+
+/// What each operator of [`OPS`] is as an infix and as a prefix operator,
+/// looked up in [`syntax`]'s tables once rather than for every token.
+static OP_CLASS: std::sync::LazyLock<Vec<OpClass>> = std::sync::LazyLock::new(|| {
+    OPS.iter()
+        .map(|op| (syntax::infix(op), syntax::prefix(op)))
+        .collect()
+});
+
+type OpClass = (Option<syntax::InfixOp>, Option<&'static syntax::PrefixOp>);
 
 /// Buffers the fast path reuses from line to line, so a line costs no
 /// allocation beyond its own tree, each vector of which is allocated once at
@@ -204,7 +214,8 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                 out.push(Token::new(Tok::Str, start, i));
             }
             _ => {
-                let op = op_at(&b[i..])?;
+                let ix = op_at(&b[i..])?;
+                let op = OPS[ix];
                 // Augmented assignment (`+=`, `//=`, `**=`, ...): pest.
                 let after = b.get(i + op.len()).copied();
                 if after == Some(b'=')
@@ -215,7 +226,12 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                 {
                     return None;
                 }
-                out.push(Token::op(Tok::Op(op), op, i, i + op.len()));
+                let (infix, prefix) = OP_CLASS[ix];
+                out.push(Token {
+                    infix,
+                    prefix,
+                    ..Token::new(Tok::Op(op), i, i + op.len())
+                });
                 i += op.len();
             }
         }
@@ -636,12 +652,13 @@ mod tests {
         assert!(OPS.iter().all(|o| (1..=2).contains(&o.len())));
         let first_single = OPS.iter().position(|o| o.len() == 1).unwrap();
         assert!(OPS[first_single..].iter().all(|o| o.len() == 1));
+        let at = |rest: &[u8]| op_at(rest).map(|i| OPS[i]);
         for op in OPS {
-            assert_eq!(op_at(op.as_bytes()), Some(*op));
+            assert_eq!(at(op.as_bytes()), Some(*op));
         }
-        assert_eq!(op_at(b"**2"), Some("**"));
-        assert_eq!(op_at(b"*2"), Some("*"));
-        assert_eq!(op_at(b"!x"), None);
+        assert_eq!(at(b"**2"), Some("**"));
+        assert_eq!(at(b"*2"), Some("*"));
+        assert_eq!(at(b"!x"), None);
         // The look-up agrees with a walk over the table for every byte pair
         // and every lone byte.
         let walk = |rest: &[u8]| {
@@ -651,10 +668,10 @@ mod tests {
             })
         };
         for first in 0..=255u8 {
-            assert_eq!(op_at(&[first]), walk(&[first]), "{first}");
+            assert_eq!(at(&[first]), walk(&[first]), "{first}");
             for second in 0..=255u8 {
                 let rest = [first, second];
-                assert_eq!(op_at(&rest), walk(&rest), "{first} {second}");
+                assert_eq!(at(&rest), walk(&rest), "{first} {second}");
             }
         }
     }
