@@ -39,6 +39,9 @@ pub const VALUE_BYTES: u64 = 32;
 // range is boxed to keep it so).
 const _: () = assert!(std::mem::size_of::<Value>() <= 24);
 
+/// Slots of [`Eval::share_constraint`]'s table.
+pub(crate) const CONS_SHARED: usize = 64;
+
 /// Control flow out of a statement or expression.
 pub enum Flow {
     Err(Box<Diagnostic>),
@@ -128,6 +131,10 @@ pub struct Eval<'a> {
     /// Names of the file stem, for the implicit `topo`.
     pub stem: String,
     topo_sym: Option<Sym>,
+    /// Constraints made so far, to tell each apart (`Value::Constraint`).
+    pub(crate) cons_made: u64,
+    /// The last constraint made at each source position, by a hash of it.
+    pub(crate) cons_shared: Vec<Option<Rc<Cons>>>,
 }
 
 /// Runs the model `top` parses, a top-level statement at a time: each is
@@ -174,6 +181,8 @@ pub fn run(
         tainted: false,
         stem,
         topo_sym: None,
+        cons_made: 0,
+        cons_shared: vec![None; CONS_SHARED],
     };
     // Every independent mistake in one run: a statement that fails is
     // recorded and the next one runs; what it would have bound becomes

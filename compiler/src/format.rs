@@ -132,7 +132,7 @@ impl Eval<'_> {
             Value::Prop(p) => out.push_str(crate::props::PROPS[*p as usize].name),
             Value::Group(g) => out.push_str(g),
             Value::Sym(s) => out.push_str(s),
-            Value::Constraint(c) => out.push_str(self.text(c.span)),
+            Value::Constraint(c, _) => out.push_str(self.text(c.span)),
             Value::Topo(t) => out.push_str(&format!(
                 "<topology {}>",
                 py_repr_str(self.model.topo_name(*t))

@@ -288,4 +288,28 @@ mod tests {
         assert!(out.diagnostics.is_empty(), "{:?}", codes(&out));
         assert_eq!(out.xir.expect("xir").nodes.len(), 2);
     }
+
+    /// Evaluations of one comparison share their constraint when it comes
+    /// out the same, but stay values of their own: `==` and `is` tell them
+    /// apart as before, and a value that differs (even only `-0.0` from
+    /// `0.0`) is not shared.
+    #[test]
+    fn shared_constraints_stay_distinct_values() {
+        let text = "from mergexp import *\nnet = Network('n')\n\
+                    cs = [proc.cores >= 2 for i in range(3)]\n\
+                    assert cs[0] == cs[0] and cs[0] is cs[0]\n\
+                    assert not cs[0] == cs[1] and cs[0] is not cs[1] and cs[1] != cs[2]\n\
+                    zs = [loss == z for z in [0.0, -0.0, 0.0]]\n\
+                    ns = [net.node(f'n{i}', cs[i % 3]) for i in range(4)]\n\
+                    ls = [net.connect([ns[i], ns[i + 1]], zs[i]) for i in range(3)]\n\
+                    experiment(net)\n";
+        let out = compile("m.mx", text, &Options::default());
+        assert!(out.diagnostics.is_empty(), "{:?}", codes(&out));
+        let xir = out.xir.expect("xir");
+        assert!((0..4).all(|i| xir.nodes[i].constraints.len() == 1));
+        let json = |i: usize| serde_json::to_string(&xir.links[i].constraints).unwrap();
+        assert_eq!(json(0), json(2));
+        assert!(json(0).contains("0.0") && !json(0).contains("-0.0"));
+        assert!(json(1).contains("-0.0"), "{}", json(1));
+    }
 }

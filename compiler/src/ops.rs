@@ -556,7 +556,7 @@ pub fn eq_at(a: &Value, b: &Value, depth: usize, m: &Meter) -> Result<Option<boo
         }
         (V::Builtin(x), V::Builtin(y)) => x == y,
         (V::Func(x), V::Func(y)) => Rc::ptr_eq(x, y),
-        (V::Constraint(x), V::Constraint(y)) => Rc::ptr_eq(x, y),
+        (V::Constraint(_, x), V::Constraint(_, y)) => x == y,
         (V::Str(s), V::Sym(y)) | (V::Sym(y), V::Str(s)) => &**s == *y,
         _ => false,
     }))

@@ -183,7 +183,10 @@ pub enum Value {
     Group(&'static str),
     /// A symbol such as `virtio`, `static`, `aarch64`.
     Sym(&'static str),
-    Constraint(Rc<Cons>),
+    /// A constraint, and which evaluation made it: `==` and `is` compare
+    /// that, while evaluations of one comparison with equal results share
+    /// the constraint itself (see `Eval::share_constraint`).
+    Constraint(Rc<Cons>, u64),
     Topo(u32),
     Node(u32),
     Link(u32),
@@ -216,6 +219,29 @@ pub struct Cons {
     pub span: Span,
     /// The value operand, for labels on bad values.
     pub value_span: Span,
+}
+
+impl Cons {
+    /// The same constraint in every respect that can show: value (floats
+    /// bit for bit, so `0.0` and `-0.0` stay apart), unit and both spans.
+    pub fn same(&self, other: &Cons) -> bool {
+        fn value(a: &mx_xir::Value, b: &mx_xir::Value) -> bool {
+            use mx_xir::Value as V;
+            match (a, b) {
+                (V::Float(x), V::Float(y)) => x.to_bits() == y.to_bits(),
+                (V::List(x), V::List(y)) => {
+                    x.len() == y.len() && x.iter().zip(y).all(|(a, b)| value(a, b))
+                }
+                _ => a == b,
+            }
+        }
+        self.prop == other.prop
+            && self.op == other.op
+            && self.unit == other.unit
+            && self.span == other.span
+            && self.value_span == other.value_span
+            && value(&self.value, &other.value)
+    }
 }
 
 #[derive(Debug)]
@@ -377,7 +403,7 @@ impl Value {
             Value::Prop(_) => "property",
             Value::Group(_) => "property group",
             Value::Sym(_) => "symbol",
-            Value::Constraint(_) => "constraint",
+            Value::Constraint(..) => "constraint",
             Value::Topo(_) => "topology",
             Value::Node(_) => "node",
             Value::Link(_) => "link",

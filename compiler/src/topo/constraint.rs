@@ -10,7 +10,7 @@ use mx_diag::Diagnostic;
 use mx_xir::{Op, Span, Unit};
 
 use crate::ast::CmpOp;
-use crate::eval::{Args, Eval, Flow, R, did_you_mean};
+use crate::eval::{Args, CONS_SHARED, Eval, Flow, R, did_you_mean};
 use crate::props::{self, Kind, NicClass, PROPS, Target};
 use crate::value::*;
 
@@ -53,7 +53,10 @@ impl Eval<'_> {
                 continue;
             };
             match self.build_constraint(p, Op::Eq, v.clone(), *span, *span) {
-                Ok(c) => self.keep_constraint(Rc::new(c), target, &mut out)?,
+                Ok(c) => {
+                    let c = self.share_constraint(c);
+                    self.keep_constraint(c, target, &mut out)?
+                }
                 Err(f) => {
                     self.recover(f)?;
                 }
@@ -74,7 +77,7 @@ impl Eval<'_> {
         out: &mut Vec<Rc<Cons>>,
     ) -> R<()> {
         match v {
-            Value::Constraint(c) => self.keep_constraint(c, target, out),
+            Value::Constraint(c, _) => self.keep_constraint(c, target, out),
             Value::Poison => Ok(()),
             other => {
                 let f = self.not_constraint(&other, span, what);
@@ -228,9 +231,28 @@ impl Eval<'_> {
                 .into());
             }
         };
-        Ok(Value::Constraint(Rc::new(
-            self.build_constraint(prop, xop, value, vspan, span)?,
-        )))
+        let c = self.build_constraint(prop, xop, value, vspan, span)?;
+        let c = self.share_constraint(c);
+        self.cons_made += 1;
+        Ok(Value::Constraint(c, self.cons_made))
+    }
+
+    /// One constraint for every evaluation of a comparison that comes out
+    /// the same: a loop that builds 100,000 nodes with `cores >= 2` keeps
+    /// one, not 100,000 (56 MB of the ring benchmark, and the page faults
+    /// and cache misses of building and lowering them). A small table by
+    /// source position remembers the last constraint made at each.
+    fn share_constraint(&mut self, c: Cons) -> Rc<Cons> {
+        let at = (c.span.start as usize).wrapping_mul(31) ^ c.span.end as usize;
+        let slot = &mut self.cons_shared[at % CONS_SHARED];
+        if let Some(prev) = slot
+            && prev.same(&c)
+        {
+            return prev.clone();
+        }
+        let c = Rc::new(c);
+        *slot = Some(c.clone());
+        c
     }
 
     fn build_constraint(
