@@ -84,7 +84,8 @@ fn lines_split_at(src: &str, split: usize, diags: &mut Vec<Diagnostic>) -> Vec<L
                 lex(src, split, src.len(), &mut style, &mut d, &mut out);
                 (out, d, style)
             });
-        let mut out = with_room(&src.as_bytes()[..split]);
+        // Room for both halves: the second is appended without a copy.
+        let mut out = with_room(src.as_bytes());
         let mut style = None;
         let end = lex(src, 0, split, &mut style, diags, &mut out);
         if let Ok(Ok((rest, d, rest_style))) = second.map(|h| h.join()) {
