@@ -43,10 +43,12 @@ const PARALLEL_FROM: usize = 1 << 20;
 /// half; otherwise it is lexed again after the first. Either way the lines
 /// and diagnostics are those of [`lines_serial`].
 pub fn lines(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
-    match split_point(src) {
-        Some(split) if src.len() >= PARALLEL_FROM => lines_split_at(src, split, diags),
-        _ => lines_serial(src, diags),
+    if src.len() >= PARALLEL_FROM
+        && let Some(split) = split_point(src)
+    {
+        return lines_split_at(src, split, diags);
     }
+    lines_serial(src, diags)
 }
 
 /// [`lines`] on one thread.
@@ -61,7 +63,7 @@ pub fn lines_serial(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Line> {
 /// is neither blank nor a comment, so most likely a top-level statement.
 fn split_point(src: &str) -> Option<usize> {
     let b = src.as_bytes();
-    let mut i = b.len() / 2;
+    let mut i = (b.len() / 2).max(1);
     let limit = (i + (1 << 16)).min(b.len());
     while i < limit {
         if b[i - 1] == b'\n' && !matches!(b[i], b' ' | b'\t' | b'\x0C' | b'\n' | b'\r' | b'#') {
@@ -434,6 +436,10 @@ mod tests {
                     "{src:?} split at {split}"
                 );
             }
+        }
+        // No split point in sources too small to have a middle.
+        for tiny in ["", "\n", "x", "x\ny"] {
+            assert!(split_point(tiny).is_none_or(|at| tiny.as_bytes()[at - 1] == b'\n'));
         }
         // A large source is split; the split is a line start.
         let big = "n = net.node('n', proc.cores >= 2)\n".repeat(PARALLEL_FROM / 30);
