@@ -15,17 +15,50 @@ pub struct Sym(pub u32);
 
 /// Interns identifiers. The evaluator pre-interns builtin names so it can
 /// recognise them by number. A generated model interns every name of every
-/// line (millions at 100,000 nodes), so the table holds only the symbol and
-/// finds it by the name's hash, comparing short names in line.
-#[derive(Default, Debug)]
+/// line (millions at 100,000 nodes): the table holds only the symbol and
+/// finds it by the name's hash, and names of up to seven bytes (`net`,
+/// `node`, `cores`, `gb`: most of what a generated line names) are found
+/// first in a small direct-mapped cache by their bytes.
+#[derive(Debug)]
 pub struct Interner {
     table: hashbrown::HashTable<Sym>,
     names: Vec<Rc<str>>,
+    /// (bytes and length as one word, symbol + 1); 0 is empty.
+    recent: Box<[(u64, u32); RECENT]>,
+}
+
+const RECENT: usize = 256;
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            table: Default::default(),
+            names: Vec::new(),
+            recent: Box::new([(0, 0); RECENT]),
+        }
+    }
 }
 
 fn name_hash(name: &str) -> u64 {
     use std::hash::BuildHasher;
     rustc_hash::FxBuildHasher.hash_one(name)
+}
+
+/// A name of at most seven bytes as one word, its length plus one in the
+/// top byte (so no word is 0, the empty slot), and its slot in
+/// [`Interner::recent`].
+#[inline]
+fn short_word(name: &str) -> Option<(u64, usize)> {
+    let b = name.as_bytes();
+    if b.len() > 7 {
+        return None;
+    }
+    let mut w = (b.len() as u64 + 1) << 56;
+    for (i, &c) in b.iter().enumerate() {
+        w |= u64::from(c) << (8 * i);
+    }
+    let slot = (w.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % RECENT;
+    Some((w, slot))
 }
 
 /// Equal names; most are a few bytes, for which a call to `memcmp` costs
@@ -43,14 +76,26 @@ fn same(a: &str, b: &str) -> bool {
 
 impl Interner {
     pub fn intern(&mut self, name: &str) -> Sym {
-        let Interner { table, names } = self;
-        let hash = name_hash(name);
-        if let Some(&s) = table.find(hash, |s| same(&names[s.0 as usize], name)) {
-            return s;
+        let short = short_word(name);
+        if let Some((w, slot)) = short
+            && self.recent[slot].0 == w
+        {
+            return Sym(self.recent[slot].1 - 1);
         }
-        let s = Sym(u32::try_from(names.len()).unwrap_or(u32::MAX));
-        names.push(name.into());
-        table.insert_unique(hash, s, |s| name_hash(&names[s.0 as usize]));
+        let Interner { table, names, .. } = self;
+        let hash = name_hash(name);
+        let s = match table.find(hash, |s| same(&names[s.0 as usize], name)) {
+            Some(&s) => s,
+            None => {
+                let s = Sym(u32::try_from(names.len()).unwrap_or(u32::MAX - 1));
+                names.push(name.into());
+                table.insert_unique(hash, s, |s| name_hash(&names[s.0 as usize]));
+                s
+            }
+        };
+        if let Some((w, slot)) = short {
+            self.recent[slot] = (w, s.0 + 1);
+        }
         s
     }
 
@@ -63,6 +108,11 @@ impl Interner {
     }
 
     pub fn lookup(&self, name: &str) -> Option<Sym> {
+        if let Some((w, slot)) = short_word(name)
+            && self.recent[slot].0 == w
+        {
+            return Some(Sym(self.recent[slot].1 - 1));
+        }
         self.table
             .find(name_hash(name), |s| same(&self.names[s.0 as usize], name))
             .copied()
@@ -299,5 +349,34 @@ pub fn compare(op: CmpOp, lhs: Expr, rhs: Expr) -> ExprKind {
             }),
             vec![(op, rhs)],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Symbols come out the same whether a name is found in the cache of
+    /// short names, in the table, or new; names that share a cache slot
+    /// or differ only in length or padding stay apart.
+    #[test]
+    fn interning_is_stable_across_the_short_name_cache() {
+        let mut names: Vec<String> = vec![String::new(), "\0".into(), "a\0".into()];
+        for n in 0..3000 {
+            names.push(format!("n{n}"));
+            names.push(format!("x{}", "y".repeat(n % 10)));
+        }
+        let mut i = Interner::default();
+        let first: Vec<Sym> = names.iter().map(|n| i.intern(n)).collect();
+        for _ in 0..2 {
+            for (n, &s) in names.iter().zip(&first) {
+                assert_eq!(i.intern(n), s, "{n:?}");
+                assert_eq!(i.lookup(n), Some(s), "{n:?}");
+                assert_eq!(&**i.name(s), n.as_str());
+            }
+        }
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(i.count(), distinct.len());
+        assert_eq!(i.lookup("never"), None);
     }
 }
