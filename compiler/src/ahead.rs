@@ -204,7 +204,8 @@ impl Source for Ahead<'_> {
             && let Some(tx) = &self.spent_tx
         {
             // If the parser is gone, the statements are freed here.
-            let _ = tx.send(std::mem::take(&mut self.spent));
+            let spent = std::mem::replace(&mut self.spent, Vec::with_capacity(BATCH));
+            let _ = tx.send(spent);
         }
     }
 

@@ -247,7 +247,13 @@ impl Sink for Chunks {
             return Ok(buf);
         }
         self.send()?;
-        let next = self.empty.try_recv().unwrap_or_default();
+        // The next piece is about as large: a buffer that would have to
+        // grow to it (copying as it doubles) is not worth keeping.
+        let room = buf.capacity();
+        let next = match self.empty.try_recv() {
+            Ok(b) if b.capacity() >= room => b,
+            _ => Vec::with_capacity(room),
+        };
         self.full
             .send(buf)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writing thread stopped"))?;
