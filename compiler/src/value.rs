@@ -25,17 +25,30 @@ pub struct Frozen(pub Vec<Value>);
 pub trait Drain {
     /// Moves every value out, into `out`.
     fn drain_into(&mut self, out: &mut Vec<Value>);
+    /// Whether a value in it is a container: only then is a work list
+    /// needed (most lists a model drops, such as `[a, b]`, hold none).
+    fn nests(&self) -> bool;
+}
+
+fn is_container(v: &Value) -> bool {
+    matches!(v, Value::List(_) | Value::Dict(_) | Value::Tuple(_))
 }
 
 impl Drain for Vec<Value> {
     fn drain_into(&mut self, out: &mut Vec<Value>) {
         out.append(self);
     }
+    fn nests(&self) -> bool {
+        self.iter().any(is_container)
+    }
 }
 
 impl Drain for IndexMap<Key, Value> {
     fn drain_into(&mut self, out: &mut Vec<Value>) {
         out.extend(std::mem::take(self).into_values());
+    }
+    fn nests(&self) -> bool {
+        self.values().any(is_container)
     }
 }
 
@@ -84,6 +97,9 @@ fn drop_iteratively(mut work: Vec<Value>) {
 
 impl<T: Drain> Drop for Shared<T> {
     fn drop(&mut self) {
+        if !self.0.get_mut().nests() {
+            return;
+        }
         let mut work = Vec::new();
         self.0.get_mut().drain_into(&mut work);
         drop_iteratively(work);
@@ -92,6 +108,9 @@ impl<T: Drain> Drop for Shared<T> {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
+        if !self.0.iter().any(is_container) {
+            return;
+        }
         drop_iteratively(std::mem::take(&mut self.0));
     }
 }
