@@ -27,6 +27,18 @@ impl Eval<'_> {
         match v {
             Value::Str(s) => out.push_str(s),
             Value::Node(n) => out.push_str(self.model.node_name(*n)),
+            // What `repr_into` does for an integer (a step, then its bytes),
+            // without the walk's set-up: f-strings of a generated model
+            // format hundreds of thousands of them.
+            Value::Int(i) => {
+                let m = &self.meter;
+                m.step().map_err(|e| self.exhausted(e, span))?;
+                let mut buf = itoa::Buffer::new();
+                let text = buf.format(*i);
+                out.push_str(text);
+                m.charge(text.len() as u64)
+                    .map_err(|e| self.exhausted(e, span))?;
+            }
             _ => self
                 .repr_into(v, out, 0, &self.meter)
                 .map_err(|e| self.exhausted(e, span))?,
