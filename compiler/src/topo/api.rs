@@ -168,7 +168,7 @@ impl Eval<'_> {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Str(s) => serde_json::Value::String(str::to_owned(s)),
             Value::None => serde_json::Value::Null,
             other => {
                 return Err(self.type_error(
@@ -344,7 +344,9 @@ impl Eval<'_> {
                     // What parses is already in canonical form
                     // (`mx_xir::domain` tests `what_parses_is_canonical`),
                     // so the text is kept rather than written again.
-                    addrs.push((s.to_string(), vspan));
+                    // (`str::to_owned`: `to_string` on an `Rc<str>` goes
+                    // through the formatter.)
+                    addrs.push((str::to_owned(&s), vspan));
                 }
                 self.charge(64 * addrs.len() as u64, vspan)?;
                 self.model.set_addrs(*l, *e, addrs);

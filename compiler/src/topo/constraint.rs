@@ -426,7 +426,7 @@ impl Eval<'_> {
                 _ => return Err(wrong_type("true or false")),
             },
             Kind::Text => match v {
-                Value::Str(s) if !s.is_empty() => (X::Text(s.to_string()), None),
+                Value::Str(s) if !s.is_empty() => (X::Text(str::to_owned(s)), None),
                 Value::Sym(s) => (X::Text(s.to_string()), None),
                 Value::Str(_) => {
                     return Err(bad_value(

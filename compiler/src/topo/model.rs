@@ -368,7 +368,7 @@ impl Model {
             let properties = self.props_json(nd.properties.as_ref(), nd.span, diags, meter);
             let nd = &mut self.nodes[*n as usize];
             nodes.push(NodeOut {
-                name: nd.name.to_string(),
+                name: str::to_owned(&nd.name),
                 span: nd.span,
                 constraints: std::mem::take(&mut nd.constraints),
                 properties,
@@ -498,7 +498,7 @@ impl Model {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => {
                 m.charge(s.len() as u64).map_err(JsonError::Budget)?;
-                J::String(s.to_string())
+                J::String(str::to_owned(s))
             }
             Value::Sym(s) => J::String(s.to_string()),
             Value::Quantity(q, _) => J::from(*q),
