@@ -56,7 +56,7 @@ impl Eval<'_> {
             }
             Builtin::Ip4 => {
                 self.arity(&a, name, 1, usize::MAX)?;
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(a.pos.len());
                 for i in 0..a.pos.len() {
                     let s = self.str_arg(&a, i, name)?;
                     parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;

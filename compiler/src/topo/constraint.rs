@@ -24,7 +24,8 @@ impl Eval<'_> {
     ) -> R<Vec<Rc<Cons>>> {
         // A bad constraint is recorded and left out, so the node or link
         // still exists and the model's other mistakes are still found.
-        let mut out = Vec::new();
+        // Sized for one constraint an argument: the model keeps the vector.
+        let mut out = Vec::with_capacity(a.pos.len().saturating_sub(from) + a.kw.len());
         for i in from..a.pos.len() {
             match &a.pos[i] {
                 Value::List(_) | Value::Tuple(_) => {
