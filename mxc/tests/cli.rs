@@ -346,6 +346,49 @@ fn output_files_take_the_document_and_leave_stdout_quiet() {
     assert_eq!((run.code, run.stdout.as_str()), (0, ""));
 }
 
+/// `-o` replaces a file whole: an old one keeps its mode, a link is
+/// followed and stays, nothing is left beside it, and a write that cannot
+/// finish (here to a full device) is an error.
+#[test]
+fn output_files_are_replaced_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("output_whole");
+    dir.write("ok.mx", VALID);
+    let x = dir.path().join("x.json");
+    std::fs::write(&x, "old, and longer than nothing").unwrap();
+    std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("x.json", dir.path().join("link.json")).unwrap();
+    for args in [
+        &["compile", "ok.mx", "-o", "x.json"][..],
+        &["realize", "ok.mx", "--dry-run", "-o", "link.json"][..],
+    ] {
+        let run = mxc(&dir, args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&x).unwrap()).expect("a whole document");
+        assert!(doc["kind"].is_string());
+        let mode = std::fs::metadata(&x).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+    let link = std::fs::symlink_metadata(dir.path().join("link.json")).unwrap();
+    assert!(link.file_type().is_symlink());
+    let parts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mx-part"))
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+    if std::path::Path::new("/dev/full").exists() {
+        let run = mxc(&dir, &["compile", "ok.mx", "-o", "/dev/full"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot write /dev/full"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
 fn undecodable_source_is_a_model_error_at_the_byte() {
     let dir = TempDir::new("not_utf8");
