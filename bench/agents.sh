@@ -100,7 +100,7 @@ while [ ${#sizes[@]} -ge 2 ]; do
     "$mxc" up "$work/exp.mx" --facility "$work/fac.mx" --store "$url" >"$work/up.log" 2>&1 \
         || { tail -20 "$work/up.log"; exit 1; }
     t_up=$(( $(now_ms) - t0 ))
-    tasks=$(sed -n 's/.*: \([0-9]*\) tasks on .*/\1/p' "$work/up.log" | head -1)
+    tasks=$(sed -n 's/.*: \([0-9]*\) tasks on .*/\1/p; T; q' "$work/up.log")
     # Recovery: kill one agent, start it again, time until it has looked
     # at its state and found its part up.
     kill -9 "${pids[0]}"

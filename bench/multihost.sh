@@ -164,19 +164,19 @@ stop_agent hv2 TERM
 t0=$(now_ms)
 if "$mxc" down multi --store "$url" >"$work/down1.log" 2>&1; then fail "down succeeded with an agent away"; fi
 grep -q "hv2" "$work/down1.log" || fail "down did not name the dirty host"
-"$mxc" alloc show | grep -q multi || fail "the allocation was given back while hv2 was dirty"
+grep -q multi <<<"$("$mxc" alloc show)" || fail "the allocation was given back while hv2 was dirty"
 start_agent hv2
 for _ in $(seq 300); do [ -d "$work/hv2/run/multi" ] || break; sleep 0.1; done
 [ ! -d "$work/hv2/run/multi" ] || fail "hv2's agent did not clean its host when it came back"
 "$mxc" down multi --store "$url" >"$work/down2.log" 2>&1 || fail "the second down failed"
 t_down=$(( $(now_ms) - t0 ))
-if "$mxc" alloc show | grep -q multi; then fail "the allocation was not given back"; fi
+if grep -q multi <<<"$("$mxc" alloc show)"; then fail "the allocation was not given back"; fi
 
 # 5: nothing left.
 for h in "${every[@]}"; do
     [ ! -d "$work/$h/run/multi" ] || fail "state of multi left on $h"
 done
-if ip netns list | grep -qE '^mx[hu]-'; then fail "namespaces left: $(ip netns list | tr '\n' ' ')"; fi
+if grep -qE '^mx[hu]-' <<<"$(ip netns list)"; then fail "namespaces left: $(ip netns list | tr '\n' ' ')"; fi
 if pgrep -f "qemu-system.*$work" >/dev/null; then fail "QEMU processes left"; fi
 if compgen -G "/sys/fs/bpf/mx/*/multi" >/dev/null || [ -e /sys/fs/bpf/mx/multi ]; then fail "XDP pins left"; fi
 

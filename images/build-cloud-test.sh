@@ -97,7 +97,7 @@ rm -rf "$ROOT"
 printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q --wipe-partitions never "$WORK/disk.raw"
 dd if="$WORK/boot.img" of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 dd if="$WORK/core.img" of="$WORK/disk.raw" bs=512 seek=1 conv=notrunc status=none
-sfdisk -d "$WORK/disk.raw" | grep -q 'start=\s*2048,.*bootable' || die "the partition table did not survive"
+grep -q 'start=\s*2048,.*bootable' <<<"$(sfdisk -d "$WORK/disk.raw")" || die "the partition table did not survive"
 # Compressed, as distributions publish them.
 qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$WORK/out.qcow2"
 mv -f "$WORK/out.qcow2" "$OUT"
