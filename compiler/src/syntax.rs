@@ -160,29 +160,78 @@ pub fn prefix_rule(rule: Rule) -> Option<&'static PrefixOp> {
     PREFIX.iter().find(|o| o.rule == rule)
 }
 
-/// Declares [`KEYWORDS`] and [`is_keyword`] from one list; the fast path
-/// asks for every name, so the check is a compiled `match`.
-macro_rules! keywords {
-    ($($word:literal)*) => {
-        /// Words that cannot name anything: Python's keywords, since models
-        /// are Python (MergeTB's are run by CPython), including those mx does
-        /// not support.
-        #[allow(dead_code)] // the list the grammar is checked against
-        pub const KEYWORDS: &[&str] = &[$($word),*];
+/// A word of two to eight bytes as one integer, its bytes in order.
+const fn packed(b: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        v |= (b[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
 
-        /// Whether `w` is reserved.
-        pub fn is_keyword(w: &str) -> bool {
-            matches!(w, $($word)|*)
+/// Slots of [`KEYWORD_TABLE`]: 128 for 35 keywords, so a multiplier that
+/// spreads them is found in a few hundred tries.
+const KEYWORD_BITS: u32 = 7;
+
+const fn keyword_slot(word: u64, magic: u64) -> usize {
+    (word.wrapping_mul(magic) >> (64 - KEYWORD_BITS)) as usize
+}
+
+/// Every keyword at its own slot, as (packed bytes, length), under a
+/// multiplier found when the compiler is built: a perfect hash, so the
+/// check the fast path makes for every name is one multiplication and one
+/// comparison (a `match` on the text compared it with `memcmp` against
+/// each keyword of its length: 3% of parsing a generated model).
+const KEYWORD_TABLE: (u64, [(u64, u8); 1 << KEYWORD_BITS]) = {
+    let mut magic: u64 = 0x9E37_79B9_7F4A_7C15;
+    loop {
+        let mut table = [(0u64, 0u8); 1 << KEYWORD_BITS];
+        let mut ok = true;
+        let mut k = 0;
+        while ok && k < KEYWORDS.len() {
+            let b = KEYWORDS[k].as_bytes();
+            assert!(b.len() >= 2 && b.len() <= 8, "keywords are 2 to 8 bytes");
+            let w = packed(b);
+            let slot = keyword_slot(w, magic);
+            ok = table[slot].1 == 0;
+            table[slot] = (w, b.len() as u8);
+            k += 1;
         }
-    };
+        if ok {
+            break (magic, table);
+        }
+        magic = magic
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407)
+            | 1;
+    }
+};
+
+/// Whether `w` is reserved.
+#[inline]
+pub fn is_keyword(w: &str) -> bool {
+    let b = w.as_bytes();
+    if b.len() < 2 || b.len() > 8 {
+        return false;
+    }
+    let mut buf = [0u8; 8];
+    buf[..b.len()].copy_from_slice(b);
+    let word = u64::from_le_bytes(buf);
+    let (magic, table) = &KEYWORD_TABLE;
+    table[keyword_slot(word, *magic)] == (word, b.len() as u8)
 }
 
-keywords! {
-    "and" "as" "assert" "async" "await" "break" "class" "continue" "def" "del" "elif"
-    "else" "except" "finally" "for" "from" "global" "if" "import" "in" "is" "lambda"
-    "nonlocal" "not" "or" "pass" "raise" "return" "try" "while" "with" "yield" "None"
-    "True" "False"
-}
+/// Words that cannot name anything: Python's keywords, since models are
+/// Python (MergeTB's are run by CPython), including those mx does not
+/// support. [`is_keyword`] checks against this list.
+pub const KEYWORDS: &[&str] = &[
+    "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
+    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield", "None",
+    "True", "False",
+];
 
 /// Python statements mx does not run; a line starting with one gets "not
 /// supported" instead of a bare syntax error.
@@ -287,6 +336,37 @@ mod tests {
                 o.rule
             );
         }
+    }
+
+    /// [`is_keyword`]'s hash answers as the list does: for every keyword,
+    /// every word of up to three bytes from letters, NUL and the keywords'
+    /// first bytes, and each keyword cut, padded with NUL or extended.
+    #[test]
+    fn the_keyword_hash_is_the_list() {
+        let mut words: Vec<String> = Vec::new();
+        for k in KEYWORDS {
+            for cut in 0..=k.len() {
+                words.push(k[..cut].to_string());
+            }
+            words.push(format!("{k}\0"));
+            words.push(format!("{k}s"));
+            words.push(format!("\0{k}"));
+            words.push(k.to_lowercase());
+        }
+        let bytes: Vec<char> = "\0aeinosdfrtwyNTFz_".chars().collect();
+        for a in &bytes {
+            words.push(a.to_string());
+            for b in &bytes {
+                words.push(format!("{a}{b}"));
+                for c in &bytes {
+                    words.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for w in &words {
+            assert_eq!(is_keyword(w), KEYWORDS.contains(&w.as_str()), "{w:?}");
+        }
+        assert_eq!(KEYWORDS.iter().filter(|k| is_keyword(k)).count(), 35);
     }
 
     /// The grammar reserves exactly [`KEYWORDS`]: checked word by word on

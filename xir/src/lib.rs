@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 pub mod domain;
 mod facility;
 mod fragment;
+mod pretty;
 mod realization;
 mod write;
 

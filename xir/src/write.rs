@@ -12,6 +12,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel}
 
 use serde::Serialize;
 
+use crate::pretty::Pretty;
+
 /// Bytes per buffer handed to the writing thread.
 const CHUNK: usize = 1 << 20;
 
@@ -212,22 +214,16 @@ enum Piece {
 }
 
 /// Array elements as the pretty formatter writes them inside a top-level
-/// array: a comma unless first, a line break, four spaces, the element.
-fn elements<T: Serialize>(items: &[T], first: bool, buf: &mut Vec<u8>) -> io::Result<()> {
+/// array: a comma unless first, a line break, four spaces, the element
+/// (written directly, [`crate::pretty`]).
+fn elements<T: Pretty>(items: &[T], first: bool, buf: &mut Vec<u8>) -> io::Result<()> {
     for (i, item) in items.iter().enumerate() {
         buf.extend_from_slice(if first && i == 0 {
             b"\n    "
         } else {
             b",\n    "
         });
-        let mut ser = serde_json::Serializer::with_formatter(
-            &mut *buf,
-            crate::Compact {
-                indent: 2,
-                ..Default::default()
-            },
-        );
-        item.serialize(&mut ser).map_err(io::Error::other)?;
+        item.pretty(buf, 3)?;
     }
     Ok(())
 }
