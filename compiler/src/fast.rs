@@ -30,45 +30,61 @@ enum Tok {
     Int(i64),
     Float(f64),
     Str,
-    /// An operator or bracket, as its text.
-    Op(&'static str),
+    /// An operator or bracket, as its index in [`OPS`].
+    Op(u8),
 }
 
 /// A token, classified once when it is read: the parser asks every
-/// operand whether it is an operator or a reserved word.
+/// operand whether it is an operator or a reserved word. 32 bytes (it was
+/// 80 with the operator entries inline): tokens are written once and read
+/// several times per line.
 #[derive(Clone, Copy, Debug)]
 struct Token {
     tok: Tok,
-    start: usize,
-    end: usize,
+    /// Byte offsets in the line; [`tokenize`] leaves lines of 4 GiB or
+    /// more to pest.
+    start: u32,
+    end: u32,
     /// A name that is a keyword (only the operator words and constants
     /// reach the parser; other keywords send the line to pest).
     kw: bool,
-    /// Its infix operator, if it spells one.
-    infix: Option<syntax::InfixOp>,
-    /// Its prefix operator, if it spells one.
-    prefix: Option<&'static syntax::PrefixOp>,
+    /// Its entry in [`CLASSES`], or [`NO_CLASS`]: what it is as an infix
+    /// and as a prefix operator.
+    class: u8,
 }
 
 impl Token {
-    fn new(tok: Tok, start: usize, end: usize) -> Token {
+    fn new(tok: Tok, start: usize, end: usize, kw: bool, class: u8) -> Token {
         Token {
             tok,
-            start,
-            end,
-            kw: false,
-            infix: None,
-            prefix: None,
+            // The line is shorter than 4 GiB (checked in `tokenize`).
+            start: start as u32,
+            end: end as u32,
+            kw,
+            class,
         }
     }
 
-    /// An operator or operator word: classified from the tables in [`syntax`].
-    fn op(tok: Tok, text: &str, start: usize, end: usize) -> Token {
-        Token {
-            infix: syntax::infix(text),
-            prefix: syntax::prefix(text),
-            ..Token::new(tok, start, end)
-        }
+    fn s(&self) -> usize {
+        self.start as usize
+    }
+
+    fn e(&self) -> usize {
+        self.end as usize
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.s()..self.e()
+    }
+
+    /// Its infix operator, if it spells one.
+    fn infix(&self) -> Option<&'static syntax::InfixOp> {
+        CLASSES.get(usize::from(self.class))?.0.as_ref()
+    }
+
+    /// Its prefix operator, if it spells one.
+    fn prefix(&self) -> Option<&'static syntax::PrefixOp> {
+        CLASSES.get(usize::from(self.class))?.1
     }
 }
 
@@ -111,15 +127,45 @@ fn op_at(rest: &[u8]) -> Option<usize> {
     None
 }
 
-/// What each operator of [`OPS`] is as an infix and as a prefix operator,
-/// looked up in [`syntax`]'s tables once rather than for every token.
-static OP_CLASS: std::sync::LazyLock<Vec<OpClass>> = std::sync::LazyLock::new(|| {
+/// The operator words that reach the parser, after [`OPS`] in [`CLASSES`].
+const OP_WORDS: &[&str] = &["and", "or", "not", "in", "is"];
+
+/// What each operator of [`OPS`], then each of [`OP_WORDS`], is as an
+/// infix and as a prefix operator, looked up in [`syntax`]'s tables once
+/// rather than for every token.
+static CLASSES: std::sync::LazyLock<Vec<OpClass>> = std::sync::LazyLock::new(|| {
     OPS.iter()
+        .chain(OP_WORDS)
         .map(|op| (syntax::infix(op), syntax::prefix(op)))
         .collect()
 });
 
+/// A token that is no operator.
+const NO_CLASS: u8 = u8::MAX;
+
 type OpClass = (Option<syntax::InfixOp>, Option<&'static syntax::PrefixOp>);
+
+/// `OPS[i] == text`, at compile time.
+const fn op_index(text: &str) -> u8 {
+    let t = text.as_bytes();
+    let mut i = 0;
+    while i < OPS.len() {
+        let o = OPS[i].as_bytes();
+        if o.len() == t.len() && o[0] == t[0] && (o.len() == 1 || o[1] == t[1]) {
+            return i as u8;
+        }
+        i += 1;
+    }
+    panic!("not an operator of OPS");
+}
+
+const LPAR: u8 = op_index("(");
+const RPAR: u8 = op_index(")");
+const LSQB: u8 = op_index("[");
+const RSQB: u8 = op_index("]");
+const COMMA: u8 = op_index(",");
+const DOT: u8 = op_index(".");
+const EQUAL: u8 = op_index("=");
 
 /// Bytes that continue a name: one look-up each instead of three tests
 /// (names are most of a generated model's bytes).
@@ -151,6 +197,9 @@ pub struct Scratch {
 fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
     let b = text.as_bytes();
     out.clear();
+    if u32::try_from(b.len()).is_err() {
+        return None;
+    }
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -173,15 +222,11 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                 }
                 let word = &text[start..i];
                 if !is_keyword(word) {
-                    out.push(Token::new(Tok::Name, start, i));
-                } else if matches!(
-                    word,
-                    "and" | "or" | "not" | "in" | "is" | "True" | "False" | "None"
-                ) {
-                    out.push(Token {
-                        kw: true,
-                        ..Token::op(Tok::Name, word, start, i)
-                    });
+                    out.push(Token::new(Tok::Name, start, i, false, NO_CLASS));
+                } else if let Some(k) = OP_WORDS.iter().position(|w| *w == word) {
+                    out.push(Token::new(Tok::Name, start, i, true, (OPS.len() + k) as u8));
+                } else if matches!(word, "True" | "False" | "None") {
+                    out.push(Token::new(Tok::Name, start, i, true, NO_CLASS));
                 } else {
                     return None;
                 }
@@ -212,7 +257,7 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                     }
                     Tok::Int(digits.parse().ok()?)
                 };
-                out.push(Token::new(tok, start, i));
+                out.push(Token::new(tok, start, i, false, NO_CLASS));
             }
             b'\'' | b'"' => {
                 let start = i;
@@ -224,7 +269,7 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                 if b[start + 1..i - 1].contains(&b'\\') {
                     return None;
                 }
-                out.push(Token::new(Tok::Str, start, i));
+                out.push(Token::new(Tok::Str, start, i, false, NO_CLASS));
             }
             _ => {
                 let ix = op_at(&b[i..])?;
@@ -239,12 +284,13 @@ fn tokenize(text: &str, out: &mut Vec<Token>) -> Option<()> {
                 {
                     return None;
                 }
-                let (infix, prefix) = OP_CLASS[ix];
-                out.push(Token {
-                    infix,
-                    prefix,
-                    ..Token::new(Tok::Op(op), i, i + op.len())
-                });
+                out.push(Token::new(
+                    Tok::Op(ix as u8),
+                    i,
+                    i + op.len(),
+                    false,
+                    ix as u8,
+                ));
                 i += op.len();
             }
         }
@@ -274,8 +320,8 @@ impl P<'_, '_> {
         self.toks.get(self.pos + k).map(|t| t.tok)
     }
 
-    fn is_op(&self, op: &str) -> bool {
-        matches!(self.peek(), Some(Tok::Op(o)) if o == op)
+    fn is_op(&self, op: u8) -> bool {
+        self.peek() == Some(Tok::Op(op))
     }
 
     fn span(&self, start: usize, end: usize) -> Span {
@@ -283,10 +329,10 @@ impl P<'_, '_> {
     }
 
     fn last_end(&self) -> usize {
-        self.toks[self.pos - 1].end
+        self.toks[self.pos - 1].e()
     }
 
-    fn expect(&mut self, op: &str) -> Res<()> {
+    fn expect(&mut self, op: u8) -> Res<()> {
         if self.is_op(op) {
             self.pos += 1;
             Some(())
@@ -297,15 +343,15 @@ impl P<'_, '_> {
 
     /// `exprlist`: a single expression, or a tuple when there are commas.
     fn exprlist(&mut self) -> Res<Expr> {
-        let start = self.toks.get(self.pos)?.start;
+        let start = self.toks.get(self.pos)?.s();
         let first = self.expr()?;
-        if !self.is_op(",") {
+        if !self.is_op(COMMA) {
             return Some(first);
         }
         let base = self.exprs.len();
         self.exprs.push(first);
         let mut trailing_comma = false;
-        while self.is_op(",") {
+        while self.is_op(COMMA) {
             self.pos += 1;
             if self.at_list_end() {
                 trailing_comma = true;
@@ -332,11 +378,11 @@ impl P<'_, '_> {
     /// an optional part (`exprlist`, `expr_stmt`) include that whitespace and
     /// any comment in their span, and the trees must match exactly.
     fn after_skip(&self) -> usize {
-        self.toks.get(self.pos).map_or(self.text.len(), |t| t.start)
+        self.toks.get(self.pos).map_or(self.text.len(), |t| t.s())
     }
 
     fn at_list_end(&self) -> bool {
-        matches!(self.peek(), None | Some(Tok::Op(")" | "]" | "=")))
+        matches!(self.peek(), None | Some(Tok::Op(RPAR | RSQB | EQUAL)))
     }
 
     /// `expr`: no conditional expressions or lambdas on the fast path.
@@ -388,21 +434,16 @@ impl P<'_, '_> {
         let t = self.toks.get(self.pos)?;
         if t.kw
             && let Some(next) = self.peek_word(1)
-            && let Some(op) = syntax::infix_words(&self.text[t.start..t.end], next)
+            && let Some(op) = syntax::infix_words(&self.text[t.range()], next)
         {
             return Some((op, 2));
         }
-        t.infix.map(|op| (op, 1))
+        t.infix().map(|op| (*op, 1))
     }
 
     fn peek_word(&self, k: usize) -> Option<&str> {
         match self.toks.get(self.pos + k) {
-            Some(Token {
-                tok: Tok::Name,
-                start,
-                end,
-                ..
-            }) => Some(&self.text[*start..*end]),
+            Some(t) if t.tok == Tok::Name => Some(&self.text[t.range()]),
             _ => None,
         }
     }
@@ -410,7 +451,7 @@ impl P<'_, '_> {
     /// Prefix operators, from [`syntax::PREFIX`].
     fn unary(&mut self, min: u8) -> Res<Expr> {
         let tok = *self.toks.get(self.pos)?;
-        if let Some(&syntax::PrefixOp { prec, op, .. }) = tok.prefix {
+        if let Some(&syntax::PrefixOp { prec, op, .. }) = tok.prefix() {
             if prec < min {
                 // A lower-precedence prefix in a tighter context (`a + not b`):
                 // the grammar rejects it; let pest say so.
@@ -418,7 +459,7 @@ impl P<'_, '_> {
             }
             self.pos += 1;
             let rhs = self.binary(prec)?;
-            let span = self.span(tok.start, rhs.span.end as usize - self.base);
+            let span = self.span(tok.s(), rhs.span.end as usize - self.base);
             return Some(Expr {
                 kind: ExprKind::Unary(op, Box::new(rhs)),
                 span,
@@ -430,35 +471,35 @@ impl P<'_, '_> {
     fn postfix(&mut self) -> Res<Expr> {
         let mut e = self.primary()?;
         loop {
-            if self.is_op(".") {
+            if self.is_op(DOT) {
                 self.pos += 1;
                 let t = *self.toks.get(self.pos)?;
                 if t.tok != Tok::Name || t.kw {
                     return None;
                 }
                 self.pos += 1;
-                let sym = self.names.intern(&self.text[t.start..t.end]);
-                let span = Span::new(e.span.start as usize, self.base + t.end);
+                let sym = self.names.intern(&self.text[t.range()]);
+                let span = Span::new(e.span.start as usize, self.base + t.e());
                 e = Expr {
-                    kind: ExprKind::Attr(Box::new(e), sym, self.span(t.start, t.end)),
+                    kind: ExprKind::Attr(Box::new(e), sym, self.span(t.s(), t.e())),
                     span,
                 };
-            } else if self.is_op("(") {
+            } else if self.is_op(LPAR) {
                 self.pos += 1;
                 let args = self.args()?;
-                self.expect(")")?;
+                self.expect(RPAR)?;
                 let span = Span::new(e.span.start as usize, self.base + self.last_end());
                 e = Expr {
                     kind: ExprKind::Call(Box::new(e), args),
                     span,
                 };
-            } else if self.is_op("[") {
+            } else if self.is_op(LSQB) {
                 self.pos += 1;
-                if self.is_op("]") {
+                if self.is_op(RSQB) {
                     return None;
                 }
                 let index = self.exprlist()?;
-                self.expect("]")?;
+                self.expect(RSQB)?;
                 let span = Span::new(e.span.start as usize, self.base + self.last_end());
                 e = Expr {
                     kind: ExprKind::Index(Box::new(e), Box::new(index)),
@@ -473,16 +514,16 @@ impl P<'_, '_> {
     fn args(&mut self) -> Res<Vec<Arg>> {
         let base = self.args.len();
         let mut kw_seen = false;
-        while !self.is_op(")") {
-            if self.peek() == Some(Tok::Name) && matches!(self.peek_at(1), Some(Tok::Op("="))) {
+        while !self.is_op(RPAR) {
+            if self.peek() == Some(Tok::Name) && matches!(self.peek_at(1), Some(Tok::Op(EQUAL))) {
                 let t = self.toks[self.pos];
                 if t.kw {
                     return None;
                 }
                 self.pos += 2;
-                let sym = self.names.intern(&self.text[t.start..t.end]);
+                let sym = self.names.intern(&self.text[t.range()]);
                 let value = self.expr()?;
-                let span = self.span(t.start, t.end);
+                let span = self.span(t.s(), t.e());
                 self.args.push(Arg::Kw(sym, span, value));
                 kw_seen = true;
             } else {
@@ -492,7 +533,7 @@ impl P<'_, '_> {
                 let e = self.expr()?;
                 self.args.push(Arg::Pos(e));
             }
-            if !self.is_op(",") {
+            if !self.is_op(COMMA) {
                 break;
             }
             self.pos += 1;
@@ -504,10 +545,10 @@ impl P<'_, '_> {
 
     fn primary(&mut self) -> Res<Expr> {
         let t = *self.toks.get(self.pos)?;
-        let span = self.span(t.start, t.end);
+        let span = self.span(t.s(), t.e());
         let kind = match t.tok {
             Tok::Name => {
-                let w = &self.text[t.start..t.end];
+                let w = &self.text[t.range()];
                 match w {
                     _ if !t.kw => ExprKind::Name(self.names.intern(w)),
                     "True" => ExprKind::Bool(true),
@@ -527,15 +568,15 @@ impl P<'_, '_> {
                 let end = self
                     .toks
                     .get(self.pos + 1)
-                    .map_or(self.text.len(), |n| n.start);
+                    .map_or(self.text.len(), |n| n.s());
                 self.pos += 1;
                 return Some(Expr {
-                    kind: ExprKind::Str(self.text[t.start + 1..t.end - 1].into()),
-                    span: self.span(t.start, end),
+                    kind: ExprKind::Str(self.text[t.s() + 1..t.e() - 1].into()),
+                    span: self.span(t.s(), end),
                 });
             }
-            Tok::Op("(") => return self.paren(),
-            Tok::Op("[") => return self.list(),
+            Tok::Op(LPAR) => return self.paren(),
+            Tok::Op(LSQB) => return self.list(),
             Tok::Op(_) => return None,
         };
         self.pos += 1;
@@ -543,9 +584,9 @@ impl P<'_, '_> {
     }
 
     fn paren(&mut self) -> Res<Expr> {
-        let open = self.toks[self.pos].start;
+        let open = self.toks[self.pos].s();
         self.pos += 1;
-        if self.is_op(")") {
+        if self.is_op(RPAR) {
             self.pos += 1;
             return Some(Expr {
                 kind: ExprKind::Tuple(Vec::new()),
@@ -553,7 +594,7 @@ impl P<'_, '_> {
             });
         }
         let inner = self.exprlist()?;
-        self.expect(")")?;
+        self.expect(RPAR)?;
         let span = self.span(open, self.last_end());
         Some(match inner.kind {
             ExprKind::Tuple(items) => Expr {
@@ -571,18 +612,18 @@ impl P<'_, '_> {
     }
 
     fn list(&mut self) -> Res<Expr> {
-        let open = self.toks[self.pos].start;
+        let open = self.toks[self.pos].s();
         self.pos += 1;
         let base = self.exprs.len();
-        while !self.is_op("]") {
+        while !self.is_op(RSQB) {
             let e = self.expr()?;
             self.exprs.push(e);
-            if !self.is_op(",") {
+            if !self.is_op(COMMA) {
                 break;
             }
             self.pos += 1;
         }
-        self.expect("]")?;
+        self.expect(RSQB)?;
         let items = self.exprs.drain(base..).collect();
         Some(Expr {
             kind: ExprKind::List(items),
@@ -628,10 +669,10 @@ pub fn line(
         exprs,
         args,
     };
-    let start = p.toks[0].start;
+    let start = p.toks[0].s();
     let first = p.exprlist()?;
     p.exprs.push(first);
-    while p.is_op("=") {
+    while p.is_op(EQUAL) {
         p.pos += 1;
         let e = p.exprlist()?;
         p.exprs.push(e);
