@@ -38,23 +38,52 @@ fn newline(buf: &mut Vec<u8>, level: usize) {
     }
 }
 
-/// A member's key at depth `level`, after a comma unless it is the first.
-#[inline]
-fn key(buf: &mut Vec<u8>, level: usize, first: bool, name: &str) {
-    if !first {
-        buf.push(b',');
-    }
-    newline(buf, level);
-    buf.push(b'"');
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b"\": ");
+/// An object being written, its members at depth `level`. Every object
+/// here has a fixed first member, written with the brace, so no member
+/// needs to ask whether it is the first.
+struct Obj<'b> {
+    buf: &'b mut Vec<u8>,
+    level: usize,
 }
 
-/// The end of an object whose members were at depth `level`.
-#[inline]
-fn close(buf: &mut Vec<u8>, level: usize) {
-    newline(buf, level - 1);
-    buf.push(b'}');
+impl<'b> Obj<'b> {
+    /// `{` and the first member's key; its value goes into [`Obj::value`].
+    #[inline]
+    fn open(buf: &'b mut Vec<u8>, level: usize, first: &str) -> Self {
+        buf.push(b'{');
+        let mut o = Obj { buf, level };
+        o.name(first);
+        o
+    }
+
+    #[inline]
+    fn name(&mut self, name: &str) {
+        newline(self.buf, self.level);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b"\": ");
+    }
+
+    /// Where the member whose key was written last takes its value.
+    #[inline]
+    fn value(&mut self) -> &mut Vec<u8> {
+        self.buf
+    }
+
+    /// A later member's key; its value goes into the buffer returned.
+    #[inline]
+    fn key(&mut self, name: &str) -> &mut Vec<u8> {
+        self.buf.push(b',');
+        self.name(name);
+        self.buf
+    }
+
+    #[inline]
+    fn close(self) -> io::Result<()> {
+        newline(self.buf, self.level - 1);
+        self.buf.push(b'}');
+        Ok(())
+    }
 }
 
 /// A value through serde, as the pretty formatter writes it at depth
@@ -117,24 +146,24 @@ fn objects<T>(
     Ok(())
 }
 
-fn op(o: Op) -> &'static str {
+fn op(o: Op) -> &'static [u8] {
     match o {
-        Op::Eq => "\"==\"",
-        Op::Ne => "\"!=\"",
-        Op::Lt => "\"<\"",
-        Op::Le => "\"<=\"",
-        Op::Gt => "\">\"",
-        Op::Ge => "\">=\"",
-        Op::In => "\"in\"",
+        Op::Eq => b"\"==\"",
+        Op::Ne => b"\"!=\"",
+        Op::Lt => b"\"<\"",
+        Op::Le => b"\"<=\"",
+        Op::Gt => b"\">\"",
+        Op::Ge => b"\">=\"",
+        Op::In => b"\"in\"",
     }
 }
 
-fn unit(u: Unit) -> &'static str {
+fn unit(u: Unit) -> &'static [u8] {
     match u {
-        Unit::Bytes => "\"bytes\"",
-        Unit::Bps => "\"bps\"",
-        Unit::Ns => "\"ns\"",
-        Unit::Hz => "\"hz\"",
+        Unit::Bytes => b"\"bytes\"",
+        Unit::Bps => b"\"bps\"",
+        Unit::Ns => b"\"ns\"",
+        Unit::Hz => b"\"hz\"",
     }
 }
 
@@ -149,98 +178,71 @@ fn value(buf: &mut Vec<u8>, level: usize, v: &Value) -> io::Result<()> {
 }
 
 fn constraint(buf: &mut Vec<u8>, level: usize, c: &Constraint) -> io::Result<()> {
-    buf.push(b'{');
-    key(buf, level, true, "property");
-    string(buf, &c.property)?;
-    key(buf, level, false, "op");
-    buf.extend_from_slice(op(c.op).as_bytes());
-    key(buf, level, false, "value");
-    value(buf, level, &c.value)?;
+    let mut o = Obj::open(buf, level, "property");
+    string(o.value(), &c.property)?;
+    o.key("op").extend_from_slice(op(c.op));
+    value(o.key("value"), level, &c.value)?;
     if let Some(u) = c.unit {
-        key(buf, level, false, "unit");
-        buf.extend_from_slice(unit(u).as_bytes());
+        o.key("unit").extend_from_slice(unit(u));
     }
-    key(buf, level, false, "span");
-    span(buf, c.span)?;
-    close(buf, level);
-    Ok(())
+    span(o.key("span"), c.span)?;
+    o.close()
 }
 
 fn address(buf: &mut Vec<u8>, level: usize, a: &Address) -> io::Result<()> {
-    buf.push(b'{');
-    key(buf, level, true, "cidr");
-    string(buf, &a.cidr)?;
-    key(buf, level, false, "span");
-    span(buf, a.span)?;
-    close(buf, level);
-    Ok(())
+    let mut o = Obj::open(buf, level, "cidr");
+    string(o.value(), &a.cidr)?;
+    span(o.key("span"), a.span)?;
+    o.close()
 }
 
 fn endpoint(buf: &mut Vec<u8>, level: usize, e: &Endpoint) -> io::Result<()> {
-    buf.push(b'{');
-    key(buf, level, true, "node");
-    string(buf, e.node.as_ref())?;
-    key(buf, level, false, "socket");
-    CompactFormatter.write_u32(buf, e.socket)?;
+    let mut o = Obj::open(buf, level, "node");
+    string(o.value(), e.node.as_ref())?;
+    CompactFormatter.write_u32(o.key("socket"), e.socket)?;
     if !e.addrs.is_empty() {
-        key(buf, level, false, "addrs");
-        objects(buf, level, &e.addrs, address)?;
+        objects(o.key("addrs"), level, &e.addrs, address)?;
     }
     if !e.constraints.is_empty() {
-        key(buf, level, false, "constraints");
-        objects(buf, level, &e.constraints, constraint)?;
+        objects(o.key("constraints"), level, &e.constraints, constraint)?;
     }
-    close(buf, level);
-    Ok(())
+    o.close()
 }
 
 impl Pretty for Node {
     fn pretty(&self, buf: &mut Vec<u8>, level: usize) -> io::Result<()> {
-        buf.push(b'{');
-        key(buf, level, true, "name");
-        string(buf, self.name.as_ref())?;
+        let mut o = Obj::open(buf, level, "name");
+        string(o.value(), self.name.as_ref())?;
         if let Some(label) = &self.label {
-            key(buf, level, false, "label");
-            string(buf, label)?;
+            string(o.key("label"), label)?;
         }
         if !self.constraints.is_empty() {
-            key(buf, level, false, "constraints");
-            objects(buf, level, &self.constraints, constraint)?;
+            objects(o.key("constraints"), level, &self.constraints, constraint)?;
         }
         if !self.properties.is_empty() {
-            key(buf, level, false, "properties");
-            serde_at(buf, level, &self.properties)?;
+            serde_at(o.key("properties"), level, &self.properties)?;
         }
         if !self.ingress.is_empty() {
-            key(buf, level, false, "ingress");
-            serde_at(buf, level, &self.ingress)?;
+            serde_at(o.key("ingress"), level, &self.ingress)?;
         }
-        key(buf, level, false, "span");
-        span(buf, self.span)?;
-        close(buf, level);
-        Ok(())
+        span(o.key("span"), self.span)?;
+        o.close()
     }
 }
 
 impl Pretty for Link {
     fn pretty(&self, buf: &mut Vec<u8>, level: usize) -> io::Result<()> {
-        buf.push(b'{');
-        key(buf, level, true, "name");
-        string(buf, &self.name)?;
-        key(buf, level, false, "endpoints");
-        objects(buf, level, &self.endpoints, endpoint)?;
+        let mut o = Obj::open(buf, level, "name");
+        string(o.value(), &self.name)?;
+        objects(o.key("endpoints"), level, &self.endpoints, endpoint)?;
         if !self.constraints.is_empty() {
-            key(buf, level, false, "constraints");
-            objects(buf, level, &self.constraints, constraint)?;
+            objects(o.key("constraints"), level, &self.constraints, constraint)?;
         }
         if !self.properties.is_empty() {
-            key(buf, level, false, "properties");
-            serde_at(buf, level, &self.properties)?;
+            serde_at(o.key("properties"), level, &self.properties)?;
         }
-        key(buf, level, false, "span");
-        span(buf, self.span)?;
-        close(buf, level);
-        Ok(())
+        span(o.key("span"), self.span)?;
+        o.close()
     }
 }
 
