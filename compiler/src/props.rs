@@ -381,18 +381,21 @@ pub fn nic(name: &str) -> Option<&'static NicDef> {
 
 /// Spellings accepted for compatibility, mapped to canonical symbols. The
 /// seed writes `connect4`; mergexp writes `ConnectX4`-style model names.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("connect3", "connectx3"),
+    ("connect4", "connectx4"),
+    ("connect5", "connectx5"),
+    ("connect6", "connectx6"),
+    ("connect6dx", "connectx6dx"),
+    ("connect7", "connectx7"),
+    ("arm64", "aarch64"),
+    ("amd64", "x86_64"),
+    ("x86", "x86_64"),
+];
+
+/// The canonical symbol `name` is an alias of, from [`ALIASES`].
 pub fn alias(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "connect3" => "connectx3",
-        "connect4" => "connectx4",
-        "connect5" => "connectx5",
-        "connect6" => "connectx6",
-        "connect6dx" => "connectx6dx",
-        "connect7" => "connectx7",
-        "arm64" => "aarch64",
-        "amd64" | "x86" => "x86_64",
-        _ => return None,
-    })
+    ALIASES.iter().find(|(a, _)| *a == name).map(|(_, c)| *c)
 }
 
 /// Every symbol that is a builtin name.
