@@ -15,7 +15,7 @@ use mx_xir::{Op, Span, Value as X};
 use petgraph::unionfind::UnionFind;
 
 use crate::props::{self, Kind, NicClass, PROPS};
-use crate::topo::{Topology, parse_cidr};
+use crate::topo::Topology;
 use crate::value::Cons;
 
 pub fn lower(
@@ -60,7 +60,10 @@ pub fn lower(
                     addrs: e
                         .addrs
                         .into_iter()
-                        .map(|(cidr, span)| mx_xir::Address { cidr, span })
+                        .map(|a| mx_xir::Address {
+                            cidr: a.text,
+                            span: a.span,
+                        })
                         .collect(),
                     constraints: e.constraints.iter().map(|c| constraint(c)).collect(),
                 })
@@ -133,10 +136,8 @@ fn addresses(topo: &Topology, diags: &mut Vec<Diagnostic>) {
         let mut subnet: Option<(u32, u8, Span, &str)> = None;
         on_link.clear();
         for e in &l.endpoints {
-            for (cidr, span) in &e.addrs {
-                let Ok((addr, len)) = parse_cidr(cidr) else {
-                    continue;
-                };
+            for a in &e.addrs {
+                let (addr, len, span, cidr) = (a.addr, a.len, &a.span, a.text.as_str());
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
                 let net = addr & mask;
                 if let Some(first) = on_link.get(addr) {

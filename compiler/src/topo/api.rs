@@ -296,7 +296,7 @@ impl Eval<'_> {
                     .endpoint_data(*l, *e)
                     .addrs
                     .iter()
-                    .map(|(a, _)| Value::str(a))
+                    .map(|a| Value::str(&a.text))
                     .collect(),
             )),
             (Value::Socket(l, e), "index") => {
@@ -340,13 +340,19 @@ impl Eval<'_> {
                             format!("addresses are strings, not a {}", it.type_name()),
                         ));
                     };
-                    parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
+                    let (addr, len) =
+                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
                     // What parses is already in canonical form
                     // (`mx_xir::domain` tests `what_parses_is_canonical`),
                     // so the text is kept rather than written again.
                     // (`str::to_owned`: `to_string` on an `Rc<str>` goes
                     // through the formatter.)
-                    addrs.push((str::to_owned(&s), vspan));
+                    addrs.push(crate::topo::Addr {
+                        text: str::to_owned(&s),
+                        span: vspan,
+                        addr,
+                        len,
+                    });
                 }
                 self.charge(64 * addrs.len() as u64, vspan)?;
                 self.model.set_addrs(*l, *e, addrs);

@@ -37,10 +37,20 @@ pub struct NodeData {
     pub sockets: u32,
 }
 
+/// An address set on a socket: the text the model wrote (what parses is
+/// canonical, so it is written out as it is) and its value, parsed once
+/// when it was set rather than again by each check.
+pub struct Addr {
+    pub text: String,
+    pub span: Span,
+    pub addr: u32,
+    pub len: u8,
+}
+
 pub struct EpData {
     pub node: u32,
     pub socket: u32,
-    pub addrs: Vec<(String, Span)>,
+    pub addrs: Vec<Addr>,
     pub constraints: Vec<Rc<Cons>>,
 }
 
@@ -88,7 +98,7 @@ pub struct EpOut {
     /// Index into [`Topology::nodes`].
     pub node: usize,
     pub socket: u32,
-    pub addrs: Vec<(String, Span)>,
+    pub addrs: Vec<Addr>,
     pub constraints: Vec<Rc<Cons>>,
 }
 
@@ -225,7 +235,7 @@ impl Model {
         self.nodes[n as usize].ingress.push((protocol, port, span));
     }
 
-    pub fn set_addrs(&mut self, l: u32, e: u32, addrs: Vec<(String, Span)>) {
+    pub fn set_addrs(&mut self, l: u32, e: u32, addrs: Vec<Addr>) {
         self.links[l as usize].endpoints[e as usize].addrs = addrs;
     }
 
