@@ -275,19 +275,12 @@ pub fn fatal(d: &Diagnostic) -> bool {
 
 /// The meaning of a name no model variable shadows.
 pub fn builtin_of(name: &str) -> Option<Value> {
-    BUILTIN_NAMES.get(name).map(|k| match *k {
-        Known::Builtin(b) => Value::Builtin(b),
-        Known::Prop(p) => Value::Prop(p),
-        Known::Group(g) => Value::Group(g),
-        Known::Bool(b) => Value::Bool(b),
-        Known::None => Value::None,
-        Known::Sym(s) => Value::Sym(s),
-    })
+    BUILTIN_NAMES.get(name).map(|k| k.value())
 }
 
 /// What a name means when no model variable shadows it: [`builtin_of`]'s
-/// answer without the values that cannot be shared between threads.
-#[derive(Clone, Copy, Debug)]
+/// answer as plain data, which (unlike a [`Value`]) a static table can hold.
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Known {
     Builtin(Builtin),
     Prop(u8),
@@ -297,55 +290,52 @@ enum Known {
     Sym(&'static str),
 }
 
-/// Every name [`builtin_of`] knows, from the tables [`builtin_of_in_order`]
-/// searches, so a name costs one hash look-up: a generated model names
-/// 100,000 nodes, and searching the tables in order took about 1,500
-/// instructions a name.
+impl Known {
+    fn value(self) -> Value {
+        match self {
+            Known::Builtin(b) => Value::Builtin(b),
+            Known::Prop(p) => Value::Prop(p),
+            Known::Group(g) => Value::Group(g),
+            Known::Bool(b) => Value::Bool(b),
+            Known::None => Value::None,
+            Known::Sym(s) => Value::Sym(s),
+        }
+    }
+}
+
+/// Every name [`known_in_order`] knows, so a name costs one hash look-up:
+/// a generated model names 100,000 nodes, and searching the tables in
+/// order took about 1,500 instructions a name.
 static BUILTIN_NAMES: std::sync::LazyLock<rustc_hash::FxHashMap<&'static str, Known>> =
     std::sync::LazyLock::new(|| {
-        let mut m = rustc_hash::FxHashMap::default();
-        let names = Builtin::ALL
+        Builtin::ALL
             .iter()
             .map(|b| b.name())
             .chain(props::PROPS.iter().map(|p| p.name))
             .chain(["proc", "True", "true", "False", "false", "None"])
             .chain(props::ALIASES.iter().map(|(a, _)| *a))
-            .chain(props::symbols());
-        for name in names {
-            if m.contains_key(name) {
-                continue;
-            }
-            let known = match builtin_of_in_order(name) {
-                Some(Value::Builtin(b)) => Known::Builtin(b),
-                Some(Value::Prop(p)) => Known::Prop(p),
-                Some(Value::Group(g)) => Known::Group(g),
-                Some(Value::Bool(b)) => Known::Bool(b),
-                Some(Value::None) => Known::None,
-                Some(Value::Sym(s)) => Known::Sym(s),
-                _ => continue,
-            };
-            m.insert(name, known);
-        }
-        m
+            .chain(props::symbols())
+            .filter_map(|name| Some((name, known_in_order(name)?)))
+            .collect()
     });
 
-/// [`builtin_of`] by searching each table in turn: what the table of
-/// names is built from, and what tests compare it with.
-fn builtin_of_in_order(name: &str) -> Option<Value> {
+/// What `name` means, by searching each table in turn (builtins first):
+/// what [`BUILTIN_NAMES`] is built from, and what tests compare it with.
+fn known_in_order(name: &str) -> Option<Known> {
     if let Some(b) = Builtin::ALL.iter().find(|b| b.name() == name) {
-        return Some(Value::Builtin(*b));
+        return Some(Known::Builtin(*b));
     }
     if let Some(p) = props::prop(name) {
-        return Some(Value::Prop(p));
+        return Some(Known::Prop(p));
     }
     match name {
-        "proc" => return Some(Value::Group("proc")),
-        "True" | "true" => return Some(Value::Bool(true)),
-        "False" | "false" => return Some(Value::Bool(false)),
-        "None" => return Some(Value::None),
+        "proc" => return Some(Known::Group("proc")),
+        "True" | "true" => return Some(Known::Bool(true)),
+        "False" | "false" => return Some(Known::Bool(false)),
+        "None" => return Some(Known::None),
         _ => {}
     }
-    props::symbol(name).map(Value::Sym)
+    props::symbol(name).map(Known::Sym)
 }
 
 impl<'a> Eval<'a> {
@@ -1755,8 +1745,8 @@ mod tests {
         assert!(BUILTIN_NAMES.len() > 100, "{}", BUILTIN_NAMES.len());
         for n in &names {
             assert_eq!(
-                format!("{:?}", builtin_of(n)),
-                format!("{:?}", builtin_of_in_order(n)),
+                BUILTIN_NAMES.get(n.as_str()).copied(),
+                known_in_order(n),
                 "{n:?}"
             );
         }

@@ -412,6 +412,23 @@ pub fn write_json_pretty<T: Serialize, W: std::io::Write>(
     w.write_all(b"\n")
 }
 
+/// A line break and `level` steps of indentation, in one write while
+/// shallow: a 100,000-node document has millions of lines. Shared by
+/// [`Compact`] and the direct writer of nodes and links (`pretty.rs`).
+#[inline]
+fn newline<W: ?Sized + std::io::Write>(w: &mut W, level: usize) -> std::io::Result<()> {
+    const LINE: &[u8; 65] = b"\n                                                                ";
+    let shallow = 2 * level + 1;
+    if shallow <= LINE.len() {
+        return w.write_all(&LINE[..shallow]);
+    }
+    w.write_all(b"\n")?;
+    for _ in 0..level {
+        w.write_all(b"  ")?;
+    }
+    Ok(())
+}
+
 /// A pretty formatter that keeps arrays of scalars inline. A separator is
 /// held back until the next value shows whether it is a scalar or a container.
 #[derive(Default)]
@@ -424,20 +441,8 @@ struct Compact {
 }
 
 impl Compact {
-    /// A line break and the indentation, in one write while shallow: a
-    /// 100,000-node document has millions of lines.
     fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        const LINE: &[u8; 65] =
-            b"\n                                                                ";
-        let shallow = 2 * self.indent + 1;
-        if shallow <= LINE.len() {
-            return w.write_all(&LINE[..shallow]);
-        }
-        w.write_all(b"\n")?;
-        for _ in 0..self.indent {
-            w.write_all(b"  ")?;
-        }
-        Ok(())
+        newline(w, self.indent)
     }
 
     /// Pays the owed separator before a scalar (inline) or container (block).

@@ -23,21 +23,6 @@ pub(crate) trait Pretty {
     fn pretty(&self, buf: &mut Vec<u8>, level: usize) -> io::Result<()>;
 }
 
-/// A line break and `level` steps of indentation.
-#[inline]
-fn newline(buf: &mut Vec<u8>, level: usize) {
-    const LINE: &[u8; 65] = b"\n                                                                ";
-    let n = 2 * level + 1;
-    if n <= LINE.len() {
-        buf.extend_from_slice(&LINE[..n]);
-    } else {
-        buf.push(b'\n');
-        for _ in 0..level {
-            buf.extend_from_slice(b"  ");
-        }
-    }
-}
-
 /// An object being written, its members at depth `level`. Every object
 /// here has a fixed first member, written with the brace, so no member
 /// needs to ask whether it is the first.
@@ -49,19 +34,20 @@ struct Obj<'b> {
 impl<'b> Obj<'b> {
     /// `{` and the first member's key; its value goes into [`Obj::value`].
     #[inline]
-    fn open(buf: &'b mut Vec<u8>, level: usize, first: &str) -> Self {
+    fn open(buf: &'b mut Vec<u8>, level: usize, first: &str) -> io::Result<Self> {
         buf.push(b'{');
         let mut o = Obj { buf, level };
-        o.name(first);
-        o
+        o.name(first)?;
+        Ok(o)
     }
 
     #[inline]
-    fn name(&mut self, name: &str) {
-        newline(self.buf, self.level);
+    fn name(&mut self, name: &str) -> io::Result<()> {
+        crate::newline(self.buf, self.level)?;
         self.buf.push(b'"');
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.extend_from_slice(b"\": ");
+        Ok(())
     }
 
     /// Where the member whose key was written last takes its value.
@@ -72,15 +58,15 @@ impl<'b> Obj<'b> {
 
     /// A later member's key; its value goes into the buffer returned.
     #[inline]
-    fn key(&mut self, name: &str) -> &mut Vec<u8> {
+    fn key(&mut self, name: &str) -> io::Result<&mut Vec<u8>> {
         self.buf.push(b',');
-        self.name(name);
-        self.buf
+        self.name(name)?;
+        Ok(self.buf)
     }
 
     #[inline]
     fn close(self) -> io::Result<()> {
-        newline(self.buf, self.level - 1);
+        crate::newline(self.buf, self.level - 1)?;
         self.buf.push(b'}');
         Ok(())
     }
@@ -138,10 +124,10 @@ fn objects<T>(
         if i > 0 {
             buf.push(b',');
         }
-        newline(buf, level + 1);
+        crate::newline(buf, level + 1)?;
         each(buf, level + 2, item)?;
     }
-    newline(buf, level);
+    crate::newline(buf, level)?;
     buf.push(b']');
     Ok(())
 }
@@ -178,70 +164,70 @@ fn value(buf: &mut Vec<u8>, level: usize, v: &Value) -> io::Result<()> {
 }
 
 fn constraint(buf: &mut Vec<u8>, level: usize, c: &Constraint) -> io::Result<()> {
-    let mut o = Obj::open(buf, level, "property");
+    let mut o = Obj::open(buf, level, "property")?;
     string(o.value(), &c.property)?;
-    o.key("op").extend_from_slice(op(c.op));
-    value(o.key("value"), level, &c.value)?;
+    o.key("op")?.extend_from_slice(op(c.op));
+    value(o.key("value")?, level, &c.value)?;
     if let Some(u) = c.unit {
-        o.key("unit").extend_from_slice(unit(u));
+        o.key("unit")?.extend_from_slice(unit(u));
     }
-    span(o.key("span"), c.span)?;
+    span(o.key("span")?, c.span)?;
     o.close()
 }
 
 fn address(buf: &mut Vec<u8>, level: usize, a: &Address) -> io::Result<()> {
-    let mut o = Obj::open(buf, level, "cidr");
+    let mut o = Obj::open(buf, level, "cidr")?;
     string(o.value(), &a.cidr)?;
-    span(o.key("span"), a.span)?;
+    span(o.key("span")?, a.span)?;
     o.close()
 }
 
 fn endpoint(buf: &mut Vec<u8>, level: usize, e: &Endpoint) -> io::Result<()> {
-    let mut o = Obj::open(buf, level, "node");
+    let mut o = Obj::open(buf, level, "node")?;
     string(o.value(), e.node.as_ref())?;
-    CompactFormatter.write_u32(o.key("socket"), e.socket)?;
+    CompactFormatter.write_u32(o.key("socket")?, e.socket)?;
     if !e.addrs.is_empty() {
-        objects(o.key("addrs"), level, &e.addrs, address)?;
+        objects(o.key("addrs")?, level, &e.addrs, address)?;
     }
     if !e.constraints.is_empty() {
-        objects(o.key("constraints"), level, &e.constraints, constraint)?;
+        objects(o.key("constraints")?, level, &e.constraints, constraint)?;
     }
     o.close()
 }
 
 impl Pretty for Node {
     fn pretty(&self, buf: &mut Vec<u8>, level: usize) -> io::Result<()> {
-        let mut o = Obj::open(buf, level, "name");
+        let mut o = Obj::open(buf, level, "name")?;
         string(o.value(), self.name.as_ref())?;
         if let Some(label) = &self.label {
-            string(o.key("label"), label)?;
+            string(o.key("label")?, label)?;
         }
         if !self.constraints.is_empty() {
-            objects(o.key("constraints"), level, &self.constraints, constraint)?;
+            objects(o.key("constraints")?, level, &self.constraints, constraint)?;
         }
         if !self.properties.is_empty() {
-            serde_at(o.key("properties"), level, &self.properties)?;
+            serde_at(o.key("properties")?, level, &self.properties)?;
         }
         if !self.ingress.is_empty() {
-            serde_at(o.key("ingress"), level, &self.ingress)?;
+            serde_at(o.key("ingress")?, level, &self.ingress)?;
         }
-        span(o.key("span"), self.span)?;
+        span(o.key("span")?, self.span)?;
         o.close()
     }
 }
 
 impl Pretty for Link {
     fn pretty(&self, buf: &mut Vec<u8>, level: usize) -> io::Result<()> {
-        let mut o = Obj::open(buf, level, "name");
+        let mut o = Obj::open(buf, level, "name")?;
         string(o.value(), &self.name)?;
-        objects(o.key("endpoints"), level, &self.endpoints, endpoint)?;
+        objects(o.key("endpoints")?, level, &self.endpoints, endpoint)?;
         if !self.constraints.is_empty() {
-            objects(o.key("constraints"), level, &self.constraints, constraint)?;
+            objects(o.key("constraints")?, level, &self.constraints, constraint)?;
         }
         if !self.properties.is_empty() {
-            serde_at(o.key("properties"), level, &self.properties)?;
+            serde_at(o.key("properties")?, level, &self.properties)?;
         }
-        span(o.key("span"), self.span)?;
+        span(o.key("span")?, self.span)?;
         o.close()
     }
 }
