@@ -57,7 +57,7 @@ fn render_reports(report: &FileReport, style: HumanStyle) -> String {
         .with_width(style.width)
         .with_links(false);
     let source = NamedSource::new(&report.file.path, Arc::clone(&report.file.text));
-    let others: Vec<NamedSource<Arc<str>>> = report
+    let others: Vec<NamedSource<Arc<String>>> = report
         .others
         .iter()
         .map(|f| NamedSource::new(&f.path, Arc::clone(&f.text)))
@@ -126,13 +126,13 @@ fn plural(n: usize, noun: &str) -> String {
 struct MietteDiagnostic<'a> {
     diag: &'a Diagnostic,
     code: String,
-    source: &'a NamedSource<Arc<str>>,
+    source: &'a NamedSource<Arc<String>>,
     /// Labels that point into other files, one snippet per file.
     related: Vec<Elsewhere<'a>>,
 }
 
 impl<'a> MietteDiagnostic<'a> {
-    fn new(diag: &'a Diagnostic, source: &'a NamedSource<Arc<str>>) -> Self {
+    fn new(diag: &'a Diagnostic, source: &'a NamedSource<Arc<String>>) -> Self {
         MietteDiagnostic {
             diag,
             code: format!("mx::{}", diag.code),
@@ -146,7 +146,7 @@ impl<'a> MietteDiagnostic<'a> {
 struct Elsewhere<'a> {
     message: String,
     labels: Vec<&'a Label>,
-    source: &'a NamedSource<Arc<str>>,
+    source: &'a NamedSource<Arc<String>>,
 }
 
 impl fmt::Debug for Elsewhere<'_> {

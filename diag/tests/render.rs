@@ -346,3 +346,14 @@ fn labels_point_into_other_files() {
     assert_eq!(json["diagnostics"][0]["labels"][1]["file"], "fac.mx");
     assert!(!render_human(&bare, PLAIN).contains("fac.mx"));
 }
+
+/// A model's text is kept as it was read, not copied (42 MB for the
+/// 100,000-node flat model).
+#[test]
+fn a_source_file_takes_its_text_without_copying() {
+    let text = String::from("x = 1\n");
+    let at = text.as_ptr();
+    let file = SourceFile::new("m.mx", text);
+    assert_eq!(file.text.as_ptr(), at);
+    assert_eq!(file.text.as_str(), "x = 1\n");
+}

@@ -9,7 +9,6 @@
 //! run ([`plan`], [`up_bundles`], [`resume`], [`down`]) is in `run.rs`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mx_diag::{Diagnostic, FileReport, SourceFile, code};
@@ -71,10 +70,7 @@ pub fn compile_file(path: &Path, opts: &mx_compiler::Options) -> Result<Compiled
             ))),
         }
     })?;
-    let report = FileReport::new(
-        SourceFile::new(name, Arc::<str>::from(text)),
-        output.diagnostics,
-    );
+    let report = FileReport::new(SourceFile::new(name, text), output.diagnostics);
     let doc = match (output.xir, output.facility) {
         (Some(x), _) => Some(Document::Experiment(Box::new(x))),
         (None, Some(f)) => Some(Document::Facility(Box::new(f))),
@@ -165,10 +161,7 @@ pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
     };
     let (fac_text, out) =
         mx_compiler::compile_source(&fac_path, fac_bytes, &mx_compiler::Options::default());
-    let facility = FileReport::new(
-        SourceFile::new(fac_path.clone(), Arc::<str>::from(fac_text)),
-        out.diagnostics,
-    );
+    let facility = FileReport::new(SourceFile::new(fac_path.clone(), fac_text), out.diagnostics);
     if facility.errors() > 0 {
         return Err(RealizeError::Facility(facility));
     }
