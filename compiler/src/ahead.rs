@@ -357,7 +357,10 @@ mod tests {
         let (count, (_, vectors)) = run_ahead(&src, 1 << 24, &mut diags, |s| drain(s).0.len());
         assert_eq!(count, 40 * BATCH);
         assert!(diags.is_empty());
-        assert!((1..=2 * AHEAD + 4).contains(&vectors), "{vectors} vectors");
+        // In flight at once: batches in the channel and being filled, the
+        // one being run, spent ones on their way back and the evaluator's
+        // spares, about eight in the worst scheduling; one a batch was 41.
+        assert!((1..=12).contains(&vectors), "{vectors} vectors");
     }
 
     /// An evaluator that stops early still gets every line's diagnostics.
