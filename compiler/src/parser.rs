@@ -49,7 +49,6 @@ pub struct TopLevel<'a> {
 impl<'a> TopLevel<'a> {
     pub fn new(src: &'a str, diags: &'a mut Vec<Diagnostic>) -> Self {
         let lines = lexer::lines(src, diags);
-        let items = lines.iter().map(|_| Item::Pending).collect();
         let parser = LineParser {
             src,
             names: Interner::default(),
@@ -61,7 +60,8 @@ impl<'a> TopLevel<'a> {
             blocks: Blocks {
                 src,
                 lines,
-                items,
+                item: Item::Pending,
+                item_at: usize::MAX,
                 pos: 0,
                 parser,
             },
@@ -91,8 +91,11 @@ impl<'a> TopLevel<'a> {
         while self.next(names).is_some() {}
         let b = &mut self.blocks;
         std::mem::swap(&mut b.parser.names, names);
-        // Every line is parsed even if no block claimed it, so all errors show.
-        for i in 0..b.lines.len() {
+        // Every line is parsed even if no block claimed it, so all errors
+        // show. Lines are parsed in order, so those not yet parsed are the
+        // ones after the last.
+        let from = b.item_at.wrapping_add(1);
+        for i in from..b.lines.len() {
             b.parsed(i);
         }
         std::mem::swap(&mut b.parser.names, names);
@@ -1607,18 +1610,31 @@ fn unescape(s: &str, raw: bool, at: usize) -> PResult<String> {
 struct Blocks<'a> {
     src: &'a str,
     lines: Vec<Line>,
-    items: Vec<Item>,
+    /// The item of the line parsed last, line `item_at`. Lines are parsed
+    /// in order, each once, as they are taken or skipped, and only the
+    /// last one's item is looked at again (whether it was broken): one
+    /// slot, not an item for every line (22 MB and their page faults for
+    /// a 700,000-line model, before its first statement could run).
+    item: Item,
+    item_at: usize,
     pos: usize,
     parser: LineParser<'a>,
 }
 
 impl<'a> Blocks<'a> {
-    /// Line `i`'s item, parsing the line on first use.
+    /// Line `i`'s item, parsing the line on first use (lines are used in order).
     fn parsed(&mut self, i: usize) -> &mut Item {
-        if matches!(self.items[i], Item::Pending) {
-            self.items[i] = self.parser.line(&self.lines[i]);
+        if self.item_at != i {
+            self.item = self.parser.line(&self.lines[i]);
+            self.item_at = i;
         }
-        &mut self.items[i]
+        &mut self.item
+    }
+
+    /// Whether the line before `pos` (always the last one parsed) was
+    /// broken.
+    fn prev_broken(&self) -> bool {
+        self.item_at == self.pos - 1 && matches!(self.item, Item::Broken { .. })
     }
 
     fn indent(&self, i: usize) -> &'a str {
@@ -1651,8 +1667,7 @@ impl<'a> Blocks<'a> {
                 // Deeper than this block without a header: report and skip.
                 let l = &self.lines[self.pos];
                 let at = l.start;
-                let prev_broken =
-                    self.pos > 0 && matches!(self.items[self.pos - 1], Item::Broken { .. });
+                let prev_broken = self.pos > 0 && self.prev_broken();
                 let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
                 if after_block {
                     // Dedented out of a block, but not to any enclosing level.
@@ -1697,7 +1712,9 @@ impl<'a> Blocks<'a> {
             Item::Taken | Item::Pending => {}
             Item::Simple(stmts) => out.extend(stmts),
             Item::Broken { header, mut binds } => {
-                self.items[idx] = Item::Broken {
+                // Still the last line parsed: the next line asks whether
+                // it was broken.
+                self.item = Item::Broken {
                     header,
                     binds: Vec::new(),
                 };
