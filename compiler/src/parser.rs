@@ -163,7 +163,7 @@ enum Item {
     },
     /// Already moved into the tree.
     Taken,
-    /// Not parsed yet.
+    /// No line parsed yet (the slot's start).
     Pending,
 }
 
@@ -1625,6 +1625,11 @@ impl<'a> Blocks<'a> {
     /// Line `i`'s item, parsing the line on first use (lines are used in order).
     fn parsed(&mut self, i: usize) -> &mut Item {
         if self.item_at != i {
+            debug_assert!(
+                self.item_at == usize::MAX || i > self.item_at,
+                "line {i} parsed after line {}",
+                self.item_at
+            );
             self.item = self.parser.line(&self.lines[i]);
             self.item_at = i;
         }
