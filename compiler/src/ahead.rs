@@ -102,7 +102,7 @@ fn run_ahead<T>(
             spent_tx: Some(spent_tx),
             spent: Vec::new(),
             batch: VecDeque::new(),
-            empty: Vec::new(),
+            empty: None,
             broken: false,
             worker: Some(worker),
             done: None,
@@ -216,8 +216,9 @@ pub struct Ahead<'scope> {
     spent_tx: Option<Sender<Vec<Stmt>>>,
     spent: Vec<Stmt>,
     batch: VecDeque<Stmt>,
-    /// Batches' vectors once run through, to carry spent statements back.
-    empty: Vec<Vec<Stmt>>,
+    /// The last batch's vector once run through, to carry spent
+    /// statements back.
+    empty: Option<Vec<Stmt>>,
     broken: bool,
     worker: Option<ScopedJoinHandle<'scope, Parsed>>,
     done: Option<Parsed>,
@@ -230,9 +231,9 @@ impl Source for Ahead<'_> {
                 return Some(stmt);
             }
             let rx = self.rx.as_ref()?;
-            if self.batch.capacity() > 0 && self.empty.len() < 2 {
+            if self.batch.capacity() > 0 && self.empty.is_none() {
                 // Empty, so this moves nothing.
-                self.empty.push(Vec::from(std::mem::take(&mut self.batch)));
+                self.empty = Some(Vec::from(std::mem::take(&mut self.batch)));
             }
             let batch = rx.recv().ok()?;
             let mut start = 0;
@@ -247,7 +248,7 @@ impl Source for Ahead<'_> {
 
     fn spent(&mut self, stmt: Stmt) {
         if self.spent.capacity() == 0
-            && let Some(empty) = self.empty.pop()
+            && let Some(empty) = self.empty.take()
         {
             self.spent = empty;
         }

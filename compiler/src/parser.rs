@@ -1636,10 +1636,10 @@ impl<'a> Blocks<'a> {
         &mut self.item
     }
 
-    /// Whether the line before `pos` (always the last one parsed) was
-    /// broken.
+    /// Whether there is a line before `pos` (always the last one parsed)
+    /// and it was broken.
     fn prev_broken(&self) -> bool {
-        self.item_at == self.pos - 1 && matches!(self.item, Item::Broken { .. })
+        self.pos > 0 && self.item_at == self.pos - 1 && matches!(self.item, Item::Broken { .. })
     }
 
     fn indent(&self, i: usize) -> &'a str {
@@ -1672,7 +1672,7 @@ impl<'a> Blocks<'a> {
                 // Deeper than this block without a header: report and skip.
                 let l = &self.lines[self.pos];
                 let at = l.start;
-                let prev_broken = self.pos > 0 && self.prev_broken();
+                let prev_broken = self.prev_broken();
                 let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
                 if after_block {
                     // Dedented out of a block, but not to any enclosing level.
