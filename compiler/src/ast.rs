@@ -130,7 +130,9 @@ pub enum StmtKind {
     Expr(Expr),
     /// `a = b = value`: every target gets the value.
     Assign {
-        targets: Vec<Expr>,
+        /// Almost always one (`a = b = 1` is rare): held inline, as a
+        /// vector would cost an allocation for every assignment.
+        targets: smallvec::SmallVec<[Expr; 1]>,
         value: Expr,
     },
     AugAssign {
@@ -228,13 +230,18 @@ pub enum ExprKind {
     ListComp(Box<Expr>, Arc<[Comp]>),
     DictComp(Box<Expr>, Box<Expr>, Arc<[Comp]>),
     Attr(Box<Expr>, Sym, Span),
-    Index(Box<Expr>, Box<Expr>),
+    /// The object and the index, in one allocation.
+    Index(Box<(Expr, Expr)>),
     Slice(Box<Expr>, [Option<Box<Expr>>; 3]),
-    Call(Box<Expr>, Vec<Arg>),
+    /// The callee and the arguments, in one allocation when there is one
+    /// argument (`gb(4)`, `ip4('...')`: most calls of a generated model).
+    Call(Box<(Expr, smallvec::SmallVec<[Arg; 1]>)>),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `a < b <= c`: chained comparisons, as in Python.
-    Compare(Box<Expr>, Vec<(CmpOp, Expr)>),
+    /// The first operand and the comparisons after it, in one allocation
+    /// when there is one comparison (`cores >= 2`: most of a model's).
+    Compare(Box<(Expr, smallvec::SmallVec<[(CmpOp, Expr); 1]>)>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     IfExp(Box<Expr>, Box<Expr>, Box<Expr>),
@@ -338,17 +345,17 @@ impl CmpOp {
 /// chains `a < b <= c`. Both parsers build comparisons with this.
 pub fn compare(op: CmpOp, lhs: Expr, rhs: Expr) -> ExprKind {
     match lhs.kind {
-        ExprKind::Compare(first, mut rest) => {
-            rest.push((op, rhs));
-            ExprKind::Compare(first, rest)
+        ExprKind::Compare(mut chain) => {
+            chain.1.push((op, rhs));
+            ExprKind::Compare(chain)
         }
-        kind => ExprKind::Compare(
-            Box::new(Expr {
+        kind => ExprKind::Compare(Box::new((
+            Expr {
                 kind,
                 span: lhs.span,
-            }),
-            vec![(op, rhs)],
-        ),
+            },
+            smallvec::smallvec![(op, rhs)],
+        ))),
     }
 }
 

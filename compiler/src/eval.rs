@@ -839,7 +839,8 @@ impl<'a> Eval<'a> {
                     ev.assign(t, v, vspan)
                 })
             }
-            ExprKind::Index(obj, idx) => {
+            ExprKind::Index(ix) => {
+                let (obj, idx) = &**ix;
                 let o = self.expr(obj)?;
                 let k = self.expr(idx)?;
                 self.set_item(&o, k, v, obj.span, idx.span)
@@ -933,7 +934,8 @@ impl<'a> Eval<'a> {
                 }
                 Ok(())
             }
-            ExprKind::Index(obj, idx) => {
+            ExprKind::Index(ix) => {
+                let (obj, idx) = &**ix;
                 let o = self.expr(obj)?;
                 let k = self.expr(idx)?;
                 match &o {
@@ -1068,7 +1070,8 @@ impl<'a> Eval<'a> {
                 let o = self.expr(obj)?;
                 self.get_attr(o, *name, *nspan, obj.span)?
             }
-            ExprKind::Index(obj, idx) => {
+            ExprKind::Index(ix) => {
+                let (obj, idx) = &**ix;
                 let o = self.expr(obj)?;
                 let k = self.expr(idx)?;
                 self.get_item(&o, &k, obj.span, idx.span, e.span)?
@@ -1096,7 +1099,7 @@ impl<'a> Eval<'a> {
                 }
                 self.slice(&o, p, obj.span, e.span)?
             }
-            ExprKind::Call(f, args) => return self.call_expr(f, args, e.span),
+            ExprKind::Call(call) => return self.call_expr(&call.0, &call.1, e.span),
             ExprKind::Unary(op, x) => {
                 let v = self.expr(x)?;
                 self.unary(*op, v, x.span, e.span)?
@@ -1106,7 +1109,7 @@ impl<'a> Eval<'a> {
                 let b = self.expr(r)?;
                 self.binary(*op, a, b, l.span, r.span, e.span)?
             }
-            ExprKind::Compare(first, rest) => return self.compare_chain(first, rest, e.span),
+            ExprKind::Compare(chain) => return self.compare_chain(&chain.0, &chain.1, e.span),
             ExprKind::And(l, r) => {
                 let a = self.expr(l)?;
                 if !a.truthy() { a } else { self.expr(r)? }

@@ -490,7 +490,7 @@ impl P<'_, '_> {
                 self.expect(RPAR)?;
                 let span = Span::new(e.span.start as usize, self.base + self.last_end());
                 e = Expr {
-                    kind: ExprKind::Call(Box::new(e), args),
+                    kind: ExprKind::Call(Box::new((e, args))),
                     span,
                 };
             } else if self.is_op(LSQB) {
@@ -502,7 +502,7 @@ impl P<'_, '_> {
                 self.expect(RSQB)?;
                 let span = Span::new(e.span.start as usize, self.base + self.last_end());
                 e = Expr {
-                    kind: ExprKind::Index(Box::new(e), Box::new(index)),
+                    kind: ExprKind::Index(Box::new((e, index))),
                     span,
                 };
             } else {
@@ -511,7 +511,7 @@ impl P<'_, '_> {
         }
     }
 
-    fn args(&mut self) -> Res<Vec<Arg>> {
+    fn args(&mut self) -> Res<smallvec::SmallVec<[Arg; 1]>> {
         let base = self.args.len();
         let mut kw_seen = false;
         while !self.is_op(RPAR) {
@@ -538,9 +538,7 @@ impl P<'_, '_> {
             }
             self.pos += 1;
         }
-        // Exact size: a 700,000-line model holds every call's arguments
-        // until it runs.
-        Some(self.args.drain(base..).collect())
+        Some(take(self.args, base))
     }
 
     fn primary(&mut self) -> Res<Expr> {
@@ -632,6 +630,19 @@ impl P<'_, '_> {
     }
 }
 
+/// The items of `stack` from `base`, moved out: one held inline, more in a
+/// vector of their exact size (a 700,000-line model holds every call's
+/// arguments until it runs). Cheaper than collecting into the `SmallVec`,
+/// which checks its capacity item by item.
+fn take<T>(stack: &mut Vec<T>, base: usize) -> smallvec::SmallVec<[T; 1]> {
+    if stack.len() == base + 1
+        && let Some(one) = stack.pop()
+    {
+        return smallvec::smallvec![one];
+    }
+    smallvec::SmallVec::from_vec(stack.drain(base..).collect())
+}
+
 fn valid_target(e: &Expr) -> bool {
     match &e.kind {
         ExprKind::Name(_) | ExprKind::Attr(..) | ExprKind::Index(..) => true,
@@ -648,7 +659,7 @@ pub fn line(
     base: usize,
     names: &mut Interner,
     scratch: &mut Scratch,
-) -> Option<Vec<Stmt>> {
+) -> Option<Stmt> {
     let Scratch { toks, exprs, args } = scratch;
     tokenize(text, toks)?;
     // Very long lines go to pest, which bounds operator chains (E0106): a
@@ -689,11 +700,11 @@ pub fn line(
             return None;
         }
         StmtKind::Assign {
-            targets: p.exprs.drain(..).collect(),
+            targets: take(p.exprs, 0),
             value,
         }
     };
-    Some(vec![Stmt { kind, span }])
+    Some(Stmt { kind, span })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use mx_grammar::{MxParser, Rule};
 use pest::Parser;
 use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
+use smallvec::SmallVec;
 
 use crate::ast::*;
 use crate::lexer::{self, Line};
@@ -150,6 +151,9 @@ fn pratt() -> PrattParser<Rule> {
 
 /// What one logical line turned out to be.
 enum Item {
+    /// A line of one statement, the fast path's: not in a vector allocated
+    /// and freed for each of a generated model's million lines.
+    One(Stmt),
     Simple(Vec<Stmt>),
     /// Boxed: headers are rare and large, and a generated model has a
     /// million simple lines.
@@ -211,9 +215,9 @@ impl LineParser<'_> {
                 binds: Vec::new(),
             };
         }
-        if let Some(stmts) = crate::fast::line(text, line.start, &mut self.names, &mut self.scratch)
+        if let Some(stmt) = crate::fast::line(text, line.start, &mut self.names, &mut self.scratch)
         {
-            return Item::Simple(stmts);
+            return Item::One(stmt);
         }
         self.line_pest(text, line.start, looks_header)
     }
@@ -429,7 +433,7 @@ impl LineParser<'_> {
                     None => StmtKind::Expr(lhs),
                     Some(tail) => match tail.as_rule() {
                         Rule::assign_tail => {
-                            let mut exprs = vec![lhs];
+                            let mut exprs: SmallVec<[Expr; 1]> = smallvec::smallvec![lhs];
                             for e in tail.into_inner() {
                                 exprs.push(self.exprlist(e, base)?);
                             }
@@ -479,7 +483,7 @@ impl LineParser<'_> {
                                 Some(v) => {
                                     self.check_target(&lhs)?;
                                     StmtKind::Assign {
-                                        targets: vec![lhs],
+                                        targets: smallvec::smallvec![lhs],
                                         value: self.exprlist(v, base)?,
                                     }
                                 }
@@ -893,7 +897,7 @@ impl LineParser<'_> {
                         args.push(arg);
                     }
                 }
-                ExprKind::Call(Box::new(lhs), args)
+                ExprKind::Call(Box::new((lhs, SmallVec::from_vec(args))))
             }
             _ => {
                 let inner = op.into_inner().next().expect("subscript");
@@ -931,7 +935,7 @@ impl LineParser<'_> {
                     ExprKind::Slice(Box::new(lhs), parts)
                 } else {
                     let index = self.exprlist(inner, base)?;
-                    ExprKind::Index(Box::new(lhs), Box::new(index))
+                    ExprKind::Index(Box::new((lhs, index)))
                 }
             }
         };
@@ -1715,6 +1719,7 @@ impl<'a> Blocks<'a> {
         let item = std::mem::replace(self.parsed(idx), Item::Taken);
         match item {
             Item::Taken | Item::Pending => {}
+            Item::One(stmt) => out.push(stmt),
             Item::Simple(stmts) => out.extend(stmts),
             Item::Broken { header, mut binds } => {
                 // Still the last line parsed: the next line asks whether
@@ -1924,14 +1929,15 @@ fn mutated_roots(body: &[Stmt], mutators: &[Sym], out: &mut Vec<Sym>) {
     fn root(e: &Expr) -> Option<Sym> {
         match &e.kind {
             ExprKind::Name(s) => Some(*s),
-            ExprKind::Attr(o, ..) | ExprKind::Index(o, _) | ExprKind::Paren(o) => root(o),
-            ExprKind::Call(f, _) => root(f),
+            ExprKind::Attr(o, ..) | ExprKind::Paren(o) => root(o),
+            ExprKind::Index(ix) => root(&ix.0),
+            ExprKind::Call(call) => root(&call.0),
             _ => None,
         }
     }
     fn expr(e: &Expr, mutators: &[Sym], out: &mut Vec<Sym>) {
-        if let ExprKind::Call(f, _) = &e.kind
-            && let ExprKind::Attr(recv, m, _) = &f.kind
+        if let ExprKind::Call(call) = &e.kind
+            && let ExprKind::Attr(recv, m, _) = &call.0.kind
             && mutators.contains(m)
         {
             out.extend(root(recv));
@@ -2020,7 +2026,7 @@ mod fast_path_tests {
             }
         }
         let fast = crate::fast::line(text, 7, &mut fast_names, &mut Default::default())
-            .map(|s| format!("{s:?}"));
+            .map(|s| format!("{:?}", [s]));
         let mut diags = Vec::new();
         // The line sits at byte 7 of its file, so spans are file offsets.
         let src = format!("#23456\n{text}");
