@@ -654,12 +654,7 @@ fn valid_target(e: &Expr) -> bool {
 
 /// Parses one logical line (`text`, starting at byte `base` of the file) if
 /// it is in the fast subset: an expression statement or an assignment.
-pub fn line(
-    text: &str,
-    base: usize,
-    names: &mut Interner,
-    scratch: &mut Scratch,
-) -> Option<Stmt> {
+pub fn line(text: &str, base: usize, names: &mut Interner, scratch: &mut Scratch) -> Option<Stmt> {
     let Scratch { toks, exprs, args } = scratch;
     tokenize(text, toks)?;
     // Very long lines go to pest, which bounds operator chains (E0106): a
