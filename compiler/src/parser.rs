@@ -208,10 +208,9 @@ struct LineParser<'a> {
 impl LineParser<'_> {
     fn line(&mut self, line: &Line) -> Item {
         let text = &self.src[line.start..line.end];
-        let looks_header = is_header_text(text);
         if line.broken {
             return Item::Broken {
-                header: looks_header,
+                header: is_header_text(text),
                 binds: Vec::new(),
             };
         }
@@ -219,7 +218,8 @@ impl LineParser<'_> {
         {
             return Item::One(stmt);
         }
-        self.line_pest(text, line.start, looks_header)
+        // Asked only here: a line the fast path takes is no header.
+        self.line_pest(text, line.start, is_header_text(text))
     }
 
     /// Parses one line with the pest grammar: everything the fast path does
