@@ -735,4 +735,55 @@ mod tests {
             }
         }
     }
+
+    /// [`take`] moves the items above `base` out in order: one is held
+    /// inline, more in a vector of their exact size; what lies below
+    /// `base` (an enclosing call's arguments) stays.
+    #[test]
+    fn take_moves_items_out_one_inline_more_exactly_sized() {
+        let mut stack = vec![1, 2];
+        let one = take(&mut stack, 1);
+        assert_eq!((&one[..], one.spilled()), (&[2][..], false));
+        assert_eq!(stack, [1]);
+
+        let mut stack = vec![1, 2, 3, 4];
+        let more = take(&mut stack, 1);
+        assert_eq!(&more[..], &[2, 3, 4]);
+        assert!(more.spilled() && more.capacity() == 3);
+        assert_eq!(stack, [1]);
+
+        let mut stack = vec![1];
+        let none = take(&mut stack, 1);
+        assert!(none.is_empty() && !none.spilled());
+        assert_eq!(stack, [1]);
+    }
+
+    /// The common line's tree: one target, a call of one argument and a
+    /// single comparison are held inline, not in vectors of their own.
+    #[test]
+    fn a_generated_line_keeps_its_single_parts_inline() {
+        let mut names = Interner::default();
+        let text = "n5 = net.node(proc.cores >= 2, memory == gb(4))";
+        let stmt = line(text, 0, &mut names, &mut Scratch::default()).unwrap();
+        let StmtKind::Assign { targets, value } = &stmt.kind else {
+            panic!("{stmt:?}");
+        };
+        assert!(targets.len() == 1 && !targets.spilled());
+        let ExprKind::Call(call) = &value.kind else {
+            panic!("{value:?}");
+        };
+        assert_eq!(call.1.len(), 2);
+        let Arg::Pos(Expr {
+            kind: ExprKind::Compare(chain),
+            ..
+        }) = &call.1[1]
+        else {
+            panic!("{:?}", call.1[1]);
+        };
+        assert!(chain.1.len() == 1 && !chain.1.spilled());
+        let ExprKind::Call(gb) = &chain.1[0].1.kind else {
+            panic!("{chain:?}");
+        };
+        assert!(gb.1.len() == 1 && !gb.1.spilled());
+    }
 }
