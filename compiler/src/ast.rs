@@ -241,7 +241,7 @@ pub enum ExprKind {
     /// `a < b <= c`: chained comparisons, as in Python.
     /// The first operand and the comparisons after it, in one allocation
     /// when there is one comparison (`cores >= 2`: most of a model's).
-    Compare(Box<(Expr, smallvec::SmallVec<[(CmpOp, Expr); 1]>)>),
+    Compare(Box<(Expr, Comparisons)>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     IfExp(Box<Expr>, Box<Expr>, Box<Expr>),
@@ -251,6 +251,10 @@ pub enum ExprKind {
     /// `(x)`: kept so `(a < b) < c` does not chain.
     Paren(Box<Expr>),
 }
+
+/// The comparisons after a chain's first operand (`< b <= c`), the first
+/// held inline.
+pub type Comparisons = smallvec::SmallVec<[(CmpOp, Expr); 1]>;
 
 #[derive(Debug, Clone)]
 pub enum FPart {
