@@ -79,7 +79,7 @@ impl Token {
 
     /// Its infix operator, if it spells one.
     fn infix(&self) -> Option<&'static syntax::InfixOp> {
-        CLASSES.get(usize::from(self.class))?.0.as_ref()
+        CLASSES.get(usize::from(self.class))?.0
     }
 
     /// Its prefix operator, if it spells one.
@@ -131,19 +131,60 @@ fn op_at(rest: &[u8]) -> Option<usize> {
 const OP_WORDS: &[&str] = &["and", "or", "not", "in", "is"];
 
 /// What each operator of [`OPS`], then each of [`OP_WORDS`], is as an
-/// infix and as a prefix operator, looked up in [`syntax`]'s tables once
-/// rather than for every token.
-static CLASSES: std::sync::LazyLock<Vec<OpClass>> = std::sync::LazyLock::new(|| {
-    OPS.iter()
-        .chain(OP_WORDS)
-        .map(|op| (syntax::infix(op), syntax::prefix(op)))
-        .collect()
-});
+/// infix and as a prefix operator, looked up in [`syntax`]'s tables when
+/// mx is compiled rather than for every token (or behind a lazy lock, whose
+/// check every look-up would pay).
+static CLASSES: [OpClass; OPS.len() + OP_WORDS.len()] = {
+    let mut t = [(None, None); OPS.len() + OP_WORDS.len()];
+    let mut i = 0;
+    while i < t.len() {
+        let text = if i < OPS.len() {
+            OPS[i]
+        } else {
+            OP_WORDS[i - OPS.len()]
+        };
+        let mut k = 0;
+        while k < syntax::INFIX.len() {
+            if same_text(syntax::INFIX[k].text, text) {
+                t[i].0 = Some(&syntax::INFIX[k]);
+            }
+            k += 1;
+        }
+        k = 0;
+        while k < syntax::PREFIX.len() {
+            if same_text(syntax::PREFIX[k].text, text) {
+                t[i].1 = Some(&syntax::PREFIX[k]);
+            }
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// `a == b`, at compile time.
+const fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// A token that is no operator.
 const NO_CLASS: u8 = u8::MAX;
 
-type OpClass = (Option<syntax::InfixOp>, Option<&'static syntax::PrefixOp>);
+type OpClass = (
+    Option<&'static syntax::InfixOp>,
+    Option<&'static syntax::PrefixOp>,
+);
 
 /// `OPS[i] == text`, at compile time.
 const fn op_index(text: &str) -> u8 {
@@ -320,8 +361,10 @@ impl P<'_, '_> {
         self.toks.get(self.pos + k).map(|t| t.tok)
     }
 
+    /// Whether the cursor is at operator `op` (a tag and a byte compared,
+    /// not two `Option<Tok>`s, whose float payload the derived `==` reads).
     fn is_op(&self, op: u8) -> bool {
-        self.peek() == Some(Tok::Op(op))
+        matches!(self.toks.get(self.pos), Some(Token { tok: Tok::Op(o), .. }) if *o == op)
     }
 
     fn span(&self, start: usize, end: usize) -> Span {
@@ -471,6 +514,14 @@ impl P<'_, '_> {
     fn postfix(&mut self) -> Res<Expr> {
         let mut e = self.primary()?;
         loop {
+            // Most operands have no trailer: one look at the next token.
+            let Some(&Token {
+                tok: Tok::Op(DOT | LPAR | LSQB),
+                ..
+            }) = self.toks.get(self.pos)
+            else {
+                return Some(e);
+            };
             if self.is_op(DOT) {
                 self.pos += 1;
                 let t = *self.toks.get(self.pos)?;
@@ -734,6 +785,26 @@ mod tests {
                 assert_eq!(at(&rest), walk(&rest), "{first} {second}");
             }
         }
+    }
+
+    /// The table built when mx is compiled is the one a search of
+    /// [`syntax`]'s tables gives: `-` is infix and prefix, `not` prefix
+    /// only, `(` neither.
+    #[test]
+    fn operator_classes_are_the_syntax_tables() {
+        for (i, text) in OPS.iter().chain(OP_WORDS).enumerate() {
+            let infix = syntax::INFIX.iter().find(|o| o.text == *text);
+            let prefix = syntax::PREFIX.iter().find(|o| o.text == *text);
+            let (ci, cp) = CLASSES[i];
+            let i_key = |o: &syntax::InfixOp| (o.text, o.prec, o.op, o.rule);
+            let p_key = |o: &syntax::PrefixOp| (o.text, o.prec, o.op, o.rule);
+            assert!(ci.map(i_key) == infix.map(i_key), "{text}");
+            assert!(cp.map(p_key) == prefix.map(p_key), "{text}");
+        }
+        let class = |t: &str| CLASSES[OPS.iter().chain(OP_WORDS).position(|o| *o == t).unwrap()];
+        assert!(matches!(class("-"), (Some(_), Some(_))));
+        assert!(matches!(class("not"), (None, Some(_))));
+        assert!(matches!(class("("), (None, None)));
     }
 
     /// [`take`] moves the items above `base` out in order: one is held

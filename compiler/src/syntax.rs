@@ -150,11 +150,6 @@ pub fn infix_rule(rule: Rule) -> Option<&'static InfixOp> {
     INFIX.iter().find(|o| o.rule == rule)
 }
 
-/// The prefix operator spelt `text`.
-pub fn prefix(text: &str) -> Option<&'static PrefixOp> {
-    PREFIX.iter().find(|o| o.text == text)
-}
-
 /// The prefix operator a grammar rule stands for.
 pub fn prefix_rule(rule: Rule) -> Option<&'static PrefixOp> {
     PREFIX.iter().find(|o| o.rule == rule)
