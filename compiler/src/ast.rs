@@ -132,7 +132,7 @@ pub enum StmtKind {
     Assign {
         /// Almost always one (`a = b = 1` is rare): held inline, as a
         /// vector would cost an allocation for every assignment.
-        targets: smallvec::SmallVec<[Expr; 1]>,
+        targets: Targets,
         value: Expr,
     },
     AugAssign {
@@ -235,7 +235,7 @@ pub enum ExprKind {
     Slice(Box<Expr>, [Option<Box<Expr>>; 3]),
     /// The callee and the arguments, in one allocation when there is one
     /// argument (`gb(4)`, `ip4('...')`: most calls of a generated model).
-    Call(Box<(Expr, smallvec::SmallVec<[Arg; 1]>)>),
+    Call(Box<(Expr, CallArgs)>),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `a < b <= c`: chained comparisons, as in Python.
@@ -255,6 +255,12 @@ pub enum ExprKind {
 /// The comparisons after a chain's first operand (`< b <= c`), the first
 /// held inline.
 pub type Comparisons = smallvec::SmallVec<[(CmpOp, Expr); 1]>;
+
+/// A call's arguments, one held inline.
+pub type CallArgs = smallvec::SmallVec<[Arg; 1]>;
+
+/// An assignment's targets, one held inline.
+pub type Targets = smallvec::SmallVec<[Expr; 1]>;
 
 #[derive(Debug, Clone)]
 pub enum FPart {

@@ -514,15 +514,15 @@ impl P<'_, '_> {
     fn postfix(&mut self) -> Res<Expr> {
         let mut e = self.primary()?;
         loop {
-            // Most operands have no trailer: one look at the next token.
+            // One look at the next token: most operands have no trailer.
             let Some(&Token {
-                tok: Tok::Op(DOT | LPAR | LSQB),
+                tok: Tok::Op(op @ (DOT | LPAR | LSQB)),
                 ..
             }) = self.toks.get(self.pos)
             else {
                 return Some(e);
             };
-            if self.is_op(DOT) {
+            if op == DOT {
                 self.pos += 1;
                 let t = *self.toks.get(self.pos)?;
                 if t.tok != Tok::Name || t.kw {
@@ -535,7 +535,7 @@ impl P<'_, '_> {
                     kind: ExprKind::Attr(Box::new(e), sym, self.span(t.s(), t.e())),
                     span,
                 };
-            } else if self.is_op(LPAR) {
+            } else if op == LPAR {
                 self.pos += 1;
                 let args = self.args()?;
                 self.expect(RPAR)?;
@@ -544,7 +544,7 @@ impl P<'_, '_> {
                     kind: ExprKind::Call(Box::new((e, args))),
                     span,
                 };
-            } else if self.is_op(LSQB) {
+            } else {
                 self.pos += 1;
                 if self.is_op(RSQB) {
                     return None;
@@ -556,13 +556,11 @@ impl P<'_, '_> {
                     kind: ExprKind::Index(Box::new((e, index))),
                     span,
                 };
-            } else {
-                return Some(e);
             }
         }
     }
 
-    fn args(&mut self) -> Res<smallvec::SmallVec<[Arg; 1]>> {
+    fn args(&mut self) -> Res<CallArgs> {
         let base = self.args.len();
         let mut kw_seen = false;
         while !self.is_op(RPAR) {

@@ -14,7 +14,6 @@ use mx_grammar::{MxParser, Rule};
 use pest::Parser;
 use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
-use smallvec::SmallVec;
 
 use crate::ast::*;
 use crate::lexer::{self, Line};
@@ -433,7 +432,7 @@ impl LineParser<'_> {
                     None => StmtKind::Expr(lhs),
                     Some(tail) => match tail.as_rule() {
                         Rule::assign_tail => {
-                            let mut exprs: SmallVec<[Expr; 1]> = smallvec::smallvec![lhs];
+                            let mut exprs: Targets = smallvec::smallvec![lhs];
                             for e in tail.into_inner() {
                                 exprs.push(self.exprlist(e, base)?);
                             }
@@ -897,7 +896,7 @@ impl LineParser<'_> {
                         args.push(arg);
                     }
                 }
-                ExprKind::Call(Box::new((lhs, SmallVec::from_vec(args))))
+                ExprKind::Call(Box::new((lhs, CallArgs::from_vec(args))))
             }
             _ => {
                 let inner = op.into_inner().next().expect("subscript");
