@@ -12,7 +12,7 @@ use mx_diag::Diagnostic;
 use mx_xir::{Membus, Pcie, Span, Unit};
 
 use crate::ast::*;
-use crate::eval::{Args, Eval, Flow, R, did_you_mean};
+use crate::eval::{Args, Eval, Flow, PosSpans, R, did_you_mean};
 use crate::format::*;
 use crate::methods;
 use crate::ops::*;
@@ -186,8 +186,8 @@ impl Eval<'_> {
                 .iter()
                 .map(|v| {
                     let args = Args {
-                        pos: vec![v.clone()],
-                        pos_spans: Vec::new(),
+                        pos: smallvec::smallvec![v.clone()],
+                        pos_spans: PosSpans::new(),
                         kw: Vec::new(),
                         span,
                     };
@@ -864,7 +864,7 @@ fn b_min(ev: &mut Eval, b: Builtin, a: &mut Args) -> R<Value> {
         let items = if a.pos.len() == 1 {
             ev.iterate(&a.pos[0].clone(), a.span_of(0))?
         } else {
-            a.pos.clone()
+            a.pos.to_vec()
         };
         if items.is_empty() {
             return default.ok_or_else(|| {
@@ -1049,7 +1049,7 @@ fn b_map(ev: &mut Eval, _b: Builtin, a: &mut Args) -> R<Value> {
         for i in 0..n {
             let args = Args {
                 pos: lists.iter().map(|l| l[i].clone()).collect(),
-                pos_spans: Vec::new(),
+                pos_spans: PosSpans::new(),
                 kw: Vec::new(),
                 span,
             };
@@ -1070,8 +1070,8 @@ fn b_filter(ev: &mut Eval, _b: Builtin, a: &mut Args) -> R<Value> {
                 Value::None => v.truthy(),
                 _ => {
                     let args = Args {
-                        pos: vec![v.clone()],
-                        pos_spans: Vec::new(),
+                        pos: smallvec::smallvec![v.clone()],
+                        pos_spans: PosSpans::new(),
                         kw: Vec::new(),
                         span,
                     };

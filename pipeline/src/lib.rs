@@ -52,8 +52,7 @@ impl std::fmt::Display for ToolError {
 /// Reads and compiles `path` on a thread with a large stack.
 pub fn compile_file(path: &Path, opts: &mx_compiler::Options) -> Result<Compiled, ToolError> {
     let name = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|err| ToolError(format!("cannot read {name}: {err}")))?;
+    let bytes = read::read(path).map_err(|err| ToolError(format!("cannot read {name}: {err}")))?;
     let (text, output) = std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("mxc-compile".to_owned())
@@ -250,6 +249,7 @@ pub fn release(db: &TableAt, name: &mx_xir::Name) -> Result<(), ToolError> {
 
 pub mod distributed;
 pub mod output;
+mod read;
 mod run;
 mod table;
 pub use run::*;
