@@ -153,6 +153,14 @@ pub fn decode(bytes: Vec<u8>) -> Result<String, (String, Diagnostic)> {
 /// Compiles `text`, read from `path`, to XIR. Runs on its own thread with a
 /// large stack, so it is safe to call from any thread.
 pub fn compile(path: &str, text: &str, opts: &Options) -> Output {
+    compile_under(MAX_SOURCE, path, text, opts)
+}
+
+/// [`compile`] of a source of at most `max` bytes (E0109 otherwise).
+fn compile_under(max: usize, path: &str, text: &str, opts: &Options) -> Output {
+    if text.len() > max {
+        return too_large(text.len());
+    }
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("mx-compile".to_owned())
@@ -214,6 +222,29 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
     }
 }
 
+/// The largest source mx compiles: offsets are `u32`, in spans and in the
+/// lexer's lines.
+const MAX_SOURCE: usize = u32::MAX as usize;
+
+fn too_large(len: usize) -> Output {
+    Output {
+        xir: None,
+        facility: None,
+        diagnostics: vec![
+            Diagnostic::error(
+                code::E0109,
+                format!(
+                    "the model is {} MiB; mx compiles models under 4 GiB",
+                    len >> 20
+                ),
+            )
+            .help("build large topologies with loops and comprehensions, not a line per element"),
+        ],
+        printed: Vec::new(),
+        timings: Timings::default(),
+    }
+}
+
 /// Source order, errors before warnings at the same place; stable otherwise.
 fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by_key(|d| d.location().map_or(usize::MAX, |l| l.start));
@@ -228,6 +259,21 @@ mod tests {
 
     fn codes(out: &Output) -> Vec<String> {
         out.diagnostics.iter().map(|d| d.code.to_string()).collect()
+    }
+
+    /// A source longer than its offsets can address is refused whole,
+    /// before it is lexed, with a code `mxc explain` knows.
+    #[test]
+    fn a_source_over_the_limit_is_refused_before_it_is_lexed() {
+        let text = "from mergexp import *\nnet = Network('t')\n";
+        let out = compile_under(text.len() - 1, "big.mx", text, &Options::default());
+        assert_eq!(codes(&out), ["E0109"]);
+        assert!(out.xir.is_none() && out.facility.is_none());
+        assert!(out.diagnostics[0].message.contains("under 4 GiB"));
+        assert!(mx_diag::codes::lookup("E0109").is_some());
+        let at_limit = compile_under(text.len(), "big.mx", text, &Options::default());
+        assert!(!codes(&at_limit).contains(&"E0109".to_string()));
+        assert_eq!(MAX_SOURCE, u32::MAX as usize);
     }
 
     /// Statements before a break in the structure run before it is found;

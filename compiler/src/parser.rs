@@ -206,19 +206,20 @@ struct LineParser<'a> {
 
 impl LineParser<'_> {
     fn line(&mut self, line: &Line) -> Item {
-        let text = &self.src[line.start..line.end];
+        let text = &self.src[line.start()..line.end()];
         if line.broken {
             return Item::Broken {
                 header: is_header_text(text),
                 binds: Vec::new(),
             };
         }
-        if let Some(stmt) = crate::fast::line(text, line.start, &mut self.names, &mut self.scratch)
+        if let Some(stmt) =
+            crate::fast::line(text, line.start(), &mut self.names, &mut self.scratch)
         {
             return Item::One(stmt);
         }
         // Asked only here: a line the fast path takes is no header.
-        self.line_pest(text, line.start, is_header_text(text))
+        self.line_pest(text, line.start(), is_header_text(text))
     }
 
     /// Parses one line with the pest grammar: everything the fast path does
@@ -1647,7 +1648,7 @@ impl<'a> Blocks<'a> {
 
     fn indent(&self, i: usize) -> &'a str {
         let src: &'a str = self.src;
-        &src[self.lines[i].indent.clone()]
+        &src[self.lines[i].indent()]
     }
 
     /// Parses the statements at indentation `self.indent(first)` (or the top
@@ -1674,7 +1675,7 @@ impl<'a> Blocks<'a> {
             if ind.len() > level.len() && ind.starts_with(level) {
                 // Deeper than this block without a header: report and skip.
                 let l = &self.lines[self.pos];
-                let at = l.start;
+                let at = l.start();
                 let prev_broken = self.prev_broken();
                 let after_block = self.pos > 0 && self.indent(self.pos - 1).len() > ind.len();
                 if after_block {
@@ -1684,13 +1685,13 @@ impl<'a> Blocks<'a> {
                             code::E0105,
                             "indentation does not match any enclosing block",
                         )
-                        .primary(l.indent.start..at, "dedented to here")
+                        .primary(l.indent().start..at, "dedented to here")
                         .help("dedent to exactly the indentation of an enclosing block"),
                     );
                 } else if !prev_broken {
                     self.parser.diags.push(
                         Diagnostic::error(code::E0105, "unexpected indentation")
-                            .primary(l.indent.start..at, "this line is indented more than the block it is in")
+                            .primary(l.indent().start..at, "this line is indented more than the block it is in")
                             .help("indent only after a line ending in `:`; otherwise line it up with the statements around it"),
                     );
                 }
@@ -1705,7 +1706,7 @@ impl<'a> Blocks<'a> {
                         code::E0105,
                         "indentation does not match any enclosing block",
                     )
-                    .primary(l.indent.start..l.start, "this indentation")
+                    .primary(l.indent().start..l.start(), "this indentation")
                     .help("dedent to exactly the indentation of an enclosing block"),
                 );
                 self.skip_block();
@@ -1740,7 +1741,7 @@ impl<'a> Blocks<'a> {
                 let l = &self.lines[idx];
                 out.push(Stmt {
                     kind: StmtKind::Broken(binds),
-                    span: Span::new(l.start, l.end),
+                    span: Span::new(l.start(), l.end()),
                 });
             }
             Item::Header(h) => {
@@ -1772,7 +1773,7 @@ impl<'a> Blocks<'a> {
                 let l = &self.lines[self.pos - 1];
                 self.parser.diags.push(
                     Diagnostic::error(code::E0105, "expected an indented block")
-                        .primary(l.end..l.end, "the block after this header is empty")
+                        .primary(l.end()..l.end(), "the block after this header is empty")
                         .help("indent the block's statements below the header, or write `pass`"),
                 );
             }
@@ -1783,7 +1784,7 @@ impl<'a> Blocks<'a> {
             self.parser.diags.push(
                 Diagnostic::error(code::E0106, "blocks nest too deeply")
                     .primary(
-                        l.start..l.end,
+                        l.start()..l.end(),
                         format!("more than {MAX_BLOCK_DEPTH} nested blocks"),
                     )
                     .help("move inner blocks into functions"),
@@ -2272,7 +2273,7 @@ mod fast_path_tests {
                 if line.broken {
                     continue;
                 }
-                let text = &src[line.start..line.end];
+                let text = &src[line.start()..line.end()];
                 total += 1;
                 if check(text) {
                     taken += 1;

@@ -139,6 +139,14 @@ the first offending byte; the rest of the file is not compiled.
 
 Fix: convert the file, e.g. `iconv -f latin1 -t utf-8 model.mx > fixed.mx`.";
 
+    E0109 "model-too-large" "the model file is 4 GiB or larger" =>
+"Offsets into a model, and so every label that points into it, are 32-bit,
+so mx refuses a model of 4 GiB or more before parsing it. No real model
+comes close: a 100,000-node model written one statement per line is 42 MB.
+
+Fix: build a large topology with loops and comprehensions, not a line per
+element.";
+
     E0201 "undefined-name" "a name is used that is not defined" =>
 "The name is not a variable of the model, a parameter of the function, a
 builtin or a mergexp name. The help suggests the closest known name.
