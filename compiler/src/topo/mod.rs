@@ -3,9 +3,7 @@
 //! ([`constraint`]). [`check`](crate::check) lowers the model to XIR.
 
 mod api;
-mod chunked;
 mod constraint;
 mod model;
 
-pub(crate) use chunked::Chunked;
 pub use model::*;

@@ -14,7 +14,6 @@ use indexmap::IndexMap;
 use mx_diag::Diagnostic;
 use mx_xir::Span;
 
-use super::Chunked;
 use crate::value::*;
 
 #[derive(Default)]
@@ -67,8 +66,8 @@ pub struct LinkData {
 #[derive(Default)]
 pub struct Model {
     pub topos: Vec<TopoData>,
-    pub nodes: Chunked<NodeData>,
-    pub links: Chunked<LinkData>,
+    pub nodes: Vec<NodeData>,
+    pub links: Vec<LinkData>,
     pub experiment: Option<(u32, Span)>,
 }
 
