@@ -224,9 +224,11 @@ fn compile_here(path: &str, text: &str, opts: &Options) -> Output {
 
 /// The largest source mx compiles: offsets are `u32`, in spans and in the
 /// lexer's lines.
-const MAX_SOURCE: usize = u32::MAX as usize;
+pub const MAX_SOURCE: usize = u32::MAX as usize;
 
-fn too_large(len: usize) -> Output {
+/// What compiling a source of `len` bytes, more than [`MAX_SOURCE`], gives
+/// (E0109): for a caller that knows the size before it reads the source.
+pub fn too_large(len: usize) -> Output {
     Output {
         xir: None,
         facility: None,

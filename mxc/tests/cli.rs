@@ -411,6 +411,27 @@ fn undecodable_source_is_a_model_error_at_the_byte() {
     assert!(run.stderr.contains("E0108"), "{}", run.stderr);
 }
 
+/// A model of 4 GiB or more is refused from its size (E0109), before it
+/// is read: the file here is sparse, and reading it would take 5 GiB.
+#[test]
+fn a_model_too_large_to_compile_is_refused_unread() {
+    let dir = TempDir::new("too_large");
+    let file = std::fs::File::create(dir.path().join("huge.mx")).unwrap();
+    file.set_len(5 << 30).unwrap();
+    insta::assert_snapshot!(mxc(&dir, &["check", "huge.mx"]).snapshot(&dir));
+    let run = mxc(&dir, &["compile", "huge.mx"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    // A facility is refused the same way.
+    dir.write("ok.mx", VALID);
+    let run = mxc(
+        &dir,
+        &["realize", "ok.mx", "--dry-run", "--facility", "huge.mx"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("E0109"), "{}", run.stderr);
+}
+
 #[test]
 fn experiment_names_are_never_paths() {
     let dir = TempDir::new("names_not_paths");

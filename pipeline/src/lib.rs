@@ -52,7 +52,12 @@ impl std::fmt::Display for ToolError {
 /// Reads and compiles `path` on a thread with a large stack.
 pub fn compile_file(path: &Path, opts: &mx_compiler::Options) -> Result<Compiled, ToolError> {
     let name = path.display().to_string();
-    let bytes = read::read(path).map_err(|err| ToolError(format!("cannot read {name}: {err}")))?;
+    let read =
+        read::read_model(path).map_err(|err| ToolError(format!("cannot read {name}: {err}")))?;
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(len) => return Ok(compiled(name, String::new(), mx_compiler::too_large(len))),
+    };
     let (text, output) = std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("mxc-compile".to_owned())
@@ -69,18 +74,22 @@ pub fn compile_file(path: &Path, opts: &mx_compiler::Options) -> Result<Compiled
             ))),
         }
     })?;
+    Ok(compiled(name, text, output))
+}
+
+fn compiled(name: String, text: String, output: mx_compiler::Output) -> Compiled {
     let report = FileReport::new(SourceFile::new(name, text), output.diagnostics);
     let doc = match (output.xir, output.facility) {
         (Some(x), _) => Some(Document::Experiment(Box::new(x))),
         (None, Some(f)) => Some(Document::Facility(Box::new(f))),
         (None, None) => None,
     };
-    Ok(Compiled {
+    Compiled {
         report,
         doc,
         printed: output.printed,
         timings: output.timings,
-    })
+    }
 }
 
 /// Where the facility model comes from.
@@ -146,8 +155,8 @@ pub struct Refusal {
 /// table's usage, checks the result with the independent checker, and
 /// commits it unless a dry run.
 pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
-    let (fac_path, fac_bytes): (String, Vec<u8>) = match req.facility {
-        FacilitySource::File(p) => match std::fs::read(p) {
+    let (fac_path, fac_bytes): (String, Result<Vec<u8>, usize>) = match req.facility {
+        FacilitySource::File(p) => match read::read_model(p) {
             Ok(t) => (p.display().to_string(), t),
             Err(err) => {
                 return Err(RealizeError::Tool(ToolError(format!(
@@ -156,10 +165,14 @@ pub fn realize(req: &RealizeRequest) -> Result<Realized, RealizeError> {
                 ))));
             }
         },
-        FacilitySource::Builtin { path, text } => (path.to_string(), text.into()),
+        FacilitySource::Builtin { path, text } => (path.to_string(), Ok(text.into())),
     };
-    let (fac_text, out) =
-        mx_compiler::compile_source(&fac_path, fac_bytes, &mx_compiler::Options::default());
+    let (fac_text, out) = match fac_bytes {
+        Ok(bytes) => {
+            mx_compiler::compile_source(&fac_path, bytes, &mx_compiler::Options::default())
+        }
+        Err(len) => (String::new(), mx_compiler::too_large(len)),
+    };
     let facility = FileReport::new(SourceFile::new(fac_path.clone(), fac_text), out.diagnostics);
     if facility.errors() > 0 {
         return Err(RealizeError::Facility(facility));

@@ -13,21 +13,21 @@ use std::path::Path;
 /// Files from this size are read in two halves.
 const PARALLEL_FROM: u64 = 4 << 20;
 
-/// The file's bytes, as [`std::fs::read`] gives them.
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+/// A model file's bytes, as [`std::fs::read`] gives them; or, for a file
+/// larger than mx compiles ([`mx_compiler::MAX_SOURCE`], E0109), its
+/// size, found before anything is read into memory.
+pub fn read_model(path: &Path) -> io::Result<Result<Vec<u8>, usize>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
-    let Ok(len) = usize::try_from(meta.len()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            "the file is larger than this machine can address",
-        ));
-    };
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if meta.is_file() && len > mx_compiler::MAX_SOURCE {
+        return Ok(Err(len));
+    }
     // Pipes and devices have no size to split by.
     if !meta.is_file() || meta.len() < PARALLEL_FROM {
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
-        return Ok(buf);
+        return Ok(Ok(buf));
     }
     let mut buf = vec![0u8; len];
     match halves(&file, &mut buf) {
@@ -35,12 +35,12 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
             // Whatever was appended after its size was read.
             file.seek(SeekFrom::Start(meta.len()))?;
             file.read_to_end(&mut buf)?;
-            Ok(buf)
+            Ok(Ok(buf))
         }
         // It shrank: read it as it is now, in one go.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
             drop(buf);
-            std::fs::read(path)
+            std::fs::read(path).map(Ok)
         }
         Err(e) => Err(e),
     }
@@ -94,11 +94,8 @@ mod tests {
         ] {
             let path = dir.path().join(format!("m{n}.mx"));
             std::fs::write(&path, bytes(n)).unwrap();
-            assert_eq!(
-                read(&path).unwrap(),
-                std::fs::read(&path).unwrap(),
-                "{n} bytes"
-            );
+            let got = read_model(&path).unwrap().unwrap();
+            assert_eq!(got, std::fs::read(&path).unwrap(), "{n} bytes");
         }
     }
 
@@ -111,14 +108,27 @@ mod tests {
             .unwrap();
         let out = child.stdout.take().unwrap();
         let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&out));
-        let got = read(Path::new(&path)).unwrap();
+        let got = read_model(Path::new(&path)).unwrap().unwrap();
         child.wait().unwrap();
         assert_eq!(got.len(), 5_000_000);
     }
 
     #[test]
     fn a_missing_file_is_an_error_not_a_panic() {
-        let err = read(Path::new("/nonexistent/model.mx")).unwrap_err();
+        let err = read_model(Path::new("/nonexistent/model.mx")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_file_too_large_to_compile_is_not_read() {
+        // Sparse: 5 GiB long, nothing on disk, and it would take seconds
+        // and 5 GiB of memory to read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.mx");
+        let file = File::create(&path).unwrap();
+        file.set_len(5 << 30).unwrap();
+        assert_eq!(read_model(&path).unwrap(), Err(5 << 30));
+        file.set_len(mx_compiler::MAX_SOURCE as u64 + 1).unwrap();
+        assert_eq!(read_model(&path).unwrap(), Err(mx_compiler::MAX_SOURCE + 1));
     }
 }
