@@ -13,37 +13,67 @@ use std::path::Path;
 /// Files from this size are read in two halves.
 const PARALLEL_FROM: u64 = 4 << 20;
 
-/// A model file's bytes, as [`std::fs::read`] gives them; or, for a file
-/// larger than mx compiles ([`mx_compiler::MAX_SOURCE`], E0109), its
-/// size, found before anything is read into memory.
+/// A model file's bytes, as [`std::fs::read`] gives them; or, for a model
+/// larger than mx compiles ([`mx_compiler::MAX_SOURCE`], E0109), its size:
+/// a regular file's from its metadata, before anything is read into
+/// memory; a pipe's or a device's as one byte past the limit, where
+/// reading stopped (so `mxc check /dev/zero` ends).
 pub fn read_model(path: &Path) -> io::Result<Result<Vec<u8>, usize>> {
+    read_under(path, mx_compiler::MAX_SOURCE)
+}
+
+/// [`read_model`] with `max` bytes for the largest model.
+fn read_under(path: &Path, max: usize) -> io::Result<Result<Vec<u8>, usize>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    if meta.is_file() && len > mx_compiler::MAX_SOURCE {
+    if meta.is_file() && len > max {
         return Ok(Err(len));
     }
+    let mut buf = Vec::new();
     // Pipes and devices have no size to split by.
-    if !meta.is_file() || meta.len() < PARALLEL_FROM {
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        return Ok(Ok(buf));
-    }
-    let mut buf = vec![0u8; len];
-    match halves(&file, &mut buf) {
-        Ok(()) => {
-            // Whatever was appended after its size was read.
-            file.seek(SeekFrom::Start(meta.len()))?;
-            file.read_to_end(&mut buf)?;
-            Ok(Ok(buf))
+    if meta.is_file() && meta.len() >= PARALLEL_FROM {
+        buf = vec![0u8; len];
+        match halves(&file, &mut buf) {
+            // Then whatever was appended after its size was read.
+            Ok(()) => {
+                file.seek(SeekFrom::Start(meta.len()))?;
+            }
+            // It shrank: read it as it is now.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                buf.clear();
+                file.seek(SeekFrom::Start(0))?;
+            }
+            Err(e) => return Err(e),
         }
-        // It shrank: read it as it is now, in one go.
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            drop(buf);
-            std::fs::read(path).map(Ok)
-        }
-        Err(e) => Err(e),
     }
+    // The rest, to one byte past the limit and no further.
+    read_to(&mut file, &mut buf, max.saturating_add(1))?;
+    if buf.len() > max {
+        return Ok(Err(buf.len()));
+    }
+    Ok(Ok(buf))
+}
+
+/// Appends what `from` gives to `buf` until it ends or `buf` holds `end`
+/// bytes, growing `buf` by doubling but never past `end` (a plain
+/// `read_to_end` would double a 4 GiB buffer to 8 GiB for its last byte).
+fn read_to(from: &mut impl Read, buf: &mut Vec<u8>, end: usize) -> io::Result<()> {
+    let mut chunk = vec![0u8; 1 << 16];
+    while buf.len() < end {
+        let want = (end - buf.len()).min(chunk.len());
+        let n = match from.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.capacity() - buf.len() < n {
+            buf.reserve_exact(buf.capacity().clamp(n, end - buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
 }
 
 /// Fills `buf` from the start of `file`, the second half on another thread
@@ -111,6 +141,23 @@ mod tests {
         let got = read_model(Path::new(&path)).unwrap().unwrap();
         child.wait().unwrap();
         assert_eq!(got.len(), 5_000_000);
+    }
+
+    #[test]
+    fn a_stream_is_read_to_one_byte_past_the_limit_and_no_further() {
+        // Without the bound this reads until memory runs out.
+        assert_eq!(
+            read_under(Path::new("/dev/zero"), 1 << 20).unwrap(),
+            Err((1 << 20) + 1)
+        );
+        // A stream within the limit is read whole, one at the limit too.
+        let got = read_under(Path::new("/dev/null"), 1 << 20).unwrap();
+        assert_eq!(got, Ok(Vec::new()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.mx");
+        std::fs::write(&path, bytes(1000)).unwrap();
+        assert_eq!(read_under(&path, 1000).unwrap(), Ok(bytes(1000)));
+        assert_eq!(read_under(&path, 999).unwrap(), Err(1000));
     }
 
     #[test]
