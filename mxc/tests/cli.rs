@@ -398,17 +398,19 @@ fn undecodable_source_is_a_model_error_at_the_byte() {
     )
     .unwrap();
     insta::assert_snapshot!(mxc(&dir, &["check", "latin1.mx"]).snapshot(&dir));
-    let run = mxc(&dir, &["compile", "latin1.mx"]);
+    refused_as_model_and_facility(&dir, "latin1.mx", "E0108");
+}
+
+/// `file` fails to compile with `code` (exit 1, no XIR written), and as
+/// the facility of a realize: a facility is read the same way.
+fn refused_as_model_and_facility(dir: &TempDir, file: &str, code: &str) {
+    let run = mxc(dir, &["compile", file]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.stdout, "");
-    // A facility is read the same way.
     dir.write("ok.mx", VALID);
-    let run = mxc(
-        &dir,
-        &["realize", "ok.mx", "--dry-run", "--facility", "latin1.mx"],
-    );
+    let run = mxc(dir, &["realize", "ok.mx", "--dry-run", "--facility", file]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("E0108"), "{}", run.stderr);
+    assert!(run.stderr.contains(code), "{}", run.stderr);
 }
 
 /// A model of 4 GiB or more is refused from its size (E0109), before it
@@ -419,17 +421,7 @@ fn a_model_too_large_to_compile_is_refused_unread() {
     let file = std::fs::File::create(dir.path().join("huge.mx")).unwrap();
     file.set_len(5 << 30).unwrap();
     insta::assert_snapshot!(mxc(&dir, &["check", "huge.mx"]).snapshot(&dir));
-    let run = mxc(&dir, &["compile", "huge.mx"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stdout, "");
-    // A facility is refused the same way.
-    dir.write("ok.mx", VALID);
-    let run = mxc(
-        &dir,
-        &["realize", "ok.mx", "--dry-run", "--facility", "huge.mx"],
-    );
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("E0109"), "{}", run.stderr);
+    refused_as_model_and_facility(&dir, "huge.mx", "E0109");
 }
 
 #[test]
