@@ -30,10 +30,16 @@ fn read_under(path: &Path, max: usize) -> io::Result<Result<Vec<u8>, usize>> {
     if meta.is_file() && len > max {
         return Ok(Err(len));
     }
-    let mut buf = Vec::new();
-    // Pipes and devices have no size to split by.
-    if meta.is_file() && meta.len() >= PARALLEL_FROM {
-        buf = vec![0u8; len];
+    // Pipes and devices have no size to split by or to size the buffer.
+    let parallel = meta.is_file() && meta.len() >= PARALLEL_FROM;
+    let mut buf = match (parallel, meta.is_file()) {
+        // Zeroed by the allocator, not written: each reading thread
+        // faults in the pages of its own half.
+        (true, _) => vec![0u8; len],
+        (false, true) => Vec::with_capacity(len),
+        (false, false) => Vec::new(),
+    };
+    if parallel {
         match halves(&file, &mut buf) {
             // Then whatever was appended after its size was read.
             Ok(()) => {
