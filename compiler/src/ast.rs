@@ -15,13 +15,18 @@ pub struct Sym(pub u32);
 
 /// Interns identifiers. The evaluator pre-interns builtin names so it can
 /// recognise them by number. A generated model interns every name of every
-/// line (millions at 100,000 nodes): the table holds only the symbol and
-/// finds it by the name's hash, and names of up to seven bytes (`net`,
-/// `node`, `cores`, `gb`: most of what a generated line names) are found
-/// first in a small direct-mapped cache by their bytes.
+/// line (millions at 100,000 nodes) and has 100,000 distinct ones, so the
+/// table is keyed by a word it holds itself: a name of up to seven bytes
+/// (`n12345`, `net`, `cores`: nearly every name a model spells) is its own
+/// key, compared and rehashed without reading the name, which at that size
+/// is a cache miss each time; a longer name is keyed by its hash and
+/// compared with the name only when the hashes agree. The most recent
+/// short names are also found in a small direct-mapped cache, before the
+/// table.
 #[derive(Debug)]
 pub struct Interner {
-    table: hashbrown::HashTable<Sym>,
+    /// (key, symbol); see [`key`].
+    table: hashbrown::HashTable<(u64, Sym)>,
     names: Vec<Rc<str>>,
     /// (bytes and length as one word, symbol + 1); 0 is empty.
     recent: Box<[(u64, u32); RECENT]>,
@@ -39,9 +44,26 @@ impl Default for Interner {
     }
 }
 
-fn name_hash(name: &str) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(name)
+/// A name's key in [`Interner::table`]: its [`short_word`] when it has one
+/// (a top byte of 1 to 8), otherwise its hash with the top byte cleared, so
+/// the two kinds never meet.
+#[inline]
+fn key(name: &str, short: Option<(u64, usize)>) -> u64 {
+    match short {
+        Some((w, _)) => w,
+        None => {
+            use std::hash::BuildHasher;
+            rustc_hash::FxBuildHasher.hash_one(name) & (u64::MAX >> 8)
+        }
+    }
+}
+
+/// Where a key goes in the table: a short word's low bytes are a name's
+/// first letters, alike across `n1`...`n99999`, so its bits are mixed.
+#[inline]
+fn spread(key: u64) -> u64 {
+    let h = (key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 32)
 }
 
 /// A name of at most seven bytes as one word, its length plus one in the
@@ -83,13 +105,13 @@ impl Interner {
             return Sym(self.recent[slot].1 - 1);
         }
         let Interner { table, names, .. } = self;
-        let hash = name_hash(name);
-        let s = match table.find(hash, |s| same(&names[s.0 as usize], name)) {
-            Some(&s) => s,
+        let k = key(name, short);
+        let s = match table.find(spread(k), |e| found(e, k, names, name)) {
+            Some(&(_, s)) => s,
             None => {
                 let s = Sym(u32::try_from(names.len()).unwrap_or(u32::MAX - 1));
                 names.push(name.into());
-                table.insert_unique(hash, s, |s| name_hash(&names[s.0 as usize]));
+                table.insert_unique(spread(k), (k, s), |e| spread(e.0));
                 s
             }
         };
@@ -108,15 +130,24 @@ impl Interner {
     }
 
     pub fn lookup(&self, name: &str) -> Option<Sym> {
-        if let Some((w, slot)) = short_word(name)
+        let short = short_word(name);
+        if let Some((w, slot)) = short
             && self.recent[slot].0 == w
         {
             return Some(Sym(self.recent[slot].1 - 1));
         }
+        let k = key(name, short);
         self.table
-            .find(name_hash(name), |s| same(&self.names[s.0 as usize], name))
-            .copied()
+            .find(spread(k), |e| found(e, k, &self.names, name))
+            .map(|&(_, s)| s)
     }
+}
+
+/// Whether table entry `e` is `name`, whose key is `k`: a short name's key
+/// is the name; a long one's only says where to compare.
+#[inline]
+fn found(e: &(u64, Sym), k: u64, names: &[Rc<str>], name: &str) -> bool {
+    e.0 == k && (k >> 56 != 0 || same(&names[e.1.0 as usize], name))
 }
 
 #[derive(Debug, Clone)]
@@ -395,5 +426,32 @@ mod tests {
         let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
         assert_eq!(i.count(), distinct.len());
         assert_eq!(i.lookup("never"), None);
+    }
+
+    /// A short name is its own key and a long one is keyed by its hash:
+    /// the two kinds never share a key, so a short name is never taken for
+    /// a long one without comparing them; and the table keeps finding
+    /// every name as it grows to a generated model's 100,000 and more.
+    #[test]
+    fn short_and_long_names_are_keyed_apart_and_found_at_scale() {
+        for name in ["", "a", "n99999", "abcdefg"] {
+            let k = key(name, short_word(name));
+            assert!((1..=8).contains(&(k >> 56)), "{name:?}: {k:#x}");
+        }
+        for name in ["abcdefgh", "capacity", "a_much_longer_name_than_that"] {
+            assert_eq!(key(name, short_word(name)) >> 56, 0, "{name:?}");
+        }
+        let mut i = Interner::default();
+        let names: Vec<String> = (0..120_000)
+            .flat_map(|n| [format!("n{n}"), format!("node_number_{n}")])
+            .collect();
+        let syms: Vec<Sym> = names.iter().map(|n| i.intern(n)).collect();
+        assert_eq!(i.count(), names.len());
+        for (n, s) in names.iter().zip(&syms) {
+            assert_eq!(i.lookup(n), Some(*s), "{n}");
+            assert_eq!(&**i.name(*s), n.as_str());
+        }
+        assert_eq!(i.lookup("n120000"), None);
+        assert_eq!(i.lookup("node_number_120000"), None);
     }
 }
