@@ -1048,7 +1048,8 @@ impl<'a> Eval<'a> {
                 self.charge(map.len() as u64 * 48 + 32, e.span)?;
                 Value::dict(map)
             }
-            ExprKind::ListComp(elt, comps) => {
+            ExprKind::ListComp(lc) => {
+                let (elt, comps) = &**lc;
                 let mut out = Vec::new();
                 let base = self.comp.len();
                 let r = self.comprehend(comps, 0, e.span, &mut |ev| {
@@ -1060,7 +1061,8 @@ impl<'a> Eval<'a> {
                 r?;
                 Value::list(out)
             }
-            ExprKind::DictComp(k, v, comps) => {
+            ExprKind::DictComp(dc) => {
+                let (k, v, comps) = &**dc;
                 let mut out = IndexMap::new();
                 let base = self.comp.len();
                 let r = self.comprehend(comps, 0, e.span, &mut |ev| {
@@ -1084,7 +1086,8 @@ impl<'a> Eval<'a> {
                 let k = self.expr(idx)?;
                 self.get_item(&o, &k, obj.span, idx.span, e.span)?
             }
-            ExprKind::Slice(obj, parts) => {
+            ExprKind::Slice(sl) => {
+                let (obj, parts) = &**sl;
                 let o = self.expr(obj)?;
                 let mut p = [None, None, None];
                 for (i, part) in parts.iter().enumerate() {
@@ -1126,7 +1129,8 @@ impl<'a> Eval<'a> {
                 let a = self.expr(l)?;
                 if a.truthy() { a } else { self.expr(r)? }
             }
-            ExprKind::IfExp(cond, then, other) => {
+            ExprKind::IfExp(ie) => {
+                let (cond, then, other) = &**ie;
                 if self.expr(cond)?.truthy() {
                     self.expr(then)?
                 } else {

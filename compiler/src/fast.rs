@@ -636,7 +636,7 @@ impl P<'_, '_> {
         if self.is_op(RPAR) {
             self.pos += 1;
             return Some(Expr {
-                kind: ExprKind::Tuple(Vec::new()),
+                kind: ExprKind::Tuple(Box::new([])),
                 span: self.span(open, self.last_end()),
             });
         }

@@ -672,7 +672,7 @@ impl LineParser<'_> {
             Ok(items.pop().expect("one item"))
         } else {
             Ok(Expr {
-                kind: ExprKind::Tuple(items),
+                kind: ExprKind::Tuple(items.into()),
                 span,
             })
         }
@@ -720,7 +720,7 @@ impl LineParser<'_> {
                     inner.next(); // else
                     let other = self.expr(inner.next().expect("else"), base, depth + 1)?;
                     Ok(Expr {
-                        kind: ExprKind::IfExp(Box::new(cond), Box::new(value), Box::new(other)),
+                        kind: ExprKind::IfExp(Box::new((cond, value, other))),
                         span,
                     })
                 } else {
@@ -932,7 +932,7 @@ impl LineParser<'_> {
                             parts[idx] = Some(Box::new(e));
                         }
                     }
-                    ExprKind::Slice(Box::new(lhs), parts)
+                    ExprKind::Slice(Box::new((lhs, parts)))
                 } else {
                     let index = self.exprlist(inner, base)?;
                     ExprKind::Index(Box::new((lhs, index)))
@@ -960,9 +960,9 @@ impl LineParser<'_> {
                 let Some(items) = it.next() else {
                     return Ok(Expr {
                         kind: if is_list {
-                            ExprKind::List(Vec::new())
+                            ExprKind::List(Box::new([]))
                         } else {
-                            ExprKind::Tuple(Vec::new())
+                            ExprKind::Tuple(Box::new([]))
                         },
                         span,
                     });
@@ -983,7 +983,7 @@ impl LineParser<'_> {
                     }
                     let comps = self.comps(it, base, depth + 1)?;
                     return Ok(Expr {
-                        kind: ExprKind::ListComp(Box::new(elt), comps.into()),
+                        kind: ExprKind::ListComp(Box::new((elt, comps.into()))),
                         span,
                     });
                 }
@@ -994,7 +994,7 @@ impl LineParser<'_> {
                             list.push(self.star_or_expr(item, base, depth + 1)?);
                         }
                     }
-                    ExprKind::List(list)
+                    ExprKind::List(list.into())
                 } else {
                     let e = self.exprlist(items, base)?;
                     if matches!(e.kind, ExprKind::Tuple(_)) {
@@ -1007,7 +1007,7 @@ impl LineParser<'_> {
                 let mut it = p.into_inner();
                 let Some(inner) = it.next() else {
                     return Ok(Expr {
-                        kind: ExprKind::Dict(Vec::new()),
+                        kind: ExprKind::Dict(Box::new([])),
                         span,
                     });
                 };
@@ -1031,7 +1031,7 @@ impl LineParser<'_> {
                     let comps = self.comps(it, base, depth + 1)?;
                     return match (items.len(), items.pop()) {
                         (1, Some(DictItem::Pair(k, v))) => Ok(Expr {
-                            kind: ExprKind::DictComp(Box::new(k), Box::new(v), comps.into()),
+                            kind: ExprKind::DictComp(Box::new((k, v, comps.into()))),
                             span,
                         }),
                         _ => Err(Fail(
@@ -1044,7 +1044,7 @@ impl LineParser<'_> {
                         )),
                     };
                 }
-                ExprKind::Dict(items)
+                ExprKind::Dict(items.into())
             }
             Rule::operation => return self.operation(p, base, depth),
             Rule::expr => return self.expr(p, base, depth),
@@ -1059,7 +1059,7 @@ impl LineParser<'_> {
         let elt = self.star_or_expr(it.next().expect("element"), base, depth + 1)?;
         let comps = self.comps(it, base, depth)?;
         Ok(Expr {
-            kind: ExprKind::ListComp(Box::new(elt), comps.into()),
+            kind: ExprKind::ListComp(Box::new((elt, comps.into()))),
             span,
         })
     }
@@ -1098,7 +1098,7 @@ impl LineParser<'_> {
             Ok(items.pop().expect("one target"))
         } else {
             Ok(Expr {
-                kind: ExprKind::Tuple(items),
+                kind: ExprKind::Tuple(items.into()),
                 span,
             })
         }
