@@ -6,14 +6,16 @@
 //! hands statements over in batches, each with the names interned since the
 //! last one. The evaluator keeps its own interner and interns those names in
 //! the same order, so symbols agree (the evaluator never interns a name of
-//! its own). Statements that have run go back to the parser thread to be
-//! freed where they were allocated, in the vectors they came in, which
-//! then carry the next batches: a fresh vector a batch was 60 MB of
-//! page faults on the flat model. The evaluator sees exactly what the
+//! its own). The evaluator runs a batch's statements where they lie and
+//! sends the vector back whole once it has run them all; the parser thread
+//! frees them where they were allocated and fills the vector with the next
+//! batch: a fresh vector a batch was 60 MB of page faults on the flat
+//! model, and moving each statement out and back into a vector of spent
+//! ones wrote every statement once more, on the other core, for the parser
+//! to fetch back before it could write the next batch over it. The evaluator sees exactly what the
 //! serial [`TopLevel`] gives it: the same statements and symbols, and the
 //! same diagnostics in the same order; only the time differs.
 
-use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
@@ -34,10 +36,11 @@ const AHEAD: usize = 2;
 /// Where the evaluator gets its top-level statements: [`TopLevel`] itself,
 /// or [`Ahead`], which runs it on another thread.
 pub trait Source {
-    /// The next top-level statement; the names it uses are in `names`.
-    fn next(&mut self, names: &mut Interner) -> Option<Stmt>;
-    /// A statement that has run, to be freed.
-    fn spent(&mut self, stmt: Stmt);
+    /// Moves to the next top-level statement, whose names are then in
+    /// `names`; false at the end.
+    fn next(&mut self, names: &mut Interner) -> bool;
+    /// The statement [`Source::next`] moved to.
+    fn stmt(&self) -> &Stmt;
     /// Parses the rest for its errors, when evaluation stopped early, and
     /// waits for the parser.
     fn finish(&mut self, names: &mut Interner);
@@ -48,10 +51,13 @@ pub trait Source {
 }
 
 impl Source for TopLevel<'_> {
-    fn next(&mut self, names: &mut Interner) -> Option<Stmt> {
-        TopLevel::next(self, names)
+    fn next(&mut self, names: &mut Interner) -> bool {
+        self.current = TopLevel::next(self, names);
+        self.current.is_some()
     }
-    fn spent(&mut self, _stmt: Stmt) {}
+    fn stmt(&self) -> &Stmt {
+        self.current.as_ref().expect("next gave a statement")
+    }
     fn finish(&mut self, names: &mut Interner) {
         TopLevel::finish(self, names)
     }
@@ -100,9 +106,8 @@ fn run_ahead<T>(
         let mut ahead = Ahead {
             rx: Some(rx),
             spent_tx: Some(spent_tx),
-            spent: Vec::new(),
-            batch: VecDeque::new(),
-            empty: None,
+            batch: Vec::new(),
+            at: 0,
             broken: false,
             worker: Some(worker),
             done: None,
@@ -214,51 +219,45 @@ fn parse(src: &str, tx: SyncSender<Batch>, spent: &Receiver<Vec<Stmt>>) -> Parse
 pub struct Ahead<'scope> {
     rx: Option<Receiver<Batch>>,
     spent_tx: Option<Sender<Vec<Stmt>>>,
-    spent: Vec<Stmt>,
-    batch: VecDeque<Stmt>,
-    /// The last batch's vector once run through, to carry spent
-    /// statements back.
-    empty: Option<Vec<Stmt>>,
+    /// The batch being run, and the statement running (one past it).
+    batch: Vec<Stmt>,
+    at: usize,
     broken: bool,
     worker: Option<ScopedJoinHandle<'scope, Parsed>>,
     done: Option<Parsed>,
 }
 
 impl Source for Ahead<'_> {
-    fn next(&mut self, names: &mut Interner) -> Option<Stmt> {
+    fn next(&mut self, names: &mut Interner) -> bool {
         loop {
-            if let Some(stmt) = self.batch.pop_front() {
-                return Some(stmt);
+            if self.at < self.batch.len() {
+                self.at += 1;
+                return true;
             }
-            let rx = self.rx.as_ref()?;
-            if self.batch.capacity() > 0 && self.empty.is_none() {
-                // Empty, so this moves nothing.
-                self.empty = Some(Vec::from(std::mem::take(&mut self.batch)));
+            // Run through: back to the parser, statements and all. If the
+            // parser is gone, they are freed here.
+            let spent = std::mem::take(&mut self.batch);
+            if spent.capacity() > 0
+                && let Some(tx) = &self.spent_tx
+            {
+                let _ = tx.send(spent);
             }
-            let batch = rx.recv().ok()?;
+            self.at = 0;
+            let Some(batch) = self.rx.as_ref().and_then(|rx| rx.recv().ok()) else {
+                return false;
+            };
             let mut start = 0;
             for &end in &batch.ends {
                 names.intern(&batch.names[start..end]);
                 start = end;
             }
             self.broken |= batch.broken;
-            self.batch = VecDeque::from(batch.stmts);
+            self.batch = batch.stmts;
         }
     }
 
-    fn spent(&mut self, stmt: Stmt) {
-        if self.spent.capacity() == 0
-            && let Some(empty) = self.empty.take()
-        {
-            self.spent = empty;
-        }
-        self.spent.push(stmt);
-        if self.spent.len() == BATCH
-            && let Some(tx) = &self.spent_tx
-        {
-            // If the parser is gone, the statements are freed here.
-            let _ = tx.send(std::mem::take(&mut self.spent));
-        }
+    fn stmt(&self) -> &Stmt {
+        &self.batch[self.at - 1]
     }
 
     fn finish(&mut self, _names: &mut Interner) {
@@ -268,8 +267,7 @@ impl Source for Ahead<'_> {
         // The parser stops handing over and parses the rest on its own.
         self.rx = None;
         if let Some(tx) = self.spent_tx.take() {
-            let _ = tx.send(std::mem::take(&mut self.spent));
-            let _ = tx.send(Vec::from(std::mem::take(&mut self.batch)));
+            let _ = tx.send(std::mem::take(&mut self.batch));
         }
         let worker = self
             .worker
@@ -300,9 +298,8 @@ mod tests {
     fn drain(source: &mut dyn Source) -> (Vec<String>, Vec<String>, bool, bool) {
         let mut names = Interner::default();
         let mut stmts = Vec::new();
-        while let Some(s) = source.next(&mut names) {
-            stmts.push(format!("{s:?}"));
-            source.spent(s);
+        while source.next(&mut names) {
+            stmts.push(format!("{:?}", source.stmt()));
         }
         source.finish(&mut names);
         let names = (0..names.count())

@@ -195,13 +195,14 @@ pub fn run(
     // Every independent mistake in one run: a statement that fails is
     // recorded and the next one runs; what it would have bound becomes
     // `Poison`, so what depends on it stays quiet.
-    while let Some(stmt) = top.next(&mut ev.names) {
+    while top.next(&mut ev.names) {
         if top.broken() {
             break;
         }
+        let stmt = top.stmt();
         ev.know_names();
         ev.tainted = false;
-        match ev.stmt(&stmt) {
+        match ev.stmt(stmt) {
             Ok(()) => {}
             Err(Flow::Err(d)) if fatal(&d) => {
                 ev.errors.push(*d);
@@ -211,11 +212,10 @@ pub fn run(
                 if !ev.tainted {
                     ev.poison(*d);
                 }
-                ev.poison_targets(&stmt);
+                ev.poison_targets(stmt);
             }
             Err(Flow::Return(_)) | Err(Flow::Break) | Err(Flow::Continue) => break,
         }
-        top.spent(stmt);
     }
     top.finish(&mut ev.names);
     if top.broken() {

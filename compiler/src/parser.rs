@@ -44,6 +44,8 @@ pub struct TopLevel<'a> {
     /// Diagnostics already looked at for [`structural`] ones.
     seen: usize,
     structural: bool,
+    /// The statement last handed out as a [`crate::ahead::Source`].
+    pub(crate) current: Option<Stmt>,
 }
 
 impl<'a> TopLevel<'a> {
@@ -68,6 +70,7 @@ impl<'a> TopLevel<'a> {
             ready: Vec::new(),
             seen: 0,
             structural: false,
+            current: None,
         };
         top.look();
         top
