@@ -248,7 +248,8 @@ impl Source for Ahead<'_> {
             };
             let mut start = 0;
             for &end in &batch.ends {
-                names.intern(&batch.names[start..end]);
+                // New to the parser, so new here too.
+                names.append(&batch.names[start..end]);
                 start = end;
             }
             self.broken |= batch.broken;

@@ -375,13 +375,13 @@ impl<'a> Eval<'a> {
     /// Makes room for the names parsed since the last statement.
     fn know_names(&mut self) {
         let n = self.names.count();
-        if self.topo_sym.is_none() && n > self.globals.len() {
-            self.topo_sym = self.names.lookup("topo");
-        }
         for i in self.globals.len()..n {
+            let name = self.names.name(Sym(i as u32));
+            if &**name == "topo" {
+                self.topo_sym = Some(Sym(i as u32));
+            }
             self.globals.push(None);
-            self.builtins
-                .push(builtin_of(self.names.name(Sym(i as u32))));
+            self.builtins.push(builtin_of(name));
         }
     }
 
