@@ -985,6 +985,62 @@ impl<'a> Eval<'a> {
             ExprKind::Float(f) => Value::Float(*f),
             // The tree is shared with the parser's thread; values are not.
             ExprKind::Str(s) => Value::str(s),
+            ExprKind::FStr(_) => return self.expr_rare(e),
+            ExprKind::Name(s) => self.load(*s, e.span)?,
+            ExprKind::Tuple(_)
+            | ExprKind::List(_)
+            | ExprKind::Dict(_)
+            | ExprKind::ListComp(_)
+            | ExprKind::DictComp(_) => return self.expr_rare(e),
+            ExprKind::Attr(obj, name, nspan) => {
+                let o = self.expr(obj)?;
+                self.get_attr(o, *name, *nspan, obj.span)?
+            }
+            ExprKind::Index(ix) => {
+                let (obj, idx) = &**ix;
+                let o = self.expr(obj)?;
+                let k = self.expr(idx)?;
+                self.get_item(&o, &k, obj.span, idx.span, e.span)?
+            }
+            ExprKind::Slice(_) => return self.expr_rare(e),
+            ExprKind::Call(call) => return self.call_expr(&call.0, &call.1, e.span),
+            ExprKind::Unary(op, x) => {
+                let v = self.expr(x)?;
+                self.unary(*op, v, x.span, e.span)?
+            }
+            ExprKind::Binary(op, l, r) => {
+                let a = self.expr(l)?;
+                let b = self.expr(r)?;
+                self.binary(*op, a, b, l.span, r.span, e.span)?
+            }
+            ExprKind::Compare(chain) => return self.compare_chain(&chain.0, &chain.1, e.span),
+            ExprKind::And(l, r) => {
+                let a = self.expr(l)?;
+                if !a.truthy() { a } else { self.expr(r)? }
+            }
+            ExprKind::Or(l, r) => {
+                let a = self.expr(l)?;
+                if a.truthy() { a } else { self.expr(r)? }
+            }
+            ExprKind::IfExp(ie) => {
+                let (cond, then, other) = &**ie;
+                if self.expr(cond)?.truthy() {
+                    self.expr(then)?
+                } else {
+                    self.expr(other)?
+                }
+            }
+            ExprKind::Lambda(_) | ExprKind::Star(_) => return self.expr_rare(e),
+            ExprKind::Paren(inner) => self.expr(inner)?,
+        })
+    }
+
+    /// Expressions that build strings, containers or functions, out of
+    /// [`Eval::expr`]: their code and locals made every evaluation of a
+    /// name or a call pay for a stack frame twice the size.
+    #[inline(never)]
+    fn expr_rare(&mut self, e: &Expr) -> R<Value> {
+        Ok(match &e.kind {
             ExprKind::FStr(parts) => {
                 let room = parts.iter().fold(0, |n, p| match p {
                     FPart::Lit(s) => n + s.len(),
@@ -1018,7 +1074,6 @@ impl<'a> Eval<'a> {
                 self.charge(out.len() as u64 + 16, e.span)?;
                 Value::Str(out.into())
             }
-            ExprKind::Name(s) => self.load(*s, e.span)?,
             ExprKind::Tuple(items) => Value::tuple(self.display(items)?),
             ExprKind::List(items) => Value::list(self.display(items)?),
             ExprKind::Dict(items) => {
@@ -1076,16 +1131,6 @@ impl<'a> Eval<'a> {
                 r?;
                 Value::dict(out)
             }
-            ExprKind::Attr(obj, name, nspan) => {
-                let o = self.expr(obj)?;
-                self.get_attr(o, *name, *nspan, obj.span)?
-            }
-            ExprKind::Index(ix) => {
-                let (obj, idx) = &**ix;
-                let o = self.expr(obj)?;
-                let k = self.expr(idx)?;
-                self.get_item(&o, &k, obj.span, idx.span, e.span)?
-            }
             ExprKind::Slice(sl) => {
                 let (obj, parts) = &**sl;
                 let o = self.expr(obj)?;
@@ -1110,33 +1155,6 @@ impl<'a> Eval<'a> {
                 }
                 self.slice(&o, p, obj.span, e.span)?
             }
-            ExprKind::Call(call) => return self.call_expr(&call.0, &call.1, e.span),
-            ExprKind::Unary(op, x) => {
-                let v = self.expr(x)?;
-                self.unary(*op, v, x.span, e.span)?
-            }
-            ExprKind::Binary(op, l, r) => {
-                let a = self.expr(l)?;
-                let b = self.expr(r)?;
-                self.binary(*op, a, b, l.span, r.span, e.span)?
-            }
-            ExprKind::Compare(chain) => return self.compare_chain(&chain.0, &chain.1, e.span),
-            ExprKind::And(l, r) => {
-                let a = self.expr(l)?;
-                if !a.truthy() { a } else { self.expr(r)? }
-            }
-            ExprKind::Or(l, r) => {
-                let a = self.expr(l)?;
-                if a.truthy() { a } else { self.expr(r)? }
-            }
-            ExprKind::IfExp(ie) => {
-                let (cond, then, other) = &**ie;
-                if self.expr(cond)?.truthy() {
-                    self.expr(then)?
-                } else {
-                    self.expr(other)?
-                }
-            }
             ExprKind::Lambda(def) => self.closure(def)?,
             ExprKind::Star(_) => {
                 return Err(self.fail(
@@ -1146,7 +1164,7 @@ impl<'a> Eval<'a> {
                     "unexpected `*`",
                 ));
             }
-            ExprKind::Paren(inner) => self.expr(inner)?,
+            _ => unreachable!("a common expression is evaluated in `expr`"),
         })
     }
 
