@@ -1263,6 +1263,34 @@ impl<'a> Eval<'a> {
             return self.call(fv, a, f.span);
         }
         let fv = self.expr(f)?;
+        // A unit such as `gb(4)` or `mbps(100)`, most of the calls a model
+        // makes, is worked out here when its one argument is a number,
+        // without building `Args`; any other argument takes the general
+        // path, with the value already computed.
+        if let (Value::Builtin(b), [Arg::Pos(e)]) = (&fv, args)
+            && let Some((mult, unit)) = crate::builtins::unit_of(*b)
+        {
+            let x = self.expr(e)?;
+            let n = match x {
+                Value::Int(i) => Some(i as f64),
+                Value::Bool(b) => Some(b as i64 as f64),
+                Value::Float(f) => Some(f),
+                _ => None,
+            };
+            if let Some(n) = n {
+                let q = crate::ops::scale(n * mult as f64).ok_or_else(|| self.overflow(span))?;
+                return Ok(Value::Quantity(q, unit));
+            }
+            let mut a = Args {
+                pos: PosArgs::new(),
+                pos_spans: PosSpans::new(),
+                kw: Vec::new(),
+                span,
+            };
+            a.pos.push(x);
+            a.pos_spans.push(e.span);
+            return self.call(fv, a, f.span);
+        }
         let a = self.args(args, span)?;
         self.call(fv, a, f.span)
     }

@@ -337,6 +337,35 @@ mod tests {
         assert_eq!(out.xir.expect("xir").nodes.len(), 2);
     }
 
+    /// A unit called with one positional argument (`gb(4)`) is worked out
+    /// without the general call path; what it gives, and every error, is
+    /// what the general path gives (reached here through `*[x]`).
+    #[test]
+    fn units_give_what_the_general_call_gives() {
+        let run = |call: &str| {
+            let text = format!("from mergexp import *\nv = {call}\nprint(repr(v))\n");
+            let out = compile("m.mx", &text, &Options::default());
+            let diags: Vec<(String, String)> = out
+                .diagnostics
+                .iter()
+                .map(|d| (d.code.to_string(), d.message.clone()))
+                .collect();
+            (out.printed, diags)
+        };
+        for unit in ["gb", "pb", "mbps", "ms", "ghz"] {
+            for arg in [
+                "4", "2.5", "True", "0", "-3", "'4'", "None", "10**10", "1e300",
+            ] {
+                let fast = run(&format!("{unit}({arg})"));
+                let general = run(&format!("{unit}(*[{arg}])"));
+                assert_eq!(fast, general, "{unit}({arg})");
+            }
+        }
+        assert_eq!(run("gb(4)").0, ["gb(4)"], "{:?}", run("gb(4)"));
+        assert_eq!(run("pb(10**10)").1[0].1, "integer overflow");
+        assert!(run("gb('4')").1[0].1.contains("needs a number"));
+    }
+
     /// Evaluations of one comparison share their constraint when it comes
     /// out the same, but stay values of their own: `==` and `is` tell them
     /// apart as before, and a value that differs (even only `-0.0` from
