@@ -396,33 +396,44 @@ impl Ipv4Cidr {
         }
     }
 
-    /// Canonical `a.b.c.d/len` (no signs, spaces or leading zeros), or `None`.
+    /// Canonical `a.b.c.d/len` (no signs, spaces or leading zeros), or
+    /// `None`. One pass over the bytes: a model sets an address per
+    /// endpoint, 400,000 at 100,000 nodes, and each is parsed when it is
+    /// made and when it is set.
     fn parse_plain(b: &[u8]) -> Option<Ipv4Cidr> {
-        /// The decimal number of at most `max` digits at `b[*i..]`, without
-        /// a leading zero, moving `i` past it.
-        fn number(b: &[u8], i: &mut usize, max: usize) -> Option<u32> {
-            let start = *i;
-            let mut v = 0u32;
-            while let Some(d) = b.get(*i).filter(|d| d.is_ascii_digit()) {
-                v = v * 10 + u32::from(d - b'0');
-                *i += 1;
-            }
-            let n = *i - start;
-            (n > 0 && n <= max && (n == 1 || b[start] != b'0')).then_some(v)
-        }
         let mut i = 0;
         let mut addr = 0u32;
-        for sep in [b'.', b'.', b'.', b'/'] {
-            let octet = number(b, &mut i, 3).filter(|o| *o <= 255)?;
-            addr = addr << 8 | octet;
-            (b.get(i) == Some(&sep)).then_some(())?;
+        for part in 0..5 {
+            let (start, mut v) = (i, 0u32);
+            while let Some(&c) = b.get(i) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
+                }
+                // Longer than any octet or prefix length: not canonical.
+                if i - start == 3 {
+                    return None;
+                }
+                v = v * 10 + u32::from(d);
+                i += 1;
+            }
+            let digits = i - start;
+            if digits == 0 || (digits > 1 && b[start] == b'0') {
+                return None;
+            }
+            if part == 4 {
+                return (digits <= 2 && v <= 32 && i == b.len()).then_some(Ipv4Cidr {
+                    addr: Ipv4Addr::from(addr),
+                    len: v as u8,
+                });
+            }
+            if v > 255 || b.get(i) != Some(if part == 3 { &b'/' } else { &b'.' }) {
+                return None;
+            }
+            addr = addr << 8 | v;
             i += 1;
         }
-        let len = number(b, &mut i, 2).filter(|l| *l <= 32)?;
-        (i == b.len()).then_some(Ipv4Cidr {
-            addr: Ipv4Addr::from(addr),
-            len: len as u8,
-        })
+        None
     }
 
     fn parse_explained(s: &str) -> Result<Ipv4Cidr, String> {
@@ -571,6 +582,81 @@ mod tests {
         for bad in ["1.2.3/8", "1.2.3.4.5/8", "1.2.3.4", "1.2.3.4/", "a.b.c.d/8"] {
             assert!(Ipv4Cidr::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The one-pass reader accepts exactly what the explaining one does,
+    /// with the same value: it is only the fast way to the same answer.
+    #[test]
+    fn the_fast_reader_agrees_with_the_explaining_one() {
+        let parts = [
+            "0",
+            "1",
+            "9",
+            "10",
+            "99",
+            "100",
+            "199",
+            "255",
+            "256",
+            "999",
+            "1000",
+            "01",
+            "00",
+            "001",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "",
+            "a",
+            "4294967296",
+            "2.",
+        ];
+        let lens = [
+            "0",
+            "8",
+            "9",
+            "10",
+            "24",
+            "31",
+            "32",
+            "33",
+            "99",
+            "100",
+            "08",
+            "00",
+            "+8",
+            " 8",
+            "",
+            "3a",
+            "4294967328",
+        ];
+        let mut texts = vec![
+            "1.2.3/8".to_string(),
+            "1.2.3.4.5/8".into(),
+            "1.2.3.4".into(),
+            "1.2.3.4/".into(),
+            "1.2.3.4//8".into(),
+            "/8".into(),
+            "".into(),
+            "10.0.0.1/24/".into(),
+        ];
+        for a in parts {
+            for b in ["0", "7", "255", "256", "01"] {
+                for len in lens {
+                    texts.push(format!("{a}.{b}.{b}.{a}/{len}"));
+                    texts.push(format!("{b}.{a}.0.1/{len}"));
+                }
+            }
+        }
+        let mut accepted = 0;
+        for t in &texts {
+            let fast = Ipv4Cidr::parse_plain(t.as_bytes());
+            let explained = Ipv4Cidr::parse_explained(t).ok();
+            assert_eq!(fast, explained, "{t:?}");
+            accepted += usize::from(fast.is_some());
+        }
+        assert!(accepted > 100, "{accepted}");
     }
 
     #[test]
