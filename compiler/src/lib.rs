@@ -366,6 +366,57 @@ mod tests {
         assert!(run("gb('4')").1[0].1.contains("needs a number"));
     }
 
+    /// A socket's addresses come from a string, a list (what `ip4` gives)
+    /// or a tuple; anything else, an item that is not a string and an
+    /// address that does not parse are each reported where they were set.
+    #[test]
+    fn addresses_are_set_from_strings_lists_and_tuples() {
+        let model = |lines: &str| {
+            format!(
+                "from mergexp import *\nnet = Network('n')\na = net.node('a')\n\
+                 b = net.node('b')\nl = net.connect([a, b])\n{lines}experiment(net)\n"
+            )
+        };
+        let ok = compile(
+            "m.mx",
+            &model(
+                "l[a].socket.addrs = '10.0.0.1/24'\n\
+                 l[b].socket.addrs = ('10.0.0.2/24', '10.0.0.12/24')\n\
+                 l[a].socket.addrs = ip4('10.0.0.3/24', '10.0.0.13/24')\n",
+            ),
+            &Options::default(),
+        );
+        assert!(ok.diagnostics.is_empty(), "{:?}", codes(&ok));
+        let xir = ok.xir.expect("xir");
+        let cidrs = |e: usize| -> Vec<String> {
+            xir.links[0].endpoints[e]
+                .addrs
+                .iter()
+                .map(|a| a.cidr.clone())
+                .collect()
+        };
+        assert_eq!(cidrs(0), ["10.0.0.3/24", "10.0.0.13/24"]);
+        assert_eq!(cidrs(1), ["10.0.0.2/24", "10.0.0.12/24"]);
+        for (line, message) in [
+            ("l[a].socket.addrs = 7\n", "not a int"),
+            (
+                "l[a].socket.addrs = ['10.0.0.1/24', 3]\n",
+                "addresses are strings, not a int",
+            ),
+            (
+                "l[a].socket.addrs = ('10.0.0.1/24', '10.0.0.300/24')\n",
+                "`10.0.0.300/24`",
+            ),
+        ] {
+            let out = compile("m.mx", &model(line), &Options::default());
+            assert_eq!(out.diagnostics.len(), 1, "{line}: {:?}", codes(&out));
+            let d = &out.diagnostics[0];
+            assert!(d.message.contains(message), "{line}: {}", d.message);
+            let at = model(line).find("l[a].socket.addrs").expect("the line");
+            assert!(d.location().is_some_and(|l| l.start > at), "{line}");
+        }
+    }
+
     /// Evaluations of one comparison share their constraint when it comes
     /// out the same, but stay values of their own: `==` and `is` tell them
     /// apart as before, and a value that differs (even only `-0.0` from

@@ -315,13 +315,42 @@ impl Eval<'_> {
         }
     }
 
+    /// The addresses `items` set on a socket, each checked and parsed once.
+    fn addrs(&self, items: &[Value], vspan: Span) -> R<Vec<crate::topo::Addr>> {
+        let mut addrs = Vec::with_capacity(items.len());
+        for it in items {
+            let Value::Str(s) = it else {
+                return Err(self.type_error(
+                    vspan,
+                    format!("addresses are strings, not a {}", it.type_name()),
+                ));
+            };
+            let (addr, len) = parse_cidr(s).map_err(|why| self.bad_address(s, &why, vspan))?;
+            // What parses is already in canonical form
+            // (`mx_xir::domain` tests `what_parses_is_canonical`),
+            // so the text is kept rather than written again.
+            // (`str::to_owned`: `to_string` on an `Rc<str>` goes
+            // through the formatter.)
+            addrs.push(crate::topo::Addr {
+                text: str::to_owned(s),
+                span: vspan,
+                addr,
+                len,
+            });
+        }
+        Ok(addrs)
+    }
+
     pub fn set_attr(&mut self, o: &Value, name: Sym, v: Value, nspan: Span, vspan: Span) -> R<()> {
         let n: &str = self.name(name);
         match (o, n) {
             (Value::Socket(l, e), "addrs") => {
-                let items = match &v {
-                    Value::Str(_) => vec![v.clone()],
-                    Value::List(_) | Value::Tuple(_) => self.iterate(&v, vspan)?,
+                // Read where they are: a list of one (what `ip4` gives) is
+                // not copied for every endpoint of a model.
+                let addrs = match &v {
+                    Value::Str(_) => self.addrs(std::slice::from_ref(&v), vspan)?,
+                    Value::List(items) => self.addrs(&items.borrow(), vspan)?,
+                    Value::Tuple(items) => self.addrs(items, vspan)?,
                     other => {
                         return Err(self.type_error(
                             vspan,
@@ -332,28 +361,6 @@ impl Eval<'_> {
                         ));
                     }
                 };
-                let mut addrs = Vec::with_capacity(items.len());
-                for it in items {
-                    let Value::Str(s) = it else {
-                        return Err(self.type_error(
-                            vspan,
-                            format!("addresses are strings, not a {}", it.type_name()),
-                        ));
-                    };
-                    let (addr, len) =
-                        parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, vspan))?;
-                    // What parses is already in canonical form
-                    // (`mx_xir::domain` tests `what_parses_is_canonical`),
-                    // so the text is kept rather than written again.
-                    // (`str::to_owned`: `to_string` on an `Rc<str>` goes
-                    // through the formatter.)
-                    addrs.push(crate::topo::Addr {
-                        text: str::to_owned(&s),
-                        span: vspan,
-                        addr,
-                        len,
-                    });
-                }
                 self.charge(64 * addrs.len() as u64, vspan)?;
                 self.model.set_addrs(*l, *e, addrs);
                 Ok(())
