@@ -1281,18 +1281,33 @@ impl<'a> Eval<'a> {
                 let q = crate::ops::scale(n * mult as f64).ok_or_else(|| self.overflow(span))?;
                 return Ok(Value::Quantity(q, unit));
             }
-            let mut a = Args {
-                pos: PosArgs::new(),
-                pos_spans: PosSpans::new(),
-                kw: Vec::new(),
-                span,
-            };
-            a.pos.push(x);
-            a.pos_spans.push(e.span);
-            return self.call(fv, a, f.span);
+            return self.call_one(fv, x, e.span, span, f.span);
+        }
+        // `ip4('10.0.0.1/24')`, once for every endpoint of a model: the
+        // same, for a string.
+        if let (Value::Builtin(Builtin::Ip4), [Arg::Pos(e)]) = (&fv, args) {
+            let x = self.expr(e)?;
+            if let Value::Str(s) = &x {
+                crate::topo::parse_cidr(s).map_err(|why| self.bad_address(s, &why, e.span))?;
+                return Ok(Value::list(vec![x]));
+            }
+            return self.call_one(fv, x, e.span, span, f.span);
         }
         let a = self.args(args, span)?;
         self.call(fv, a, f.span)
+    }
+
+    /// `f(x)` the general way, `x` already evaluated.
+    fn call_one(&mut self, f: Value, x: Value, xspan: Span, span: Span, fspan: Span) -> R<Value> {
+        let mut a = Args {
+            pos: PosArgs::new(),
+            pos_spans: PosSpans::new(),
+            kw: Vec::new(),
+            span,
+        };
+        a.pos.push(x);
+        a.pos_spans.push(xspan);
+        self.call(f, a, fspan)
     }
 
     fn args(&mut self, args: &[Arg], span: Span) -> R<Args> {

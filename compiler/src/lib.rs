@@ -337,9 +337,10 @@ mod tests {
         assert_eq!(out.xir.expect("xir").nodes.len(), 2);
     }
 
-    /// A unit called with one positional argument (`gb(4)`) is worked out
-    /// without the general call path; what it gives, and every error, is
-    /// what the general path gives (reached here through `*[x]`).
+    /// A unit called with one positional argument (`gb(4)`), and `ip4`
+    /// with one, are worked out without the general call path; what they
+    /// give, and every error, is what the general path gives (reached here
+    /// through `*[x]`).
     #[test]
     fn units_give_what_the_general_call_gives() {
         let run = |call: &str| {
@@ -361,6 +362,19 @@ mod tests {
                 assert_eq!(fast, general, "{unit}({arg})");
             }
         }
+        for arg in [
+            "'10.0.0.1/24'",
+            "'10.0.0.256/24'",
+            "'10.0.0.1'",
+            "''",
+            "4",
+            "None",
+        ] {
+            let fast = run(&format!("ip4({arg})"));
+            let general = run(&format!("ip4(*[{arg}])"));
+            assert_eq!(fast, general, "ip4({arg})");
+        }
+        assert_eq!(run("ip4('10.0.0.1/24')").0, ["['10.0.0.1/24']"]);
         assert_eq!(run("gb(4)").0, ["gb(4)"], "{:?}", run("gb(4)"));
         assert_eq!(run("pb(10**10)").1[0].1, "integer overflow");
         assert!(run("gb('4')").1[0].1.contains("needs a number"));

@@ -71,7 +71,7 @@ impl Eval<'_> {
         }
     }
 
-    fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
+    pub(crate) fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
         Diagnostic::error(
             code::E0209,
             format!("`{s}` is not an IPv4 address with a prefix length"),
