@@ -1011,7 +1011,13 @@ impl<'a> Eval<'a> {
             ExprKind::Binary(op, l, r) => {
                 let a = self.expr(l)?;
                 let b = self.expr(r)?;
-                self.binary(*op, a, b, l.span, r.span, e.span)?
+                if let (Value::Int(x), Value::Int(y)) = (&a, &b)
+                    && let Some(v) = crate::ops::int_op(*op, *x, *y)
+                {
+                    v
+                } else {
+                    self.binary(*op, a, b, l.span, r.span, e.span)?
+                }
             }
             ExprKind::Compare(chain) => return self.compare_chain(&chain.0, &chain.1, e.span),
             ExprKind::And(l, r) => {

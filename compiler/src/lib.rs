@@ -431,6 +431,58 @@ mod tests {
         }
     }
 
+    /// Integer arithmetic taken by the fast way (`ops::int_op`) gives what
+    /// Python gives, checked against 128-bit arithmetic; what overflows or
+    /// divides by zero still fails as before.
+    #[test]
+    fn integer_arithmetic_is_pythons() {
+        let xs: [i64; 9] = [-7, -2, -1, 0, 1, 3, 7, i64::MAX, i64::MIN + 1];
+        let ys: [i64; 7] = [-3, -1, 1, 2, 3, 128, i64::MAX];
+        // `-9223372036854775808` is a literal out of range, negated.
+        let lit = |v: i64| match v {
+            i64::MIN => format!("({} - 1)", i64::MIN + 1),
+            v => v.to_string(),
+        };
+        let topology = "from mergexp import *\nnet = Network('n')\na = net.node('a')\n";
+        let mut text = topology.to_string();
+        for x in xs {
+            for y in ys {
+                let (a, b) = (i128::from(x), i128::from(y));
+                let q = a.div_euclid(b) - i128::from(b < 0 && a.rem_euclid(b) != 0);
+                let r = a - q * b;
+                for (op, v) in [
+                    ("+", a + b),
+                    ("-", a - b),
+                    ("*", a * b),
+                    ("//", q),
+                    ("%", r),
+                ] {
+                    if let Ok(v) = i64::try_from(v) {
+                        text += &format!("assert ({x}) {op} ({y}) == {}\n", lit(v));
+                    }
+                }
+                text += &format!(
+                    "assert ({x}) & ({y}) == {} and ({x}) | ({y}) == {} and ({x}) ^ ({y}) == {}\n",
+                    lit(x & y),
+                    lit(x | y),
+                    lit(x ^ y)
+                );
+            }
+        }
+        let out = compile("m.mx", &text, &Options::default());
+        assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics);
+        for bad in [
+            format!("x = {} + 1", i64::MAX),
+            format!("x = ({}) - 2", i64::MIN + 1),
+            format!("x = {} * 2", i64::MAX),
+            "x = 1 // 0".to_string(),
+            "x = 1 % 0".to_string(),
+        ] {
+            let out = compile("m.mx", &format!("{topology}{bad}\n"), &Options::default());
+            assert_eq!(codes(&out), ["E0216"], "{bad}");
+        }
+    }
+
     /// Evaluations of one comparison share their constraint when it comes
     /// out the same, but stay values of their own: `==` and `is` tell them
     /// apart as before, and a value that differs (even only `-0.0` from

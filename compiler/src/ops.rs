@@ -461,6 +461,26 @@ pub(crate) fn scale(x: f64) -> Option<i64> {
     (r.is_finite() && r.abs() < 9.2e18).then_some(r as i64)
 }
 
+/// `x op y` for the integer operators, as [`Eval::binary`] computes them,
+/// when nothing can go wrong: `None` on overflow, a zero divisor or
+/// another operator, which then takes the general way (and its errors).
+/// Most of what a loop computes (`(i + k) % N`, `j // 128`) is this.
+#[inline]
+pub(crate) fn int_op(op: BinOp, x: i64, y: i64) -> Option<Value> {
+    use BinOp::*;
+    Some(Value::Int(match op {
+        Add => x.checked_add(y)?,
+        Sub => x.checked_sub(y)?,
+        Mul => x.checked_mul(y)?,
+        FloorDiv if y != 0 => floor_div(x, y)?,
+        Mod if y != 0 => py_mod(x, y),
+        BitOr => x | y,
+        BitXor => x ^ y,
+        BitAnd => x & y,
+        _ => return None,
+    }))
+}
+
 pub(crate) fn floor_div(x: i64, y: i64) -> Option<i64> {
     let q = x.checked_div(y)?;
     Some(if x % y != 0 && ((x < 0) != (y < 0)) {
