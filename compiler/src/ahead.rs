@@ -4,17 +4,18 @@
 //! parsing them is about as much work as running them; the machines mx
 //! runs on have at least two cores. A parser thread runs [`TopLevel`] and
 //! hands statements over in batches, each with the names interned since the
-//! last one. The evaluator keeps its own interner and interns those names in
-//! the same order, so symbols agree (the evaluator never interns a name of
-//! its own). The evaluator runs a batch's statements where they lie and
+//! last one. The evaluator keeps its own interner and appends those names
+//! in the same order, so symbols agree (the evaluator never interns a name
+//! of its own). The evaluator runs a batch's statements where they lie and
 //! sends the vector back whole once it has run them all; the parser thread
 //! frees them where they were allocated and fills the vector with the next
 //! batch: a fresh vector a batch was 60 MB of page faults on the flat
 //! model, and moving each statement out and back into a vector of spent
 //! ones wrote every statement once more, on the other core, for the parser
-//! to fetch back before it could write the next batch over it. The evaluator sees exactly what the
-//! serial [`TopLevel`] gives it: the same statements and symbols, and the
-//! same diagnostics in the same order; only the time differs.
+//! to fetch back before it could write the next batch over it. The
+//! evaluator sees exactly what the serial [`TopLevel`] gives it: the same
+//! statements and symbols, and the same diagnostics in the same order; only
+//! the time differs.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::ScopedJoinHandle;
