@@ -13,8 +13,7 @@ pub use mx_xir::Span;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(pub u32);
 
-/// Interns identifiers. The evaluator pre-interns builtin names so it can
-/// recognise them by number. A generated model interns every name of every
+/// Interns identifiers. A generated model interns every name of every
 /// line (millions at 100,000 nodes) and has 100,000 distinct ones, so the
 /// table is keyed by a word it holds itself: a name of up to seven bytes
 /// (`n12345`, `net`, `cores`: nearly every name a model spells) is its own

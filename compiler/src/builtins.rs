@@ -75,9 +75,7 @@ impl Eval<'_> {
 
     pub(crate) fn num_arg(&self, a: &Args, i: usize, what: &str) -> R<f64> {
         match &a.pos[i] {
-            Value::Int(x) => Ok(*x as f64),
-            Value::Bool(b) => Ok(*b as i64 as f64),
-            Value::Float(f) => Ok(*f),
+            v if let Some(x) = number(v) => Ok(x),
             other => Err(self.type_error(
                 a.span_of(i),
                 format!("`{what}` needs a number, not {}", other.type_name()),
@@ -110,9 +108,7 @@ impl Eval<'_> {
             self.no_kwargs(&a, name)?;
             self.arity(&a, name, 1, 1)?;
             let x = self.num_arg(&a, 0, name)?;
-            let (mult, u) = unit;
-            let q = scale(x * mult as f64).ok_or_else(|| self.overflow(span))?;
-            return Ok(Value::Quantity(q, u));
+            return self.quantity(x, unit, span);
         }
         match b {
             B::Ddr3 | B::Ddr4 | B::Ddr5 => {
@@ -348,6 +344,27 @@ pub(crate) fn is_api_module(m: &str) -> bool {
 }
 
 /// Multiplier and base unit of a unit function.
+/// A number as a builtin takes one (`True` is 1).
+#[inline]
+pub(crate) fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(x) => Some(*x as f64),
+        Value::Bool(b) => Some(*b as i64 as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+impl Eval<'_> {
+    /// `x` of a unit from [`unit_of`] (`gb(4)`), E0216 past 64 bits; the
+    /// call is at `span`.
+    #[inline]
+    pub(crate) fn quantity(&self, x: f64, (mult, u): (i64, Unit), span: Span) -> R<Value> {
+        let q = scale(x * mult as f64).ok_or_else(|| self.overflow(span))?;
+        Ok(Value::Quantity(q, u))
+    }
+}
+
 pub(crate) fn unit_of(b: Builtin) -> Option<(i64, Unit)> {
     use Builtin as B;
     Some(match b {

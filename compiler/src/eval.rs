@@ -1274,18 +1274,11 @@ impl<'a> Eval<'a> {
         // without building `Args`; any other argument takes the general
         // path, with the value already computed.
         if let (Value::Builtin(b), [Arg::Pos(e)]) = (&fv, args)
-            && let Some((mult, unit)) = crate::builtins::unit_of(*b)
+            && let Some(unit) = crate::builtins::unit_of(*b)
         {
             let x = self.expr(e)?;
-            let n = match x {
-                Value::Int(i) => Some(i as f64),
-                Value::Bool(b) => Some(b as i64 as f64),
-                Value::Float(f) => Some(f),
-                _ => None,
-            };
-            if let Some(n) = n {
-                let q = crate::ops::scale(n * mult as f64).ok_or_else(|| self.overflow(span))?;
-                return Ok(Value::Quantity(q, unit));
+            if let Some(n) = crate::builtins::number(&x) {
+                return self.quantity(n, unit, span);
             }
             return self.call_one(fv, x, e.span, span, f.span);
         }
@@ -1294,7 +1287,7 @@ impl<'a> Eval<'a> {
         if let (Value::Builtin(Builtin::Ip4), [Arg::Pos(e)]) = (&fv, args) {
             let x = self.expr(e)?;
             if let Value::Str(s) = &x {
-                crate::topo::parse_cidr(s).map_err(|why| self.bad_address(s, &why, e.span))?;
+                self.ip4_address(s, e.span)?;
                 return Ok(Value::list(vec![x]));
             }
             return self.call_one(fv, x, e.span, span, f.span);

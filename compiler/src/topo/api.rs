@@ -59,9 +59,7 @@ impl Eval<'_> {
                 let mut out = Vec::with_capacity(a.pos.len());
                 for i in 0..a.pos.len() {
                     let s = self.str_arg(&a, i, name)?;
-                    parse_cidr(&s).map_err(|why| self.bad_address(&s, &why, a.span_of(i)))?;
-                    // What parses is already canonical (no leading zeros,
-                    // signs or spaces): the text itself is the address.
+                    self.ip4_address(&s, a.span_of(i))?;
                     out.push(Value::Str(s));
                 }
                 Ok(Value::list(out))
@@ -71,7 +69,16 @@ impl Eval<'_> {
         }
     }
 
-    pub(crate) fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
+    /// Checks an address given to `ip4` (at `span`). What parses is already
+    /// canonical (no leading zeros, signs or spaces): the text itself is
+    /// the address.
+    #[inline]
+    pub(crate) fn ip4_address(&self, s: &str, span: Span) -> R<()> {
+        parse_cidr(s).map_err(|why| self.bad_address(s, &why, span))?;
+        Ok(())
+    }
+
+    fn bad_address(&self, s: &str, why: &str, span: Span) -> Flow {
         Diagnostic::error(
             code::E0209,
             format!("`{s}` is not an IPv4 address with a prefix length"),
